@@ -1,0 +1,34 @@
+# Targets a newcomer can guess. `make run` serves on the embedded SQLite
+# default; `make test` runs every test (SQLite and PostgreSQL).
+GO ?= go
+# PostgreSQL used by the tests; each test creates and drops its own database.
+# Set it empty (TEST_POSTGRES_DSN=) to skip the PostgreSQL tests, which say so.
+TEST_POSTGRES_DSN ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+export TEST_POSTGRES_DSN
+
+.PHONY: run build test generate check-generated lint bench
+
+run:
+	$(GO) run . serve
+
+build:
+	$(GO) build -o bin/controlplane .
+
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -race -timeout 20m ./...
+
+generate:
+	cd gen && $(GO) generate ./...
+
+# Fails when gen/ does not match openapi/ (someone edited one without the other).
+check-generated: generate
+	git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1)
+	test -z "$$(git status --porcelain -- gen/)" || (git status --porcelain -- gen/; echo "gen/ has untracked generated files: commit them" >&2; exit 1)
+
+lint:
+	test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l . ; exit 1)
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...

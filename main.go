@@ -1,0 +1,366 @@
+// Command controlplane serves the Blaxel control plane's workspace-invitation
+// API (openapi/controlplane.yml) and administers its data.
+//
+// Every flag can also be set through an environment variable: the flag name
+// upper-cased with '-' as '_' and a CONTROLPLANE_ prefix (--data-dir is
+// CONTROLPLANE_DATA_DIR). Flags win over the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"controlplane/server"
+	"controlplane/store"
+)
+
+const envPrefix = "CONTROLPLANE"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one CLI command and returns the exit code. Errors are one
+// line on stderr; output meant for scripts (keys, tokens) is stdout alone.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdout, stderr)
+	if err := root.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "error: %v (see --help)\n", err)
+		return 2
+	}
+	if err := root.Run(ctx); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
+			return 2
+		}
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// dataFlags are the flags every command that touches the database shares.
+type dataFlags struct {
+	dataDir  string
+	db       string
+	maxConns int
+}
+
+func (d *dataFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.dataDir, "data-dir", "./data", "directory for the SQLite database and the development issuer key")
+	fs.StringVar(&d.db, "db", "", "database: a postgres:// URL, or a SQLite file path (default: <data-dir>/controlplane.db)")
+	fs.IntVar(&d.maxConns, "db-max-conns", 16, "PostgreSQL pool size / SQLite reader pool size")
+}
+
+func (d *dataFlags) dsn() string {
+	if d.db != "" {
+		return d.db
+	}
+	return filepath.Join(d.dataDir, "controlplane.db")
+}
+
+// open opens the store and runs the migrations (idempotent and cheap).
+func (d *dataFlags) open(ctx context.Context) (*store.Store, error) {
+	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func envOptions() []ff.Option { return []ff.Option{ff.WithEnvVarPrefix(envPrefix)} }
+
+func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
+	rootFS := newFlagSet("controlplane")
+	rootFS.SetOutput(stderr)
+	return &ffcli.Command{
+		Name:       "controlplane",
+		ShortUsage: "controlplane <command> [flags]",
+		LongHelp:   "Every flag can also be set as CONTROLPLANE_<FLAG_NAME> (e.g. CONTROLPLANE_DATA_DIR).",
+		FlagSet:    rootFS,
+		Subcommands: []*ffcli.Command{
+			serveCommand(stderr),
+			migrateCommand(stderr),
+			workspaceCommand(stdout, stderr),
+			apikeyCommand(stdout, stderr),
+			tokenCommand(stdout, stderr),
+		},
+		Exec: func(context.Context, []string) error { return flag.ErrHelp },
+	}
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func serveCommand(stderr io.Writer) *ffcli.Command {
+	fs := newFlagSet("serve")
+	var data dataFlags
+	data.register(fs)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free port, logged at start)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	inviteTTL := fs.Duration("invite-ttl", 7*24*time.Hour, "how long an invitation stays acceptable")
+	bodyLimit := fs.Int64("body-limit", 64<<10, "largest accepted request body, in bytes")
+	jwksURL := fs.String("jwks-url", "", "trust JWTs signed by the keys at this JWKS URL")
+	jwksFile := fs.String("jwks-file", "", "trust JWTs signed by the keys in this JWKS file")
+	pubKey := fs.String("jwt-public-key", "", "trust JWTs signed by this PEM public key (Ed25519, P-256 or RSA)")
+	issuer := fs.String("jwt-issuer", "", "required iss claim of external tokens (empty: not checked)")
+	audience := fs.String("jwt-audience", "", "required aud claim (empty: not checked)")
+	shutdown := fs.Duration("shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
+	return &ffcli.Command{
+		Name: "serve", ShortUsage: "controlplane serve [flags]", ShortHelp: "migrate the database and serve the API",
+		FlagSet: fs, Options: envOptions(),
+		Exec: func(ctx context.Context, _ []string) error {
+			log, err := newLogger(stderr, *logLevel)
+			if err != nil {
+				return err
+			}
+			auth := server.AuthConfig{JWKSURL: *jwksURL, JWKSFile: *jwksFile, PublicKeyFile: *pubKey, Issuer: *issuer, Audience: *audience}
+			if n := countSet(*jwksURL, *jwksFile, *pubKey); n > 1 {
+				return errors.New("set only one of --jwks-url, --jwks-file, --jwt-public-key")
+			}
+			if !auth.External() {
+				dev, err := server.LoadDevIssuer(data.dataDir)
+				if err != nil {
+					return err
+				}
+				auth.DevIssuer = dev
+				log.Warn("no external JWT issuer configured: trusting the built-in development issuer (tokens from `controlplane token`); set --jwks-url, --jwks-file or --jwt-public-key in production")
+			}
+			st, err := data.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			e, closeServer, err := server.New(ctx, server.Config{InviteTTL: *inviteTTL, BodyLimit: *bodyLimit, Auth: auth}, st, log)
+			if err != nil {
+				return err
+			}
+			defer closeServer()
+			ln, err := net.Listen("tcp", *addr)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w (is another server running? choose another --addr)", *addr, err)
+			}
+			srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+				WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+			log.Info("listening", "addr", "http://"+ln.Addr().String(), "api", "http://"+ln.Addr().String()+server.APIBasePath,
+				"database", st.Dialect(), "dsn", store.RedactDSN(data.dsn()))
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		},
+	}
+}
+
+// interspersed parses flags that follow positional arguments (the flag
+// package stops at the first one), so `workspace create NAME --admin-sub S`
+// works as documented. It returns the positional arguments.
+func interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for len(args) > 0 {
+		positional = append(positional, args[0])
+		if err := fs.Parse(args[1:]); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+	}
+	return positional, nil
+}
+
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
+func migrateCommand(stderr io.Writer) *ffcli.Command {
+	fs := newFlagSet("migrate")
+	var data dataFlags
+	data.register(fs)
+	return &ffcli.Command{
+		Name: "migrate", ShortUsage: "controlplane migrate [flags]", ShortHelp: "create or upgrade the database schema",
+		FlagSet: fs, Options: envOptions(),
+		Exec: func(ctx context.Context, _ []string) error {
+			st, err := data.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			fmt.Fprintf(stderr, "schema up to date (%s)\n", st.Dialect())
+			return nil
+		},
+	}
+}
+
+func workspaceCommand(stdout, stderr io.Writer) *ffcli.Command {
+	fs := newFlagSet("workspace create")
+	var data dataFlags
+	data.register(fs)
+	adminSub := fs.String("admin-sub", "", "sub of the workspace's first admin (required)")
+	adminEmail := fs.String("admin-email", "", "email of the first admin (required)")
+	display := fs.String("display-name", "", "display name (default: the name)")
+	create := &ffcli.Command{
+		Name: "create", ShortUsage: "controlplane workspace create NAME --admin-sub SUB --admin-email EMAIL [--display-name S]",
+		ShortHelp: "create a workspace with its first admin", FlagSet: fs, Options: envOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			args, err := interspersed(fs, args)
+			if err != nil {
+				return err
+			}
+			if len(args) != 1 {
+				return errors.New("workspace create needs exactly one NAME (flags go after it or before it, e.g. workspace create acme --admin-sub u1 --admin-email a@acme.test)")
+			}
+			if *adminSub == "" || *adminEmail == "" {
+				return errors.New("--admin-sub and --admin-email are required")
+			}
+			st, err := data.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ws, err := st.CreateWorkspace(ctx, args[0], *display, *adminSub, *adminEmail)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, ws.Name)
+			fmt.Fprintf(stderr, "created workspace %q with admin %s\n", ws.Name, *adminSub)
+			return nil
+		},
+	}
+	return &ffcli.Command{Name: "workspace", ShortUsage: "controlplane workspace create ...", ShortHelp: "manage workspaces",
+		FlagSet: newFlagSet("workspace"), Subcommands: []*ffcli.Command{create},
+		Exec: func(context.Context, []string) error { return flag.ErrHelp }}
+}
+
+func apikeyCommand(stdout, stderr io.Writer) *ffcli.Command {
+	createFS := newFlagSet("apikey create")
+	var createData dataFlags
+	createData.register(createFS)
+	workspace := createFS.String("workspace", "", "workspace the key is bound to (required)")
+	sub := createFS.String("sub", "", "member the key acts as (required)")
+	create := &ffcli.Command{
+		Name: "create", ShortUsage: "controlplane apikey create --workspace NAME --sub SUB",
+		ShortHelp: "issue an API key (printed once on stdout)", FlagSet: createFS, Options: envOptions(),
+		Exec: func(ctx context.Context, _ []string) error {
+			if *workspace == "" || *sub == "" {
+				return errors.New("--workspace and --sub are required")
+			}
+			st, err := createData.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			key, _, err := st.CreateAPIKey(ctx, *workspace, *sub)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, key)
+			fmt.Fprintln(stderr, "API key created; it is shown only this once")
+			return nil
+		},
+	}
+	revokeFS := newFlagSet("apikey revoke")
+	var revokeData dataFlags
+	revokeData.register(revokeFS)
+	revoke := &ffcli.Command{
+		Name: "revoke", ShortUsage: "controlplane apikey revoke KEY", ShortHelp: "revoke an API key at once",
+		FlagSet: revokeFS, Options: envOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			args, err := interspersed(revokeFS, args)
+			if err != nil {
+				return err
+			}
+			if len(args) != 1 {
+				return errors.New("apikey revoke needs exactly one KEY")
+			}
+			st, err := revokeData.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.RevokeAPIKey(ctx, args[0], "cli"); err != nil {
+				return err
+			}
+			fmt.Fprintln(stderr, "API key revoked")
+			return nil
+		},
+	}
+	return &ffcli.Command{Name: "apikey", ShortUsage: "controlplane apikey create|revoke ...", ShortHelp: "manage API keys",
+		FlagSet: newFlagSet("apikey"), Subcommands: []*ffcli.Command{create, revoke},
+		Exec: func(context.Context, []string) error { return flag.ErrHelp }}
+}
+
+func tokenCommand(stdout, _ io.Writer) *ffcli.Command {
+	fs := newFlagSet("token")
+	dataDir := fs.String("data-dir", "./data", "directory holding the development issuer key")
+	sub := fs.String("sub", "", "subject (required)")
+	email := fs.String("email", "", "email claim")
+	scope := fs.String("scope", "", "space-separated scopes, e.g. \"workspaces:invite\"")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	return &ffcli.Command{
+		Name: "token", ShortUsage: "controlplane token --sub SUB --email EMAIL --scope \"workspaces:invite ...\" [--ttl 1h]",
+		ShortHelp: "print a JWT from the built-in development issuer", FlagSet: fs, Options: envOptions(),
+		Exec: func(ctx context.Context, _ []string) error {
+			if *sub == "" {
+				return errors.New("--sub is required")
+			}
+			dev, err := server.LoadDevIssuer(*dataDir)
+			if err != nil {
+				return err
+			}
+			tok, err := dev.Sign(server.TokenRequest{Sub: *sub, Email: *email, Scopes: strings.Fields(*scope), TTL: *ttl}, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, tok)
+			return nil
+		},
+	}
+}

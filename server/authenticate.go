@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/getkin/kin-openapi/openapi3filter"
+
+	"controlplane/store"
+)
+
+// Security scheme names declared in openapi/controlplane.yml.
+const (
+	schemeOAuth2 = "OAuth2"
+	schemeAPIKey = "ApiKeyAuth"
+)
+
+// WorkspaceHeader names the workspace a request acts on, as Blaxel's SDKs send it.
+const WorkspaceHeader = "X-Blaxel-Workspace"
+
+// authError is one security requirement's failure.
+type authError struct {
+	status    int
+	message   string
+	applies   bool // the presented credential was of this scheme's kind
+	presented bool // a credential was sent at all
+}
+
+func (e *authError) Error() string { return e.message }
+
+// requestState is what the validator learns about a request, cached so the
+// credential is classified and verified once however many requirements the
+// operation lists.
+type requestState struct {
+	resolved  bool
+	principal *Principal
+	err       *authError
+	workspace string
+}
+
+type requestStateKey struct{}
+
+func stateFrom(ctx context.Context) *requestState {
+	st, _ := ctx.Value(requestStateKey{}).(*requestState)
+	return st
+}
+
+// PrincipalFrom returns the authenticated caller, or nil for operations the
+// spec leaves unsecured.
+func PrincipalFrom(ctx context.Context) *Principal {
+	if st := stateFrom(ctx); st != nil {
+		return st.principal
+	}
+	return nil
+}
+
+// authenticator implements the spec's security schemes.
+type authenticator struct {
+	jwt   *JWTVerifier
+	store *store.Store
+}
+
+// authenticate is the validator's AuthenticationFunc, called once per scheme
+// of each security requirement with the scopes the YAML lists, so any
+// operation added to the YAML is protected as declared, with no handler code.
+// An unknown scheme name fails closed.
+func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.AuthenticationInput) error {
+	st := stateFrom(ctx)
+	if st == nil {
+		return &authError{status: http.StatusUnauthorized, message: "authentication state missing"}
+	}
+	if !st.resolved {
+		st.principal, st.err = a.resolve(input.RequestValidationInput.Request)
+		st.resolved = true
+	}
+	if st.err != nil {
+		return st.err
+	}
+	p := st.principal
+	switch input.SecuritySchemeName {
+	case schemeOAuth2:
+		if p.APIKey != nil {
+			return &authError{status: http.StatusUnauthorized, presented: true,
+				message: "this operation's OAuth2 requirement needs a JWT access token"}
+		}
+		if !p.HasScopes(input.Scopes) {
+			return &authError{status: http.StatusForbidden, applies: true, presented: true,
+				message: fmt.Sprintf("the token lacks a required scope: %v", input.Scopes)}
+		}
+		return nil
+	case schemeAPIKey:
+		if p.APIKey == nil {
+			return &authError{status: http.StatusUnauthorized, presented: true,
+				message: "this operation's ApiKeyAuth requirement needs an API key"}
+		}
+		return nil
+	}
+	return &authError{status: http.StatusUnauthorized, presented: true,
+		message: fmt.Sprintf("security scheme %q is not supported by this server", input.SecuritySchemeName)}
+}
+
+// resolve classifies and verifies the request's credential.
+func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
+	cred, err := bearerCredential(r)
+	if err != nil {
+		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, message: err.Error()}
+	}
+	if cred == "" {
+		return nil, &authError{status: http.StatusUnauthorized, applies: true,
+			message: "missing credentials: send \"Authorization: Bearer <token or API key>\""}
+	}
+	if store.IsAPIKey(cred) {
+		key, err := a.store.LookupAPIKey(r.Context(), cred)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true,
+					message: "invalid API key: unknown or revoked"}
+			}
+			return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
+				message: "internal error: could not check the API key"}
+		}
+		return &Principal{Sub: key.Sub, APIKey: &key}, nil
+	}
+	p, _, err := a.jwt.Verify(cred)
+	if err != nil {
+		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, message: err.Error()}
+	}
+	return p, nil
+}

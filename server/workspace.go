@@ -1,0 +1,45 @@
+package server
+
+import (
+	"context"
+	"net/http"
+
+	"controlplane/store"
+)
+
+// caller is an authenticated principal acting in one workspace.
+type caller struct {
+	*Principal
+	store.Membership
+}
+
+// workspaceCaller resolves the workspace a request acts on and the caller's
+// role in it. The workspace is the X-Blaxel-Workspace header, else the API
+// key's own workspace. A workspace that does not exist, that the caller is
+// not a member of, or that an API key is not bound to is "workspace not
+// found" alike, so nothing is revealed about other tenants.
+func (s *Server) workspaceCaller(ctx context.Context, needRole string) (caller, error) {
+	p := PrincipalFrom(ctx)
+	if p == nil {
+		return caller{}, newError(http.StatusUnauthorized, "missing credentials")
+	}
+	name := stateFrom(ctx).workspace
+	if p.APIKey != nil {
+		if name == "" {
+			name = p.APIKey.Workspace.Name
+		} else if name != p.APIKey.Workspace.Name {
+			return caller{}, newError(http.StatusNotFound, "workspace not found")
+		}
+	}
+	if name == "" {
+		return caller{}, newError(http.StatusBadRequest, "no workspace: send the "+WorkspaceHeader+" header")
+	}
+	m, err := s.store.Membership(ctx, name, p.Sub)
+	if err != nil {
+		return caller{}, err
+	}
+	if needRole == store.RoleAdmin && m.Role != store.RoleAdmin {
+		return caller{}, newError(http.StatusForbidden, "only workspace admins may do this")
+	}
+	return caller{Principal: p, Membership: m}, nil
+}

@@ -1,0 +1,84 @@
+package store
+
+import "time"
+
+// Roles a member or an invitation can carry.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
+
+// Invitation states. Only one pending invitation may exist per workspace and
+// email (a partial unique index); the others are kept as history.
+const (
+	InvitationPending  = "pending"
+	InvitationAccepted = "accepted"
+	InvitationDeclined = "declined"
+	InvitationRevoked  = "revoked"
+	InvitationExpired  = "expired"
+)
+
+// Audit holds who created and last changed a row, as the spec's OwnerFields.
+type Audit struct {
+	CreatedAt time.Time `gorm:"not null"`
+	UpdatedAt time.Time `gorm:"not null"`
+	CreatedBy string    `gorm:"not null;default:''"`
+	UpdatedBy string    `gorm:"not null;default:''"`
+}
+
+// Workspace is a tenant: members and invitations belong to one.
+type Workspace struct {
+	ID          int64  `gorm:"primaryKey"`
+	Name        string `gorm:"not null;uniqueIndex"`
+	DisplayName string `gorm:"not null;default:''"`
+	Audit
+}
+
+// Member is a principal (sub) belonging to a workspace with a role.
+// Email is stored normalised (lower case) and may be empty for service accounts.
+type Member struct {
+	ID          int64  `gorm:"primaryKey"`
+	WorkspaceID int64  `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:1;index:idx_members_workspace_email,priority:1"`
+	Sub         string `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:2"`
+	Email       string `gorm:"not null;default:'';index:idx_members_workspace_email,priority:2"`
+	Role        string `gorm:"not null"`
+	Source      string `gorm:"not null;default:''"`
+	Audit
+
+	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// Invitation asks Email to join a workspace with Role until ExpiresAt.
+type Invitation struct {
+	ID          int64     `gorm:"primaryKey"`
+	WorkspaceID int64     `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:1,where:status = 'pending'"`
+	Email       string    `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:2,where:status = 'pending';index"`
+	Role        string    `gorm:"not null"`
+	Status      string    `gorm:"not null;index"`
+	InvitedBy   string    `gorm:"not null"`
+	ExpiresAt   time.Time `gorm:"not null"`
+	Audit
+
+	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// APIKey is an opaque credential bound to one workspace and one principal.
+// Only the SHA-256 of the key is stored; the key itself is shown once.
+type APIKey struct {
+	ID          int64  `gorm:"primaryKey"`
+	WorkspaceID int64  `gorm:"not null;index"`
+	Sub         string `gorm:"not null"`
+	Hash        []byte `gorm:"not null;uniqueIndex"`
+	Hint        string `gorm:"not null"` // first characters, to tell keys apart in listings
+	RevokedAt   *time.Time
+	Audit
+
+	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// TableName keeps the table name readable ("api_keys", not "api_keys" vs "a_p_i_keys").
+func (APIKey) TableName() string { return "api_keys" }
+
+func allModels() []any {
+	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}}
+}

@@ -1,0 +1,184 @@
+// Package store persists workspaces, members, invitations and API keys
+// through GORM, on SQLite (embedded default, pure Go) or PostgreSQL.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/libtnb/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Sentinel errors returned by Store methods; match them with errors.Is.
+var (
+	// ErrNotFound: the workspace, member, invitation or key does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the change conflicts with the current state.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the input cannot be stored as given.
+	ErrInvalid = errors.New("invalid")
+)
+
+// Error wraps a sentinel with a message meant for the API client.
+type Error struct {
+	Kind    error
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+func (e *Error) Unwrap() error { return e.Kind }
+
+func errorf(kind error, format string, args ...any) error {
+	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+// Store is the database handle. Writes go through write; reads through read.
+// On SQLite write is a single connection (SQLite has one writer anyway, and a
+// pool of writers only adds SQLITE_BUSY back-off); read is a small pool that
+// WAL lets run beside the writer. On PostgreSQL both are the same pool.
+type Store struct {
+	write   *gorm.DB
+	read    *gorm.DB
+	dialect string
+	now     func() time.Time
+}
+
+// Options tune Open.
+type Options struct {
+	// MaxOpenConns bounds the PostgreSQL pool and the SQLite reader pool.
+	MaxOpenConns int
+	// Now replaces the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Dialect names the database behind the store: "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.dialect }
+
+// IsPostgresDSN tells whether dsn selects PostgreSQL.
+func IsPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Open connects to dsn: a postgres:// or postgresql:// URL selects PostgreSQL;
+// anything else is a SQLite file path (an optional sqlite:// or file: prefix
+// is stripped). The SQLite file and its directory are created when missing.
+// Open does not create tables: call Migrate.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	if opts.MaxOpenConns <= 0 {
+		opts.MaxOpenConns = 16
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }}
+	cfg := func() *gorm.Config {
+		return &gorm.Config{
+			TranslateError:         true,
+			NowFunc:                s.now,
+			Logger:                 logger.Discard,
+			SkipDefaultTransaction: true,
+			PrepareStmt:            true,
+		}
+	}
+	if IsPostgresDSN(dsn) {
+		db, err := gorm.Open(postgres.Open(dsn), cfg())
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL %s: %w", RedactDSN(dsn), err)
+		}
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(opts.MaxOpenConns)
+		sqlDB.SetMaxIdleConns(opts.MaxOpenConns)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+		s.write, s.read, s.dialect = db, db, "postgres"
+	} else {
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "file:")
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		if path == "" || path == ":memory:" {
+			return nil, fmt.Errorf("SQLite needs a file path (got %q): set --db to a file or leave it empty to use the data directory", dsn)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("create directory for SQLite database %s: %w", path, err)
+		}
+		pragmas := "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+		w, err := gorm.Open(sqlite.Open(path+"?_txlock=immediate&"+pragmas), cfg())
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+		}
+		wDB, _ := w.DB()
+		wDB.SetMaxOpenConns(1)
+		wDB.SetMaxIdleConns(1)
+		wDB.SetConnMaxLifetime(0)
+		wDB.SetConnMaxIdleTime(0)
+		r, err := gorm.Open(sqlite.Open(path+"?_pragma=query_only(1)&"+pragmas), cfg())
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+		}
+		rDB, _ := r.DB()
+		rDB.SetMaxOpenConns(opts.MaxOpenConns)
+		rDB.SetMaxIdleConns(opts.MaxOpenConns)
+		rDB.SetConnMaxIdleTime(0)
+		s.write, s.read, s.dialect = w, r, "sqlite"
+	}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("connect to %s database: %w", s.dialect, err)
+	}
+	return s, nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	for _, db := range []*gorm.DB{s.write, s.read} {
+		sqlDB, err := db.DB()
+		if err != nil {
+			return err
+		}
+		if err := sqlDB.PingContext(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close releases every connection.
+func (s *Store) Close() error {
+	var errs []error
+	for _, db := range uniqueDBs(s.write, s.read) {
+		if sqlDB, err := db.DB(); err == nil {
+			errs = append(errs, sqlDB.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func uniqueDBs(a, b *gorm.DB) []*gorm.DB {
+	if a == b {
+		return []*gorm.DB{a}
+	}
+	return []*gorm.DB{a, b}
+}
+
+// RedactDSN hides the password of a URL-style DSN so it never reaches a log.
+func RedactDSN(dsn string) string {
+	at := strings.LastIndexByte(dsn, '@')
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 {
+		return dsn
+	}
+	userinfo := dsn[scheme+3 : at]
+	if i := strings.IndexByte(userinfo, ':'); i >= 0 {
+		return dsn[:scheme+3] + userinfo[:i] + ":***" + dsn[at:]
+	}
+	return dsn
+}

@@ -1,0 +1,75 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+// workspaceNamePattern is the DNS-label shape upstream workspace names have.
+var workspaceNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// NormalizeEmail is the one canonical form emails are stored and compared in.
+func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+
+// CreateWorkspace creates a workspace and its first admin member in one
+// transaction. Returns ErrConflict if the name is taken, ErrInvalid for a bad name.
+func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub, adminEmail string) (Workspace, error) {
+	if !workspaceNamePattern.MatchString(name) {
+		return Workspace{}, errorf(ErrInvalid, "workspace name %q must be 1-63 lower-case letters, digits or '-', not starting or ending with '-'", name)
+	}
+	if strings.TrimSpace(adminSub) == "" {
+		return Workspace{}, errorf(ErrInvalid, "the admin sub must not be empty")
+	}
+	if displayName == "" {
+		displayName = name
+	}
+	ws := Workspace{Name: name, DisplayName: displayName, Audit: Audit{CreatedBy: adminSub, UpdatedBy: adminSub}}
+	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&ws).Error; err != nil {
+			if errors.Is(err, gorm.ErrDuplicatedKey) {
+				return errorf(ErrConflict, "workspace %q already exists", name)
+			}
+			return fmt.Errorf("create workspace: %w", err)
+		}
+		m := Member{WorkspaceID: ws.ID, Sub: adminSub, Email: NormalizeEmail(adminEmail), Role: RoleAdmin,
+			Audit: Audit{CreatedBy: adminSub, UpdatedBy: adminSub}}
+		if err := tx.Create(&m).Error; err != nil {
+			return fmt.Errorf("create admin member: %w", err)
+		}
+		return nil
+	})
+	return ws, err
+}
+
+// Membership is a principal's standing in one workspace.
+type Membership struct {
+	Workspace Workspace
+	Role      string
+}
+
+// Membership returns the workspace called name and sub's role in it.
+// Returns ErrNotFound if the workspace does not exist or sub is not a member:
+// callers must not be able to tell the two apart.
+func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Membership, error) {
+	var row struct {
+		Workspace
+		Role string
+	}
+	err := s.read.WithContext(ctx).Table("workspaces").
+		Select("workspaces.*, members.role").
+		Joins("JOIN members ON members.workspace_id = workspaces.id").
+		Where("workspaces.name = ? AND members.sub = ?", workspaceName, sub).
+		Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return Membership{}, errorf(ErrNotFound, "workspace not found")
+	}
+	if err != nil {
+		return Membership{}, fmt.Errorf("look up membership: %w", err)
+	}
+	return Membership{Workspace: row.Workspace, Role: row.Role}, nil
+}
