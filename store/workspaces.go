@@ -73,3 +73,27 @@ func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Memb
 	}
 	return Membership{Workspace: row.Workspace, Role: row.Role}, nil
 }
+
+// AddMember adds sub to the workspace called workspaceName with role.
+// Returns ErrNotFound for an unknown workspace, ErrConflict if sub is already a member.
+func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, by string) (Member, error) {
+	if role != RoleAdmin && role != RoleMember {
+		return Member{}, errorf(ErrInvalid, "role must be %q or %q", RoleAdmin, RoleMember)
+	}
+	var ws Workspace
+	if err := s.read.WithContext(ctx).Where("name = ?", workspaceName).Take(&ws).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return Member{}, errorf(ErrNotFound, "workspace %q does not exist", workspaceName)
+		}
+		return Member{}, err
+	}
+	m := Member{WorkspaceID: ws.ID, Sub: sub, Email: NormalizeEmail(email), Role: role,
+		Audit: Audit{CreatedBy: by, UpdatedBy: by}}
+	if err := s.write.WithContext(ctx).Create(&m).Error; err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return Member{}, errorf(ErrConflict, "%q is already a member of %q", sub, workspaceName)
+		}
+		return Member{}, err
+	}
+	return m, nil
+}
