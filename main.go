@@ -42,22 +42,49 @@ func main() {
 // line on stderr; output meant for scripts (keys, tokens) is stdout alone.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
-	if err := root.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "error: %v (see --help)\n", err)
+	err := root.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, ffcli.DefaultUsageFunc(helpTarget(root, args)))
+		return 0
+	}
+	if err == nil {
+		err = root.Run(ctx)
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errNoCommand):
+		fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
 		return 2
 	}
-	if err := root.Run(ctx); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
-			return 2
+	// One line, whatever the cause (driver errors can span several).
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	fmt.Fprintf(stderr, "error: %s\n", msg)
+	return 1
+}
+
+var errNoCommand = errors.New("no command given")
+
+// helpTarget is the command whose usage --help should print.
+func helpTarget(c *ffcli.Command, args []string) *ffcli.Command {
+	for _, a := range args {
+		for _, sub := range c.Subcommands {
+			if a == sub.Name {
+				return helpTarget(sub, args[1:])
+			}
 		}
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return 1
 	}
-	return 0
+	return c
+}
+
+// groupExec is the Exec of a command that only holds subcommands.
+func groupExec(usage string) func(context.Context, []string) error {
+	return func(_ context.Context, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unknown command %q: usage: %s", args[0], usage)
+		}
+		return fmt.Errorf("missing command: usage: %s", usage)
+	}
 }
 
 // dataFlags are the flags every command that touches the database shares.
@@ -102,13 +129,11 @@ func newFlagSet(name string) *flag.FlagSet {
 func envOptions() []ff.Option { return []ff.Option{ff.WithEnvVarPrefix(envPrefix)} }
 
 func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
-	rootFS := newFlagSet("controlplane")
-	rootFS.SetOutput(stderr)
 	return &ffcli.Command{
 		Name:       "controlplane",
 		ShortUsage: "controlplane <command> [flags]",
 		LongHelp:   "Every flag can also be set as CONTROLPLANE_<FLAG_NAME> (e.g. CONTROLPLANE_DATA_DIR).",
-		FlagSet:    rootFS,
+		FlagSet:    newFlagSet("controlplane"),
 		Subcommands: []*ffcli.Command{
 			serveCommand(stderr),
 			migrateCommand(stderr),
@@ -116,7 +141,12 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			apikeyCommand(stdout, stderr),
 			tokenCommand(stdout, stderr),
 		},
-		Exec: func(context.Context, []string) error { return flag.ErrHelp },
+		Exec: func(_ context.Context, args []string) error {
+			if len(args) == 0 {
+				return errNoCommand
+			}
+			return fmt.Errorf("unknown command %q: run controlplane --help", args[0])
+		},
 	}
 }
 
@@ -276,7 +306,7 @@ func workspaceCommand(stdout, stderr io.Writer) *ffcli.Command {
 	}
 	return &ffcli.Command{Name: "workspace", ShortUsage: "controlplane workspace create ...", ShortHelp: "manage workspaces",
 		FlagSet: newFlagSet("workspace"), Subcommands: []*ffcli.Command{create},
-		Exec: func(context.Context, []string) error { return flag.ErrHelp }}
+		Exec: groupExec(create.ShortUsage)}
 }
 
 func apikeyCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -334,7 +364,7 @@ func apikeyCommand(stdout, stderr io.Writer) *ffcli.Command {
 	}
 	return &ffcli.Command{Name: "apikey", ShortUsage: "controlplane apikey create|revoke ...", ShortHelp: "manage API keys",
 		FlagSet: newFlagSet("apikey"), Subcommands: []*ffcli.Command{create, revoke},
-		Exec: func(context.Context, []string) error { return flag.ErrHelp }}
+		Exec: groupExec("controlplane apikey create|revoke ...")}
 }
 
 func tokenCommand(stdout, _ io.Writer) *ffcli.Command {
