@@ -46,6 +46,10 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		Audit: Audit{CreatedAt: now, UpdatedAt: now, CreatedBy: p.InvitedBy, UpdatedBy: p.InvitedBy},
 	}
 	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Shared: invites run side by side, but not beside accept or removal.
+		if _, err := lockWorkspace(tx, "SHARE", "id = ?", p.WorkspaceID); err != nil {
+			return err
+		}
 		var members int64
 		if err := tx.Model(&Member{}).Where("workspace_id = ? AND email = ?", p.WorkspaceID, email).
 			Count(&members).Error; err != nil {

@@ -38,11 +38,11 @@ type Workspace struct {
 // Email is stored normalised (lower case) and may be empty for service accounts.
 type Member struct {
 	ID          int64  `gorm:"primaryKey"`
-	WorkspaceID int64  `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:1;index:idx_members_workspace_email,priority:1"`
+	WorkspaceID int64  `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:1;uniqueIndex:idx_members_workspace_email,priority:1,where:email <> ''"`
 	Sub         string `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:2"`
-	Email       string `gorm:"not null;default:'';index:idx_members_workspace_email,priority:2"`
+	Email       string `gorm:"not null;default:'';uniqueIndex:idx_members_workspace_email,priority:2,where:email <> ''"`
 	Role        string `gorm:"not null"`
-	Source      string `gorm:"not null;default:''"`
+	Source      string `gorm:"not null;default:''"` // SourceInvitation when joined by accepting one
 	Audit
 
 	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
@@ -82,3 +82,6 @@ func (APIKey) TableName() string { return "api_keys" }
 func allModels() []any {
 	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}}
 }
+
+// SourceInvitation marks members who joined by accepting an invitation.
+const SourceInvitation = "invitation"

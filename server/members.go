@@ -1,0 +1,89 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"controlplane/gen"
+	"controlplane/store"
+)
+
+// ListWorkspaceUsers lists members, then pending invitations (any member may).
+func (s *Server) ListWorkspaceUsers(ctx context.Context, _ gen.ListWorkspaceUsersRequestObject) (gen.ListWorkspaceUsersResponseObject, error) {
+	c, err := s.workspaceCaller(ctx, store.RoleMember)
+	if err != nil {
+		return nil, err
+	}
+	users, err := s.store.ListUsers(ctx, c.Workspace.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(gen.ListWorkspaceUsers200JSONResponse, len(users))
+	for i, u := range users {
+		out[i] = toWorkspaceUser(u)
+	}
+	return out, nil
+}
+
+// RemoveWorkspaceUser removes a member or revokes a pending invitation (admins only).
+func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspaceUserRequestObject) (gen.RemoveWorkspaceUserResponseObject, error) {
+	c, err := s.workspaceCaller(ctx, store.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.RemoveUser(ctx, c.Workspace.Name, subOrEmail(req.SubOrEmail), c.Sub); err != nil {
+		return nil, err
+	}
+	return gen.RemoveWorkspaceUser200Response{}, nil
+}
+
+// UpdateWorkspaceUserRole changes the role of a member or pending invitation (admins only).
+func (s *Server) UpdateWorkspaceUserRole(ctx context.Context, req gen.UpdateWorkspaceUserRoleRequestObject) (gen.UpdateWorkspaceUserRoleResponseObject, error) {
+	c, err := s.workspaceCaller(ctx, store.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.store.UpdateRole(ctx, c.Workspace.Name, subOrEmail(req.SubOrEmail), req.Body.Role, c.Sub)
+	if err != nil {
+		return nil, err
+	}
+	return gen.UpdateWorkspaceUserRole200JSONResponse(toWorkspaceUser(u)), nil
+}
+
+// subOrEmail trims what clients may send around the path parameter; an
+// empty value cannot reach here (the router needs a segment).
+func subOrEmail(v string) string { return strings.TrimSpace(v) }
+
+func toWorkspaceUser(u store.UserEntry) gen.WorkspaceUser {
+	w := gen.WorkspaceUser{Email: &u.Email, Role: &u.Role, Accepted: &u.Accepted, Expired: &u.Expired}
+	if u.Sub != "" {
+		w.Sub = &u.Sub
+	}
+	if u.Source != "" {
+		src := gen.WorkspaceUserSource(u.Source)
+		w.Source = &src
+	}
+	return w
+}
+
+// requireUserToken refuses API keys and tokens without an email for the
+// operations that act on the caller's own invitations across workspaces: an
+// API key belongs to one workspace and acts for a member inside it only.
+func requireUserToken(ctx context.Context) (*Principal, error) {
+	p := PrincipalFrom(ctx)
+	if p == nil {
+		return nil, newError(http.StatusUnauthorized, "missing credentials")
+	}
+	if p.APIKey != nil {
+		return nil, newError(http.StatusForbidden, "API keys act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
+	}
+	return p, nil
+}
+
+func requireEmail(p *Principal) error {
+	if p.Email == "" {
+		return newError(http.StatusForbidden, "the token has no email claim: invitations are matched by the caller's email")
+	}
+	return nil
+}

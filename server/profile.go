@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"strconv"
+
+	"controlplane/gen"
+	"controlplane/store"
+)
+
+// invitationTypeWorkspace is the only PendingInvitationRender type this server has.
+const invitationTypeWorkspace = "workspace"
+
+// ListAllPendingInvitations lists the caller's pending, unexpired invitations
+// across workspaces (an empty list when there are none).
+func (s *Server) ListAllPendingInvitations(ctx context.Context, _ gen.ListAllPendingInvitationsRequestObject) (gen.ListAllPendingInvitationsResponseObject, error) {
+	p, err := requireUserToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireEmail(p); err != nil {
+		return nil, err
+	}
+	views, err := s.store.PendingInvitationsFor(ctx, p.Email)
+	if err != nil {
+		return nil, err
+	}
+	out := make(gen.ListAllPendingInvitations200JSONResponse, len(views))
+	for i, v := range views {
+		out[i] = toPendingInvitationRender(v)
+	}
+	return out, nil
+}
+
+// AcceptWorkspaceInvitation makes the caller a member with the invited role.
+func (s *Server) AcceptWorkspaceInvitation(ctx context.Context, req gen.AcceptWorkspaceInvitationRequestObject) (gen.AcceptWorkspaceInvitationResponseObject, error) {
+	p, err := requireUserToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireEmail(p); err != nil {
+		return nil, err
+	}
+	ws, err := s.store.Accept(ctx, req.WorkspaceName, p.Sub, p.Email)
+	if err != nil {
+		return nil, err
+	}
+	w := toWorkspace(ws)
+	return gen.AcceptWorkspaceInvitation200JSONResponse{Email: &p.Email, Workspace: &w}, nil
+}
+
+// DeclineWorkspaceInvitation marks the caller's invitation declined.
+func (s *Server) DeclineWorkspaceInvitation(ctx context.Context, req gen.DeclineWorkspaceInvitationRequestObject) (gen.DeclineWorkspaceInvitationResponseObject, error) {
+	p, err := requireUserToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireEmail(p); err != nil {
+		return nil, err
+	}
+	inv, ws, err := s.store.Decline(ctx, req.WorkspaceName, p.Email, p.Sub)
+	if err != nil {
+		return nil, err
+	}
+	return gen.DeclineWorkspaceInvitation200JSONResponse(toPendingInvitation(inv, ws.Name)), nil
+}
+
+// LeaveWorkspace removes the caller from the workspace.
+func (s *Server) LeaveWorkspace(ctx context.Context, req gen.LeaveWorkspaceRequestObject) (gen.LeaveWorkspaceResponseObject, error) {
+	p, err := requireUserToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := s.store.Leave(ctx, req.WorkspaceName, p.Sub)
+	if err != nil {
+		return nil, err
+	}
+	return gen.LeaveWorkspace200JSONResponse(toWorkspace(ws)), nil
+}
+
+func toWorkspace(ws store.Workspace) gen.Workspace {
+	id := strconv.FormatInt(ws.ID, 10)
+	return gen.Workspace{
+		Id: &id, Name: &ws.Name, DisplayName: &ws.DisplayName,
+		CreatedAt: timeString(ws.CreatedAt), UpdatedAt: timeString(ws.UpdatedAt),
+		CreatedBy: &ws.CreatedBy, UpdatedBy: &ws.UpdatedBy,
+	}
+}
+
+func toPendingInvitationRender(v store.InvitationView) gen.PendingInvitationRender {
+	id := strconv.FormatInt(v.ID, 10)
+	typ := invitationTypeWorkspace
+	count := float32(v.MemberCount)
+	inviter := gen.PendingInvitationRenderInvitedBy{Sub: &v.InvitedBy}
+	if v.InviterEmail != "" {
+		inviter.Email = &v.InviterEmail
+	}
+	return gen.PendingInvitationRender{
+		InvitationId: &id,
+		Type:         &typ,
+		Email:        &v.Email,
+		Role:         &v.Role,
+		ExpiresAt:    timeString(v.ExpiresAt),
+		InvitedAt:    timeString(v.CreatedAt),
+		InvitedBy:    &inviter,
+		Workspace:    &gen.PendingInvitationRenderWorkspace{Name: &v.WorkspaceName, DisplayName: &v.WorkspaceDisplayName},
+		// Member emails are not shown to someone who is not a member yet.
+		WorkspaceDetails: &gen.PendingInvitationWorkspaceDetails{UserNumber: &count},
+	}
+}

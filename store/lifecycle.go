@@ -1,0 +1,311 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Every change to a workspace's membership or to an invitation's state runs
+// in a transaction that first locks the workspace row (FOR UPDATE on
+// PostgreSQL; SQLite's immediate transactions already serialise writers).
+// Checks such as "is this the last admin?" and transitions such as
+// pending → accepted therefore never interleave: an accept racing a revoke,
+// two accepts, or a role change racing a removal end in one consistent state.
+// Invite takes the same lock in shared mode, so invites run concurrently with
+// each other but not with those transitions.
+
+// UserEntry is one line of a workspace's user list: a member, or a pending
+// invitation (Accepted false).
+type UserEntry struct {
+	Sub      string
+	Email    string
+	Role     string
+	Accepted bool
+	Expired  bool
+	Source   string
+}
+
+func memberEntry(m Member) UserEntry {
+	return UserEntry{Sub: m.Sub, Email: m.Email, Role: m.Role, Accepted: true, Source: m.Source}
+}
+
+func invitationEntry(inv Invitation, now time.Time) UserEntry {
+	return UserEntry{Email: inv.Email, Role: inv.Role, Expired: !inv.ExpiresAt.After(now), Source: SourceInvitation}
+}
+
+// lockWorkspace takes the row lock of the workspace matching query for the
+// rest of the transaction (strength "UPDATE" or "SHARE"; SQLite ignores it).
+// Returns ErrNotFound if there is no such workspace.
+func lockWorkspace(tx *gorm.DB, strength, query string, arg any) (Workspace, error) {
+	var ws Workspace
+	err := tx.Clauses(clause.Locking{Strength: strength}).Where(query, arg).Take(&ws).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return Workspace{}, errorf(ErrNotFound, "workspace not found")
+	}
+	return ws, err
+}
+
+func countAdmins(tx *gorm.DB, workspaceID int64) (int64, error) {
+	var n int64
+	err := tx.Model(&Member{}).Where("workspace_id = ? AND role = ?", workspaceID, RoleAdmin).Count(&n).Error
+	return n, err
+}
+
+// findMember finds a member by sub or, when subOrEmail looks like an email,
+// by email. Returns ErrNotFound when neither matches.
+func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, error) {
+	var m Member
+	err := tx.Where("workspace_id = ? AND sub = ?", workspaceID, subOrEmail).Take(&m).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) && strings.Contains(subOrEmail, "@") {
+		err = tx.Where("workspace_id = ? AND email = ?", workspaceID, NormalizeEmail(subOrEmail)).Take(&m).Error
+	}
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return Member{}, errorf(ErrNotFound, "user not found")
+	}
+	return m, err
+}
+
+func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, error) {
+	var inv Invitation
+	err := tx.Where("workspace_id = ? AND email = ? AND status = ?", workspaceID, NormalizeEmail(email), InvitationPending).Take(&inv).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return Invitation{}, errorf(ErrNotFound, "user not found")
+	}
+	return inv, err
+}
+
+// ListUsers returns the workspace's members (oldest first) followed by its
+// pending invitations (oldest first), expired ones flagged.
+func (s *Store) ListUsers(ctx context.Context, workspaceID int64) ([]UserEntry, error) {
+	var members []Member
+	if err := s.read.WithContext(ctx).Where("workspace_id = ?", workspaceID).Order("created_at, id").Find(&members).Error; err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	var invs []Invitation
+	if err := s.read.WithContext(ctx).Where("workspace_id = ? AND status = ?", workspaceID, InvitationPending).
+		Order("created_at, id").Find(&invs).Error; err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	now := s.now()
+	users := make([]UserEntry, 0, len(members)+len(invs))
+	for _, m := range members {
+		users = append(users, memberEntry(m))
+	}
+	for _, inv := range invs {
+		users = append(users, invitationEntry(inv, now))
+	}
+	return users, nil
+}
+
+// RemoveUser removes a member (by sub or email) or, failing that, revokes the
+// pending invitation of that email. The invitation is kept as history.
+// Returns ErrNotFound when neither exists, ErrConflict for the last admin.
+func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error {
+	return s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		if err != nil {
+			return err
+		}
+		m, err := findMember(tx, ws.ID, subOrEmail)
+		if err == nil {
+			if err := refuseLastAdmin(tx, m, "remove"); err != nil {
+				return err
+			}
+			return tx.Delete(&m).Error
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		inv, err := findPending(tx, ws.ID, subOrEmail)
+		if err != nil {
+			return err
+		}
+		return setInvitationStatus(tx, &inv, InvitationRevoked, by, s.now())
+	})
+}
+
+func refuseLastAdmin(tx *gorm.DB, m Member, verb string) error {
+	if m.Role != RoleAdmin {
+		return nil
+	}
+	admins, err := countAdmins(tx, m.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	if admins <= 1 {
+		return errorf(ErrConflict, "cannot %s the last admin of the workspace: make another member admin first", verb)
+	}
+	return nil
+}
+
+func setInvitationStatus(tx *gorm.DB, inv *Invitation, status, by string, now time.Time) error {
+	inv.Status, inv.UpdatedBy, inv.UpdatedAt = status, by, now
+	return tx.Model(inv).Updates(map[string]any{"status": status, "updated_by": by, "updated_at": now}).Error
+}
+
+// UpdateRole sets the role of a member (by sub or email) or of a pending
+// invitation. Returns ErrInvalid for a role other than admin/member,
+// ErrNotFound when neither exists, ErrConflict when demoting the last admin.
+func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role, by string) (UserEntry, error) {
+	if role != RoleAdmin && role != RoleMember {
+		return UserEntry{}, errorf(ErrInvalid, "role must be %q or %q (lower case), got %q", RoleAdmin, RoleMember, role)
+	}
+	var entry UserEntry
+	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		m, err := findMember(tx, ws.ID, subOrEmail)
+		if err == nil {
+			if role == RoleMember {
+				if err := refuseLastAdmin(tx, m, "demote"); err != nil {
+					return err
+				}
+			}
+			m.Role, m.UpdatedBy, m.UpdatedAt = role, by, now
+			entry = memberEntry(m)
+			return tx.Model(&m).Updates(map[string]any{"role": role, "updated_by": by, "updated_at": now}).Error
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		inv, err := findPending(tx, ws.ID, subOrEmail)
+		if err != nil {
+			return err
+		}
+		inv.Role = role
+		entry = invitationEntry(inv, now)
+		return tx.Model(&inv).Updates(map[string]any{"role": role, "updated_by": by, "updated_at": now}).Error
+	})
+	return entry, err
+}
+
+// InvitationView is a pending invitation with what its invitee needs to
+// decide: the workspace, the inviter's email and the member count.
+type InvitationView struct {
+	Invitation
+	WorkspaceName        string
+	WorkspaceDisplayName string
+	InviterEmail         string
+	MemberCount          int64
+}
+
+// PendingInvitationsFor returns the unexpired pending invitations addressed
+// to email across all workspaces, oldest first.
+func (s *Store) PendingInvitationsFor(ctx context.Context, email string) ([]InvitationView, error) {
+	var views []InvitationView
+	err := s.read.WithContext(ctx).Raw(`
+SELECT i.*, w.name AS workspace_name, w.display_name AS workspace_display_name,
+       COALESCE(m.email, '') AS inviter_email,
+       (SELECT COUNT(*) FROM members c WHERE c.workspace_id = i.workspace_id) AS member_count
+FROM invitations i
+JOIN workspaces w ON w.id = i.workspace_id
+LEFT JOIN members m ON m.workspace_id = i.workspace_id AND m.sub = i.invited_by
+WHERE i.email = ? AND i.status = ? AND i.expires_at > ?
+ORDER BY i.created_at, i.id`, NormalizeEmail(email), InvitationPending, s.now()).Scan(&views).Error
+	if err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	return views, nil
+}
+
+// Accept makes sub (whose verified email is email) a member of the workspace
+// with the role of its pending, unexpired invitation, which becomes accepted.
+// Accepting again once a member is a no-op. Returns ErrNotFound when there is
+// no such invitation (expired, revoked, declined, someone else's).
+func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (Workspace, error) {
+	var ws Workspace
+	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
+			return notFoundAs(err, "workspace or invitation not found")
+		}
+		if _, err := findMember(tx, ws.ID, sub); err == nil {
+			return nil // already a member: accepting twice changes nothing
+		}
+		now := s.now()
+		inv, err := findPending(tx, ws.ID, email)
+		if errors.Is(err, ErrNotFound) || (err == nil && !inv.ExpiresAt.After(now)) {
+			return errorf(ErrNotFound, "workspace or invitation not found")
+		}
+		if err != nil {
+			return err
+		}
+		if err := setInvitationStatus(tx, &inv, InvitationAccepted, sub, now); err != nil {
+			return err
+		}
+		m := Member{WorkspaceID: ws.ID, Sub: sub, Email: inv.Email, Role: inv.Role, Source: SourceInvitation,
+			Audit: Audit{CreatedBy: inv.InvitedBy, UpdatedBy: sub}}
+		if err := tx.Create(&m).Error; err != nil {
+			if errors.Is(err, gorm.ErrDuplicatedKey) {
+				return errorf(ErrConflict, "%s already belongs to another member of this workspace", inv.Email)
+			}
+			return err
+		}
+		return nil
+	})
+	return ws, err
+}
+
+// Decline marks the caller's pending, unexpired invitation declined and
+// returns it. Returns ErrNotFound when there is nothing to decline.
+func (s *Store) Decline(ctx context.Context, workspaceName, email, by string) (Invitation, Workspace, error) {
+	var inv Invitation
+	var ws Workspace
+	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
+			return notFoundAs(err, "workspace or invitation not found")
+		}
+		now := s.now()
+		inv, err = findPending(tx, ws.ID, email)
+		if errors.Is(err, ErrNotFound) || (err == nil && !inv.ExpiresAt.After(now)) {
+			return errorf(ErrNotFound, "workspace or invitation not found")
+		}
+		if err != nil {
+			return err
+		}
+		return setInvitationStatus(tx, &inv, InvitationDeclined, by, now)
+	})
+	return inv, ws, err
+}
+
+// Leave removes sub from the workspace. Returns ErrNotFound if sub is not a
+// member, ErrConflict if sub is its last admin.
+func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace, error) {
+	var ws Workspace
+	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
+			return err
+		}
+		var m Member
+		if err := tx.Where("workspace_id = ? AND sub = ?", ws.ID, sub).Take(&m).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return errorf(ErrNotFound, "workspace not found")
+			}
+			return err
+		}
+		if err := refuseLastAdmin(tx, m, "remove"); err != nil {
+			return err
+		}
+		return tx.Delete(&m).Error
+	})
+	return ws, err
+}
+
+// notFoundAs rewords ErrNotFound for the operation at hand; other errors pass.
+func notFoundAs(err error, message string) error {
+	if errors.Is(err, ErrNotFound) {
+		return errorf(ErrNotFound, "%s", message)
+	}
+	return err
+}
