@@ -65,6 +65,6 @@ func (s *FileSender) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("mail: write %s: %w", name, err)
 	}
 	s.log.InfoContext(ctx, "mail written to file instead of sent (no SMTP host configured)",
-		"path", name, "to", msg.GetToString(), "accept_url", m.AcceptURL)
+		"path", name, "to", m.To, "accept_url", m.AcceptURL)
 	return nil
 }

@@ -1,0 +1,236 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"controlplane/store"
+)
+
+func mustInvite(t *testing.T, st *store.Store, ws store.Workspace, email string) store.Invitation {
+	t.Helper()
+	inv, err := st.Invite(context.Background(), store.InviteParams{WorkspaceID: ws.ID, Email: email, InvitedBy: "admin-" + ws.Name, TTL: time.Hour})
+	if err != nil {
+		t.Fatalf("invite %s: %v", email, err)
+	}
+	return inv
+}
+
+func invitationStatuses(t *testing.T, st *store.Store, ws store.Workspace) map[string]int {
+	t.Helper()
+	users, err := st.ListUsers(context.Background(), ws.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, u := range users {
+		if u.Accepted {
+			got["member"]++
+		} else {
+			got["pending"]++
+		}
+	}
+	return got
+}
+
+func TestLifecycle_Transitions(t *testing.T) {
+	eachDialect(t, func(t *testing.T, st *store.Store, clk *clock) {
+		ctx := context.Background()
+		ws := mustWorkspace(t, st, "acme")
+
+		t.Run("AcceptMakesMemberWithInvitedRole", func(t *testing.T) {
+			mustInvite(t, st, ws, "bob@example.com")
+			if _, err := st.UpdateRole(ctx, "acme", "BOB@example.com", store.RoleAdmin, "admin-acme"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Accept(ctx, "acme", "bob", "bob@example.com"); err != nil {
+				t.Fatal(err)
+			}
+			m, err := st.Membership(ctx, "acme", "bob")
+			if err != nil || m.Role != store.RoleAdmin {
+				t.Errorf("got %+v %v, want admin member", m, err)
+			}
+			if _, err := st.Accept(ctx, "acme", "bob", "bob@example.com"); err != nil {
+				t.Errorf("second accept: got %v, want a no-op", err)
+			}
+		})
+
+		t.Run("DeclineRevokeExpireAreFinal", func(t *testing.T) {
+			mustInvite(t, st, ws, "d@example.com")
+			if _, _, err := st.Decline(ctx, "acme", "d@example.com", "d"); err != nil {
+				t.Fatal(err)
+			}
+			mustInvite(t, st, ws, "r@example.com")
+			if err := st.RemoveUser(ctx, "acme", "r@example.com", "admin-acme"); err != nil {
+				t.Fatal(err)
+			}
+			mustInvite(t, st, ws, "e@example.com")
+			clk.Advance(2 * time.Hour)
+			for _, email := range []string{"d@example.com", "r@example.com", "e@example.com"} {
+				if _, err := st.Accept(ctx, "acme", email, email); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("accept %s: got %v, want ErrNotFound", email, err)
+				}
+				if _, _, err := st.Decline(ctx, "acme", email, email); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("decline %s: got %v, want ErrNotFound", email, err)
+				}
+			}
+			// Re-inviting starts a fresh pending invitation each time.
+			for _, email := range []string{"d@example.com", "r@example.com", "e@example.com"} {
+				mustInvite(t, st, ws, email)
+				if _, err := st.Accept(ctx, "acme", email, email); err != nil {
+					t.Errorf("accept re-invited %s: %v", email, err)
+				}
+			}
+		})
+
+		t.Run("LastAdmin", func(t *testing.T) {
+			other := mustWorkspace(t, st, "solo")
+			_ = other
+			if err := st.RemoveUser(ctx, "solo", "admin-solo", "admin-solo"); !errors.Is(err, store.ErrConflict) {
+				t.Errorf("remove last admin: got %v, want ErrConflict", err)
+			}
+			if _, err := st.UpdateRole(ctx, "solo", "admin@solo.test", store.RoleMember, "admin-solo"); !errors.Is(err, store.ErrConflict) {
+				t.Errorf("demote last admin: got %v, want ErrConflict", err)
+			}
+			if _, err := st.Leave(ctx, "solo", "admin-solo"); !errors.Is(err, store.ErrConflict) {
+				t.Errorf("last admin leaves: got %v, want ErrConflict", err)
+			}
+		})
+
+		t.Run("BadRoleAndUnknownUser", func(t *testing.T) {
+			for _, role := range []string{"Admin", "MEMBER", "owner", ""} {
+				if _, err := st.UpdateRole(ctx, "acme", "bob", role, "admin-acme"); !errors.Is(err, store.ErrInvalid) {
+					t.Errorf("role %q: got %v, want ErrInvalid", role, err)
+				}
+			}
+			if err := st.RemoveUser(ctx, "acme", "nobody@example.com", "admin-acme"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("remove unknown: got %v, want ErrNotFound", err)
+			}
+		})
+	})
+}
+
+// race runs fns at the same moment and waits for all.
+func race(fns ...func()) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			fn()
+		}()
+	}
+	close(start)
+	wg.Wait()
+}
+
+// TestLifecycle_Races runs each race many times; the database must end in
+// exactly one of the states a serial order could produce.
+func TestLifecycle_Races(t *testing.T) {
+	const rounds = 25
+	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
+		ctx := context.Background()
+		ws := mustWorkspace(t, st, "acme")
+
+		t.Run("AcceptVsRevoke", func(t *testing.T) {
+			for i := range rounds {
+				email := "ar" + string(rune('a'+i)) + "@example.com"
+				mustInvite(t, st, ws, email)
+				var acceptErr, revokeErr error
+				race(
+					func() { _, acceptErr = st.Accept(ctx, "acme", email, email) },
+					func() { revokeErr = st.RemoveUser(ctx, "acme", email, "admin-acme") },
+				)
+				_, memberErr := st.Membership(ctx, "acme", email)
+				switch {
+				case acceptErr == nil && revokeErr == nil:
+					// accept first, then the removal removed the new member
+					if memberErr == nil {
+						t.Errorf("round %d: accepted then removed, but still a member", i)
+					}
+				case errors.Is(acceptErr, store.ErrNotFound) && revokeErr == nil:
+					if memberErr == nil {
+						t.Errorf("round %d: revoked invitation still made a member", i)
+					}
+				default:
+					t.Errorf("round %d: accept %v, revoke %v", i, acceptErr, revokeErr)
+				}
+				if _, err := st.PendingInvitation(ctx, ws.ID, email); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("round %d: invitation still pending after the race", i)
+				}
+			}
+		})
+
+		t.Run("TwoAccepts", func(t *testing.T) {
+			for i := range rounds {
+				email := "aa" + string(rune('a'+i)) + "@example.com"
+				mustInvite(t, st, ws, email)
+				errs := make([]error, 2)
+				race(
+					func() { _, errs[0] = st.Accept(ctx, "acme", email, email) },
+					func() { _, errs[1] = st.Accept(ctx, "acme", email, email) },
+				)
+				if errs[0] != nil || errs[1] != nil {
+					t.Errorf("round %d: %v / %v, want both to succeed (the second is a no-op)", i, errs[0], errs[1])
+				}
+			}
+			got := invitationStatuses(t, st, ws)
+			counts, _ := st.CountRows(ctx)
+			if int64(got["member"]) != counts["members"] {
+				t.Errorf("members listed %d, rows %d", got["member"], counts["members"])
+			}
+		})
+
+		t.Run("RoleChangeVsRemoval", func(t *testing.T) {
+			for i := range rounds {
+				sub := "rr" + string(rune('a'+i))
+				if _, err := st.AddMember(ctx, "acme", sub, sub+"@example.com", store.RoleMember, "t"); err != nil {
+					t.Fatal(err)
+				}
+				var roleErr, removeErr error
+				race(
+					func() { _, roleErr = st.UpdateRole(ctx, "acme", sub, store.RoleAdmin, "admin-acme") },
+					func() { removeErr = st.RemoveUser(ctx, "acme", sub, "admin-acme") },
+				)
+				_, memberErr := st.Membership(ctx, "acme", sub)
+				if removeErr != nil || memberErr == nil {
+					t.Errorf("round %d: removal %v, still member: %v", i, removeErr, memberErr == nil)
+				}
+				if roleErr != nil && !errors.Is(roleErr, store.ErrNotFound) {
+					t.Errorf("round %d: role change: %v", i, roleErr)
+				}
+			}
+		})
+
+		t.Run("TwoAdminsDemoteEachOther", func(t *testing.T) {
+			for i := range rounds {
+				name := "duo" + string(rune('a'+i))
+				mustWorkspace(t, st, name)
+				if _, err := st.AddMember(ctx, name, "second", "second@example.com", store.RoleAdmin, "t"); err != nil {
+					t.Fatal(err)
+				}
+				errs := make([]error, 2)
+				race(
+					func() { _, errs[0] = st.UpdateRole(ctx, name, "admin-"+name, store.RoleMember, "second") },
+					func() { _, errs[1] = st.UpdateRole(ctx, name, "second", store.RoleMember, "admin-"+name) },
+				)
+				ok := 0
+				for _, err := range errs {
+					if err == nil {
+						ok++
+					} else if !errors.Is(err, store.ErrConflict) {
+						t.Errorf("round %d: %v", i, err)
+					}
+				}
+				if ok != 1 {
+					t.Errorf("round %d: %d demotions succeeded, want exactly 1 (one admin must remain)", i, ok)
+				}
+			}
+		})
+	})
+}
