@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -43,6 +44,9 @@ func invitationEntry(inv Invitation, now time.Time) UserEntry {
 // rest of the transaction (strength "UPDATE" or "SHARE"; SQLite ignores it).
 // Returns ErrNotFound if there is no such workspace.
 func lockWorkspace(tx *gorm.DB, strength, query string, arg any) (Workspace, error) {
+	if str, ok := arg.(string); ok && !storable(str) {
+		return Workspace{}, errorf(ErrNotFound, "workspace not found")
+	}
 	var ws Workspace
 	err := tx.Clauses(clause.Locking{Strength: strength}).Where(query, arg).Take(&ws).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -60,6 +64,9 @@ func countAdmins(tx *gorm.DB, workspaceID int64) (int64, error) {
 // findMember finds a member by sub or, when subOrEmail looks like an email,
 // by email. Returns ErrNotFound when neither matches.
 func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, error) {
+	if !storable(subOrEmail) {
+		return Member{}, errorf(ErrNotFound, "user not found")
+	}
 	var m Member
 	err := tx.Where("workspace_id = ? AND sub = ?", workspaceID, subOrEmail).Take(&m).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) && strings.Contains(subOrEmail, "@") {
@@ -72,6 +79,9 @@ func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, erro
 }
 
 func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, error) {
+	if !storable(email) {
+		return Invitation{}, errorf(ErrNotFound, "user not found")
+	}
 	var inv Invitation
 	err := tx.Where("workspace_id = ? AND email = ? AND status = ?", workspaceID, NormalizeEmail(email), InvitationPending).Take(&inv).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -308,4 +318,11 @@ func notFoundAs(err error, message string) error {
 		return errorf(ErrNotFound, "%s", message)
 	}
 	return err
+}
+
+// storable tells whether s can be a stored value: PostgreSQL rejects NUL
+// bytes and invalid UTF-8 in text parameters outright (an error, not "no
+// rows"), so values that cannot exist are answered as not found up front.
+func storable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

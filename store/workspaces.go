@@ -56,6 +56,9 @@ type Membership struct {
 // Returns ErrNotFound if the workspace does not exist or sub is not a member:
 // callers must not be able to tell the two apart.
 func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Membership, error) {
+	if !storable(workspaceName) || !storable(sub) {
+		return Membership{}, errorf(ErrNotFound, "workspace not found")
+	}
 	var row struct {
 		Workspace
 		Role string
