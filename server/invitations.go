@@ -29,6 +29,9 @@ func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspac
 	if err != nil {
 		return nil, err
 	}
+	if s.cfg.MailQueued != nil {
+		s.cfg.MailQueued()
+	}
 	return gen.InviteWorkspaceUser200JSONResponse(toPendingInvitation(inv, c.Workspace.Name)), nil
 }
 

@@ -24,6 +24,9 @@ type Config struct {
 	BodyLimit int64
 	// Auth selects the trusted JWT issuer.
 	Auth AuthConfig
+	// MailQueued, if set, is called after an invitation email was queued,
+	// so the in-process mail dispatcher sends it without waiting for a poll.
+	MailQueued func()
 }
 
 // Server implements the generated strict server interface.

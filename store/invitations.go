@@ -32,6 +32,8 @@ var pendingConflict = clause.OnConflict{
 // A pending invitation that has already expired is moved to history first, so
 // the re-invite starts a fresh one. The database's partial unique index, not a
 // read-then-write check, guarantees at most one pending row per email.
+// The invitation email is queued in the same transaction (re-inviting queues
+// it again unless an unsent one is already waiting).
 // Returns ErrConflict if the email already belongs to a member.
 func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) {
 	email := NormalizeEmail(p.Email)
@@ -66,7 +68,7 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		if err := tx.Clauses(pendingConflict, clause.Returning{}).Create(&inv).Error; err != nil {
 			return fmt.Errorf("upsert invitation: %w", err)
 		}
-		return nil
+		return enqueueInvitationEmail(tx, inv.ID, now)
 	})
 	if err != nil {
 		return Invitation{}, err

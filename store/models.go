@@ -80,7 +80,7 @@ type APIKey struct {
 func (APIKey) TableName() string { return "api_keys" }
 
 func allModels() []any {
-	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}}
+	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &OutboxMessage{}}
 }
 
 // SourceInvitation marks members who joined by accepting an invitation.

@@ -1,0 +1,231 @@
+package mail
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"time"
+
+	"controlplane/store"
+)
+
+// Outbox is what the dispatcher needs from the database.
+type Outbox interface {
+	ClaimOutbox(ctx context.Context, token string, limit int, lease time.Duration) ([]store.OutboxItem, error)
+	MarkOutboxSent(ctx context.Context, id int64, token string) error
+	RetryOutbox(ctx context.Context, id int64, token string, next time.Time, lastError string) error
+	EndOutbox(ctx context.Context, id int64, token, status, lastError string) error
+	ReleaseOutbox(ctx context.Context, token string) error
+	OutboxCounts(ctx context.Context) (map[string]int64, error)
+}
+
+// DispatcherConfig tunes a Dispatcher; zero values take the defaults.
+type DispatcherConfig struct {
+	AcceptURLTemplate string        // DefaultAcceptURLTemplate when empty
+	MessageIDDomain   string        // right-hand side of Message-IDs; "localhost" when empty
+	MaxAttempts       int           // transient failures before a message is failed; 8
+	BackoffBase       time.Duration // wait after the first failure, doubled each time; 5s
+	BackoffMax        time.Duration // longest wait between attempts; 1h
+	PollInterval      time.Duration // how often to look for due messages when not woken; 2s
+	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over; 2m
+	BatchSize         int           // messages claimed at once; 10
+}
+
+func (c *DispatcherConfig) defaults() {
+	if c.AcceptURLTemplate == "" {
+		c.AcceptURLTemplate = DefaultAcceptURLTemplate
+	}
+	if c.MessageIDDomain == "" {
+		c.MessageIDDomain = "localhost"
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 8
+	}
+	if c.BackoffBase <= 0 {
+		c.BackoffBase = 5 * time.Second
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = time.Hour
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 2 * time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 2 * time.Minute
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 10
+	}
+}
+
+// Dispatcher delivers the outbox: it claims due messages under a lease,
+// sends them, and records the outcome. Several dispatchers (replicas) may run
+// on one database: claims never overlap while their lease holds.
+//
+// Delivery is at-least-once. A message is sent twice only when a dispatcher
+// dies (or loses the database) after the SMTP server accepted the message but
+// before the outcome was recorded; the retry carries the same Message-ID, so
+// the receiving side can drop the duplicate.
+type Dispatcher struct {
+	outbox Outbox
+	sender Sender
+	cfg    DispatcherConfig
+	log    *slog.Logger
+	token  string
+	wake   chan struct{}
+	now    func() time.Time
+}
+
+// NewDispatcher returns a dispatcher sending outbox messages through sender.
+func NewDispatcher(outbox Outbox, sender Sender, cfg DispatcherConfig, log *slog.Logger) *Dispatcher {
+	cfg.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	token := make([]byte, 12)
+	rand.Read(token)
+	return &Dispatcher{outbox: outbox, sender: sender, cfg: cfg, log: log,
+		token: hex.EncodeToString(token), wake: make(chan struct{}, 1), now: time.Now}
+}
+
+// Wake asks the dispatcher to look for due messages now (after an invite
+// commits) instead of at the next poll. It never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers messages until ctx ends. The message being sent when ctx ends
+// is finished; claimed messages not yet started are released for others.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.logCounts(ctx, "mail dispatcher started")
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("mail dispatcher stopped")
+			return nil
+		case <-timer.C:
+		case <-d.wake:
+		}
+		for {
+			n, err := d.RunOnce(ctx)
+			if err != nil && ctx.Err() == nil {
+				d.log.Error("mail dispatcher: claim failed", "err", err)
+			}
+			if n < d.cfg.BatchSize || ctx.Err() != nil {
+				break
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d.cfg.PollInterval)
+	}
+}
+
+// RunOnce claims one batch and processes it, returning how many messages it
+// claimed.
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
+	items, err := d.outbox.ClaimOutbox(ctx, d.token, d.cfg.BatchSize, d.cfg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	// Outcomes are recorded even while shutting down, so they use a context
+	// that ctx's cancellation does not reach.
+	bg := context.WithoutCancel(ctx)
+	for i, item := range items {
+		if ctx.Err() != nil {
+			if err := d.outbox.ReleaseOutbox(bg, d.token); err != nil {
+				d.log.Error("mail dispatcher: release claims", "err", err)
+			}
+			return i, nil
+		}
+		d.deliver(bg, item)
+	}
+	if len(items) > 0 {
+		d.logCounts(bg, "mail outbox")
+	}
+	return len(items), nil
+}
+
+func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
+	log := d.log.With("outbox_id", item.ID, "invitation_id", item.InvitationID, "attempt", item.Attempts)
+	now := d.now()
+	if item.InvitationStatus != store.InvitationPending || !item.InvitationExpiresAt.After(now) {
+		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxCancelled, "invitation is no longer pending"))
+		log.Info("mail cancelled: invitation no longer pending", "invitation_status", item.InvitationStatus)
+		return
+	}
+	msg, err := d.message(item)
+	if err == nil {
+		err = d.sender.Send(ctx, msg)
+	}
+	switch {
+	case err == nil:
+		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.token))
+		log.Info("mail sent", "message_id", msg.MessageID)
+	case IsPermanent(err) || item.Attempts >= d.cfg.MaxAttempts:
+		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxFailed, err.Error()))
+		log.Error("mail failed for good", "err", err, "permanent", IsPermanent(err))
+	default:
+		next := now.Add(d.backoff(item.Attempts))
+		d.record(log, d.outbox.RetryOutbox(ctx, item.ID, d.token, next, err.Error()))
+		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
+	}
+}
+
+func (d *Dispatcher) record(log *slog.Logger, err error) {
+	if err != nil {
+		log.Error("mail dispatcher: could not record the outcome (the lease will expire and the message be retried)", "err", err)
+	}
+}
+
+// message renders the invitation email of item.
+func (d *Dispatcher) message(item store.OutboxItem) (Message, error) {
+	link, err := AcceptURL(d.cfg.AcceptURLTemplate, item.WorkspaceName, item.InvitationEmail)
+	if err != nil {
+		return Message{}, errors.Join(ErrInvalidMessage, err)
+	}
+	subject, text, html, err := Render(Invitation{
+		InviterSub: item.InvitedBy, InviterEmail: item.InviterEmail, InviteeEmail: item.InvitationEmail,
+		WorkspaceName: item.WorkspaceName, WorkspaceDisplayName: item.WorkspaceDisplayName,
+		Role: item.InvitationRole, ExpiresAt: item.InvitationExpiresAt, AcceptURL: link,
+	})
+	if err != nil {
+		return Message{}, errors.Join(ErrInvalidMessage, err)
+	}
+	return Message{ID: item.ID, To: item.InvitationEmail, Subject: subject, Text: text, HTML: html,
+		MessageID: MessageIDFor(item.ID, d.cfg.MessageIDDomain), AcceptURL: link}, nil
+}
+
+// backoff is exponential with jitter: base·2^(attempt-1), capped, then a
+// random point in its upper half, so retries of many messages spread out.
+func (d *Dispatcher) backoff(attempt int) time.Duration {
+	wait := d.cfg.BackoffMax
+	if attempt < 32 {
+		if w := d.cfg.BackoffBase << (attempt - 1); w > 0 && w < wait {
+			wait = w
+		}
+	}
+	return wait/2 + mathrand.N(wait/2+1)
+}
+
+func (d *Dispatcher) logCounts(ctx context.Context, msg string) {
+	counts, err := d.outbox.OutboxCounts(ctx)
+	if err != nil {
+		d.log.Warn("mail outbox: count failed", "err", err)
+		return
+	}
+	d.log.Info(msg, "pending", counts[store.OutboxPending], "sent", counts[store.OutboxSent],
+		"failed", counts[store.OutboxFailed], "cancelled", counts[store.OutboxCancelled])
+}

@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Outbox message states.
+const (
+	OutboxPending   = "pending"   // waiting to be sent (possibly claimed by a dispatcher)
+	OutboxSent      = "sent"      // accepted by the SMTP server (or written as .eml)
+	OutboxFailed    = "failed"    // permanent failure or out of attempts
+	OutboxCancelled = "cancelled" // the invitation stopped being pending before it was sent
+)
+
+// OutboxMessage is one invitation email to send, written in the same
+// transaction as the invitation (transactional outbox). A dispatcher claims
+// it with a lease (ClaimedUntil) so that several can run on one database;
+// a claim that outlives its lease (a crashed dispatcher) is claimed again.
+type OutboxMessage struct {
+	ID            int64     `gorm:"primaryKey"`
+	InvitationID  int64     `gorm:"not null;uniqueIndex:idx_outbox_unsent,where:status = 'pending'"`
+	Status        string    `gorm:"not null;index:idx_outbox_due,priority:1"`
+	Attempts      int       `gorm:"not null;default:0"`
+	NextAttemptAt time.Time `gorm:"not null;index:idx_outbox_due,priority:2"`
+	ClaimedUntil  *time.Time
+	ClaimToken    string `gorm:"not null;default:''"`
+	LastError     string `gorm:"not null;default:''"`
+	SentAt        *time.Time
+	CreatedAt     time.Time `gorm:"not null"`
+	UpdatedAt     time.Time `gorm:"not null"`
+
+	Invitation Invitation `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// outboxUnsent targets idx_outbox_unsent: at most one unsent message per
+// invitation, so a re-invite (or fifty) before the send queues one email.
+var outboxUnsent = clause.OnConflict{
+	Columns:     []clause.Column{{Name: "invitation_id"}},
+	TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "status = 'pending'"}}},
+	DoUpdates:   clause.AssignmentColumns([]string{"next_attempt_at", "updated_at"}),
+}
+
+// enqueueInvitationEmail queues the invitation's email inside tx.
+func enqueueInvitationEmail(tx *gorm.DB, invitationID int64, now time.Time) error {
+	msg := OutboxMessage{InvitationID: invitationID, Status: OutboxPending, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
+	if err := tx.Clauses(outboxUnsent).Create(&msg).Error; err != nil {
+		return fmt.Errorf("queue invitation email: %w", err)
+	}
+	return nil
+}
+
+// OutboxItem is a claimed message with what rendering it needs.
+type OutboxItem struct {
+	OutboxMessage
+	InvitationEmail      string
+	InvitationRole       string
+	InvitationStatus     string
+	InvitationExpiresAt  time.Time
+	InvitedBy            string
+	InviterEmail         string
+	WorkspaceName        string
+	WorkspaceDisplayName string
+}
+
+// ClaimOutbox claims up to limit due messages for lease under token, in one
+// statement that commits the claim, so nothing is locked while sending. On
+// PostgreSQL, FOR UPDATE SKIP LOCKED lets concurrent dispatchers take
+// different rows; on SQLite the single writer serialises claims.
+func (s *Store) ClaimOutbox(ctx context.Context, token string, limit int, lease time.Duration) ([]OutboxItem, error) {
+	now := s.now()
+	lock := ""
+	if s.dialect == "postgres" {
+		lock = "FOR UPDATE SKIP LOCKED"
+	}
+	var ids []int64
+	err := s.write.WithContext(ctx).Raw(`
+UPDATE outbox_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+  SELECT id FROM outbox_messages
+  WHERE status = ? AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
+  ORDER BY next_attempt_at, id LIMIT ? `+lock+`
+) RETURNING id`, now.Add(lease), token, now, OutboxPending, now, now, limit).Scan(&ids).Error
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	var items []OutboxItem
+	err = s.write.WithContext(ctx).Raw(`
+SELECT o.*, i.email AS invitation_email, i.role AS invitation_role, i.status AS invitation_status,
+       i.expires_at AS invitation_expires_at, i.invited_by, COALESCE(m.email, '') AS inviter_email,
+       w.name AS workspace_name, w.display_name AS workspace_display_name
+FROM outbox_messages o
+JOIN invitations i ON i.id = o.invitation_id
+JOIN workspaces w ON w.id = i.workspace_id
+LEFT JOIN members m ON m.workspace_id = i.workspace_id AND m.sub = i.invited_by
+WHERE o.id IN ? AND o.claim_token = ?
+ORDER BY o.id`, ids, token).Scan(&items).Error
+	return items, err
+}
+
+// finishOutbox updates a message this dispatcher still holds; a claim lost
+// to lease expiry is left to its new holder.
+func (s *Store) finishOutbox(ctx context.Context, id int64, token string, updates map[string]any) error {
+	updates["claimed_until"] = nil
+	updates["claim_token"] = ""
+	updates["updated_at"] = s.now()
+	return s.write.WithContext(ctx).Model(&OutboxMessage{}).
+		Where("id = ? AND claim_token = ? AND status = ?", id, token, OutboxPending).Updates(updates).Error
+}
+
+// MarkOutboxSent records a successful send.
+func (s *Store) MarkOutboxSent(ctx context.Context, id int64, token string) error {
+	now := s.now()
+	return s.finishOutbox(ctx, id, token, map[string]any{"status": OutboxSent, "sent_at": &now, "last_error": ""})
+}
+
+// RetryOutbox releases the message for another attempt at next.
+func (s *Store) RetryOutbox(ctx context.Context, id int64, token string, next time.Time, lastError string) error {
+	return s.finishOutbox(ctx, id, token, map[string]any{"next_attempt_at": next, "last_error": lastError})
+}
+
+// EndOutbox gives up on a message: status is OutboxFailed or OutboxCancelled.
+func (s *Store) EndOutbox(ctx context.Context, id int64, token, status, lastError string) error {
+	return s.finishOutbox(ctx, id, token, map[string]any{"status": status, "last_error": lastError})
+}
+
+// ReleaseOutbox hands back every message claimed under token without
+// counting the attempt (graceful shutdown).
+func (s *Store) ReleaseOutbox(ctx context.Context, token string) error {
+	return s.write.WithContext(ctx).Model(&OutboxMessage{}).
+		Where("claim_token = ? AND status = ?", token, OutboxPending).
+		Updates(map[string]any{"claimed_until": nil, "claim_token": "", "attempts": gorm.Expr("attempts - 1"), "updated_at": s.now()}).Error
+}
+
+// OutboxCounts returns the number of messages per status.
+func (s *Store) OutboxCounts(ctx context.Context) (map[string]int64, error) {
+	var rows []struct {
+		Status string
+		N      int64
+	}
+	if err := s.read.WithContext(ctx).Model(&OutboxMessage{}).Select("status, COUNT(*) AS n").Group("status").Scan(&rows).Error; err != nil {
+		return nil, err
+	}
+	counts := map[string]int64{OutboxPending: 0, OutboxSent: 0, OutboxFailed: 0, OutboxCancelled: 0}
+	for _, r := range rows {
+		counts[r.Status] = r.N
+	}
+	return counts, nil
+}
