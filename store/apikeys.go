@@ -52,7 +52,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, workspaceName, sub string) (st
 	key := APIKeyPrefix + strings.ToLower(keyEncoding.EncodeToString(raw))
 	k := APIKey{WorkspaceID: ws.ID, Sub: sub, Hash: HashAPIKey(key), Hint: key[:len(APIKeyPrefix)+6],
 		Audit: Audit{CreatedBy: sub, UpdatedBy: sub}}
-	if err := s.write.WithContext(ctx).Create(&k).Error; err != nil {
+	if err := s.inTx(ctx, func(tx *gorm.DB) error { return tx.Create(&k).Error }); err != nil {
 		return "", APIKey{}, fmt.Errorf("store API key: %w", err)
 	}
 	k.Workspace = ws
@@ -75,14 +75,16 @@ func (s *Store) LookupAPIKey(ctx context.Context, key string) (APIKey, error) {
 // Returns ErrNotFound if no unrevoked key matches.
 func (s *Store) RevokeAPIKey(ctx context.Context, key, by string) error {
 	now := s.now()
-	res := s.write.WithContext(ctx).Model(&APIKey{}).
-		Where("hash = ? AND revoked_at IS NULL", HashAPIKey(key)).
-		Updates(map[string]any{"revoked_at": &now, "updated_at": now, "updated_by": by})
-	if res.Error != nil {
-		return res.Error
-	}
-	if res.RowsAffected == 0 {
-		return errorf(ErrNotFound, "no active API key matches")
-	}
-	return nil
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		res := tx.Model(&APIKey{}).
+			Where("hash = ? AND revoked_at IS NULL", HashAPIKey(key)).
+			Updates(map[string]any{"revoked_at": &now, "updated_at": now, "updated_by": by})
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return errorf(ErrNotFound, "no active API key matches")
+		}
+		return nil
+	})
 }

@@ -47,7 +47,7 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		InvitedBy: p.InvitedBy, ExpiresAt: now.Add(p.TTL),
 		Audit: Audit{CreatedAt: now, UpdatedAt: now, CreatedBy: p.InvitedBy, UpdatedBy: p.InvitedBy},
 	}
-	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		// Shared: invites run side by side, but not beside accept or removal.
 		if _, err := lockWorkspace(tx, "SHARE", "id = ?", p.WorkspaceID); err != nil {
 			return err

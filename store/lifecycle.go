@@ -117,7 +117,7 @@ func (s *Store) ListUsers(ctx context.Context, workspaceID int64) ([]UserEntry, 
 // pending invitation of that email. The invitation is kept as history.
 // Returns ErrNotFound when neither exists, ErrConflict for the last admin.
 func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error {
-	return s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.inTx(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role,
 		return UserEntry{}, errorf(ErrInvalid, "role must be %q or %q (lower case), got %q", RoleAdmin, RoleMember, role)
 	}
 	var entry UserEntry
-	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
 		if err != nil {
 			return err
@@ -233,7 +233,7 @@ ORDER BY i.created_at, i.id`, NormalizeEmail(email), InvitationPending, s.now())
 // no such invitation (expired, revoked, declined, someone else's).
 func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (Workspace, error) {
 	var ws Workspace
-	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		var err error
 		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
 			return notFoundAs(err, "workspace or invitation not found")
@@ -270,7 +270,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 func (s *Store) Decline(ctx context.Context, workspaceName, email, by string) (Invitation, Workspace, error) {
 	var inv Invitation
 	var ws Workspace
-	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		var err error
 		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
 			return notFoundAs(err, "workspace or invitation not found")
@@ -292,7 +292,7 @@ func (s *Store) Decline(ctx context.Context, workspaceName, email, by string) (I
 // member, ErrConflict if sub is its last admin.
 func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace, error) {
 	var ws Workspace
-	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		var err error
 		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
 			return err

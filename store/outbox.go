@@ -77,19 +77,20 @@ func (s *Store) ClaimOutbox(ctx context.Context, token string, limit int, lease 
 	if s.dialect == "postgres" {
 		lock = "FOR UPDATE SKIP LOCKED"
 	}
-	var ids []int64
-	err := s.write.WithContext(ctx).Raw(`
+	var items []OutboxItem
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		var ids []int64
+		err := tx.Raw(`
 UPDATE outbox_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
 WHERE id IN (
   SELECT id FROM outbox_messages
   WHERE status = ? AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
   ORDER BY next_attempt_at, id LIMIT ? `+lock+`
 ) RETURNING id`, now.Add(lease), token, now, OutboxPending, now, now, limit).Scan(&ids).Error
-	if err != nil || len(ids) == 0 {
-		return nil, err
-	}
-	var items []OutboxItem
-	err = s.write.WithContext(ctx).Raw(`
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		return tx.Raw(`
 SELECT o.*, i.email AS invitation_email, i.role AS invitation_role, i.status AS invitation_status,
        i.expires_at AS invitation_expires_at, i.invited_by, COALESCE(m.email, '') AS inviter_email,
        w.name AS workspace_name, w.display_name AS workspace_display_name
@@ -99,6 +100,7 @@ JOIN workspaces w ON w.id = i.workspace_id
 LEFT JOIN members m ON m.workspace_id = i.workspace_id AND m.sub = i.invited_by
 WHERE o.id IN ? AND o.claim_token = ?
 ORDER BY o.id`, ids, token).Scan(&items).Error
+	})
 	return items, err
 }
 
@@ -108,8 +110,10 @@ func (s *Store) finishOutbox(ctx context.Context, id int64, token string, update
 	updates["claimed_until"] = nil
 	updates["claim_token"] = ""
 	updates["updated_at"] = s.now()
-	return s.write.WithContext(ctx).Model(&OutboxMessage{}).
-		Where("id = ? AND claim_token = ? AND status = ?", id, token, OutboxPending).Updates(updates).Error
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		return tx.Model(&OutboxMessage{}).
+			Where("id = ? AND claim_token = ? AND status = ?", id, token, OutboxPending).Updates(updates).Error
+	})
 }
 
 // MarkOutboxSent records a successful send.
@@ -131,9 +135,11 @@ func (s *Store) EndOutbox(ctx context.Context, id int64, token, status, lastErro
 // ReleaseOutbox hands back every message claimed under token without
 // counting the attempt (graceful shutdown).
 func (s *Store) ReleaseOutbox(ctx context.Context, token string) error {
-	return s.write.WithContext(ctx).Model(&OutboxMessage{}).
-		Where("claim_token = ? AND status = ?", token, OutboxPending).
-		Updates(map[string]any{"claimed_until": nil, "claim_token": "", "attempts": gorm.Expr("attempts - 1"), "updated_at": s.now()}).Error
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		return tx.Model(&OutboxMessage{}).
+			Where("claim_token = ? AND status = ?", token, OutboxPending).
+			Updates(map[string]any{"claimed_until": nil, "claim_token": "", "attempts": gorm.Expr("attempts - 1"), "updated_at": s.now()}).Error
+	})
 }
 
 // OutboxCounts returns the number of messages per status.

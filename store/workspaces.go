@@ -29,7 +29,7 @@ func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub
 		displayName = name
 	}
 	ws := Workspace{Name: name, DisplayName: displayName, Audit: Audit{CreatedBy: adminSub, UpdatedBy: adminSub}}
-	err := s.write.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Create(&ws).Error; err != nil {
 			if errors.Is(err, gorm.ErrDuplicatedKey) {
 				return errorf(ErrConflict, "workspace %q already exists", name)
@@ -92,7 +92,7 @@ func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, 
 	}
 	m := Member{WorkspaceID: ws.ID, Sub: sub, Email: NormalizeEmail(email), Role: role,
 		Audit: Audit{CreatedBy: by, UpdatedBy: by}}
-	if err := s.write.WithContext(ctx).Create(&m).Error; err != nil {
+	if err := s.inTx(ctx, func(tx *gorm.DB) error { return tx.Create(&m).Error }); err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return Member{}, errorf(ErrConflict, "%q is already a member of %q", sub, workspaceName)
 		}
