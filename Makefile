@@ -6,7 +6,7 @@ GO ?= go
 TEST_POSTGRES_DSN ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export TEST_POSTGRES_DSN
 
-.PHONY: run build test generate check-generated lint bench
+.PHONY: run build test generate check-generated lint bench bench-micro
 
 run:
 	$(GO) run . serve
@@ -30,5 +30,13 @@ lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l . ; exit 1)
 	$(GO) vet ./...
 
+# Load benchmark of the invite path against a bare-Echo baseline (bench/run.sh:
+# wrk, SQLite and PostgreSQL, interleaved rounds, one table). Knobs:
+# BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_ROUNDS (3),
+# BENCH_POSTGRES_DSN (admin DSN; empty skips PostgreSQL), BENCH_SERVE_FLAGS.
 bench:
+	GO=$(GO) bash bench/run.sh
+
+# Go microbenchmarks of the hot pieces (benchstat-friendly).
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
