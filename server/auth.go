@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -102,12 +103,29 @@ func (s *scopeList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// JWTVerifier checks access tokens.
+// JWTVerifier checks access tokens. Verified tokens are cached (signature
+// checks cost ~50 µs of CPU each), bounded in number, and never past the
+// token's own exp or cacheTTL, whichever comes first.
 type JWTVerifier struct {
 	keyfunc jwt.Keyfunc
 	parser  *jwt.Parser
 	closeFn func()
+	now     func() time.Time
+
+	mu    sync.RWMutex
+	cache map[string]cachedToken
 }
+
+type cachedToken struct {
+	principal *Principal
+	exp       time.Time
+	until     time.Time
+}
+
+const (
+	tokenCacheSize = 10000
+	cacheTTL       = 5 * time.Minute
+)
 
 // NewJWTVerifier builds the verifier for cfg. A JWKS URL is fetched now and
 // refreshed in the background until Close.
@@ -117,7 +135,7 @@ func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(30 * time.Second),
 	}
-	v := &JWTVerifier{closeFn: func() {}}
+	v := &JWTVerifier{closeFn: func() {}, now: time.Now, cache: make(map[string]cachedToken)}
 	switch {
 	case cfg.JWKSURL != "":
 		kctx, cancel := context.WithCancel(ctx)
@@ -163,8 +181,42 @@ func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
 func (v *JWTVerifier) Close() { v.closeFn() }
 
 // Verify checks the token's signature and time and registered claims and
-// returns its principal. The error text is safe to show the client.
+// returns its principal, which callers must not modify (it is shared through
+// the cache). The error text is safe to show the client.
 func (v *JWTVerifier) Verify(token string) (*Principal, time.Time, error) {
+	now := v.now()
+	v.mu.RLock()
+	c, ok := v.cache[token]
+	v.mu.RUnlock()
+	if ok && now.Before(c.until) {
+		return c.principal, c.exp, nil
+	}
+	p, exp, err := v.verify(token)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	until := now.Add(cacheTTL)
+	if exp.Before(until) {
+		until = exp
+	}
+	v.mu.Lock()
+	if len(v.cache) >= tokenCacheSize {
+		// Evict expired entries, or any (map order is random) if none are.
+		for k, e := range v.cache {
+			if !now.Before(e.until) || len(v.cache) >= tokenCacheSize {
+				delete(v.cache, k)
+			}
+			if len(v.cache) < tokenCacheSize*9/10 {
+				break
+			}
+		}
+	}
+	v.cache[token] = cachedToken{principal: p, exp: exp, until: until}
+	v.mu.Unlock()
+	return p, exp, nil
+}
+
+func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 	var claims tokenClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyfunc); err != nil {
 		return nil, time.Time{}, fmt.Errorf("invalid token: %s", tokenErrorReason(err))

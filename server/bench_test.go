@@ -51,6 +51,9 @@ func BenchmarkInvite(b *testing.B) {
 		b.Run(dialect, func(b *testing.B) {
 			h, tok := benchServer(b, dialect)
 			b.ReportAllocs()
+			// Many clients at once, as under real load: lets group commit
+			// (SQLite) and PostgreSQL's own commit grouping work.
+			b.SetParallelism(16)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {

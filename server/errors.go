@@ -54,6 +54,8 @@ func fromStoreError(err error) error {
 		return newError(http.StatusConflict, se.Message)
 	case errors.Is(err, store.ErrInvalid):
 		return newError(http.StatusBadRequest, se.Message)
+	case errors.Is(err, store.ErrForbidden):
+		return newError(http.StatusForbidden, se.Message)
 	}
 	return err
 }

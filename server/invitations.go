@@ -15,16 +15,18 @@ func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspac
 	if req.Body == nil || req.Body.Email == nil || *req.Body.Email == "" {
 		return nil, newError(http.StatusBadRequest, "email is required")
 	}
-	c, err := s.workspaceCaller(ctx, store.RoleAdmin)
+	// The hot path: the membership and admin checks happen inside the
+	// store's transaction instead of a separate lookup.
+	p, workspace, err := s.workspaceName(ctx)
 	if err != nil {
 		return nil, err
 	}
 	inv, err := s.store.Invite(ctx, store.InviteParams{
-		WorkspaceID: c.Workspace.ID,
-		Email:       *req.Body.Email,
-		Role:        store.RoleMember,
-		InvitedBy:   c.Sub,
-		TTL:         s.cfg.InviteTTL,
+		Workspace: workspace,
+		Caller:    p.Sub,
+		Email:     *req.Body.Email,
+		Role:      store.RoleMember,
+		TTL:       s.cfg.InviteTTL,
 	})
 	if err != nil {
 		return nil, err
@@ -32,7 +34,7 @@ func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspac
 	if s.cfg.MailQueued != nil {
 		s.cfg.MailQueued()
 	}
-	return gen.InviteWorkspaceUser200JSONResponse(toPendingInvitation(inv, c.Workspace.Name)), nil
+	return gen.InviteWorkspaceUser200JSONResponse(toPendingInvitation(inv, workspace)), nil
 }
 
 func toPendingInvitation(inv store.Invitation, workspace string) gen.PendingInvitation {

@@ -19,20 +19,9 @@ type caller struct {
 // not a member of, or that an API key is not bound to is "workspace not
 // found" alike, so nothing is revealed about other tenants.
 func (s *Server) workspaceCaller(ctx context.Context, needRole string) (caller, error) {
-	p := PrincipalFrom(ctx)
-	if p == nil {
-		return caller{}, newError(http.StatusUnauthorized, "missing credentials")
-	}
-	name := stateFrom(ctx).workspace
-	if p.APIKey != nil {
-		if name == "" {
-			name = p.APIKey.Workspace.Name
-		} else if name != p.APIKey.Workspace.Name {
-			return caller{}, newError(http.StatusNotFound, "workspace not found")
-		}
-	}
-	if name == "" {
-		return caller{}, newError(http.StatusBadRequest, "no workspace: send the "+WorkspaceHeader+" header")
+	p, name, err := s.workspaceName(ctx)
+	if err != nil {
+		return caller{}, err
 	}
 	m, err := s.store.Membership(ctx, name, p.Sub)
 	if err != nil {
@@ -42,4 +31,25 @@ func (s *Server) workspaceCaller(ctx context.Context, needRole string) (caller, 
 		return caller{}, newError(http.StatusForbidden, "only workspace admins may do this")
 	}
 	return caller{Principal: p, Membership: m}, nil
+}
+
+// workspaceName returns the caller and the name of the workspace the request
+// acts on, without looking anything up.
+func (s *Server) workspaceName(ctx context.Context) (*Principal, string, error) {
+	p := PrincipalFrom(ctx)
+	if p == nil {
+		return nil, "", newError(http.StatusUnauthorized, "missing credentials")
+	}
+	name := stateFrom(ctx).workspace
+	if p.APIKey != nil {
+		if name == "" {
+			name = p.APIKey.Workspace.Name
+		} else if name != p.APIKey.Workspace.Name {
+			return nil, "", newError(http.StatusNotFound, "workspace not found")
+		}
+	}
+	if name == "" {
+		return nil, "", newError(http.StatusBadRequest, "no workspace: send the "+WorkspaceHeader+" header")
+	}
+	return p, name, nil
 }

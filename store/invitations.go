@@ -7,66 +7,98 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // InviteParams describes one invitation request.
 type InviteParams struct {
-	WorkspaceID int64
-	Email       string // normalised by Invite
-	Role        string // RoleMember when empty
-	InvitedBy   string // the caller's sub
-	TTL         time.Duration
+	Workspace string // workspace name
+	Caller    string // sub of the inviter, who must be an admin of the workspace
+	Email     string // normalised by Invite
+	Role      string // RoleMember when empty
+	TTL       time.Duration
 }
 
-// pendingConflict targets the partial unique index idx_invitations_pending.
-// The predicate is literal SQL so PostgreSQL can match it against the index.
-var pendingConflict = clause.OnConflict{
-	Columns:     []clause.Column{{Name: "workspace_id"}, {Name: "email"}},
-	TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "status = 'pending'"}}},
-	DoUpdates:   clause.AssignmentColumns([]string{"expires_at", "updated_at", "updated_by"}),
-}
+// upsertInvitationSQL creates the pending invitation, or refreshes the
+// expiry of the one already pending (keeping its role), in one statement
+// that also checks the email is not a member's. It returns no row when the
+// email belongs to a member or when the pending invitation has expired;
+// Invite then takes the slow path to tell the two apart. The conflict target
+// is the partial unique index idx_invitations_pending, spelled out so that
+// PostgreSQL matches it (the WHERE in the SELECT is also what lets SQLite
+// parse INSERT … SELECT … ON CONFLICT).
+const upsertInvitationSQL = `
+INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
+SELECT ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?
+WHERE NOT EXISTS (SELECT 1 FROM members WHERE workspace_id = ? AND email = ?)
+ON CONFLICT (workspace_id, email) WHERE status = 'pending'
+DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+WHERE invitations.expires_at > excluded.updated_at
+RETURNING id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
 
 // Invite creates a pending invitation, or refreshes the expiry of the one
-// already pending for that email (keeping its role), in one transaction.
-// A pending invitation that has already expired is moved to history first, so
-// the re-invite starts a fresh one. The database's partial unique index, not a
+// already pending for that email (keeping its role), and queues its email,
+// all in one transaction that also checks the caller is an admin. A pending
+// invitation that has already expired is moved to history first, so the
+// re-invite starts a fresh one. The database's partial unique index, not a
 // read-then-write check, guarantees at most one pending row per email.
-// The invitation email is queued in the same transaction (re-inviting queues
-// it again unless an unsent one is already waiting).
-// Returns ErrConflict if the email already belongs to a member.
+// Returns ErrNotFound if the workspace does not exist or the caller is not a
+// member, ErrForbidden if the caller is not an admin, ErrConflict if the
+// email already belongs to a member.
 func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) {
 	email := NormalizeEmail(p.Email)
 	role := p.Role
 	if role == "" {
 		role = RoleMember
 	}
-	now := s.now()
-	inv := Invitation{
-		WorkspaceID: p.WorkspaceID, Email: email, Role: role, Status: InvitationPending,
-		InvitedBy: p.InvitedBy, ExpiresAt: now.Add(p.TTL),
-		Audit: Audit{CreatedAt: now, UpdatedAt: now, CreatedBy: p.InvitedBy, UpdatedBy: p.InvitedBy},
+	if !storable(p.Workspace) || !storable(p.Caller) {
+		return Invitation{}, errorf(ErrNotFound, "workspace not found")
 	}
+	var inv Invitation
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		// Shared: invites run side by side, but not beside accept or removal.
-		if _, err := lockWorkspace(tx, "SHARE", "id = ?", p.WorkspaceID); err != nil {
-			return err
+		// The caller's role, and on PostgreSQL the workspace row in shared
+		// mode: invites run side by side, but not beside accept or removal.
+		var caller struct {
+			ID   int64
+			Role string
 		}
-		var members int64
-		if err := tx.Model(&Member{}).Where("workspace_id = ? AND email = ?", p.WorkspaceID, email).
-			Count(&members).Error; err != nil {
-			return fmt.Errorf("check membership: %w", err)
+		q := `SELECT w.id, m.role FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? WHERE w.name = ?`
+		if s.dialect == "postgres" {
+			q += " FOR SHARE OF w"
 		}
-		if members > 0 {
-			return errorf(ErrConflict, "%s is already a member of this workspace", email)
+		if err := tx.Raw(q, p.Caller, p.Workspace).Scan(&caller).Error; err != nil {
+			return fmt.Errorf("check caller: %w", err)
 		}
-		if err := tx.Model(&Invitation{}).
-			Where("workspace_id = ? AND email = ? AND status = ? AND expires_at <= ?", p.WorkspaceID, email, InvitationPending, now).
-			Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.InvitedBy}).Error; err != nil {
-			return fmt.Errorf("expire stale invitation: %w", err)
+		if caller.ID == 0 {
+			return errorf(ErrNotFound, "workspace not found")
 		}
-		if err := tx.Clauses(pendingConflict, clause.Returning{}).Create(&inv).Error; err != nil {
+		if caller.Role != RoleAdmin {
+			return errorf(ErrForbidden, "only workspace admins may invite")
+		}
+		now := s.now()
+		upsert := func() error {
+			inv = Invitation{}
+			return tx.Raw(upsertInvitationSQL, caller.ID, email, role, p.Caller, now.Add(p.TTL), now, now, p.Caller, p.Caller,
+				caller.ID, email).Scan(&inv).Error
+		}
+		if err := upsert(); err != nil {
 			return fmt.Errorf("upsert invitation: %w", err)
+		}
+		if inv.ID == 0 { // slow path: a member's email, or an expired pending invitation
+			var members int64
+			if err := tx.Model(&Member{}).Where("workspace_id = ? AND email = ?", caller.ID, email).Count(&members).Error; err != nil {
+				return fmt.Errorf("check membership: %w", err)
+			}
+			if members > 0 {
+				return errorf(ErrConflict, "%s is already a member of this workspace", email)
+			}
+			if err := tx.Model(&Invitation{}).
+				Where("workspace_id = ? AND email = ? AND status = ? AND expires_at <= ?", caller.ID, email, InvitationPending, now).
+				Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
+				return fmt.Errorf("expire stale invitation: %w", err)
+			}
+			if err := upsert(); err != nil || inv.ID == 0 {
+				return fmt.Errorf("upsert invitation after expiry: %w", err)
+			}
 		}
 		return enqueueInvitationEmail(tx, inv.ID, now)
 	})

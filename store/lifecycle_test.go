@@ -12,7 +12,7 @@ import (
 
 func mustInvite(t *testing.T, st *store.Store, ws store.Workspace, email string) store.Invitation {
 	t.Helper()
-	inv, err := st.Invite(context.Background(), store.InviteParams{WorkspaceID: ws.ID, Email: email, InvitedBy: "admin-" + ws.Name, TTL: time.Hour})
+	inv, err := st.Invite(context.Background(), store.InviteParams{Workspace: ws.Name, Caller: "admin-" + ws.Name, Email: email, TTL: time.Hour})
 	if err != nil {
 		t.Fatalf("invite %s: %v", email, err)
 	}

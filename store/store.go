@@ -26,6 +26,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: the input cannot be stored as given.
 	ErrInvalid = errors.New("invalid")
+	// ErrForbidden: the caller's role does not allow the change.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Error wraps a sentinel with a message meant for the API client.

@@ -72,8 +72,8 @@ func TestWorkspaces_Create(t *testing.T) {
 func TestInvitations_Create(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, clk *clock) {
 		ctx := context.Background()
-		ws := mustWorkspace(t, st, "acme")
-		inv, err := st.Invite(ctx, store.InviteParams{WorkspaceID: ws.ID, Email: "Bob@Example.COM", InvitedBy: "admin-acme", TTL: time.Hour})
+		mustWorkspace(t, st, "acme")
+		inv, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "Bob@Example.COM", TTL: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +89,10 @@ func TestInvitations_Create(t *testing.T) {
 
 		t.Run("ReinviteRefreshesExpiry", func(t *testing.T) {
 			clk.Advance(10 * time.Minute)
-			again, err := st.Invite(ctx, store.InviteParams{WorkspaceID: ws.ID, Email: "BOB@example.com", InvitedBy: "other-admin", TTL: time.Hour})
+			if _, err := st.AddMember(ctx, "acme", "other-admin", "", store.RoleAdmin, "test"); err != nil {
+				t.Fatal(err)
+			}
+			again, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "other-admin", Email: "BOB@example.com", TTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +109,7 @@ func TestInvitations_Create(t *testing.T) {
 
 		t.Run("ExpiredStartsFresh", func(t *testing.T) {
 			clk.Advance(2 * time.Hour)
-			fresh, err := st.Invite(ctx, store.InviteParams{WorkspaceID: ws.ID, Email: "bob@example.com", InvitedBy: "admin-acme", TTL: time.Hour})
+			fresh, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "bob@example.com", TTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,8 +122,24 @@ func TestInvitations_Create(t *testing.T) {
 			}
 		})
 
+		t.Run("Authorization", func(t *testing.T) {
+			if _, err := st.AddMember(ctx, "acme", "plain", "plain@acme.test", store.RoleMember, "test"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "plain", Email: "x@example.com", TTL: time.Hour})
+			if !errors.Is(err, store.ErrForbidden) {
+				t.Errorf("plain member: got %v, want ErrForbidden", err)
+			}
+			for _, p := range []store.InviteParams{{Workspace: "acme", Caller: "stranger"}, {Workspace: "nope", Caller: "admin-acme"}} {
+				p.Email, p.TTL = "x@example.com", time.Hour
+				if _, err := st.Invite(ctx, p); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("%+v: got %v, want ErrNotFound", p, err)
+				}
+			}
+		})
+
 		t.Run("AlreadyMember", func(t *testing.T) {
-			_, err := st.Invite(ctx, store.InviteParams{WorkspaceID: ws.ID, Email: "ADMIN@acme.test", InvitedBy: "admin-acme", TTL: time.Hour})
+			_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "ADMIN@acme.test", TTL: time.Hour})
 			if !errors.Is(err, store.ErrConflict) {
 				t.Errorf("got %v, want ErrConflict", err)
 			}
@@ -134,7 +153,7 @@ func TestInvitations_Create(t *testing.T) {
 func TestInvitations_ConcurrentIdentical(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
 		ctx := context.Background()
-		ws := mustWorkspace(t, st, "acme")
+		mustWorkspace(t, st, "acme")
 		const n = 50
 		ids := make([]int64, n)
 		errs := make([]error, n)
@@ -145,7 +164,7 @@ func TestInvitations_ConcurrentIdentical(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				inv, err := st.Invite(ctx, store.InviteParams{WorkspaceID: ws.ID, Email: "race@example.com", InvitedBy: "admin-acme", TTL: time.Hour})
+				inv, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "race@example.com", TTL: time.Hour})
 				ids[i], errs[i] = inv.ID, err
 			}()
 		}
