@@ -45,14 +45,19 @@ RETURNING id, workspace_id, email, role, status, invited_by, expires_at, created
 // member, ErrForbidden if the caller is not an admin, ErrConflict if the
 // email already belongs to a member.
 func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) {
-	email := NormalizeEmail(p.Email)
-	role := p.Role
-	if role == "" {
-		role = RoleMember
+	p.Email = NormalizeEmail(p.Email)
+	if p.Role == "" {
+		p.Role = RoleMember
 	}
 	if !storable(p.Workspace) || !storable(p.Caller) {
 		return Invitation{}, errorf(ErrNotFound, "workspace not found")
 	}
+	if s.dialect == "postgres" {
+		if inv, done, err := s.invitePostgres(ctx, p); done {
+			return inv, err
+		}
+	}
+	email, role := p.Email, p.Role
 	var inv Invitation
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		// The caller's role, and on PostgreSQL the workspace row in shared
@@ -137,4 +142,54 @@ func (s *Store) CountRows(ctx context.Context) (map[string]int64, error) {
 		counts[stmt.Schema.Table] = n
 	}
 	return counts, nil
+}
+
+// invitePostgresSQL is the whole common case of Invite as one PostgreSQL
+// statement (one round trip, its own transaction): the caller's role with the
+// workspace row locked in shared mode, the upsert, and the queued email.
+// The last SELECT reports which case happened.
+const invitePostgresSQL = `
+WITH caller AS (
+  SELECT w.id, m.role FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = @caller
+  WHERE w.name = @workspace FOR SHARE OF w
+), inv AS (
+  INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
+  SELECT caller.id, @email, @role, 'pending', @caller, @expires, @now, @now, @caller, @caller FROM caller
+  WHERE caller.role = 'admin' AND NOT EXISTS (SELECT 1 FROM members WHERE workspace_id = caller.id AND email = @email)
+  ON CONFLICT (workspace_id, email) WHERE status = 'pending'
+  DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+  WHERE invitations.expires_at > excluded.updated_at
+  RETURNING *
+), queued AS (
+  INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
+  SELECT id, 'pending', @now, @now, @now FROM inv
+  ON CONFLICT (invitation_id) WHERE status = 'pending'
+  DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at
+)
+SELECT caller.role AS caller_role, inv.* FROM (SELECT 1) AS one
+LEFT JOIN caller ON true LEFT JOIN inv ON true`
+
+// invitePostgres runs invitePostgresSQL. done is false when the slow path
+// must decide (the email is a member's, or the pending invitation expired).
+func (s *Store) invitePostgres(ctx context.Context, p InviteParams) (inv Invitation, done bool, err error) {
+	now := s.now()
+	var row struct {
+		CallerRole *string
+		Invitation
+	}
+	err = s.write.WithContext(ctx).Raw(invitePostgresSQL, map[string]any{
+		"caller": p.Caller, "workspace": p.Workspace, "email": p.Email, "role": p.Role,
+		"expires": now.Add(p.TTL), "now": now,
+	}).Scan(&row).Error
+	switch {
+	case err != nil:
+		return Invitation{}, true, fmt.Errorf("invite: %w", err)
+	case row.CallerRole == nil:
+		return Invitation{}, true, errorf(ErrNotFound, "workspace not found")
+	case *row.CallerRole != RoleAdmin:
+		return Invitation{}, true, errorf(ErrForbidden, "only workspace admins may invite")
+	case row.ID == 0:
+		return Invitation{}, false, nil
+	}
+	return row.Invitation, true, nil
 }
