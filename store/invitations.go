@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // InviteParams describes one invitation request.
@@ -18,22 +19,52 @@ type InviteParams struct {
 	TTL       time.Duration
 }
 
-// upsertInvitationSQL creates the pending invitation, or refreshes the
-// expiry of the one already pending (keeping its role), in one statement
-// that also checks the email is not a member's. It returns no row when the
-// email belongs to a member or when the pending invitation has expired;
-// Invite then takes the slow path to tell the two apart. The conflict target
-// is the partial unique index idx_invitations_pending, spelled out so that
-// PostgreSQL matches it (the WHERE in the SELECT is also what lets SQLite
-// parse INSERT … SELECT … ON CONFLICT).
-const upsertInvitationSQL = `
+// The common case of Invite (an admin invites an email that is neither a
+// member's nor has an expired pending invitation) is one statement that
+// checks the caller's role, checks the email is not a member's, and creates
+// the pending invitation or refreshes the expiry of the one already pending
+// (keeping its role). It returns no row in every other case, and the slow
+// path (inviteSlow) works out which. The conflict target spells out the
+// partial unique index idx_invitations_pending so PostgreSQL matches it; the
+// WHERE of the SELECT is also what lets SQLite parse INSERT … SELECT … ON
+// CONFLICT.
+var upsertFromSelect = upsertInvitation("")
+
+func upsertInvitation(extraCondition string) string {
+	return `
 INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-SELECT ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?
-WHERE NOT EXISTS (SELECT 1 FROM members WHERE workspace_id = ? AND email = ?)
+SELECT w.id, @email, @role, 'pending', @caller, @expires, @now, @now, @caller, @caller
+FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = @caller AND m.role = 'admin'
+WHERE w.name = @workspace AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = @email)` +
+		extraCondition + `
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-WHERE invitations.expires_at > excluded.updated_at
-RETURNING id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
+WHERE invitations.expires_at > excluded.updated_at`
+}
+
+const invitationColumns = `id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
+
+// inviteSQLite is the common case on SQLite, where the group committer
+// serialises writers (no lock needed); the email is queued by the caller.
+var inviteSQLite = upsertFromSelect + "\nRETURNING " + invitationColumns
+
+// invitePostgres is the common case on PostgreSQL as one statement (one round
+// trip, its own transaction): the workspace row is locked in shared mode
+// (invites run side by side, but not beside accept or removal), and the email
+// is queued in the same statement.
+var invitePostgres = `
+WITH caller AS (
+  SELECT w.id FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = @caller AND m.role = 'admin'
+  WHERE w.name = @workspace FOR SHARE OF w
+), inv AS (` + upsertInvitation(" AND w.id IN (SELECT id FROM caller)") + `
+  RETURNING ` + invitationColumns + `
+), queued AS (
+  INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
+  SELECT id, 'pending', @now, @now, @now FROM inv
+  ON CONFLICT (invitation_id) WHERE status = 'pending'
+  DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at
+)
+SELECT * FROM inv`
 
 // Invite creates a pending invitation, or refreshes the expiry of the one
 // already pending for that email (keeping its role), and queues its email,
@@ -52,65 +83,77 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	if !storable(p.Workspace) || !storable(p.Caller) {
 		return Invitation{}, errorf(ErrNotFound, "workspace not found")
 	}
+	var inv Invitation
 	if s.dialect == "postgres" {
-		if inv, done, err := s.invitePostgres(ctx, p); done {
-			return inv, err
+		args := p.namedArgs(s.now())
+		if err := s.write.WithContext(ctx).Raw(invitePostgres, args).Scan(&inv).Error; err != nil {
+			return Invitation{}, fmt.Errorf("invite: %w", err)
+		}
+		if inv.ID != 0 {
+			return inv, nil
 		}
 	}
-	email, role := p.Email, p.Role
-	var inv Invitation
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		// The caller's role, and on PostgreSQL the workspace row in shared
-		// mode: invites run side by side, but not beside accept or removal.
-		var caller struct {
-			ID   int64
-			Role string
-		}
-		q := `SELECT w.id, m.role FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? WHERE w.name = ?`
-		if s.dialect == "postgres" {
-			q += " FOR SHARE OF w"
-		}
-		if err := tx.Raw(q, p.Caller, p.Workspace).Scan(&caller).Error; err != nil {
-			return fmt.Errorf("check caller: %w", err)
-		}
-		if caller.ID == 0 {
-			return errorf(ErrNotFound, "workspace not found")
-		}
-		if caller.Role != RoleAdmin {
-			return errorf(ErrForbidden, "only workspace admins may invite")
-		}
 		now := s.now()
-		upsert := func() error {
-			inv = Invitation{}
-			return tx.Raw(upsertInvitationSQL, caller.ID, email, role, p.Caller, now.Add(p.TTL), now, now, p.Caller, p.Caller,
-				caller.ID, email).Scan(&inv).Error
-		}
-		if err := upsert(); err != nil {
-			return fmt.Errorf("upsert invitation: %w", err)
-		}
-		if inv.ID == 0 { // slow path: a member's email, or an expired pending invitation
-			var members int64
-			if err := tx.Model(&Member{}).Where("workspace_id = ? AND email = ?", caller.ID, email).Count(&members).Error; err != nil {
-				return fmt.Errorf("check membership: %w", err)
+		if s.dialect == "sqlite" {
+			if err := tx.Raw(inviteSQLite, p.namedArgs(now)).Scan(&inv).Error; err != nil {
+				return fmt.Errorf("invite: %w", err)
 			}
-			if members > 0 {
-				return errorf(ErrConflict, "%s is already a member of this workspace", email)
-			}
-			if err := tx.Model(&Invitation{}).
-				Where("workspace_id = ? AND email = ? AND status = ? AND expires_at <= ?", caller.ID, email, InvitationPending, now).
-				Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
-				return fmt.Errorf("expire stale invitation: %w", err)
-			}
-			if err := upsert(); err != nil || inv.ID == 0 {
-				return fmt.Errorf("upsert invitation after expiry: %w", err)
+			if inv.ID != 0 {
+				return enqueueInvitationEmail(tx, inv.ID, now)
 			}
 		}
-		return enqueueInvitationEmail(tx, inv.ID, now)
+		return s.inviteSlow(tx, p, now, &inv)
 	})
 	if err != nil {
 		return Invitation{}, err
 	}
 	return inv, nil
+}
+
+func (p InviteParams) namedArgs(now time.Time) map[string]any {
+	return map[string]any{"caller": p.Caller, "workspace": p.Workspace, "email": p.Email, "role": p.Role,
+		"expires": now.Add(p.TTL), "now": now}
+}
+
+// inviteSlow handles what the one-statement invite leaves: unknown workspace
+// or caller, a caller who is not an admin, a member's email, and an expired
+// pending invitation (moved to history before a fresh one is created).
+func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invitation) error {
+	var ws Workspace
+	q := tx.Table("workspaces AS w").Select("w.*").Where("w.name = ?", p.Workspace)
+	if s.dialect == "postgres" {
+		q = q.Clauses(clause.Locking{Strength: "SHARE", Table: clause.Table{Name: "w"}})
+	}
+	if err := q.Take(&ws).Error; err != nil {
+		return notFoundAs(err, "workspace not found")
+	}
+	var caller Member
+	if err := tx.Where("workspace_id = ? AND sub = ?", ws.ID, p.Caller).Take(&caller).Error; err != nil {
+		return notFoundAs(err, "workspace not found")
+	}
+	if caller.Role != RoleAdmin {
+		return errorf(ErrForbidden, "only workspace admins may invite")
+	}
+	var members int64
+	if err := tx.Model(&Member{}).Where("workspace_id = ? AND email = ?", ws.ID, p.Email).Count(&members).Error; err != nil {
+		return fmt.Errorf("check membership: %w", err)
+	}
+	if members > 0 {
+		return errorf(ErrConflict, "%s is already a member of this workspace", p.Email)
+	}
+	if err := tx.Model(&Invitation{}).
+		Where("workspace_id = ? AND email = ? AND status = ? AND expires_at <= ?", ws.ID, p.Email, InvitationPending, now).
+		Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
+		return fmt.Errorf("expire stale invitation: %w", err)
+	}
+	if err := tx.Raw(upsertFromSelect+"\nRETURNING "+invitationColumns, p.namedArgs(now)).Scan(inv).Error; err != nil {
+		return fmt.Errorf("create invitation: %w", err)
+	}
+	if inv.ID == 0 {
+		return errors.New("create invitation: no row written")
+	}
+	return enqueueInvitationEmail(tx, inv.ID, now)
 }
 
 // PendingInvitation returns the pending invitation for email in a workspace.
@@ -142,54 +185,4 @@ func (s *Store) CountRows(ctx context.Context) (map[string]int64, error) {
 		counts[stmt.Schema.Table] = n
 	}
 	return counts, nil
-}
-
-// invitePostgresSQL is the whole common case of Invite as one PostgreSQL
-// statement (one round trip, its own transaction): the caller's role with the
-// workspace row locked in shared mode, the upsert, and the queued email.
-// The last SELECT reports which case happened.
-const invitePostgresSQL = `
-WITH caller AS (
-  SELECT w.id, m.role FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = @caller
-  WHERE w.name = @workspace FOR SHARE OF w
-), inv AS (
-  INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-  SELECT caller.id, @email, @role, 'pending', @caller, @expires, @now, @now, @caller, @caller FROM caller
-  WHERE caller.role = 'admin' AND NOT EXISTS (SELECT 1 FROM members WHERE workspace_id = caller.id AND email = @email)
-  ON CONFLICT (workspace_id, email) WHERE status = 'pending'
-  DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-  WHERE invitations.expires_at > excluded.updated_at
-  RETURNING *
-), queued AS (
-  INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-  SELECT id, 'pending', @now, @now, @now FROM inv
-  ON CONFLICT (invitation_id) WHERE status = 'pending'
-  DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at
-)
-SELECT caller.role AS caller_role, inv.* FROM (SELECT 1) AS one
-LEFT JOIN caller ON true LEFT JOIN inv ON true`
-
-// invitePostgres runs invitePostgresSQL. done is false when the slow path
-// must decide (the email is a member's, or the pending invitation expired).
-func (s *Store) invitePostgres(ctx context.Context, p InviteParams) (inv Invitation, done bool, err error) {
-	now := s.now()
-	var row struct {
-		CallerRole *string
-		Invitation
-	}
-	err = s.write.WithContext(ctx).Raw(invitePostgresSQL, map[string]any{
-		"caller": p.Caller, "workspace": p.Workspace, "email": p.Email, "role": p.Role,
-		"expires": now.Add(p.TTL), "now": now,
-	}).Scan(&row).Error
-	switch {
-	case err != nil:
-		return Invitation{}, true, fmt.Errorf("invite: %w", err)
-	case row.CallerRole == nil:
-		return Invitation{}, true, errorf(ErrNotFound, "workspace not found")
-	case *row.CallerRole != RoleAdmin:
-		return Invitation{}, true, errorf(ErrForbidden, "only workspace admins may invite")
-	case row.ID == 0:
-		return Invitation{}, false, nil
-	}
-	return row.Invitation, true, nil
 }

@@ -314,7 +314,7 @@ func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace
 
 // notFoundAs rewords ErrNotFound for the operation at hand; other errors pass.
 func notFoundAs(err error, message string) error {
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, gorm.ErrRecordNotFound) {
 		return errorf(ErrNotFound, "%s", message)
 	}
 	return err

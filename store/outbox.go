@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Outbox message states.
@@ -37,18 +36,16 @@ type OutboxMessage struct {
 	Invitation Invitation `gorm:"constraint:OnDelete:CASCADE"`
 }
 
-// outboxUnsent targets idx_outbox_unsent: at most one unsent message per
+// enqueueInvitationEmail queues the invitation's email inside tx. The
+// partial unique index idx_outbox_unsent keeps at most one unsent message per
 // invitation, so a re-invite (or fifty) before the send queues one email.
-var outboxUnsent = clause.OnConflict{
-	Columns:     []clause.Column{{Name: "invitation_id"}},
-	TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "status = 'pending'"}}},
-	DoUpdates:   clause.AssignmentColumns([]string{"next_attempt_at", "updated_at"}),
-}
-
-// enqueueInvitationEmail queues the invitation's email inside tx.
 func enqueueInvitationEmail(tx *gorm.DB, invitationID int64, now time.Time) error {
-	msg := OutboxMessage{InvitationID: invitationID, Status: OutboxPending, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
-	if err := tx.Clauses(outboxUnsent).Create(&msg).Error; err != nil {
+	err := tx.Exec(`INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
+VALUES (?, 'pending', ?, ?, ?)
+ON CONFLICT (invitation_id) WHERE status = 'pending'
+DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at`,
+		invitationID, now, now, now).Error
+	if err != nil {
 		return fmt.Errorf("queue invitation email: %w", err)
 	}
 	return nil
