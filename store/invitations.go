@@ -33,9 +33,9 @@ var upsertFromSelect = upsertInvitation("")
 func upsertInvitation(extraCondition string) string {
 	return `
 INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-SELECT w.id, @email, @role, 'pending', @caller, @expires, @now, @now, @caller, @caller
-FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = @caller AND m.role = 'admin'
-WHERE w.name = @workspace AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = @email)` +
+SELECT w.id, ?, ?, 'pending', ?, ?, ?, ?, ?, ?
+FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? AND m.role = 'admin'
+WHERE w.name = ? AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = ?)` +
 		extraCondition + `
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
@@ -44,7 +44,7 @@ WHERE invitations.expires_at > excluded.updated_at`
 
 const invitationColumns = `id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
 
-// inviteSQLite is the common case on SQLite, where the group committer
+// inviteSQLite (also the slow path's final insert) is the common case on SQLite, where the group committer
 // serialises writers (no lock needed); the email is queued by the caller.
 var inviteSQLite = upsertFromSelect + "\nRETURNING " + invitationColumns
 
@@ -54,13 +54,13 @@ var inviteSQLite = upsertFromSelect + "\nRETURNING " + invitationColumns
 // is queued in the same statement.
 var invitePostgres = `
 WITH caller AS (
-  SELECT w.id FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = @caller AND m.role = 'admin'
-  WHERE w.name = @workspace FOR SHARE OF w
+  SELECT w.id FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? AND m.role = 'admin'
+  WHERE w.name = ? FOR SHARE OF w
 ), inv AS (` + upsertInvitation(" AND w.id IN (SELECT id FROM caller)") + `
   RETURNING ` + invitationColumns + `
 ), queued AS (
   INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-  SELECT id, 'pending', @now, @now, @now FROM inv
+  SELECT id, 'pending', ?, ?, ? FROM inv
   ON CONFLICT (invitation_id) WHERE status = 'pending'
   DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at
 )
@@ -85,8 +85,9 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	}
 	var inv Invitation
 	if s.dialect == "postgres" {
-		args := p.namedArgs(s.now())
-		if err := s.write.WithContext(ctx).Raw(invitePostgres, args).Scan(&inv).Error; err != nil {
+		now := s.now()
+		args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
+		if err := s.write.WithContext(ctx).Raw(invitePostgres, args...).Scan(&inv).Error; err != nil {
 			return Invitation{}, fmt.Errorf("invite: %w", err)
 		}
 		if inv.ID != 0 {
@@ -96,7 +97,7 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		now := s.now()
 		if s.dialect == "sqlite" {
-			if err := tx.Raw(inviteSQLite, p.namedArgs(now)).Scan(&inv).Error; err != nil {
+			if err := tx.Raw(inviteSQLite, p.upsertArgs(now)...).Scan(&inv).Error; err != nil {
 				return fmt.Errorf("invite: %w", err)
 			}
 			if inv.ID != 0 {
@@ -111,9 +112,10 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	return inv, nil
 }
 
-func (p InviteParams) namedArgs(now time.Time) map[string]any {
-	return map[string]any{"caller": p.Caller, "workspace": p.Workspace, "email": p.Email, "role": p.Role,
-		"expires": now.Add(p.TTL), "now": now}
+// upsertArgs are the arguments of upsertInvitation, in placeholder order
+// (positional: GORM parses named arguments on every call).
+func (p InviteParams) upsertArgs(now time.Time) []any {
+	return []any{p.Email, p.Role, p.Caller, now.Add(p.TTL), now, now, p.Caller, p.Caller, p.Caller, p.Workspace, p.Email}
 }
 
 // inviteSlow handles what the one-statement invite leaves: unknown workspace
@@ -147,7 +149,7 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 		Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
 		return fmt.Errorf("expire stale invitation: %w", err)
 	}
-	if err := tx.Raw(upsertFromSelect+"\nRETURNING "+invitationColumns, p.namedArgs(now)).Scan(inv).Error; err != nil {
+	if err := tx.Raw(inviteSQLite, p.upsertArgs(now)...).Scan(inv).Error; err != nil {
 		return fmt.Errorf("create invitation: %w", err)
 	}
 	if inv.ID == 0 {
