@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"controlplane/gen"
+	"controlplane/mail/smtptest"
+	"controlplane/store/storetest"
+)
+
+func (f *fixture) invite(t *testing.T, email string) {
+	t.Helper()
+	resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+		gen.InviteWorkspaceUserJSONRequestBody{Email: ptr(email)}, withAuth("Authorization", f.token("u-admin", "admin@acme.test", "workspaces:invite"), "acme"))
+	if err != nil || resp.StatusCode() != 200 {
+		t.Fatalf("invite %s: %v %d %s", email, err, resp.StatusCode(), resp.Body)
+	}
+}
+
+func smtpFlags(port int) []string {
+	return []string{"--smtp-host", "127.0.0.1", "--smtp-port", strconv.Itoa(port), "--smtp-tls", "none",
+		"--smtp-from", "invites@blaxel.test", "--mail-poll-interval", "20ms", "--mail-backoff-base", "20ms", "--mail-backoff-max", "100ms",
+		"--accept-url-template", "https://app.blaxel.test/{workspace}/join?email={email}"}
+}
+
+// TestMail_EndToEnd: with SMTP configured, an invite's email arrives once;
+// with SMTP down at invite time, the invite still succeeds and the email
+// goes out once SMTP is back.
+func TestMail_EndToEnd(t *testing.T) {
+	for _, dialect := range storetest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := l.Addr().(*net.TCPAddr).Port
+			l.Close() // SMTP is down when the server starts and the invite is made
+			f := newFixture(t, dialect, smtpFlags(port)...)
+			f.invite(t, "Bob@Example.com")
+			time.Sleep(100 * time.Millisecond) // let a delivery attempt fail (no assertion on time)
+			srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
+			msgs := srv.WaitFor(t, 1, 30*time.Second)
+			m := msgs[0]
+			if len(m.To) != 1 || m.To[0] != "bob@example.com" || !strings.Contains(m.Text, "https://app.blaxel.test/acme/join?email=bob%40example.com") ||
+				!strings.Contains(m.Header.Get("Subject"), "Acme") || m.HTML == "" {
+				t.Errorf("message: to %v subject %q\n%s", m.To, m.Header.Get("Subject"), m.Text)
+			}
+			f.invite(t, "carol@example.com")
+			srv.WaitFor(t, 2, 30*time.Second)
+			time.Sleep(100 * time.Millisecond)
+			if got := len(srv.Messages()); got != 2 {
+				t.Errorf("got %d messages, want 2 (one per invitation)", got)
+			}
+			status := mustCLI(t, f.args("mail-status")...)
+			if !strings.Contains(status, "sent 2") || !strings.Contains(status, "pending 0") {
+				t.Errorf("mail-status: %q", status)
+			}
+		})
+	}
+}
+
+// TestMail_FileDefault: with no SMTP configured the email is an .eml file in
+// the data directory and its accept link is logged.
+func TestMail_FileDefault(t *testing.T) {
+	f := newFixture(t, "sqlite", "--mail-poll-interval", "20ms")
+	f.invite(t, "bob@example.com")
+	deadline := time.Now().Add(20 * time.Second)
+	var files []string
+	for len(files) == 0 && time.Now().Before(deadline) {
+		files, _ = filepath.Glob(filepath.Join(f.dataDir, "mail", "*.eml"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(files) != 1 {
+		t.Fatalf("got %v, want one .eml file under %s/mail", files, f.dataDir)
+	}
+	raw, _ := os.ReadFile(files[0])
+	if !strings.Contains(string(raw), "To: <bob@example.com>") {
+		t.Errorf(".eml lacks the recipient:\n%s", raw)
+	}
+	if logs := f.srv.logs.String(); !strings.Contains(logs, "accept_url=") {
+		t.Errorf("accept link not logged:\n%s", logs)
+	}
+}
+
+// TestMail_Worker: serve without its dispatcher; the mail-worker command
+// delivers instead.
+func TestMail_Worker(t *testing.T) {
+	srv := smtptest.Start(t)
+	f := newFixture(t, "sqlite", "--mail-dispatcher=false")
+	f.invite(t, "bob@example.com")
+	time.Sleep(50 * time.Millisecond)
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("serve --mail-dispatcher=false sent %d messages", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan cliResult, 1)
+	go func() {
+		var out, errOut strings.Builder
+		code := run(ctx, append(f.args("mail-worker"), smtpFlags(srv.Port())...), &out, &errOut)
+		done <- cliResult{stdout: out.String(), stderr: errOut.String(), code: code}
+	}()
+	srv.WaitFor(t, 1, 30*time.Second)
+	cancel()
+	if r := <-done; r.code != 0 {
+		t.Errorf("mail-worker exited %d: %s", r.code, r.stderr)
+	}
+}
