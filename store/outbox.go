@@ -36,15 +36,16 @@ type OutboxMessage struct {
 	Invitation Invitation `gorm:"constraint:OnDelete:CASCADE"`
 }
 
+const enqueueSQL = `INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
+VALUES (?, 'pending', ?, ?, ?)
+ON CONFLICT (invitation_id) WHERE status = 'pending'
+DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at`
+
 // enqueueInvitationEmail queues the invitation's email inside tx. The
 // partial unique index idx_outbox_unsent keeps at most one unsent message per
 // invitation, so a re-invite (or fifty) before the send queues one email.
 func enqueueInvitationEmail(tx *gorm.DB, invitationID int64, now time.Time) error {
-	err := tx.Exec(`INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-VALUES (?, 'pending', ?, ?, ?)
-ON CONFLICT (invitation_id) WHERE status = 'pending'
-DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at`,
-		invitationID, now, now, now).Error
+	err := tx.Exec(enqueueSQL, invitationID, now, now, now).Error
 	if err != nil {
 		return fmt.Errorf("queue invitation email: %w", err)
 	}
