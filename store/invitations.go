@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -67,6 +69,25 @@ WITH caller AS (
 )
 SELECT * FROM inv`
 
+// invitePostgresNumbered is invitePostgres with PostgreSQL's $n
+// placeholders, for the driver directly (GORM rewrites SQL on every call).
+var invitePostgresNumbered = numberPlaceholders(invitePostgres)
+
+// numberPlaceholders turns each ? into $1, $2, … (our SQL has no ? in literals).
+func numberPlaceholders(query string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // Invite creates a pending invitation, or refreshes the expiry of the one
 // already pending for that email (keeping its role), and queues its email,
 // all in one transaction that also checks the caller is an admin. A pending
@@ -88,11 +109,12 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	if s.dialect == "postgres" {
 		now := s.now()
 		args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
-		if err := s.write.WithContext(ctx).Raw(invitePostgres, args...).Scan(&inv).Error; err != nil {
-			return Invitation{}, fmt.Errorf("invite: %w", err)
-		}
-		if inv.ID != 0 {
+		err := scanInvitation(s.write.ConnPool.QueryRowContext(ctx, invitePostgresNumbered, args...), &inv)
+		switch {
+		case err == nil:
 			return inv, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return Invitation{}, fmt.Errorf("invite: %w", err)
 		}
 	}
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
