@@ -77,7 +77,7 @@ func IsPostgresDSN(dsn string) bool {
 // Open does not create tables: call Migrate.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxOpenConns <= 0 {
-		opts.MaxOpenConns = 16
+		opts.MaxOpenConns = 32
 	}
 	now := opts.Now
 	if now == nil {
