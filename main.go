@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -242,6 +243,7 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 	var mailCfg mailFlags
 	mailCfg.register(fs)
 	dispatch := fs.Bool("mail-dispatcher", true, "deliver invitation emails from this process (false: run `mail-worker` separately)")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (pprof) to this file until shutdown, for performance work")
 	return &ffcli.Command{
 		Name: "serve", ShortUsage: "controlplane serve [flags]", ShortHelp: "migrate the database and serve the API",
 		FlagSet: fs, Options: envOptions(),
@@ -249,6 +251,17 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 			log, err := newLogger(stderr, *logLevel)
 			if err != nil {
 				return err
+			}
+			if *cpuProfile != "" {
+				f, err := os.Create(*cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
 			}
 			auth := server.AuthConfig{JWKSURL: *jwksURL, JWKSFile: *jwksFile, PublicKeyFile: *pubKey, Issuer: *issuer, Audience: *audience}
 			if n := countSet(*jwksURL, *jwksFile, *pubKey); n > 1 {

@@ -54,7 +54,7 @@ type Invitation struct {
 	WorkspaceID int64     `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:1,where:status = 'pending'"`
 	Email       string    `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:2,where:status = 'pending';index"`
 	Role        string    `gorm:"not null"`
-	Status      string    `gorm:"not null;index"`
+	Status      string    `gorm:"not null"` // no index of its own: every query also names the workspace or the email
 	InvitedBy   string    `gorm:"not null"`
 	ExpiresAt   time.Time `gorm:"not null"`
 	Audit
