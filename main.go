@@ -186,6 +186,16 @@ func (m *mailFlags) dispatcher(st *store.Store, dataDir string, log *slog.Logger
 	}, log), nil
 }
 
+// withStore opens the store, runs fn with it and closes it.
+func (d *dataFlags) withStore(ctx context.Context, fn func(*store.Store) error) error {
+	st, err := d.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(st)
+}
+
 func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -363,13 +373,10 @@ func migrateCommand(stderr io.Writer) *ffcli.Command {
 		Name: "migrate", ShortUsage: "controlplane migrate [flags]", ShortHelp: "create or upgrade the database schema",
 		FlagSet: fs, Options: envOptions(),
 		Exec: func(ctx context.Context, _ []string) error {
-			st, err := data.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			fmt.Fprintf(stderr, "schema up to date (%s)\n", st.Dialect())
-			return nil
+			return data.withStore(ctx, func(st *store.Store) error {
+				fmt.Fprintf(stderr, "schema up to date (%s)\n", st.Dialect())
+				return nil
+			})
 		},
 	}
 }
@@ -395,18 +402,15 @@ func workspaceCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if *adminSub == "" || *adminEmail == "" {
 				return errors.New("--admin-sub and --admin-email are required")
 			}
-			st, err := data.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ws, err := st.CreateWorkspace(ctx, args[0], *display, *adminSub, *adminEmail)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, ws.Name)
-			fmt.Fprintf(stderr, "created workspace %q with admin %s\n", ws.Name, *adminSub)
-			return nil
+			return data.withStore(ctx, func(st *store.Store) error {
+				ws, err := st.CreateWorkspace(ctx, args[0], *display, *adminSub, *adminEmail)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, ws.Name)
+				fmt.Fprintf(stderr, "created workspace %q with admin %s\n", ws.Name, *adminSub)
+				return nil
+			})
 		},
 	}
 	return &ffcli.Command{Name: "workspace", ShortUsage: "controlplane workspace create ...", ShortHelp: "manage workspaces",
@@ -427,18 +431,15 @@ func apikeyCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if *workspace == "" || *sub == "" {
 				return errors.New("--workspace and --sub are required")
 			}
-			st, err := createData.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			key, _, err := st.CreateAPIKey(ctx, *workspace, *sub)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, key)
-			fmt.Fprintln(stderr, "API key created; it is shown only this once")
-			return nil
+			return createData.withStore(ctx, func(st *store.Store) error {
+				key, _, err := st.CreateAPIKey(ctx, *workspace, *sub)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, key)
+				fmt.Fprintln(stderr, "API key created; it is shown only this once")
+				return nil
+			})
 		},
 	}
 	revokeFS := newFlagSet("apikey revoke")
@@ -455,16 +456,13 @@ func apikeyCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if len(args) != 1 {
 				return errors.New("apikey revoke needs exactly one KEY")
 			}
-			st, err := revokeData.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := st.RevokeAPIKey(ctx, args[0], "cli"); err != nil {
-				return err
-			}
-			fmt.Fprintln(stderr, "API key revoked")
-			return nil
+			return revokeData.withStore(ctx, func(st *store.Store) error {
+				if err := st.RevokeAPIKey(ctx, args[0], "cli"); err != nil {
+					return err
+				}
+				fmt.Fprintln(stderr, "API key revoked")
+				return nil
+			})
 		},
 	}
 	return &ffcli.Command{Name: "apikey", ShortUsage: "controlplane apikey create|revoke ...", ShortHelp: "manage API keys",
@@ -516,16 +514,13 @@ func mailWorkerCommand(stderr io.Writer) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			st, err := data.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			d, err := mailCfg.dispatcher(st, data.dataDir, log)
-			if err != nil {
-				return err
-			}
-			return d.Run(ctx)
+			return data.withStore(ctx, func(st *store.Store) error {
+				d, err := mailCfg.dispatcher(st, data.dataDir, log)
+				if err != nil {
+					return err
+				}
+				return d.Run(ctx)
+			})
 		},
 	}
 }
@@ -539,19 +534,16 @@ func mailStatusCommand(stdout io.Writer) *ffcli.Command {
 		ShortHelp: "print how many invitation emails are pending, sent, failed and cancelled",
 		FlagSet:   fs, Options: envOptions(),
 		Exec: func(ctx context.Context, _ []string) error {
-			st, err := data.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			counts, err := st.OutboxCounts(ctx)
-			if err != nil {
-				return err
-			}
-			for _, status := range []string{store.OutboxPending, store.OutboxSent, store.OutboxFailed, store.OutboxCancelled} {
-				fmt.Fprintf(stdout, "%s %d\n", status, counts[status])
-			}
-			return nil
+			return data.withStore(ctx, func(st *store.Store) error {
+				counts, err := st.OutboxCounts(ctx)
+				if err != nil {
+					return err
+				}
+				for _, status := range []string{store.OutboxPending, store.OutboxSent, store.OutboxFailed, store.OutboxCancelled} {
+					fmt.Fprintf(stdout, "%s %d\n", status, counts[status])
+				}
+				return nil
+			})
 		},
 	}
 }

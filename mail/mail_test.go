@@ -15,124 +15,26 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"controlplane/mail"
+	"controlplane/mail/smtptest"
 )
 
-// received is one message as the SMTP server saw it.
-type received struct {
-	from  string
-	rcpts []string
-	data  []byte
-}
-
-// smtpServer is a real in-process SMTP server that records what it accepts
-// and can be told to reject RCPT TO or DATA.
-type smtpServer struct {
-	host string
-	port int
-
-	mu       sync.Mutex
-	msgs     []received
-	rcptErr  error
-	dataErr  error
-	sessions int
-}
-
-func startSMTP(tb testing.TB) *smtpServer {
-	tb.Helper()
-	srv := &smtpServer{}
-	s := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		srv.mu.Lock()
-		srv.sessions++
-		srv.mu.Unlock()
-		return &session{srv: srv}, nil
-	}))
-	s.Domain = "localhost"
-	s.ReadTimeout = 5 * time.Second
-	s.WriteTimeout = 5 * time.Second
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = s.Serve(l) }()
-	tb.Cleanup(func() { _ = s.Close() })
-	srv.host = "127.0.0.1"
-	srv.port = l.Addr().(*net.TCPAddr).Port
-	return srv
-}
-
-func (s *smtpServer) received() []received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]received(nil), s.msgs...)
-}
-
-func (s *smtpServer) connections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sessions
-}
-
-func (s *smtpServer) reject(rcptErr, dataErr error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rcptErr, s.dataErr = rcptErr, dataErr
-}
-
-func (s *smtpServer) sender(tb testing.TB) *mail.SMTPSender {
+// senderFor returns an SMTP sender delivering to srv.
+func senderFor(tb testing.TB, srv *smtptest.Server) *mail.SMTPSender {
 	tb.Helper()
 	sender, err := mail.NewSMTPSender(mail.SMTPConfig{
-		Host: s.host, Port: s.port, TLS: mail.TLSNone,
+		Host: srv.Host(), Port: srv.Port(), TLS: mail.TLSNone,
 		From: "invites@blaxel.test", FromName: "Blaxel", Timeout: 5 * time.Second,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return sender
-}
-
-type session struct {
-	srv *smtpServer
-	cur received
-}
-
-func (s *session) Reset()        { s.cur = received{} }
-func (s *session) Logout() error { return nil }
-
-func (s *session) Mail(from string, _ *smtp.MailOptions) error {
-	s.cur.from = from
-	return nil
-}
-
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.srv.mu.Lock()
-	defer s.srv.mu.Unlock()
-	if s.srv.rcptErr != nil {
-		return s.srv.rcptErr
-	}
-	s.cur.rcpts = append(s.cur.rcpts, to)
-	return nil
-}
-
-func (s *session) Data(r io.Reader) error {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.srv.mu.Lock()
-	defer s.srv.mu.Unlock()
-	if s.srv.dataErr != nil {
-		return s.srv.dataErr
-	}
-	s.cur.data = data
-	s.srv.msgs = append(s.srv.msgs, s.cur)
-	return nil
 }
 
 // invitation renders a typical invitation into a Message for outbox row id.
@@ -201,23 +103,23 @@ func readMessage(tb testing.TB, data []byte) *netmail.Message {
 }
 
 func TestSMTPSender_Send(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	m := invitation(t, 42, bobInvitation)
-	if err := srv.sender(t).Send(context.Background(), m); err != nil {
+	if err := senderFor(t, srv).Send(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 
-	got := srv.received()
+	got := srv.Messages()
 	if len(got) != 1 {
 		t.Fatalf("messages: got %d, want 1", len(got))
 	}
-	if want := []string{"bob+ws@example.com"}; !slices.Equal(got[0].rcpts, want) {
-		t.Errorf("RCPT TO: got %q, want %q", got[0].rcpts, want)
+	if want := []string{"bob+ws@example.com"}; !slices.Equal(got[0].To, want) {
+		t.Errorf("RCPT TO: got %q, want %q", got[0].To, want)
 	}
-	if got[0].from != "invites@blaxel.test" {
-		t.Errorf("MAIL FROM: got %q, want invites@blaxel.test", got[0].from)
+	if got[0].From != "invites@blaxel.test" {
+		t.Errorf("MAIL FROM: got %q, want invites@blaxel.test", got[0].From)
 	}
-	msg := readMessage(t, got[0].data)
+	msg := readMessage(t, got[0].Data)
 	if got, want := msg.Header.Get("Subject"), "alice@blaxel.test invited you to join Acme Corp on Blaxel"; got != want {
 		t.Errorf("Subject: got %q, want %q", got, want)
 	}
@@ -229,7 +131,7 @@ func TestSMTPSender_Send(t *testing.T) {
 	for _, ct := range []string{"text/plain", "text/html"} {
 		body, ok := bodies[ct]
 		if !ok {
-			t.Errorf("no %s part in %q", ct, got[0].data)
+			t.Errorf("no %s part in %q", ct, got[0].Data)
 			continue
 		}
 		if ct == "text/html" {
@@ -255,9 +157,12 @@ func TestSMTPSender_Send_Errors(t *testing.T) {
 		{"DataPermanent", nil, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "rejected"}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := startSMTP(t)
-			srv.reject(tt.rcptErr, tt.dataErr)
-			err := srv.sender(t).Send(context.Background(), invitation(t, 1, bobInvitation))
+			srv := smtptest.Start(t)
+			srv.RejectRcpt(tt.rcptErr)
+			if tt.dataErr != nil {
+				srv.Reply(func(int) error { return tt.dataErr })
+			}
+			err := senderFor(t, srv).Send(context.Background(), invitation(t, 1, bobInvitation))
 			if err == nil {
 				t.Fatal("got no error")
 			}
@@ -265,7 +170,7 @@ func TestSMTPSender_Send_Errors(t *testing.T) {
 			if got := mail.IsPermanent(err); got != tt.permanent {
 				t.Errorf("IsPermanent(%v): got %v, want %v", err, got, tt.permanent)
 			}
-			if n := len(srv.received()); n != 0 {
+			if n := len(srv.Messages()); n != 0 {
 				t.Errorf("messages: got %d, want 0", n)
 			}
 		})
@@ -295,10 +200,10 @@ func TestSMTPSender_Send_ServerDown(t *testing.T) {
 }
 
 func TestSMTPSender_Send_Cancelled(t *testing.T) {
-	srv := startSMTP(t)
+	srv := smtptest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := srv.sender(t).Send(ctx, invitation(t, 1, bobInvitation))
+	err := senderFor(t, srv).Send(ctx, invitation(t, 1, bobInvitation))
 	if err == nil || mail.IsPermanent(err) {
 		t.Errorf("got %v, want a transient error", err)
 	}
@@ -315,43 +220,43 @@ func TestSMTPSender_HeaderInjection(t *testing.T) {
 			"Bob <bob@example.com>",
 			"",
 		} {
-			srv := startSMTP(t)
+			srv := smtptest.Start(t)
 			m := invitation(t, 1, bobInvitation)
 			m.To = to
-			err := srv.sender(t).Send(context.Background(), m)
+			err := senderFor(t, srv).Send(context.Background(), m)
 			if !mail.IsPermanent(err) || !errors.Is(err, mail.ErrInvalidMessage) {
 				t.Errorf("Send to %q: got %v, want a permanent ErrInvalidMessage", to, err)
 			}
-			if srv.connections() != 0 {
+			if srv.Connections() != 0 {
 				t.Errorf("Send to %q: connected to the server, want no connection", to)
 			}
 		}
 	})
 
 	t.Run("Names", func(t *testing.T) {
-		srv := startSMTP(t)
+		srv := smtptest.Start(t)
 		inv := bobInvitation
 		inv.WorkspaceDisplayName = "Acme" + inject
 		inv.InviterEmail = "alice@blaxel.test" + inject
 		inv.Role = "member" + inject
 		m := invitation(t, 1, inv)
 		m.ToName = "Bob" + inject
-		if err := srv.sender(t).Send(context.Background(), m); err != nil {
+		if err := senderFor(t, srv).Send(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
 		m.Subject = "Hi" + inject // bypassing Render
-		if err := srv.sender(t).Send(context.Background(), m); err != nil {
+		if err := senderFor(t, srv).Send(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
-		got := srv.received()
+		got := srv.Messages()
 		if len(got) != 2 {
 			t.Fatalf("messages: got %d, want 2", len(got))
 		}
 		for _, r := range got {
-			if want := []string{"bob+ws@example.com"}; !slices.Equal(r.rcpts, want) {
-				t.Errorf("RCPT TO: got %q, want %q", r.rcpts, want)
+			if want := []string{"bob+ws@example.com"}; !slices.Equal(r.To, want) {
+				t.Errorf("RCPT TO: got %q, want %q", r.To, want)
 			}
-			msg := readMessage(t, r.data)
+			msg := readMessage(t, r.Data)
 			for _, h := range []string{"Bcc", "X-Injected"} {
 				if v, ok := msg.Header[h]; ok {
 					t.Errorf("header %s: %q injected", h, v)
@@ -359,10 +264,10 @@ func TestSMTPSender_HeaderInjection(t *testing.T) {
 			}
 			// Only the header block: quoted-printable may wrap body lines
 			// anywhere, which is harmless.
-			header, _, _ := strings.Cut(string(r.data), "\r\n\r\n")
+			header, _, _ := strings.Cut(string(r.Data), "\r\n\r\n")
 			for line := range strings.SplitSeq(header, "\r\n") {
 				if strings.HasPrefix(line, "Bcc:") || strings.HasPrefix(line, "X-Injected:") {
-					t.Errorf("injected line %q in\n%s", line, r.data)
+					t.Errorf("injected line %q in\n%s", line, r.Data)
 				}
 			}
 			to, err := msg.Header.AddressList("To")

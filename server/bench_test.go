@@ -44,6 +44,17 @@ func benchServer(b *testing.B, dialect string) (http.Handler, string) {
 
 var benchSeq atomic.Int64
 
+// serveInvite sends one invite request to h as the bench admin.
+func serveInvite(h http.Handler, tok, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest("POST", "/v0/users", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("X-Blaxel-Workspace", "bench")
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
 // BenchmarkInvite measures one full invite (credential check, validation,
 // invitation and outbox rows committed) per iteration, each for a new email.
 func BenchmarkInvite(b *testing.B) {
@@ -57,13 +68,7 @@ func BenchmarkInvite(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					body := fmt.Sprintf(`{"email":"u%d@bench.test"}`, benchSeq.Add(1))
-					req := httptest.NewRequest("POST", "/v0/users", strings.NewReader(body))
-					req.Header.Set("Authorization", "Bearer "+tok)
-					req.Header.Set("X-Blaxel-Workspace", "bench")
-					req.Header.Set("Content-Type", "application/json")
-					rec := httptest.NewRecorder()
-					h.ServeHTTP(rec, req)
+					rec := serveInvite(h, tok, fmt.Sprintf(`{"email":"u%d@bench.test"}`, benchSeq.Add(1)))
 					if rec.Code != 200 {
 						b.Fatalf("got %d %s", rec.Code, rec.Body)
 					}
@@ -80,12 +85,7 @@ func BenchmarkRejectedInvite(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req := httptest.NewRequest("POST", "/v0/users", strings.NewReader(`{"email":"not-an-email"}`))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			req.Header.Set("X-Blaxel-Workspace", "bench")
-			req.Header.Set("Content-Type", "application/json")
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
+			rec := serveInvite(h, tok, `{"email":"not-an-email"}`)
 			if rec.Code != 400 {
 				b.Fatalf("got %d %s", rec.Code, rec.Body)
 			}

@@ -67,23 +67,19 @@ func toWorkspaceUser(u store.UserEntry) gen.WorkspaceUser {
 	return w
 }
 
-// requireUserToken refuses API keys and tokens without an email for the
-// operations that act on the caller's own invitations across workspaces: an
-// API key belongs to one workspace and acts for a member inside it only.
-func requireUserToken(ctx context.Context) (*Principal, error) {
+// person returns the caller of an operation that acts on a person's own
+// invitations or memberships across workspaces. API keys are refused: a key
+// belongs to one workspace and acts for a member inside it only. With
+// needEmail, the token must carry the email invitations are matched by.
+func person(ctx context.Context, needEmail bool) (*Principal, error) {
 	p := PrincipalFrom(ctx)
-	if p == nil {
+	switch {
+	case p == nil:
 		return nil, newError(http.StatusUnauthorized, "missing credentials")
-	}
-	if p.APIKey != nil {
+	case p.APIKey != nil:
 		return nil, newError(http.StatusForbidden, "API keys act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
+	case needEmail && p.Email == "":
+		return nil, newError(http.StatusForbidden, "the token has no email claim: invitations are matched by the caller's email")
 	}
 	return p, nil
-}
-
-func requireEmail(p *Principal) error {
-	if p.Email == "" {
-		return newError(http.StatusForbidden, "the token has no email claim: invitations are matched by the caller's email")
-	}
-	return nil
 }

@@ -14,11 +14,8 @@ const invitationTypeWorkspace = "workspace"
 // ListAllPendingInvitations lists the caller's pending, unexpired invitations
 // across workspaces (an empty list when there are none).
 func (s *Server) ListAllPendingInvitations(ctx context.Context, _ gen.ListAllPendingInvitationsRequestObject) (gen.ListAllPendingInvitationsResponseObject, error) {
-	p, err := requireUserToken(ctx)
+	p, err := person(ctx, true)
 	if err != nil {
-		return nil, err
-	}
-	if err := requireEmail(p); err != nil {
 		return nil, err
 	}
 	views, err := s.store.PendingInvitationsFor(ctx, p.Email)
@@ -34,11 +31,8 @@ func (s *Server) ListAllPendingInvitations(ctx context.Context, _ gen.ListAllPen
 
 // AcceptWorkspaceInvitation makes the caller a member with the invited role.
 func (s *Server) AcceptWorkspaceInvitation(ctx context.Context, req gen.AcceptWorkspaceInvitationRequestObject) (gen.AcceptWorkspaceInvitationResponseObject, error) {
-	p, err := requireUserToken(ctx)
+	p, err := person(ctx, true)
 	if err != nil {
-		return nil, err
-	}
-	if err := requireEmail(p); err != nil {
 		return nil, err
 	}
 	ws, err := s.store.Accept(ctx, req.WorkspaceName, p.Sub, p.Email)
@@ -51,11 +45,8 @@ func (s *Server) AcceptWorkspaceInvitation(ctx context.Context, req gen.AcceptWo
 
 // DeclineWorkspaceInvitation marks the caller's invitation declined.
 func (s *Server) DeclineWorkspaceInvitation(ctx context.Context, req gen.DeclineWorkspaceInvitationRequestObject) (gen.DeclineWorkspaceInvitationResponseObject, error) {
-	p, err := requireUserToken(ctx)
+	p, err := person(ctx, true)
 	if err != nil {
-		return nil, err
-	}
-	if err := requireEmail(p); err != nil {
 		return nil, err
 	}
 	inv, ws, err := s.store.Decline(ctx, req.WorkspaceName, p.Email, p.Sub)
@@ -67,7 +58,7 @@ func (s *Server) DeclineWorkspaceInvitation(ctx context.Context, req gen.Decline
 
 // LeaveWorkspace removes the caller from the workspace.
 func (s *Server) LeaveWorkspace(ctx context.Context, req gen.LeaveWorkspaceRequestObject) (gen.LeaveWorkspaceResponseObject, error) {
-	p, err := requireUserToken(ctx)
+	p, err := person(ctx, false)
 	if err != nil {
 		return nil, err
 	}

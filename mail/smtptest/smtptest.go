@@ -34,10 +34,12 @@ type Server struct {
 	srv  *smtp.Server
 	addr *net.TCPAddr
 
-	mu       sync.Mutex
-	messages []Message
-	attempts int
-	reply    func(attempt int) error
+	mu          sync.Mutex
+	messages    []Message
+	attempts    int
+	connections int
+	reply       func(attempt int) error
+	rcptErr     error
 }
 
 // Start runs a server on a free loopback port until the test ends.
@@ -47,7 +49,12 @@ func Start(tb testing.TB) *Server { return StartOn(tb, "127.0.0.1:0") }
 func StartOn(tb testing.TB, addr string) *Server {
 	tb.Helper()
 	s := &Server{}
-	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{srv: s}, nil }))
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		s.mu.Lock()
+		s.connections++
+		s.mu.Unlock()
+		return &session{srv: s}, nil
+	}))
 	s.srv.Domain = "localhost"
 	s.srv.ReadTimeout = 10 * time.Second
 	s.srv.WriteTimeout = 10 * time.Second
@@ -79,6 +86,20 @@ func (s *Server) Reply(fn func(attempt int) error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reply = fn
+}
+
+// RejectRcpt makes every RCPT TO answer err (an *smtp.SMTPError); nil accepts again.
+func (s *Server) RejectRcpt(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rcptErr = err
+}
+
+// Connections counts the SMTP sessions opened so far.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connections
 }
 
 // Attempts counts the messages that reached DATA, accepted or not.
@@ -126,6 +147,12 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.srv.mu.Lock()
+	err := s.srv.rcptErr
+	s.srv.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	s.to = append(s.to, to)
 	return nil
 }
