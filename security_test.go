@@ -1,13 +1,20 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/golang-jwt/jwt/v5"
 
 	"controlplane/server"
 )
@@ -79,5 +86,28 @@ func TestSecurity_EveryOperation(t *testing.T) {
 	}
 	if count == 0 {
 		t.Fatal("the spec has no operations")
+	}
+}
+
+// TestSecurity_ExternalIssuer: configuring an external issuer turns the
+// development issuer off; tokens of the external one are accepted.
+func TestSecurity_ExternalIssuer(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
+	keyFile := filepath.Join(t.TempDir(), "issuer.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+	f := newFixture(t, "sqlite", "--jwt-public-key", keyFile, "--jwt-issuer", "https://idp.example")
+
+	devToken := f.token("u-admin", "admin@acme.test", "workspaces:invite")
+	if resp, body := f.do(t, "POST", "/v0/users", bearer(devToken), `{"email":"a@b.co"}`); resp.StatusCode != 401 {
+		t.Errorf("development token with an external issuer configured: got %d %s, want 401", resp.StatusCode, body)
+	}
+	external, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": "https://idp.example", "sub": "u-admin",
+		"scope": "workspaces:invite", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)
+	if resp, body := f.do(t, "POST", "/v0/users", bearer(external), `{"email":"a@b.co"}`); resp.StatusCode != 200 {
+		t.Errorf("external token: got %d %s, want 200", resp.StatusCode, body)
+	}
+	if strings.Contains(f.srv.logs.String(), "trusting the built-in development issuer") {
+		t.Error("serve still announces the development issuer")
 	}
 }
