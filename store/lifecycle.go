@@ -122,12 +122,15 @@ func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by st
 		if err != nil {
 			return err
 		}
+		if err := requireAdmin(tx, ws.ID, by); err != nil {
+			return err
+		}
 		m, err := findMember(tx, ws.ID, subOrEmail)
 		if err == nil {
 			if err := refuseLastAdmin(tx, m, "remove"); err != nil {
 				return err
 			}
-			return tx.Delete(&m).Error
+			return deleteMember(tx, m, by, s.now())
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return err
@@ -138,6 +141,34 @@ func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by st
 		}
 		return setInvitationStatus(tx, &inv, InvitationRevoked, by, s.now())
 	})
+}
+
+// requireAdmin checks, under the workspace lock, that the caller is still an
+// admin: a role read before the transaction could be stale by now (two
+// admins demoting each other at once).
+func requireAdmin(tx *gorm.DB, workspaceID int64, sub string) error {
+	var m Member
+	err := tx.Where("workspace_id = ? AND sub = ?", workspaceID, sub).Take(&m).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return errorf(ErrNotFound, "workspace not found")
+	}
+	if err != nil {
+		return err
+	}
+	if m.Role != RoleAdmin {
+		return errorf(ErrForbidden, "only workspace admins may do this")
+	}
+	return nil
+}
+
+// deleteMember removes a member and revokes the API keys it held in the
+// workspace, so a key cannot come back to life if the same sub rejoins.
+func deleteMember(tx *gorm.DB, m Member, by string, now time.Time) error {
+	if err := tx.Delete(&m).Error; err != nil {
+		return err
+	}
+	return tx.Model(&APIKey{}).Where("workspace_id = ? AND sub = ? AND revoked_at IS NULL", m.WorkspaceID, m.Sub).
+		Updates(map[string]any{"revoked_at": &now, "updated_at": now, "updated_by": by}).Error
 }
 
 func refuseLastAdmin(tx *gorm.DB, m Member, verb string) error {
@@ -170,6 +201,9 @@ func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role,
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
 		if err != nil {
+			return err
+		}
+		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		now := s.now()
@@ -307,7 +341,7 @@ func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace
 		if err := refuseLastAdmin(tx, m, "remove"); err != nil {
 			return err
 		}
-		return tx.Delete(&m).Error
+		return deleteMember(tx, m, sub, s.now())
 	})
 	return ws, err
 }

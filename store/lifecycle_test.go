@@ -100,6 +100,25 @@ func TestLifecycle_Transitions(t *testing.T) {
 			}
 		})
 
+		t.Run("RemovedMembersKeysAreRevoked", func(t *testing.T) {
+			if _, err := st.AddMember(ctx, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
+				t.Fatal(err)
+			}
+			key, _, err := st.CreateAPIKey(ctx, "acme", "kim")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.RemoveUser(ctx, "acme", "kim", "admin-acme"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.AddMember(ctx, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.LookupAPIKey(ctx, key); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("key of a removed then re-added member: got %v, want revoked", err)
+			}
+		})
+
 		t.Run("BadRoleAndUnknownUser", func(t *testing.T) {
 			for _, role := range []string{"Admin", "MEMBER", "owner", ""} {
 				if _, err := st.UpdateRole(ctx, "acme", "bob", role, "admin-acme"); !errors.Is(err, store.ErrInvalid) {
@@ -207,6 +226,34 @@ func TestLifecycle_Races(t *testing.T) {
 			}
 		})
 
+		t.Run("DemotedAdminCannotDemote", func(t *testing.T) {
+			// Three admins: the first keeps the workspace administered, so
+			// only the callers' own roles decide. Each demotes the other;
+			// whoever runs second is no longer an admin and must fail.
+			for i := range rounds {
+				name := "trio" + string(rune('a'+i))
+				mustWorkspace(t, st, name)
+				for _, sub := range []string{"u1", "u2"} {
+					if _, err := st.AddMember(ctx, name, sub, sub+"@example.com", store.RoleAdmin, "t"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				errs := make([]error, 2)
+				race(
+					func() { _, errs[0] = st.UpdateRole(ctx, name, "u2", store.RoleMember, "u1") },
+					func() { _, errs[1] = st.UpdateRole(ctx, name, "u1", store.RoleMember, "u2") },
+				)
+				if (errs[0] == nil) == (errs[1] == nil) {
+					t.Errorf("round %d: %v / %v; want exactly one demotion", i, errs[0], errs[1])
+				}
+				for _, err := range errs {
+					if err != nil && !errors.Is(err, store.ErrForbidden) {
+						t.Errorf("round %d: %v, want ErrForbidden", i, err)
+					}
+				}
+			}
+		})
+
 		t.Run("TwoAdminsDemoteEachOther", func(t *testing.T) {
 			for i := range rounds {
 				name := "duo" + string(rune('a'+i))
@@ -223,7 +270,7 @@ func TestLifecycle_Races(t *testing.T) {
 				for _, err := range errs {
 					if err == nil {
 						ok++
-					} else if !errors.Is(err, store.ErrConflict) {
+					} else if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrForbidden) {
 						t.Errorf("round %d: %v", i, err)
 					}
 				}
