@@ -51,14 +51,17 @@ const invitationColumns = `id, workspace_id, email, role, status, invited_by, ex
 // serialises writers (no lock needed); the email is queued by the caller.
 var inviteSQLite = upsertFromSelect + "\nRETURNING " + invitationColumns
 
-// invitePostgres is the common case on PostgreSQL as one statement (one round
-// trip, its own transaction): the workspace row is locked in shared mode
-// (invites run side by side, but not beside accept or removal), and the email
-// is queued in the same statement.
+// lockWorkspaceShared takes the workspace row in shared mode: invites run
+// side by side, but not beside accept, removal or role changes.
+const lockWorkspaceShared = `SELECT 1 FROM workspaces WHERE name = $1 FOR SHARE`
+
+// invitePostgres is the common case on PostgreSQL as one statement, after
+// lockWorkspaceShared in the same transaction: role check, upsert and the
+// queued email in one data-modifying CTE.
 var invitePostgres = `
 WITH caller AS (
   SELECT w.id FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? AND m.role = 'admin'
-  WHERE w.name = ? FOR SHARE OF w
+  WHERE w.name = ?
 ), inv AS (` + upsertInvitation(" AND w.id IN (SELECT id FROM caller)") + `
   RETURNING ` + invitationColumns + `
 ), queued AS (
@@ -106,19 +109,26 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		return Invitation{}, errorf(ErrNotFound, "workspace not found")
 	}
 	var inv Invitation
-	if s.dialect == "postgres" {
-		now := s.now()
-		args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
-		err := scanInvitation(s.write.ConnPool.QueryRowContext(ctx, invitePostgresNumbered, args...), &inv)
-		switch {
-		case err == nil:
-			return inv, nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return Invitation{}, fmt.Errorf("invite: %w", err)
-		}
-	}
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		now := s.now()
+		if s.dialect == "postgres" {
+			// The shared workspace lock comes first, in its own statement:
+			// in READ COMMITTED the next statement then takes a snapshot
+			// after any accept or removal holding the lock has committed,
+			// so it cannot re-invite someone who just became a member.
+			conn := tx.Statement.ConnPool
+			if _, err := conn.ExecContext(ctx, lockWorkspaceShared, p.Workspace); err != nil {
+				return fmt.Errorf("lock workspace: %w", err)
+			}
+			args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
+			err := scanInvitation(conn.QueryRowContext(ctx, invitePostgresNumbered, args...), &inv)
+			switch {
+			case err == nil:
+				return nil
+			case !errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("invite: %w", err)
+			}
+		}
 		if s.dialect == "sqlite" {
 			// Straight to the connection's statement cache: this runs on
 			// the single writer, where GORM's per-call SQL rewriting and

@@ -185,6 +185,25 @@ func TestLifecycle_Races(t *testing.T) {
 			}
 		})
 
+		t.Run("AcceptVsReinvite", func(t *testing.T) {
+			for i := range rounds {
+				email := "ri" + string(rune('a'+i)) + "@example.com"
+				mustInvite(t, st, ws, email)
+				reinvite := func() {
+					_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: email, TTL: time.Hour})
+					if err != nil && !errors.Is(err, store.ErrConflict) {
+						t.Errorf("round %d: re-invite: %v", i, err)
+					}
+				}
+				race(func() { st.Accept(ctx, "acme", email, email) }, reinvite, reinvite, reinvite)
+				_, memberErr := st.Membership(ctx, "acme", email)
+				_, pendingErr := st.PendingInvitation(ctx, ws.ID, email)
+				if memberErr == nil && pendingErr == nil {
+					t.Errorf("round %d: %s is a member and still has a pending invitation", i, email)
+				}
+			}
+		})
+
 		t.Run("TwoAccepts", func(t *testing.T) {
 			for i := range rounds {
 				email := "aa" + string(rune('a'+i)) + "@example.com"
