@@ -30,7 +30,7 @@ type DispatcherConfig struct {
 	BackoffBase       time.Duration // wait after the first failure, doubled each time; 5s
 	BackoffMax        time.Duration // longest wait between attempts; 1h
 	PollInterval      time.Duration // how often to look for due messages when not woken; 2s
-	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over; 2m
+	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over; 2m (keep it over twice the longest send)
 	BatchSize         int           // messages claimed at once; 10
 }
 
@@ -144,7 +144,12 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	// that ctx's cancellation does not reach.
 	bg := context.WithoutCancel(ctx)
 	for i, item := range items {
-		if ctx.Err() != nil {
+		// A message is started only while at least half of its lease
+		// remains, so a slow batch cannot outlive its claim and let another
+		// dispatcher send the same message: sends must finish within half
+		// the lease (1 minute by default; an SMTP send times out well before).
+		leaseLeft := item.ClaimedUntil != nil && item.ClaimedUntil.Sub(d.now()) >= d.cfg.Lease/2
+		if ctx.Err() != nil || !leaseLeft {
 			if err := d.outbox.ReleaseOutbox(bg, d.token); err != nil {
 				d.log.Error("mail dispatcher: release claims", "err", err)
 			}

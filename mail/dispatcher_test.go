@@ -314,3 +314,40 @@ func TestDispatcher_HeaderInjection(t *testing.T) {
 		t.Errorf("raw header block carries injected lines:\n%s", head)
 	}
 }
+
+// slowSender delays every send, like an SMTP server that takes its time.
+type slowSender struct {
+	mail.Sender
+	delay time.Duration
+}
+
+func (s slowSender) Send(ctx context.Context, m mail.Message) error {
+	time.Sleep(s.delay)
+	return s.Sender.Send(ctx, m)
+}
+
+// TestDispatcher_SlowBatchKeepsLease: a batch slower than its lease must not
+// let a second dispatcher send the same messages again.
+func TestDispatcher_SlowBatchKeepsLease(t *testing.T) {
+	e := newOutboxEnv(t, "sqlite", "")
+	srv := smtptest.Start(t)
+	const n = 10
+	for i := range n {
+		e.invite(t, "slow"+strconv.Itoa(i)+"@example.com")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 {
+		sender := slowSender{Sender: smtpSenderTo(t, srv.Host(), srv.Port()), delay: 150 * time.Millisecond}
+		d := mail.NewDispatcher(e.st, sender, fastRetries(mail.DispatcherConfig{Lease: 500 * time.Millisecond, BatchSize: n}), quiet)
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx) }()
+	}
+	srv.WaitFor(t, n, 30*time.Second)
+	time.Sleep(300 * time.Millisecond) // a duplicate, if any, arrives meanwhile
+	cancel()
+	wg.Wait()
+	if got := len(srv.Messages()); got != n {
+		t.Errorf("got %d messages, want %d (each once)", got, n)
+	}
+}
