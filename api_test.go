@@ -296,6 +296,8 @@ func TestInvite_BadInputs(t *testing.T) {
 				{"MissingEmail", "POST", "/v0/users", good, `{}`, 400},
 				{"NotJSON", "POST", "/v0/users", good, `hello`, 400},
 				{"TruncatedJSON", "POST", "/v0/users", good, `{"email":`, 400},
+				{"TrailingGarbage", "POST", "/v0/users", good, `{"email":"a@b.co"} xyz`, 400},
+				{"TwoObjects", "POST", "/v0/users", good, `{"email":"a@b.co"}{"email":"c@d.co"}`, 400},
 				{"JSONArray", "POST", "/v0/users", good, `[{"email":"a@b.co"}]`, 400},
 				{"NoBody", "POST", "/v0/users", with(good, "Content-Type", ""), ``, 400},
 				{"HugeBody", "POST", "/v0/users", good, `{"email":"a@b.co","pad":"` + strings.Repeat("x", 100<<10) + `"}`, 413},

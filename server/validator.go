@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -142,6 +143,11 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) e
 	if err != nil || content.Get(mediaType) == nil {
 		return newError(http.StatusUnsupportedMediaType,
 			fmt.Sprintf("Content-Type must be one of %s", strings.Join(contentTypes(content), ", ")))
+	}
+	// The validator's and handler's decoders stop after the first value, so
+	// `{…} garbage` or two objects would pass: require exactly one JSON value.
+	if mediaType == echo.MIMEApplicationJSON && len(body) > 0 && !json.Valid(body) {
+		return newError(http.StatusBadRequest, "request body is not valid JSON (exactly one JSON value expected)")
 	}
 	return nil
 }
