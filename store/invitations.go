@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -109,26 +111,17 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		return Invitation{}, errorf(ErrNotFound, "workspace not found")
 	}
 	var inv Invitation
+	if s.dialect == "postgres" {
+		found, err := s.invitePostgres(ctx, p, &inv)
+		if err != nil {
+			return Invitation{}, err
+		}
+		if found {
+			return inv, nil
+		}
+	}
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		now := s.now()
-		if s.dialect == "postgres" {
-			// The shared workspace lock comes first, in its own statement:
-			// in READ COMMITTED the next statement then takes a snapshot
-			// after any accept or removal holding the lock has committed,
-			// so it cannot re-invite someone who just became a member.
-			conn := tx.Statement.ConnPool
-			if _, err := conn.ExecContext(ctx, lockWorkspaceShared, p.Workspace); err != nil {
-				return fmt.Errorf("lock workspace: %w", err)
-			}
-			args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
-			err := scanInvitation(conn.QueryRowContext(ctx, invitePostgresNumbered, args...), &inv)
-			switch {
-			case err == nil:
-				return nil
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("invite: %w", err)
-			}
-		}
 		if s.dialect == "sqlite" {
 			// Straight to the connection's statement cache: this runs on
 			// the single writer, where GORM's per-call SQL rewriting and
@@ -148,6 +141,50 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		return Invitation{}, err
 	}
 	return inv, nil
+}
+
+// invitePostgres runs the common case in one round trip: lockWorkspaceShared
+// and invitePostgres pipelined as one pgx batch. Before a single Sync, the
+// two statements form one implicit transaction (committed together, rolled
+// back together), and in READ COMMITTED the second takes its snapshot after
+// the first got the lock, so it sees any accept or removal that held the
+// lock: it cannot re-invite someone who just became a member. found is false
+// when the slow path must decide.
+func (s *Store) invitePostgres(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
+	sqlDB, err := s.write.DB()
+	if err != nil {
+		return false, err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	now := s.now()
+	args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
+	err = conn.Raw(func(driverConn any) error {
+		pc := driverConn.(*stdlib.Conn).Conn()
+		batch := &pgx.Batch{}
+		batch.Queue(lockWorkspaceShared, p.Workspace)
+		batch.Queue(invitePostgresNumbered, args...)
+		results := pc.SendBatch(ctx, batch)
+		if _, err := results.Exec(); err != nil {
+			results.Close()
+			return fmt.Errorf("lock workspace: %w", err)
+		}
+		err := results.QueryRow().Scan(&inv.ID, &inv.WorkspaceID, &inv.Email, &inv.Role, &inv.Status, &inv.InvitedBy,
+			&inv.ExpiresAt, &inv.CreatedAt, &inv.UpdatedAt, &inv.CreatedBy, &inv.UpdatedBy)
+		switch {
+		case err == nil:
+			found = true
+		case errors.Is(err, pgx.ErrNoRows):
+		default:
+			results.Close()
+			return fmt.Errorf("invite: %w", err)
+		}
+		return results.Close() // the Sync: commits both statements
+	})
+	return found, err
 }
 
 func scanInvitation(row *sql.Row, inv *Invitation) error {
