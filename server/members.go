@@ -28,11 +28,12 @@ func (s *Server) ListWorkspaceUsers(ctx context.Context, _ gen.ListWorkspaceUser
 
 // RemoveWorkspaceUser removes a member or revokes a pending invitation (admins only).
 func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspaceUserRequestObject) (gen.RemoveWorkspaceUserResponseObject, error) {
-	c, err := s.workspaceCaller(ctx, store.RoleAdmin)
+	// The admin check happens in the store, under the workspace lock.
+	p, workspace, err := s.workspaceName(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.RemoveUser(ctx, c.Workspace.Name, subOrEmail(req.SubOrEmail), c.Sub); err != nil {
+	if err := s.store.RemoveUser(ctx, workspace, subOrEmail(req.SubOrEmail), p.Sub); err != nil {
 		return nil, err
 	}
 	return gen.RemoveWorkspaceUser200Response{}, nil
@@ -40,11 +41,12 @@ func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspac
 
 // UpdateWorkspaceUserRole changes the role of a member or pending invitation (admins only).
 func (s *Server) UpdateWorkspaceUserRole(ctx context.Context, req gen.UpdateWorkspaceUserRoleRequestObject) (gen.UpdateWorkspaceUserRoleResponseObject, error) {
-	c, err := s.workspaceCaller(ctx, store.RoleAdmin)
+	// The admin check happens in the store, under the workspace lock.
+	p, workspace, err := s.workspaceName(ctx)
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.store.UpdateRole(ctx, c.Workspace.Name, subOrEmail(req.SubOrEmail), req.Body.Role, c.Sub)
+	u, err := s.store.UpdateRole(ctx, workspace, subOrEmail(req.SubOrEmail), req.Body.Role, p.Sub)
 	if err != nil {
 		return nil, err
 	}
