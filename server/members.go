@@ -11,7 +11,7 @@ import (
 
 // ListWorkspaceUsers lists members, then pending invitations (any member may).
 func (s *Server) ListWorkspaceUsers(ctx context.Context, _ gen.ListWorkspaceUsersRequestObject) (gen.ListWorkspaceUsersResponseObject, error) {
-	c, err := s.workspaceCaller(ctx, store.RoleMember)
+	c, err := s.workspaceCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
