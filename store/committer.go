@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -32,16 +33,18 @@ type groupCommitter struct {
 	closed   chan struct{}
 	done     chan struct{}
 	maxBatch int
+	now      func() time.Time
 	close    sync.Once
 }
 
 type txJob struct {
 	ctx    context.Context
 	fn     func(tx *gorm.DB) error
+	invite *inviteJob // set instead of fn: an invite for the batch statement
 	result chan error
 }
 
-func newGroupCommitter(ctx context.Context, pool *sql.DB, open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
+func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
 	conn, err := pool.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -52,7 +55,7 @@ func newGroupCommitter(ctx context.Context, pool *sql.DB, open func(conn gorm.Co
 		return nil, err
 	}
 	g := &groupCommitter{db: db, pool: pool, conn: conn, jobs: make(chan *txJob), closed: make(chan struct{}),
-		done: make(chan struct{}), maxBatch: 256}
+		done: make(chan struct{}), maxBatch: 256, now: now}
 	go g.run()
 	return g, nil
 }
@@ -60,7 +63,23 @@ func newGroupCommitter(ctx context.Context, pool *sql.DB, open func(conn gorm.Co
 // do runs fn in a write transaction and returns once it is committed (or
 // rolled back, with fn's error).
 func (g *groupCommitter) do(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	job := &txJob{ctx: ctx, fn: fn, result: make(chan error, 1)}
+	return g.submit(&txJob{ctx: ctx, fn: fn, result: make(chan error, 1)})
+}
+
+// invite runs the common case of an invite in the next transaction, in one
+// batch statement with every other invite queued beside it (see
+// inviteBatcher for what the batch leaves to the slow path). found is false
+// when the slow path must decide.
+func (g *groupCommitter) invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
+	job := &inviteJob{p: p}
+	if err := g.submit(&txJob{ctx: ctx, invite: job, result: make(chan error, 1)}); err != nil {
+		return false, err
+	}
+	*inv = job.inv
+	return job.found, nil
+}
+
+func (g *groupCommitter) submit(job *txJob) error {
 	select {
 	case g.jobs <- job:
 	case <-g.closed:
@@ -108,8 +127,11 @@ func (g *groupCommitter) commit(batch []*txJob) {
 		}
 		return
 	}
-	var aborted error // set when the transaction can no longer be trusted
+	aborted := g.runInvites(batch, results)
 	for i, job := range batch {
+		if job.invite != nil {
+			continue
+		}
 		if aborted != nil {
 			results[i] = aborted
 			continue
@@ -152,6 +174,53 @@ func (g *groupCommitter) commit(batch []*txJob) {
 	for i, job := range batch {
 		job.result <- results[i]
 	}
+}
+
+// runInvites runs the batch's invites as one batch statement inside its own
+// savepoint; a failing statement rolls back alone and sends its invites to
+// the slow path. It returns an error only when the transaction can no longer
+// be trusted, and records it for the invites.
+func (g *groupCommitter) runInvites(batch []*txJob, results []error) (aborted error) {
+	var invites []*inviteJob
+	for i, job := range batch {
+		if job.invite == nil {
+			continue
+		}
+		if err := job.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		invites = append(invites, job.invite)
+	}
+	if len(invites) == 0 {
+		return nil
+	}
+	defer func() {
+		if aborted != nil {
+			for i, job := range batch {
+				if job.invite != nil && results[i] == nil {
+					results[i] = aborted
+				}
+			}
+		}
+	}()
+	if err := g.exec("SAVEPOINT invites"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	picked := pickBatch(invites)
+	err := runJob(&txJob{ctx: context.Background(), fn: func(tx *gorm.DB) error {
+		return runSQLiteBatch(context.Background(), tx, g.now(), picked)
+	}}, g.db)
+	if err != nil {
+		notFound(picked)
+		if err := g.exec("ROLLBACK TO invites"); err != nil {
+			return fmt.Errorf("transaction aborted: %w", err)
+		}
+	}
+	if err := g.exec("RELEASE invites"); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
 }
 
 // runJob runs one job's function, turning a panic into its error so that one

@@ -2,15 +2,10 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -24,74 +19,22 @@ type InviteParams struct {
 	TTL       time.Duration
 }
 
-// The common case of Invite (an admin invites an email that is neither a
-// member's nor has an expired pending invitation) is one statement that
-// checks the caller's role, checks the email is not a member's, and creates
-// the pending invitation or refreshes the expiry of the one already pending
-// (keeping its role). It returns no row in every other case, and the slow
-// path (inviteSlow) works out which. The conflict target spells out the
-// partial unique index idx_invitations_pending so PostgreSQL matches it; the
-// WHERE of the SELECT is also what lets SQLite parse INSERT … SELECT … ON
-// CONFLICT.
-var upsertFromSelect = upsertInvitation("")
-
-func upsertInvitation(extraCondition string) string {
-	return `
+// inviteOne is the slow path's final write: the same checks and upsert as
+// the batch statement (upsertBatch) for one invitation. The WHERE of the
+// SELECT is also what lets SQLite parse INSERT … SELECT … ON CONFLICT; the
+// conflict target spells out the partial unique index idx_invitations_pending
+// so PostgreSQL matches it.
+const inviteOne = `
 INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
 SELECT w.id, ?, ?, 'pending', ?, ?, ?, ?, ?, ?
 FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? AND m.role = 'admin'
-WHERE w.name = ? AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = ?)` +
-		extraCondition + `
+WHERE w.name = ? AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = ?)
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-WHERE invitations.expires_at > excluded.updated_at`
-}
+WHERE invitations.expires_at > excluded.updated_at
+RETURNING ` + invitationColumns
 
 const invitationColumns = `id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
-
-// inviteSQLite (also the slow path's final insert) is the common case on SQLite, where the group committer
-// serialises writers (no lock needed); the email is queued by the caller.
-var inviteSQLite = upsertFromSelect + "\nRETURNING " + invitationColumns
-
-// lockWorkspaceShared takes the workspace row in shared mode: invites run
-// side by side, but not beside accept, removal or role changes.
-const lockWorkspaceShared = `SELECT 1 FROM workspaces WHERE name = $1 FOR SHARE`
-
-// invitePostgres is the common case on PostgreSQL as one statement, after
-// lockWorkspaceShared in the same transaction: role check, upsert and the
-// queued email in one data-modifying CTE.
-var invitePostgres = `
-WITH caller AS (
-  SELECT w.id FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? AND m.role = 'admin'
-  WHERE w.name = ?
-), inv AS (` + upsertInvitation(" AND w.id IN (SELECT id FROM caller)") + `
-  RETURNING ` + invitationColumns + `
-), queued AS (
-  INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-  SELECT id, 'pending', ?, ?, ? FROM inv
-  ON CONFLICT (invitation_id) WHERE status = 'pending'
-  DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at
-)
-SELECT * FROM inv`
-
-// invitePostgresNumbered is invitePostgres with PostgreSQL's $n
-// placeholders, for the driver directly (GORM rewrites SQL on every call).
-var invitePostgresNumbered = numberPlaceholders(invitePostgres)
-
-// numberPlaceholders turns each ? into $1, $2, … (our SQL has no ? in literals).
-func numberPlaceholders(query string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
 
 // Invite creates a pending invitation, or refreshes the expiry of the one
 // already pending for that email (keeping its role), and queues its email,
@@ -102,6 +45,10 @@ func numberPlaceholders(query string) string {
 // Returns ErrNotFound if the workspace does not exist or the caller is not a
 // member, ErrForbidden if the caller is not an admin, ErrConflict if the
 // email already belongs to a member.
+//
+// The common case goes through a batch statement (batch.go): on SQLite in the
+// group committer, on PostgreSQL in the invite batcher; the rest, and any
+// invite a batch could not settle, through inviteSlow.
 func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) {
 	p.Email = NormalizeEmail(p.Email)
 	if p.Role == "" {
@@ -111,94 +58,41 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		return Invitation{}, errorf(ErrNotFound, "workspace not found")
 	}
 	var inv Invitation
-	if s.dialect == "postgres" {
-		found, err := s.invitePostgres(ctx, p, &inv)
-		if err != nil {
-			return Invitation{}, err
-		}
-		if found {
-			return inv, nil
-		}
+	var found bool
+	var err error
+	if s.committer != nil {
+		found, err = s.committer.invite(ctx, p, &inv)
+	} else {
+		found, err = s.batcher.invite(ctx, p, &inv)
 	}
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		now := s.now()
-		if s.dialect == "sqlite" {
-			// Straight to the connection's statement cache: this runs on
-			// the single writer, where GORM's per-call SQL rewriting and
-			// reflection cost more than SQLite's own work.
-			err := scanInvitation(tx.ConnPool.QueryRowContext(ctx, inviteSQLite, p.upsertArgs(now)...), &inv)
-			switch {
-			case err == nil:
-				_, err = tx.ConnPool.ExecContext(ctx, enqueueSQL, inv.ID, now, now, now)
-				return err
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("invite: %w", err)
-			}
-		}
-		return s.inviteSlow(tx, p, now, &inv)
-	})
+	if err != nil {
+		return Invitation{}, err
+	}
+	if found {
+		return inv, nil
+	}
+	err = s.inTx(ctx, func(tx *gorm.DB) error { return s.inviteSlow(tx, p, s.now(), &inv) })
 	if err != nil {
 		return Invitation{}, err
 	}
 	return inv, nil
 }
 
-// invitePostgres runs the common case in one round trip: lockWorkspaceShared
-// and invitePostgres pipelined as one pgx batch. Before a single Sync, the
-// two statements form one implicit transaction (committed together, rolled
-// back together), and in READ COMMITTED the second takes its snapshot after
-// the first got the lock, so it sees any accept or removal that held the
-// lock: it cannot re-invite someone who just became a member. found is false
-// when the slow path must decide.
-func (s *Store) invitePostgres(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
-	sqlDB, err := s.write.DB()
-	if err != nil {
-		return false, err
-	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	now := s.now()
-	args := append(append([]any{p.Caller, p.Workspace}, p.upsertArgs(now)...), now, now, now)
-	err = conn.Raw(func(driverConn any) error {
-		pc := driverConn.(*stdlib.Conn).Conn()
-		batch := &pgx.Batch{}
-		batch.Queue(lockWorkspaceShared, p.Workspace)
-		batch.Queue(invitePostgresNumbered, args...)
-		results := pc.SendBatch(ctx, batch)
-		if _, err := results.Exec(); err != nil {
-			results.Close()
-			return fmt.Errorf("lock workspace: %w", err)
-		}
-		err := results.QueryRow().Scan(&inv.ID, &inv.WorkspaceID, &inv.Email, &inv.Role, &inv.Status, &inv.InvitedBy,
-			&inv.ExpiresAt, &inv.CreatedAt, &inv.UpdatedAt, &inv.CreatedBy, &inv.UpdatedBy)
-		switch {
-		case err == nil:
-			found = true
-		case errors.Is(err, pgx.ErrNoRows):
-		default:
-			results.Close()
-			return fmt.Errorf("invite: %w", err)
-		}
-		return results.Close() // the Sync: commits both statements
-	})
-	return found, err
-}
+// rowScanner is a *sql.Row, *sql.Rows or pgx.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
 
-func scanInvitation(row *sql.Row, inv *Invitation) error {
+func scanInvitation(row rowScanner, inv *Invitation) error {
 	return row.Scan(&inv.ID, &inv.WorkspaceID, &inv.Email, &inv.Role, &inv.Status, &inv.InvitedBy,
 		&inv.ExpiresAt, &inv.CreatedAt, &inv.UpdatedAt, &inv.CreatedBy, &inv.UpdatedBy)
 }
 
-// upsertArgs are the arguments of upsertInvitation, in placeholder order
+// upsertArgs are the arguments of inviteOne, in placeholder order
 // (positional: GORM parses named arguments on every call).
 func (p InviteParams) upsertArgs(now time.Time) []any {
 	return []any{p.Email, p.Role, p.Caller, now.Add(p.TTL), now, now, p.Caller, p.Caller, p.Caller, p.Workspace, p.Email}
 }
 
-// inviteSlow handles what the one-statement invite leaves: unknown workspace
+// inviteSlow handles what the batch statement leaves: unknown workspace
 // or caller, a caller who is not an admin, a member's email, and an expired
 // pending invitation (moved to history before a fresh one is created).
 func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invitation) error {
@@ -229,7 +123,7 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 		Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
 		return fmt.Errorf("expire stale invitation: %w", err)
 	}
-	if err := tx.Raw(inviteSQLite, p.upsertArgs(now)...).Scan(inv).Error; err != nil {
+	if err := tx.Raw(inviteOne, p.upsertArgs(now)...).Scan(inv).Error; err != nil {
 		return fmt.Errorf("create invitation: %w", err)
 	}
 	if inv.ID == 0 {

@@ -51,6 +51,7 @@ type Store struct {
 	write     *gorm.DB
 	read      *gorm.DB
 	committer *groupCommitter // SQLite only: every write transaction goes through it
+	batcher   *inviteBatcher  // PostgreSQL only: the common case of Invite, batched (SQLite batches in the committer)
 	dialect   string
 	now       func() time.Time
 }
@@ -59,9 +60,16 @@ type Store struct {
 type Options struct {
 	// MaxOpenConns bounds the PostgreSQL pool and the SQLite reader pool.
 	MaxOpenConns int
+	// InviteWorkers is how many invite batches run at once on PostgreSQL,
+	// each on its own connection; 0 means 4. (SQLite's single writer runs
+	// the invites queued during a commit as one batch in the next one.)
+	InviteWorkers int
 	// Now replaces the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
+
+// maxInviteBatch bounds the invites in one batch statement.
+const maxInviteBatch = 128
 
 // Dialect names the database behind the store: "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.dialect }
@@ -142,7 +150,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		rDB.SetConnMaxIdleTime(0)
 		pool, err := sql.Open(sqlite.DriverName, path+"?"+params)
 		if err == nil {
-			s.committer, err = newGroupCommitter(ctx, pool, func(conn gorm.ConnPool) (*gorm.DB, error) {
+			s.committer, err = newGroupCommitter(ctx, pool, s.now, func(conn gorm.ConnPool) (*gorm.DB, error) {
 				c := cfg(true)
 				c.DisableAutomaticPing = true // a *sql.Conn has no Ping that GORM's statement cache can reach
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
@@ -154,6 +162,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 		}
 		s.write, s.read, s.dialect = w, r, "sqlite"
+	}
+	if s.dialect == "postgres" {
+		workers := opts.InviteWorkers
+		if workers <= 0 {
+			workers = 4
+		}
+		s.batcher = newInviteBatcher(workers, maxInviteBatch, s.now, s.runPostgresBatch)
 	}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
@@ -189,6 +204,9 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 // Close releases every connection.
 func (s *Store) Close() error {
 	var errs []error
+	if s.batcher != nil {
+		s.batcher.Close()
+	}
 	if s.committer != nil {
 		errs = append(errs, s.committer.Close())
 	}
