@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -254,6 +255,7 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 	mailCfg.register(fs)
 	dispatch := fs.Bool("mail-dispatcher", true, "deliver invitation emails from this process (false: run `mail-worker` separately)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (pprof) to this file until shutdown, for performance work")
+	gcPercent := fs.Int("gc-percent", 400, "Go garbage collector target (GOGC); the GOGC environment variable, when set, wins")
 	return &ffcli.Command{
 		Name: "serve", ShortUsage: "controlplane serve [flags]", ShortHelp: "migrate the database and serve the API",
 		FlagSet: fs, Options: envOptions(),
@@ -261,6 +263,12 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 			log, err := newLogger(stderr, *logLevel)
 			if err != nil {
 				return err
+			}
+			// The live heap of a server is a few MB; collecting at 5x
+			// instead of 2x of it costs little memory and measured ~10%
+			// more throughput (README, Performance).
+			if _, set := os.LookupEnv("GOGC"); !set {
+				debug.SetGCPercent(*gcPercent)
 			}
 			if *cpuProfile != "" {
 				f, err := os.Create(*cpuProfile)

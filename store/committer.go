@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -18,9 +19,20 @@ var errClosed = errors.New("store is closed")
 // and commits concurrently submitted ones together (group commit): while one
 // transaction commits, the next requests queue up, and the following
 // transaction runs them all, each inside its own SAVEPOINT so that one
-// failing rolls back alone. A caller is answered only after the COMMIT that
-// holds its writes, so every acknowledged write is durable; one commit (and
-// fsync) serves the whole batch.
+// failing rolls back alone (invites share one batch statement, see
+// runInvites). One commit serves the whole batch.
+//
+// Durability is pipelined: the connection runs with synchronous=NORMAL, so
+// COMMIT writes the transaction to the WAL file without waiting for the disk,
+// and a second goroutine (syncer) fsyncs the WAL file and only then answers
+// the callers of every transaction that fsync covers. The writer meanwhile
+// runs the next transaction instead of idling through the fsync, which was
+// half its time. No caller is answered before its writes are on disk; what
+// this gives up is that another connection may read a committed row up to
+// one fsync (about a millisecond) before it is durable, which only a power
+// loss or OS crash in that window could make visible (a process crash
+// cannot: the OS still has the WAL). Every write depending on such a read
+// goes through this writer and is answered after a later fsync covering both.
 //
 // It also keeps statements prepared: database/sql re-prepares statements for
 // every *sql.Tx, so transactions here are plain BEGIN/COMMIT on a connection
@@ -29,9 +41,13 @@ type groupCommitter struct {
 	db       *gorm.DB // bound to conn
 	pool     *sql.DB
 	conn     *sql.Conn
+	wal      *os.File // the WAL file, for fsync
 	jobs     chan *txJob
+	synced   chan *openTx  // a committed transaction waiting for its fsync
+	syncIdle chan struct{} // the syncer finished one
 	closed   chan struct{}
 	done     chan struct{}
+	syncDone chan struct{}
 	maxBatch int
 	now      func() time.Time
 	close    sync.Once
@@ -44,19 +60,39 @@ type txJob struct {
 	result chan error
 }
 
-func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
+func newGroupCommitter(ctx context.Context, pool *sql.DB, walPath string, now func() time.Time,
+	open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
 	conn, err := pool.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	db, err := open(conn)
+	// Reading once creates the WAL file if this is the first connection;
+	// it then lives as long as this connection (SQLite deletes it only when
+	// the last connection closes).
+	var tables int
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err == nil {
+		err = conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&tables)
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	g := &groupCommitter{db: db, pool: pool, conn: conn, jobs: make(chan *txJob), closed: make(chan struct{}),
-		done: make(chan struct{}), maxBatch: 256, now: now}
+	wal, err := os.OpenFile(walPath, os.O_RDWR, 0)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open WAL file for fsync: %w", err)
+	}
+	db, err := open(conn)
+	if err != nil {
+		wal.Close()
+		conn.Close()
+		return nil, err
+	}
+	g := &groupCommitter{db: db, pool: pool, conn: conn, wal: wal, jobs: make(chan *txJob),
+		synced: make(chan *openTx, 1), syncIdle: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{}),
+		syncDone: make(chan struct{}), maxBatch: 256, now: now}
 	go g.run()
+	go g.sync()
 	return g, nil
 }
 
@@ -88,27 +124,65 @@ func (g *groupCommitter) submit(job *txJob) error {
 	return <-job.result
 }
 
+// run is the writer. It keeps at most one committed transaction waiting for
+// its fsync: while that fsync runs, the next transaction stays open and
+// takes every job that arrives, so the batch grows with the disk's latency
+// and the writer works instead of waiting; it commits as soon as the fsync
+// is done (or the batch is full).
 func (g *groupCommitter) run() {
 	defer close(g.done)
-	batch := make([]*txJob, 0, g.maxBatch)
+	defer close(g.synced) // after the last commit: the syncer finishes and stops
+	syncing := false      // a committed transaction waits for its fsync
 	for {
+		var first *txJob
 		select {
-		case job := <-g.jobs:
-			batch = append(batch[:0], job)
+		case first = <-g.jobs:
+		case <-g.syncIdle:
+			syncing = false
+			continue
 		case <-g.closed:
 			return
 		}
-	collect:
-		for len(batch) < g.maxBatch {
+		if err := g.exec("BEGIN IMMEDIATE"); err != nil {
+			first.result <- fmt.Errorf("begin transaction: %w", err)
+			continue
+		}
+		tx := &openTx{}
+		g.apply(tx, g.drain(first, g.maxBatch))
+		for syncing && len(tx.batch) < g.maxBatch {
 			select {
 			case job := <-g.jobs:
-				batch = append(batch, job)
-			default:
-				break collect
+				g.apply(tx, g.drain(job, g.maxBatch-len(tx.batch)))
+			case <-g.syncIdle:
+				syncing = false
 			}
 		}
-		g.commit(batch)
+		if syncing { // the batch is full: its commit waits for the fsync
+			<-g.syncIdle
+		}
+		syncing = g.commit(tx)
 	}
+}
+
+// drain returns first and the jobs already waiting, at most max in all.
+func (g *groupCommitter) drain(first *txJob, max int) []*txJob {
+	jobs := []*txJob{first}
+	for len(jobs) < max {
+		select {
+		case job := <-g.jobs:
+			jobs = append(jobs, job)
+		default:
+			return jobs
+		}
+	}
+	return jobs
+}
+
+// openTx is the write transaction being built and the jobs it holds.
+type openTx struct {
+	batch   []*txJob
+	results []error
+	aborted error // set when the transaction can no longer be trusted
 }
 
 // exec runs a transaction-control statement straight on the connection's
@@ -119,16 +193,16 @@ func (g *groupCommitter) exec(sql string) error {
 	return err
 }
 
-func (g *groupCommitter) commit(batch []*txJob) {
-	results := make([]error, len(batch))
-	if err := g.exec("BEGIN IMMEDIATE"); err != nil {
-		for _, job := range batch {
-			job.result <- fmt.Errorf("begin transaction: %w", err)
-		}
-		return
+// apply runs jobs inside the open transaction: the invites as one batch
+// statement, every other job inside its own SAVEPOINT so that one failing
+// rolls back alone.
+func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
+	results := make([]error, len(jobs))
+	aborted := tx.aborted
+	if aborted == nil {
+		aborted = g.runInvites(jobs, results)
 	}
-	aborted := g.runInvites(batch, results)
-	for i, job := range batch {
+	for i, job := range jobs {
 		if job.invite != nil {
 			continue
 		}
@@ -159,18 +233,50 @@ func (g *groupCommitter) commit(batch []*txJob) {
 			results[i] = aborted
 		}
 	}
-	err := aborted
+	tx.batch = append(tx.batch, jobs...)
+	tx.results = append(tx.results, results...)
+	tx.aborted = aborted
+}
+
+// commit ends the transaction. Committed, it goes to the syncer (true);
+// otherwise it is rolled back and its jobs are answered at once (false).
+func (g *groupCommitter) commit(tx *openTx) (syncing bool) {
+	err := tx.aborted
 	if err == nil {
 		err = g.exec("COMMIT")
 	}
 	if err != nil {
 		g.exec("ROLLBACK")
-		for i := range results {
-			if results[i] == nil {
-				results[i] = fmt.Errorf("write transaction failed, nothing was saved: %w", err)
+		for i := range tx.results {
+			if tx.results[i] == nil {
+				tx.results[i] = fmt.Errorf("write transaction failed, nothing was saved: %w", err)
 			}
 		}
+		reply(tx.batch, tx.results)
+		return false
 	}
+	g.synced <- tx
+	return true
+}
+
+// sync answers the callers of each committed transaction once an fsync of
+// the WAL file has put it on disk, then tells the writer it may commit again.
+func (g *groupCommitter) sync() {
+	defer close(g.syncDone)
+	for tx := range g.synced {
+		if err := g.wal.Sync(); err != nil {
+			for i := range tx.results {
+				if tx.results[i] == nil {
+					tx.results[i] = fmt.Errorf("committed but not made durable (fsync of the WAL failed): %w", err)
+				}
+			}
+		}
+		reply(tx.batch, tx.results)
+		g.syncIdle <- struct{}{}
+	}
+}
+
+func reply(batch []*txJob, results []error) {
 	for i, job := range batch {
 		job.result <- results[i]
 	}
@@ -238,5 +344,6 @@ func runJob(job *txJob, db *gorm.DB) (err error) {
 func (g *groupCommitter) Close() error {
 	g.close.Do(func() { close(g.closed) })
 	<-g.done
-	return errors.Join(g.conn.Close(), g.pool.Close())
+	<-g.syncDone
+	return errors.Join(g.wal.Close(), g.conn.Close(), g.pool.Close())
 }

@@ -129,7 +129,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// connection; synchronous(FULL) makes each commit durable (fsync),
 		// which group commit amortises over concurrent writes.
 		params := "_texttotime=1&_inttotime=1&_time_format=sqlite&_pragma=journal_mode(WAL)" +
-			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)"
+			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_pragma=temp_store(memory)"
 		// w serves Migrate (before any write) and opens nothing else.
 		w, err := gorm.Open(sqlite.Open(path+"?_txlock=immediate&"+params), cfg(false))
 		if err != nil {
@@ -150,7 +150,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		rDB.SetConnMaxIdleTime(0)
 		pool, err := sql.Open(sqlite.DriverName, path+"?"+params)
 		if err == nil {
-			s.committer, err = newGroupCommitter(ctx, pool, s.now, func(conn gorm.ConnPool) (*gorm.DB, error) {
+			s.committer, err = newGroupCommitter(ctx, pool, path+"-wal", s.now, func(conn gorm.ConnPool) (*gorm.DB, error) {
 				c := cfg(true)
 				c.DisableAutomaticPing = true // a *sql.Conn has no Ping that GORM's statement cache can reach
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
