@@ -2,9 +2,10 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,30 +181,54 @@ WHERE invitations.expires_at > excluded.updated_at
 RETURNING ` + invitationColumns
 }
 
-// SQLite reads the batch from one JSON array of [ws, caller, email, role].
-var inviteBatchSQLite = upsertBatch(
-	`(SELECT value->>0 AS ws, value->>1 AS caller, value->>2 AS email, value->>3 AS role FROM json_each($3)) j`)
+// SQLite has no array parameters, so the batch is a VALUES list of
+// (ws, caller, email, role) rows. To keep the statements prepared, batches
+// are padded with NULL rows (which match no workspace, and queue nothing) to
+// the next power of two: at most log2(maxInviteBatch)+1 statements of each
+// kind are ever prepared. (A JSON array argument cost more: SQLite parsed it
+// again for every column it extracted.)
+var inviteBatchSQLite, enqueueBatchSQLite [maxInviteBatchLog2 + 1]string
 
-// enqueueBatchSQLite queues the email of each invitation id in the JSON array $2.
-const enqueueBatchSQLite = `INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-SELECT value, 'pending', $1, $1, $1 FROM json_each($2) WHERE true
+func init() {
+	for i := range inviteBatchSQLite {
+		n := 1 << i
+		rows := make([]string, n)
+		ids := make([]string, n)
+		for r := range n {
+			p := 3 + 4*r // $1 and $2 are the expiry and now
+			rows[r] = fmt.Sprintf("($%d, $%d, $%d, $%d)", p, p+1, p+2, p+3)
+			ids[r] = fmt.Sprintf("($%d)", 2+r)
+		}
+		inviteBatchSQLite[i] = upsertBatch(`(SELECT column1 AS ws, column2 AS caller, column3 AS email, column4 AS role
+FROM (VALUES ` + strings.Join(rows, ", ") + `)) j`)
+		enqueueBatchSQLite[i] = `INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
+SELECT column1, 'pending', $1, $1, $1 FROM (VALUES ` + strings.Join(ids, ", ") + `) WHERE column1 IS NOT NULL
 ON CONFLICT (invitation_id) WHERE status = 'pending'
 DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at`
+	}
+}
+
+// paddedSize returns the index into the statement arrays for n rows.
+func paddedSize(n int) int { return bits.Len(uint(n - 1)) }
 
 // runSQLiteBatch runs a batch inside the group committer's transaction: one
 // statement for the invitations, one for their emails.
 func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error {
-	rows := make([][4]string, len(batch))
-	for i, job := range batch {
-		rows[i] = [4]string{job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role}
+	for len(batch) > maxInviteBatch {
+		if err := runSQLiteBatch(ctx, tx, now, batch[:maxInviteBatch]); err != nil {
+			return err
+		}
+		batch = batch[maxInviteBatch:]
 	}
-	input, err := json.Marshal(rows)
-	if err != nil {
-		return err
+	size := paddedSize(len(batch))
+	args := make([]any, 2+4<<size)
+	args[0], args[1] = now.Add(batch[0].p.TTL), now
+	for i, job := range batch {
+		args[2+4*i], args[3+4*i], args[4+4*i], args[5+4*i] = job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role
 	}
 	// Straight to the writer connection's statement cache: GORM's per-call
 	// SQL rewriting and reflection cost more than SQLite's own work.
-	r, err := tx.ConnPool.QueryContext(ctx, inviteBatchSQLite, now.Add(batch[0].p.TTL), now, string(input))
+	r, err := tx.ConnPool.QueryContext(ctx, inviteBatchSQLite[size], args...)
 	if err != nil {
 		return fmt.Errorf("invite batch: %w", err)
 	}
@@ -223,8 +248,13 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 	if len(ids) == 0 {
 		return nil
 	}
-	idList, _ := json.Marshal(ids)
-	if _, err := tx.ConnPool.ExecContext(ctx, enqueueBatchSQLite, now, string(idList)); err != nil {
+	size = paddedSize(len(ids))
+	args = make([]any, 1+1<<size)
+	args[0] = now
+	for i, id := range ids {
+		args[1+i] = id
+	}
+	if _, err := tx.ConnPool.ExecContext(ctx, enqueueBatchSQLite[size], args...); err != nil {
 		return fmt.Errorf("queue invitation emails: %w", err)
 	}
 	return nil

@@ -69,7 +69,10 @@ type Options struct {
 }
 
 // maxInviteBatch bounds the invites in one batch statement.
-const maxInviteBatch = 128
+const (
+	maxInviteBatchLog2 = 7
+	maxInviteBatch     = 1 << maxInviteBatchLog2
+)
 
 // Dialect names the database behind the store: "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.dialect }
