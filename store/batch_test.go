@@ -1,0 +1,144 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"controlplane/store"
+)
+
+// TestInvitations_BatchMixed starts many different invites at once, so that
+// they share batch statements (including batches larger than one statement
+// takes, and padded ones), and checks each answer is what the same invite
+// alone would get: fresh invitations, refreshed ones, duplicates within a
+// batch, the same email in two workspaces, a member's email, a caller who
+// is not an admin, an unknown workspace and an expired pending invitation.
+// The database must end with one pending invitation per email and workspace,
+// each with exactly one queued email.
+func TestInvitations_BatchMixed(t *testing.T) {
+	eachDialect(t, func(t *testing.T, st *store.Store, clk *clock) {
+		ctx := context.Background()
+		acme := mustWorkspace(t, st, "acme")
+		beta := mustWorkspace(t, st, "beta")
+		if _, err := st.AddMember(ctx, "acme", "plain", "plain@example.com", store.RoleMember, "admin-acme"); err != nil {
+			t.Fatal(err)
+		}
+		old, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "old@example.com", TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refreshed, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "again@example.com", Role: store.RoleAdmin, TTL: 3 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(2 * time.Hour) // old has expired, refreshed has not
+
+		type call struct {
+			p       store.InviteParams
+			wantErr error // nil: success
+			check   func(inv store.Invitation) error
+		}
+		fresh := func(ws store.Workspace, role string) func(store.Invitation) error {
+			return func(inv store.Invitation) error {
+				if inv.WorkspaceID != ws.ID || inv.Role != role || inv.Status != store.InvitationPending ||
+					!inv.ExpiresAt.Equal(clk.Now().Add(time.Hour)) {
+					return fmt.Errorf("got %+v, want a pending %s invitation of workspace %d expiring in 1h", inv, role, ws.ID)
+				}
+				return nil
+			}
+		}
+		var calls []call
+		for i := range 150 { // more than one batch statement takes
+			calls = append(calls, call{p: store.InviteParams{Workspace: "acme", Caller: "admin-acme",
+				Email: fmt.Sprintf("u%d@example.com", i), TTL: time.Hour}, check: fresh(acme, store.RoleMember)})
+		}
+		for range 5 { // the same email, several times in one batch
+			calls = append(calls, call{p: store.InviteParams{Workspace: "acme", Caller: "admin-acme",
+				Email: "dup@example.com", Role: store.RoleAdmin, TTL: time.Hour}, check: fresh(acme, store.RoleAdmin)})
+		}
+		calls = append(calls,
+			call{p: store.InviteParams{Workspace: "beta", Caller: "admin-beta", Email: "U1@Example.com", TTL: time.Hour},
+				check: fresh(beta, store.RoleMember)},
+			call{p: store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "again@example.com", TTL: time.Hour},
+				check: func(inv store.Invitation) error {
+					if inv.ID != refreshed.ID || inv.Role != store.RoleAdmin || !inv.ExpiresAt.Equal(clk.Now().Add(time.Hour)) {
+						return fmt.Errorf("got %+v, want invitation %d refreshed, role admin kept", inv, refreshed.ID)
+					}
+					return nil
+				}},
+			call{p: store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "old@example.com", TTL: time.Hour},
+				check: func(inv store.Invitation) error {
+					if inv.ID == old.ID {
+						return fmt.Errorf("expired invitation %d was reused", old.ID)
+					}
+					return fresh(acme, store.RoleMember)(inv)
+				}},
+			call{p: store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "plain@example.com", TTL: time.Hour}, wantErr: store.ErrConflict},
+			call{p: store.InviteParams{Workspace: "acme", Caller: "plain", Email: "x@example.com", TTL: time.Hour}, wantErr: store.ErrForbidden},
+			call{p: store.InviteParams{Workspace: "nope", Caller: "admin-acme", Email: "y@example.com", TTL: time.Hour}, wantErr: store.ErrNotFound},
+			call{p: store.InviteParams{Workspace: "beta", Caller: "admin-acme", Email: "z@example.com", TTL: time.Hour}, wantErr: store.ErrNotFound},
+		)
+
+		got := make([]store.Invitation, len(calls))
+		errs := make([]error, len(calls))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, c := range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				got[i], errs[i] = st.Invite(ctx, c.p)
+			}()
+		}
+		close(start)
+		wg.Wait()
+
+		for i, c := range calls {
+			switch {
+			case c.wantErr != nil && !errors.Is(errs[i], c.wantErr):
+				t.Errorf("invite %+v: got %v, want %v", c.p, errs[i], c.wantErr)
+			case c.wantErr == nil && errs[i] != nil:
+				t.Errorf("invite %+v: %v", c.p, errs[i])
+			case c.wantErr == nil:
+				if err := c.check(got[i]); err != nil {
+					t.Errorf("invite %+v: %v", c.p, err)
+				}
+				stored, err := st.PendingInvitation(ctx, got[i].WorkspaceID, got[i].Email)
+				if err != nil || stored.ID != got[i].ID {
+					t.Errorf("invite %+v: answered invitation %d, stored pending is %d (%v)", c.p, got[i].ID, stored.ID, err)
+				}
+			}
+		}
+
+		// 150 + dup + again + old in acme, U1 in beta; each queued once.
+		const wantPending = 150 + 1 + 1 + 1 + 1
+		entries, err := st.ListUsers(ctx, acme.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := 0
+		for _, e := range entries {
+			if !e.Accepted {
+				pending++
+			}
+		}
+		if pending != wantPending-1 {
+			t.Errorf("acme lists %d pending invitations, want %d", pending, wantPending-1)
+		}
+		counts, err := st.OutboxCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every invitation ever created queued one email (no dispatcher
+		// runs here): the pending ones plus the expired first old@; the
+		// refresh of again@ queued none of its own.
+		if counts[store.OutboxPending] != wantPending+1 {
+			t.Errorf("queued emails: %v, want %d pending", counts, wantPending+1)
+		}
+	})
+}
