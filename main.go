@@ -92,15 +92,17 @@ func groupExec(usage string) func(context.Context, []string) error {
 
 // dataFlags are the flags every command that touches the database shares.
 type dataFlags struct {
-	dataDir  string
-	db       string
-	maxConns int
+	dataDir       string
+	db            string
+	maxConns      int
+	inviteWorkers int
 }
 
 func (d *dataFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.dataDir, "data-dir", "./data", "directory for the SQLite database and the development issuer key")
 	fs.StringVar(&d.db, "db", "", "database: a postgres:// URL, or a SQLite file path (default: <data-dir>/controlplane.db)")
 	fs.IntVar(&d.maxConns, "db-max-conns", 32, "PostgreSQL pool size (keep replicas × pool under max_connections) / SQLite reader pool size")
+	fs.IntVar(&d.inviteWorkers, "db-invite-batches", 2, "PostgreSQL: invite batch statements in flight at once (each batches the invites waiting for it; SQLite batches in its single writer)")
 }
 
 func (d *dataFlags) dsn() string {
@@ -112,7 +114,7 @@ func (d *dataFlags) dsn() string {
 
 // open opens the store and runs the migrations (idempotent and cheap).
 func (d *dataFlags) open(ctx context.Context) (*store.Store, error) {
-	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns})
+	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers})
 	if err != nil {
 		return nil, err
 	}
