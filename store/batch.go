@@ -162,15 +162,15 @@ func deliver(batch []*inviteJob, inv Invitation) {
 	}
 }
 
-// upsertBatch is upsertInvitation for many rows: FROM is the batch as a
-// table j(ws, caller, email, role); the first two placeholders are the
-// expiry and now. The same checks as one invite: caller an admin of the
+// upsertBatch is inviteOne for many rows: from is the batch as a table
+// j(ws, caller, email, role); expires and now are the placeholders of the
+// expiry and the time (now twice: created and updated). The same checks as one invite: caller an admin of the
 // workspace, email not a member's; a pending invitation is refreshed unless
 // it has expired (then no row, and the slow path moves it to history).
-func upsertBatch(from string) string {
+func upsertBatch(from, expires, created, updated string) string {
 	return `
 INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-SELECT w.id, j.email, j.role, 'pending', j.caller, $1, $2, $2, j.caller, j.caller
+SELECT w.id, j.email, j.role, 'pending', j.caller, ` + expires + `, ` + created + `, ` + updated + `, j.caller, j.caller
 FROM ` + from + `
 JOIN workspaces w ON w.name = j.ws
 JOIN members m ON m.workspace_id = w.id AND m.sub = j.caller AND m.role = 'admin'
@@ -186,7 +186,8 @@ RETURNING ` + invitationColumns
 // are padded with NULL rows (which match no workspace, and queue nothing) to
 // the next power of two: at most log2(maxInviteBatch)+1 statements of each
 // kind are ever prepared. (A JSON array argument cost more: SQLite parsed it
-// again for every column it extracted.)
+// again for every column it extracted.) Placeholders are anonymous (?):
+// the driver looks up every numbered one by name, a linear search each.
 var inviteBatchSQLite, enqueueBatchSQLite [maxInviteBatchLog2 + 1]string
 
 func init() {
@@ -195,14 +196,15 @@ func init() {
 		rows := make([]string, n)
 		ids := make([]string, n)
 		for r := range n {
-			p := 3 + 4*r // $1 and $2 are the expiry and now
-			rows[r] = fmt.Sprintf("($%d, $%d, $%d, $%d)", p, p+1, p+2, p+3)
-			ids[r] = fmt.Sprintf("($%d)", 2+r)
+			rows[r] = "(?, ?, ?, ?)"
+			ids[r] = "(?)"
 		}
+		// Arguments: expiry, now, now, then the rows.
 		inviteBatchSQLite[i] = upsertBatch(`(SELECT column1 AS ws, column2 AS caller, column3 AS email, column4 AS role
-FROM (VALUES ` + strings.Join(rows, ", ") + `)) j`)
+FROM (VALUES `+strings.Join(rows, ", ")+`)) j`, "?", "?", "?")
+		// Arguments: now three times, then the ids.
 		enqueueBatchSQLite[i] = `INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-SELECT column1, 'pending', $1, $1, $1 FROM (VALUES ` + strings.Join(ids, ", ") + `) WHERE column1 IS NOT NULL
+SELECT column1, 'pending', ?, ?, ? FROM (VALUES ` + strings.Join(ids, ", ") + `) WHERE column1 IS NOT NULL
 ON CONFLICT (invitation_id) WHERE status = 'pending'
 DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at`
 	}
@@ -221,10 +223,10 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 		batch = batch[maxInviteBatch:]
 	}
 	size := paddedSize(len(batch))
-	args := make([]any, 2+4<<size)
-	args[0], args[1] = now.Add(batch[0].p.TTL), now
+	args := make([]any, 3+4<<size)
+	args[0], args[1], args[2] = now.Add(batch[0].p.TTL), now, now
 	for i, job := range batch {
-		args[2+4*i], args[3+4*i], args[4+4*i], args[5+4*i] = job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role
+		args[3+4*i], args[4+4*i], args[5+4*i], args[6+4*i] = job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role
 	}
 	// Straight to the writer connection's statement cache: GORM's per-call
 	// SQL rewriting and reflection cost more than SQLite's own work.
@@ -249,10 +251,10 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 		return nil
 	}
 	size = paddedSize(len(ids))
-	args = make([]any, 1+1<<size)
-	args[0] = now
+	args = make([]any, 3+1<<size)
+	args[0], args[1], args[2] = now, now, now
 	for i, id := range ids {
-		args[1+i] = id
+		args[3+i] = id
 	}
 	if _, err := tx.ConnPool.ExecContext(ctx, enqueueBatchSQLite[size], args...); err != nil {
 		return fmt.Errorf("queue invitation emails: %w", err)
@@ -268,7 +270,7 @@ const lockWorkspacesShared = `SELECT 1 FROM workspaces WHERE name = ANY($1::text
 // inviteBatchPostgres is the batch as one data-modifying CTE: invitations
 // and their queued emails.
 var inviteBatchPostgres = `
-WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS j(ws, caller, email, role)`) + `
+WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS j(ws, caller, email, role)`, "$1", "$2", "$2") + `
 ), queued AS (
   INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
   SELECT id, 'pending', $2, $2, $2 FROM inv
