@@ -126,9 +126,9 @@ func (g *groupCommitter) submit(job *txJob) error {
 
 // run is the writer. It keeps at most one committed transaction waiting for
 // its fsync: while that fsync runs, the next transaction stays open and
-// takes every job that arrives, so the batch grows with the disk's latency
-// and the writer works instead of waiting; it commits as soon as the fsync
-// is done (or the batch is full).
+// takes the jobs that arrive (running them applyEvery at a time), so the
+// batch grows with the disk's latency and the writer works instead of
+// waiting; it commits as soon as the fsync is done (or the batch is full).
 func (g *groupCommitter) run() {
 	defer close(g.done)
 	defer close(g.synced) // after the last commit: the syncer finishes and stops
@@ -148,21 +148,33 @@ func (g *groupCommitter) run() {
 			continue
 		}
 		tx := &openTx{}
-		g.apply(tx, g.drain(first, g.maxBatch))
-		for syncing && len(tx.batch) < g.maxBatch {
+		pending := g.drain(first, g.maxBatch)
+		for syncing && len(tx.batch)+len(pending) < g.maxBatch {
+			if len(pending) >= applyEvery {
+				g.apply(tx, pending)
+				pending = nil
+			}
 			select {
 			case job := <-g.jobs:
-				g.apply(tx, g.drain(job, g.maxBatch-len(tx.batch)))
+				pending = append(pending, g.drain(job, g.maxBatch-len(tx.batch)-len(pending))...)
 			case <-g.syncIdle:
 				syncing = false
 			}
 		}
+		g.apply(tx, pending)
 		if syncing { // the batch is full: its commit waits for the fsync
 			<-g.syncIdle
 		}
 		syncing = g.commit(tx)
 	}
 }
+
+// applyEvery is how many jobs the writer lets queue while it waits for an
+// fsync before running them: one at a time would cost a batch statement
+// (and savepoint) per job; all at the end would leave the writer idle during
+// the fsync. Measured under load (make bench): 1 → 11.8–13.4k invites/s,
+// 16 → 15.0–16.8k, 64 → 13.9–15.5k.
+const applyEvery = 16
 
 // drain returns first and the jobs already waiting, at most max in all.
 func (g *groupCommitter) drain(first *txJob, max int) []*txJob {
