@@ -294,6 +294,7 @@ func TestInvite_BadInputs(t *testing.T) {
 				{"Number", "POST", "/v0/users", good, `{"email":42}`, 400},
 				{"Null", "POST", "/v0/users", good, `{"email":null}`, 400},
 				{"MissingEmail", "POST", "/v0/users", good, `{}`, 400},
+				{"EmailMisspelledCase", "POST", "/v0/users", good, `{"EMAIL":"a@b.co"}`, 400}, // member names are exact
 				{"NotJSON", "POST", "/v0/users", good, `hello`, 400},
 				{"TruncatedJSON", "POST", "/v0/users", good, `{"email":`, 400},
 				{"TrailingGarbage", "POST", "/v0/users", good, `{"email":"a@b.co"} xyz`, 400},

@@ -81,6 +81,10 @@ func newRequestValidator(doc *openapi3.T, auth *authenticator, bodyLimit int64) 
 	v := &requestValidator{router: router, auth: auth, bodyLimit: bodyLimit}
 	v.options = &openapi3filter.Options{
 		AuthenticationFunc: auth.authenticate,
+		// The handler binds the value validated here (the generated strict
+		// handler looks for it) instead of decoding the body a second time;
+		// member names then match exactly, as the spec spells them.
+		KeepValidatedValue: true,
 		// The schema as JSON in every error costs time and helps nobody.
 		SchemaValidationOptions: append(doc.GetSchemaValidationOptions(), openapi3.DisableSchemaErrorDetails()),
 	}
