@@ -39,6 +39,9 @@ type inviteBatcher struct {
 	now      func() time.Time
 }
 
+// batchTimeout bounds one PostgreSQL batch (lock waits included).
+const batchTimeout = 10 * time.Second
+
 type inviteJob struct {
 	p     InviteParams
 	inv   Invitation
@@ -107,7 +110,12 @@ func (b *inviteBatcher) runBatch(batch []*inviteJob) {
 		}
 	}()
 	picked := pickBatch(batch)
-	if err := b.run(context.Background(), b.now(), picked); err != nil {
+	// Not the callers' contexts (a batch serves many), but bounded: a batch
+	// stuck behind a lock or a dead connection fails, and its callers take
+	// the slow path under their own contexts.
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	if err := b.run(ctx, b.now(), picked); err != nil {
 		notFound(picked)
 	}
 }
@@ -132,7 +140,7 @@ func pickBatch(batch []*inviteJob) []*inviteJob {
 // notFound sends every job of a failed batch to the slow path.
 func notFound(batch []*inviteJob) {
 	for _, job := range batch {
-		job.found = false
+		job.inv, job.found = Invitation{}, false
 	}
 }
 
@@ -172,6 +180,8 @@ func deliver(batch []*inviteJob, inv Invitation) {
 // expiry and the time (now twice: created and updated). The same checks as one invite: caller an admin of the
 // workspace, email not a member's; a pending invitation is refreshed unless
 // it has expired (then no row, and the slow path moves it to history).
+// Rows are written in (workspace, email) order so that two batches holding
+// some of the same emails lock them in the same order and cannot deadlock.
 func upsertBatch(from, expires, created, updated, returning string) string {
 	return `
 INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
@@ -180,6 +190,7 @@ FROM ` + from + `
 JOIN workspaces w ON w.name = j.ws
 JOIN members m ON m.workspace_id = w.id AND m.sub = j.caller AND m.role = 'admin'
 WHERE NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = j.email)
+ORDER BY w.id, j.email
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
 WHERE invitations.expires_at > excluded.updated_at

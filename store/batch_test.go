@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"controlplane/store"
+	"controlplane/store/storetest"
 )
 
 // TestInvitations_BatchMixed starts many different invites at once, so that
@@ -148,4 +151,73 @@ func sameInvitation(a, b store.Invitation) bool {
 	return a.ID == b.ID && a.WorkspaceID == b.WorkspaceID && a.Email == b.Email && a.Role == b.Role &&
 		a.Status == b.Status && a.InvitedBy == b.InvitedBy && a.ExpiresAt.Equal(b.ExpiresAt) &&
 		a.CreatedAt.Equal(b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt) && a.CreatedBy == b.CreatedBy && a.UpdatedBy == b.UpdatedBy
+}
+
+// TestInvitations_BatchesDoNotDeadlock races two batches holding the same
+// emails in opposite order (two admins bulk-inviting the same people, or
+// retries): rows are written in one order, so neither waits on the other.
+func TestInvitations_BatchesDoNotDeadlock(t *testing.T) {
+	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
+		ctx := context.Background()
+		mustWorkspace(t, st, "acme")
+		for round := range 20 {
+			forward := make([]store.InviteParams, 40)
+			backward := make([]store.InviteParams, 40)
+			for i := range forward {
+				p := store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: fmt.Sprintf("r%d-%d@example.com", round, i), TTL: time.Hour}
+				forward[i], backward[len(backward)-1-i] = p, p
+			}
+			var errs [2]error
+			race(
+				func() { errs[0] = st.InviteBatchForTest(ctx, forward) },
+				func() { errs[1] = st.InviteBatchForTest(ctx, backward) },
+			)
+			if err := errors.Join(errs[:]...); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	})
+}
+
+// TestSQLite_SymlinkedDatabase opens the database through a symlink: the WAL
+// SQLite writes sits next to the real file, and that is the one to fsync (a
+// stale WAL-named file next to the link must not be mistaken for it).
+func TestSQLite_SymlinkedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "data", "real.db")
+	if err := os.MkdirAll(filepath.Dir(real), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	first := storetest.OpenDSN(t, real, store.Options{})
+	mustWorkspace(t, first, "acme")
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(link+"-wal", nil, 0o644); err != nil { // stale decoy
+		t.Fatal(err)
+	}
+	st := storetest.OpenDSN(t, link, store.Options{})
+	if _, err := st.Invite(context.Background(), store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "a@example.com", TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(real + "-wal"); err != nil || info.Size() == 0 {
+		t.Fatalf("the real WAL should hold the invite: %v %v", info, err)
+	}
+	if info, err := os.Stat(link + "-wal"); err != nil || info.Size() != 0 {
+		t.Fatalf("the decoy next to the link should be untouched: %v %v", info, err)
+	}
+	// The store must not hold the decoy open (it would fsync it instead).
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot list open files here: %v", err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); target == link+"-wal" {
+			t.Fatalf("the store holds %s open: it would fsync the wrong file", target)
+		}
+	}
 }

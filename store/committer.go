@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -45,12 +46,14 @@ type groupCommitter struct {
 	jobs     chan *txJob
 	synced   chan *openTx  // a committed transaction waiting for its fsync
 	syncIdle chan struct{} // the syncer finished one
-	closed   chan struct{}
-	done     chan struct{}
-	syncDone chan struct{}
-	maxBatch int
-	now      func() time.Time
-	close    sync.Once
+	// fsyncFailed holds the first fsync error; no write is accepted after it.
+	fsyncFailed atomic.Pointer[error]
+	closed      chan struct{}
+	done        chan struct{}
+	syncDone    chan struct{}
+	maxBatch    int
+	now         func() time.Time
+	close       sync.Once
 }
 
 type txJob struct {
@@ -60,27 +63,16 @@ type txJob struct {
 	result chan error
 }
 
-func newGroupCommitter(ctx context.Context, pool *sql.DB, walPath string, now func() time.Time,
+func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time,
 	open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
 	conn, err := pool.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// Reading once creates the WAL file if this is the first connection;
-	// it then lives as long as this connection (SQLite deletes it only when
-	// the last connection closes).
-	var tables int
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err == nil {
-		err = conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&tables)
-	}
+	wal, err := openWAL(ctx, conn)
 	if err != nil {
 		conn.Close()
 		return nil, err
-	}
-	wal, err := os.OpenFile(walPath, os.O_RDWR, 0)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("open WAL file for fsync: %w", err)
 	}
 	db, err := open(conn)
 	if err != nil {
@@ -94,6 +86,39 @@ func newGroupCommitter(ctx context.Context, pool *sql.DB, walPath string, now fu
 	go g.run()
 	go g.sync()
 	return g, nil
+}
+
+// openWAL switches conn to synchronous=NORMAL (the syncer fsyncs instead)
+// and opens the WAL file SQLite actually writes: its own resolved path of
+// the database (symlinks followed) plus "-wal", checked to be the same file.
+// Reading once creates the WAL file if this is the first connection; it then
+// lives as long as conn (SQLite deletes it only when the last connection
+// closes; resets and checkpoints rewind or truncate it in place).
+func openWAL(ctx context.Context, conn *sql.Conn) (*os.File, error) {
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return nil, err
+	}
+	var seq int
+	var name, file string
+	if err := conn.QueryRowContext(ctx, "SELECT seq, name, file FROM pragma_database_list WHERE name = 'main'").Scan(&seq, &name, &file); err != nil {
+		return nil, fmt.Errorf("find the database file: %w", err)
+	}
+	var tables int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&tables); err != nil {
+		return nil, err
+	}
+	path := file + "-wal"
+	wal, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open WAL file for fsync: %w", err)
+	}
+	opened, err1 := wal.Stat()
+	live, err2 := os.Stat(path)
+	if err := errors.Join(err1, err2); err != nil || !os.SameFile(opened, live) {
+		wal.Close()
+		return nil, fmt.Errorf("open WAL file for fsync: %s changed while opening (%v)", path, err)
+	}
+	return wal, nil
 }
 
 // do runs fn in a write transaction and returns once it is committed (or
@@ -142,6 +167,10 @@ func (g *groupCommitter) run() {
 			continue
 		case <-g.closed:
 			return
+		}
+		if failed := g.fsyncFailed.Load(); failed != nil {
+			first.result <- *failed
+			continue
 		}
 		if err := g.exec("BEGIN IMMEDIATE"); err != nil {
 			first.result <- fmt.Errorf("begin transaction: %w", err)
@@ -273,13 +302,26 @@ func (g *groupCommitter) commit(tx *openTx) (syncing bool) {
 
 // sync answers the callers of each committed transaction once an fsync of
 // the WAL file has put it on disk, then tells the writer it may commit again.
+//
+// A failed fsync is final: the kernel may have dropped the pages it could
+// not write and report success next time, and WAL recovery stops at the
+// first missing frame, so nothing committed after it can be promised
+// either. Every later transaction is answered with the first error (the
+// process must be restarted, as PostgreSQL does after a failed fsync).
 func (g *groupCommitter) sync() {
 	defer close(g.syncDone)
+	var failed error
 	for tx := range g.synced {
-		if err := g.wal.Sync(); err != nil {
+		if failed == nil {
+			if err := g.wal.Sync(); err != nil {
+				failed = fmt.Errorf("committed but not made durable: fsync of the SQLite WAL failed, writes are stopped until the server restarts: %w", err)
+				g.fsyncFailed.Store(&failed)
+			}
+		}
+		if failed != nil {
 			for i := range tx.results {
 				if tx.results[i] == nil {
-					tx.results[i] = fmt.Errorf("committed but not made durable (fsync of the WAL failed): %w", err)
+					tx.results[i] = failed
 				}
 			}
 		}

@@ -132,8 +132,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create directory for SQLite database %s: %w", path, err)
 		}
 		// The time parameters pin one text format for times on every
-		// connection; synchronous(FULL) makes each commit durable (fsync),
-		// which group commit amortises over concurrent writes.
+		// connection; synchronous(FULL) makes each commit durable (fsync)
+		// on every connection but the group committer's, which switches to
+		// NORMAL and fsyncs the WAL itself before answering (committer.go).
 		params := "_texttotime=1&_inttotime=1&_time_format=sqlite&_pragma=journal_mode(WAL)" +
 			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_pragma=temp_store(memory)"
 		// w serves Migrate (before any write) and opens nothing else.
@@ -156,11 +157,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		rDB.SetConnMaxIdleTime(0)
 		pool, err := sql.Open(sqlite.DriverName, path+"?"+params)
 		if err == nil {
-			s.committer, err = newGroupCommitter(ctx, pool, path+"-wal", s.now, func(conn gorm.ConnPool) (*gorm.DB, error) {
+			s.committer, err = newGroupCommitter(ctx, pool, s.now, func(conn gorm.ConnPool) (*gorm.DB, error) {
 				c := cfg(true)
 				c.DisableAutomaticPing = true // a *sql.Conn has no Ping that GORM's statement cache can reach
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
 			})
+			if err != nil {
+				pool.Close()
+			}
 		}
 		if err != nil {
 			wDB.Close()
