@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -88,18 +87,11 @@ func TestInvitations_BatchMixed(t *testing.T) {
 
 		got := make([]store.Invitation, len(calls))
 		errs := make([]error, len(calls))
-		var wg sync.WaitGroup
-		start := make(chan struct{})
+		invites := make([]func(), len(calls))
 		for i, c := range calls {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				got[i], errs[i] = st.Invite(ctx, c.p)
-			}()
+			invites[i] = func() { got[i], errs[i] = st.Invite(ctx, c.p) }
 		}
-		close(start)
-		wg.Wait()
+		race(invites...)
 
 		for i, c := range calls {
 			switch {
