@@ -175,11 +175,14 @@ func deliver(batch []*inviteJob, inv Invitation) {
 	}
 }
 
-// upsertBatch is inviteOne for many rows: from is the batch as a table
-// j(ws, caller, email, role); expires and now are the placeholders of the
-// expiry and the time (now twice: created and updated). The same checks as one invite: caller an admin of the
-// workspace, email not a member's; a pending invitation is refreshed unless
-// it has expired (then no row, and the slow path moves it to history).
+// upsertBatch is the invite statement (also inviteOne's, for one row): from
+// is the invites as a table j(ws, caller, email, role); expires, created and
+// updated are the placeholders of the expiry and the time. The caller must
+// be an admin of the workspace and the email not a member's; a pending
+// invitation is refreshed (keeping its role) unless it has expired (then no
+// row, and the slow path moves it to history). The WHERE is also what lets
+// SQLite parse INSERT … SELECT … ON CONFLICT; the conflict target spells out
+// the partial unique index idx_invitations_pending so PostgreSQL matches it.
 // Rows are written in (workspace, email) order so that two batches holding
 // some of the same emails lock them in the same order and cannot deadlock.
 func upsertBatch(from, expires, created, updated, returning string) string {
@@ -247,8 +250,9 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 		batch = batch[maxInviteBatch:]
 	}
 	size := paddedSize(len(batch))
+	expires := now.Add(batch[0].p.TTL)
 	args := make([]any, 3+4<<size)
-	args[0], args[1], args[2] = now.Add(batch[0].p.TTL), now, now
+	args[0], args[1], args[2] = expires, now, now
 	for i, job := range batch {
 		args[3+4*i], args[4+4*i], args[5+4*i], args[6+4*i] = job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role
 	}
@@ -260,7 +264,6 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 	}
 	ids := make([]int64, 0, len(batch))
 	var older []int64 // refreshed invitations created before now
-	expires := now.Add(batch[0].p.TTL)
 	for r.Next() {
 		inv := Invitation{Status: InvitationPending, ExpiresAt: expires}
 		var createdNow bool

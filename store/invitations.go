@@ -19,20 +19,10 @@ type InviteParams struct {
 	TTL       time.Duration
 }
 
-// inviteOne is the slow path's final write: the same checks and upsert as
-// the batch statement (upsertBatch) for one invitation. The WHERE of the
-// SELECT is also what lets SQLite parse INSERT … SELECT … ON CONFLICT; the
-// conflict target spells out the partial unique index idx_invitations_pending
-// so PostgreSQL matches it.
-const inviteOne = `
-INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-SELECT w.id, ?, ?, 'pending', ?, ?, ?, ?, ?, ?
-FROM workspaces w JOIN members m ON m.workspace_id = w.id AND m.sub = ? AND m.role = 'admin'
-WHERE w.name = ? AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = ?)
-ON CONFLICT (workspace_id, email) WHERE status = 'pending'
-DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-WHERE invitations.expires_at > excluded.updated_at
-RETURNING ` + invitationColumns
+// inviteOne is the slow path's final write: the batch statement
+// (upsertBatch, the one definition of the invite rules) for one row, with
+// GORM's ? placeholders. Arguments: upsertArgs.
+var inviteOne = upsertBatch(`(SELECT ? AS ws, ? AS caller, ? AS email, ? AS role) j`, "?", "?", "?", invitationColumns)
 
 const invitationColumns = `id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
 
@@ -89,7 +79,7 @@ func scanInvitation(row rowScanner, inv *Invitation) error {
 // upsertArgs are the arguments of inviteOne, in placeholder order
 // (positional: GORM parses named arguments on every call).
 func (p InviteParams) upsertArgs(now time.Time) []any {
-	return []any{p.Email, p.Role, p.Caller, now.Add(p.TTL), now, now, p.Caller, p.Caller, p.Caller, p.Workspace, p.Email}
+	return []any{now.Add(p.TTL), now, now, p.Workspace, p.Caller, p.Email, p.Role}
 }
 
 // inviteSlow handles what the batch statement leaves: unknown workspace
