@@ -30,6 +30,7 @@ const (
 	ErrorCodeMethodNotAllowed     ErrorCode = "method_not_allowed"
 	ErrorCodeNotFound             ErrorCode = "not_found"
 	ErrorCodePayloadTooLarge      ErrorCode = "payload_too_large"
+	ErrorCodeTooManyRequests      ErrorCode = "too_many_requests"
 	ErrorCodeUnauthorized         ErrorCode = "unauthorized"
 	ErrorCodeUnsupportedMediaType ErrorCode = "unsupported_media_type"
 )
@@ -50,6 +51,8 @@ func (e ErrorCode) Valid() bool {
 	case ErrorCodeNotFound:
 		return true
 	case ErrorCodePayloadTooLarge:
+		return true
+	case ErrorCodeTooManyRequests:
 		return true
 	case ErrorCodeUnauthorized:
 		return true
@@ -303,6 +306,9 @@ type NotFound = Error
 
 // PayloadTooLarge Error returned by this server for every 4xx and 5xx response
 type PayloadTooLarge = Error
+
+// TooManyRequests Error returned by this server for every 4xx and 5xx response
+type TooManyRequests = Error
 
 // Unauthorized Error returned by this server for every 4xx and 5xx response
 type Unauthorized = Error
@@ -1075,6 +1081,13 @@ type ListAllPendingInvitationsResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// ListAllPendingInvitationsResponse429Headers the declared response headers of an HTTP 429 response for ListAllPendingInvitations
+type ListAllPendingInvitationsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type ListAllPendingInvitationsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1086,10 +1099,14 @@ type ListAllPendingInvitationsResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListAllPendingInvitationsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListAllPendingInvitationsResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1110,6 +1127,11 @@ func (r ListAllPendingInvitationsResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r ListAllPendingInvitationsResponse) GetJSON404() *Error {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListAllPendingInvitationsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1151,6 +1173,13 @@ type ListWorkspaceUsersResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// ListWorkspaceUsersResponse429Headers the declared response headers of an HTTP 429 response for ListWorkspaceUsers
+type ListWorkspaceUsersResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type ListWorkspaceUsersResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1164,10 +1193,14 @@ type ListWorkspaceUsersResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListWorkspaceUsersResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListWorkspaceUsersResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1193,6 +1226,11 @@ func (r ListWorkspaceUsersResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r ListWorkspaceUsersResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListWorkspaceUsersResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1234,6 +1272,13 @@ type InviteWorkspaceUserResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// InviteWorkspaceUserResponse429Headers the declared response headers of an HTTP 429 response for InviteWorkspaceUser
+type InviteWorkspaceUserResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type InviteWorkspaceUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1253,10 +1298,14 @@ type InviteWorkspaceUserResponse struct {
 	JSON413 *PayloadTooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InviteWorkspaceUserResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *InviteWorkspaceUserResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1299,6 +1348,11 @@ func (r InviteWorkspaceUserResponse) GetJSON415() *UnsupportedMediaType {
 	return r.JSON415
 }
 
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r InviteWorkspaceUserResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InviteWorkspaceUserResponse) GetJSON500() *InternalError {
 	return r.JSON500
@@ -1338,6 +1392,13 @@ type RemoveWorkspaceUserResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// RemoveWorkspaceUserResponse429Headers the declared response headers of an HTTP 429 response for RemoveWorkspaceUser
+type RemoveWorkspaceUserResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type RemoveWorkspaceUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1351,10 +1412,14 @@ type RemoveWorkspaceUserResponse struct {
 	JSON404 *Error
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *RemoveWorkspaceUserResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RemoveWorkspaceUserResponse429Headers
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -1380,6 +1445,11 @@ func (r RemoveWorkspaceUserResponse) GetJSON404() *Error {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r RemoveWorkspaceUserResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r RemoveWorkspaceUserResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1421,6 +1491,13 @@ type UpdateWorkspaceUserRoleResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// UpdateWorkspaceUserRoleResponse429Headers the declared response headers of an HTTP 429 response for UpdateWorkspaceUserRole
+type UpdateWorkspaceUserRoleResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type UpdateWorkspaceUserRoleResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1440,10 +1517,14 @@ type UpdateWorkspaceUserRoleResponse struct {
 	JSON413 *PayloadTooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *UpdateWorkspaceUserRoleResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateWorkspaceUserRoleResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1486,6 +1567,11 @@ func (r UpdateWorkspaceUserRoleResponse) GetJSON415() *UnsupportedMediaType {
 	return r.JSON415
 }
 
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateWorkspaceUserRoleResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r UpdateWorkspaceUserRoleResponse) GetJSON500() *InternalError {
 	return r.JSON500
@@ -1525,6 +1611,13 @@ type DeclineWorkspaceInvitationResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// DeclineWorkspaceInvitationResponse429Headers the declared response headers of an HTTP 429 response for DeclineWorkspaceInvitation
+type DeclineWorkspaceInvitationResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type DeclineWorkspaceInvitationResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1536,10 +1629,14 @@ type DeclineWorkspaceInvitationResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DeclineWorkspaceInvitationResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeclineWorkspaceInvitationResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1560,6 +1657,11 @@ func (r DeclineWorkspaceInvitationResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r DeclineWorkspaceInvitationResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeclineWorkspaceInvitationResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1601,6 +1703,13 @@ type AcceptWorkspaceInvitationResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AcceptWorkspaceInvitationResponse429Headers the declared response headers of an HTTP 429 response for AcceptWorkspaceInvitation
+type AcceptWorkspaceInvitationResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type AcceptWorkspaceInvitationResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1614,10 +1723,14 @@ type AcceptWorkspaceInvitationResponse struct {
 	JSON404 *Error
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AcceptWorkspaceInvitationResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *AcceptWorkspaceInvitationResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1643,6 +1756,11 @@ func (r AcceptWorkspaceInvitationResponse) GetJSON404() *Error {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r AcceptWorkspaceInvitationResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r AcceptWorkspaceInvitationResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1684,6 +1802,13 @@ type LeaveWorkspaceResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// LeaveWorkspaceResponse429Headers the declared response headers of an HTTP 429 response for LeaveWorkspace
+type LeaveWorkspaceResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 type LeaveWorkspaceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1697,10 +1822,14 @@ type LeaveWorkspaceResponse struct {
 	JSON404 *Error
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *LeaveWorkspaceResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *LeaveWorkspaceResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1726,6 +1855,11 @@ func (r LeaveWorkspaceResponse) GetJSON404() *Error {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r LeaveWorkspaceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r LeaveWorkspaceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1954,6 +2088,13 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -1974,6 +2115,30 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListAllPendingInvitationsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2028,6 +2193,13 @@ func ParseListWorkspaceUsersResponse(rsp *http.Response) (*ListWorkspaceUsersRes
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2048,6 +2220,30 @@ func ParseListWorkspaceUsersResponse(rsp *http.Response) (*ListWorkspaceUsersRes
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListWorkspaceUsersResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2123,6 +2319,13 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2143,6 +2346,30 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers InviteWorkspaceUserResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2200,6 +2427,13 @@ func ParseRemoveWorkspaceUserResponse(rsp *http.Response) (*RemoveWorkspaceUserR
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2220,6 +2454,30 @@ func ParseRemoveWorkspaceUserResponse(rsp *http.Response) (*RemoveWorkspaceUserR
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers RemoveWorkspaceUserResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2295,6 +2553,13 @@ func ParseUpdateWorkspaceUserRoleResponse(rsp *http.Response) (*UpdateWorkspaceU
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2315,6 +2580,30 @@ func ParseUpdateWorkspaceUserRoleResponse(rsp *http.Response) (*UpdateWorkspaceU
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateWorkspaceUserRoleResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2362,6 +2651,13 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2382,6 +2678,30 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeclineWorkspaceInvitationResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2436,6 +2756,13 @@ func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspac
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2456,6 +2783,30 @@ func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspac
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers AcceptWorkspaceInvitationResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2510,6 +2861,13 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2530,6 +2888,30 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers LeaveWorkspaceResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
@@ -2745,6 +3127,17 @@ type NotFoundJSONResponse Error
 
 type PayloadTooLargeJSONResponse Error
 
+type TooManyRequestsResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+type TooManyRequestsJSONResponse struct {
+	Body Error
+
+	Headers TooManyRequestsResponseHeaders
+}
+
 type UnauthorizedResponseHeaders struct {
 	WWWAuthenticate *string
 }
@@ -2818,6 +3211,29 @@ func (response ListAllPendingInvitations404JSONResponse) VisitListAllPendingInvi
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAllPendingInvitations429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListAllPendingInvitations429JSONResponse) VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -2912,6 +3328,29 @@ func (response ListWorkspaceUsers404JSONResponse) VisitListWorkspaceUsersRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaceUsers429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListWorkspaceUsers429JSONResponse) VisitListWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3055,6 +3494,29 @@ func (response InviteWorkspaceUser415JSONResponse) VisitInviteWorkspaceUserRespo
 	return err
 }
 
+type InviteWorkspaceUser429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response InviteWorkspaceUser429JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InviteWorkspaceUser500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InviteWorkspaceUser500JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
@@ -3154,6 +3616,29 @@ func (response RemoveWorkspaceUser409JSONResponse) VisitRemoveWorkspaceUserRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveWorkspaceUser429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response RemoveWorkspaceUser429JSONResponse) VisitRemoveWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3298,6 +3783,29 @@ func (response UpdateWorkspaceUserRole415JSONResponse) VisitUpdateWorkspaceUserR
 	return err
 }
 
+type UpdateWorkspaceUserRole429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateWorkspaceUserRole429JSONResponse) VisitUpdateWorkspaceUserRoleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateWorkspaceUserRole500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response UpdateWorkspaceUserRole500JSONResponse) VisitUpdateWorkspaceUserRoleResponse(w http.ResponseWriter) error {
@@ -3375,6 +3883,29 @@ func (response DeclineWorkspaceInvitation404JSONResponse) VisitDeclineWorkspaceI
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeclineWorkspaceInvitation429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeclineWorkspaceInvitation429JSONResponse) VisitDeclineWorkspaceInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3474,6 +4005,29 @@ func (response AcceptWorkspaceInvitation409JSONResponse) VisitAcceptWorkspaceInv
 	return err
 }
 
+type AcceptWorkspaceInvitation429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response AcceptWorkspaceInvitation429JSONResponse) VisitAcceptWorkspaceInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AcceptWorkspaceInvitation500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response AcceptWorkspaceInvitation500JSONResponse) VisitAcceptWorkspaceInvitationResponse(w http.ResponseWriter) error {
@@ -3565,6 +4119,29 @@ func (response LeaveWorkspace409JSONResponse) VisitLeaveWorkspaceResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LeaveWorkspace429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response LeaveWorkspace429JSONResponse) VisitLeaveWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3868,61 +4445,66 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fzbb9s4s/9XCJ4DnBZw4+xu9+H4Le1uz8m3vaGbIg9tENDS2GZLkVqSiuMt/L9/4JCSKImynbQJ+nXz",
-	"VEccDmeGc/nx1i80U0WpJEhr6OwL1WBKJQ3gH89Y/g7+qsBY91empAWJP1lZCp4xy5WcfjJKum8mW0HB",
-	"3K//1rCgM/pf05b11Lea6e9aK0232+2E5mAyzUvHhM6oXQHRfjDCDSmYWChdQE6UJrkCQ6SypGA2WxFH",
-	"GkbbTuhzJReCZ/csYhZGNWTNrRcpq7QGaYmxzAJ5BEfLI8KEBpZvCCMFFHPQj53EL5Se8zwHefciXzHB",
-	"c5JpyEFazoQXV1WW1MpwDTkxmSrBWXqt9GdTsgyIVgKcsKfSgpZM+CHuXOBKwnUJmXVCgb4CTRaMi0oD",
-	"eZSDZVwYwjQQoZZLyCdEgiPRYCstIUfrvlb2hapkfl/+YFSlM2h9FK65sc6W3P99xQ2fCyBWeS9hQoB2",
-	"gr5lG6FYfqbUS6aXcL/+O1f5hsB1BpAbH1D8byCCF9w62d5LVtmV0vxvuAdDFtwYLpdoNDlwWTqhK2A5",
-	"aMxJ5+fnT04qu3KNGbNotqGarKXgSvpsAaRxrUfPgGkXjZNIdLspgc6osZrLpRMT7WCqslTaQv4Kcs7O",
-	"kObeJyq40mAo1zVwc4M1Mdplh5+bICHzDbErbpr4Upq4KNqQp9fXhMmc/Hp9Teo6QCe01KoEbbmvCZnK",
-	"EzZ/xbIVl/DEZTvmvB1wzEww4+YPZFXQ2QcaZvcyKEcntIodbUIXTWqcUKns5QIjeUILsCuVX7pPTAi1",
-	"RuI6BzsZfSxdWqUuBUaTY93M3WXhJu8SZ3hCeUhp9GLSn3Q3kjFsmVDx/6uCyUjB61Iw6d1LLch6xSxZ",
-	"M0PWWsklmhE/WUVyRQfjbCe0Tr7OLmjUduxWLjX/BBlG5Ju1BP2Cg8jNUDZsJAtsxQl9C9pwY5nMEjOo",
-	"gVnIn22GfM5WQCoD2kWicw+eAWFZpippyXqlSOhK4sxHnSosfyPFhs6sriBh1KrMbztk6HrDIbcJC74F",
-	"mXO5PJVX3DI/+hfKhHizoLMPuyP1jBcQbL+d7CaN58nRdm0PBeNiaIT3zgC+LWE9uC65BnNi09Zz9kGH",
-	"s7wAsl6BRGPxRk8SGKR4I1V6ZlAoU81T3RAdDHqcPH/pcUOiR4Msht3OG9AhWZHovN1e9DNkmMtYSS5b",
-	"9EIPmf6TLIMyYdMEb+ZJJ99iNjuG2OVJjVkOdOd3IHPQB+nTs1VXqxB9+8QbGf8k9HZ++106O1Kd5okk",
-	"WrK/qg4rjhBkwUHvCJ2UpK1RUOC9gXcLO582/W8VjjYAmVG5HcGMfGzd9SN1Kfpj7R6XLC+4/Ei/ysVH",
-	"dIs8P2L2m8f/N+Z53mdwk3A6aYOhZ9xQo7hcKBdP5TDKNHIgj1xB7lgNjft4EHg5N6Vgm9cuCY6OF4gw",
-	"VboJUVj6R8OJ5+OsTn+jtyucfQ9M+xFCzW+TMxes4GJzKZOWwa6eYqSATOiSX4Hc1R8JRru7KniD+ngD",
-	"I54fUBZv5ihtNY1dJaWV3NN/pBofotx5ImhHxQwkSU9J9HyJ6+uFR42eyAWgKwNxUeMWCl/P8py7rky8",
-	"jfh3YGOrSfjAtGaYWd0gl7Iq5qnK+hq/17IkpQj8Aoek8SJwOSx5rsrdDNffsHI2Gxhu8RJY3ADSf81o",
-	"gcXt0HwncO4Zxd8u/uCaFaWr0/TVhpwPfWRP0q6sWoIEjauhSnKHVdrtOn7QpB0Y8a2kxebJelzSBDA/",
-	"A8kkbo9axl1lsm4VvNSqKg1hQpBngl2DaBzBkEds6Uw/IYtKZo6LmZBC5SDMhIDNjh77HVazYtotA4EV",
-	"CMeNwUG0Euhmcy4El8sjustVXMbepb6L4hQchtJCYkrOV2BXqGJYwq6YITV5NxNEsKCVcK6UACZ3QOWu",
-	"aDtAs2u4vALtwOoBkv6P8bxQ4jmAJE3fpHQIqffwjYCP41r3SfHbWc57On9FYe9x2l3i0xC6x2IMTYdt",
-	"iUH3P32yU4vWR0qtrrjhSrqu7c5YzjVkVunNpdnIjMZrFTqhuSoYl5cZK22lIblvlYQoPfF3rWeGOdYx",
-	"hazS3G7+xP1TDIeTkv8Bm5PKrtxfc9xHfaF0waxLUm9PyR/gQF+vZCu5fCL4FeTEkXyGDVazUqulZkXB",
-	"LM9CUNc7sugxyLwVdWVtiVthbvSfEws4/N7f+8Xs8a/zM2LVZ5BugIVQax/aYesRCZ+Hjc3Ox/da0Bmd",
-	"Kvdx2uxUopCqDPnBIXqnu/uXG6uZ5VfQquPT28yXVjqjz/EH8Z/b9hwEYPtv+GPQvgRn4P8D61si1BQI",
-	"BDe2Rkf9zr7SOsxa5t3BcTY7fcMERa1rzTuSy5x4aWPaTMkFX1YazdaVptvkaCtjVeGdemgZ30pC84C8",
-	"b6g95K3dOoSR/br0HcF3s+5bdUDeVLSBjk1Lh6qvWpqq1aj+FinTksWKpBn15Y+puLSwrCezL33c2KeN",
-	"hx3Q1SmtT9Z8pxP6Sc2HI7qPdVvfSnFba5tPah6ZBRvjMeNOfTuENqGyhLDNVzqhRVauqnmn+dXzt2RV",
-	"zVt848gQzQx08p/b9r5e/fZWN/wQaRcIYjn6nfs6Nu2lEjzjMBSvbohp+iKmaFox8dMmXt/VNLGkKR59",
-	"aSMaw2Q+V9dOYA//nMQBCIY24uBbM0lRh56GTUuHqq9jmqrVsh60VbOlivVM8+lrmqDqu1g9YN/NLBSl",
-	"YLYjXP0tkq4li5k2X+mEXilRFXDW0PXt5tt3dukb8YAurdA94kj2fp9YgwOGqEoD2raKKB3WoOOdx7SP",
-	"KdLKxhQD3foqpVRxrc0CwszCGQRu30Fpx9YWUY++5G1Tly6HTHDpFcBfB/Du6zzGu9V8ndjwiQj9fniz",
-	"dxh2VKzq7KZE9ALYlSN/6f4dJYqMOiahhkIhp3f4Iwy80KoY49qP2YizQ9EOZnZwI35xTZngIO3z6GoD",
-	"3hV4QJIPSPIBST4gyQck+YAkH5DkA5J8QJIPSHInkoz2ahluheIdUi4XCu+xcotnN+GkpU5pbwWTbvgr",
-	"0Mbvlx4fHR/95AZSJUhWcjqjvxwdH/2C9yntCjHptNRqwQVM49I6+0JxNvobsO/wiqkhjIhwRsuESNyM",
-	"GJ6UHlGUQjeXc9DSJ0IMTpYNnnNFjxR+Pj6+0Y3c5lz4FhdThifEw8u7pkK8vqhEWz1cv6fHP42N2ugz",
-	"7dy7xk6/7O/UvifAHk/v/oKyVKlZdcP/6mdjt8DdNwXxQQOe4db7+x+GOO9iO+keQXy42F5MqKmKgulN",
-	"AwQSsk2oZUvTY0ov3OBTDNT9Xi2EP370TzmGTky4zESFI9sVcH9cZMgjf+dH6foNCK57ouMyY5mtTDoE",
-	"OmeX9+P73ePSr/L4A3whemN070Gyu0fzkOSbu3W/rhzm1a2fxV4YOXZUPS62DgObsauJ4HK0hHXMqX6g",
-	"0g4z3/hT4iNyVp/vApA1F4JoyAD3JmQ4SLYqnHz3z4LnsFAayJJx6QIjHN3H1biFnsMQ8NJ2PdJfnQdj",
-	"n6l8cyP3H7mJtqiPL0fO1xNHo4MY+B2tEB/0WhVMRuO7/lZXsP3KKL5R4bpFwN5t7ahf+Hi/Cbb/wepj",
-	"69tSWbKos8jT4//dL23zntF1+OkA9frvyLDfr4fYMvG26S5zXQiHvdkuwu192J5MdU0Jn34x1fyNxljc",
-	"+tTn1xbDku4AukuC/o6Jg+jd3PcIX0xdqc+OSnYuhS+6F37wYVZ86Sei3YB9PExqfvR+UiuZZgVYRCIf",
-	"BhdJqrkDENDPMrgXRmeI12l9v4u2Vhjknl0P3i7SeSl567VOIGJD/LInD6/32svPznj5fwQOuNtk0F7C",
-	"Udq7zdclhTuLz7B+3Ruf0fK2t7olTdT0LryNIJQqAVD8Utg/SnUAGpeR4f7S3lWj79wJrXf+ztZ3El7f",
-	"Arikr6o5jOYgHdrMwTFj+FLWqC5os/sZIjK+SKKd+0MwveXHMJ7e1zfxmreBcTq6NxxzGnAMSoK3+vI6",
-	"DT3krn8GoAnbd3sTZtjda66QDt4qjqGa9sP0S/P7NStgO222Wr+MLPTCDmwfvrjMsCuDhm7NxJ/GeXxn",
-	"En2NL5IWw4cYwwza0eVbYJT7WztFT+Q6KCjMR/6P3MWonXFvJNTHAl2H/NpY+KS4HA8Ef8px0zjwvR7C",
-	"oH0ofYNgaN5M/MjlMHKm7xTQh4O+vVEZzgG/bVCGY7XxRTiet5ndUYg0nYeQP3ToxU/+dzhfJ9YELH7g",
-	"JfN3Glneuffv2w+OlNORND6mvxM4NhD+Dz6pSBg5+63wMHllbWlm0ykr+dEcCY8Yn14d40vHJJ9TuQAN",
-	"/tFpl4euZMuDbi+2/w4AAP//",
+	"7Fxbb9y4kv4rBHeBdYD2JXN5OD2YBycz2fWeJBPkeOCHxPBhS6VuZihSISnbPUH/9wWLlERJVHfbSYxs",
+	"4JeZtlgsVhXr8vGWTzRTZaUkSGvo/BPVYColDeAfz1j+Fj7WYKz7K1PSgsSfrKoEz5jlSh5/MEq6byZb",
+	"Qcncr//UUNA5/Y/jjvWxbzXHv2utNN1sNjOag8k0rxwTOqd2BUT7wQg3pGSiULqEnChNcgWGSGVJyWy2",
+	"Io40jLaZ0edKFoJnDyxiFkY15IZbL1JWaw3SEmOZBXIAR8sjwoQGlq8JIyWUC9BPnMQvlF7wPAf59UW+",
+	"ZoLnJNOQg7ScCS+uqi1plOEacmIyVYGz9I3Sf5mKZUC0EuCEPZMWtGTCD/HVBa4l3FaQWScU6GvQpGBc",
+	"1BrIQQ6WcWEI00CEWi4hnxEJjkSDrbWEHK37WtkXqpb5Q/mDUbXOoPNRuOXGOlty//c1N3whgFjlvYQJ",
+	"AdoJ+oathWL5uVIvmV7Cw/rvQuVrArcZQG58QPG/gQhecutkO1fqFZPrEP3m68vGiHZRgwKQG2aIBpat",
+	"ICcHFehgtBlxvzsXLZzDam7BECZzwuU1tyiUmTn7Y0fBXUiyPNdgDPZw/gQ5YbVduZjwajz5xTmRXhNW",
+	"WNBoEFm7gCWqIAYyJXNDuCRvHdHhqSOiM7oCloNG67xlFl6i9eafkmYvGZdcLsnHWlnmuNoVs6RSgmdr",
+	"FB8nIYxUS8sF4ZgJNRirtHN2zCj/fk+9Nd7TX/SvJ7/YX5/+m84i89t1BXROjdVcLqmzdCvb4RscLi2i",
+	"FywIhMK5afAu4kZnaABHefb7+QuSa1ZY/99DDrY4XFlbsYofunnEaTwM5kkI/vHXpycnv9zsIXpk75HU",
+	"jbWsIjeMW7KAQmnwE+lMffD2xXPyj6dPT570Rim55GVd0vnTWTMilxaWgI65mdE/pXMOpfnf8ABZpOTG",
+	"OGldxpCjfN33souLi8PTznEhPZN91/alEkibVw+eAdOuFG0zvbeDqatKaQv5K8g5O0eaB89SIY+OhnJd",
+	"Azc3WFug+uzwc1shyML5NjdtcVGauBKyJj/d3mIY/nx7SxoQRGe00qoCbTmEHJgnbP6KZSsu4dCVeuZS",
+	"PeCYmWDGzR9I52zvaJjdq6AcndE6drQZLVpcMKNS2asCy9iMlmBXKr9yn5gQ6gaJGwDiZPSF5MoqdSWw",
+	"lDjW7dxdlW7yrnCGZ9QRlUyuGzGchDzUeHo5GzqCG90Ytkyo/T91yWSk9G0lmPQupwpy02SQG63kEk2L",
+	"n6wiuaKzRKw3aMTZCg3djd3JpRYfIMMS9ceNBP2Cg8jNWDZsJAW24iS/AW24sUxmiVnVwCzkzxKJ8XwF",
+	"pDauDGh0GZ4BYVmmamnJzUqR0JXEUIA6VVj+hxRrOre6hoRR6yq/75Ch6x2H3CQs+AZkzuXyrK2bGNFC",
+	"/FHQ+bvt0XvOSwi238y2k8bz5Gj7tnd1UYyN8KczgG9LWA9uK67BnNq09Zx9fEnlJZCbFfiy1eEDEhik",
+	"eCNVemZQKFMvUt0QLo96nD5/6YF0okeLY8bdLlqII1mZ6LzZXA6zZpjLWEkuO6xE95n+0yyDKmHTBG/m",
+	"SWdfYjZ7htjmSa1Z9nTntyDzFG7Ybau+ViH6dok3Mf5p6O389pt0dqQ6yxNJtGIf6x4rjrCk4Ih+p0In",
+	"JWlnFBR4Z+Ddw85nbf97haMN4GZSbkcwJ+87d31PXYp+37jHFctLLt/Tz3LxCd0iz4+Y/eYXxHfmeTFk",
+	"cJdwOu2CYWDcUKO4LJSLp2ocZRo5kANXkHtWQ+M+GQVezk0l2Pq1S4KT4wUiTJVuQhSW/slw4vk0q7Pf",
+	"6P0K59AD036E8PPL5MyClVysr2TSMtjVU0wUkBld8muQ2/ojwWR3VwXvUB/vYMSLPcri3Rylq6axq6S0",
+	"kjv6T1TjfZS7SATtpJiBJOkpiZ4vccOp8KjREzVL9biocQulr2d5zl1XJt5E/HuwsdMkfGBaM8ysbpAr",
+	"vzcyluR1u2fiyJJSBH6BQ9J4EbgclzxX5e6G6+9YOdsdPbd4CSzuAOk/Z7TA4n5ovhc4D4zi7xd/cMvK",
+	"ytVp+mpNLsY+siNp11YtQYLG1VAtucMq3eYg32vS9oz4TtJyfXgzLWkCmJ+DZBLPCyzjEvcWmSVLrerK",
+	"ECYEeSbYLYjWEQw5YEtn+hkpapmF7cxS5SDMjIDNjp74IwezYtotA4GVCMeNwUG0EuhmCy4El8sjus1V",
+	"XMbepr6L4hQchspCYkouVmBXYfsUk9GKGdKQ9zNBBAs6CRdKCWByC1Tui7YFNLuGq2vQDqzuIel/Gc8L",
+	"JV4ASNL2TUqHkHoH3wj4rHAn1fdJ8dtazgc6f0ZhH3DaXuLTEHrAYgpNh22JUfd/+WSH29+BRaXVNTdc",
+	"Sde12y3LuYbMKr2+MmuZ0XitQmc0VyXj8ipjla01JPetkhBlIP629cw4xzqmkNWa2/W/cE8Vw+G04v+E",
+	"9WltV+6vBe6tvlC6ZNYlqTdn5J/gQN+gZCu5PBT8GnLiSP6CNVazSqulZmXJLM9CUDe7tOgxyLwTdWVt",
+	"hVthbvQfEgs4/D7cD8bs8b8X58Sqv0C6AQqhbnxoh+1IJHweNjt7H//Ugs7psXIfj9vdSxRSVSE/OETv",
+	"dHf/58ZqZvk1dOr49Db3pZXO6XP8Qfznrj0HAdj+G/4YtS/BGfi/wfqWCDUFAsGNbdDRsLOvtA6zVnl/",
+	"cJzNXt8wQVErHjpFksuceGlj2kzJgi9r7U+kehz7TY62NlaV3qnHlvGtJDSPyIeG2kHe2a1HGNmvT98T",
+	"fDvroVVH5G1FG+nYtvSohqqlqTqNmm+RMh1ZrEia0VD+mAqPiJrJHEofNw5p42FHdO2J5YCs/U5n9INa",
+	"jEd0H5u2oZXits42H9QiMgs2xmPGnYZ2CG1CZQlh2690RsusWtWLXvOr52/Iql50+MaRIZoZ6eQ/d+1D",
+	"vYbtnW74IdIuEMRyDDsPdWzb8QSUw1i8piGmGYqYounEDIer0fquoYklTfEYShvRGCbzhbp1Anv45yQO",
+	"QDC0EQff2kmKOgw0bFt6VEMd01Sdls2gnZodVaxnms9Q0wTV0MWaAYduZqGsBLM94ZpvkXQdWcy0/Upn",
+	"9FqJuoTzlm5oN9++tcvQiHt06YQeEEeyD/vEGuwxRF0Z0LZTROmwBp3uPKV9TJFWNqYY6TZUKaWKa20X",
+	"EGYeziBw+w4qO7W2iHoMJe+a+nQ5ZIJLrwD+2oP3UOcp3p3mN4kNn4jQ74e3e4dhR8Wq3m5KRC+AXTvy",
+	"l+7/k0SRUack1FAq5PQWf4SBC63KKa7DmI04OxTtYGYPN+IX1+Sv5zyPrjvg/YFHJPmIJB+R5COSfESS",
+	"j0jyEUk+IslHJPmIJLciyWivluFWKN4r5bJQeLeVWzy7CSctTUp7I5h0w1+DNn6/9OTo5OipG0hVIFnF",
+	"6Zz+eHRy9CPesbQrxKTHlVYFF3Acl9b5J4qzMdyAfYvXTg1hRIQzWiZE4mbE+KT0iKIUur2cg5Y+FWJ0",
+	"smzwnCt6tfPDycmdbum258L3uJgyPiEeX+g1NeL1ohZd9XD9fjp5OjVqq89x7y42dvpxd6fugQ32+Onr",
+	"X1qWKjWrOPwP/9gt8PC5xWZGf/azuL1f/3FOfECBZ7/NucC7MT683Mz6RxfvLjeXM2rqsmR63QKIhE4z",
+	"atnSDJjSSzf4MQb47mgQwh9b+jdRY+cnXGaixpHtCrg/ZjLkwN8VUrp5TDV49oEvr2qTDp3emefDxEz/",
+	"mPWzImUPX4ge6z14cG3v0b7I+mbCYVjH9ouGzj9j740CIqpWlxuHuc3UVUhwNUHCTcypeSHWDbNY+1Pp",
+	"I3LenCcDkBsuBNGQAe6FyHBwbVU4aR+ePYdXMcvw/ihcFYirfwd1x6Hjpe17sr+qD8Y+U/n6TmEzcfOt",
+	"aI5LJ87zE0exo9j5Ha0QHyxbFUxG47cFVtew+czov1OhvEegf91a1bwy8n4TbP+d1ePOt6WypGizz8ke",
+	"2ad9UOw6PN1DveFDTuz38z62TLyv+hZzZAijnVkyWl8MlxfJFNlChuNPpl78oTGGNz5l+jXQGEK4hYRL",
+	"nv4ujFtK9HPmAb72ulZ/4avQ3uX1on8xCR+VxZeTIto12CfjZOhHHybDimlWgkXk82504aVeOMACw+yE",
+	"e3Z0jusK2txDo50VRjlr22O9y3Q+S97ObRKPWBO/PMvDy8PukrYzXv7/And83STSXRZS2rvNZyaTby2u",
+	"w/p8Z1xHy/fB6p200Ta40DeBiOoEIPJLff8K3QF9XCaH+1k7V8W+cy8k3/o7ad9IWH4JoJS+iucwoYOQ",
+	"aDMH/4zhS9mgyKDN9meWyPgyia4eDjENlknjOPyzuWnYvn2M09iD4aazgJtQEry1mDfp6zHnPQKobYk2",
+	"bGvuTLRh17O9Wjt6wzmForoPx5/a369ZCZvjdgv608SCNOxMD+GSyyjbMm/o1jrMWZz/tybf1/hSqxg/",
+	"UBln3p4uXwITPdwaL3o62ENdYT7yx12aOwRQ48Q7I6g5Zuk78ufG0AfF5XQA+VOju8aP7/UYPt3D8zsE",
+	"UfsG5Xsuv5EzfWcLj3DgujOaw3nslw3mcLw5vcmA555me/QiTe9B6ncdsvE/vbDFaXsxKqD4jrcEvrOI",
+	"9EGx+xxkdCUgHYHTY/o7nVMD4b/KlIqgibP7Gi8DrKytzPz4mFX8aIGER4wfX5/gS9UknzNZgAb/aLjP",
+	"Q9ey40E3l5v/CwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
