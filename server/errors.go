@@ -37,6 +37,7 @@ var codeForStatus = map[int]gen.ErrorCode{
 	http.StatusConflict:              gen.ErrorCodeConflict,
 	http.StatusRequestEntityTooLarge: gen.ErrorCodePayloadTooLarge,
 	http.StatusUnsupportedMediaType:  gen.ErrorCodeUnsupportedMediaType,
+	http.StatusTooManyRequests:       gen.ErrorCodeTooManyRequests,
 	http.StatusInternalServerError:   gen.ErrorCodeInternal,
 }
 

@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -27,6 +28,12 @@ type Config struct {
 	// MailQueued, if set, is called after an invitation email was queued,
 	// so the in-process mail dispatcher sends it without waiting for a poll.
 	MailQueued func()
+	// RateLimits bounds request rates (off when its Limiter is nil).
+	RateLimits RateLimits
+	// TrustedProxies are the networks of the load balancers whose
+	// X-Forwarded-For names the client (for per-address limits and logs);
+	// empty: the client is the TCP peer and X-Forwarded-For is ignored.
+	TrustedProxies []*net.IPNet
 }
 
 // Server implements the generated strict server interface.
@@ -64,6 +71,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(log)
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisablePrintStack: true,
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			log.Error("panic", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
@@ -82,14 +90,32 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 
-	api := e.Group(APIBasePath, validator.middleware)
+	srv := &Server{cfg: cfg, store: st, log: log}
+	middlewares := []echo.MiddlewareFunc{validator.middleware}
+	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
+		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)}
+	}
+	api := e.Group(APIBasePath, middlewares...)
 	// Unknown routes under /v0 reach the validator (which answers 404/405)
 	// only if some route matches them; these catch-alls make sure one does.
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
-	srv := &Server{cfg: cfg, store: st, log: log}
 	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, nil), "")
 	return e, verifier.Close, nil
+}
+
+// clientIP is how the client's address is found: the TCP peer, or with
+// trusted proxies the right-most X-Forwarded-For entry not from one of them
+// (Echo's default would believe any X-Forwarded-For a client sends).
+func clientIP(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // accessLog writes one line per request. It never logs headers, so tokens

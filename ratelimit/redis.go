@@ -1,0 +1,98 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Redis timeouts are short: a limit check is on every request's path, and
+// while Redis is slow or away the fallback answers instead (never a 5xx).
+const (
+	redisTimeout = 250 * time.Millisecond
+	// redisRetryAfter is how long Redis is left alone after a failure
+	// before it is tried again, so an outage costs one timeout per
+	// interval rather than one per request.
+	redisRetryAfter = 2 * time.Second
+	// redisWarnEvery spaces the outage warnings in the log.
+	redisWarnEvery = time.Minute
+	redisKeyPrefix = "controlplane:"
+)
+
+// Redis shares counts between replicas through Redis, with GCRA
+// (github.com/go-redis/redis_rate). While Redis is unreachable it counts in
+// this process instead (each replica then enforces the quota on its own, so
+// the whole deployment allows up to replicas × quota) and logs a warning:
+// failing open to per-replica limits keeps requests answered and still
+// bounded.
+type Redis struct {
+	client    *redis.Client
+	limiter   *redis_rate.Limiter
+	fallback  *Memory
+	log       *slog.Logger
+	downUntil atomic.Int64 // unix nanoseconds; Redis is skipped until then
+	lastWarn  atomic.Int64 // unix nanoseconds of the last outage warning
+}
+
+// NewRedis connects to the Redis at url (redis://[user:password@]host:port/db
+// or rediss:// for TLS). It does not fail when Redis is down: the first
+// checks then use the fallback and log why.
+func NewRedis(url string, log *slog.Logger) (*Redis, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("--redis: %w (expected redis://host:6379/0 or rediss://…)", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = redisTimeout, redisTimeout, redisTimeout, redisTimeout
+	opts.MaxRetries = -1 // the fallback is the retry
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	client := redis.NewClient(opts)
+	return &Redis{client: client, limiter: redis_rate.NewLimiter(client), fallback: NewMemory(0), log: log}, nil
+}
+
+// Ping tells whether Redis answers (for start-up logs).
+func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }
+
+// Close closes the connections to Redis.
+func (r *Redis) Close() error { return r.client.Close() }
+
+// Take implements Limiter.
+func (r *Redis) Take(ctx context.Context, key string, q Quota) (Result, error) {
+	if q.Off() {
+		return Result{Quota: q, Allowed: true, Remaining: math.MaxInt32}, nil
+	}
+	now := time.Now()
+	if now.UnixNano() < r.downUntil.Load() {
+		return r.fallback.Take(ctx, key, q)
+	}
+	// The caller's cancellation must not turn into "Redis is down".
+	res, err := r.limiter.Allow(context.WithoutCancel(ctx), redisKeyPrefix+q.Name+":"+key,
+		redis_rate.Limit{Rate: q.Rate, Burst: q.Rate, Period: q.Period})
+	if err != nil {
+		r.down(now, err)
+		return r.fallback.Take(ctx, key, q)
+	}
+	out := Result{Quota: q, Allowed: res.Allowed > 0, Remaining: res.Remaining, ResetAfter: max(res.ResetAfter, 0)}
+	if !out.Allowed {
+		out.RetryAfter = max(res.RetryAfter, 0)
+	}
+	return out, nil
+}
+
+// down records a Redis failure: the fallback counts for a while, and the
+// log says so once a minute (never with the URL, which may hold a password).
+func (r *Redis) down(now time.Time, err error) {
+	r.downUntil.Store(now.Add(redisRetryAfter).UnixNano())
+	last := r.lastWarn.Load()
+	if now.UnixNano()-last >= int64(redisWarnEvery) && r.lastWarn.CompareAndSwap(last, now.UnixNano()) {
+		r.log.Warn("rate limits: Redis unreachable, counting in this replica until it answers (limits are per replica meanwhile)",
+			"err", errors.Join(ErrUnavailable, err))
+	}
+}

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"controlplane/ratelimit"
+)
+
+// RateLimits configures request rate limiting (README, Limits). A nil
+// Limiter turns every limit off; an Off quota turns that one off.
+type RateLimits struct {
+	// Limiter counts: ratelimit.Memory in one process, ratelimit.Redis
+	// shared by replicas.
+	Limiter ratelimit.Limiter
+	// Caller bounds the requests of one principal (JWT sub or API key),
+	// every operation.
+	Caller ratelimit.Quota
+	// WorkspaceWrites bounds the successful changes in one workspace.
+	WorkspaceWrites ratelimit.Quota
+	// WorkspaceInvites bounds the invitations in one workspace; each
+	// queues an email, so it is also the workspace's email quota.
+	WorkspaceInvites ratelimit.Quota
+	// FailedAuth bounds the failed authentications (401) of one client
+	// address; past it every request from that address is refused (API
+	// key and token guessing).
+	FailedAuth ratelimit.Quota
+}
+
+// Quota names, as clients see them in RateLimit-Policy.
+const (
+	QuotaCaller           = "caller"
+	QuotaWorkspaceWrites  = "workspace-writes"
+	QuotaWorkspaceInvites = "workspace-invites"
+	QuotaFailedAuth       = "failed-auth"
+)
+
+// quotaWhat says in words what each quota counts, for 429 messages.
+var quotaWhat = map[string]string{
+	QuotaCaller:           "requests per caller",
+	QuotaWorkspaceWrites:  "changes per workspace",
+	QuotaWorkspaceInvites: "invitations (each sends an email) per workspace",
+	QuotaFailedAuth:       "failed authentications per client address",
+}
+
+// rateLimiter applies RateLimits around the validator. Quotas a stranger
+// could spend for someone else are counted only once the request is known
+// to be theirs: failed authentications by the sending address, changes and
+// invitations by the workspace only after they succeeded (so a caller who is
+// not a member cannot exhaust a workspace's budget with requests that fail).
+// Keys over a quota are then refused from a local gate, without a round trip.
+type rateLimiter struct {
+	cfg  RateLimits
+	gate *ratelimit.Gate
+	log  *slog.Logger
+}
+
+func newRateLimiter(cfg RateLimits, log *slog.Logger) *rateLimiter {
+	if cfg.Limiter == nil {
+		return nil
+	}
+	return &rateLimiter{cfg: cfg, gate: ratelimit.NewGate(0), log: log}
+}
+
+// beforeAuth runs before the validator: it refuses addresses over the
+// failed-authentication quota and counts the 401s the validator answers.
+func (l *rateLimiter) beforeAuth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		q := l.cfg.FailedAuth
+		if q.Off() {
+			return next(c)
+		}
+		ip := c.RealIP()
+		if err := l.refuseIfClosed(c, q, ip); err != nil {
+			return err
+		}
+		err := next(c)
+		if err != nil && toAPIError(err).Status == http.StatusUnauthorized {
+			l.count(c.Request().Context(), q, ip)
+		}
+		return err
+	}
+}
+
+// afterAuth runs after the validator, when the principal is known: it takes
+// the caller's quota up front, and counts successful changes and
+// invitations against the workspace afterwards.
+func (l *rateLimiter) afterAuth(s *Server) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			ctx := c.Request().Context()
+			p := PrincipalFrom(ctx)
+			if p == nil {
+				return next(c)
+			}
+			if q := l.cfg.Caller; !q.Off() {
+				key := "sub:" + p.Sub
+				if p.APIKey != nil {
+					key = "key:" + strconv.FormatInt(p.APIKey.ID, 10)
+				}
+				if err := l.refuseIfClosed(c, q, key); err != nil {
+					return err
+				}
+				res, err := l.cfg.Limiter.Take(ctx, key, q)
+				if err != nil {
+					l.log.Warn("rate limit check failed, request allowed", "quota", q.Name, "err", err)
+				} else if !res.Allowed {
+					l.gate.Close(q, key, res.UntilNext(), time.Now())
+					return tooManyRequests(c, q, res.RetryAfter)
+				} else {
+					setRateLimitHeaders(c.Response().Header(), res)
+				}
+			}
+			req := c.Request()
+			if req.Method == http.MethodGet || req.Method == http.MethodHead {
+				return next(c)
+			}
+			_, workspace, werr := s.workspaceName(ctx)
+			if werr != nil || workspace == "" {
+				return next(c) // the handler answers the missing or foreign workspace
+			}
+			invite := req.Method == http.MethodPost && c.Path() == APIBasePath+"/users"
+			quotas := []ratelimit.Quota{l.cfg.WorkspaceWrites}
+			if invite {
+				quotas = append(quotas, l.cfg.WorkspaceInvites)
+			}
+			for _, q := range quotas {
+				if err := l.refuseIfClosed(c, q, workspace); err != nil {
+					return err
+				}
+			}
+			err := next(c)
+			if err == nil && c.Response().Status < http.StatusBadRequest {
+				for _, q := range quotas {
+					l.count(context.WithoutCancel(ctx), q, workspace)
+				}
+			}
+			return err
+		}
+	}
+}
+
+// refuseIfClosed answers 429 when key is over q in the local gate.
+func (l *rateLimiter) refuseIfClosed(c echo.Context, q ratelimit.Quota, key string) error {
+	if q.Off() {
+		return nil
+	}
+	if wait := l.gate.Closed(q, key, time.Now()); wait > 0 {
+		return tooManyRequests(c, q, wait)
+	}
+	return nil
+}
+
+// count records an event that already happened; when it used the last of
+// key's budget the gate closes until budget is back.
+func (l *rateLimiter) count(ctx context.Context, q ratelimit.Quota, key string) {
+	if q.Off() {
+		return
+	}
+	res, err := l.cfg.Limiter.Take(ctx, key, q)
+	if err != nil {
+		l.log.Warn("rate limit count failed", "quota", q.Name, "err", err)
+		return
+	}
+	l.gate.Close(q, key, res.UntilNext(), time.Now())
+}
+
+// tooManyRequests is the 429 answer: Retry-After, the IETF RateLimit-Policy
+// and RateLimit fields of the quota reached, and the Error body.
+func tooManyRequests(c echo.Context, q ratelimit.Quota, wait time.Duration) error {
+	secs := ceilSeconds(wait)
+	h := c.Response().Header()
+	h.Set("Retry-After", strconv.Itoa(secs))
+	h.Set("RateLimit-Policy", rateLimitPolicy(q))
+	h.Set("RateLimit", fmt.Sprintf("%q;r=0;t=%d", q.Name, secs))
+	return newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s every %s; retry in %d s",
+		q.Rate, quotaWhat[q.Name], q.Period, secs))
+}
+
+// setRateLimitHeaders tells a client its standing under the quota it spent
+// (draft-ietf-httpapi-ratelimit-headers: RateLimit-Policy and RateLimit).
+func setRateLimitHeaders(h http.Header, res ratelimit.Result) {
+	h.Set("RateLimit-Policy", rateLimitPolicy(res.Quota))
+	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", res.Quota.Name, res.Remaining, ceilSeconds(res.ResetAfter)))
+}
+
+func rateLimitPolicy(q ratelimit.Quota) string {
+	return fmt.Sprintf("%q;q=%d;w=%d", q.Name, q.Rate, ceilSeconds(q.Period))
+}
+
+// ceilSeconds rounds up to whole seconds, at least 1 (Retry-After: 0 would
+// invite an immediate retry that fails again).
+func ceilSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
