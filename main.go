@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -193,6 +191,10 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 	dispatch := fs.Bool("mail-dispatcher", true, "deliver invitation emails from this process (false: run `mail-worker` separately)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (pprof) to this file until shutdown, for performance work")
 	gcPercent := fs.Int("gc-percent", 400, "Go garbage collector target (GOGC); the GOGC environment variable, when set, wins")
+	var httpCfg httpFlags
+	httpCfg.register(fs)
+	var limitCfg limitFlags
+	limitCfg.register(fs)
 	return &ffcli.Command{
 		Name: "serve", ShortUsage: "controlplane serve [flags]", ShortHelp: "migrate the database and serve the API",
 		FlagSet: fs, Options: envOptions(),
@@ -235,7 +237,12 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 				return err
 			}
 			defer st.Close()
-			cfg := server.Config{InviteTTL: *inviteTTL, BodyLimit: *bodyLimit, Auth: auth}
+			limits, proxies, closeLimits, err := limitCfg.build(ctx, log)
+			if err != nil {
+				return err
+			}
+			defer closeLimits()
+			cfg := server.Config{InviteTTL: *inviteTTL, BodyLimit: *bodyLimit, Auth: auth, RateLimits: limits, TrustedProxies: proxies}
 			var dispatcherDone chan struct{}
 			dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopDispatcher()
@@ -255,12 +262,11 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 				return err
 			}
 			defer closeServer()
-			ln, err := net.Listen("tcp", *addr)
+			ln, err := httpCfg.listen(*addr)
 			if err != nil {
-				return fmt.Errorf("listen on %s: %w (is another server running? choose another --addr)", *addr, err)
+				return err
 			}
-			srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-				WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+			srv := httpCfg.server(e, log)
 			log.Info("listening", "addr", "http://"+ln.Addr().String(), "api", "http://"+ln.Addr().String()+server.APIBasePath,
 				"database", st.Dialect(), "dsn", store.RedactDSN(data.dsn()))
 			errc := make(chan error, 1)

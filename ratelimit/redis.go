@@ -24,7 +24,6 @@ const (
 	redisRetryAfter = 2 * time.Second
 	// redisWarnEvery spaces the outage warnings in the log.
 	redisWarnEvery = time.Minute
-	redisKeyPrefix = "controlplane:"
 )
 
 // Redis shares counts between replicas through Redis, with GCRA
@@ -37,15 +36,17 @@ type Redis struct {
 	client    *redis.Client
 	limiter   *redis_rate.Limiter
 	fallback  *Memory
+	prefix    string
 	log       *slog.Logger
 	downUntil atomic.Int64 // unix nanoseconds; Redis is skipped until then
 	lastWarn  atomic.Int64 // unix nanoseconds of the last outage warning
 }
 
 // NewRedis connects to the Redis at url (redis://[user:password@]host:port/db
-// or rediss:// for TLS). It does not fail when Redis is down: the first
-// checks then use the fallback and log why.
-func NewRedis(url string, log *slog.Logger) (*Redis, error) {
+// or rediss:// for TLS); keys start with prefix, so deployments can share a
+// Redis. It does not fail when Redis is down: the first checks then use the
+// fallback and log why.
+func NewRedis(url, prefix string, log *slog.Logger) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("--redis: %w (expected redis://host:6379/0 or rediss://…)", err)
@@ -54,7 +55,7 @@ func NewRedis(url string, log *slog.Logger) (*Redis, error) {
 	opts.MaxRetries = -1 // the fallback is the retry
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	client := redis.NewClient(opts)
-	return &Redis{client: client, limiter: redis_rate.NewLimiter(client), fallback: NewMemory(0), log: log}, nil
+	return &Redis{client: client, limiter: redis_rate.NewLimiter(client), fallback: NewMemory(0), prefix: prefix, log: log}, nil
 }
 
 // Ping tells whether Redis answers (for start-up logs).
@@ -73,7 +74,7 @@ func (r *Redis) Take(ctx context.Context, key string, q Quota) (Result, error) {
 		return r.fallback.Take(ctx, key, q)
 	}
 	// The caller's cancellation must not turn into "Redis is down".
-	res, err := r.limiter.Allow(context.WithoutCancel(ctx), redisKeyPrefix+q.Name+":"+key,
+	res, err := r.limiter.Allow(context.WithoutCancel(ctx), r.prefix+q.Name+":"+key,
 		redis_rate.Limit{Rate: q.Rate, Burst: q.Rate, Period: q.Period})
 	if err != nil {
 		r.down(now, err)
