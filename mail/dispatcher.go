@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,43 +23,48 @@ type Outbox interface {
 	OutboxCounts(ctx context.Context) (map[string]int64, error)
 }
 
-// DispatcherConfig tunes a Dispatcher; zero values take the defaults.
+// DispatcherConfig tunes a Dispatcher; zero fields take the values of
+// DefaultDispatcherConfig.
 type DispatcherConfig struct {
-	AcceptURLTemplate string        // DefaultAcceptURLTemplate when empty
-	MessageIDDomain   string        // right-hand side of Message-IDs; "localhost" when empty
-	MaxAttempts       int           // transient failures before a message is failed; 8
-	BackoffBase       time.Duration // wait after the first failure, doubled each time; 5s
-	BackoffMax        time.Duration // longest wait between attempts; 1h
-	PollInterval      time.Duration // how often to look for due messages when not woken; 2s
-	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over; 2m (keep it over twice the longest send)
-	BatchSize         int           // messages claimed at once; 10
+	AcceptURLTemplate string        // accept link in emails
+	MessageIDDomain   string        // right-hand side of Message-IDs
+	GiveUpAfter       time.Duration // transient failures are retried until the message is this old, then it fails
+	BackoffBase       time.Duration // wait after the first failure, doubled each time
+	BackoffMax        time.Duration // longest wait between attempts
+	PollInterval      time.Duration // how often to look for due messages when not woken
+	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over (keep it over twice the longest send)
+	BatchSize         int           // messages claimed at once
+}
+
+// DefaultDispatcherConfig is the one definition of the dispatcher's defaults
+// (the command-line flags take theirs from it).
+//
+// GiveUpAfter is 72 hours, by age and not by attempt count, so that mail
+// outlasts an SMTP outage of a weekend, as a mail server would keep it
+// (Postfix: 5 days); an invitation lasts 7 days by default.
+func DefaultDispatcherConfig() DispatcherConfig {
+	return DispatcherConfig{
+		AcceptURLTemplate: DefaultAcceptURLTemplate,
+		MessageIDDomain:   "localhost",
+		GiveUpAfter:       72 * time.Hour,
+		BackoffBase:       5 * time.Second,
+		BackoffMax:        time.Hour,
+		PollInterval:      2 * time.Second,
+		Lease:             2 * time.Minute,
+		BatchSize:         10,
+	}
 }
 
 func (c *DispatcherConfig) defaults() {
-	if c.AcceptURLTemplate == "" {
-		c.AcceptURLTemplate = DefaultAcceptURLTemplate
-	}
-	if c.MessageIDDomain == "" {
-		c.MessageIDDomain = "localhost"
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 8
-	}
-	if c.BackoffBase <= 0 {
-		c.BackoffBase = 5 * time.Second
-	}
-	if c.BackoffMax <= 0 {
-		c.BackoffMax = time.Hour
-	}
-	if c.PollInterval <= 0 {
-		c.PollInterval = 2 * time.Second
-	}
-	if c.Lease <= 0 {
-		c.Lease = 2 * time.Minute
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 10
-	}
+	def := DefaultDispatcherConfig()
+	c.AcceptURLTemplate = cmp.Or(c.AcceptURLTemplate, def.AcceptURLTemplate)
+	c.MessageIDDomain = cmp.Or(c.MessageIDDomain, def.MessageIDDomain)
+	c.GiveUpAfter = cmp.Or(c.GiveUpAfter, def.GiveUpAfter)
+	c.BackoffBase = cmp.Or(c.BackoffBase, def.BackoffBase)
+	c.BackoffMax = cmp.Or(c.BackoffMax, def.BackoffMax)
+	c.PollInterval = cmp.Or(c.PollInterval, def.PollInterval)
+	c.Lease = cmp.Or(c.Lease, def.Lease)
+	c.BatchSize = cmp.Or(c.BatchSize, def.BatchSize)
 }
 
 // Dispatcher delivers the outbox: it claims due messages under a lease,
@@ -175,15 +181,25 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	if err == nil {
 		err = d.sender.Send(ctx, msg)
 	}
+	// Retries stop by age rather than by count, so an outage of any length
+	// up to GiveUpAfter costs no email; the backoff cap keeps the attempts
+	// of a long outage to about one an hour per message.
+	giveUpAt := item.QueuedSince().Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
 		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.token))
 		log.Info("mail sent", "message_id", msg.MessageID)
-	case IsPermanent(err) || item.Attempts >= d.cfg.MaxAttempts:
+	case IsPermanent(err) || !now.Before(giveUpAt):
 		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxFailed, err.Error()))
-		log.Error("mail failed for good", "err", err, "permanent", IsPermanent(err))
+		log.Error("mail failed for good (controlplane mail-retry requeues it)", "err", err, "permanent", IsPermanent(err),
+			"queued_for", now.Sub(item.QueuedSince()).Round(time.Second).String())
 	default:
+		// The last attempt falls on the give-up time rather than up to a
+		// whole backoff after it.
 		next := now.Add(d.backoff(item.Attempts))
+		if next.After(giveUpAt) {
+			next = giveUpAt
+		}
 		d.record(log, d.outbox.RetryOutbox(ctx, item.ID, d.token, next, err.Error()))
 		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
 	}

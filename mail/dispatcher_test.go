@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,13 @@ type outboxEnv struct {
 
 func newOutboxEnv(t *testing.T, dialect, displayName string) *outboxEnv {
 	t.Helper()
-	st := storetest.Open(t, dialect, store.Options{})
+	return newOutboxEnvAt(t, dialect, displayName, nil)
+}
+
+// newOutboxEnvAt is newOutboxEnv with the store's clock (nil: time.Now).
+func newOutboxEnvAt(t *testing.T, dialect, displayName string, now func() time.Time) *outboxEnv {
+	t.Helper()
+	st := storetest.Open(t, dialect, store.Options{Now: now})
 	if _, err := st.CreateWorkspace(context.Background(), "acme", displayName, "admin", "admin@acme.test"); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +44,7 @@ func newOutboxEnv(t *testing.T, dialect, displayName string) *outboxEnv {
 
 func (e *outboxEnv) invite(t *testing.T, email string) store.Invitation {
 	t.Helper()
-	inv, err := e.st.Invite(context.Background(), store.InviteParams{Workspace: "acme", Caller: "admin", Email: email, TTL: time.Hour})
+	inv, err := e.st.Invite(context.Background(), store.InviteParams{Workspace: "acme", Caller: "admin", Email: email, TTL: 7 * 24 * time.Hour}) // the default --invite-ttl
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,14 +193,13 @@ func TestDispatcher_Replies(t *testing.T) {
 			return nil
 		}, store.OutboxSent, 3, 1},
 		{"PermanentFailsAtOnce", func(int) error { return permanent }, store.OutboxFailed, 1, 0},
-		{"TransientUntilLimit", func(int) error { return transient }, store.OutboxFailed, 3, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newOutboxEnv(t, "sqlite", "")
 			srv := smtptest.Start(t)
 			srv.Reply(tc.reply)
-			d := mail.NewDispatcher(e.st, smtpSenderTo(t, srv.Host(), srv.Port()), fastRetries(mail.DispatcherConfig{MaxAttempts: 3}), quiet)
+			d := mail.NewDispatcher(e.st, smtpSenderTo(t, srv.Host(), srv.Port()), fastRetries(mail.DispatcherConfig{}), quiet)
 			e.invite(t, "bob@example.com")
 			drain(t, d, func() bool { return e.counts(t)[store.OutboxPending] == 0 })
 			if c := e.counts(t); c[tc.wantStatus] != 1 {
@@ -350,4 +356,115 @@ func TestDispatcher_SlowBatchKeepsLease(t *testing.T) {
 	if got := len(srv.Messages()); got != n {
 		t.Errorf("got %d messages, want %d (each once)", got, n)
 	}
+}
+
+// countingSender counts the sends tried per recipient, whatever their outcome
+// (the SMTP server cannot count the attempts made while it is down).
+type countingSender struct {
+	mail.Sender
+	mu    sync.Mutex
+	tries map[string]int
+}
+
+func (s *countingSender) Send(ctx context.Context, m mail.Message) error {
+	s.mu.Lock()
+	s.tries[m.To]++
+	s.mu.Unlock()
+	return s.Sender.Send(ctx, m)
+}
+
+// fewestTries is the smallest number of sends tried for any of emails.
+func (s *countingSender) fewestTries(emails []string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fewest := s.tries[emails[0]]
+	for _, e := range emails {
+		fewest = min(fewest, s.tries[e])
+	}
+	return fewest
+}
+
+// TestDispatcher_OutlastsOutage: SMTP stays down for far more attempts than
+// the old budget (8) allowed, then comes back: every email is delivered,
+// exactly once each, and none failed meanwhile.
+func TestDispatcher_OutlastsOutage(t *testing.T) {
+	eachDialect(t, func(t *testing.T, dialect string) {
+		e := newOutboxEnv(t, dialect, "")
+		port := freePort(t)
+		sender := &countingSender{Sender: smtpSenderTo(t, "127.0.0.1", port), tries: map[string]int{}}
+		d := mail.NewDispatcher(e.st, sender, fastRetries(mail.DispatcherConfig{}), quiet)
+		var emails []string
+		for i := range 5 {
+			emails = append(emails, "user"+strconv.Itoa(i)+"@example.com")
+			e.invite(t, emails[i])
+		}
+		const outageAttempts = 20
+		drain(t, d, func() bool { return sender.fewestTries(emails) >= outageAttempts })
+		if c := e.counts(t); c[store.OutboxPending] != int64(len(emails)) || c[store.OutboxFailed] != 0 {
+			t.Fatalf("after %d failed attempts each: %v, want every message still pending", outageAttempts, c)
+		}
+		srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
+		drain(t, d, func() bool { return e.counts(t)[store.OutboxSent] == int64(len(emails)) })
+		for range 3 {
+			d.RunOnce(context.Background()) // a duplicate, if any, would be sent now
+		}
+		perRecipient := map[string]int{}
+		for _, m := range srv.Messages() {
+			perRecipient[strings.Join(m.To, ",")]++
+		}
+		for _, email := range emails {
+			if perRecipient[email] != 1 {
+				t.Errorf("%s received %d messages, want 1 (all: %v)", email, perRecipient[email], perRecipient)
+			}
+		}
+		if len(perRecipient) != len(emails) {
+			t.Errorf("recipients %v, want exactly %v", perRecipient, emails)
+		}
+	})
+}
+
+// TestDispatcher_GivesUpByAge: a transient failure fails a message only once
+// it is older than GiveUpAfter (72h by default), however few its attempts;
+// RequeueFailedOutbox gives it a fresh period and it is then delivered once.
+func TestDispatcher_GivesUpByAge(t *testing.T) {
+	eachDialect(t, func(t *testing.T, dialect string) {
+		var offset atomic.Int64 // the store's clock is this far from now
+		e := newOutboxEnvAt(t, dialect, "", func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+		offset.Store(int64(-72*time.Hour - time.Minute))
+		e.invite(t, "old@example.com")
+		offset.Store(int64(-71 * time.Hour))
+		e.invite(t, "young@example.com")
+		offset.Store(0)
+
+		srv := smtptest.Start(t)
+		srv.Reply(func(int) error {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		})
+		d := mail.NewDispatcher(e.st, smtpSenderTo(t, srv.Host(), srv.Port()), mail.DispatcherConfig{}, quiet)
+		if n, err := d.RunOnce(context.Background()); n != 2 || err != nil {
+			t.Fatalf("RunOnce: %d, %v; want both messages tried", n, err)
+		}
+		if c := e.counts(t); c[store.OutboxFailed] != 1 || c[store.OutboxPending] != 1 {
+			t.Fatalf("counts %v: want the 72h+ old message failed after one transient failure, the 71h old one pending", c)
+		}
+		failed, err := e.st.FailedOutbox(context.Background(), 10)
+		if err != nil || len(failed) != 1 || failed[0].Email != "old@example.com" || !strings.Contains(failed[0].LastError, "451") {
+			t.Fatalf("failed messages: %+v, %v; want old@example.com with the 451 reply as its last error", failed, err)
+		}
+
+		srv.Reply(nil)
+		requeued, skipped, err := e.st.RequeueFailedOutbox(context.Background(), store.OutboxFilter{})
+		if requeued != 1 || skipped != 0 || err != nil {
+			t.Fatalf("requeue: %d requeued, %d skipped, %v; want 1, 0", requeued, skipped, err)
+		}
+		// Sent now although its invitation is older than GiveUpAfter: the
+		// requeue restarted its age. (young@ waits out its backoff.)
+		drain(t, d, func() bool { return len(srv.Messages()) == 1 })
+		if m := srv.Messages()[0]; m.To[0] != "old@example.com" {
+			t.Errorf("delivered to %v, want old@example.com", m.To)
+		}
+		if c := e.counts(t); c[store.OutboxFailed] != 0 || c[store.OutboxSent] != 1 {
+			t.Errorf("counts %v after the requeue, want one sent, none failed", c)
+		}
+	})
 }

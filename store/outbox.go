@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 const (
 	OutboxPending   = "pending"   // waiting to be sent (possibly claimed by a dispatcher)
 	OutboxSent      = "sent"      // accepted by the SMTP server (or written as .eml)
-	OutboxFailed    = "failed"    // permanent failure or out of attempts
+	OutboxFailed    = "failed"    // permanent failure, or transient ones until the message was too old (mail-retry requeues it)
 	OutboxCancelled = "cancelled" // the invitation stopped being pending before it was sent
 )
 
@@ -20,6 +21,9 @@ const (
 // transaction as the invitation (transactional outbox). A dispatcher claims
 // it with a lease (ClaimedUntil) so that several can run on one database;
 // a claim that outlives its lease (a crashed dispatcher) is claimed again.
+//
+// Transient failures are retried until the message is older than the
+// dispatcher's give-up age, measured from QueuedSince.
 type OutboxMessage struct {
 	ID            int64     `gorm:"primaryKey"`
 	InvitationID  int64     `gorm:"not null;uniqueIndex:idx_outbox_unsent,where:status = 'pending'"`
@@ -30,10 +34,24 @@ type OutboxMessage struct {
 	ClaimToken    string `gorm:"not null;default:''"`
 	LastError     string `gorm:"not null;default:''"`
 	SentAt        *time.Time
-	CreatedAt     time.Time `gorm:"not null"`
-	UpdatedAt     time.Time `gorm:"not null"`
+	// RequeuedAt is when an operator last requeued the message (mail-retry).
+	// Nullable so that AutoMigrate can add it to existing tables on both
+	// databases (SQLite cannot add a column defaulting to the current time)
+	// and so that the invite statements, which do not name it, need no change.
+	RequeuedAt *time.Time
+	CreatedAt  time.Time `gorm:"not null"`
+	UpdatedAt  time.Time `gorm:"not null"`
 
 	Invitation Invitation `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// QueuedSince is where the message's age starts: when it was queued, or
+// requeued by an operator, who thereby grants it a full retry period again.
+func (m OutboxMessage) QueuedSince() time.Time {
+	if m.RequeuedAt != nil {
+		return *m.RequeuedAt
+	}
+	return m.CreatedAt
 }
 
 const enqueueSQL = `INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
@@ -154,4 +172,131 @@ func (s *Store) OutboxCounts(ctx context.Context) (map[string]int64, error) {
 		counts[r.Status] = r.N
 	}
 	return counts, nil
+}
+
+// OutboxFilter selects messages for RequeueFailedOutbox: all of them when
+// empty, else one workspace's or one message.
+type OutboxFilter struct {
+	Workspace string // workspace name
+	ID        int64  // outbox message id
+}
+
+// requeueSQL makes failed messages pending again, due now, with a fresh age
+// and backoff. The partial unique index idx_outbox_unsent allows one pending
+// message per invitation, so it takes only the newest failed message of each
+// invitation, and none of an invitation that already has a pending one (a
+// re-invite after the failure queued it): that one will carry the email.
+const requeueSQL = `
+UPDATE outbox_messages
+SET status = 'pending', attempts = 0, next_attempt_at = ?, requeued_at = ?,
+    claimed_until = NULL, claim_token = '', updated_at = ?
+WHERE status = 'failed' AND %s
+  AND id IN (SELECT MAX(id) FROM outbox_messages WHERE status = 'failed' GROUP BY invitation_id)
+  AND NOT EXISTS (SELECT 1 FROM outbox_messages p WHERE p.invitation_id = outbox_messages.invitation_id AND p.status = 'pending')`
+
+// RequeueFailedOutbox makes the failed messages f selects pending again so
+// the dispatcher sends them now. It returns how many it requeued and how many
+// it left failed because their invitation has (or now gets) a pending message.
+// Messages of invitations no longer pending are requeued too: the dispatcher
+// cancels them, as it would have before the failure.
+// ErrNotFound: f names a workspace or message that does not exist.
+func (s *Store) RequeueFailedOutbox(ctx context.Context, f OutboxFilter) (requeued, skipped int64, err error) {
+	// On PostgreSQL an invite committing between this statement's snapshot
+	// and its write can queue a pending message for the same invitation: the
+	// update then violates idx_outbox_unsent. Running it again sees that
+	// message and skips the invitation.
+	for range 3 {
+		requeued, skipped, err = s.requeueFailedOutbox(ctx, f)
+		if !errors.Is(err, gorm.ErrDuplicatedKey) {
+			break
+		}
+	}
+	return requeued, skipped, err
+}
+
+func (s *Store) requeueFailedOutbox(ctx context.Context, f OutboxFilter) (requeued, skipped int64, err error) {
+	now := s.now()
+	err = s.inTx(ctx, func(tx *gorm.DB) error {
+		scope, args := "1 = 1", []any{}
+		switch {
+		case f.ID != 0:
+			var n int64
+			if err := tx.Model(&OutboxMessage{}).Where("id = ?", f.ID).Count(&n).Error; err != nil {
+				return err
+			}
+			if n == 0 {
+				return errorf(ErrNotFound, "outbox message %d does not exist", f.ID)
+			}
+			scope, args = "id = ?", []any{f.ID}
+		case f.Workspace != "":
+			var ws Workspace
+			if err := tx.Select("id").Where("name = ?", f.Workspace).Take(&ws).Error; err != nil {
+				if errors.Is(err, gorm.ErrRecordNotFound) {
+					return errorf(ErrNotFound, "workspace %q does not exist", f.Workspace)
+				}
+				return err
+			}
+			scope, args = "invitation_id IN (SELECT id FROM invitations WHERE workspace_id = ?)", []any{ws.ID}
+		}
+		res := tx.Exec(fmt.Sprintf(requeueSQL, scope), append([]any{now, now, now}, args...)...)
+		if res.Error != nil {
+			return res.Error
+		}
+		requeued = res.RowsAffected
+		return tx.Model(&OutboxMessage{}).Where("status = ? AND "+scope, append([]any{OutboxFailed}, args...)...).Count(&skipped).Error
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("requeue failed emails: %w", err)
+	}
+	return requeued, skipped, nil
+}
+
+// OutboxEntry describes a message for operators (mail-status).
+type OutboxEntry struct {
+	ID          int64
+	Workspace   string
+	Email       string // the recipient
+	Attempts    int
+	QueuedSince time.Time // where its age starts (OutboxMessage.QueuedSince)
+	UpdatedAt   time.Time // for a failed message: when it failed
+	LastError   string
+}
+
+// OldestPendingOutbox returns the pending message queued longest ago; ok is
+// false when nothing is pending.
+func (s *Store) OldestPendingOutbox(ctx context.Context) (e OutboxEntry, ok bool, err error) {
+	entries, err := s.outboxEntries(ctx, OutboxPending, "COALESCE(o.requeued_at, o.created_at), o.id", 1)
+	if err != nil || len(entries) == 0 {
+		return OutboxEntry{}, false, err
+	}
+	return entries[0], true, nil
+}
+
+// FailedOutbox returns up to limit failed messages, the latest failure first.
+func (s *Store) FailedOutbox(ctx context.Context, limit int) ([]OutboxEntry, error) {
+	return s.outboxEntries(ctx, OutboxFailed, "o.updated_at DESC, o.id DESC", limit)
+}
+
+func (s *Store) outboxEntries(ctx context.Context, status, order string, limit int) ([]OutboxEntry, error) {
+	var rows []struct {
+		OutboxMessage
+		Workspace string
+		Email     string
+	}
+	err := s.read.WithContext(ctx).Raw(`
+SELECT o.*, w.name AS workspace, i.email
+FROM outbox_messages o
+JOIN invitations i ON i.id = o.invitation_id
+JOIN workspaces w ON w.id = i.workspace_id
+WHERE o.status = ?
+ORDER BY `+order+` LIMIT ?`, status, limit).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("list %s emails: %w", status, err)
+	}
+	entries := make([]OutboxEntry, len(rows))
+	for i, r := range rows {
+		entries[i] = OutboxEntry{ID: r.ID, Workspace: r.Workspace, Email: r.Email, Attempts: r.Attempts,
+			QueuedSince: r.QueuedSince(), UpdatedAt: r.UpdatedAt, LastError: r.LastError}
+	}
+	return entries, nil
 }
