@@ -112,3 +112,84 @@ func TestMail_Worker(t *testing.T) {
 		t.Errorf("mail-worker exited %d: %s", r.code, r.stderr)
 	}
 }
+
+// TestMail_GiveUpThenRetry: with SMTP down, a message older than
+// --mail-give-up-after becomes failed (mail-status says which and why);
+// `mail-retry` requeues it once SMTP is back and it is delivered once.
+func TestMail_GiveUpThenRetry(t *testing.T) {
+	for _, dialect := range storetest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := l.Addr().(*net.TCPAddr).Port
+			l.Close() // SMTP is down
+			f := newFixture(t, dialect, append(smtpFlags(port), "--mail-give-up-after", "300ms")...)
+			f.invite(t, "bob@example.com")
+			st := f.store()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				c, err := st.OutboxCounts(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c["failed"] == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no failed message after 20s: %v", c)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			status := mustCLI(t, f.args("mail-status")...)
+			for _, want := range []string{"pending 0\nsent 0\nfailed 1\ncancelled 0\noldest_pending_age 0s\n", "acme", "bob@example.com", "mail: connect to 127.0.0.1:" + strconv.Itoa(port)} {
+				if !strings.Contains(status, want) {
+					t.Errorf("mail-status lacks %q:\n%s", want, status)
+				}
+			}
+
+			// Refused requeues change nothing.
+			for _, args := range [][]string{{"--workspace", "nope"}, {"--id", "999999"}, {"--workspace", "acme", "--id", "1"}, {"--id", "-1"}, {"extra"}} {
+				if r := runCLI(t, f.args(append([]string{"mail-retry"}, args...)...)...); r.code == 0 || r.stderr == "" {
+					t.Errorf("mail-retry %v: exit %d, stderr %q; want an error", args, r.code, r.stderr)
+				}
+			}
+			if c, _ := st.OutboxCounts(context.Background()); c["failed"] != 1 || c["pending"] != 0 {
+				t.Fatalf("a refused mail-retry changed the outbox: %v", c)
+			}
+
+			srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
+			if out := mustCLI(t, f.args("mail-retry", "--workspace", "acme")...); out != "requeued 1" {
+				t.Errorf("mail-retry: %q, want \"requeued 1\"", out)
+			}
+			msgs := srv.WaitFor(t, 1, 30*time.Second)
+			if msgs[0].To[0] != "bob@example.com" {
+				t.Errorf("delivered to %v", msgs[0].To)
+			}
+			time.Sleep(200 * time.Millisecond) // a duplicate, if any, arrives meanwhile
+			if got := len(srv.Messages()); got != 1 {
+				t.Errorf("got %d messages, want 1", got)
+			}
+			if status := mustCLI(t, f.args("mail-status")...); !strings.HasPrefix(status, "pending 0\nsent 1\nfailed 0\n") {
+				t.Errorf("mail-status after the retry:\n%s", status)
+			}
+		})
+	}
+}
+
+// TestMail_RetryFlagsMustBePositive: a zero duration would silently mean the
+// default (72h for --mail-give-up-after), so it is refused.
+func TestMail_RetryFlagsMustBePositive(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	for _, flag := range []string{"--mail-give-up-after", "--mail-backoff-base", "--mail-lease"} {
+		// Bounded: a worker that accepted the flag would run until ctx ends, exit 0.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var out, errOut strings.Builder
+		code := run(ctx, append(e.args("mail-worker"), flag, "0"), &out, &errOut)
+		cancel()
+		if code == 0 || !strings.Contains(errOut.String(), flag) {
+			t.Errorf("mail-worker %s 0: exit %d, stderr %q; want an error naming the flag", flag, code, errOut.String())
+		}
+	}
+}
