@@ -52,8 +52,11 @@ func NewRedis(url, prefix string, log *slog.Logger) (*Redis, error) {
 		return nil, fmt.Errorf("--redis: %w (expected redis://host:6379/0 or rediss://…)", err)
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = redisTimeout, redisTimeout, redisTimeout, redisTimeout
-	opts.MaxRetries = -1 // the fallback is the retry
+	opts.MaxRetries, opts.DialerRetries = -1, 1 // the fallback is the retry
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	// go-redis prints its own connection errors to stderr; the outage
+	// warning below says the same once a minute, through the server's log.
+	redis.SetLogger(quietRedisLog{})
 	client := redis.NewClient(opts)
 	return &Redis{client: client, limiter: redis_rate.NewLimiter(client), fallback: NewMemory(0), prefix: prefix, log: log}, nil
 }
@@ -97,3 +100,9 @@ func (r *Redis) down(now time.Time, err error) {
 			"err", errors.Join(ErrUnavailable, err))
 	}
 }
+
+// quietRedisLog drops go-redis's internal log lines (process-wide: this
+// process talks to Redis only here).
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
