@@ -5,6 +5,9 @@ GO ?= go
 # Set it empty (TEST_POSTGRES_DSN=) to skip the PostgreSQL tests, which say so.
 TEST_POSTGRES_DSN ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export TEST_POSTGRES_DSN
+# Redis for the shared rate-limit tests; TEST_REDIS_URL= skips them.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+export TEST_REDIS_URL
 
 .PHONY: run build test generate check-generated lint bench bench-micro
 
