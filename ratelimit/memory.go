@@ -86,3 +86,10 @@ func resultFromTokens(q Quota, allowed bool, tokens float64) Result {
 	}
 	return r
 }
+
+// Len is the number of keys remembered.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.buckets)
+}
