@@ -25,9 +25,12 @@ import (
 
 // Principal is the authenticated caller.
 type Principal struct {
-	Sub    string
-	Email  string
-	Scopes []string
+	Sub   string
+	Email string
+	// EmailVerified tells whether Email may be trusted as the caller's
+	// address (see AuthConfig.RequireEmailVerified).
+	EmailVerified bool
+	Scopes        []string
 	// APIKey is set when the caller authenticated with an API key; the key
 	// binds the caller to one workspace.
 	APIKey *store.APIKey
@@ -65,6 +68,12 @@ type AuthConfig struct {
 	PublicKeyFile string
 	Issuer        string // required iss; empty: not checked (dev issuer: always checked)
 	Audience      string // required aud; empty: not checked
+	// RequireEmailVerified makes a token's email count only with
+	// "email_verified": true. Without it a token with no email_verified claim
+	// is trusted as its issuer's word (access tokens of Auth0, Okta or Entra
+	// ID carry an email only where the operator mapped one in, and often
+	// without the claim); "email_verified": false is refused either way.
+	RequireEmailVerified bool
 	// DevIssuer is the development issuer, trusted only when no external one is configured.
 	DevIssuer *DevIssuer
 }
@@ -78,13 +87,68 @@ func (c AuthConfig) External() bool {
 // "none" and HMAC (which would let a public key be used as a shared secret).
 var allowedAlgs = []string{"EdDSA", "ES256", "RS256"}
 
-// tokenClaims are the claims read from an access token.
+// tokenClaims are the claims read from an access token. They implement
+// jwt.Claims themselves instead of embedding jwt.RegisteredClaims, whose
+// NumericDate also takes a date written as a JSON string ("exp":"1700000000").
 type tokenClaims struct {
-	jwt.RegisteredClaims
-	Email string    `json:"email,omitempty"`
-	Scope string    `json:"scope,omitempty"`
-	Scp   scopeList `json:"scp,omitempty"`
+	Issuer        string           `json:"iss,omitempty"`
+	Subject       string           `json:"sub,omitempty"`
+	Audience      jwt.ClaimStrings `json:"aud,omitempty"`
+	ExpiresAt     *numericDate     `json:"exp,omitempty"`
+	NotBefore     *numericDate     `json:"nbf,omitempty"`
+	IssuedAt      *numericDate     `json:"iat,omitempty"`
+	Email         string           `json:"email,omitempty"`
+	EmailVerified optionalBool     `json:"email_verified,omitzero"`
+	Scope         string           `json:"scope,omitempty"`
+	Scp           scopeList        `json:"scp,omitempty"`
 }
+
+func (c tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date(), nil }
+func (c tokenClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.date(), nil }
+func (c tokenClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.date(), nil }
+func (c tokenClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c tokenClaims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+// numericDate is an RFC 7519 NumericDate: a JSON number of seconds, never a
+// string, which jwt.NumericDate would also accept.
+type numericDate struct{ jwt.NumericDate }
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '-' && (b[0] < '0' || b[0] > '9') {
+		return errNotNumericDate
+	}
+	return d.NumericDate.UnmarshalJSON(b)
+}
+
+var errNotNumericDate = errors.New("exp, nbf and iat must be JSON numbers (RFC 7519 NumericDate)")
+
+func (d *numericDate) date() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
+}
+
+// optionalBool is a boolean claim that remembers whether it was sent. A few
+// issuers (older Amazon Cognito) write email_verified as the string "true"
+// or "false", so those count too; null counts as false (the issuer says it
+// does not know); anything else is refused rather than read as absent.
+type optionalBool struct{ present, value bool }
+
+func (b *optionalBool) UnmarshalJSON(raw []byte) error {
+	switch string(raw) {
+	case "true", `"true"`:
+		*b = optionalBool{present: true, value: true}
+	case "false", `"false"`, "null":
+		*b = optionalBool{present: true}
+	default:
+		return errors.New("email_verified must be true or false")
+	}
+	return nil
+}
+
+func (b optionalBool) MarshalJSON() ([]byte, error) { return json.Marshal(b.value) }
 
 // scopeList accepts scp as an array (Okta, Azure) or a space-separated string.
 type scopeList []string
@@ -99,8 +163,22 @@ func (s *scopeList) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &str); err != nil {
 		return errors.New("scp must be a string or an array of strings")
 	}
-	*s = strings.Fields(str)
+	*s = splitScopes(str)
 	return nil
+}
+
+// splitScopes splits a scope string on U+0020 only, as RFC 6749 §3.3
+// defines it; empty items (repeated spaces) are dropped. strings.Fields would
+// also split on a no-break space, so "workspaces:list\u00a0admin" would
+// grant admin.
+func splitScopes(s string) []string {
+	var scopes []string
+	for item := range strings.SplitSeq(s, " ") {
+		if item != "" {
+			scopes = append(scopes, item)
+		}
+	}
+	return scopes
 }
 
 // JWTVerifier checks access tokens. Verified tokens are cached (signature
@@ -111,6 +189,8 @@ type JWTVerifier struct {
 	parser  *jwt.Parser
 	closeFn func()
 	now     func() time.Time
+	// requireEmailVerified: AuthConfig.RequireEmailVerified.
+	requireEmailVerified bool
 
 	mu    sync.RWMutex
 	cache map[string]cachedToken
@@ -134,8 +214,12 @@ func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
 		jwt.WithValidMethods(allowedAlgs),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(30 * time.Second),
+		// Canonical base64url only: leniently decoded, a token with another
+		// last character can carry the same signature bytes.
+		jwt.WithStrictDecoding(),
 	}
-	v := &JWTVerifier{closeFn: func() {}, now: time.Now, cache: make(map[string]cachedToken)}
+	v := &JWTVerifier{closeFn: func() {}, now: time.Now, cache: make(map[string]cachedToken),
+		requireEmailVerified: cfg.RequireEmailVerified}
 	switch {
 	case cfg.JWKSURL != "":
 		kctx, cancel := context.WithCancel(ctx)
@@ -224,9 +308,12 @@ func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 	if claims.Subject == "" {
 		return nil, time.Time{}, errors.New("invalid token: no sub claim")
 	}
-	scopes := strings.Fields(claims.Scope)
-	scopes = append(scopes, claims.Scp...)
-	return &Principal{Sub: claims.Subject, Email: store.NormalizeEmail(claims.Email), Scopes: scopes},
+	scopes := append(splitScopes(claims.Scope), claims.Scp...)
+	verified := !v.requireEmailVerified
+	if claims.EmailVerified.present {
+		verified = claims.EmailVerified.value
+	}
+	return &Principal{Sub: claims.Subject, Email: store.NormalizeEmail(claims.Email), EmailVerified: verified, Scopes: scopes},
 		claims.ExpiresAt.Time, nil
 }
 
@@ -245,6 +332,8 @@ func tokenErrorReason(err error) string {
 		return "wrong audience"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "a required claim (exp) is missing"
+	case errors.Is(err, errNotNumericDate):
+		return errNotNumericDate.Error()
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed token"
 	}
@@ -275,23 +364,47 @@ func readPublicKey(path string) (crypto.PublicKey, error) {
 	return nil, fmt.Errorf("%s: unsupported key type %T (use Ed25519, ECDSA P-256 or RSA)", path, key)
 }
 
-// credentialHeaders are read in order: Blaxel's SDKs and CLI send
+// credentialHeaders carry the bearer credential: Blaxel's SDKs and CLI send
 // "X-Blaxel-Authorization: Bearer <key or token>"; everything else sends
 // the standard "Authorization: Bearer".
 var credentialHeaders = []string{"X-Blaxel-Authorization", "Authorization"}
 
+// errTwoCredentials: the request carries two different credentials. Which
+// one counts would depend on who reads the request (a proxy, a log, this
+// server), so neither does; it is the client's mistake, not a failed
+// authentication (400, not 401).
+var errTwoCredentials = errors.New("two different credentials sent (Authorization and X-Blaxel-Authorization, or one of them twice): send one")
+
 // bearerCredential extracts the bearer credential, or "" when none is sent.
+// The same credential in both headers is fine (some clients set both); any
+// two different values are errTwoCredentials, checked before the form so that
+// a second credential of another kind (Basic) is not silently ignored.
 func bearerCredential(r *http.Request) (string, error) {
+	var header, value, cred string
+	var ok bool
 	for _, h := range credentialHeaders {
-		v := r.Header.Get(h)
-		if v == "" {
-			continue
+		for _, v := range r.Header.Values(h) {
+			if v == "" {
+				continue
+			}
+			c, isBearer := bearerToken(v)
+			same := v == value || isBearer && ok && c == cred
+			if header != "" && !same {
+				return "", errTwoCredentials
+			}
+			header, value, cred, ok = h, v, c, isBearer
 		}
-		scheme, cred, ok := strings.Cut(v, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(cred) == "" {
-			return "", fmt.Errorf("the %s header must be \"Bearer <token or API key>\"", h)
-		}
-		return strings.TrimSpace(cred), nil
 	}
-	return "", nil
+	if header != "" && !ok {
+		return "", fmt.Errorf("the %s header must be \"Bearer <token or API key>\"", header)
+	}
+	return cred, nil
+}
+
+// bearerToken returns the credential of a "Bearer <credential>" header value
+// (the scheme name is case-insensitive, RFC 9110 §11.1).
+func bearerToken(v string) (string, bool) {
+	scheme, cred, ok := strings.Cut(v, " ")
+	cred = strings.TrimSpace(cred)
+	return cred, ok && strings.EqualFold(scheme, "Bearer") && cred != ""
 }

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,3 +159,172 @@ func TestJWTVerifier_KeyConfusion(t *testing.T) {
 		}
 	}
 }
+
+// verifierFor is a verifier trusting k's public key as a PEM file.
+func verifierFor(t *testing.T, k issuerKey, cfg server.AuthConfig) *server.JWTVerifier {
+	t.Helper()
+	cfg.PublicKeyFile = filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(cfg.PublicKeyFile, k.pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := server.NewJWTVerifier(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	return v
+}
+
+// TestJWTVerifier_ScopesSplitOnSpaceOnly: scope strings are split on U+0020
+// only (RFC 6749 §3.3), so a no-break space or a tab joins two names into
+// one that matches nothing; repeated spaces are harmless.
+func TestJWTVerifier_ScopesSplitOnSpaceOnly(t *testing.T) {
+	k := newIssuerKeys(t)[2]
+	v := verifierFor(t, k, server.AuthConfig{})
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		claim, value string
+		has, lacks   []string
+	}{
+		{"scope", "workspaces:list\u00a0admin", nil, []string{"admin", "workspaces:list", "workspaces:invite"}},
+		{"scp", "workspaces:list\u00a0admin", nil, []string{"admin", "workspaces:list"}},
+		{"scope", "workspaces:list\tadmin", nil, []string{"admin", "workspaces:list"}},
+		{"scope", "workspaces:list\u2003admin", nil, []string{"admin", "workspaces:list"}},
+		{"scope", "  workspaces:list   workspaces:invite ", []string{"workspaces:list", "workspaces:invite"}, []string{"admin", ""}},
+		{"scp", " workspaces:list  workspaces:invite", []string{"workspaces:list", "workspaces:invite"}, []string{"admin"}},
+	} {
+		p, _, err := v.Verify(k.sign(t, jwt.MapClaims{"sub": "u", "exp": exp, tc.claim: tc.value}))
+		if err != nil {
+			t.Fatalf("%s %q: %v", tc.claim, tc.value, err)
+		}
+		if len(tc.has) > 0 && !p.HasScopes(tc.has) {
+			t.Errorf("%s %q: scopes %q, want %q", tc.claim, tc.value, p.Scopes, tc.has)
+		}
+		for _, s := range tc.lacks {
+			if p.HasScopes([]string{s}) {
+				t.Errorf("%s %q: scopes %q grant %q", tc.claim, tc.value, p.Scopes, s)
+			}
+		}
+	}
+}
+
+// TestJWTVerifier_NumericDatesOnly: exp, nbf and iat written as JSON strings
+// are refused (RFC 7519 NumericDate is a number); numbers, fractional ones
+// included, are accepted.
+func TestJWTVerifier_NumericDatesOnly(t *testing.T) {
+	k := newIssuerKeys(t)[2]
+	v := verifierFor(t, k, server.AuthConfig{})
+	now := time.Now()
+	exp, past := now.Add(time.Hour).Unix(), now.Add(-time.Minute).Unix()
+	str := func(n int64) string { return strconv.FormatInt(n, 10) }
+	for name, c := range map[string]jwt.MapClaims{
+		"exp string": {"sub": "u", "exp": str(exp)},
+		"nbf string": {"sub": "u", "exp": exp, "nbf": str(past)},
+		"iat string": {"sub": "u", "exp": exp, "iat": str(past)},
+		"exp bool":   {"sub": "u", "exp": true},
+	} {
+		_, _, err := v.Verify(k.sign(t, c))
+		if err == nil || !strings.HasPrefix(err.Error(), "invalid token") {
+			t.Errorf("%s: got %v, want refused", name, err)
+		}
+	}
+	if _, _, err := v.Verify(k.sign(t, jwt.MapClaims{"sub": "u", "exp": float64(exp) + 0.5, "nbf": past, "iat": past})); err != nil {
+		t.Errorf("numeric dates: %v", err)
+	}
+}
+
+// TestJWTVerifier_StrictBase64: a signature whose last base64url character
+// carries non-zero unused bits decodes, leniently, to the same bytes; it is
+// refused so that one token has one spelling.
+func TestJWTVerifier_StrictBase64(t *testing.T) {
+	k := newIssuerKeys(t)[2] // Ed25519: 64 signature bytes, 86 characters, 4 unused bits at the end
+	v := verifierFor(t, k, server.AuthConfig{})
+	tok := k.sign(t, jwt.MapClaims{"sub": "u", "exp": time.Now().Add(time.Hour).Unix()})
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	variant := tok[:len(tok)-1] + string(alphabet[last|1])
+	if variant == tok {
+		variant = tok[:len(tok)-1] + string(alphabet[last|2])
+	}
+	orig, _ := base64.RawURLEncoding.DecodeString(tok[strings.LastIndexByte(tok, '.')+1:])
+	same, err := base64.RawURLEncoding.DecodeString(variant[strings.LastIndexByte(variant, '.')+1:])
+	if err != nil || string(orig) != string(same) {
+		t.Fatalf("test setup: the variant must decode leniently to the same signature (%v)", err)
+	}
+	if _, _, err := v.Verify(tok); err != nil {
+		t.Fatalf("original token: %v", err)
+	}
+	if _, _, err := v.Verify(variant); err == nil {
+		t.Error("a non-canonical spelling of the signature was accepted")
+	}
+}
+
+// TestJWTVerifier_EmailVerified: email_verified false always makes the email
+// untrusted; a token without the claim is trusted unless the verifier
+// requires the claim; the development issuer vouches for the email it puts in.
+func TestJWTVerifier_EmailVerified(t *testing.T) {
+	k := newIssuerKeys(t)[2]
+	lenient := verifierFor(t, k, server.AuthConfig{})
+	strict := verifierFor(t, k, server.AuthConfig{RequireEmailVerified: true})
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		name            string
+		claim           any // nil: no email_verified claim
+		lenient, strict bool
+	}{
+		{"true", true, true, true},
+		{"false", false, false, false},
+		{"absent", nil, true, false},
+		{"string true", "true", true, true},
+		{"string false", "false", false, false},
+		{"null", jsonNull{}, false, false},
+	} {
+		c := jwt.MapClaims{"sub": "u", "exp": exp, "email": "u@example.com"}
+		if tc.claim != nil {
+			c["email_verified"] = tc.claim
+		}
+		tok := k.sign(t, c)
+		for _, v := range []struct {
+			v    *server.JWTVerifier
+			want bool
+		}{{lenient, tc.lenient}, {strict, tc.strict}} {
+			p, _, err := v.v.Verify(tok)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if p.EmailVerified != v.want {
+				t.Errorf("%s: EmailVerified %v, want %v", tc.name, p.EmailVerified, v.want)
+			}
+		}
+	}
+	for _, bad := range []any{"yes", 1, "", map[string]any{}} {
+		tok := k.sign(t, jwt.MapClaims{"sub": "u", "exp": exp, "email": "u@example.com", "email_verified": bad})
+		if _, _, err := lenient.Verify(tok); err == nil {
+			t.Errorf("email_verified %#v: accepted, want refused", bad)
+		}
+	}
+
+	dev, err := server.LoadDevIssuer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	devVerifier, err := server.NewJWTVerifier(context.Background(), server.AuthConfig{DevIssuer: dev, RequireEmailVerified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for email, want := range map[string]bool{"u@example.com": true, "": false} {
+		tok, err := dev.Sign(server.TokenRequest{Sub: "u", Email: email, TTL: time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, _, err := devVerifier.Verify(tok); err != nil || p.EmailVerified != want {
+			t.Errorf("development token with email %q: got %+v %v, want EmailVerified %v", email, p, err, want)
+		}
+	}
+}
+
+// jsonNull marshals as JSON null (a nil in MapClaims would too, but the test
+// table uses nil for "no claim").
+type jsonNull struct{}
+
+func (jsonNull) MarshalJSON() ([]byte, error) { return []byte("null"), nil }

@@ -104,6 +104,11 @@ func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.
 // resolve classifies and verifies the request's credential.
 func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 	cred, err := bearerCredential(r)
+	if errors.Is(err, errTwoCredentials) {
+		// Answered before either credential is checked, so sending two
+		// tells nothing about either.
+		return nil, &authError{status: http.StatusBadRequest, applies: true, presented: true, message: err.Error()}
+	}
 	if err != nil {
 		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, message: err.Error()}
 	}

@@ -72,7 +72,10 @@ func toWorkspaceUser(u store.UserEntry) gen.WorkspaceUser {
 // person returns the caller of an operation that acts on a person's own
 // invitations or memberships across workspaces. API keys are refused: a key
 // belongs to one workspace and acts for a member inside it only. With
-// needEmail, the token must carry the email invitations are matched by.
+// needEmail, the token must carry the email invitations are matched by, and
+// that email must be verified: whoever can show an invitation's address
+// can join the workspace, so an address the IdP says it has not checked
+// (a self-registered account) must not be enough.
 func person(ctx context.Context, needEmail bool) (*Principal, error) {
 	p := PrincipalFrom(ctx)
 	switch {
@@ -82,6 +85,8 @@ func person(ctx context.Context, needEmail bool) (*Principal, error) {
 		return nil, newError(http.StatusForbidden, "API keys act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
 	case needEmail && p.Email == "":
 		return nil, newError(http.StatusForbidden, "the token has no email claim: invitations are matched by the caller's email")
+	case needEmail && !p.EmailVerified:
+		return nil, newError(http.StatusForbidden, "the token's email is not verified (email_verified is not true): verify the address with your identity provider, then get a new token")
 	}
 	return p, nil
 }

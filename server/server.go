@@ -34,6 +34,9 @@ type Config struct {
 	// X-Forwarded-For names the client (for per-address limits and logs);
 	// empty: the client is the TCP peer and X-Forwarded-For is ignored.
 	TrustedProxies []*net.IPNet
+	// AllowLocalEmailDomains relaxes the email rule for development
+	// (store.EmailOptions.AllowLocalDomains): user@localhost, user@127.0.0.1.
+	AllowLocalEmailDomains bool
 }
 
 // Server implements the generated strict server interface.
@@ -54,7 +57,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = 64 << 10
 	}
-	doc, err := LoadSpec(ctx)
+	doc, err := LoadSpec(ctx, store.EmailOptions{AllowLocalDomains: cfg.AllowLocalEmailDomains})
 	if err != nil {
 		return nil, nil, err
 	}

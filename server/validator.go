@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -19,31 +18,19 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"controlplane/gen"
+	"controlplane/store"
 )
 
 // APIBasePath is where the spec's operations are served, as upstream
 // (https://api.blaxel.ai/v0).
 const APIBasePath = "/v0"
 
-// emailPattern is the WHATWG (HTML5 <input type=email>) definition: what
-// users expect a form to accept, ASCII only, no quoted local parts, no
-// display names, no spaces or CR/LF, so nothing can smuggle mail headers.
-var emailPattern = regexp.MustCompile(`^[a-zA-Z0-9.!#$%&'*+/=?^_` + "`" + `{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
-
-// maxEmailLength is the longest address SMTP can carry (RFC 5321 path limit).
-const maxEmailLength = 254
-
-func validateEmail(s string) error {
-	if len(s) > maxEmailLength || !emailPattern.MatchString(s) {
-		return errors.New("not a valid email address (expected name@domain.tld: ASCII letters, digits and .!#$%&'*+/=?^_`{|}~- before the @, no spaces or display name)")
-	}
-	return nil
-}
-
 // LoadSpec returns the embedded spec prepared for serving: one server at
 // APIBasePath (upstream's absolute servers would make the router reject
 // localhost), the email format registered, and the document validated.
-func LoadSpec(ctx context.Context) (*openapi3.T, error) {
+// emails, at most one, relaxes the email rule (store.CheckEmail); without it
+// the production rule applies.
+func LoadSpec(ctx context.Context, emails ...store.EmailOptions) (*openapi3.T, error) {
 	doc, err := gen.GetSpec()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded spec: %w", err)
@@ -57,7 +44,13 @@ func LoadSpec(ctx context.Context) (*openapi3.T, error) {
 	}
 	// kin-openapi checks no formats unless given validators; the options
 	// built from doc (GetSchemaValidationOptions) carry this one.
-	doc.SetStringFormatValidator("email", openapi3.NewCallbackValidator(validateEmail))
+	var rule store.EmailOptions
+	if len(emails) > 0 {
+		rule = emails[0]
+	}
+	doc.SetStringFormatValidator("email", openapi3.NewCallbackValidator(func(s string) error {
+		return store.CheckEmail(s, rule)
+	}))
 	if err := doc.Validate(ctx); err != nil {
 		return nil, fmt.Errorf("openapi/controlplane.yml is invalid: %w", err)
 	}
@@ -150,10 +143,68 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) e
 	}
 	// The validator's and handler's decoders stop after the first value, so
 	// `{…} garbage` or two objects would pass: require exactly one JSON value.
-	if mediaType == echo.MIMEApplicationJSON && len(body) > 0 && !json.Valid(body) {
-		return newError(http.StatusBadRequest, "request body is not valid JSON (exactly one JSON value expected)")
+	if mediaType == echo.MIMEApplicationJSON && len(body) > 0 {
+		if !json.Valid(body) {
+			return newError(http.StatusBadRequest, "request body is not valid JSON (exactly one JSON value expected)")
+		}
+		// Decoders disagree on a repeated member name (Go's keeps the last,
+		// others the first), so a proxy or log reading the body could see a
+		// different request than the handler: refuse it (RFC 8259 §4 says
+		// names SHOULD be unique; RFC 7493 I-JSON says MUST).
+		if name, ok := duplicateName(body); ok {
+			return newError(http.StatusBadRequest, fmt.Sprintf("request body has the member %q twice in one object", name))
+		}
 	}
 	return nil
+}
+
+// duplicateName returns a member name that occurs twice in one object of
+// body, which must be valid JSON. Bodies with fewer than two colons cannot
+// have two members anywhere and skip the walk: that is every invite
+// ({"email":…}) and role change, so the hot path pays a byte count only.
+func duplicateName(body []byte) (string, bool) {
+	if bytes.Count(body, []byte{':'}) < 2 {
+		return "", false
+	}
+	// One entry per open object or array: the object's names so far (nil
+	// for an array), and whether the next token is a name.
+	type level struct {
+		names    map[string]struct{}
+		wantName bool
+	}
+	var stack []level
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // as text: 1e400 would fail as a float64 and end the walk early
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false // io.EOF: json.Valid vouched for the rest
+		}
+		if n := len(stack); n > 0 && stack[n-1].names != nil {
+			top := &stack[n-1]
+			if top.wantName {
+				if name, ok := tok.(string); ok {
+					if _, seen := top.names[name]; seen {
+						return name, true
+					}
+					top.names[name] = struct{}{}
+					top.wantName = false
+					continue
+				}
+				// Not a name: the object's closing brace, handled below.
+			} else {
+				top.wantName = true // this token starts the member's value
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, level{names: map[string]struct{}{}, wantName: true})
+		case json.Delim('['):
+			stack = append(stack, level{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+	}
 }
 
 func contentTypes(content openapi3.Content) []string {

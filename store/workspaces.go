@@ -13,12 +13,15 @@ import (
 // workspaceNamePattern is the DNS-label shape upstream workspace names have.
 var workspaceNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// NormalizeEmail is the one canonical form emails are stored and compared in.
-func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
-
 // CreateWorkspace creates a workspace and its first admin member in one
-// transaction. Returns ErrConflict if the name is taken, ErrInvalid for a bad name.
-func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub, adminEmail string) (Workspace, error) {
+// transaction. Returns ErrConflict if the name is taken, ErrInvalid for a bad
+// name or an email CheckEmail refuses (with emails[0] when given: the CLI
+// passes --allow-local-email-domains this way).
+func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub, adminEmail string, emails ...EmailOptions) (Workspace, error) {
+	adminEmail = NormalizeEmail(adminEmail)
+	if err := checkMemberEmail(adminEmail, emails); err != nil {
+		return Workspace{}, err
+	}
 	if !workspaceNamePattern.MatchString(name) {
 		return Workspace{}, errorf(ErrInvalid, "workspace name %q must be 1-63 lower-case letters, digits or '-', not starting or ending with '-'", name)
 	}
@@ -36,7 +39,7 @@ func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub
 			}
 			return fmt.Errorf("create workspace: %w", err)
 		}
-		m := Member{WorkspaceID: ws.ID, Sub: adminSub, Email: NormalizeEmail(adminEmail), Role: RoleAdmin,
+		m := Member{WorkspaceID: ws.ID, Sub: adminSub, Email: adminEmail, Role: RoleAdmin,
 			Audit: Audit{CreatedBy: adminSub, UpdatedBy: adminSub}}
 		if err := tx.Create(&m).Error; err != nil {
 			return fmt.Errorf("create admin member: %w", err)
@@ -78,10 +81,16 @@ func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Memb
 }
 
 // AddMember adds sub to the workspace called workspaceName with role.
-// Returns ErrNotFound for an unknown workspace, ErrConflict if sub is already a member.
-func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, by string) (Member, error) {
+// Returns ErrNotFound for an unknown workspace, ErrConflict if sub is already
+// a member, ErrInvalid for a bad role or an email CheckEmail refuses (with
+// emails[0] when given); an empty email is a service account's.
+func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, by string, emails ...EmailOptions) (Member, error) {
 	if role != RoleAdmin && role != RoleMember {
 		return Member{}, errorf(ErrInvalid, "role must be %q or %q", RoleAdmin, RoleMember)
+	}
+	email = NormalizeEmail(email)
+	if err := checkMemberEmail(email, emails); err != nil {
+		return Member{}, err
 	}
 	var ws Workspace
 	if err := s.read.WithContext(ctx).Where("name = ?", workspaceName).Take(&ws).Error; err != nil {
@@ -90,7 +99,7 @@ func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, 
 		}
 		return Member{}, err
 	}
-	m := Member{WorkspaceID: ws.ID, Sub: sub, Email: NormalizeEmail(email), Role: role,
+	m := Member{WorkspaceID: ws.ID, Sub: sub, Email: email, Role: role,
 		Audit: Audit{CreatedBy: by, UpdatedBy: by}}
 	if err := s.inTx(ctx, func(tx *gorm.DB) error { return tx.Create(&m).Error }); err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {

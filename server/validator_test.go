@@ -1,0 +1,51 @@
+package server
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// TestDuplicateName: a member name repeated in one object is found at any
+// depth, however it is escaped; the same name in different objects is not a
+// duplicate.
+func TestDuplicateName(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"email":"a@x.test","email":"b@x.test"}`:         "email",
+		`{"email":"a@x.test","\u0065mail":"b@x.test"}`:    "email", // the same name once unescaped
+		`{"a":{"b":1,"c":[{"d":1,"d":2}]}}`:               "d",
+		`{"a":{"b":1},"a":{"b":1}}`:                       "a",
+		`{"n":1e400,"n":2}`:                               "n", // a number no float64 holds must not end the walk
+		`[{"x":1},{"x":2},{"y":{"x":1,"z":{"x":2}}}]`:     "",
+		`{"email":"a@x.test","role":"admin"}`:             "",
+		`{"a":"x:y","b":{},"c":[],"d":{"a":1,"b":2}}`:     "",
+		`{"email":"a@x.test"}`:                            "",
+		`{"s":"\"a\":1,\"a\":2"}`:                         "", // names inside a string value are not names
+		`{"a":[{"b":1},{"b":2}],"c":{"a":1},"b":[[],{}]}`: "",
+	} {
+		if !json.Valid([]byte(body)) {
+			t.Fatalf("test body %s is not JSON", body)
+		}
+		got, dup := duplicateName([]byte(body))
+		if got != want || dup != (want != "") {
+			t.Errorf("%s: got %q %v, want %q", body, got, dup, want)
+		}
+	}
+}
+
+// BenchmarkDuplicateName is the cost readBody adds per JSON body: an invite
+// (one member: a byte count) and a body with several members (the walk).
+func BenchmarkDuplicateName(b *testing.B) {
+	for name, body := range map[string][]byte{
+		"invite":      []byte(`{"email":"new.user@example.com"}`),
+		"fourMembers": []byte(`{"email":"new.user@example.com","role":"member","a":{"b":1},"c":[1,2]}`),
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, dup := duplicateName(body); dup {
+					b.Fatal("duplicate reported")
+				}
+			}
+		})
+	}
+}
