@@ -9,10 +9,12 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/redis/go-redis/v9"
 
 	"controlplane/gen"
@@ -238,5 +240,44 @@ func TestRateLimits_RedisDown(t *testing.T) {
 	check429(t, f.send(t, f.srv, "GET", "/v0/users", list, ""), `"caller";q=3;w=60`)
 	if logs := f.srv.logs.String(); !strings.Contains(logs, "counting in this replica") {
 		t.Errorf("no warning about Redis in the log:\n%s", logs)
+	}
+}
+
+// TestRateLimits_EveryOperation: every operation of the YAML answers a
+// complete 429 once the client's address is over the failed-auth quota
+// (each declares it), and the refusal changes nothing.
+func TestRateLimits_EveryOperation(t *testing.T) {
+	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "1/h")
+	if got := f.send(t, f.srv, "GET", "/v0/users", bearer("bl_guessed"), ""); got.status != 401 {
+		t.Fatalf("guess: got %d, want 401", got.status)
+	}
+	var cases []badInput
+	forEachOperation(t, func(method, url string, op *openapi3.Operation) {
+		body := ""
+		if op.RequestBody != nil {
+			body = `{"email":"a@b.co","role":"admin"}`
+		}
+		cases = append(cases, badInput{op.OperationID, method, url, bearer(f.token("u-admin", "admin@acme.test", "admin")), body, 429})
+	})
+	f.checkBadInputs(t, cases)
+	for _, c := range cases {
+		check429(t, f.send(t, f.srv, c.method, c.path, c.header, c.body), `"failed-auth";q=1;w=3600`)
+	}
+}
+
+// forEachOperation calls fn with every operation of the YAML and a URL for
+// it (path parameters set to "acme").
+func forEachOperation(t *testing.T, fn func(method, url string, op *openapi3.Operation)) {
+	t.Helper()
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	count := 0
+	for path, item := range loadSpec(t).Paths.Map() {
+		for method, op := range item.Operations() {
+			count++
+			fn(method, server.APIBasePath+param.ReplaceAllString(path, "acme"), op)
+		}
+	}
+	if count == 0 {
+		t.Fatal("the spec has no operations")
 	}
 }
