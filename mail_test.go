@@ -30,18 +30,25 @@ func smtpFlags(port int) []string {
 		"--accept-url-template", "https://app.blaxel.test/{workspace}/join?email={email}"}
 }
 
+// freeSMTPPort returns a loopback port nothing listens on yet: SMTP is down
+// until a test starts smtptest on it.
+func freeSMTPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // TestMail_EndToEnd: with SMTP configured, an invite's email arrives once;
 // with SMTP down at invite time, the invite still succeeds and the email
 // goes out once SMTP is back.
 func TestMail_EndToEnd(t *testing.T) {
 	for _, dialect := range storetest.Dialects {
 		t.Run(dialect, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			port := l.Addr().(*net.TCPAddr).Port
-			l.Close() // SMTP is down when the server starts and the invite is made
+			port := freeSMTPPort(t) // SMTP is down when the server starts and the invite is made
 			f := newFixture(t, dialect, smtpFlags(port)...)
 			f.invite(t, "Bob@Example.com")
 			time.Sleep(100 * time.Millisecond) // let a delivery attempt fail (no assertion on time)
@@ -119,12 +126,7 @@ func TestMail_Worker(t *testing.T) {
 func TestMail_GiveUpThenRetry(t *testing.T) {
 	for _, dialect := range storetest.Dialects {
 		t.Run(dialect, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			port := l.Addr().(*net.TCPAddr).Port
-			l.Close() // SMTP is down
+			port := freeSMTPPort(t) // SMTP is down
 			f := newFixture(t, dialect, append(smtpFlags(port), "--mail-give-up-after", "300ms")...)
 			f.invite(t, "bob@example.com")
 			st := f.store()
