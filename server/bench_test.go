@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"controlplane/ratelimit"
 	"controlplane/server"
 	"controlplane/store"
 	"controlplane/store/storetest"
@@ -20,6 +21,11 @@ import (
 // benchServer is the full handler stack (validator, auth, handler, store) on
 // a fresh database, served in-process without a network.
 func benchServer(b *testing.B, dialect string) (http.Handler, string) {
+	return benchServerWith(b, dialect, server.RateLimits{})
+}
+
+// benchServerWith is benchServer with rate limits.
+func benchServerWith(b *testing.B, dialect string, limits server.RateLimits) (http.Handler, string) {
 	b.Helper()
 	st := storetest.Open(b, dialect, store.Options{})
 	if _, err := st.CreateWorkspace(context.Background(), "bench", "", "bench-admin", "admin@bench.test"); err != nil {
@@ -34,7 +40,7 @@ func benchServer(b *testing.B, dialect string) (http.Handler, string) {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, closeFn, err := server.New(context.Background(), server.Config{Auth: server.AuthConfig{DevIssuer: dev}}, st, log)
+	e, closeFn, err := server.New(context.Background(), server.Config{Auth: server.AuthConfig{DevIssuer: dev}, RateLimits: limits}, st, log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,5 +115,42 @@ func BenchmarkJWTVerify(b *testing.B) {
 		if _, _, err := v.Verify(tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRateLimitChecks measures what the rate limits add to a request
+// that passes them (compare with /off): a write answered by the handler
+// without touching the database (an invite without an email), so the
+// caller's quota is taken and the workspace quotas' gates are checked.
+func BenchmarkRateLimitChecks(b *testing.B) {
+	huge := func(name string) ratelimit.Quota { return ratelimit.Quota{Name: name, Rate: 1 << 30, Period: time.Second} }
+	limits := server.RateLimits{Caller: huge(server.QuotaCaller), WorkspaceWrites: huge(server.QuotaWorkspaceWrites),
+		WorkspaceInvites: huge(server.QuotaWorkspaceInvites), FailedAuth: huge(server.QuotaFailedAuth)}
+	for _, backend := range []string{"off", "memory", "redis"} {
+		b.Run(backend, func(b *testing.B) {
+			switch backend {
+			case "memory":
+				limits.Limiter = ratelimit.NewMemory(0)
+			case "redis":
+				r, err := ratelimit.NewRedis("redis://127.0.0.1:6379/0", "cpbench:", slog.New(slog.NewTextHandler(io.Discard, nil)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Ping(context.Background()); err != nil {
+					b.Skipf("no Redis at 127.0.0.1:6379: %v", err)
+				}
+				defer r.Close()
+				limits.Limiter = r
+			}
+			h, tok := benchServerWith(b, "sqlite", limits)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if rec := serveInvite(h, tok, `{}`); rec.Code != 400 {
+						b.Fatalf("got %d %s", rec.Code, rec.Body)
+					}
+				}
+			})
+		})
 	}
 }

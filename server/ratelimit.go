@@ -179,20 +179,23 @@ func tooManyRequests(c echo.Context, q ratelimit.Quota, wait time.Duration) erro
 	h := c.Response().Header()
 	h.Set("Retry-After", strconv.Itoa(secs))
 	h.Set("RateLimit-Policy", rateLimitPolicy(q))
-	h.Set("RateLimit", fmt.Sprintf("%q;r=0;t=%d", q.Name, secs))
+	h.Set("RateLimit", `"`+q.Name+`";r=0;t=`+strconv.Itoa(secs))
 	return newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s every %s; retry in %d s",
 		q.Rate, quotaWhat[q.Name], q.Period, secs))
 }
 
 // setRateLimitHeaders tells a client its standing under the quota it spent
 // (draft-ietf-httpapi-ratelimit-headers: RateLimit-Policy and RateLimit).
+// Written on every answer, so built without fmt.
 func setRateLimitHeaders(h http.Header, res ratelimit.Result) {
-	h.Set("RateLimit-Policy", rateLimitPolicy(res.Quota))
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", res.Quota.Name, res.Remaining, ceilSeconds(res.ResetAfter)))
+	h["Ratelimit-Policy"] = []string{rateLimitPolicy(res.Quota)}
+	h["Ratelimit"] = []string{`"` + res.Quota.Name + `";r=` + strconv.Itoa(res.Remaining) + ";t=" + strconv.Itoa(ceilSeconds(res.ResetAfter))}
 }
 
+// rateLimitPolicy is the RateLimit-Policy item of q: its name, quota (q)
+// and window in seconds (w).
 func rateLimitPolicy(q ratelimit.Quota) string {
-	return fmt.Sprintf("%q;q=%d;w=%d", q.Name, q.Rate, ceilSeconds(q.Period))
+	return `"` + q.Name + `";q=` + strconv.Itoa(q.Rate) + ";w=" + strconv.Itoa(ceilSeconds(q.Period))
 }
 
 // ceilSeconds rounds up to whole seconds, at least 1 (Retry-After: 0 would
