@@ -123,7 +123,9 @@ func BenchmarkJWTVerify(b *testing.B) {
 // without touching the database (an invite without an email), so the
 // caller's quota is taken and the workspace quotas' gates are checked.
 func BenchmarkRateLimitChecks(b *testing.B) {
-	huge := func(name string) ratelimit.Quota { return ratelimit.Quota{Name: name, Rate: 1 << 30, Period: time.Second} }
+	huge := func(name string) ratelimit.Quota {
+		return ratelimit.Quota{Name: name, Rate: 1 << 30, Period: time.Second}
+	}
 	limits := server.RateLimits{Caller: huge(server.QuotaCaller), WorkspaceWrites: huge(server.QuotaWorkspaceWrites),
 		WorkspaceInvites: huge(server.QuotaWorkspaceInvites), FailedAuth: huge(server.QuotaFailedAuth)}
 	for _, backend := range []string{"off", "memory", "redis"} {
