@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -277,6 +278,22 @@ func TestInvite_BadInputs(t *testing.T) {
 			dev, _ := server.LoadDevIssuer(f.dataDir)
 			hmac, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claimsFor("u-admin", "workspaces:invite", time.Now().Add(time.Hour))).
 				SignedString([]byte(dev.PublicKey()))
+			// Dates must be JSON numbers (RFC 7519 NumericDate), not strings.
+			dateAsString := func(claim string, at time.Time) string {
+				c := claimsFor("u-admin", "workspaces:invite", time.Now().Add(time.Hour))
+				c[claim] = strconv.FormatInt(at.Unix(), 10)
+				return f.devKeySign(t, c)
+			}
+			// Scopes are separated by U+0020 only: "workspaces:list<NBSP>admin" is one unknown scope, not admin.
+			nbspScope := f.devKeySign(t, claimsFor("u-admin", "workspaces:list\u00a0admin", time.Now().Add(time.Hour)))
+			nbspScp := claimsFor("u-admin", "", time.Now().Add(time.Hour))
+			nbspScp["scp"] = "workspaces:list\u00a0admin"
+			// Two different credentials, in two headers or one header twice.
+			twoCredentials := with(good, "X-Blaxel-Authorization", "Bearer "+f.adminKey)
+			twoAuthorizations := good.Clone()
+			twoAuthorizations["Authorization"] = []string{"Bearer " + f.token("u-admin", "", "workspaces:invite"), "Bearer " + f.adminKey}
+			bearerAndBasic := with(bearer(f.adminKey), "X-Blaxel-Authorization", "Basic dTpw")
+			long := func(n int) string { return strings.Repeat("a", n) }
 
 			f.checkBadInputs(t, []badInput{
 				{"PlainWord", "POST", "/v0/users", good, `{"email":"not-an-email"}`, 400},
@@ -291,6 +308,19 @@ func TestInvite_BadInputs(t *testing.T) {
 				{"Empty", "POST", "/v0/users", good, `{"email":""}`, 400},
 				{"TooLong", "POST", "/v0/users", good, `{"email":"` + strings.Repeat("a", 250) + `@b.co"}`, 400},
 				{"NonASCII", "POST", "/v0/users", good, `{"email":"bób@example.com"}`, 400},
+				{"Localhost", "POST", "/v0/users", good, `{"email":"user@localhost"}`, 400},
+				{"DotLocalhost", "POST", "/v0/users", good, `{"email":"user@app.localhost"}`, 400},
+				{"SingleLabelDomain", "POST", "/v0/users", good, `{"email":"user@intranet"}`, 400},
+				{"LoopbackIP", "POST", "/v0/users", good, `{"email":"user@127.0.0.1"}`, 400},
+				{"NumericDomain", "POST", "/v0/users", good, `{"email":"user@10.1"}`, 400},
+				{"IPLiteral", "POST", "/v0/users", good, `{"email":"user@[127.0.0.1]"}`, 400},
+				{"LocalPart65", "POST", "/v0/users", good, `{"email":"` + long(65) + `@example.com"}`, 400},
+				{"LocalPart200", "POST", "/v0/users", good, `{"email":"` + long(200) + `@example.com"}`, 400},
+				{"LocalPartLeadingDot", "POST", "/v0/users", good, `{"email":".a@example.com"}`, 400},
+				{"LocalPartDoubleDot", "POST", "/v0/users", good, `{"email":"a..b@example.com"}`, 400},
+				{"DuplicateEmailMember", "POST", "/v0/users", good, `{"email":"a@x.test","email":"b@x.test"}`, 400},
+				{"DuplicateEscapedMember", "POST", "/v0/users", good, `{"email":"a@x.test","\u0065mail":"b@x.test"}`, 400},
+				{"DuplicateNestedMember", "POST", "/v0/users", good, `{"email":"a@x.test","meta":{"k":[{"v":1,"v":2}]}}`, 400},
 				{"Number", "POST", "/v0/users", good, `{"email":42}`, 400},
 				{"Null", "POST", "/v0/users", good, `{"email":null}`, 400},
 				{"MissingEmail", "POST", "/v0/users", good, `{}`, 400},
@@ -315,6 +345,14 @@ func TestInvite_BadInputs(t *testing.T) {
 				{"WrongIssuer", "POST", "/v0/users", bearer(wrongIssuer), `{"email":"a@b.co"}`, 401},
 				{"NoExpiry", "POST", "/v0/users", bearer(noExp), `{"email":"a@b.co"}`, 401},
 				{"NoSubject", "POST", "/v0/users", bearer(noSub), `{"email":"a@b.co"}`, 401},
+				{"ExpAsString", "POST", "/v0/users", bearer(dateAsString("exp", time.Now().Add(time.Hour))), `{"email":"a@b.co"}`, 401},
+				{"NbfAsString", "POST", "/v0/users", bearer(dateAsString("nbf", time.Now().Add(-time.Minute))), `{"email":"a@b.co"}`, 401},
+				{"IatAsString", "POST", "/v0/users", bearer(dateAsString("iat", time.Now().Add(-time.Minute))), `{"email":"a@b.co"}`, 401},
+				{"ScopeNoBreakSpace", "POST", "/v0/users", bearer(nbspScope), `{"email":"a@b.co"}`, 403},
+				{"ScpNoBreakSpace", "POST", "/v0/users", bearer(f.devKeySign(t, nbspScp)), `{"email":"a@b.co"}`, 403},
+				{"TwoCredentials", "POST", "/v0/users", twoCredentials, `{"email":"a@b.co"}`, 400},
+				{"TwoAuthorizationHeaders", "POST", "/v0/users", twoAuthorizations, `{"email":"a@b.co"}`, 400},
+				{"BearerAndBasic", "POST", "/v0/users", bearerAndBasic, `{"email":"a@b.co"}`, 400},
 				{"UnknownAPIKey", "POST", "/v0/users", bearer(store.APIKeyPrefix + "doesnotexist"), `{"email":"a@b.co"}`, 401},
 				{"RevokedAPIKey", "POST", "/v0/users", bearer(f.revokedKey), `{"email":"a@b.co"}`, 401},
 				{"TokenWithoutScope", "POST", "/v0/users", bearer(f.token("u-admin", "", "workspaces:list")), `{"email":"a@b.co"}`, 403},
