@@ -173,6 +173,12 @@ func TestRateLimits_FailedAuthentication(t *testing.T) {
 	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "3/m", "--trusted-proxies", "127.0.0.0/8")
 	good := bearer(f.token("u-admin", "", "workspaces:list"))
 	from := func(h http.Header, ip string) http.Header { return with(h, "X-Forwarded-For", ip) }
+	// Requests without any credential are not guesses and do not count.
+	for range 5 {
+		if got := f.send(t, f.srv, "GET", "/v0/users", from(with(good, "Authorization", ""), "203.0.113.7"), ""); got.status != 401 {
+			t.Fatalf("no credential: got %d, want 401", got.status)
+		}
+	}
 	for range 3 {
 		if got := f.send(t, f.srv, "GET", "/v0/users", from(bearer("bl_guessed"), "203.0.113.7"), ""); got.status != 401 {
 			t.Fatalf("guess: got %d, want 401", got.status)

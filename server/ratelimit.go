@@ -28,9 +28,9 @@ type RateLimits struct {
 	// WorkspaceInvites bounds the invitations in one workspace; each
 	// queues an email, so it is also the workspace's email quota.
 	WorkspaceInvites ratelimit.Quota
-	// FailedAuth bounds the failed authentications (401) of one client
-	// address; past it every request from that address is refused (API
-	// key and token guessing).
+	// FailedAuth bounds the failed authentications (401 to a request that
+	// carried a credential) of one client address; past it every request
+	// from that address is refused (API key and token guessing).
 	FailedAuth ratelimit.Quota
 }
 
@@ -82,11 +82,22 @@ func (l *rateLimiter) beforeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		err := next(c)
-		if err != nil && toAPIError(err).Status == http.StatusUnauthorized {
+		if err != nil && toAPIError(err).Status == http.StatusUnauthorized && presentsCredential(c.Request()) {
 			l.count(c.Request().Context(), q, ip)
 		}
 		return err
 	}
+}
+
+// presentsCredential tells whether r carries a credential: a 401 without
+// one is a client that forgot, not one guessing, and does not count.
+func presentsCredential(r *http.Request) bool {
+	for _, h := range credentialHeaders {
+		if r.Header.Get(h) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // afterAuth runs after the validator, when the principal is known: it takes
