@@ -154,6 +154,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			tokenCommand(stdout, stderr),
 			mailWorkerCommand(stderr),
 			mailStatusCommand(stdout),
+			mailRetryCommand(stdout),
 		},
 		Exec: func(_ context.Context, args []string) error {
 			if len(args) == 0 {
