@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 )
 
@@ -33,11 +34,18 @@ func TestDuplicateName(t *testing.T) {
 }
 
 // BenchmarkDuplicateName is the cost readBody adds per JSON body: an invite
-// (one member: a byte count) and a body with several members (the walk).
+// (one member: a byte count), a body with several members (the walk) and the
+// worst case, a 64 KiB body (the default --body-limit) of small members.
 func BenchmarkDuplicateName(b *testing.B) {
+	large := []byte{'{'}
+	for i := 0; len(large) < 64<<10-16; i++ {
+		large = append(large, fmt.Sprintf(`"m%d":%d,`, i, i)...)
+	}
+	large = append(large[:len(large)-1], '}')
 	for name, body := range map[string][]byte{
 		"invite":      []byte(`{"email":"new.user@example.com"}`),
 		"fourMembers": []byte(`{"email":"new.user@example.com","role":"member","a":{"b":1},"c":[1,2]}`),
+		"64KiB":       large,
 	} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
