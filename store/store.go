@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -85,9 +86,48 @@ func IsPostgresDSN(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
+// DSNForms names the accepted forms of a DSN, for error messages and help.
+const DSNForms = "postgres://… or postgresql://… for PostgreSQL; a file path, sqlite:PATH or file:PATH for SQLite"
+
+// urlScheme matches the scheme of a URL-style DSN. Only "scheme://" is read
+// as a URL: a colon alone is legal in file names (./a:b.db), and a drive
+// letter (C:\data\x.db) is one letter, which no database scheme is.
+var urlScheme = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]+)://`)
+
+// keyValueDSN matches PostgreSQL's key=value connection strings
+// ("host=db dbname=x"), which would otherwise become SQLite file names.
+var keyValueDSN = regexp.MustCompile(`^\s*[A-Za-z_]+\s*=`)
+
+// sqlitePath returns the SQLite file a DSN names, or an error naming the
+// accepted forms for a DSN meant for another database: "mysql://foo" must
+// not quietly become a SQLite file called "mysql:/foo".
+func sqlitePath(dsn string) (string, error) {
+	path := dsn
+	switch {
+	case strings.HasPrefix(dsn, "sqlite://"):
+		path = strings.TrimPrefix(dsn, "sqlite://")
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path = strings.TrimPrefix(dsn, "sqlite:")
+	case strings.HasPrefix(dsn, "file:"):
+		path = strings.TrimPrefix(dsn, "file:")
+	case urlScheme.MatchString(dsn):
+		return "", fmt.Errorf("unsupported database %q: the DSN must be %s", urlScheme.FindStringSubmatch(dsn)[1]+"://…", DSNForms)
+	case keyValueDSN.MatchString(dsn):
+		return "", fmt.Errorf("a key=value DSN is not supported: the DSN must be %s", DSNForms)
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if path == "" || path == ":memory:" {
+		return "", fmt.Errorf("SQLite needs a file path (got %q): set --db to a file or leave it empty to use the data directory", dsn)
+	}
+	return path, nil
+}
+
 // Open connects to dsn: a postgres:// or postgresql:// URL selects PostgreSQL;
-// anything else is a SQLite file path (an optional sqlite:// or file: prefix
-// is stripped). The SQLite file and its directory are created when missing.
+// a file path, optionally prefixed sqlite:, sqlite:// or file:, selects
+// SQLite; any other scheme:// is an error (see sqlitePath). The SQLite file
+// and its directory are created when missing.
 // Open does not create tables: call Migrate.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxOpenConns <= 0 {
@@ -121,12 +161,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 		s.write, s.read, s.dialect = db, db, "postgres"
 	} else {
-		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "file:")
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-		if path == "" || path == ":memory:" {
-			return nil, fmt.Errorf("SQLite needs a file path (got %q): set --db to a file or leave it empty to use the data directory", dsn)
+		path, err := sqlitePath(dsn)
+		if err != nil {
+			return nil, err
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("create directory for SQLite database %s: %w", path, err)
