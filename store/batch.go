@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 )
 
@@ -339,7 +338,7 @@ func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*in
 	defer conn.Close()
 	workspaces, callers, emails, roles := batchColumns(batch)
 	return conn.Raw(func(driverConn any) error {
-		pc := driverConn.(*stdlib.Conn).Conn()
+		pc := driverConn.(validatingConn).Conn()
 		pb := &pgx.Batch{}
 		pb.Queue(lockWorkspacesShared, workspaces)
 		pb.Queue(inviteBatchPostgres, now.Add(batch[0].p.TTL), now, workspaces, callers, emails, roles)
