@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -61,6 +62,10 @@ func fromStoreError(err error) error {
 	return err
 }
 
+// StatusClientClosedRequest is nginx's status for a request whose client
+// went away before the answer; it only ever appears in the access log.
+const StatusClientClosedRequest = 499
+
 // errorHandler is Echo's HTTPErrorHandler: it renders every error as the
 // spec's Error JSON. Internal errors are logged and reported as "internal error".
 func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
@@ -69,11 +74,45 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		apiErr := toAPIError(err)
+		if apiErr.Status >= 500 && clientGone(c) {
+			// The client disconnected or half-closed, which cancelled the
+			// request's context, and what failed was cut short by that (a
+			// database call refuses a cancelled context). The client's
+			// doing, not a server error: no 5xx, no ERROR line.
+			log.Debug("client went away before the answer", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			abandon(c)
+			return
+		}
 		if apiErr.Status >= 500 {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 		}
 		writeError(c, apiErr)
 	}
+}
+
+// clientGone tells whether the request's client went away: net/http cancels
+// the request's context when it reads EOF from the connection, and this
+// server gives requests no other cancellation or deadline.
+func clientGone(c echo.Context) bool {
+	return errors.Is(c.Request().Context().Err(), context.Canceled)
+}
+
+// abandon ends a request whose client went away as nginx does: the access
+// log says 499 and the connection is closed without an answer, since no
+// status would be true to the spec (the failure was not the server's) and a
+// client that half-closed gets EOF rather than a made-up one. Writes are
+// whole or absent either way (store.detach).
+func abandon(c echo.Context) {
+	res := c.Response()
+	res.Status = StatusClientClosedRequest
+	conn, _, err := http.NewResponseController(res.Writer).Hijack()
+	if err != nil {
+		// Not hijackable (HTTP/2): answer, on a stream nobody reads.
+		writeError(c, newError(StatusClientClosedRequest, "the client closed the request before the answer"))
+		return
+	}
+	conn.Close()
+	res.Committed = true // answered: Echo must not write to the hijacked connection
 }
 
 func toAPIError(err error) *APIError {

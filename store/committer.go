@@ -385,13 +385,18 @@ func (g *groupCommitter) runInvites(batch []*txJob, results []error) (aborted er
 
 // runJob runs one job's function, turning a panic into its error so that one
 // bad request cannot take the writer (and every other request) down.
+//
+// A job whose context ends while it waits is skipped (apply checks), but
+// once started it runs without its context's cancellation: the driver
+// answers a cancelled statement with sqlite3_interrupt, which may roll back
+// the whole shared transaction, every other job's work with it.
 func runJob(job *txJob, db *gorm.DB) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic in write transaction: %v", r)
 		}
 	}()
-	return job.fn(db.WithContext(job.ctx))
+	return job.fn(db.WithContext(context.WithoutCancel(job.ctx)))
 }
 
 // Close stops the writer after the batch in progress and releases its connection.

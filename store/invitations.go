@@ -40,6 +40,13 @@ const invitationColumns = `id, workspace_id, email, role, status, invited_by, ex
 // group committer, on PostgreSQL in the invite batcher; the rest, and any
 // invite a batch could not settle, through inviteSlow.
 func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) {
+	// Once asked for, an invite runs to its end even if the caller leaves:
+	// its batch and its slow path are one write (see detach).
+	ctx, cancel := detach(ctx)
+	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return Invitation{}, err
+	}
 	p.Email = NormalizeEmail(p.Email)
 	if p.Role == "" {
 		p.Role = RoleMember

@@ -280,7 +280,7 @@ func (c validatingConn) IsValid() bool {
 // TestAbort_CancelledCallsDoNotHurtOthers, pool of two: a steady caller got
 // 8–20 calls through in 3 s, about 75 once broken connections left the pool
 // (validatingConnector), about 260 with this). Our reads are bounded and take
-// milliseconds.
+// milliseconds. Writes are detached whole (see detach).
 func finishStartedReads(db *gorm.DB) error {
 	finish := func(tx *gorm.DB) {
 		if err := tx.Statement.Context.Err(); err != nil {
@@ -311,12 +311,39 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // inTx runs fn in a write transaction: on SQLite through the group
 // committer, on PostgreSQL as an ordinary transaction (PostgreSQL groups
-// concurrent commits itself).
+// concurrent commits itself). The transaction runs detached from ctx's
+// cancellation (see detach).
 func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	if s.committer != nil {
 		return s.committer.do(ctx, fn)
 	}
 	return s.write.WithContext(ctx).Transaction(fn)
+}
+
+// writeTimeout bounds a write once it is detached from its caller: one
+// stuck behind a lock or a dead connection fails (and rolls back whole)
+// instead of holding its connection for ever.
+const writeTimeout = 15 * time.Second
+
+// detach decides what a write does when its caller goes away (a client
+// that disconnects or half-closes cancels its request's context): a write
+// whose caller has gone before it reaches the store does not start, and one
+// that has reached it runs to its commit or its rollback, under writeTimeout. So a write is whole or absent, never
+// cut at a point its caller cannot see, and one client leaving cannot
+// interrupt a transaction other callers share (SQLite's group commit: an
+// interrupt there rolls back everyone's work). Completing is also what a
+// client that half-closed expects, and what a client that retries finds:
+// invites return the pending invitation, accepting twice is a no-op, and
+// every other change is answered by the state it left (404 or the same
+// role). The HTTP server reports such requests as 499 (server/errors.go).
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	if err := ctx.Err(); err != nil {
+		// Not started: stay cancelled (a context that is already done).
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 }
 
 // Close releases every connection.
