@@ -97,7 +97,7 @@ type dataFlags struct {
 
 func (d *dataFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.dataDir, "data-dir", "./data", "directory for the SQLite database and the development issuer key")
-	fs.StringVar(&d.db, "db", "", "database: a postgres:// URL, or a SQLite file path (default: <data-dir>/controlplane.db)")
+	fs.StringVar(&d.db, "db", "", "database: "+store.DSNForms+" (default: <data-dir>/controlplane.db)")
 	fs.IntVar(&d.maxConns, "db-max-conns", 32, "PostgreSQL pool size (keep replicas × pool under max_connections) / SQLite reader pool size")
 	fs.IntVar(&d.inviteWorkers, "db-invite-batches", 2, "PostgreSQL: invite batch statements in flight at once (each batches the invites waiting for it; SQLite batches in its single writer)")
 }
