@@ -321,6 +321,8 @@ func TestInvite_BadInputs(t *testing.T) {
 				{"DuplicateEmailMember", "POST", "/v0/users", good, `{"email":"a@x.test","email":"b@x.test"}`, 400},
 				{"DuplicateEscapedMember", "POST", "/v0/users", good, `{"email":"a@x.test","\u0065mail":"b@x.test"}`, 400},
 				{"DuplicateNestedMember", "POST", "/v0/users", good, `{"email":"a@x.test","meta":{"k":[{"v":1,"v":2}]}}`, 400},
+				// Authentication comes first: scanning bodies is for callers with credentials.
+				{"DuplicateMemberNoCredentials", "POST", "/v0/users", with(good, "Authorization", ""), `{"email":"a@x.test","email":"b@x.test"}`, 401},
 				{"Number", "POST", "/v0/users", good, `{"email":42}`, 400},
 				{"Null", "POST", "/v0/users", good, `{"email":null}`, 400},
 				{"MissingEmail", "POST", "/v0/users", good, `{}`, 400},
