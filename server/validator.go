@@ -166,7 +166,10 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) (
 }
 
 // duplicateName returns a member name that occurs twice in one object of
-// body, which must be valid JSON (json.Valid). Bodies with fewer than two
+// body, which must be valid JSON (json.Valid). Names are compared without
+// case: Go's encoding/json (and other lenient decoders) match members to
+// fields case-insensitively, so {"email":a,"EMAIL":b} reads as b there and
+// as a here. Bodies with fewer than two
 // colons cannot have two members anywhere and skip the scan: that is every
 // invite ({"email":…}) and role change, so the hot path pays a byte count.
 // Otherwise one pass over a string copy of the body, whose names are
@@ -207,7 +210,7 @@ func duplicateName(body []byte) (string, bool) {
 			}
 			if wantName {
 				wantName = false
-				m := member{open[len(open)-1], memberName(text[i : end+1])}
+				m := member{open[len(open)-1], strings.ToLower(memberName(text[i : end+1]))}
 				if _, dup := seen[m]; dup {
 					return m.name, true
 				}

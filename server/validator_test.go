@@ -13,6 +13,7 @@ func TestDuplicateName(t *testing.T) {
 	for body, want := range map[string]string{
 		`{"email":"a@x.test","email":"b@x.test"}`:         "email",
 		`{"email":"a@x.test","\u0065mail":"b@x.test"}`:    "email", // the same name once unescaped
+		`{"email":"a@x.test","EMAIL":"b@x.test"}`:         "email", // the same field to a case-insensitive decoder
 		`{"a":{"b":1,"c":[{"d":1,"d":2}]}}`:               "d",
 		`{"a":{"b":1},"a":{"b":1}}`:                       "a",
 		`{"n":1e400,"n":2}`:                               "n", // a number no float64 holds must not end the walk
