@@ -7,10 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
 
 	"controlplane/gen"
 	"controlplane/server"
@@ -67,39 +68,33 @@ func TestIdentity_EmailVerified(t *testing.T) {
 // operation; the same credential in both headers passes the security step.
 func TestIdentity_TwoCredentials(t *testing.T) {
 	f := newFixture(t, "sqlite")
-	doc := loadSpec(t)
-	param := regexp.MustCompile(`\{[^}]+\}`)
 	all := "admin " + personScopes
 	tok := f.token("u-admin", "admin@acme.test", all)
-	for path, item := range doc.Paths.Map() {
-		for method, op := range item.Operations() {
-			t.Run(op.OperationID, func(t *testing.T) {
-				if op.Responses.Status(http.StatusBadRequest) == nil {
-					// The validating client would refuse the 400 the server sends.
-					t.Skip("the operation declares no 400 response in openapi/controlplane.yml")
+	forEachOperation(t, func(method, url string, op *openapi3.Operation) {
+		t.Run(op.OperationID, func(t *testing.T) {
+			if op.Responses.Status(http.StatusBadRequest) == nil {
+				t.Fatalf("%s declares no 400 in openapi/controlplane.yml", op.OperationID)
+			}
+			body := ""
+			if op.RequestBody != nil {
+				body = `{}`
+			}
+			for name, h := range map[string]http.Header{
+				"token and key":       with(bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.adminKey),
+				"two tokens":          with(bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.token("u-member", "member@acme.test", all)),
+				"key and revoked key": with(bearer(f.adminKey), "X-Blaxel-Authorization", "Bearer "+f.revokedKey),
+			} {
+				resp, b := f.do(t, method, url, h, body)
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "two different credentials") {
+					t.Errorf("%s: got %d %s, want 400", name, resp.StatusCode, b)
 				}
-				url := server.APIBasePath + param.ReplaceAllString(path, "acme")
-				body := ""
-				if op.RequestBody != nil {
-					body = `{}`
-				}
-				for name, h := range map[string]http.Header{
-					"token and key":       with(bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.adminKey),
-					"two tokens":          with(bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.token("u-member", "member@acme.test", all)),
-					"key and revoked key": with(bearer(f.adminKey), "X-Blaxel-Authorization", "Bearer "+f.revokedKey),
-				} {
-					resp, b := f.do(t, method, url, h, body)
-					if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "two different credentials") {
-						t.Errorf("%s: got %d %s, want 400", name, resp.StatusCode, b)
-					}
-				}
-				resp, b := f.do(t, method, url, with(bearer(tok), "X-Blaxel-Authorization", "bearer  "+tok), body)
-				if s := resp.StatusCode; s == http.StatusUnauthorized || s == http.StatusForbidden || strings.Contains(string(b), "credentials") {
-					t.Errorf("the same token in both headers: got %d %s, want past the security step", s, b)
-				}
-			})
-		}
-	}
+			}
+			resp, b := f.do(t, method, url, with(bearer(tok), "X-Blaxel-Authorization", "bearer  "+tok), body)
+			if s := resp.StatusCode; s == http.StatusUnauthorized || s == http.StatusForbidden || strings.Contains(string(b), "credentials") {
+				t.Errorf("the same token in both headers: got %d %s, want past the security step", s, b)
+			}
+		})
+	})
 	if logs := f.srv.logs.String(); strings.Contains(logs, f.adminKey) || strings.Contains(logs, "eyJ") {
 		t.Errorf("a credential reached the log:\n%s", logs)
 	}
@@ -172,5 +167,34 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 				t.Errorf("%q: error body %s", email, resp.Body)
 			}
 		}
+	}
+}
+
+// TestIdentity_Flags: serve and workspace create accept local email domains
+// only when told to, and --jwt-require-email-verified refuses a token that
+// does not say its email is verified.
+func TestIdentity_Flags(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	if r := runCLI(t, e.args("workspace", "create", "dev", "--admin-sub", "u1", "--admin-email", "u1@localhost")...); r.code == 0 {
+		t.Fatalf("u1@localhost accepted without --allow-local-email-domains: %+v", r)
+	}
+	mustCLI(t, e.args("workspace", "create", "dev", "--admin-sub", "u1", "--admin-email", "u1@localhost", "--allow-local-email-domains")...)
+	s := e.start("--allow-local-email-domains", "--jwt-require-email-verified")
+	resp, err := s.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+		gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@localhost")}, withAuth("Authorization", e.token("u1", "u1@localhost", "workspaces:invite"), "dev"))
+	if err != nil || resp.StatusCode() != 200 {
+		t.Fatalf("bob@localhost with the flag: %v %d %s", err, resp.StatusCode(), resp.Body)
+	}
+	c := claimsFor("bob", "invitations:list", time.Now().Add(time.Hour))
+	c["email"] = "bob@localhost" // no email_verified claim
+	noClaim := (&fixture{env: e}).devKeySign(t, c)
+	r, err := s.client(t).ListAllPendingInvitationsWithResponse(context.Background(), withAuth("Authorization", noClaim, ""))
+	if err != nil || r.StatusCode() != 403 {
+		t.Errorf("token without email_verified under --jwt-require-email-verified: %v %d, want 403", err, r.StatusCode())
+	}
+	verified := e.token("bob", "bob@localhost", "invitations:list")
+	r, err = s.client(t).ListAllPendingInvitationsWithResponse(context.Background(), withAuth("Authorization", verified, ""))
+	if err != nil || r.StatusCode() != 200 || r.JSON200 == nil || len(*r.JSON200) != 1 {
+		t.Errorf("verified token: %v %d %s, want the one invitation", err, r.StatusCode(), r.Body)
 	}
 }

@@ -186,6 +186,8 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 	pubKey := fs.String("jwt-public-key", "", "trust JWTs signed by this PEM public key (Ed25519, P-256 or RSA)")
 	issuer := fs.String("jwt-issuer", "", "required iss claim of external tokens (empty: not checked)")
 	audience := fs.String("jwt-audience", "", "required aud claim (empty: not checked)")
+	requireEmailVerified := fs.Bool("jwt-require-email-verified", false, `trust a token's email for my-invitations/accept/decline only with "email_verified": true (default: a token without the claim is trusted; false is always refused)`)
+	allowLocalEmails := fs.Bool("allow-local-email-domains", false, "development: accept emails at localhost, single-label or all-numeric domains (user@localhost, user@127.0.0.1)")
 	shutdown := fs.Duration("shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
 	var mailCfg mailFlags
 	mailCfg.register(fs)
@@ -221,7 +223,8 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			auth := server.AuthConfig{JWKSURL: *jwksURL, JWKSFile: *jwksFile, PublicKeyFile: *pubKey, Issuer: *issuer, Audience: *audience}
+			auth := server.AuthConfig{JWKSURL: *jwksURL, JWKSFile: *jwksFile, PublicKeyFile: *pubKey, Issuer: *issuer, Audience: *audience,
+				RequireEmailVerified: *requireEmailVerified}
 			if n := countSet(*jwksURL, *jwksFile, *pubKey); n > 1 {
 				return errors.New("set only one of --jwks-url, --jwks-file, --jwt-public-key")
 			}
@@ -243,7 +246,8 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 				return err
 			}
 			defer closeLimits()
-			cfg := server.Config{InviteTTL: *inviteTTL, BodyLimit: *bodyLimit, Auth: auth, RateLimits: limits, TrustedProxies: proxies}
+			cfg := server.Config{InviteTTL: *inviteTTL, BodyLimit: *bodyLimit, Auth: auth, RateLimits: limits, TrustedProxies: proxies,
+				AllowLocalEmailDomains: *allowLocalEmails}
 			var dispatcherDone chan struct{}
 			dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopDispatcher()
@@ -340,6 +344,7 @@ func workspaceCommand(stdout, stderr io.Writer) *ffcli.Command {
 	adminSub := fs.String("admin-sub", "", "sub of the workspace's first admin (required)")
 	adminEmail := fs.String("admin-email", "", "email of the first admin (required)")
 	display := fs.String("display-name", "", "display name (default: the name)")
+	allowLocal := fs.Bool("allow-local-email-domains", false, "development: accept an admin email at localhost, a single-label or an all-numeric domain")
 	create := &ffcli.Command{
 		Name: "create", ShortUsage: "controlplane workspace create NAME --admin-sub SUB --admin-email EMAIL [--display-name S]",
 		ShortHelp: "create a workspace with its first admin", FlagSet: fs, Options: envOptions(),
@@ -355,7 +360,7 @@ func workspaceCommand(stdout, stderr io.Writer) *ffcli.Command {
 				return errors.New("--admin-sub and --admin-email are required")
 			}
 			return data.withStore(ctx, func(st *store.Store) error {
-				ws, err := st.CreateWorkspace(ctx, args[0], *display, *adminSub, *adminEmail)
+				ws, err := st.CreateWorkspace(ctx, args[0], *display, *adminSub, *adminEmail, store.EmailOptions{AllowLocalDomains: *allowLocal})
 				if err != nil {
 					return err
 				}

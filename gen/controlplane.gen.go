@@ -1093,6 +1093,8 @@ type ListAllPendingInvitationsResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *[]PendingInvitationRender
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -1112,6 +1114,11 @@ type ListAllPendingInvitationsResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r ListAllPendingInvitationsResponse) GetJSON200() *[]PendingInvitationRender {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListAllPendingInvitationsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -1623,6 +1630,8 @@ type DeclineWorkspaceInvitationResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *PendingInvitation
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -1642,6 +1651,11 @@ type DeclineWorkspaceInvitationResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r DeclineWorkspaceInvitationResponse) GetJSON200() *PendingInvitation {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeclineWorkspaceInvitationResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -1715,6 +1729,8 @@ type AcceptWorkspaceInvitationResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *PendingInvitationAccept
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -1736,6 +1752,11 @@ type AcceptWorkspaceInvitationResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r AcceptWorkspaceInvitationResponse) GetJSON200() *PendingInvitationAccept {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r AcceptWorkspaceInvitationResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -1814,6 +1835,8 @@ type LeaveWorkspaceResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Workspace
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -1835,6 +1858,11 @@ type LeaveWorkspaceResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r LeaveWorkspaceResponse) GetJSON200() *Workspace {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r LeaveWorkspaceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -2066,6 +2094,13 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
@@ -2630,6 +2665,13 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2727,6 +2769,13 @@ func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspac
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
@@ -2832,6 +2881,13 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
@@ -3166,6 +3222,20 @@ func (response ListAllPendingInvitations200JSONResponse) VisitListAllPendingInvi
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAllPendingInvitations400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListAllPendingInvitations400JSONResponse) VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3842,6 +3912,20 @@ func (response DeclineWorkspaceInvitation200JSONResponse) VisitDeclineWorkspaceI
 	return err
 }
 
+type DeclineWorkspaceInvitation400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeclineWorkspaceInvitation400JSONResponse) VisitDeclineWorkspaceInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeclineWorkspaceInvitation401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response DeclineWorkspaceInvitation401JSONResponse) VisitDeclineWorkspaceInvitationResponse(w http.ResponseWriter) error {
@@ -3942,6 +4026,20 @@ func (response AcceptWorkspaceInvitation200JSONResponse) VisitAcceptWorkspaceInv
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AcceptWorkspaceInvitation400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response AcceptWorkspaceInvitation400JSONResponse) VisitAcceptWorkspaceInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4060,6 +4158,20 @@ func (response LeaveWorkspace200JSONResponse) VisitLeaveWorkspaceResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LeaveWorkspace400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response LeaveWorkspace400JSONResponse) VisitLeaveWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4445,66 +4557,66 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fxbb9y4kv4rBHeBdYD2JXN5OD2YBycz2fWeJBPkeOCHxPBhS6VuZihSISnbPUH/9wWLlERJVHfbSYxs",
-	"4JeZtlgsVhXr8vGWTzRTZaUkSGvo/BPVYColDeAfz1j+Fj7WYKz7K1PSgsSfrKoEz5jlSh5/MEq6byZb",
-	"Qcncr//UUNA5/Y/jjvWxbzXHv2utNN1sNjOag8k0rxwTOqd2BUT7wQg3pGSiULqEnChNcgWGSGVJyWy2",
-	"Io40jLaZ0edKFoJnDyxiFkY15IZbL1JWaw3SEmOZBXIAR8sjwoQGlq8JIyWUC9BPnMQvlF7wPAf59UW+",
-	"ZoLnJNOQg7ScCS+uqi1plOEacmIyVYGz9I3Sf5mKZUC0EuCEPZMWtGTCD/HVBa4l3FaQWScU6GvQpGBc",
-	"1BrIQQ6WcWEI00CEWi4hnxEJjkSDrbWEHK37WtkXqpb5Q/mDUbXOoPNRuOXGOlty//c1N3whgFjlvYQJ",
-	"AdoJ+oathWL5uVIvmV7Cw/rvQuVrArcZQG58QPG/gQhecutkO1fqFZPrEP3m68vGiHZRgwKQG2aIBpat",
-	"ICcHFehgtBlxvzsXLZzDam7BECZzwuU1tyiUmTn7Y0fBXUiyPNdgDPZw/gQ5YbVduZjwajz5xTmRXhNW",
-	"WNBoEFm7gCWqIAYyJXNDuCRvHdHhqSOiM7oCloNG67xlFl6i9eafkmYvGZdcLsnHWlnmuNoVs6RSgmdr",
-	"FB8nIYxUS8sF4ZgJNRirtHN2zCj/fk+9Nd7TX/SvJ7/YX5/+m84i89t1BXROjdVcLqmzdCvb4RscLi2i",
-	"FywIhMK5afAu4kZnaABHefb7+QuSa1ZY/99DDrY4XFlbsYofunnEaTwM5kkI/vHXpycnv9zsIXpk75HU",
-	"jbWsIjeMW7KAQmnwE+lMffD2xXPyj6dPT570Rim55GVd0vnTWTMilxaWgI65mdE/pXMOpfnf8ABZpOTG",
-	"OGldxpCjfN33souLi8PTznEhPZN91/alEkibVw+eAdOuFG0zvbeDqatKaQv5K8g5O0eaB89SIY+OhnJd",
-	"Azc3WFug+uzwc1shyML5NjdtcVGauBKyJj/d3mIY/nx7SxoQRGe00qoCbTmEHJgnbP6KZSsu4dCVeuZS",
-	"PeCYmWDGzR9I52zvaJjdq6AcndE6drQZLVpcMKNS2asCy9iMlmBXKr9yn5gQ6gaJGwDiZPSF5MoqdSWw",
-	"lDjW7dxdlW7yrnCGZ9QRlUyuGzGchDzUeHo5GzqCG90Ytkyo/T91yWSk9G0lmPQupwpy02SQG63kEk2L",
-	"n6wiuaKzRKw3aMTZCg3djd3JpRYfIMMS9ceNBP2Cg8jNWDZsJAW24iS/AW24sUxmiVnVwCzkzxKJ8XwF",
-	"pDauDGh0GZ4BYVmmamnJzUqR0JXEUIA6VVj+hxRrOre6hoRR6yq/75Ch6x2H3CQs+AZkzuXyrK2bGNFC",
-	"/FHQ+bvt0XvOSwi238y2k8bz5Gj7tnd1UYyN8KczgG9LWA9uK67BnNq09Zx9fEnlJZCbFfiy1eEDEhik",
-	"eCNVemZQKFMvUt0QLo96nD5/6YF0okeLY8bdLlqII1mZ6LzZXA6zZpjLWEkuO6xE95n+0yyDKmHTBG/m",
-	"SWdfYjZ7htjmSa1Z9nTntyDzFG7Ybau+ViH6dok3Mf5p6O389pt0dqQ6yxNJtGIf6x4rjrCk4Ih+p0In",
-	"JWlnFBR4Z+Ddw85nbf97haMN4GZSbkcwJ+87d31PXYp+37jHFctLLt/Tz3LxCd0iz4+Y/eYXxHfmeTFk",
-	"cJdwOu2CYWDcUKO4LJSLp2ocZRo5kANXkHtWQ+M+GQVezk0l2Pq1S4KT4wUiTJVuQhSW/slw4vk0q7Pf",
-	"6P0K59AD036E8PPL5MyClVysr2TSMtjVU0wUkBld8muQ2/ojwWR3VwXvUB/vYMSLPcri3Rylq6axq6S0",
-	"kjv6T1TjfZS7SATtpJiBJOkpiZ4vccOp8KjREzVL9biocQulr2d5zl1XJt5E/HuwsdMkfGBaM8ysbpAr",
-	"vzcyluR1u2fiyJJSBH6BQ9J4EbgclzxX5e6G6+9YOdsdPbd4CSzuAOk/Z7TA4n5ovhc4D4zi7xd/cMvK",
-	"ytVp+mpNLsY+siNp11YtQYLG1VAtucMq3eYg32vS9oz4TtJyfXgzLWkCmJ+DZBLPCyzjEvcWmSVLrerK",
-	"ECYEeSbYLYjWEQw5YEtn+hkpapmF7cxS5SDMjIDNjp74IwezYtotA4GVCMeNwUG0EuhmCy4El8sjus1V",
-	"XMbepr6L4hQchspCYkouVmBXYfsUk9GKGdKQ9zNBBAs6CRdKCWByC1Tui7YFNLuGq2vQDqzuIel/Gc8L",
-	"JV4ASNL2TUqHkHoH3wj4rHAn1fdJ8dtazgc6f0ZhH3DaXuLTEHrAYgpNh22JUfd/+WSH29+BRaXVNTdc",
-	"Sde12y3LuYbMKr2+MmuZ0XitQmc0VyXj8ipjla01JPetkhBlIP629cw4xzqmkNWa2/W/cE8Vw+G04v+E",
-	"9WltV+6vBe6tvlC6ZNYlqTdn5J/gQN+gZCu5PBT8GnLiSP6CNVazSqulZmXJLM9CUDe7tOgxyLwTdWVt",
-	"hVthbvQfEgs4/D7cD8bs8b8X58Sqv0C6AQqhbnxoh+1IJHweNjt7H//Ugs7psXIfj9vdSxRSVSE/OETv",
-	"dHf/58ZqZvk1dOr49Db3pZXO6XP8Qfznrj0HAdj+G/4YtS/BGfi/wfqWCDUFAsGNbdDRsLOvtA6zVnl/",
-	"cJzNXt8wQVErHjpFksuceGlj2kzJgi9r7U+kehz7TY62NlaV3qnHlvGtJDSPyIeG2kHe2a1HGNmvT98T",
-	"fDvroVVH5G1FG+nYtvSohqqlqTqNmm+RMh1ZrEia0VD+mAqPiJrJHEofNw5p42FHdO2J5YCs/U5n9INa",
-	"jEd0H5u2oZXits42H9QiMgs2xmPGnYZ2CG1CZQlh2690RsusWtWLXvOr52/Iql50+MaRIZoZ6eQ/d+1D",
-	"vYbtnW74IdIuEMRyDDsPdWzb8QSUw1i8piGmGYqYounEDIer0fquoYklTfEYShvRGCbzhbp1Anv45yQO",
-	"QDC0EQff2kmKOgw0bFt6VEMd01Sdls2gnZodVaxnms9Q0wTV0MWaAYduZqGsBLM94ZpvkXQdWcy0/Upn",
-	"9FqJuoTzlm5oN9++tcvQiHt06YQeEEeyD/vEGuwxRF0Z0LZTROmwBp3uPKV9TJFWNqYY6TZUKaWKa20X",
-	"EGYeziBw+w4qO7W2iHoMJe+a+nQ5ZIJLrwD+2oP3UOcp3p3mN4kNn4jQ74e3e4dhR8Wq3m5KRC+AXTvy",
-	"l+7/k0SRUack1FAq5PQWf4SBC63KKa7DmI04OxTtYGYPN+IX1+Sv5zyPrjvg/YFHJPmIJB+R5COSfESS",
-	"j0jyEUk+IslHJPmIJLciyWivluFWKN4r5bJQeLeVWzy7CSctTUp7I5h0w1+DNn6/9OTo5OipG0hVIFnF",
-	"6Zz+eHRy9CPesbQrxKTHlVYFF3Acl9b5J4qzMdyAfYvXTg1hRIQzWiZE4mbE+KT0iKIUur2cg5Y+FWJ0",
-	"smzwnCt6tfPDycmdbum258L3uJgyPiEeX+g1NeL1ohZd9XD9fjp5OjVqq89x7y42dvpxd6fugQ32+Onr",
-	"X1qWKjWrOPwP/9gt8PC5xWZGf/azuL1f/3FOfECBZ7/NucC7MT683Mz6RxfvLjeXM2rqsmR63QKIhE4z",
-	"atnSDJjSSzf4MQb47mgQwh9b+jdRY+cnXGaixpHtCrg/ZjLkwN8VUrp5TDV49oEvr2qTDp3emefDxEz/",
-	"mPWzImUPX4ge6z14cG3v0b7I+mbCYVjH9ouGzj9j740CIqpWlxuHuc3UVUhwNUHCTcypeSHWDbNY+1Pp",
-	"I3LenCcDkBsuBNGQAe6FyHBwbVU4aR+ePYdXMcvw/ihcFYirfwd1x6Hjpe17sr+qD8Y+U/n6TmEzcfOt",
-	"aI5LJ87zE0exo9j5Ha0QHyxbFUxG47cFVtew+czov1OhvEegf91a1bwy8n4TbP+d1ePOt6WypGizz8ke",
-	"2ad9UOw6PN1DveFDTuz38z62TLyv+hZzZAijnVkyWl8MlxfJFNlChuNPpl78oTGGNz5l+jXQGEK4hYRL",
-	"nv4ujFtK9HPmAb72ulZ/4avQ3uX1on8xCR+VxZeTIto12CfjZOhHHybDimlWgkXk82504aVeOMACw+yE",
-	"e3Z0jusK2txDo50VRjlr22O9y3Q+S97ObRKPWBO/PMvDy8PukrYzXv7/And83STSXRZS2rvNZyaTby2u",
-	"w/p8Z1xHy/fB6p200Ta40DeBiOoEIPJLff8K3QF9XCaH+1k7V8W+cy8k3/o7ad9IWH4JoJS+iucwoYOQ",
-	"aDMH/4zhS9mgyKDN9meWyPgyia4eDjENlknjOPyzuWnYvn2M09iD4aazgJtQEry1mDfp6zHnPQKobYk2",
-	"bGvuTLRh17O9Wjt6wzmForoPx5/a369ZCZvjdgv608SCNOxMD+GSyyjbMm/o1jrMWZz/tybf1/hSqxg/",
-	"UBln3p4uXwITPdwaL3o62ENdYT7yx12aOwRQ48Q7I6g5Zuk78ufG0AfF5XQA+VOju8aP7/UYPt3D8zsE",
-	"UfsG5Xsuv5EzfWcLj3DgujOaw3nslw3mcLw5vcmA555me/QiTe9B6ncdsvE/vbDFaXsxKqD4jrcEvrOI",
-	"9EGx+xxkdCUgHYHTY/o7nVMD4b/KlIqgibP7Gi8DrKytzPz4mFX8aIGER4wfX5/gS9UknzNZgAb/aLjP",
-	"Q9ey40E3l5v/CwAA//8=",
+	"7Fxbb9y4kv4rBHeBdYD2JXN5OD2YBycz2fWeJBPkeOCHxPBhS6VuZihSISm3e4L+7wcsUhIlsS92EiMI",
+	"+mWmLRaLVcW6fLzlE81UWSkJ0ho6/UQ1mEpJA/jHM5a/hY81GOv+ypS0IPEnqyrBM2a5kqcfjJLum8kW",
+	"UDL36781FHRK/+u0Y33qW83p71orTdfr9YTmYDLNK8eETqldANF+MMINKZkolC4hJ0qTXIEhUllSMpst",
+	"iCMNo60n9LmSheDZI4uYhVENWXLrRcpqrUFaYiyzQI7gZH5CmNDA8hVhpIRyBvqJk/iF0jOe5yC/vsi3",
+	"TPCcZBpykJYz4cVVtSWNMlxDTkymKnCWXir9l6lYBkQrAU7YC2lBSyb8EF9d4FrCXQWZdUKBvgVNCsZF",
+	"rYEc5WAZF4YwDUSo+RzyCZHgSDTYWkvI0bqvlX2hapk/lj8YVesMOh+FO26ssyX3f99yw2cCiFXeS5gQ",
+	"oJ2gb9hKKJZfKvWS6Tk8rv/OVL4icJcB5MYHFP8biOAlt062S6VeMbkK0W++vmyMaBc1KABZMkM0sGwB",
+	"OTmqQAejTYj73blo4RxWcwuGMJkTLm+5RaHMxNkfOwruQpLluQZjsIfzJ8gJq+3CxYRX48kvzon0irDC",
+	"gkaDyNoFLFEFMZApmRvCJXnriI7PHRGd0AWwHDRa5y2z8BKtN/2UNHvJuORyTj7WyjLH1S6YJZUSPFuh",
+	"+DgJYaRaWi4Ix0yowVilnbNjRvn3e+qt8Z7+on89+8X++vTfdBKZ364qoFNqrOZyTp2lW9mO3+BwaRG9",
+	"YEEgFM5Ng3cRNzpDAzjKi98vX5Bcs8L6/x5zsMXxwtqKVfzYzSNO43EwT0Lwj78+PTv7ZbmH6JG9R1I3",
+	"1rKKLBm3ZAaF0uAn0pn66O2L5+QfT5+ePemNUnLJy7qk06eTZkQuLcwBHXM9oX9K5xxK87/hEbJIyY1x",
+	"0rqMIUf5uu9lV1dXx+ed40J6Jvuu7UslkDavHj0Dpl0p2mZ6bwdTV5XSFvJXkHN2iTSPnqVCHh0N5boG",
+	"bm6wtkD12eHntkKQmfNtbtriojRxJWRFfrq7wzD8+e6ONCCITmilVQXacgg5ME/Y/BXLFlzCsSv1zKV6",
+	"wDEzwYybP5DO2d7RMLs3QTk6oXXsaBNatLhgQqWyNwWWsQktwS5UfuM+MSHUEokbAOJk9IXkxip1I7CU",
+	"ONbt3N2UbvJucIYn1BGVTK4aMZyEPNR4ej0ZOoIb3Rg2T6j9f3XJZKT0XSWY9C6nCrJsMshSKzlH0+In",
+	"q0iu6CQR6w0acbZCQ3djd3Kp2QfIsET9sZSgX3AQuRnLho2kwFac5DegDTeWySwxqxqYhfxZIjFeLoDU",
+	"xpUBjS7DMyAsy1QtLVkuFAldSQwFqFOF5X9IsaJTq2tIGLWu8ocOGbrec8h1woJvQOZczi/auokRLcQf",
+	"BZ2+2x69l7yEYPv1ZDtpPE+Otm97VxfF2Ah/OgP4toT14K7iGsy5TVvP2ceXVF4CWS7Al60OH5DAIMUb",
+	"qdIzg0KZepbqhnB51OP8+UsPpBM9Whwz7nbVQhzJykTn9fp6mDXDXMZKctlhJbrP9J9nGVQJmyZ4M086",
+	"+RKz2TPENk9qzbKnO78Fmadww25b9bUK0bdLvA3jn4fezm+/SWdHqos8kUQr9rHuseIISwqO6HdT6KQk",
+	"7YyCAu8MvAfY+aLt/6BwtAHcbJTbEUzJ+85d31OXot837nHD8pLL9/SzXHyDbpHnR8x+8wvie/O8GjK4",
+	"Tzidd8EwMG6oUVwWysVTNY4yjRzIkSvIPauhcZ+MAi/nphJs9dolwY3jBSJMlW5CFJb+jeHE882sLn6j",
+	"DyucQw9M+xHCzy+TMwtWcrG6kUnLYFdPsaGATOic34Lc1h8JNnZ3VfAe9fEeRrzaoyzez1G6ahq7Skor",
+	"uaP/hmq8j3JXiaDdKGYgSXpKoudL3HAqPGr0RM1SPS5q3ELp61mec9eViTcR/x5s7DQJH5jWDDOrG+TG",
+	"742MJXnd7pk4sqQUgV/gkDReBC7HJc9Vufvh+ntWznZHzy1eAot7QPrPGS2weBia7wXOI6P4h8Uf3LGy",
+	"cnWavlqRq7GP7EjatVVzkKBxNVRL7rBKtznI95q0PSO+k7RcHS83S5oA5pcgmcTzAsu4xL1FZslcq7oy",
+	"hAlBngl2B6J1BEOO2NyZfkKKWmZhO7NUOQgzIWCzkyf+yMEsmHbLQGAlwnFjcBCtBLrZjAvB5fyEbnMV",
+	"l7G3qe+iOAWHobKQmJKrBdhF2D7FZLRghjTk/UwQwYJOwplSApjcApX7om0Bza7h5ha0A6t7SPo/xvNC",
+	"iWcAkrR9k9IhpN7BNwI+C9xJ9X1S/LaW84HOn1HYB5y2l/g0hB6w2ISmw7bEqPu/fLLD7e/AotLqlhuu",
+	"pOva7ZblXENmlV7dmJXMaLxWoROaq5JxeZOxytYakvtWSYgyEH/bemacYx1TyGrN7epfuKeK4XBe8X/C",
+	"6ry2C/fXDPdWXyhdMuuS1JsL8k9woG9QspWcHwt+CzlxJH/BCqtZpdVcs7JklmchqJtdWvQYZN6JurC2",
+	"wq0wN/oPiQUcfh/uB2P2+P+rS2LVXyDdAIVQSx/aYTsSCZ+Hzc7exz+1oFN6qtzH03b3EoVUVcgPDtE7",
+	"3d3/ubGaWX4LnTo+vU19aaVT+hx/EP+5a89BALb/hj9G7XNwBv5fsL4lQk2BQHBjG3Q07OwrrcOsVd4f",
+	"HGez1zdMUNSKh06R5DInXtqYNlOy4PNa+xOpHsd+k6OtjVWld+qxZXwrCc0j8qGhdpB3dusRRvbr0/cE",
+	"3856aNUReVvRRjq2LT2qoWppqk6j5lukTEcWK5JmNJQ/psIjomYyh9LHjUPaeNgRXXtiOSBrv9MJ/aBm",
+	"4xHdx6ZtaKW4rbPNBzWLzIKN8Zhxp6EdQptQWULY9iud0DKrFvWs1/zq+RuyqGcdvnFkiGZGOvnPXftQ",
+	"r2F7pxt+iLQLBLEcw85DHdt2PAHlMBavaYhphiKmaDoxw+FqtL5raGJJUzyG0kY0hsl8pu6cwB7+OYkD",
+	"EAxtxMG3dpKiDgMN25Ye1VDHNFWnZTNop2ZHFeuZ5jPUNEE1dLFmwKGbWSgrwWxPuOZbJF1HFjNtv9IJ",
+	"vVWiLuGypRvazbdv7TI04h5dOqEHxJHswz6xBnsMUVcGtO0UUTqsQTd33qR9TJFWNqYY6TZUKaWKa20X",
+	"EGYaziBw+w4qu2ltEfUYSt419elyyASXXgH8tQfvoc6beHeaLxMbPhGh3w9v9w7DjopVvd2UiF4Au3Xk",
+	"L93/NxJFRt0koYZSIae3+CMMXGhVbuI6jNmIs0PRDmb2cCN+cU3+es7z6LoD3h84IMkDkjwgyQOSPCDJ",
+	"A5I8IMkDkjwgyQOS3Ioko71ahluheK+Uy0Lh3VZu8ewmnLQ0Ke2NYNINfwva+P3Ss5Ozk6duIFWBZBWn",
+	"U/rjydnJj3jH0i4Qk55WWhVcwGlcWqefKM7GcAP2LV47NYQREc5omRCJmxHjk9ITilLo9nIOWvpciNHJ",
+	"ssFzrujVzg9nZ/e6pdueCz/gYsr4hHh8odfUiNeLWnTVw/X7ycuZGrXV5zR6goRdnu7u0ru+jZ1+3N2p",
+	"e5ODPX76+vecpUo5Ag7/wz92Czx8obGe0J/3MWj/PU98poHHxc1RwrsxpLxeT/qnHe+u19cTauqyZHrV",
+	"Yo6EThNq2dwMmNJrN/gp5oTdASSEP+n0z6jG8UK4zESNI9sFcH8yZciRv16kdPP+avBSBB9r1SYdbb1j",
+	"0scJs/7J7PccXNt7tI+4vplwGJa+/aKh88/Ye6OAiArc9drBdLPp9iS4MiJhGXNqHpV1w8xW/iD7hFw2",
+	"R9AAZMmFIBoywO0TGc66rQqH88Pj6vCQZh6eLIXbBTFg6NDxOHS8tH1P9rf7wdhnKl/dK2w2XJYrmhPW",
+	"DVcAEqe3o9j5Ha0Qn0VbFUxG4+cIVtew/szov1dtfUCgf91a1TxM8n4TbP+d1ePOt6WypGizz9ke2ad9",
+	"g+w6PN1DveHbT+z38z62TDzJ+hZzZAijnVkyWpIMVyTJFNlChtNPpp79oTGG1z5l+mXTGEK4tYdLnv76",
+	"jFt99HPmET4Qu1V/4UPS3n33on+XCd+hxfeZItoV2CfjZOhHHybDimlWgkXk8250R6aeOcACw+yE23x0",
+	"iksR2lxdo50VRjlr2/u+63Q+S17obRKPWBG/osvDY8XuXrczXn4A9dH9IqW923xmMvnW4jos6XfGdbTi",
+	"Hyz4SRttgzuAGxBRnQBEfnfAP1x3QB9X1uFK186FtO/cC8m3/hrbNxKWXwIopW/vOUzoICTazME/Y/hc",
+	"NigyaLP9ZSYyvk6iq8dDTINl0jgO/2wuJ7bPJeM09mi46SLgJpQELzrmTfo65LwDgNqWaMNO6M5EGzZK",
+	"29u4o2efm1BU9+H0U/v7NSthfdruWn/asCANm9lDuOQyyrbMG7q1DnMR5/+tyfc1Pu4qxm9axpm3p8uX",
+	"wESPt8aLXhv2UFeYj/ywsfN1Y67x+51B1xzm9H3/c8Pug+Jyc8z5s6n7hpzvdYi47nn7PeKufelyWNj0",
+	"inzkf9/Z8iacBO9MAOGg+MvGfzh33byVgQeyZnvAI03vpex3HeXxvwmxxWl7YS2gsIeQjl85fl9B7ONo",
+	"9wHN6HpDOmg3j+nvp24aCP+FqVTQbbiHUOPFhoW1lZmenrKKn8yQ8ITx09szfHWb5HMhC9DgH0D3eeha",
+	"djzo+nr9nwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
