@@ -15,7 +15,6 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/golang-jwt/jwt/v5"
 
-	"controlplane/server"
 )
 
 // apiKeyRefused lists operations that an API key may not call at all (the
