@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	neturl "net/url"
 	"sync/atomic"
 	"time"
 
@@ -49,7 +50,12 @@ type Redis struct {
 func NewRedis(url, prefix string, log *slog.Logger) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("--redis: %w (expected redis://host:6379/0 or rediss://…)", err)
+		// net/url quotes the whole URL in its errors, password included.
+		var urlErr *neturl.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return nil, fmt.Errorf("--redis: %w (expected redis://[user:password@]host:6379/0 or rediss://…)", err)
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = redisTimeout, redisTimeout, redisTimeout, redisTimeout
 	opts.MaxRetries, opts.DialerRetries = -1, 1 // the fallback is the retry
