@@ -344,8 +344,12 @@ func TestDispatcher_SlowBatchKeepsLease(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range 2 {
-		sender := slowSender{Sender: smtpSenderTo(t, srv.Host(), srv.Port()), delay: 150 * time.Millisecond}
-		d := mail.NewDispatcher(e.st, sender, fastRetries(mail.DispatcherConfig{Lease: 500 * time.Millisecond, BatchSize: n}), quiet)
+		// Ten sends of 300 ms outlast a 2 s lease, so the batch must stop
+		// starting messages at half the lease; the 1 s left for each send
+		// is margin enough on a loaded CI machine with -race (a 500 ms
+		// lease for 150 ms sends once gave a duplicate there).
+		sender := slowSender{Sender: smtpSenderTo(t, srv.Host(), srv.Port()), delay: 300 * time.Millisecond}
+		d := mail.NewDispatcher(e.st, sender, fastRetries(mail.DispatcherConfig{Lease: 2 * time.Second, BatchSize: n}), quiet)
 		wg.Add(1)
 		go func() { defer wg.Done(); d.Run(ctx) }()
 	}
