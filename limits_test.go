@@ -134,6 +134,11 @@ func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
 			if !maps.Equal(before, after) {
 				t.Errorf("a refused invite changed rows: before %v, after %v", before, after)
 			}
+			// An outsider's change to acme while it is over its quota is
+			// still a 404: only members learn of the quota.
+			if got := f.send(t, f.srv, "POST", "/v0/users", stranger, `{"email":"s9@x.test"}`); got.status != 404 {
+				t.Errorf("stranger while acme is over its quota: got %d %s, want 404", got.status, got.message)
+			}
 			// Other changes in the workspace and invites elsewhere go on.
 			if got := f.send(t, f.srv, "POST", "/v0/users", with(stranger, server.WorkspaceHeader, "other"), `{"email":"o@x.test"}`); got.status != 200 {
 				t.Errorf("invite into another workspace: got %d %s, want 200", got.status, got.message)
@@ -144,6 +149,26 @@ func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Operations acting on the workspace in their path (join, decline, leave)
+// never spend the quota of the workspace a header names: anyone could
+// otherwise exhaust another workspace's budget with no-op joins of their own.
+func TestRateLimits_WorkspaceQuotaNotSpentThroughHeader(t *testing.T) {
+	f := newFixture(t, "sqlite", "--rate-limit-workspace-writes", "2/h")
+	other := with(bearer(f.token("u-other", "other@other.test", personScopes)), server.WorkspaceHeader, "acme")
+	for range 4 {
+		if got := f.send(t, f.srv, "POST", "/v0/workspaces/other/join", other, ""); got.status != 200 {
+			t.Fatalf("no-op join of the caller's own workspace: got %d %s, want 200", got.status, got.message)
+		}
+	}
+	role := with(bearer(f.token("u-admin", "", "workspaces:update")), "Content-Type", "application/json")
+	for range 2 {
+		if got := f.send(t, f.srv, "PUT", "/v0/users/u-member", role, `{"role":"member"}`); got.status != 200 {
+			t.Fatalf("acme's admin: got %d %s, want 200", got.status, got.message)
+		}
+	}
+	check429(t, f.send(t, f.srv, "PUT", "/v0/users/u-member", role, `{"role":"member"}`), `"workspace-writes";q=2;w=3600`)
 }
 
 func TestRateLimits_Caller(t *testing.T) {
@@ -179,8 +204,15 @@ func TestRateLimits_FailedAuthentication(t *testing.T) {
 			t.Fatalf("no credential: got %d, want 401", got.status)
 		}
 	}
-	for range 3 {
-		if got := f.send(t, f.srv, "GET", "/v0/users", from(bearer("bl_guessed"), "203.0.113.7"), ""); got.status != 401 {
+	// A guess hidden behind an empty first Authorization line counts too.
+	hidden := from(bearer(""), "203.0.113.7")
+	hidden["Authorization"] = []string{"", "Bearer bl_guessed"}
+	for i := range 3 {
+		h := from(bearer("bl_guessed"), "203.0.113.7")
+		if i == 0 {
+			h = hidden
+		}
+		if got := f.send(t, f.srv, "GET", "/v0/users", h, ""); got.status != 401 {
 			t.Fatalf("guess: got %d, want 401", got.status)
 		}
 	}

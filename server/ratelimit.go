@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -70,34 +73,38 @@ func newRateLimiter(cfg RateLimits, log *slog.Logger) *rateLimiter {
 }
 
 // beforeAuth runs before the validator: it refuses addresses over the
-// failed-authentication quota and counts the 401s the validator answers.
+// failed-authentication quota and counts the credentials the validator
+// refuses (a 401 to a request without any is a client that forgot one, not
+// one guessing, and does not count).
 func (l *rateLimiter) beforeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		q := l.cfg.FailedAuth
 		if q.Off() {
 			return next(c)
 		}
-		ip := c.RealIP()
-		if err := l.refuseIfClosed(c, q, ip); err != nil {
+		client := addressKey(c.RealIP())
+		if err := l.refuseIfClosed(c, q, client); err != nil {
 			return err
 		}
 		err := next(c)
-		if err != nil && toAPIError(err).Status == http.StatusUnauthorized && presentsCredential(c.Request()) {
-			l.count(c.Request().Context(), q, ip)
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized && apiErr.Challenge == invalidTokenChallenge {
+			l.count(c.Request().Context(), q, client)
 		}
 		return err
 	}
 }
 
-// presentsCredential tells whether r carries a credential: a 401 without
-// one is a client that forgot, not one guessing, and does not count.
-func presentsCredential(r *http.Request) bool {
-	for _, h := range credentialHeaders {
-		if r.Header.Get(h) != "" {
-			return true
-		}
+// addressKey is the key of a client address: the address itself for IPv4,
+// its /64 for IPv6 (one subscriber usually holds a whole /64 and could
+// rotate through it).
+func addressKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || addr.Is4() || addr.Is4In6() {
+		return ip
 	}
-	return false
+	prefix, _ := addr.Prefix(64)
+	return prefix.String()
 }
 
 // afterAuth runs after the validator, when the principal is known: it takes
@@ -129,22 +136,30 @@ func (l *rateLimiter) afterAuth(s *Server) echo.MiddlewareFunc {
 					setRateLimitHeaders(c.Response().Header(), res)
 				}
 			}
+			// Workspace quotas count the changes made in the workspace a
+			// request names (header or API key): the /users operations.
+			// Join, decline and leave act on the workspace in their path, for
+			// the caller alone, and spend only the caller's quota.
 			req := c.Request()
-			if req.Method == http.MethodGet || req.Method == http.MethodHead {
+			if req.Method == http.MethodGet || req.Method == http.MethodHead || !strings.HasPrefix(c.Path(), APIBasePath+"/users") {
 				return next(c)
 			}
 			_, workspace, werr := s.workspaceName(ctx)
-			if werr != nil || workspace == "" {
+			if werr != nil {
 				return next(c) // the handler answers the missing or foreign workspace
 			}
-			invite := req.Method == http.MethodPost && c.Path() == APIBasePath+"/users"
 			quotas := []ratelimit.Quota{l.cfg.WorkspaceWrites}
-			if invite {
+			if req.Method == http.MethodPost && c.Path() == APIBasePath+"/users" {
 				quotas = append(quotas, l.cfg.WorkspaceInvites)
 			}
 			for _, q := range quotas {
-				if err := l.refuseIfClosed(c, q, workspace); err != nil {
-					return err
+				if wait := l.closed(q, workspace); wait > 0 {
+					// Only a member learns that the workspace is over its
+					// quota; anyone else gets the handler's 404 as always.
+					if _, err := s.store.Membership(ctx, workspace, p.Sub); err != nil {
+						return next(c)
+					}
+					return tooManyRequests(c, q, wait)
 				}
 			}
 			err := next(c)
@@ -160,13 +175,18 @@ func (l *rateLimiter) afterAuth(s *Server) echo.MiddlewareFunc {
 
 // refuseIfClosed answers 429 when key is over q in the local gate.
 func (l *rateLimiter) refuseIfClosed(c echo.Context, q ratelimit.Quota, key string) error {
-	if q.Off() {
-		return nil
-	}
-	if wait := l.gate.Closed(q, key, time.Now()); wait > 0 {
+	if wait := l.closed(q, key); wait > 0 {
 		return tooManyRequests(c, q, wait)
 	}
 	return nil
+}
+
+// closed is how long key stays over q in the local gate (0: open).
+func (l *rateLimiter) closed(q ratelimit.Quota, key string) time.Duration {
+	if q.Off() {
+		return 0
+	}
+	return l.gate.Closed(q, key, time.Now())
 }
 
 // count records an event that already happened; when it used the last of
@@ -191,8 +211,21 @@ func tooManyRequests(c echo.Context, q ratelimit.Quota, wait time.Duration) erro
 	h.Set("Retry-After", strconv.Itoa(secs))
 	h.Set("RateLimit-Policy", rateLimitPolicy(q))
 	h.Set("RateLimit", `"`+q.Name+`";r=0;t=`+strconv.Itoa(secs))
-	return newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s every %s; retry in %d s",
-		q.Rate, quotaWhat[q.Name], q.Period, secs))
+	return newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s %s; retry in %d s",
+		q.Rate, quotaWhat[q.Name], per(q.Period), secs))
+}
+
+// per says a period in words: "per minute", "per 10m0s".
+func per(d time.Duration) string {
+	switch d {
+	case time.Second:
+		return "per second"
+	case time.Minute:
+		return "per minute"
+	case time.Hour:
+		return "per hour"
+	}
+	return "per " + d.String()
 }
 
 // setRateLimitHeaders tells a client its standing under the quota it spent

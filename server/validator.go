@@ -264,6 +264,11 @@ func validationError(err error) error {
 	return err
 }
 
+// invalidTokenChallenge is the WWW-Authenticate of a 401 to a credential
+// that was presented and refused (RFC 6750 §3.1 error="invalid_token"), as
+// opposed to no credential at all.
+const invalidTokenChallenge = `Bearer realm="controlplane", error="invalid_token"`
+
 // securityError picks the most useful of the per-requirement failures: a
 // valid credential that lacks a scope is 403; otherwise 401, explaining the
 // failure of the requirement the presented credential was meant for.
@@ -286,7 +291,7 @@ func securityError(secErr *openapi3filter.SecurityRequirementsError) *APIError {
 	}
 	apiErr := &APIError{Status: best.status, Message: best.message}
 	if best.status == http.StatusUnauthorized && best.presented {
-		apiErr.Challenge = `Bearer realm="controlplane", error="invalid_token"`
+		apiErr.Challenge = invalidTokenChallenge
 	}
 	return apiErr
 }
