@@ -24,8 +24,9 @@ const WorkspaceHeader = "X-Blaxel-Workspace"
 type authError struct {
 	status    int
 	message   string
-	applies   bool // the presented credential was of this scheme's kind
-	presented bool // a credential was sent at all
+	applies   bool  // the presented credential was of this scheme's kind
+	presented bool  // a credential was sent at all
+	cause     error // what failed, for the log (never shown to the client)
 }
 
 func (e *authError) Error() string { return e.message }
@@ -124,7 +125,7 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 					message: "invalid API key: unknown or revoked"}
 			}
 			return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
-				message: "internal error: could not check the API key"}
+				message: "internal error: could not check the API key", cause: err}
 		}
 		return &Principal{Sub: key.Sub, APIKey: &key}, nil
 	}

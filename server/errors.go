@@ -20,9 +20,18 @@ type APIError struct {
 	Message string
 	// Challenge is the WWW-Authenticate value of a 401.
 	Challenge string
+	// Cause is what failed behind a 5xx: logged, never shown.
+	Cause error
 }
 
-func (e *APIError) Error() string { return e.Message }
+func (e *APIError) Error() string {
+	if e.Cause != nil {
+		return e.Message + ": " + e.Cause.Error()
+	}
+	return e.Message
+}
+
+func (e *APIError) Unwrap() error { return e.Cause }
 
 func newError(status int, message string) *APIError {
 	return &APIError{Status: status, Message: message}
@@ -74,11 +83,13 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		apiErr := toAPIError(err)
-		if apiErr.Status >= 500 && clientGone(c) {
+		if apiErr.Status >= 500 && clientGone(c) && errors.Is(err, context.Canceled) {
 			// The client disconnected or half-closed, which cancelled the
 			// request's context, and what failed was cut short by that (a
 			// database call refuses a cancelled context). The client's
-			// doing, not a server error: no 5xx, no ERROR line.
+			// doing, not a server error: no 5xx, no ERROR line. A failure
+			// of its own (the database down) stays an ERROR, even if the
+			// client gave up meanwhile.
 			log.Debug("client went away before the answer", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			abandon(c)
 			return

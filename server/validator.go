@@ -289,7 +289,7 @@ func securityError(secErr *openapi3filter.SecurityRequirementsError) *APIError {
 	if best == nil {
 		return &APIError{Status: http.StatusUnauthorized, Message: "authentication failed"}
 	}
-	apiErr := &APIError{Status: best.status, Message: best.message}
+	apiErr := &APIError{Status: best.status, Message: best.message, Cause: best.cause}
 	if best.status == http.StatusUnauthorized && best.presented {
 		apiErr.Challenge = invalidTokenChallenge
 	}

@@ -60,3 +60,11 @@ func (s *Store) CutOffForTest(how string) (open int, err error) {
 	}
 	return open, nil
 }
+
+// SetWriteTimeoutForTest shortens the bound of detached writes until the
+// returned function restores it. Tests using it must not run in parallel.
+func SetWriteTimeoutForTest(d time.Duration) (restore func()) {
+	old := writeTimeout
+	writeTimeout = d
+	return func() { writeTimeout = old }
+}

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -133,4 +135,41 @@ func TestPostgres_CutOffConnectionsLeaveThePool(t *testing.T) {
 			t.Errorf("after a %s was cut off, the next call failed: %v", how, err)
 		}
 	}
+}
+
+// TestPostgres_DetachedWriteHonoursItsTimeout: a write waiting on a lock
+// that is never released fails at its write timeout (and rolls back), even
+// though the reads inside it are protected from its caller's cancellation:
+// SELECT … FOR UPDATE once waited for as long as the lock was held.
+func TestPostgres_DetachedWriteHonoursItsTimeout(t *testing.T) {
+	dsn := storetest.DSN(t, "postgres")
+	st := storetest.OpenDSN(t, dsn, store.Options{})
+	mustWorkspace(t, st, "acme")
+	defer store.SetWriteTimeoutForTest(300 * time.Millisecond)()
+
+	locker, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	lock, err := locker.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec("SELECT id FROM workspaces WHERE name = 'acme' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.RemoveUser(context.Background(), "acme", "nobody@acme.test", "admin-acme") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("got %v, want the write timeout (context deadline exceeded)", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the write was still waiting on the lock long after its timeout")
+		lock.Rollback()
+		<-done
+	}
+	lock.Rollback()
 }

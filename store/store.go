@@ -283,11 +283,19 @@ func (c validatingConn) IsValid() bool {
 // milliseconds. Writes are detached whole (see detach).
 func finishStartedReads(db *gorm.DB) error {
 	finish := func(tx *gorm.DB) {
-		if err := tx.Statement.Context.Err(); err != nil {
+		ctx := tx.Statement.Context
+		if err := ctx.Err(); err != nil {
 			tx.AddError(err)
 			return
 		}
-		tx.Statement.Context = context.WithoutCancel(tx.Statement.Context)
+		if _, ok := ctx.Deadline(); ok {
+			// A detached write (writeTimeout) or a caller's own bound: no
+			// client cancellation reaches it, and its deadline must hold,
+			// e.g. for SELECT … FOR UPDATE waiting on a lock (on PostgreSQL
+			// reads and writes share this handle).
+			return
+		}
+		tx.Statement.Context = context.WithoutCancel(ctx)
 	}
 	return errors.Join(
 		db.Callback().Query().Before("gorm:query").Register("controlplane:finish_started_reads", finish),
@@ -325,7 +333,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 // writeTimeout bounds a write once it is detached from its caller: one
 // stuck behind a lock or a dead connection fails (and rolls back whole)
 // instead of holding its connection for ever.
-const writeTimeout = 15 * time.Second
+var writeTimeout = 15 * time.Second // a variable for tests only
 
 // detach decides what a write does when its caller goes away (a client
 // that disconnects or half-closes cancels its request's context): a write
