@@ -169,7 +169,7 @@ func BenchmarkGateClosed(b *testing.B) {
 
 // A malformed --redis URL is refused without printing its password.
 func TestNewRedis_BadURLKeepsPassword(t *testing.T) {
-	for _, url := range []string{"redis://user:s3cret@ho st:6379/0", "redis://user:s3cret@host:6379/x", "http://user:s3cret@host"} {
+	for _, url := range []string{"redis://user:s3cret@ho st:6379/0", "redis://user:s3cret@host:6379/x", "http://user:s3cret@host", "redis://user:s3cr/et@host:6379/0"} {
 		_, err := ratelimit.NewRedis(url, "p:", quiet)
 		if err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: got %v, want an error without the password", url, err)

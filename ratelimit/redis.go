@@ -50,10 +50,11 @@ type Redis struct {
 func NewRedis(url, prefix string, log *slog.Logger) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
-		// net/url quotes the whole URL in its errors, password included.
+		// net/url's messages quote the URL, or the part of it that did not
+		// parse, which can be part of the password: none of it is repeated.
 		var urlErr *neturl.Error
 		if errors.As(err, &urlErr) {
-			err = urlErr.Err
+			return nil, errors.New("--redis: not a valid URL (expected redis://[user:password@]host:6379/0 or rediss://…; percent-encode @ : / ? # % in the password)")
 		}
 		return nil, fmt.Errorf("--redis: %w (expected redis://[user:password@]host:6379/0 or rediss://…)", err)
 	}

@@ -81,3 +81,14 @@ func TestOpen_DSNForms(t *testing.T) {
 		}
 	})
 }
+
+// A malformed PostgreSQL URL is refused without any part of its password
+// (net/url quotes the part it could not parse: here ":s3cr").
+func TestOpen_MalformedPostgresURLKeepsPassword(t *testing.T) {
+	for _, dsn := range []string{"postgres://u:s3cr/et@host/db", "postgresql://u:s3cret@ho st/db", "postgres://u:s3cret@host:99x/db"} {
+		_, err := store.Open(context.Background(), dsn, store.Options{})
+		if err == nil || strings.Contains(err.Error(), "s3cr") || !strings.Contains(err.Error(), "percent-encode") {
+			t.Errorf("%s: got %v, want an error saying what to do, without the password", dsn, err)
+		}
+	}
+}

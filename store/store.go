@@ -8,6 +8,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -154,6 +155,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// No GORM statement cache: database/sql re-prepares for every
 		// transaction (an extra round trip), while pgx already caches
 		// prepared statements per connection by SQL text.
+		if _, err := url.Parse(dsn); err != nil {
+			// net/url's message quotes part of the URL, which can be part
+			// of the password (one with a / in it): say what to do instead.
+			return nil, fmt.Errorf("open PostgreSQL %s: not a valid URL (percent-encode @ : / ? # %% in the user name and password)", RedactDSN(dsn))
+		}
 		pgCfg, err := pgx.ParseConfig(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL %s: %w", RedactDSN(dsn), err)
