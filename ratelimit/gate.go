@@ -17,7 +17,8 @@ type Gate struct {
 }
 
 // NewGate returns an empty gate remembering at most maxKeys closed keys
-// (0: 100,000; past that the ones reopening first are dropped).
+// (0: 100,000; past that, reopened keys and then arbitrary ones are
+// dropped: a flood of distinct keys can reopen some early, never grow it).
 func NewGate(maxKeys int) *Gate {
 	if maxKeys <= 0 {
 		maxKeys = defaultMaxKeys
@@ -49,8 +50,10 @@ func (g *Gate) Close(q Quota, key string, d time.Duration, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.until) >= g.maxKeys {
+		// Drop the reopened keys, then arbitrary ones (map order is
+		// random) down to 90%, so the next Close does not scan again.
 		for k, until := range g.until {
-			if !now.Before(until) || len(g.until) >= g.maxKeys {
+			if !now.Before(until) || len(g.until) >= g.maxKeys*9/10 {
 				delete(g.until, k)
 			}
 		}

@@ -196,7 +196,9 @@ WHERE status = 'failed' AND %s
 
 // RequeueFailedOutbox makes the failed messages f selects pending again so
 // the dispatcher sends them now. It returns how many it requeued and how many
-// it left failed because their invitation has (or now gets) a pending message.
+// it left failed: those whose invitation has (or now gets) a pending message,
+// and older failed messages of an invitation whose newest one is requeued
+// (an invitation has at most one pending message).
 // Messages of invitations no longer pending are requeued too: the dispatcher
 // cancels them, as it would have before the failure.
 // ErrNotFound: f names a workspace or message that does not exist.
