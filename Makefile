@@ -34,9 +34,12 @@ lint:
 	$(GO) vet ./...
 
 # Load benchmark of the invite path against a bare-Echo baseline (bench/run.sh:
-# wrk, SQLite and PostgreSQL, interleaved rounds, one table). Knobs:
-# BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_ROUNDS (3),
-# BENCH_POSTGRES_DSN (admin DSN; empty skips PostgreSQL), BENCH_SERVE_FLAGS.
+# wrk, SQLite and PostgreSQL, interleaved rounds, one table), then issue 10's
+# cases on data seeded by bench/seed (invites into a 20,000-member workspace,
+# paged and unpaged lists, my invitations; a second table with their goals).
+# Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_ROUNDS (3),
+# BENCH_POSTGRES_DSN (admin DSN; empty skips PostgreSQL), BENCH_SERVE_FLAGS,
+# BENCH_SCALE (1; 0 skips issue 10's cases), BENCH_SCALE_DURATION (5s).
 bench:
 	GO=$(GO) bash bench/run.sh
 

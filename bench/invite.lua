@@ -4,11 +4,13 @@
 --   BENCH_TOKEN  bearer token (empty for the bare-Echo baseline; it ignores it)
 --   BENCH_RUN    tag unique per wrk invocation (emails stay unique across the
 --                warm-up and every round against the same server)
+--   BENCH_WORKSPACE  X-Blaxel-Workspace [bench]
 -- Non-2xx answers are counted here too and printed by done() as
 -- "lua_non2xx: N" (wrk itself prints "Non-2xx or 3xx responses: N").
 
 local token = os.getenv("BENCH_TOKEN") or ""
 local run = os.getenv("BENCH_RUN") or "0"
+local workspace = os.getenv("BENCH_WORKSPACE") or "bench"
 
 local threads = {}
 local next_id = 0
@@ -24,7 +26,7 @@ function init(args)
   non2xx = 0
   headers = {
     ["Content-Type"] = "application/json",
-    ["X-Blaxel-Workspace"] = "bench",
+    ["X-Blaxel-Workspace"] = workspace,
   }
   if token ~= "" then
     headers["Authorization"] = "Bearer " .. token

@@ -9,6 +9,24 @@
 # medians over the rounds of req/s, p50, p99 and server CPU per request, the
 # summed errors, and the ratios to the baseline of the same run.
 #
+# Then the cases of issue 10's goals (BENCH_SCALE=1), on a second server per
+# database whose data bench/seed loads with bulk SQL before it starts
+# (workspaces: small = 1 member; big = 20,000 members and 100,000
+# invitations; list100 / list10k = 100 / 10,000 entries; inv-1 … inv-1000,
+# each inviting invitee@bench.test). Interleaved rounds of:
+#   invite into small; invite into big (ratio to small, goal >= 0.9);
+#   SQLite: invite into small while 4 more connections invite into big
+#   (ratio to small alone, goal >= 0.9);
+#   GET /v0/users?limit=100 on list100 and on list10k (ratio, goal >= 0.8);
+#   GET /v0/users unpaged on list10k, 64 in flight (peak server RSS, goal < 100 MB);
+#   GET /v0/profile/invitations as invitee (1,000 entries; req/s x entries,
+#   goal >= 50,000 invitations/s).
+# Peak RSS is the server's VmHWM, reset (/proc/PID/clear_refs) before each
+# case's warm-up. A case whose probe request does not answer 200 (e.g. a
+# server without ?limit=) is reported as not measured, with the answer.
+# Prints a second table: medians of req/s, p50, p99, summed errors, peak RSS,
+# the goal's measure and whether it is met.
+#
 # Environment (defaults in brackets):
 #   BENCH_DURATION [10s]   BENCH_CONNECTIONS [64]   BENCH_THREADS [2]
 #   BENCH_ROUNDS [3]       BENCH_WARMUP [2s]        BENCH_TIMEOUT [2s] (wrk --timeout)
@@ -16,6 +34,10 @@
 #                          (admin connection; a database cp_bench_<random> is
 #                          created and dropped; set BENCH_POSTGRES_DSN= to skip)
 #   BENCH_SERVE_FLAGS      extra flags for `controlplane serve` (e.g. --db-max-conns 32)
+#   BENCH_SCALE [1]        0 skips the issue-10 cases and their seeding
+#   BENCH_SCALE_DURATION [5s]  measured time of each issue-10 case per round
+#                          (same connections, threads, warm-up and rounds;
+#                          the unpaged list gets wrk --timeout 30s)
 #   GO [go]
 set -euo pipefail
 
@@ -29,6 +51,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-2s}
 TIMEOUT=${BENCH_TIMEOUT:-2s}
 PG_DSN=${BENCH_POSTGRES_DSN-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+SCALE=${BENCH_SCALE:-1}
+SCALE_DURATION=${BENCH_SCALE_DURATION:-5s}
 read -r -a SERVE_EXTRA <<<"${BENCH_SERVE_FLAGS:-}"
 
 say() { printf '%s\n' "$*" >&2; }
@@ -47,17 +71,17 @@ fi
 # --- cleanup -----------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cp-bench.XXXXXX")
 PIDS=()
-PG_DB=""
+PG_DBS=()
 PG_ADMIN=""
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	if [ -n "$PG_DB" ]; then
-		psql "$PG_ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
-			say "bench: could not drop database $PG_DB"
-	fi
+	for db in "${PG_DBS[@]}"; do
+		psql "$PG_ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 ||
+			say "bench: could not drop database $db"
+	done
 	if [ "$rc" != 0 ]; then
 		for f in "$TMP"/*.log; do
 			[ -s "$f" ] || continue
@@ -122,6 +146,7 @@ to_ms() {
 say "bench: building server and baseline into $TMP"
 "$GO" build -o "$TMP/controlplane" .
 "$GO" build -o "$TMP/baseline" ./bench/baseline
+if [ "$SCALE" != 0 ]; then "$GO" build -o "$TMP/seed" ./bench/seed; fi
 CP="$TMP/controlplane"
 
 TARGETS=()
@@ -142,16 +167,11 @@ for _ in $(seq 1 300); do
 done
 TARGETS+=(baseline)
 
-# start_server NAME [--db DSN]: fresh data dir, workspace "bench", token, serve.
-start_server() {
-	local name=$1
-	shift
-	local dir="$TMP/data-$name" port
-	mkdir -p "$dir"
-	"$CP" workspace create bench --admin-sub bench-admin --admin-email admin@bench.test \
-		--data-dir "$dir" "$@" >"$TMP/$name-setup.log" 2>&1
-	TOKEN[$name]=$("$CP" token --data-dir "$dir" --sub bench-admin --email admin@bench.test \
-		--scope workspaces:invite --ttl 2h 2>>"$TMP/$name-setup.log")
+# serve NAME DIR [--db DSN]: starts `controlplane serve` on DIR and waits
+# until it is ready.
+serve() {
+	local name=$1 dir=$2 port
+	shift 2
 	port=$(free_port)
 	# --log-level warn: the info level writes an access-log line per request,
 	# which would be measured too; warn keeps only problems.
@@ -165,6 +185,19 @@ start_server() {
 	PIDS+=("${PID[$name]}")
 	URL[$name]="http://127.0.0.1:$port"
 	wait_ready "${URL[$name]}/readyz" "${PID[$name]}"
+}
+
+# start_server NAME [--db DSN]: fresh data dir, workspace "bench", token, serve.
+start_server() {
+	local name=$1
+	shift
+	local dir="$TMP/data-$name"
+	mkdir -p "$dir"
+	"$CP" workspace create bench --admin-sub bench-admin --admin-email admin@bench.test \
+		--data-dir "$dir" "$@" >"$TMP/$name-setup.log" 2>&1
+	TOKEN[$name]=$("$CP" token --data-dir "$dir" --sub bench-admin --email admin@bench.test \
+		--scope workspaces:invite --ttl 2h 2>>"$TMP/$name-setup.log")
+	serve "$name" "$dir" "$@"
 	# one real invite, so a broken setup fails here and not as 100% errors
 	code=$(curl -s -o "$TMP/$name-probe.json" -w '%{http_code}' -X POST "${URL[$name]}/v0/users" \
 		-H "Authorization: Bearer ${TOKEN[$name]}" -H "X-Blaxel-Workspace: bench" \
@@ -181,6 +214,23 @@ say "bench: starting server on SQLite"
 start_server sqlite
 
 # --- postgres ----------------------------------------------------------------
+# new_pg_db: creates a database cp_bench_<random> (dropped at exit); sets
+# PG_DB to its name and PG_BENCH_DSN to its URL.
+new_pg_db() {
+	local base query hostpart scheme
+	PG_DB="cp_bench_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+	psql "$PG_ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $PG_DB" >/dev/null
+	PG_DBS+=("$PG_DB")
+	base=${PG_DSN%%\?*}
+	query=""
+	[ "$base" != "$PG_DSN" ] && query="?${PG_DSN#*\?}"
+	hostpart=${base#*://}
+	scheme=${base%%://*}
+	hostpart=${hostpart%%/*}
+	PG_BENCH_DSN="$scheme://$hostpart/$PG_DB$query"
+}
+
+PG_DB=""
 PG_NOTE=""
 if [ -z "$PG_DSN" ]; then
 	PG_NOTE="postgres: skipped (BENCH_POSTGRES_DSN empty)"
@@ -190,18 +240,9 @@ elif ! pg_isready -q -d "$PG_DSN" || ! psql "$PG_DSN" -qAtX -c 'select 1' >/dev/
 	PG_NOTE="postgres: skipped (cannot connect to $PG_DSN)"
 else
 	PG_ADMIN=$PG_DSN
-	db="cp_bench_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-	psql "$PG_ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-	PG_DB=$db
-	base=${PG_DSN%%\?*}
-	query=""
-	[ "$base" != "$PG_DSN" ] && query="?${PG_DSN#*\?}"
-	hostpart=${base#*://}
-	scheme=${base%%://*}
-	hostpart=${hostpart%%/*}
-	PG_BENCH_DSN="$scheme://$hostpart/$db$query"
-	PG_NOTE="postgres: $(psql "$PG_ADMIN" -qAtX -c 'show server_version'), database $db (dropped at exit)"
-	say "bench: starting server on PostgreSQL ($db)"
+	new_pg_db
+	PG_NOTE="postgres: $(psql "$PG_ADMIN" -qAtX -c 'show server_version'), database $PG_DB (dropped at exit)"
+	say "bench: starting server on PostgreSQL ($PG_DB)"
 	start_server postgres --db "$PG_BENCH_DSN"
 fi
 [ -n "$PG_NOTE" ] && say "bench: $PG_NOTE"
@@ -211,20 +252,31 @@ WRK=(wrk -t"$THREADS" -c"$CONNS" --timeout "$TIMEOUT" --latency -s "$ROOT/bench/
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 
-# measure NAME ROUND: warm-up, then one measured wrk run; appends a row to $RESULTS.
-measure() {
-	local name=$1 round=$2 out="$TMP/wrk-$1-$2.txt" t0 t1 reqs rps p50 p99 sock non2xx lua cpu errs
-	BENCH_TOKEN=${TOKEN[$name]} BENCH_RUN="w$round" "${WRK[@]}" -d"$WARMUP" "${URL[$name]}" >"$TMP/warm-$name-$round.txt" 2>&1
-	t0=$(cpu_ticks "${PID[$name]}")
-	BENCH_TOKEN=${TOKEN[$name]} BENCH_RUN="r$round" "${WRK[@]}" -d"$DURATION" "${URL[$name]}" >"$out" 2>&1
-	t1=$(cpu_ticks "${PID[$name]}")
-	kill -0 "${PID[$name]}" 2>/dev/null || { say "bench: $name died during round $round"; exit 1; }
+# run_case KEY ROUND PID URL DURATION RESULTS WRK-ARGS...: warm-up, then one
+# measured run of WRK-ARGS against URL (the caller passes BENCH_TOKEN and the
+# other BENCH_* variables of the wrk script in the environment; RUN_TAG
+# prefixes BENCH_RUN). Appends a row to RESULTS: key, round, req/s, p50 ms,
+# p99 ms, server CPU us/req, errors, requests, peak server RSS in kB.
+run_case() {
+	local key=$1 round=$2 pid=$3 url=$4 duration=$5 results=$6 t0 t1 reqs rps p50 p99 sock non2xx lua cpu errs hwm
+	shift 6
+	local file=${key//\//-} out
+	out="$TMP/wrk-$file-$round.txt"
+	# VmHWM is the process's peak RSS; writing 5 to clear_refs resets it
+	# (Linux >= 4.0), so the peak is this case's, warm-up included.
+	echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || RSS_NOTE=" (could not reset VmHWM: peaks are since start)"
+	BENCH_RUN="${RUN_TAG:-}w$round" "$@" -d"$WARMUP" "$url" >"$TMP/warm-$file-$round.txt" 2>&1
+	t0=$(cpu_ticks "$pid")
+	BENCH_RUN="${RUN_TAG:-}r$round" "$@" -d"$duration" "$url" >"$out" 2>&1
+	t1=$(cpu_ticks "$pid")
+	kill -0 "$pid" 2>/dev/null || { say "bench: $key died during round $round"; exit 1; }
+	hwm=$(awk '/^VmHWM:/ {print $2; exit}' "/proc/$pid/status")
 	reqs=$(awk '/requests in/ {print $1; exit}' "$out")
 	rps=$(awk '/^Requests\/sec:/ {print $2; exit}' "$out")
 	p50=$(awk '$1 == "50%" {print $2; exit}' "$out")
 	p99=$(awk '$1 == "99%" {print $2; exit}' "$out")
 	if [ -z "$reqs" ] || [ -z "$rps" ] || [ -z "$p50" ] || [ -z "$p99" ]; then
-		say "bench: could not parse wrk output for $name round $round:"
+		say "bench: could not parse wrk output for $key round $round:"
 		cat "$out" >&2
 		exit 1
 	fi
@@ -235,12 +287,17 @@ measure() {
 	[ "$lua" -gt "$non2xx" ] && non2xx=$lua
 	errs=$((sock + non2xx))
 	cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0)}')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
-		"$cpu" "$errs" "$reqs" >>"$RESULTS"
-	say "bench: round $round $name: $rps req/s, p50 $p50, p99 $p99, ${cpu} us CPU/req, $errs errors ($reqs requests)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
+		"$cpu" "$errs" "$reqs" "${hwm:-0}" >>"$results"
+	say "bench: round $round $key: $rps req/s, p50 $p50, p99 $p99, ${cpu} us CPU/req, $errs errors ($reqs requests), peak RSS $((${hwm:-0} / 1024)) MB"
 	if [ "$errs" -gt 0 ]; then
 		grep -E 'non-2xx|Socket errors' "$out" | head -n 4 >&2 || true
 	fi
+}
+
+# measure NAME ROUND: the invite case of the first table against server NAME.
+measure() {
+	BENCH_TOKEN=${TOKEN[$1]} run_case "$1" "$2" "${PID[$1]}" "${URL[$1]}" "$DURATION" "$RESULTS" "${WRK[@]}"
 }
 
 say "bench: ${ROUNDS} rounds of: ${TARGETS[*]} (wrk -t$THREADS -c$CONNS -d$DURATION, warm-up $WARMUP each)"
@@ -277,4 +334,175 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	done
 	echo
 	echo "medians over rounds; errors = socket errors + non-2xx, summed over rounds; rps/base and p99/base = server median / baseline median of this run; CPU = utime+stime of the server process per request"
+}
+
+# --- issue 10: cost that does not grow with the data ------------------------
+[ "$SCALE" = 0 ] && exit 0
+SCALE_RESULTS="$TMP/scale.tsv"
+: >"$SCALE_RESULTS"
+RSS_NOTE=${RSS_NOTE:-}
+SCALE_DBS=()
+declare -A ADMIN_TOKEN INVITEE_TOKEN ENTRIES NOT_MEASURED
+
+# start_scale_server DB DSN [--db DSN]: seeds DSN (bench/seed), makes the
+# tokens and serves it as server DB-scale.
+start_scale_server() {
+	local db=$1 dsn=$2 dir="$TMP/data-$1-scale"
+	shift 2
+	mkdir -p "$dir"
+	say "bench: seeding $db (bench/seed)"
+	"$TMP/seed" --db "$dsn" 2>&1 | tee -a "$TMP/$db-scale-setup.log" >&2
+	ADMIN_TOKEN[$db]=$("$CP" token --data-dir "$dir" --sub bench-admin --email admin@bench.test \
+		--scope "workspaces:invite workspaces:list" --ttl 2h 2>>"$TMP/$db-scale-setup.log")
+	INVITEE_TOKEN[$db]=$("$CP" token --data-dir "$dir" --sub bench-invitee --email invitee@bench.test \
+		--scope invitations:list --ttl 2h 2>>"$TMP/$db-scale-setup.log")
+	serve "$db-scale" "$dir" "$@"
+	SCALE_DBS+=("$db")
+}
+start_scale_server sqlite "$TMP/data-sqlite-scale/controlplane.db"
+if [ -n "$PG_DB" ]; then
+	new_pg_db
+	start_scale_server postgres "$PG_BENCH_DSN" --db "$PG_BENCH_DSN"
+fi
+
+# The cases, in the order of each round and of the table. small-bg is
+# small with 4 more connections inviting into big meanwhile (SQLite only:
+# its single writer is what a slow statement in big would block).
+cases() {
+	echo invite-small invite-big
+	[ "$1" = sqlite ] && echo invite-small-bg
+	echo users-100 users-10k users-10k-all profile-1k
+}
+
+# case_args CASE DB: sets the globals c_script, c_ws, c_path, c_token and
+# c_timeout for CASE against DB's server.
+case_args() {
+	c_script=invite.lua c_ws="" c_path="" c_token=${ADMIN_TOKEN[$2]} c_timeout=$TIMEOUT
+	case $1 in
+	invite-small | invite-small-bg) c_ws=small ;;
+	invite-big) c_ws=big ;;
+	users-100) c_script=get.lua c_ws=list100 c_path="/v0/users?limit=100" ;;
+	users-10k) c_script=get.lua c_ws=list10k c_path="/v0/users?limit=100" ;;
+	# today's unpaged 10,000-entry list takes seconds with 64 in flight
+	users-10k-all) c_script=get.lua c_ws=list10k c_path=/v0/users c_timeout=30s ;;
+	profile-1k) c_script=get.lua c_path=/v0/profile/invitations c_token=${INVITEE_TOKEN[$2]} ;;
+	esac
+}
+
+# probe CASE DB: one request of CASE; a case whose probe does not answer 200
+# is not measured (NOT_MEASURED says why); a GET's entry count goes to ENTRIES.
+probe() {
+	local key="$2/$1" url=${URL[$2-scale]} out="$TMP/probe-$2-$1.json" code
+	case_args "$1" "$2"
+	if [ "$c_script" = invite.lua ]; then
+		code=$(curl -s -o "$out" -w '%{http_code}' -X POST "$url/v0/users" -H "Authorization: Bearer $c_token" \
+			-H "X-Blaxel-Workspace: $c_ws" -H "Content-Type: application/json" \
+			-d "{\"email\":\"probe-$1@bench.test\"}" || true)
+	else
+		code=$(curl -s -o "$out" -w '%{http_code}' "$url$c_path" -H "Authorization: Bearer $c_token" \
+			${c_ws:+-H "X-Blaxel-Workspace: $c_ws"} --max-time 60 || true)
+	fi
+	if [ "$code" != 200 ]; then
+		NOT_MEASURED[$key]="not measured: probe answered HTTP $code $(head -c 120 "$out" | tr -d '\n')"
+		say "bench: $key ${NOT_MEASURED[$key]}"
+		return
+	fi
+	if [ "$c_script" = get.lua ]; then
+		if command -v jq >/dev/null 2>&1; then
+			ENTRIES[$key]=$(jq length "$out")
+		else
+			ENTRIES[$key]=$(grep -o '"expiresAt"' "$out" | wc -l)
+		fi
+		say "bench: $key probe: ${ENTRIES[$key]} entries, $(wc -c <"$out") bytes"
+	fi
+}
+
+# scale_measure CASE DB ROUND: one warm-up and measured run of CASE.
+scale_measure() {
+	local c=$1 db=$2 round=$3 name="$2-scale" bg=""
+	case_args "$c" "$db"
+	if [ "$c" = invite-small-bg ]; then
+		# stopped with SIGINT, on which wrk prints its summary
+		BENCH_TOKEN=$c_token BENCH_WORKSPACE=big BENCH_RUN="bg$round" \
+			wrk -t1 -c4 -d1h --timeout "$TIMEOUT" -s "$ROOT/bench/invite.lua" "${URL[$name]}" >"$TMP/wrk-bg-$db-$round.txt" 2>&1 &
+		bg=$!
+		PIDS+=("$bg")
+	fi
+	BENCH_TOKEN=$c_token BENCH_WORKSPACE=$c_ws BENCH_PATH=$c_path RUN_TAG="$c-" \
+		run_case "$db/$c" "$round" "${PID[$name]}" "${URL[$name]}" "$SCALE_DURATION" "$SCALE_RESULTS" \
+		wrk -t"$THREADS" -c"$CONNS" --timeout "$c_timeout" --latency -s "$ROOT/bench/$c_script"
+	if [ -n "$bg" ]; then
+		kill -INT "$bg" 2>/dev/null || true
+		wait "$bg" 2>/dev/null || true
+		say "bench: round $round $db/$c: background into big: $(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk-bg-$db-$round.txt") req/s, $(awk '/^lua_non2xx:/ {print $2}' "$TMP/wrk-bg-$db-$round.txt") non-2xx"
+	fi
+}
+
+for db in "${SCALE_DBS[@]}"; do
+	for c in $(cases "$db"); do probe "$c" "$db"; done
+done
+say "bench: ${ROUNDS} rounds of the issue-10 cases on ${SCALE_DBS[*]} (wrk -t$THREADS -c$CONNS -d$SCALE_DURATION, warm-up $WARMUP each)"
+for round in $(seq 1 "$ROUNDS"); do
+	for db in "${SCALE_DBS[@]}"; do
+		for c in $(cases "$db"); do
+			[ -n "${NOT_MEASURED[$db/$c]:-}" ] || scale_measure "$c" "$db" "$round"
+		done
+	done
+done
+
+# --- report (issue 10) ------------------------------------------------------
+scol() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n {print $c}' "$SCALE_RESULTS"; }
+label() {
+	case $1 in
+	invite-small) echo "invite, 1-member workspace" ;;
+	invite-big) echo "invite, 20k members + 100k inv." ;;
+	invite-small-bg) echo "invite 1-member, 4 conns into 20k" ;;
+	users-100) echo "users?limit=100, 100 entries" ;;
+	users-10k) echo "users?limit=100, 10k entries" ;;
+	users-10k-all) echo "users unpaged, 10k entries" ;;
+	profile-1k) echo "profile/invitations, 1k entries" ;;
+	esac
+}
+# goal CASE DB: prints "measure goal met" for CASE (a ratio to its base case
+# of the same run, peak RSS, or invitations/s), "- - -" for a base case.
+goal() {
+	local key="$2/$1" rps base="" brps
+	rps=$(scol "$key" 3 | median)
+	case $1 in
+	invite-big | invite-small-bg) base=invite-small min=0.9 ;;
+	users-10k) base=users-100 min=0.8 ;;
+	users-10k-all)
+		scol "$key" 9 | sort -g | tail -n 1 | awk '{mb = $1 / 1024; printf "%.0fMB <100MB %s\n", mb, (mb < 100 ? "yes" : "NO")}'
+		return ;;
+	profile-1k)
+		awk -v r="$rps" -v n="${ENTRIES[$key]:-0}" 'BEGIN {v = r * n; printf "%.0f/s >=50000/s %s\n", v, (v >= 50000 ? "yes" : "NO")}'
+		return ;;
+	*) echo "- - -"; return ;;
+	esac
+	if [ -n "${NOT_MEASURED[$2/$base]:-}" ]; then echo "n/a >=${min}x n/a"; return; fi
+	brps=$(scol "$2/$base" 3 | median)
+	awk -v r="$rps" -v b="$brps" -v m="$min" 'BEGIN {x = (b > 0 ? r / b : 0); printf "%.2fx >=%.1fx %s\n", x, m, (x >= m ? "yes" : "NO")}'
+}
+{
+	echo
+	echo "issue 10 (cost that does not grow with the data): wrk -t$THREADS -c$CONNS -d$SCALE_DURATION (+ $WARMUP warm-up), $ROUNDS interleaved rounds, same servers' flags, data seeded by bench/seed"
+	printf '%-34s %-8s %8s %8s %9s %6s %7s %10s %10s %5s\n' case db "req/s" "p50 ms" "p99 ms" errors "RSS MB" measure goal met
+	for db in "${SCALE_DBS[@]}"; do
+		for c in $(cases "$db"); do
+			key="$db/$c"
+			if [ -n "${NOT_MEASURED[$key]:-}" ]; then
+				printf '%-34s %-8s %s\n' "$(label "$c")" "$db" "${NOT_MEASURED[$key]}"
+				continue
+			fi
+			read -r m g ok < <(goal "$c" "$db")
+			errs=$(scol "$key" 7 | awk '{s += $1} END {print s + 0}')
+			[ "$errs" -gt 0 ] && [ "$ok" = yes ] && ok="NO(errors)"
+			awk -v l="$(label "$c")" -v d="$db" -v r="$(scol "$key" 3 | median)" -v a="$(scol "$key" 4 | median)" \
+				-v b="$(scol "$key" 5 | median)" -v e="$errs" -v h="$(scol "$key" 9 | sort -g | tail -n 1)" \
+				-v m="$m" -v g="$g" -v ok="$ok" 'BEGIN {
+				printf "%-34s %-8s %8.0f %8.2f %9.2f %6d %7.0f %10s %10s %5s\n", l, d, r, a, b, e, h / 1024, m, g, ok }'
+		done
+	done
+	echo
+	echo "medians over rounds; errors summed over rounds; RSS MB = highest peak server RSS (VmHWM) of a round$RSS_NOTE; measure = ratio of median req/s to the case above it (20k invite and 4-conn load: to the 1-member invite; 10k page: to the 100-entry page), peak RSS, or req/s x entries per response"
 }
