@@ -188,12 +188,12 @@ func TestIdentity_Flags(t *testing.T) {
 	c := claimsFor("bob", "invitations:list", time.Now().Add(time.Hour))
 	c["email"] = "bob@localhost" // no email_verified claim
 	noClaim := (&fixture{env: e}).devKeySign(t, c)
-	r, err := s.client(t).ListAllPendingInvitationsWithResponse(context.Background(), withAuth("Authorization", noClaim, ""))
+	r, err := s.client(t).ListAllPendingInvitationsWithResponse(context.Background(), nil, withAuth("Authorization", noClaim, ""))
 	if err != nil || r.StatusCode() != 403 {
 		t.Errorf("token without email_verified under --jwt-require-email-verified: %v %d, want 403", err, r.StatusCode())
 	}
 	verified := e.token("bob", "bob@localhost", "invitations:list")
-	r, err = s.client(t).ListAllPendingInvitationsWithResponse(context.Background(), withAuth("Authorization", verified, ""))
+	r, err = s.client(t).ListAllPendingInvitationsWithResponse(context.Background(), nil, withAuth("Authorization", verified, ""))
 	if err != nil || r.StatusCode() != 200 || r.JSON200 == nil || len(*r.JSON200) != 1 {
 		t.Errorf("verified token: %v %d %s, want the one invitation", err, r.StatusCode(), r.Body)
 	}

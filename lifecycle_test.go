@@ -39,7 +39,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 				if r, err := c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("Bob@Example.com")}, admin); err != nil || r.StatusCode() != 200 {
 					t.Fatalf("invite: %v %d", err, r.StatusCode())
 				}
-				users, err := c.ListWorkspaceUsersWithResponse(ctx, admin)
+				users, err := c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
 				if err != nil || users.StatusCode() != 200 {
 					t.Fatalf("list users: %v %d", err, users.StatusCode())
 				}
@@ -47,7 +47,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 					t.Fatalf("pending bob in GET /users: got %+v", u)
 				}
 
-				mine, err := c.ListAllPendingInvitationsWithResponse(ctx, bob)
+				mine, err := c.ListAllPendingInvitationsWithResponse(ctx, nil, bob)
 				if err != nil || mine.StatusCode() != 200 || len(*mine.JSON200) != 1 {
 					t.Fatalf("bob's invitations: %v %d %s", err, mine.StatusCode(), mine.Body)
 				}
@@ -65,7 +65,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 				if again.StatusCode() != 200 {
 					t.Errorf("second accept: got %d, want 200 (idempotent)", again.StatusCode())
 				}
-				users, _ = c.ListWorkspaceUsersWithResponse(ctx, admin)
+				users, _ = c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
 				u := findUser(*users.JSON200, "bob@example.com")
 				if u == nil || !*u.Accepted || deref(u.Sub) != "u-bob" || deref(u.Role) != "member" {
 					t.Fatalf("accepted bob in GET /users: got %+v", u)
@@ -82,7 +82,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 				if err != nil || rm.StatusCode() != 200 {
 					t.Fatalf("remove: %v %d %s", err, rm.StatusCode(), rm.Body)
 				}
-				users, _ = c.ListWorkspaceUsersWithResponse(ctx, admin)
+				users, _ = c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
 				if u := findUser(*users.JSON200, "bob@example.com"); u != nil {
 					t.Errorf("bob still listed after removal: %+v", u)
 				}
@@ -148,11 +148,11 @@ func TestLifecycle_Expiry(t *testing.T) {
 	bob := withAuth("Authorization", f.userToken("u-bob", "bob@example.com"), "")
 	c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
 	time.Sleep(20 * time.Millisecond) // let the 1 ms invitation lapse (no timing assertion)
-	users, _ := c.ListWorkspaceUsersWithResponse(ctx, admin)
+	users, _ := c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
 	if u := findUser(*users.JSON200, "bob@example.com"); u == nil || !*u.Expired {
 		t.Errorf("expired invitation in GET /users: got %+v, want expired true", u)
 	}
-	if mine, _ := c.ListAllPendingInvitationsWithResponse(ctx, bob); mine.StatusCode() != 200 || len(*mine.JSON200) != 0 {
+	if mine, _ := c.ListAllPendingInvitationsWithResponse(ctx, nil, bob); mine.StatusCode() != 200 || len(*mine.JSON200) != 0 {
 		t.Errorf("my invitations: got %d %s, want an empty list", mine.StatusCode(), mine.Body)
 	}
 	if acc, _ := c.AcceptWorkspaceInvitationWithResponse(ctx, "acme", bob); acc.StatusCode() != 404 {

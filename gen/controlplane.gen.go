@@ -289,6 +289,12 @@ type WorkspaceUser struct {
 // WorkspaceUserSource Source of the user provisioning
 type WorkspaceUserSource string
 
+// ListCursor defines model for ListCursor.
+type ListCursor = string
+
+// ListLimit defines model for ListLimit.
+type ListLimit = int
+
 // BadRequest Error returned by this server for every 4xx and 5xx response
 type BadRequest = Error
 
@@ -315,6 +321,24 @@ type Unauthorized = Error
 
 // UnsupportedMediaType Error returned by this server for every 4xx and 5xx response
 type UnsupportedMediaType = Error
+
+// ListAllPendingInvitationsParams defines parameters for ListAllPendingInvitations.
+type ListAllPendingInvitationsParams struct {
+	// Limit Additive extension: answer at most this many entries, in the list's usual order, and announce the next page in the `Link` header (rel="next"). Without it the whole list is answered, as upstream does.
+	Limit *ListLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Additive extension: where to continue, copied from the previous page's `Link` header. Opaque and signed: a cursor from another list, another workspace or another caller, or an altered one, is a 400. Entries added after the walk began may or may not appear; entries that existed before it appear once each, in order, unless removed meanwhile.
+	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListWorkspaceUsersParams defines parameters for ListWorkspaceUsers.
+type ListWorkspaceUsersParams struct {
+	// Limit Additive extension: answer at most this many entries, in the list's usual order, and announce the next page in the `Link` header (rel="next"). Without it the whole list is answered, as upstream does.
+	Limit *ListLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Additive extension: where to continue, copied from the previous page's `Link` header. Opaque and signed: a cursor from another list, another workspace or another caller, or an altered one, is a 400. Entries added after the walk began may or may not appear; entries that existed before it appear once each, in order, unless removed meanwhile.
+	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
 
 // InviteWorkspaceUserJSONBody defines parameters for InviteWorkspaceUser.
 type InviteWorkspaceUserJSONBody struct {
@@ -412,14 +436,14 @@ type ClientInterface interface {
 	// Returns a list of all pending invitations in the workspace.
 	//
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
-	ListAllPendingInvitations(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWorkspaceUsers List workspace team members
 	//
 	// Returns all team members in the workspace including their roles (admin or member) and invitation status.
 	//
 	// Corresponds with GET /users (the `ListWorkspaceUsers` operationId).
-	ListWorkspaceUsers(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ListWorkspaceUsers(ctx context.Context, params *ListWorkspaceUsersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InviteWorkspaceUserWithBody Invite user to workspace
 	//
@@ -491,8 +515,8 @@ type ClientInterface interface {
 // Returns a list of all pending invitations in the workspace.
 //
 // Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
-func (c *Client) ListAllPendingInvitations(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListAllPendingInvitationsRequest(c.Server)
+func (c *Client) ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListAllPendingInvitationsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -508,8 +532,8 @@ func (c *Client) ListAllPendingInvitations(ctx context.Context, reqEditors ...Re
 // Returns all team members in the workspace including their roles (admin or member) and invitation status.
 //
 // Corresponds with GET /users (the `ListWorkspaceUsers` operationId).
-func (c *Client) ListWorkspaceUsers(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListWorkspaceUsersRequest(c.Server)
+func (c *Client) ListWorkspaceUsers(ctx context.Context, params *ListWorkspaceUsersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListWorkspaceUsersRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -665,7 +689,7 @@ func (c *Client) LeaveWorkspace(ctx context.Context, workspaceName string, reqEd
 }
 
 // NewListAllPendingInvitationsRequest constructs an http.Request for the ListAllPendingInvitations method
-func NewListAllPendingInvitationsRequest(server string) (*http.Request, error) {
+func NewListAllPendingInvitationsRequest(server string, params *ListAllPendingInvitationsParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -683,6 +707,45 @@ func NewListAllPendingInvitationsRequest(server string) (*http.Request, error) {
 		return nil, err
 	}
 
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
@@ -692,7 +755,7 @@ func NewListAllPendingInvitationsRequest(server string) (*http.Request, error) {
 }
 
 // NewListWorkspaceUsersRequest constructs an http.Request for the ListWorkspaceUsers method
-func NewListWorkspaceUsersRequest(server string) (*http.Request, error) {
+func NewListWorkspaceUsersRequest(server string, params *ListWorkspaceUsersParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -708,6 +771,45 @@ func NewListWorkspaceUsersRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -992,7 +1094,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
-	ListAllPendingInvitationsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error)
+	ListAllPendingInvitationsWithResponse(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error)
 
 	// ListWorkspaceUsersWithResponse List workspace team members
 	//
@@ -1001,7 +1103,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /users (the `ListWorkspaceUsers` operationId).
-	ListWorkspaceUsersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListWorkspaceUsersResponse, error)
+	ListWorkspaceUsersWithResponse(ctx context.Context, params *ListWorkspaceUsersParams, reqEditors ...RequestEditorFn) (*ListWorkspaceUsersResponse, error)
 
 	// InviteWorkspaceUserWithBodyWithResponse Invite user to workspace
 	//
@@ -1076,6 +1178,11 @@ type ClientWithResponsesInterface interface {
 	LeaveWorkspaceWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*LeaveWorkspaceResponse, error)
 }
 
+// ListAllPendingInvitationsResponse200Headers the declared response headers of an HTTP 200 response for ListAllPendingInvitations
+type ListAllPendingInvitationsResponse200Headers struct {
+	Link *string
+}
+
 // ListAllPendingInvitationsResponse401Headers the declared response headers of an HTTP 401 response for ListAllPendingInvitations
 type ListAllPendingInvitationsResponse401Headers struct {
 	WWWAuthenticate *string
@@ -1105,6 +1212,8 @@ type ListAllPendingInvitationsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListAllPendingInvitationsResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListAllPendingInvitationsResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -1175,6 +1284,11 @@ func (r ListAllPendingInvitationsResponse) ContentType() string {
 	return ""
 }
 
+// ListWorkspaceUsersResponse200Headers the declared response headers of an HTTP 200 response for ListWorkspaceUsers
+type ListWorkspaceUsersResponse200Headers struct {
+	Link *string
+}
+
 // ListWorkspaceUsersResponse401Headers the declared response headers of an HTTP 401 response for ListWorkspaceUsers
 type ListWorkspaceUsersResponse401Headers struct {
 	WWWAuthenticate *string
@@ -1204,6 +1318,8 @@ type ListWorkspaceUsersResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListWorkspaceUsersResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListWorkspaceUsersResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -1931,8 +2047,8 @@ func (r LeaveWorkspaceResponse) ContentType() string {
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
-func (c *ClientWithResponses) ListAllPendingInvitationsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error) {
-	rsp, err := c.ListAllPendingInvitations(ctx, reqEditors...)
+func (c *ClientWithResponses) ListAllPendingInvitationsWithResponse(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error) {
+	rsp, err := c.ListAllPendingInvitations(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -1946,8 +2062,8 @@ func (c *ClientWithResponses) ListAllPendingInvitationsWithResponse(ctx context.
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /users (the `ListWorkspaceUsers` operationId).
-func (c *ClientWithResponses) ListWorkspaceUsersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListWorkspaceUsersResponse, error) {
-	rsp, err := c.ListWorkspaceUsers(ctx, reqEditors...)
+func (c *ClientWithResponses) ListWorkspaceUsersWithResponse(ctx context.Context, params *ListWorkspaceUsersParams, reqEditors ...RequestEditorFn) (*ListWorkspaceUsersResponse, error) {
+	rsp, err := c.ListWorkspaceUsers(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2140,6 +2256,16 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers ListAllPendingInvitationsResponse200Headers
+		if values := rsp.Header.Values("Link"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Link", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Link = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers ListAllPendingInvitationsResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -2245,6 +2371,16 @@ func ParseListWorkspaceUsersResponse(rsp *http.Response) (*ListWorkspaceUsersRes
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers ListWorkspaceUsersResponse200Headers
+		if values := rsp.Header.Values("Link"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Link", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Link = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers ListWorkspaceUsersResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -2977,10 +3113,10 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 type ServerInterface interface {
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
-	ListAllPendingInvitations(ctx echo.Context) error
+	ListAllPendingInvitations(ctx echo.Context, params ListAllPendingInvitationsParams) error
 	// ListWorkspaceUsers List workspace team members
 	// (GET /users)
-	ListWorkspaceUsers(ctx echo.Context) error
+	ListWorkspaceUsers(ctx echo.Context, params ListWorkspaceUsersParams) error
 	// InviteWorkspaceUser Invite user to workspace
 	// (POST /users)
 	InviteWorkspaceUser(ctx echo.Context) error
@@ -3010,8 +3146,24 @@ type ServerInterfaceWrapper struct {
 func (w *ServerInterfaceWrapper) ListAllPendingInvitations(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListAllPendingInvitationsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.ListAllPendingInvitations(ctx)
+	err = w.Handler.ListAllPendingInvitations(ctx, params)
 	return err
 }
 
@@ -3019,8 +3171,24 @@ func (w *ServerInterfaceWrapper) ListAllPendingInvitations(ctx echo.Context) err
 func (w *ServerInterfaceWrapper) ListWorkspaceUsers(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWorkspaceUsersParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.ListWorkspaceUsers(ctx)
+	err = w.Handler.ListWorkspaceUsers(ctx, params)
 	return err
 }
 
@@ -3206,21 +3374,32 @@ type UnauthorizedJSONResponse struct {
 type UnsupportedMediaTypeJSONResponse Error
 
 type ListAllPendingInvitationsRequestObject struct {
+	Params ListAllPendingInvitationsParams
 }
 
 type ListAllPendingInvitationsResponseObject interface {
 	VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error
 }
 
-type ListAllPendingInvitations200JSONResponse []PendingInvitationRender
+type ListAllPendingInvitations200ResponseHeaders struct {
+	Link *string
+}
+
+type ListAllPendingInvitations200JSONResponse struct {
+	Body    []PendingInvitationRender
+	Headers ListAllPendingInvitations200ResponseHeaders
+}
 
 func (response ListAllPendingInvitations200JSONResponse) VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.Link != nil {
+		w.Header().Set("Link", fmt.Sprint(*response.Headers.Link))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -3323,21 +3502,32 @@ func (response ListAllPendingInvitations500JSONResponse) VisitListAllPendingInvi
 }
 
 type ListWorkspaceUsersRequestObject struct {
+	Params ListWorkspaceUsersParams
 }
 
 type ListWorkspaceUsersResponseObject interface {
 	VisitListWorkspaceUsersResponse(w http.ResponseWriter) error
 }
 
-type ListWorkspaceUsers200JSONResponse []WorkspaceUser
+type ListWorkspaceUsers200ResponseHeaders struct {
+	Link *string
+}
+
+type ListWorkspaceUsers200JSONResponse struct {
+	Body    []WorkspaceUser
+	Headers ListWorkspaceUsers200ResponseHeaders
+}
 
 func (response ListWorkspaceUsers200JSONResponse) VisitListWorkspaceUsersResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.Link != nil {
+		w.Header().Set("Link", fmt.Sprint(*response.Headers.Link))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -4313,8 +4503,10 @@ type strictHandler struct {
 }
 
 // ListAllPendingInvitations operation middleware
-func (sh *strictHandler) ListAllPendingInvitations(ctx echo.Context) error {
+func (sh *strictHandler) ListAllPendingInvitations(ctx echo.Context, params ListAllPendingInvitationsParams) error {
 	var request ListAllPendingInvitationsRequestObject
+
+	request.Params = params
 
 	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
 		return sh.ssi.ListAllPendingInvitations(ctx.Request().Context(), request.(ListAllPendingInvitationsRequestObject))
@@ -4336,8 +4528,10 @@ func (sh *strictHandler) ListAllPendingInvitations(ctx echo.Context) error {
 }
 
 // ListWorkspaceUsers operation middleware
-func (sh *strictHandler) ListWorkspaceUsers(ctx echo.Context) error {
+func (sh *strictHandler) ListWorkspaceUsers(ctx echo.Context, params ListWorkspaceUsersParams) error {
 	var request ListWorkspaceUsersRequestObject
+
+	request.Params = params
 
 	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
 		return sh.ssi.ListWorkspaceUsers(ctx.Request().Context(), request.(ListWorkspaceUsersRequestObject))
@@ -4557,66 +4751,74 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fxbb9y4kv4rBHeBdYD2JXN5OD2YBycz2fWeJBPkeOCHxPBhS6VuZihSISm3e4L+7wcsUhIlsS92EiMI",
-	"+mWmLRaLVcW6fLzlE81UWSkJ0ho6/UQ1mEpJA/jHM5a/hY81GOv+ypS0IPEnqyrBM2a5kqcfjJLum8kW",
-	"UDL36781FHRK/+u0Y33qW83p71orTdfr9YTmYDLNK8eETqldANF+MMINKZkolC4hJ0qTXIEhUllSMpst",
-	"iCMNo60n9LmSheDZI4uYhVENWXLrRcpqrUFaYiyzQI7gZH5CmNDA8hVhpIRyBvqJk/iF0jOe5yC/vsi3",
-	"TPCcZBpykJYz4cVVtSWNMlxDTkymKnCWXir9l6lYBkQrAU7YC2lBSyb8EF9d4FrCXQWZdUKBvgVNCsZF",
-	"rYEc5WAZF4YwDUSo+RzyCZHgSDTYWkvI0bqvlX2hapk/lj8YVesMOh+FO26ssyX3f99yw2cCiFXeS5gQ",
-	"oJ2gb9hKKJZfKvWS6Tk8rv/OVL4icJcB5MYHFP8biOAlt062S6VeMbkK0W++vmyMaBc1KABZMkM0sGwB",
-	"OTmqQAejTYj73blo4RxWcwuGMJkTLm+5RaHMxNkfOwruQpLluQZjsIfzJ8gJq+3CxYRX48kvzon0irDC",
-	"gkaDyNoFLFEFMZApmRvCJXnriI7PHRGd0AWwHDRa5y2z8BKtN/2UNHvJuORyTj7WyjLH1S6YJZUSPFuh",
-	"+DgJYaRaWi4Ix0yowVilnbNjRvn3e+qt8Z7+on89+8X++vTfdBKZ364qoFNqrOZyTp2lW9mO3+BwaRG9",
-	"YEEgFM5Ng3cRNzpDAzjKi98vX5Bcs8L6/x5zsMXxwtqKVfzYzSNO43EwT0Lwj78+PTv7ZbmH6JG9R1I3",
-	"1rKKLBm3ZAaF0uAn0pn66O2L5+QfT5+ePemNUnLJy7qk06eTZkQuLcwBHXM9oX9K5xxK87/hEbJIyY1x",
-	"0rqMIUf5uu9lV1dXx+ed40J6Jvuu7UslkDavHj0Dpl0p2mZ6bwdTV5XSFvJXkHN2iTSPnqVCHh0N5boG",
-	"bm6wtkD12eHntkKQmfNtbtriojRxJWRFfrq7wzD8+e6ONCCITmilVQXacgg5ME/Y/BXLFlzCsSv1zKV6",
-	"wDEzwYybP5DO2d7RMLs3QTk6oXXsaBNatLhgQqWyNwWWsQktwS5UfuM+MSHUEokbAOJk9IXkxip1I7CU",
-	"ONbt3N2UbvJucIYn1BGVTK4aMZyEPNR4ej0ZOoIb3Rg2T6j9f3XJZKT0XSWY9C6nCrJsMshSKzlH0+In",
-	"q0iu6CQR6w0acbZCQ3djd3Kp2QfIsET9sZSgX3AQuRnLho2kwFac5DegDTeWySwxqxqYhfxZIjFeLoDU",
-	"xpUBjS7DMyAsy1QtLVkuFAldSQwFqFOF5X9IsaJTq2tIGLWu8ocOGbrec8h1woJvQOZczi/auokRLcQf",
-	"BZ2+2x69l7yEYPv1ZDtpPE+Otm97VxfF2Ah/OgP4toT14K7iGsy5TVvP2ceXVF4CWS7Al60OH5DAIMUb",
-	"qdIzg0KZepbqhnB51OP8+UsPpBM9Whwz7nbVQhzJykTn9fp6mDXDXMZKctlhJbrP9J9nGVQJmyZ4M086",
-	"+RKz2TPENk9qzbKnO78Fmadww25b9bUK0bdLvA3jn4fezm+/SWdHqos8kUQr9rHuseIISwqO6HdT6KQk",
-	"7YyCAu8MvAfY+aLt/6BwtAHcbJTbEUzJ+85d31OXot837nHD8pLL9/SzXHyDbpHnR8x+8wvie/O8GjK4",
-	"Tzidd8EwMG6oUVwWysVTNY4yjRzIkSvIPauhcZ+MAi/nphJs9dolwY3jBSJMlW5CFJb+jeHE882sLn6j",
-	"DyucQw9M+xHCzy+TMwtWcrG6kUnLYFdPsaGATOic34Lc1h8JNnZ3VfAe9fEeRrzaoyzez1G6ahq7Skor",
-	"uaP/hmq8j3JXiaDdKGYgSXpKoudL3HAqPGr0RM1SPS5q3ELp61mec9eViTcR/x5s7DQJH5jWDDOrG+TG",
-	"742MJXnd7pk4sqQUgV/gkDReBC7HJc9Vufvh+ntWznZHzy1eAot7QPrPGS2weBia7wXOI6P4h8Uf3LGy",
-	"cnWavlqRq7GP7EjatVVzkKBxNVRL7rBKtznI95q0PSO+k7RcHS83S5oA5pcgmcTzAsu4xL1FZslcq7oy",
-	"hAlBngl2B6J1BEOO2NyZfkKKWmZhO7NUOQgzIWCzkyf+yMEsmHbLQGAlwnFjcBCtBLrZjAvB5fyEbnMV",
-	"l7G3qe+iOAWHobKQmJKrBdhF2D7FZLRghjTk/UwQwYJOwplSApjcApX7om0Bza7h5ha0A6t7SPo/xvNC",
-	"iWcAkrR9k9IhpN7BNwI+C9xJ9X1S/LaW84HOn1HYB5y2l/g0hB6w2ISmw7bEqPu/fLLD7e/AotLqlhuu",
-	"pOva7ZblXENmlV7dmJXMaLxWoROaq5JxeZOxytYakvtWSYgyEH/bemacYx1TyGrN7epfuKeK4XBe8X/C",
-	"6ry2C/fXDPdWXyhdMuuS1JsL8k9woG9QspWcHwt+CzlxJH/BCqtZpdVcs7JklmchqJtdWvQYZN6JurC2",
-	"wq0wN/oPiQUcfh/uB2P2+P+rS2LVXyDdAIVQSx/aYTsSCZ+Hzc7exz+1oFN6qtzH03b3EoVUVcgPDtE7",
-	"3d3/ubGaWX4LnTo+vU19aaVT+hx/EP+5a89BALb/hj9G7XNwBv5fsL4lQk2BQHBjG3Q07OwrrcOsVd4f",
-	"HGez1zdMUNSKh06R5DInXtqYNlOy4PNa+xOpHsd+k6OtjVWld+qxZXwrCc0j8qGhdpB3dusRRvbr0/cE",
-	"3856aNUReVvRRjq2LT2qoWppqk6j5lukTEcWK5JmNJQ/psIjomYyh9LHjUPaeNgRXXtiOSBrv9MJ/aBm",
-	"4xHdx6ZtaKW4rbPNBzWLzIKN8Zhxp6EdQptQWULY9iud0DKrFvWs1/zq+RuyqGcdvnFkiGZGOvnPXftQ",
-	"r2F7pxt+iLQLBLEcw85DHdt2PAHlMBavaYhphiKmaDoxw+FqtL5raGJJUzyG0kY0hsl8pu6cwB7+OYkD",
-	"EAxtxMG3dpKiDgMN25Ye1VDHNFWnZTNop2ZHFeuZ5jPUNEE1dLFmwKGbWSgrwWxPuOZbJF1HFjNtv9IJ",
-	"vVWiLuGypRvazbdv7TI04h5dOqEHxJHswz6xBnsMUVcGtO0UUTqsQTd33qR9TJFWNqYY6TZUKaWKa20X",
-	"EGYaziBw+w4qu2ltEfUYSt419elyyASXXgH8tQfvoc6beHeaLxMbPhGh3w9v9w7DjopVvd2UiF4Au3Xk",
-	"L93/NxJFRt0koYZSIae3+CMMXGhVbuI6jNmIs0PRDmb2cCN+cU3+es7z6LoD3h84IMkDkjwgyQOSPCDJ",
-	"A5I8IMkDkjwgyQOS3Ioko71ahluheK+Uy0Lh3VZu8ewmnLQ0Ke2NYNINfwva+P3Ss5Ozk6duIFWBZBWn",
-	"U/rjydnJj3jH0i4Qk55WWhVcwGlcWqefKM7GcAP2LV47NYQREc5omRCJmxHjk9ITilLo9nIOWvpciNHJ",
-	"ssFzrujVzg9nZ/e6pdueCz/gYsr4hHh8odfUiNeLWnTVw/X7ycuZGrXV5zR6goRdnu7u0ru+jZ1+3N2p",
-	"e5ODPX76+vecpUo5Ag7/wz92Czx8obGe0J/3MWj/PU98poHHxc1RwrsxpLxeT/qnHe+u19cTauqyZHrV",
-	"Yo6EThNq2dwMmNJrN/gp5oTdASSEP+n0z6jG8UK4zESNI9sFcH8yZciRv16kdPP+avBSBB9r1SYdbb1j",
-	"0scJs/7J7PccXNt7tI+4vplwGJa+/aKh88/Ye6OAiArc9drBdLPp9iS4MiJhGXNqHpV1w8xW/iD7hFw2",
-	"R9AAZMmFIBoywO0TGc66rQqH88Pj6vCQZh6eLIXbBTFg6NDxOHS8tH1P9rf7wdhnKl/dK2w2XJYrmhPW",
-	"DVcAEqe3o9j5Ha0Qn0VbFUxG4+cIVtew/szov1dtfUCgf91a1TxM8n4TbP+d1ePOt6WypGizz9ke2ad9",
-	"g+w6PN1DveHbT+z38z62TDzJ+hZzZAijnVkyWpIMVyTJFNlChtNPpp79oTGG1z5l+mXTGEK4tYdLnv76",
-	"jFt99HPmET4Qu1V/4UPS3n33on+XCd+hxfeZItoV2CfjZOhHHybDimlWgkXk8250R6aeOcACw+yE23x0",
-	"iksR2lxdo50VRjlr2/u+63Q+S17obRKPWBG/osvDY8XuXrczXn4A9dH9IqW923xmMvnW4jos6XfGdbTi",
-	"Hyz4SRttgzuAGxBRnQBEfnfAP1x3QB9X1uFK186FtO/cC8m3/hrbNxKWXwIopW/vOUzoICTazME/Y/hc",
-	"NigyaLP9ZSYyvk6iq8dDTINl0jgO/2wuJ7bPJeM09mi46SLgJpQELzrmTfo65LwDgNqWaMNO6M5EGzZK",
-	"29u4o2efm1BU9+H0U/v7NSthfdruWn/asCANm9lDuOQyyrbMG7q1DnMR5/+tyfc1Pu4qxm9axpm3p8uX",
-	"wESPt8aLXhv2UFeYj/ywsfN1Y67x+51B1xzm9H3/c8Pug+Jyc8z5s6n7hpzvdYi47nn7PeKufelyWNj0",
-	"inzkf9/Z8iacBO9MAOGg+MvGfzh33byVgQeyZnvAI03vpex3HeXxvwmxxWl7YS2gsIeQjl85fl9B7ONo",
-	"9wHN6HpDOmg3j+nvp24aCP+FqVTQbbiHUOPFhoW1lZmenrKKn8yQ8ITx09szfHWb5HMhC9DgH0D3eeha",
-	"djzo+nr9nwAAAP//",
+	"7Fzrbhu5kn4VgrvAOIBsyZmZxRwFwcLxTHa9x7nAxwP/SAyH6i5JTNhkh2Rb1gkM7NPsg+2THLDI7mbf",
+	"JDkXIxP4z0zcLJJVxbp8JIv6RBOV5UqCtIZOP9GcaZaBBY1/nXJjjwttlHZ/pWASzXPLlaRTepSm3PJr",
+	"IHBjQRqu5JSslqCBWEUSJS2XBYxIonIOKZlrlRG7BJJruOaqMCRnC/jJkHenXH54R5bAUtAH5FXOPhZA",
+	"mEyJ4QsJ6ZQwkiALfgwmlV2CJoIbO6r+Win9weQsAaJ09TFhQoAe+U+ECQsaUqIkjAg3hJFfJpMD8oe0",
+	"moMhLE0hJWxuQSOfKyY+kBksmCQZW7sx3P+ksoTlOTD9hEDoaZfMErjhxkJKZjBXGggvyYiSCRBgyXJE",
+	"uCRKp46jQgowhmjI1DWkJAMmV0su4ICOKHfK/ViAXtMRlSwDOqVeAXRETbKEjLnFyNjNKciFXdLp48lk",
+	"RO06d5TGai4X9PZ2hIt3yjNud1s7Js0KNGGWZMpYYpfckIzJdSkn8u804zT/kyGFKZgoBXLrxaRUhZPW",
+	"EUm4sbjEZa/GOpM9DeLpW+qo3tJHB+SC26UqrNMbKn+phJ8IVwo5g3REmCFFbqwGlpFUgRnSl0CxW+ri",
+	"WZHR6eHEaSvjMvxZaY5LCwvQ9NbpToPJlTSAXvCMpWfwsQCDmnSmDRL/yfJc8IQ5pY7fG6fZT9GU/65h",
+	"Tqf038a1h419qxn/obUKUzVXxkmv/WQEF0DMlc6c2WqUGC0wYzZZoqLCbLcjeqzkXPDknllMwqyGrLj1",
+	"LCWF1iAtMZZZIHtwsDggTGhg6ZowkkE2A/3Icfxc6RlPU5DfnuVrJnhKEg0pSMuZ8Ow6gyuF4S40mETl",
+	"GEHqcKKVAMfsibSgJRN+im/OcCHhJofERRQD+ho0mTMuCg1kLwXLuDCEaSBCLRbOLyQ4Eg220BJS1O5L",
+	"ZZ+rQqb3ZQ9GFTqB2kYxIDpdcv/3NTd8JjA5oJVgbHaMvmZroVh6rtQp0wu4X/udqXRN4CYBSI13KP5P",
+	"F3hc+Lgd0XOlXjC5Dt5vvj1vjGjnNcgAWTGXIliyhJTs5VFCyxsZb+4MVnPrkphMCZfX3CJTBlMfdhTc",
+	"uSRLU+3yjuvh7MklvMIunU94MR49cUak11EelIVzWKLmxECiZGpcQD9zRPtHjoiOqI/pqJ0zZmEg53i1",
+	"Z4xLLhfkY6Esc6Ni9syV4Mka2cdFCDMV0nLhcgJ3ijBWYRLAiPLuLfXaeEuf6KeTJ/bp4btGwO/mw4q3",
+	"/dc4XT+LnrHAEDLnlsGbSEhBIaOd/HH+nKSaza3/7z4HO99fWpuznO+7dcRl3A/q6WH849PDyeTJagfW",
+	"I313uC61ZRVZMW5LCIIL6VS9d/b8mPzt8HDyqJkRN6bA2xH9UzrjUJr/E+4himTcGMetixiyE6+bVnZx",
+	"cbF/VBsu9K9k07R9qnSIJ8TVvWfAtEtFm1Tv9WCKPFfaQvoCUs7Okebeo1SIo52pXNcwmpusSlDN4fBz",
+	"lSHIbO0BXplclCYuhazJLzc36Ia/3tyQEgTREc21ykFbDiEGpj06f8GSJZew71I9c6EecM5EMOPWD6Qz",
+	"tjc0rO5VEI6OaBEb2ojOK1wwolLZqzmmsRHNwC5VeuU+MSHUColLAOJ49Inkyip1JTCVuKGrtbvK3OJd",
+	"4QqPqCNy6LZkwyCS9DmeXnbgtJvdGLboEfu/i4zJSOibXDDpTU7NyaqMICut5AJVi5+sIqmifbC9RCNO",
+	"V6joeu6aLzV7DwmmqFcrCfo5B5GaLm/YSObYiov8GrThxjKZ9KyqBmYhfdYTGM+XQArj0oBGk+EJEJYk",
+	"qpDWYXUSupIYClAnCktfSbGmU6sL6FFqkaefO2Xoescpb3s0+BpkyuXipMqb6NFCvJrT6ZvN3nvOMwi6",
+	"vx1tJo3XydE2de/yougq4U+nAN/Woz24ybkGc2T7tef041Mqz9yWCnzaqvEBCQP0jY1U/SuDTJli1tcN",
+	"4XJ3u3l86oF0T48Kx3S7XVQQB7d13cW8vWxHzbCWsZBc1liJ7rL8R0kCeY9Oe8ZmnnT0NVazoYhNllSp",
+	"ZUdzPgOZ9uGG7bpqShW8bxt7A/Mfhd7Obr9LY0eqk7QniPojqVhNCEvmHNHvkOv0cVorBRne6nifoeeT",
+	"qv9nuaMN4GaQb0cwJW9rc31LXYh+W5rHFUszLt/SLzLxAdkiy48G+91viO885kV7gLu401HtDC3lhhzF",
+	"5Vw5f8q7XqZxBLLnEnJDa6jcRx3HS7nJBVu/xLOtofkCEYZKtyAKU/+gO/F0eKiT3+nnJc62BfbbEcLP",
+	"rxMz5yzjYn0lezWDXT3FQAIZ0QW/BrmpPxIMdndZ8A758Q5KvNghLd7NUOpsGptKn1RyS/+BbLyLcBc9",
+	"TjvIZiDptZSenqd44DT3qNETlVv1OKlxC5nPZ3gIriQTr6PxG7CxliR8YFozjKxukit/NtLl5GV1ZuLI",
+	"erkI44URepUXgctuynNZ7m64/o6ZszrRc5uXMMQdIP2XzBaG+Dw033Cce0bxn+d/cMOy3OVp+mJNLro2",
+	"siVoF1YtQILG3VAhucMq9eEg32nRdvT4mtNsvb8a5rQHmJ+DZBLvCyzjEs8WmSULrYrcECYEeSbYDYjK",
+	"EAzZYwun+hGZFzIJx5mZSkGYEQGbHDzyVw5mybTbBgLLEI4bg5NoJdDMZlwILhcHdJOpuIi9SXznxX1w",
+	"GHILPUtysQS8f7TlFnbJDCnJm5EgggU1hzOlBDC5ASo3WdsAml3D1TVoB1Z34PQn48dCjmcAklR9e7lD",
+	"SL1l3Aj4LPEk1ffpG29jOm/J/AWJvTXS5hTfD6FbQwyh6XAs0en+Dx/s8Pg7DJFrdc0NV9J1rU/LUq4h",
+	"sUqvr8xaJjTeq9ARTVXGuLxKWG4LDb3nVr0QpcX+pv1MN8a6QSEpNLfrf+CZKrrDUc7/Duujwi7dXzM8",
+	"W32udMasC1KvT8jfwYG+VspWcrEv+DWkxJF8gDVms1yrhWZZxixPglOXp7RoMTh4zerS2hyPwtzsj3s2",
+	"cPi9fR6M0eN/Ls6JVR9AugnmQq28a4fjSCQ8DoedjY9/akGndKzcx3F1eolMqjzEB4fo8a4945Ibqxne",
+	"uFfi+PA29amVTukx/oP4z3V7CgKw/Xf8R6d9AU7B/wXWt0SoKRAIbmyJjtqdfaZ1mDVPm5Pjajb6hgWK",
+	"WvHSKeJcpsRzG9MmSs75otD+RqoxYrPJ0RbGqswbdVczvpWE5g55W1FbyGu9NQgj/TXpG4xvHrqt1Q55",
+	"ldE6MlYtDaq2aP1UtUTlt0iYmiwWpH+gNv8xFV4RlYvZ5j5ubNPG03boqhvLFln1nY7oezXrzug+lm1t",
+	"LcVttW7eq1mkFmyM54w7tfUQ2oRKepitvtIRzZJ8WcwazS+OX5NlMavxjSNDNNORyX+u29tytdtr2fBD",
+	"JF0giPlod27LWLXjDSiHLntlQ0zTZrGPpmYzXK5G+7uSJua0b4w2txGNYTKdqRvHsId/juMABEMbcfCt",
+	"WqSoQ0vCqqVB1Zaxn6qWspy0FrOmiuXsH6ctaQ9V28TKCdtmZiHLBbMN5spvEXc1WTxo9ZWO6LUSRQbn",
+	"FV1bb759Y5e2EnfoUjPdIo54b/eJJdhhiiI3oG0tiNJhDzrceUj6mKJf2JiiI1tbpD5RXGu1gTDTcAeB",
+	"x3eQ26G9RdSjzXnd1KRLIRFcegHwXzuM3ZZ5aOxa8lXPgU9E6M/Dq7PDcKJiVeM0JaIXwK4d+an7/yBR",
+	"pNQhDn1xJp3SM/xHmBhrUAdGbftsNLJD0Q5mNnAjfnFNvjznOCp3wPqBByT5gCQfkOQDknxAkg9I8gFJ",
+	"PiDJByT5gCQ3IsnorJbhUSjWlXI5V1jbyi3e3YSbljKkvRZMuumvQRt/Xjo5mBwcuolUDpLlnE7pzweT",
+	"g5+xxtIuEZOOc63mXMA4Tq3TTxRXo30Ae4Zlp4Yw/6RHzfHGp1sZ0b0pPaDIha6Kc1DTR0J0bpYxukeP",
+	"1wbu/GqScf0+aujWr0UcXsLdXrbeBz2eTO5UD1zdQH9GCUz3LrpbOmwK3BnMC1HnqWYB9SmXH3Z80cft",
+	"krzDQvZ3o9bLLmYIk+Ts+TH57fFvvxHB5YeqyL2YTH5OxteTMRr7f+IATw8nE9fw+D/8e7an//+//4eE",
+	"8ITE78HePSFsZtwWRIUXZ8yUU8q0eroTuDrYWsD9i1+fPm1X6ziOHnlhl8PtXRoF8tjp5+2d6ldP2OOX",
+	"b19JLlWfq+H0j/+2neH2G5jbEf11F4U2X0zFt0bonOVlzZsuaL90/hjfJ725dD5niixjel2huh6ZRtSy",
+	"hWkNSi/d5N4Qt4coIfxdsn+o1o1IhMtEFDizXQL3d3+G7PkCLqXLF26ttzj4HK4w/fGscRH9owWy5i37",
+	"Q/j68cLX5h7VQ8TvJuC04dtu8aaOAHF8iEJOBNIub91W0wxVAIODQhJW8Ujlw8h6mtnaF2MckPOyjAKA",
+	"rLgQREMCeAQoQ72GVaHApF1yER6DLcKzu1AhE4PeeofXDU6e26YH+xcqYOwzla7vFC4GCj7nZZXAQBlL",
+	"TwVCJ2b8gVqI6ymsCiqj8ZMaqwu4/cKodyfUtnOAqx3926KB8nGdt5ug+x8M8dS2LZUl8yr6THaIPtU7",
+	"etfhcAfx2u+Xsd+vu+iy51nh9xgjgxttjZLRtrq9q+4NkRUoG38yxeyVRh++9SHTb/27IM3tn13w9CVg",
+	"5W+K1Ou9h48cr9UHfAzdeLMxb9bj4VvKuCYvol2DfdQNhn72djBsQbVWnVcxc5AQ2tGp/NkKt52uf7Wi",
+	"1kInZm3CCAMorrcovQw8Yl39+Ih/cFu/TXDKS+nDtuki/kkZNJsvDCbfm1+HY6mtfh2dWrUOrUjlba06",
+	"1gFEVPQAIn/C5X98wW2l8HQolCVuPQzynRsueeZLMb8Tt/waQKm/AvUc9zIrrzMH/4zhC1miyCDN5tfF",
+	"OPBlL7q6P8TU2h52/fDPssC2evIbh7F7w00nATchJ1ism5bh6yHmPQCoTYE2nOZvDbThsL+qKO88XR5C",
+	"UfWH8afq3y9ZBrfj6ubl08CGNFzItOGSiyibIm/oVhnMSRz/Nwbfl/hAcd59l9WNvA1ZvgYmur89XvRi",
+	"toG6wnr8NQDWX/hgp7T7rU5XXkg2bf9L3e694nLY5/z96l1dzvd68Lj6Jxru4HfVa62HjU0jyUf294Nt",
+	"b0I1w9YAEIodvq7/h9qB4aMMLCowmx0eaRqvvX9oL49/12SD0TbcWsDcPrh0/FL3x3Ji70fbL2g6JTr9",
+	"Tjs8p6+xHpoIfyWtz+kGamkKLM5ZWpub6XjMcn4wQ8IDxsfXE7ym7R3nRM5Bg3/E3xxDF7Ieg95e3v4r",
+	"AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -3,27 +3,31 @@ package server
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"controlplane/gen"
 	"controlplane/store"
 )
 
-// ListWorkspaceUsers lists members, then pending invitations (any member may).
-func (s *Server) ListWorkspaceUsers(ctx context.Context, _ gen.ListWorkspaceUsersRequestObject) (gen.ListWorkspaceUsersResponseObject, error) {
+// ListWorkspaceUsers lists members, then pending invitations (any member
+// may), whole or a page at a time, written as they are read (lists.go).
+func (s *Server) ListWorkspaceUsers(ctx context.Context, req gen.ListWorkspaceUsersRequestObject) (gen.ListWorkspaceUsersResponseObject, error) {
 	c, err := s.workspaceCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	users, err := s.store.ListUsers(ctx, c.Workspace.ID)
+	scope := strconv.FormatInt(c.Workspace.ID, 10) + "\x00" + c.Principal.Sub
+	pg, err := s.newPaging(ctx, listUsers, scope, req.Params.Limit, req.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
-	out := make(gen.ListWorkspaceUsers200JSONResponse, len(users))
-	for i, u := range users {
-		out[i] = toWorkspaceUser(u)
-	}
-	return out, nil
+	return usersListResponse{listResponse{ctx: ctx, log: s.log, paging: pg,
+		each: func(add func(any) error) (*store.ListPosition, error) {
+			return s.store.EachUser(ctx, c.Workspace.ID, pg.after, pg.limit, func(u store.UserEntry, _ store.ListPosition) error {
+				return add(toWorkspaceUser(u))
+			})
+		}}}, nil
 }
 
 // RemoveWorkspaceUser removes a member or revokes a pending invitation (admins only).

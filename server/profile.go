@@ -12,21 +12,24 @@ import (
 const invitationTypeWorkspace = "workspace"
 
 // ListAllPendingInvitations lists the caller's pending, unexpired invitations
-// across workspaces (an empty list when there are none).
-func (s *Server) ListAllPendingInvitations(ctx context.Context, _ gen.ListAllPendingInvitationsRequestObject) (gen.ListAllPendingInvitationsResponseObject, error) {
+// across workspaces (an empty list when there are none), whole or a page at
+// a time, written as they are read (lists.go).
+func (s *Server) ListAllPendingInvitations(ctx context.Context, req gen.ListAllPendingInvitationsRequestObject) (gen.ListAllPendingInvitationsResponseObject, error) {
 	p, err := person(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	views, err := s.store.PendingInvitationsFor(ctx, p.Email)
+	scope := store.NormalizeEmail(p.Email) + "\x00" + p.Sub
+	pg, err := s.newPaging(ctx, listInvitations, scope, req.Params.Limit, req.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
-	out := make(gen.ListAllPendingInvitations200JSONResponse, len(views))
-	for i, v := range views {
-		out[i] = toPendingInvitationRender(v)
-	}
-	return out, nil
+	return invitationsListResponse{listResponse{ctx: ctx, log: s.log, paging: pg,
+		each: func(add func(any) error) (*store.ListPosition, error) {
+			return s.store.EachPendingInvitationFor(ctx, p.Email, pg.after, pg.limit, func(v store.InvitationView, _ store.ListPosition) error {
+				return add(toPendingInvitationRender(v))
+			})
+		}}}, nil
 }
 
 // AcceptWorkspaceInvitation makes the caller a member with the invited role.

@@ -112,7 +112,7 @@ func TestInvitations_BatchMixed(t *testing.T) {
 
 		// 150 + dup + again + old in acme, U1 in beta; each queued once.
 		const wantPending = 150 + 1 + 1 + 1 + 1
-		entries, err := st.ListUsers(ctx, acme.ID)
+		entries, err := listUsers(ctx, st, acme.ID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -88,29 +87,6 @@ func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, erro
 		return Invitation{}, errorf(ErrNotFound, "user not found")
 	}
 	return inv, err
-}
-
-// ListUsers returns the workspace's members (oldest first) followed by its
-// pending invitations (oldest first), expired ones flagged.
-func (s *Store) ListUsers(ctx context.Context, workspaceID int64) ([]UserEntry, error) {
-	var members []Member
-	if err := s.read.WithContext(ctx).Where("workspace_id = ?", workspaceID).Order("created_at, id").Find(&members).Error; err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
-	}
-	var invs []Invitation
-	if err := s.read.WithContext(ctx).Where("workspace_id = ? AND status = ?", workspaceID, InvitationPending).
-		Order("created_at, id").Find(&invs).Error; err != nil {
-		return nil, fmt.Errorf("list invitations: %w", err)
-	}
-	now := s.now()
-	users := make([]UserEntry, 0, len(members)+len(invs))
-	for _, m := range members {
-		users = append(users, memberEntry(m))
-	}
-	for _, inv := range invs {
-		users = append(users, invitationEntry(inv, now))
-	}
-	return users, nil
 }
 
 // RemoveUser removes a member (by sub or email) or, failing that, revokes the
@@ -240,25 +216,6 @@ type InvitationView struct {
 	WorkspaceDisplayName string
 	InviterEmail         string
 	MemberCount          int64
-}
-
-// PendingInvitationsFor returns the unexpired pending invitations addressed
-// to email across all workspaces, oldest first.
-func (s *Store) PendingInvitationsFor(ctx context.Context, email string) ([]InvitationView, error) {
-	var views []InvitationView
-	err := s.read.WithContext(ctx).Raw(`
-SELECT i.*, w.name AS workspace_name, w.display_name AS workspace_display_name,
-       COALESCE(m.email, '') AS inviter_email,
-       (SELECT COUNT(*) FROM members c WHERE c.workspace_id = i.workspace_id) AS member_count
-FROM invitations i
-JOIN workspaces w ON w.id = i.workspace_id
-LEFT JOIN members m ON m.workspace_id = i.workspace_id AND m.sub = i.invited_by
-WHERE i.email = ? AND i.status = ? AND i.expires_at > ?
-ORDER BY i.created_at, i.id`, NormalizeEmail(email), InvitationPending, s.now()).Scan(&views).Error
-	if err != nil {
-		return nil, fmt.Errorf("list invitations: %w", err)
-	}
-	return views, nil
 }
 
 // Accept makes sub (whose verified email is email) a member of the workspace

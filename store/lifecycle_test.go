@@ -21,7 +21,7 @@ func mustInvite(t *testing.T, st *store.Store, ws store.Workspace, email string)
 
 func invitationStatuses(t *testing.T, st *store.Store, ws store.Workspace) map[string]int {
 	t.Helper()
-	users, err := st.ListUsers(context.Background(), ws.ID)
+	users, err := listUsers(context.Background(), st, ws.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

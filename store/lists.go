@@ -1,0 +1,314 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// The two lists (a workspace's users, a person's invitations) are read in
+// keyset order and handed to the caller row by row, so that a list of any
+// length costs one row of memory here and can be written to the client as
+// it is read, and a page costs the same at the start of a long list as at
+// its end (no OFFSET).
+
+// Kinds of entries in a workspace's user list, in list order.
+const (
+	KindMember     = 0
+	KindInvitation = 1
+)
+
+// ListPosition is where a list stopped: the last entry handed over. The
+// user list is ordered by (Kind, CreatedAt, ID); the invitation list by
+// (CreatedAt, ID) with Kind always 0.
+type ListPosition struct {
+	Kind      int
+	CreatedAt time.Time
+	ID        int64
+}
+
+// MaxListLimit bounds a page (the YAML says the same).
+const MaxListLimit = 1000
+
+// EachUser calls fn with the workspace's members (oldest first), then its
+// pending invitations (oldest first, expired ones flagged), each with its
+// position, starting after after (nil: from the start). With limit > 0 it
+// stops after limit entries and returns the position of the last one if
+// more entries follow (nil when the list is done). Both tables are read in
+// one snapshot (a read-only transaction), so a user accepting meanwhile is
+// listed once, as the invitation or as the member, never neither.
+// An error returned by fn stops the walk and is returned as it is.
+func (s *Store) EachUser(ctx context.Context, workspaceID int64, after *ListPosition, limit int, fn func(UserEntry, ListPosition) error) (*ListPosition, error) {
+	var next *ListPosition
+	err := s.readSnapshot(ctx, func(tx *gorm.DB) error {
+		w := walk{limit: limit}
+		if after == nil || after.Kind <= KindMember {
+			if err := w.members(tx, workspaceID, after, fn); err != nil || w.next != nil {
+				next = w.next
+				return err
+			}
+			after = nil
+		}
+		err := w.invitations(tx, workspaceID, after, s.now(), fn)
+		next = w.next
+		return err
+	})
+	return next, err
+}
+
+// walk counts the entries handed over across the two tables of EachUser.
+type walk struct {
+	limit int // 0: no limit
+	n     int
+	last  ListPosition
+	next  *ListPosition // set once an entry beyond limit was seen
+}
+
+// room is how many more rows to ask for: one beyond the page, to tell
+// whether another page follows. -1 means no limit (GORM omits LIMIT).
+func (w *walk) room() int {
+	if w.limit <= 0 {
+		return -1
+	}
+	return w.limit - w.n + 1
+}
+
+// take records an entry; false means it lies beyond the page.
+func (w *walk) take(pos ListPosition) bool {
+	if w.limit > 0 && w.n == w.limit {
+		last := w.last
+		w.next = &last
+		return false
+	}
+	w.n++
+	w.last = pos
+	return true
+}
+
+func (w *walk) members(tx *gorm.DB, workspaceID int64, after *ListPosition, fn func(UserEntry, ListPosition) error) error {
+	q := tx.Table("members").Select("id, created_at, sub, email, role, source").Where("workspace_id = ?", workspaceID)
+	if after != nil {
+		q = q.Where("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
+	}
+	rows, err := q.Order("created_at, id").Limit(w.room()).Rows()
+	if err != nil {
+		return fmt.Errorf("list members: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pos = ListPosition{Kind: KindMember}
+		var u = UserEntry{Accepted: true}
+		if err := rows.Scan(&pos.ID, &pos.CreatedAt, &u.Sub, &u.Email, &u.Role, &u.Source); err != nil {
+			return fmt.Errorf("list members: %w", err)
+		}
+		if !w.take(pos) {
+			return nil
+		}
+		if err := fn(u, pos); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list members: %w", err)
+	}
+	return nil
+}
+
+func (w *walk) invitations(tx *gorm.DB, workspaceID int64, after *ListPosition, now time.Time, fn func(UserEntry, ListPosition) error) error {
+	// status is a literal, not a parameter: PostgreSQL's generic plan can
+	// use the partial index only for a condition it can prove.
+	q := tx.Table("invitations").Select("id, created_at, email, role, expires_at").
+		Where("workspace_id = ? AND status = '"+InvitationPending+"'", workspaceID)
+	if after != nil {
+		q = q.Where("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
+	}
+	rows, err := q.Order("created_at, id").Limit(w.room()).Rows()
+	if err != nil {
+		return fmt.Errorf("list invitations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pos = ListPosition{Kind: KindInvitation}
+		var u = UserEntry{Source: SourceInvitation}
+		var expiresAt time.Time
+		if err := rows.Scan(&pos.ID, &pos.CreatedAt, &u.Email, &u.Role, &expiresAt); err != nil {
+			return fmt.Errorf("list invitations: %w", err)
+		}
+		u.Expired = !expiresAt.After(now)
+		if !w.take(pos) {
+			return nil
+		}
+		if err := fn(u, pos); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list invitations: %w", err)
+	}
+	return nil
+}
+
+// pendingForSQL lists a person's pending, unexpired invitations with their
+// workspace, inviter and member count. The page is chosen first; members
+// are then counted for the page's workspaces only, in one grouped query,
+// rather than by a subquery per invitation. %s is the keyset condition and
+// the LIMIT, both optional.
+const pendingForSQL = `
+WITH page AS (
+  SELECT id, workspace_id, email, role, invited_by, expires_at, created_at
+  FROM invitations
+  WHERE email = ? AND status = '` + InvitationPending + `' AND expires_at > ?%s
+  ORDER BY created_at, id%s
+), counts AS (
+  SELECT workspace_id, COUNT(*) AS n FROM members
+  WHERE workspace_id IN (SELECT workspace_id FROM page)
+  GROUP BY workspace_id
+)
+SELECT page.id, page.email, page.role, page.invited_by, page.expires_at, page.created_at,
+       w.name, w.display_name, COALESCE(m.email, ''), COALESCE(counts.n, 0)
+FROM page
+JOIN workspaces w ON w.id = page.workspace_id
+LEFT JOIN members m ON m.workspace_id = page.workspace_id AND m.sub = page.invited_by
+LEFT JOIN counts ON counts.workspace_id = page.workspace_id
+ORDER BY page.created_at, page.id`
+
+// EachPendingInvitationFor calls fn with the unexpired pending invitations
+// addressed to email across all workspaces, oldest first, starting after
+// after (nil: from the start); limit and the returned position as for
+// EachUser. One statement, so one snapshot.
+func (s *Store) EachPendingInvitationFor(ctx context.Context, email string, after *ListPosition, limit int, fn func(InvitationView, ListPosition) error) (*ListPosition, error) {
+	if !storable(email) {
+		return nil, nil
+	}
+	args := []any{NormalizeEmail(email), s.now()}
+	keyset, limitSQL := "", ""
+	if after != nil {
+		keyset = " AND (created_at, id) > (?, ?)"
+		args = append(args, after.CreatedAt, after.ID)
+	}
+	w := walk{limit: limit}
+	if limit > 0 {
+		limitSQL = " LIMIT ?"
+		args = append(args, w.room())
+	}
+	rows, err := s.read.WithContext(ctx).Raw(fmt.Sprintf(pendingForSQL, keyset, limitSQL), args...).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v InvitationView
+		if err := rows.Scan(&v.ID, &v.Email, &v.Role, &v.InvitedBy, &v.ExpiresAt, &v.CreatedAt,
+			&v.WorkspaceName, &v.WorkspaceDisplayName, &v.InviterEmail, &v.MemberCount); err != nil {
+			return nil, fmt.Errorf("list invitations: %w", err)
+		}
+		v.Status = InvitationPending
+		pos := ListPosition{CreatedAt: v.CreatedAt, ID: v.ID}
+		if !w.take(pos) {
+			break
+		}
+		if err := fn(v, pos); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	return w.next, nil
+}
+
+// readSnapshot runs fn in a read-only transaction that sees one snapshot of
+// the database: REPEATABLE READ on PostgreSQL (READ COMMITTED would give
+// each statement its own); on SQLite any read transaction does (WAL).
+func (s *Store) readSnapshot(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// As every read once started (finishStartedReads): a client going
+		// away must not roll the transaction back under a running
+		// statement; the walk stops when the client stops taking entries.
+		ctx = context.WithoutCancel(ctx)
+	}
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.dialect == "postgres" {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	return s.read.WithContext(ctx).Transaction(fn, opts)
+}
+
+// secret is a value the server keeps in the database so that every replica
+// has the same one without configuration (the list cursors' HMAC key).
+type secret struct {
+	Name  string `gorm:"primaryKey"`
+	Value []byte `gorm:"not null"`
+}
+
+func (secret) TableName() string { return "secrets" }
+
+const cursorKeyName = "list-cursor-hmac"
+
+// listIndexes serve the lists' keyset order directly: a page is read from
+// the index, never sorted, whatever the size of the list. The partial ones
+// match the queries' literal status = 'pending'.
+var listIndexes = []string{
+	`CREATE INDEX IF NOT EXISTS idx_members_list ON members (workspace_id, created_at, id)`,
+	`CREATE INDEX IF NOT EXISTS idx_invitations_pending_list ON invitations (workspace_id, created_at, id) WHERE status = 'pending'`,
+	`CREATE INDEX IF NOT EXISTS idx_invitations_pending_email_list ON invitations (email, created_at, id) WHERE status = 'pending'`,
+}
+
+// migrateLists creates what the lists need: their indexes, and the cursor
+// key, made once from 32 random bytes by whichever replica migrates first
+// (ON CONFLICT DO NOTHING: a racing replica keeps the first key). Idempotent.
+func migrateLists(db *gorm.DB) error {
+	if err := db.AutoMigrate(&secret{}); err != nil {
+		return fmt.Errorf("migrate secrets: %w", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("make cursor key: %w", err)
+	}
+	if err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&secret{Name: cursorKeyName, Value: key}).Error; err != nil {
+		return fmt.Errorf("store cursor key: %w", err)
+	}
+	for _, stmt := range listIndexes {
+		if err := db.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("create list index: %w", err)
+		}
+	}
+	return nil
+}
+
+// CursorKey returns the key that signs list cursors, the same on every
+// replica sharing the database. A database migrated before lists had
+// cursors gets its key (and the list indexes) here, once.
+func (s *Store) CursorKey(ctx context.Context) ([]byte, error) {
+	read := func() ([]byte, error) {
+		var row secret
+		err := s.read.WithContext(ctx).Where("name = ?", cursorKeyName).Take(&row).Error
+		return row.Value, err
+	}
+	key, err := read()
+	if err == nil {
+		return key, nil
+	}
+	if err := s.inTx(ctx, migrateLists); err != nil {
+		// A replica racing this one may have created the table first
+		// (PostgreSQL refuses the second CREATE TABLE): its key will do.
+		if key, rerr := read(); rerr == nil {
+			return key, nil
+		}
+		return nil, err
+	}
+	key, err = read()
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("cursor key missing after migration")
+	}
+	return key, err
+}
