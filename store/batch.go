@@ -182,6 +182,18 @@ func deliver(batch []*inviteJob, inv Invitation) {
 // row, and the slow path moves it to history). The WHERE is also what lets
 // SQLite parse INSERT … SELECT … ON CONFLICT; the conflict target spells out
 // the partial unique index idx_invitations_pending so PostgreSQL matches it.
+//
+// The member checks are index lookups whatever the workspace's size (issue
+// 10: without that, an invite into a workspace of 20,000 members read all of
+// them, per email). The test that x.email is not empty repeats the condition
+// of the partial index on member email (idx_members_workspace_email), which
+// neither planner infers from x.email = j.email (invited emails are never
+// empty: Invite refuses those). OFFSET 0 keeps PostgreSQL from turning the
+// checks into joins: it then planned the lookup with workspace_id alone, the
+// email or sub applied as a filter, because its statistics (averages over
+// all workspaces) made a workspace look cheap to read; as subplans each
+// check is planned with all its columns bound. (LIMIT 1 only because SQLite
+// accepts OFFSET only after a LIMIT; PostgreSQL drops it.)
 // Rows are written in (workspace, email) order so that two batches holding
 // some of the same emails lock them in the same order and cannot deadlock.
 func upsertBatch(from, expires, created, updated, returning string) string {
@@ -190,8 +202,8 @@ INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_
 SELECT w.id, j.email, j.role, 'pending', j.caller, ` + expires + `, ` + created + `, ` + updated + `, j.caller, j.caller
 FROM ` + from + `
 JOIN workspaces w ON w.name = j.ws
-JOIN members m ON m.workspace_id = w.id AND m.sub = j.caller AND m.role = 'admin'
-WHERE NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = j.email)
+WHERE EXISTS (SELECT 1 FROM members m WHERE m.workspace_id = w.id AND m.sub = j.caller AND m.role = 'admin' LIMIT 1 OFFSET 0)
+  AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = j.email AND x.email <> '' LIMIT 1 OFFSET 0)
 ORDER BY w.id, j.email
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
@@ -235,6 +247,9 @@ DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.
 // earlier) are read back whole. Turning SQLite's time text back into
 // time.Time was a fifth of the writer's work per invite.
 const returningSQLite = `id, workspace_id, email, role, invited_by, created_by, created_at = updated_at`
+
+// readBackInvitationSQLite reads a refreshed invitation whole (see returningSQLite).
+const readBackInvitationSQLite = "SELECT " + invitationColumns + " FROM invitations WHERE id = ?"
 
 // paddedSize returns the index into the statement arrays for n rows.
 func paddedSize(n int) int { return bits.Len(uint(n - 1)) }
@@ -283,7 +298,7 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 	}
 	for _, id := range older {
 		var inv Invitation
-		if err := scanInvitation(tx.ConnPool.QueryRowContext(ctx, "SELECT "+invitationColumns+" FROM invitations WHERE id = ?", id), &inv); err != nil {
+		if err := scanInvitation(tx.ConnPool.QueryRowContext(ctx, readBackInvitationSQLite, id), &inv); err != nil {
 			return fmt.Errorf("invite batch: read back invitation %d: %w", id, err)
 		}
 		deliver(batch, inv)

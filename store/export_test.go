@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 
 	"gorm.io/gorm"
 )
@@ -21,4 +24,133 @@ func (s *Store) InviteBatchForTest(ctx context.Context, ps []InviteParams) error
 		return s.runPostgresBatch(ctx, s.now(), jobs)
 	}
 	return s.committer.do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, s.now(), jobs) })
+}
+
+// ExecForTest runs one SQL statement on the writer (test setup: bulk seeding
+// by SQL, settings). On SQLite it goes through the group committer, which
+// owns the one writer connection.
+func (s *Store) ExecForTest(ctx context.Context, sql string, args ...any) error {
+	if s.committer == nil {
+		return s.write.WithContext(ctx).Exec(sql, args...).Error
+	}
+	return s.committer.do(ctx, func(tx *gorm.DB) error { return tx.Exec(sql, args...).Error })
+}
+
+// CapturedStatement is one SQL statement GORM ran, with its arguments.
+type CapturedStatement struct {
+	SQL  string
+	Vars []any
+}
+
+// CaptureStatementsForTest records every statement the store runs through
+// GORM from now on (queries, raw reads, writes). Statements sent past GORM
+// (the batch statements) are in RawStatementsForTest.
+func (s *Store) CaptureStatementsForTest() func() []CapturedStatement {
+	var mu sync.Mutex
+	var got []CapturedStatement
+	record := func(tx *gorm.DB) {
+		if sql := tx.Statement.SQL.String(); sql != "" {
+			mu.Lock()
+			got = append(got, CapturedStatement{SQL: sql, Vars: append([]any(nil), tx.Statement.Vars...)})
+			mu.Unlock()
+		}
+	}
+	dbs := uniqueDBs(s.write, s.read)
+	if s.committer != nil {
+		dbs = append(dbs, s.committer.db) // SQLite's writes run on the committer's own handle
+	}
+	for _, db := range dbs {
+		cb := db.Callback()
+		for _, err := range []error{
+			cb.Query().After("gorm:query").Register("plantest:query", record),
+			cb.Row().After("gorm:row").Register("plantest:row", record),
+			cb.Raw().After("gorm:raw").Register("plantest:raw", record),
+			cb.Create().After("gorm:create").Register("plantest:create", record),
+			cb.Update().After("gorm:update").Register("plantest:update", record),
+			cb.Delete().After("gorm:delete").Register("plantest:delete", record),
+		} {
+			if err != nil {
+				panic(err)
+			}
+		}
+	}
+	return func() []CapturedStatement {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]CapturedStatement(nil), got...)
+	}
+}
+
+// RawStatementsForTest are the per-request statements the store sends past
+// GORM, for this store's dialect.
+func (s *Store) RawStatementsForTest() []string {
+	if s.dialect == "postgres" {
+		return []string{lockWorkspacesShared, inviteBatchPostgres}
+	}
+	stmts := []string{readBackInvitationSQLite}
+	for i := range inviteBatchSQLite {
+		stmts = append(stmts, inviteBatchSQLite[i], enqueueBatchSQLite[i])
+	}
+	return stmts
+}
+
+// ExplainForTest returns the plan of sql, one line per node: on SQLite
+// EXPLAIN QUERY PLAN's details; on PostgreSQL the generic plan (what a
+// prepared statement gets once its plan is cached, as pgx prepares every
+// statement) with sequential scans disabled, so that a table small enough to
+// read whole still shows which index the planner can use.
+func (s *Store) ExplainForTest(ctx context.Context, sql string, vars []any) (string, error) {
+	if s.dialect != "postgres" {
+		if vars == nil {
+			vars = make([]any, strings.Count(sql, "?"))
+		}
+		var lines []string
+		// Foreign keys off: SQLite plans list the scan of outbox_messages
+		// that checking its foreign key to invitations would take, but runs
+		// it only while a statement has a violation outstanding (OP_FkIfZero
+		// skips it otherwise), never in a write that succeeds.
+		err := s.read.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+			if err := conn.Exec("PRAGMA foreign_keys = OFF").Error; err != nil {
+				return err
+			}
+			defer conn.Exec("PRAGMA foreign_keys = ON")
+			rows, err := conn.Raw("EXPLAIN QUERY PLAN "+sql, vars...).Rows()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id, parent, notUsed int
+				var detail string
+				if err := rows.Scan(&id, &parent, &notUsed, &detail); err != nil {
+					return err
+				}
+				lines = append(lines, detail)
+			}
+			return rows.Err()
+		})
+		return strings.Join(lines, "\n"), err
+	}
+	var plan []string
+	err := s.write.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+		for _, set := range []string{"SET plan_cache_mode = force_generic_plan", "SET enable_seqscan = off", "PREPARE plantest AS " + sql} {
+			if err := conn.Exec(set).Error; err != nil {
+				return fmt.Errorf("%s: %w", set, err)
+			}
+		}
+		defer conn.Exec("DEALLOCATE plantest")
+		defer conn.Exec("RESET ALL")
+		var n int
+		if err := conn.Raw("SELECT cardinality(parameter_types) FROM pg_prepared_statements WHERE name = 'plantest'").Scan(&n).Error; err != nil {
+			return err
+		}
+		// A generic plan does not depend on the values: NULLs will do.
+		nulls := strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")
+		explain := "EXPLAIN EXECUTE plantest"
+		if n > 0 {
+			explain += "(" + nulls + ")"
+		}
+		return conn.Raw(explain).Scan(&plan).Error
+	})
+	return strings.Join(plan, "\n"), err
 }

@@ -34,7 +34,7 @@ const invitationColumns = `id, workspace_id, email, role, status, invited_by, ex
 // read-then-write check, guarantees at most one pending row per email.
 // Returns ErrNotFound if the workspace does not exist or the caller is not a
 // member, ErrForbidden if the caller is not an admin, ErrConflict if the
-// email already belongs to a member.
+// email already belongs to a member, ErrInvalid for an empty email.
 //
 // The common case goes through a batch statement (batch.go): on SQLite in the
 // group committer, on PostgreSQL in the invite batcher; the rest, and any
@@ -50,6 +50,11 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	p.Email = NormalizeEmail(p.Email)
 	if p.Role == "" {
 		p.Role = RoleMember
+	}
+	if p.Email == "" {
+		// The member-email checks skip empty emails (service accounts have
+		// one each; see memberByEmail): an invitation needs a real one.
+		return Invitation{}, errorf(ErrInvalid, "the email to invite must not be empty")
 	}
 	if !storable(p.Workspace) || !storable(p.Caller) {
 		return Invitation{}, errorf(ErrNotFound, "workspace not found")
@@ -109,14 +114,14 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 		return errorf(ErrForbidden, "only workspace admins may invite")
 	}
 	var members int64
-	if err := tx.Model(&Member{}).Where("workspace_id = ? AND email = ?", ws.ID, p.Email).Count(&members).Error; err != nil {
+	if err := tx.Model(&Member{}).Where(memberByEmail, ws.ID, p.Email).Count(&members).Error; err != nil {
 		return fmt.Errorf("check membership: %w", err)
 	}
 	if members > 0 {
 		return errorf(ErrConflict, "%s is already a member of this workspace", p.Email)
 	}
 	if err := tx.Model(&Invitation{}).
-		Where("workspace_id = ? AND email = ? AND status = ? AND expires_at <= ?", ws.ID, p.Email, InvitationPending, now).
+		Where(pendingByEmail+" AND expires_at <= ?", ws.ID, p.Email, now).
 		Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
 		return fmt.Errorf("expire stale invitation: %w", err)
 	}
@@ -134,7 +139,7 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 func (s *Store) PendingInvitation(ctx context.Context, workspaceID int64, email string) (Invitation, error) {
 	var inv Invitation
 	err := s.read.WithContext(ctx).
-		Where("workspace_id = ? AND email = ? AND status = ?", workspaceID, NormalizeEmail(email), InvitationPending).
+		Where(pendingByEmail, workspaceID, NormalizeEmail(email)).
 		Take(&inv).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return Invitation{}, errorf(ErrNotFound, "invitation not found")

@@ -56,9 +56,21 @@ func lockWorkspace(tx *gorm.DB, strength, query string, arg any) (Workspace, err
 
 func countAdmins(tx *gorm.DB, workspaceID int64) (int64, error) {
 	var n int64
-	err := tx.Model(&Member{}).Where("workspace_id = ? AND role = ?", workspaceID, RoleAdmin).Count(&n).Error
+	// role = 'admin' literal: idx_members_admins serves it (see memberByEmail).
+	err := tx.Model(&Member{}).Where("workspace_id = ? AND role = 'admin'", workspaceID).Count(&n).Error
 	return n, err
 }
+
+// memberByEmail and pendingByEmail look a workspace's member or pending
+// invitation up by email (a non-empty one). They spell out the conditions
+// of the partial unique indexes that serve them (a non-empty email, status
+// 'pending') as literals: a planner uses a partial index only when the query
+// implies its condition, which a parameter (or an equality with a parameter,
+// on SQLite and in PostgreSQL's generic plans) does not prove.
+const (
+	memberByEmail  = "workspace_id = ? AND email = ? AND email <> ''"
+	pendingByEmail = "workspace_id = ? AND email = ? AND status = 'pending'"
+)
 
 // findMember finds a member by sub or, when subOrEmail looks like an email,
 // by email. Returns ErrNotFound when neither matches.
@@ -69,7 +81,7 @@ func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, erro
 	var m Member
 	err := tx.Where("workspace_id = ? AND sub = ?", workspaceID, subOrEmail).Take(&m).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) && strings.Contains(subOrEmail, "@") {
-		err = tx.Where("workspace_id = ? AND email = ?", workspaceID, NormalizeEmail(subOrEmail)).Take(&m).Error
+		err = tx.Where(memberByEmail, workspaceID, NormalizeEmail(subOrEmail)).Take(&m).Error
 	}
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return Member{}, errorf(ErrNotFound, "user not found")
@@ -82,7 +94,7 @@ func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, erro
 		return Invitation{}, errorf(ErrNotFound, "user not found")
 	}
 	var inv Invitation
-	err := tx.Where("workspace_id = ? AND email = ? AND status = ?", workspaceID, NormalizeEmail(email), InvitationPending).Take(&inv).Error
+	err := tx.Where(pendingByEmail, workspaceID, NormalizeEmail(email)).Take(&inv).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return Invitation{}, errorf(ErrNotFound, "user not found")
 	}

@@ -29,9 +29,22 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return autoMigrate(db)
 }
 
+// replacedIndexes were made by earlier versions and are now covered by
+// others (AutoMigrate creates indexes but never drops one): the API-key
+// index on workspace_id alone by idx_api_keys_workspace_sub, which starts
+// with it; the outbox's (status, next_attempt_at) by idx_outbox_claim.
+var replacedIndexes = []string{"idx_api_keys_workspace_id", "idx_outbox_due"}
+
 func autoMigrate(db *gorm.DB) error {
 	if err := db.AutoMigrate(allModels()...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
+	}
+	for _, name := range replacedIndexes {
+		// The same statement on SQLite and PostgreSQL (index names are
+		// schema-wide on both).
+		if err := db.Exec("DROP INDEX IF EXISTS " + name).Error; err != nil {
+			return fmt.Errorf("drop replaced index %s: %w", name, err)
+		}
 	}
 	return nil
 }

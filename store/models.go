@@ -36,9 +36,11 @@ type Workspace struct {
 
 // Member is a principal (sub) belonging to a workspace with a role.
 // Email is stored normalised (lower case) and may be empty for service accounts.
+// idx_members_admins holds the admins alone, so counting a workspace's
+// admins (the last-admin check) reads its admins, not all its members.
 type Member struct {
 	ID          int64  `gorm:"primaryKey"`
-	WorkspaceID int64  `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:1;uniqueIndex:idx_members_workspace_email,priority:1,where:email <> ''"`
+	WorkspaceID int64  `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:1;uniqueIndex:idx_members_workspace_email,priority:1,where:email <> '';index:idx_members_admins,where:role = 'admin'"`
 	Sub         string `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:2"`
 	Email       string `gorm:"not null;default:'';uniqueIndex:idx_members_workspace_email,priority:2,where:email <> ''"`
 	Role        string `gorm:"not null"`
@@ -66,8 +68,8 @@ type Invitation struct {
 // Only the SHA-256 of the key is stored; the key itself is shown once.
 type APIKey struct {
 	ID          int64  `gorm:"primaryKey"`
-	WorkspaceID int64  `gorm:"not null;index"`
-	Sub         string `gorm:"not null"`
+	WorkspaceID int64  `gorm:"not null;index:idx_api_keys_workspace_sub,priority:1"`
+	Sub         string `gorm:"not null;index:idx_api_keys_workspace_sub,priority:2"` // a member's keys are revoked when it leaves
 	Hash        []byte `gorm:"not null;uniqueIndex"`
 	Hint        string `gorm:"not null"` // first characters, to tell keys apart in listings
 	RevokedAt   *time.Time
