@@ -342,7 +342,7 @@ SCALE_RESULTS="$TMP/scale.tsv"
 : >"$SCALE_RESULTS"
 RSS_NOTE=${RSS_NOTE:-}
 SCALE_DBS=()
-declare -A ADMIN_TOKEN INVITEE_TOKEN ENTRIES NOT_MEASURED
+declare -A ADMIN_TOKEN INVITEE_TOKEN ENTRIES NOT_MEASURED DEEP_PATH
 
 # start_scale_server DB DSN [--db DSN]: seeds DSN (bench/seed), makes the
 # tokens and serves it as server DB-scale.
@@ -371,7 +371,7 @@ fi
 cases() {
 	echo invite-small invite-big
 	[ "$1" = sqlite ] && echo invite-small-bg
-	echo users-100 users-10k users-10k-all profile-1k
+	echo users-100 users-10k users-10k-deep users-10k-all profile-1k
 }
 
 # case_args CASE DB: sets the globals c_script, c_ws, c_path, c_token and
@@ -383,23 +383,57 @@ case_args() {
 	invite-big) c_ws=big ;;
 	users-100) c_script=get.lua c_ws=list100 c_path="/v0/users?limit=100" ;;
 	users-10k) c_script=get.lua c_ws=list10k c_path="/v0/users?limit=100" ;;
+	# page 76 of 100, among the pending invitations (set by probe)
+	users-10k-deep) c_script=get.lua c_ws=list10k c_path=${DEEP_PATH[$2]:-} ;;
 	# today's unpaged 10,000-entry list takes seconds with 64 in flight
 	users-10k-all) c_script=get.lua c_ws=list10k c_path=/v0/users c_timeout=30s ;;
 	profile-1k) c_script=get.lua c_path=/v0/profile/invitations c_token=${INVITEE_TOKEN[$2]} ;;
 	esac
 }
 
+# next_link HEADERS-FILE: the path and query of the Link rel="next" target
+# in a curl -D file (empty when there is none).
+next_link() {
+	local u
+	u=$(tr -d '\r' <"$1" | awk 'tolower($1) == "link:"' | sed -n 's/.*<\([^>]*\)>[^,]*rel="\{0,1\}next.*/\1/p' | head -n 1)
+	case $u in
+	http://* | https://*) u="/${u#*://*/}" ;;
+	esac
+	echo "$u"
+}
+
+# deep_page DB: follows rel="next" from the first page of list10k to page
+# 76 and sets DEEP_PATH[DB] to it (a keyset page deep in the list).
+deep_page() {
+	local url=${URL[$1-scale]} path="/v0/users?limit=100" hdr="$TMP/deep-$1.hdr" page
+	for page in $(seq 2 76); do
+		curl -s -o /dev/null -D "$hdr" "$url$path" -H "Authorization: Bearer ${ADMIN_TOKEN[$1]}" \
+			-H "X-Blaxel-Workspace: list10k" || true
+		path=$(next_link "$hdr")
+		[ -n "$path" ] || return 0
+	done
+	DEEP_PATH[$1]=$path
+}
+
 # probe CASE DB: one request of CASE; a case whose probe does not answer 200
 # is not measured (NOT_MEASURED says why); a GET's entry count goes to ENTRIES.
 probe() {
-	local key="$2/$1" url=${URL[$2-scale]} out="$TMP/probe-$2-$1.json" code
+	local key="$2/$1" url=${URL[$2-scale]} out="$TMP/probe-$2-$1.json" hdr="$TMP/probe-$2-$1.hdr" code
+	if [ "$1" = users-10k-deep ]; then
+		deep_page "$2"
+		if [ -z "${DEEP_PATH[$2]:-}" ]; then
+			NOT_MEASURED[$key]="not measured: no rel=\"next\" Link to follow to page 76"
+			say "bench: $key ${NOT_MEASURED[$key]}"
+			return
+		fi
+	fi
 	case_args "$1" "$2"
 	if [ "$c_script" = invite.lua ]; then
 		code=$(curl -s -o "$out" -w '%{http_code}' -X POST "$url/v0/users" -H "Authorization: Bearer $c_token" \
 			-H "X-Blaxel-Workspace: $c_ws" -H "Content-Type: application/json" \
 			-d "{\"email\":\"probe-$1@bench.test\"}" || true)
 	else
-		code=$(curl -s -o "$out" -w '%{http_code}' "$url$c_path" -H "Authorization: Bearer $c_token" \
+		code=$(curl -s -o "$out" -D "$hdr" -w '%{http_code}' "$url$c_path" -H "Authorization: Bearer $c_token" \
 			${c_ws:+-H "X-Blaxel-Workspace: $c_ws"} --max-time 60 || true)
 	fi
 	if [ "$code" != 200 ]; then
@@ -413,7 +447,7 @@ probe() {
 		else
 			ENTRIES[$key]=$(grep -o '"expiresAt"' "$out" | wc -l)
 		fi
-		say "bench: $key probe: ${ENTRIES[$key]} entries, $(wc -c <"$out") bytes"
+		say "bench: $key probe: $c_path: ${ENTRIES[$key]} entries, $(wc -c <"$out") bytes, next: $(next_link "$hdr")"
 	fi
 }
 
@@ -459,6 +493,7 @@ label() {
 	invite-small-bg) echo "invite 1-member, 4 conns into 20k" ;;
 	users-100) echo "users?limit=100, 100 entries" ;;
 	users-10k) echo "users?limit=100, 10k entries" ;;
+	users-10k-deep) echo "users?limit=100, 10k, page 76" ;;
 	users-10k-all) echo "users unpaged, 10k entries" ;;
 	profile-1k) echo "profile/invitations, 1k entries" ;;
 	esac
@@ -466,11 +501,11 @@ label() {
 # goal CASE DB: prints "measure goal met" for CASE (a ratio to its base case
 # of the same run, peak RSS, or invitations/s), "- - -" for a base case.
 goal() {
-	local key="$2/$1" rps base="" brps
+	local key="$2/$1" rps base="" brps min
 	rps=$(scol "$key" 3 | median)
 	case $1 in
 	invite-big | invite-small-bg) base=invite-small min=0.9 ;;
-	users-10k) base=users-100 min=0.8 ;;
+	users-10k | users-10k-deep) base=users-100 min=0.8 ;;
 	users-10k-all)
 		scol "$key" 9 | sort -g | tail -n 1 | awk '{mb = $1 / 1024; printf "%.0fMB <100MB %s\n", mb, (mb < 100 ? "yes" : "NO")}'
 		return ;;
@@ -504,5 +539,5 @@ goal() {
 		done
 	done
 	echo
-	echo "medians over rounds; errors summed over rounds; RSS MB = highest peak server RSS (VmHWM) of a round$RSS_NOTE; measure = ratio of median req/s to the case above it (20k invite and 4-conn load: to the 1-member invite; 10k page: to the 100-entry page), peak RSS, or req/s x entries per response"
+	echo "medians over rounds; errors summed over rounds; RSS MB = highest peak server RSS (VmHWM) of a round$RSS_NOTE; measure = ratio of median req/s to the case above it (20k invite and 4-conn load: to the 1-member invite; 10k pages: to the 100-entry page), peak RSS, or req/s x entries per response"
 }

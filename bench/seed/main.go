@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -112,24 +113,32 @@ func run(ctx context.Context, dsn string) (int64, error) {
 		return 0, err
 	}
 	defer tx.Rollback()
-	// Times as the store writes them (UTC, microseconds); the seeded rows
-	// are an hour old so whatever the benchmark adds sorts after them.
-	now := time.Now().UTC().Truncate(time.Microsecond).Add(-time.Hour)
+	// Row N of a statement was created N seconds after base: distinct
+	// times, as rows made one by one have, so keyset pages do not all tie
+	// on created_at. base is two days ago (the largest N is under a day), so
+	// whatever the benchmark adds sorts after the seeded rows.
+	base := time.Now().UTC().Truncate(time.Second).Add(-48 * time.Hour)
+	expires := time.Now().UTC().Truncate(time.Microsecond).Add(inviteTTL)
 	var total int64
 	for _, set := range sets {
 		for _, q := range set.statements() {
-			// $1 = created/updated time, $2 = expiry of pending invitations.
-			// PostgreSQL cannot infer a parameter's type in a SELECT list;
-			// SQLite must get the bare parameter (a CAST would turn the
-			// time text into a number).
-			args := []any{now}
-			if strings.Contains(q, "$2") {
-				args = append(args, now.Add(inviteTTL))
-			}
+			// @T(N) is base + N seconds. PostgreSQL cannot infer a
+			// parameter's type in a SELECT list, hence the casts. SQLite
+			// gets the text the driver writes for a whole-second UTC time
+			// (store.Open's _time_format=sqlite: "2006-01-02 15:04:05+00:00"),
+			// and $2 bare (a CAST would turn the time text into a number).
+			args := []any{base}
+			needExpiry := strings.Contains(q, "$2")
 			if postgres {
-				q = strings.NewReplacer("$1", "$1::timestamptz", "$2", "$2::timestamptz").Replace(q)
+				q = atMacro.ReplaceAllString(q, "($$1::timestamptz + ($1) * interval '1 second')")
+				q = strings.ReplaceAll(q, "$2", "$2::timestamptz")
 			} else {
-				q = strings.NewReplacer("$1", "?1", "$2", "?2").Replace(q)
+				args[0] = base.Unix()
+				q = atMacro.ReplaceAllString(q, "(strftime('%Y-%m-%d %H:%M:%S', ?1 + ($1), 'unixepoch') || '+00:00')")
+				q = strings.ReplaceAll(q, "$2", "?2")
+			}
+			if needExpiry {
+				args = append(args, expires)
 			}
 			res, err := tx.ExecContext(ctx, q, args...)
 			if err != nil {
@@ -152,9 +161,12 @@ func run(ctx context.Context, dsn string) (int64, error) {
 	return total, nil
 }
 
-// statements returns the INSERTs that seed set, with $1 standing for the
-// creation time and $2 for the expiry of pending invitations. Names and
-// numbers are this file's constants, never input.
+// atMacro matches @T(N) in statements: the time N seconds after the base.
+var atMacro = regexp.MustCompile(`@T\(([^)]*)\)`)
+
+// statements returns the INSERTs that seed set, with @T(N) standing for a
+// creation time (see run) and $2 for the expiry of pending invitations.
+// Names and numbers are this file's constants, never input.
 func (set workspaceSet) statements() []string {
 	max := max(set.count, set.members, set.pending, set.closed)
 	seq := fmt.Sprintf("WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %d) ", max)
@@ -164,12 +176,14 @@ func (set workspaceSet) statements() []string {
 	}
 	// Every email is user-N@<workspace>.test and the like: lower case, valid.
 	email := func(local string) string { return "'" + local + "-' || s.i || '@' || w.name || '.test'" }
-	audit := "$1, $1, '" + adminSub + "', "
+	// created_at, updated_at, created_by: the admin and the workspaces are
+	// the oldest rows, then members and invitations in the order of s.i.
+	audit := func(n string) string { return "@T(" + n + "), @T(" + n + "), '" + adminSub + "', " }
 	qs := []string{
 		seq + `INSERT INTO workspaces (name, display_name, created_at, updated_at, created_by, updated_by)
-			SELECT ` + name + `, ` + name + `, ` + audit + `'` + adminSub + `' FROM seq WHERE i <= ` + fmt.Sprint(set.count),
+			SELECT ` + name + `, ` + name + `, ` + audit("0") + `'` + adminSub + `' FROM seq WHERE i <= ` + fmt.Sprint(set.count),
 		`INSERT INTO members (workspace_id, sub, email, role, source, created_at, updated_at, created_by, updated_by)
-			SELECT w.id, '` + adminSub + `', '` + adminEmail + `', '` + store.RoleAdmin + `', '', ` + audit + `'` + adminSub + `'
+			SELECT w.id, '` + adminSub + `', '` + adminEmail + `', '` + store.RoleAdmin + `', '', ` + audit("0") + `'` + adminSub + `'
 			FROM workspaces w WHERE ` + ours,
 	}
 	if set.members > 1 {
@@ -177,27 +191,27 @@ func (set workspaceSet) statements() []string {
 		// accepted invitation, as AcceptInvitation leaves them.
 		qs = append(qs,
 			seq+`INSERT INTO members (workspace_id, sub, email, role, source, created_at, updated_at, created_by, updated_by)
-			SELECT w.id, 'user-' || s.i, `+email("user")+`, '`+store.RoleMember+`', '`+store.SourceInvitation+`', `+audit+`'user-' || s.i
+			SELECT w.id, 'user-' || s.i, `+email("user")+`, '`+store.RoleMember+`', '`+store.SourceInvitation+`', `+audit("s.i")+`'user-' || s.i
 			FROM workspaces w JOIN seq s ON s.i < `+fmt.Sprint(set.members)+` WHERE `+ours,
 			seq+`INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-			SELECT w.id, `+email("user")+`, '`+store.RoleMember+`', '`+store.InvitationAccepted+`', '`+adminSub+`', $2, `+audit+`'user-' || s.i
+			SELECT w.id, `+email("user")+`, '`+store.RoleMember+`', '`+store.InvitationAccepted+`', '`+adminSub+`', $2, `+audit("s.i")+`'user-' || s.i
 			FROM workspaces w JOIN seq s ON s.i < `+fmt.Sprint(set.members)+` WHERE `+ours)
 	}
 	if set.pending > 0 {
 		qs = append(qs, seq+`INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-			SELECT w.id, `+email("invitee")+`, '`+store.RoleMember+`', '`+store.InvitationPending+`', '`+adminSub+`', $2, `+audit+`'`+adminSub+`'
+			SELECT w.id, `+email("invitee")+`, '`+store.RoleMember+`', '`+store.InvitationPending+`', '`+adminSub+`', $2, `+audit("s.i")+`'`+adminSub+`'
 			FROM workspaces w JOIN seq s ON s.i <= `+fmt.Sprint(set.pending)+` WHERE `+ours)
 	}
 	if set.closed > 0 {
 		qs = append(qs, seq+`INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
 			SELECT w.id, `+email("former")+`, '`+store.RoleMember+`',
 				CASE WHEN s.i % 2 = 0 THEN '`+store.InvitationDeclined+`' ELSE '`+store.InvitationRevoked+`' END,
-				'`+adminSub+`', $2, `+audit+`'`+adminSub+`'
+				'`+adminSub+`', $2, `+audit("s.i")+`'`+adminSub+`'
 			FROM workspaces w JOIN seq s ON s.i <= `+fmt.Sprint(set.closed)+` WHERE `+ours)
 	}
 	if set.invitee != "" {
 		qs = append(qs, `INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
-			SELECT w.id, '`+set.invitee+`', '`+store.RoleMember+`', '`+store.InvitationPending+`', '`+adminSub+`', $2, `+audit+`'`+adminSub+`'
+			SELECT w.id, '`+set.invitee+`', '`+store.RoleMember+`', '`+store.InvitationPending+`', '`+adminSub+`', $2, `+audit("0")+`'`+adminSub+`'
 			FROM workspaces w WHERE `+ours)
 	}
 	return qs
