@@ -17,7 +17,8 @@
 #   invite into small; invite into big (ratio to small, goal >= 0.9);
 #   SQLite: invite into small while 4 more connections invite into big
 #   (ratio to small alone, goal >= 0.9);
-#   GET /v0/users?limit=100 on list100 and on list10k (ratio, goal >= 0.8);
+#   GET /v0/users?limit=100 on list100, on list10k, and on list10k's page
+#   76 (its cursor found by following rel="next") (ratios, goal >= 0.8);
 #   GET /v0/users unpaged on list10k, 64 in flight (peak server RSS, goal < 100 MB);
 #   GET /v0/profile/invitations as invitee (1,000 entries; req/s x entries,
 #   goal >= 50,000 invitations/s).
@@ -539,5 +540,5 @@ goal() {
 		done
 	done
 	echo
-	echo "medians over rounds; errors summed over rounds; RSS MB = highest peak server RSS (VmHWM) of a round$RSS_NOTE; measure = ratio of median req/s to the case above it (20k invite and 4-conn load: to the 1-member invite; 10k pages: to the 100-entry page), peak RSS, or req/s x entries per response"
+	echo "medians over rounds; errors summed over rounds; RSS MB = highest peak server RSS (VmHWM) of a round$RSS_NOTE; measure = ratio of median req/s to the case above it (20k invite and 4-conn load: to the 1-member invite; 10k pages: to the 100-entry page), peak RSS, or req/s x entries per response; the 4 background connections into 20k share the server's CPUs with the 64 measured ones"
 }
