@@ -92,8 +92,11 @@ func TestCursor_RoundTripAndScope(t *testing.T) {
 	for name, try := range map[string]func() error{
 		"other scope": func() error { _, err := decodeCursor(key, listUsers, "2\x00alice", c); return err },
 		"other list":  func() error { _, err := decodeCursor(key, listInvitations, "1\x00alice", c); return err },
-		"other key":   func() error { _, err := decodeCursor(bytes.Repeat([]byte{8}, 32), listUsers, "1\x00alice", c); return err },
-		"padded":      func() error { _, err := decodeCursor(key, listUsers, "1\x00alice", c+"="); return err },
+		"other key": func() error {
+			_, err := decodeCursor(bytes.Repeat([]byte{8}, 32), listUsers, "1\x00alice", c)
+			return err
+		},
+		"padded": func() error { _, err := decodeCursor(key, listUsers, "1\x00alice", c+"="); return err },
 	} {
 		if err := try(); err != errBadCursor {
 			t.Errorf("%s: got %v, want errBadCursor", name, err)
