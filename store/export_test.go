@@ -154,3 +154,9 @@ func (s *Store) ExplainForTest(ctx context.Context, sql string, vars []any) (str
 	})
 	return strings.Join(plan, "\n"), err
 }
+
+// HasIndexForTest tells whether the table of model (an empty model value,
+// such as &OutboxMessage{}) has an index called name.
+func (s *Store) HasIndexForTest(model any, name string) bool {
+	return s.write.Migrator().HasIndex(model, name)
+}

@@ -217,10 +217,43 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 				t.Errorf("explain %s: %v", s.sql, err)
 				continue
 			}
+			t.Logf("statement:\n%s\nplan:\n%s", s.sql, plan) // go test -v shows every plan
 			// The invite checks' LIMIT 1 OFFSET 0 is a planner fence, not a limit.
 			limited := strings.Contains(strings.ReplaceAll(s.sql, "LIMIT 1 OFFSET 0", ""), "LIMIT")
 			if problems := planProblems(st.Dialect(), plan, limited); len(problems) > 0 {
 				t.Errorf("statement:\n%s\nplan:\n%s\nproblems: %s", s.sql, plan, strings.Join(problems, "; "))
+			}
+		}
+	})
+}
+
+// TestMigrate_DropsReplacedIndexes: a database made by an earlier version
+// loses the indexes that newer ones replaced (AutoMigrate only adds).
+func TestMigrate_DropsReplacedIndexes(t *testing.T) {
+	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
+		ctx := context.Background()
+		old := []struct {
+			model      any
+			name, ddl  string
+			replacedBy string
+		}{
+			{&store.OutboxMessage{}, "idx_outbox_due", "CREATE INDEX idx_outbox_due ON outbox_messages (status, next_attempt_at)", "idx_outbox_claim"},
+			{&store.APIKey{}, "idx_api_keys_workspace_id", "CREATE INDEX idx_api_keys_workspace_id ON api_keys (workspace_id)", "idx_api_keys_workspace_sub"},
+		}
+		for _, o := range old {
+			if err := st.ExecForTest(ctx, o.ddl); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range old {
+			if st.HasIndexForTest(o.model, o.name) {
+				t.Errorf("%s: still there after Migrate", o.name)
+			}
+			if !st.HasIndexForTest(o.model, o.replacedBy) {
+				t.Errorf("%s: missing after Migrate", o.replacedBy)
 			}
 		}
 	})
