@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"controlplane/store"
@@ -41,21 +40,6 @@ const (
 
 var errBadCursor = newError(http.StatusBadRequest,
 	"invalid cursor: it was made for another list, workspace or caller, or was altered; use the one in the previous page's Link header, or start again without cursor")
-
-// cursorKeys caches each store's cursor key, read once (it never changes).
-var cursorKeys sync.Map // *store.Store → []byte
-
-func (s *Server) cursorKey(ctx context.Context) ([]byte, error) {
-	if key, ok := cursorKeys.Load(s.store); ok {
-		return key.([]byte), nil
-	}
-	key, err := s.store.CursorKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cursorKeys.Store(s.store, key)
-	return key, nil
-}
 
 func cursorMAC(key []byte, list, scope string, payload []byte) []byte {
 	m := hmac.New(sha256.New, key)
@@ -109,13 +93,9 @@ func (s *Server) newPaging(ctx context.Context, list, scope string, limit *int, 
 	if limit == nil && cursor == nil {
 		return p, nil // the whole list, as upstream: no key needed
 	}
-	key, err := s.cursorKey(ctx)
-	if err != nil {
-		return paging{}, err
-	}
-	p.key = key
+	p.key = s.cursorKey
 	if cursor != nil {
-		pos, err := decodeCursor(key, list, scope, *cursor)
+		pos, err := decodeCursor(p.key, list, scope, *cursor)
 		if err != nil {
 			return paging{}, err
 		}

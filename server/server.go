@@ -44,6 +44,9 @@ type Server struct {
 	cfg   Config
 	store *store.Store
 	log   *slog.Logger
+	// cursorKey signs list cursors (the same on every replica: Migrate
+	// keeps it in the database).
+	cursorKey []byte
 }
 
 var _ gen.StrictServerInterface = (*Server)(nil)
@@ -93,7 +96,12 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 
-	srv := &Server{cfg: cfg, store: st, log: log}
+	cursorKey, err := st.CursorKey(ctx)
+	if err != nil {
+		verifier.Close()
+		return nil, nil, err
+	}
+	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
 		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)}

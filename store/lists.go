@@ -297,29 +297,12 @@ func migrateLists(db *gorm.DB) error {
 }
 
 // CursorKey returns the key that signs list cursors, the same on every
-// replica sharing the database. A database migrated before lists had
-// cursors gets its key (and the list indexes) here, once.
+// replica sharing the database (made once by Migrate).
 func (s *Store) CursorKey(ctx context.Context) ([]byte, error) {
-	read := func() ([]byte, error) {
-		var row secret
-		err := s.read.WithContext(ctx).Where("name = ?", cursorKeyName).Take(&row).Error
-		return row.Value, err
-	}
-	key, err := read()
-	if err == nil {
-		return key, nil
-	}
-	if err := s.inTx(ctx, migrateLists); err != nil {
-		// A replica racing this one may have created the table first
-		// (PostgreSQL refuses the second CREATE TABLE): its key will do.
-		if key, rerr := read(); rerr == nil {
-			return key, nil
-		}
-		return nil, err
-	}
-	key, err = read()
+	var row secret
+	err := s.read.WithContext(ctx).Where("name = ?", cursorKeyName).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil, fmt.Errorf("cursor key missing after migration")
+		return nil, errors.New("the list cursor key is missing: run `controlplane migrate`")
 	}
-	return key, err
+	return row.Value, err
 }

@@ -46,5 +46,6 @@ func autoMigrate(db *gorm.DB) error {
 			return fmt.Errorf("drop replaced index %s: %w", name, err)
 		}
 	}
-	return nil
+	// The lists' keyset indexes and the cursor signing key (lists.go).
+	return migrateLists(db)
 }
