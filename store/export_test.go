@@ -160,3 +160,10 @@ func (s *Store) ExplainForTest(ctx context.Context, sql string, vars []any) (str
 func (s *Store) HasIndexForTest(model any, name string) bool {
 	return s.write.Migrator().HasIndex(model, name)
 }
+
+// WorkspaceForTest reads the workspace called name as stored.
+func (s *Store) WorkspaceForTest(ctx context.Context, name string) (Workspace, error) {
+	var ws Workspace
+	err := s.read.WithContext(ctx).Where("name = ?", name).Take(&ws).Error
+	return ws, err
+}

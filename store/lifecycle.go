@@ -155,8 +155,23 @@ func deleteMember(tx *gorm.DB, m Member, by string, now time.Time) error {
 	if err := tx.Delete(&m).Error; err != nil {
 		return err
 	}
+	if err := addToMemberCount(tx, m.WorkspaceID, -1); err != nil {
+		return err
+	}
 	return tx.Model(&APIKey{}).Where("workspace_id = ? AND sub = ? AND revoked_at IS NULL", m.WorkspaceID, m.Sub).
 		Updates(map[string]any{"revoked_at": &now, "updated_at": now, "updated_by": by}).Error
+}
+
+// createMember inserts m and counts it in its workspace's MemberCount.
+func createMember(tx *gorm.DB, m *Member) error {
+	if err := tx.Create(m).Error; err != nil {
+		return err
+	}
+	return addToMemberCount(tx, m.WorkspaceID, 1)
+}
+
+func addToMemberCount(tx *gorm.DB, workspaceID, delta int64) error {
+	return tx.Exec("UPDATE workspaces SET member_count = member_count + ? WHERE id = ?", delta, workspaceID).Error
 }
 
 func refuseLastAdmin(tx *gorm.DB, m Member, verb string) error {
@@ -257,7 +272,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 		}
 		m := Member{WorkspaceID: ws.ID, Sub: sub, Email: inv.Email, Role: inv.Role, Source: SourceInvitation,
 			Audit: Audit{CreatedBy: inv.InvitedBy, UpdatedBy: sub}}
-		if err := tx.Create(&m).Error; err != nil {
+		if err := createMember(tx, &m); err != nil {
 			if errors.Is(err, gorm.ErrDuplicatedKey) {
 				return errorf(ErrConflict, "%s already belongs to another member of this workspace", inv.Email)
 			}

@@ -161,9 +161,9 @@ func (w *walk) invitations(tx *gorm.DB, workspaceID int64, after *ListPosition, 
 }
 
 // pendingForSQL lists a person's pending, unexpired invitations with their
-// workspace, inviter and member count. The page is chosen first; members
-// are then counted for the page's workspaces only, in one grouped query,
-// rather than by a subquery per invitation. %s is the keyset condition and
+// workspace, inviter and member count. The page is chosen first; the
+// member count is the workspace's stored MemberCount (counting members per
+// workspace, even grouped, read every member of 1,000 workspaces per call). %s is the keyset condition and
 // the LIMIT, both optional.
 const pendingForSQL = `
 WITH page AS (
@@ -171,17 +171,12 @@ WITH page AS (
   FROM invitations
   WHERE email = ? AND status = '` + InvitationPending + `' AND expires_at > ?%s
   ORDER BY created_at, id%s
-), counts AS (
-  SELECT workspace_id, COUNT(*) AS n FROM members
-  WHERE workspace_id IN (SELECT workspace_id FROM page)
-  GROUP BY workspace_id
 )
 SELECT page.id, page.email, page.role, page.invited_by, page.expires_at, page.created_at,
-       w.name, w.display_name, COALESCE(m.email, ''), COALESCE(counts.n, 0)
+       w.name, w.display_name, COALESCE(m.email, ''), w.member_count
 FROM page
 JOIN workspaces w ON w.id = page.workspace_id
 LEFT JOIN members m ON m.workspace_id = page.workspace_id AND m.sub = page.invited_by
-LEFT JOIN counts ON counts.workspace_id = page.workspace_id
 ORDER BY page.created_at, page.id`
 
 // EachPendingInvitationFor calls fn with the unexpired pending invitations

@@ -47,5 +47,30 @@ func autoMigrate(db *gorm.DB) error {
 		}
 	}
 	// The lists' keyset indexes and the cursor signing key (lists.go).
-	return migrateLists(db)
+	if err := migrateLists(db); err != nil {
+		return err
+	}
+	return recountMembers(db)
+}
+
+// recountMembers sets every workspace's MemberCount from its members: the
+// column is new to databases made by earlier versions, and a replica of an
+// earlier version still running during an upgrade changes members without
+// counting. On PostgreSQL the members table is locked against changes for
+// the statement (SHARE mode: reads go on), so no change in flight is lost
+// between the count and the write; SQLite's single writer does the same.
+func recountMembers(db *gorm.DB) error {
+	return db.Transaction(func(tx *gorm.DB) error {
+		if tx.Dialector.Name() == "postgres" {
+			if err := tx.Exec("LOCK TABLE members IN SHARE MODE").Error; err != nil {
+				return fmt.Errorf("recount members: %w", err)
+			}
+		}
+		err := tx.Exec(`UPDATE workspaces SET member_count = (SELECT COUNT(*) FROM members WHERE members.workspace_id = workspaces.id)
+WHERE member_count <> (SELECT COUNT(*) FROM members WHERE members.workspace_id = workspaces.id)`).Error
+		if err != nil {
+			return fmt.Errorf("recount members: %w", err)
+		}
+		return nil
+	})
 }

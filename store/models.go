@@ -31,6 +31,11 @@ type Workspace struct {
 	ID          int64  `gorm:"primaryKey"`
 	Name        string `gorm:"not null;uniqueIndex"`
 	DisplayName string `gorm:"not null;default:''"`
+	// MemberCount is the number of its members, kept in the transaction of
+	// every change to them (createMember, deleteMember) so that listing
+	// invitations with their workspace's size reads one row per workspace,
+	// not its members; Migrate recomputes it.
+	MemberCount int64 `gorm:"not null;default:0"`
 	Audit
 }
 

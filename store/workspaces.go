@@ -41,7 +41,7 @@ func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub
 		}
 		m := Member{WorkspaceID: ws.ID, Sub: adminSub, Email: adminEmail, Role: RoleAdmin,
 			Audit: Audit{CreatedBy: adminSub, UpdatedBy: adminSub}}
-		if err := tx.Create(&m).Error; err != nil {
+		if err := createMember(tx, &m); err != nil {
 			return fmt.Errorf("create admin member: %w", err)
 		}
 		return nil
@@ -101,7 +101,7 @@ func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, 
 	}
 	m := Member{WorkspaceID: ws.ID, Sub: sub, Email: email, Role: role,
 		Audit: Audit{CreatedBy: by, UpdatedBy: by}}
-	if err := s.inTx(ctx, func(tx *gorm.DB) error { return tx.Create(&m).Error }); err != nil {
+	if err := s.inTx(ctx, func(tx *gorm.DB) error { return createMember(tx, &m) }); err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return Member{}, errorf(ErrConflict, "%q is already a member of %q", sub, workspaceName)
 		}
