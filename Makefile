@@ -39,7 +39,8 @@ lint:
 # paged and unpaged lists, my invitations; a second table with their goals).
 # Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_ROUNDS (3),
 # BENCH_POSTGRES_DSN (admin DSN; empty skips PostgreSQL), BENCH_SERVE_FLAGS,
-# BENCH_SCALE (1; 0 skips issue 10's cases), BENCH_SCALE_DURATION (5s).
+# BENCH_SCALE (1; 0 skips issue 10's cases), BENCH_SCALE_DURATION (5s),
+# BENCH_SCALE_WARMUP (1s). About 8 minutes with the defaults.
 bench:
 	GO=$(GO) bash bench/run.sh
 
