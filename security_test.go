@@ -14,7 +14,6 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/golang-jwt/jwt/v5"
-
 )
 
 // apiKeyRefused lists operations that an API key may not call at all (the
