@@ -59,7 +59,7 @@ type Member struct {
 type Invitation struct {
 	ID          int64     `gorm:"primaryKey"`
 	WorkspaceID int64     `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:1,where:status = 'pending'"`
-	Email       string    `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:2,where:status = 'pending';index"`
+	Email       string    `gorm:"not null;uniqueIndex:idx_invitations_pending,priority:2,where:status = 'pending'"` // by email alone: idx_invitations_pending_email_list (lists.go)
 	Role        string    `gorm:"not null"`
 	Status      string    `gorm:"not null"` // no index of its own: every query also names the workspace or the email
 	InvitedBy   string    `gorm:"not null"`

@@ -241,6 +241,7 @@ func TestMigrate_DropsReplacedIndexes(t *testing.T) {
 		}{
 			{&store.OutboxMessage{}, "idx_outbox_due", "CREATE INDEX idx_outbox_due ON outbox_messages (status, next_attempt_at)", "idx_outbox_claim"},
 			{&store.APIKey{}, "idx_api_keys_workspace_id", "CREATE INDEX idx_api_keys_workspace_id ON api_keys (workspace_id)", "idx_api_keys_workspace_sub"},
+			{&store.Invitation{}, "idx_invitations_email", "CREATE INDEX IF NOT EXISTS idx_invitations_email ON invitations (email)", "idx_invitations_pending_email_list"},
 		}
 		for _, o := range old {
 			if err := st.ExecForTest(ctx, o.ddl); err != nil {
