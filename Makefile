@@ -9,7 +9,7 @@ export TEST_POSTGRES_DSN
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 export TEST_REDIS_URL
 
-.PHONY: run build test generate check-generated lint bench bench-micro
+.PHONY: run build test generate check-generated check-contract lint bench bench-micro
 
 run:
 	$(GO) run . serve
@@ -28,6 +28,21 @@ generate:
 check-generated: generate
 	git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1)
 	test -z "$$(git status --porcelain -- gen/)" || (git status --porcelain -- gen/; echo "gen/ has untracked generated files: commit them" >&2; exit 1)
+
+# The contract guard (run by .ci/run): no breaking change against the seed or
+# upstream (oasdiff, pinned; ERR and WARN both fail, the output names the
+# change), and Redocly's lint with every warning an error (openapi/redocly.yaml).
+# Upstream's whole document is compared on the paths we serve only: the rest
+# is upstream's, not ours to break. The tools run at pinned versions from the
+# Go module proxy and the npm registry (nothing added to go.mod).
+OASDIFF := $(GO) run github.com/oasdiff/oasdiff@v1.37.0
+REDOCLY := npx --yes @redocly/cli@2.77.0
+CONTRACT_PATHS := ^/(users|users/\{subOrEmail\}|profile/invitations|workspaces/\{workspaceName\}/(join|decline|leave))$$
+check-contract:
+	$(OASDIFF) breaking --fail-on WARN openapi/upstream/seed-controlplane.yml openapi/controlplane.yml
+	$(OASDIFF) breaking --fail-on WARN openapi/upstream/blaxel-membership-ops.yml openapi/controlplane.yml
+	$(OASDIFF) breaking --fail-on WARN --match-path '$(CONTRACT_PATHS)' openapi/upstream/upstream-controlplane.yml openapi/controlplane.yml
+	$(REDOCLY) lint --config openapi/redocly.yaml openapi/controlplane.yml
 
 lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l . ; exit 1)
