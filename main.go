@@ -189,6 +189,7 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 	requireEmailVerified := fs.Bool("jwt-require-email-verified", false, `trust a token's email for my-invitations/accept/decline only with "email_verified": true (default: a token without the claim is trusted; false is always refused)`)
 	allowLocalEmails := fs.Bool("allow-local-email-domains", false, "development: accept emails at localhost, single-label or all-numeric domains (user@localhost, user@127.0.0.1)")
 	shutdown := fs.Duration("shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
+	corsOrigins := fs.String("cors-allowed-origins", "", `comma-separated origins (https://app.example.com) whose pages may call the API from a browser, or "*" for any (default: none, no CORS headers)`)
 	var mailCfg mailFlags
 	mailCfg.register(fs)
 	dispatch := fs.Bool("mail-dispatcher", true, "deliver invitation emails from this process (false: run `mail-worker` separately)")
@@ -248,6 +249,9 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 			defer closeLimits()
 			cfg := server.Config{InviteTTL: *inviteTTL, BodyLimit: *bodyLimit, Auth: auth, RateLimits: limits, TrustedProxies: proxies,
 				AllowLocalEmailDomains: *allowLocalEmails}
+			if cfg.CORSAllowedOrigins, err = server.ParseOrigins(*corsOrigins); err != nil {
+				return err
+			}
 			var dispatcherDone chan struct{}
 			dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopDispatcher()

@@ -37,6 +37,9 @@ type Config struct {
 	// AllowLocalEmailDomains relaxes the email rule for development
 	// (store.EmailOptions.AllowLocalDomains): user@localhost, user@127.0.0.1.
 	AllowLocalEmailDomains bool
+	// CORSAllowedOrigins may call the API from a browser (ParseOrigins);
+	// empty: no CORS headers at all.
+	CORSAllowedOrigins []string
 }
 
 // Server implements the generated strict server interface.
@@ -112,6 +115,10 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
 	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, nil), "")
+	if err := serveWeb(e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
+		verifier.Close()
+		return nil, nil, err
+	}
 	return e, verifier.Close, nil
 }
 

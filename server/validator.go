@@ -89,10 +89,10 @@ func newRequestValidator(doc *openapi3.T, auth *authenticator, bodyLimit int64) 
 func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		route, pathParams, err := v.router.FindRoute(req)
+		route, pathParams, err := v.findRoute(req)
 		if err != nil {
 			if errors.Is(err, routers.ErrMethodNotAllowed) {
-				return echo.ErrMethodNotAllowed
+				return v.methodNotAllowed(c)
 			}
 			return echo.ErrNotFound
 		}
