@@ -36,6 +36,7 @@ type inviteBatcher struct {
 	maxBatch int
 	run      func(ctx context.Context, now time.Time, batch []*inviteJob) error
 	now      func() time.Time
+	hooks    Hooks // set before the first invite
 }
 
 // batchTimeout bounds one PostgreSQL batch (lock waits included).
@@ -109,6 +110,7 @@ func (b *inviteBatcher) runBatch(batch []*inviteJob) {
 		}
 	}()
 	picked := pickBatch(batch)
+	b.hooks.inviteBatch(len(picked))
 	// Not the callers' contexts (a batch serves many), but bounded: a batch
 	// stuck behind a lock or a dead connection fails, and its callers take
 	// the slow path under their own contexts.

@@ -53,6 +53,7 @@ type groupCommitter struct {
 	syncDone    chan struct{}
 	maxBatch    int
 	now         func() time.Time
+	hooks       Hooks
 	close       sync.Once
 }
 
@@ -63,7 +64,7 @@ type txJob struct {
 	result chan error
 }
 
-func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time,
+func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, hooks Hooks,
 	open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
 	conn, err := pool.Conn(ctx)
 	if err != nil {
@@ -82,7 +83,7 @@ func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time,
 	}
 	g := &groupCommitter{db: db, pool: pool, conn: conn, wal: wal, jobs: make(chan *txJob),
 		synced: make(chan *openTx, 1), syncIdle: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{}),
-		syncDone: make(chan struct{}), maxBatch: 256, now: now}
+		syncDone: make(chan struct{}), maxBatch: 256, now: now, hooks: hooks}
 	go g.run()
 	go g.sync()
 	return g, nil
@@ -284,7 +285,9 @@ func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
 func (g *groupCommitter) commit(tx *openTx) (syncing bool) {
 	err := tx.aborted
 	if err == nil {
+		start := time.Now()
 		err = g.exec("COMMIT")
+		since(g.hooks.SQLiteCommit, start)
 	}
 	if err != nil {
 		g.exec("ROLLBACK")
@@ -313,7 +316,10 @@ func (g *groupCommitter) sync() {
 	var failed error
 	for tx := range g.synced {
 		if failed == nil {
-			if err := g.wal.Sync(); err != nil {
+			start := time.Now()
+			err := g.wal.Sync()
+			since(g.hooks.SQLiteFsync, start)
+			if err != nil {
 				failed = fmt.Errorf("committed but not made durable: fsync of the SQLite WAL failed, writes are stopped until the server restarts: %w", err)
 				g.fsyncFailed.Store(&failed)
 			}
@@ -368,6 +374,7 @@ func (g *groupCommitter) runInvites(batch []*txJob, results []error) (aborted er
 		return fmt.Errorf("savepoint: %w", err)
 	}
 	picked := pickBatch(invites)
+	g.hooks.inviteBatch(len(picked))
 	err := runJob(&txJob{ctx: context.Background(), fn: func(tx *gorm.DB) error {
 		return runSQLiteBatch(context.Background(), tx, g.now(), picked)
 	}}, g.db)

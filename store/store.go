@@ -74,6 +74,8 @@ type Options struct {
 	InviteWorkers int
 	// Now replaces the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Hooks observe the store's work (metrics); zero: nothing is observed.
+	Hooks Hooks
 }
 
 // maxInviteBatch bounds the invites in one batch statement.
@@ -212,7 +214,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		rDB.SetConnMaxIdleTime(0)
 		pool, err := sql.Open(sqlite.DriverName, path+"?"+params)
 		if err == nil {
-			s.committer, err = newGroupCommitter(ctx, pool, s.now, func(conn gorm.ConnPool) (*gorm.DB, error) {
+			s.committer, err = newGroupCommitter(ctx, pool, s.now, opts.Hooks, func(conn gorm.ConnPool) (*gorm.DB, error) {
 				c := cfg(true)
 				c.DisableAutomaticPing = true // a *sql.Conn has no Ping that GORM's statement cache can reach
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
@@ -238,6 +240,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			workers = 2
 		}
 		s.batcher = newInviteBatcher(workers, maxInviteBatch, s.now, s.runPostgresBatch)
+		s.batcher.hooks = opts.Hooks
 	}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
