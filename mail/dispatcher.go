@@ -83,6 +83,27 @@ type Dispatcher struct {
 	token  string
 	wake   chan struct{}
 	now    func() time.Time
+	// outcome, if set, hears the outcome of every attempt (OnOutcome).
+	outcome func(outcome string)
+}
+
+// Outcomes of one delivery attempt, as OnOutcome reports them.
+const (
+	OutcomeSent      = "sent"      // accepted by the SMTP server (or written as .eml)
+	OutcomeRetry     = "retry"     // failed, will be retried
+	OutcomeFailed    = "failed"    // failed for good
+	OutcomeCancelled = "cancelled" // not sent: the invitation stopped being pending
+)
+
+// OnOutcome makes the dispatcher call fn with the outcome of every delivery
+// attempt (Outcome… constants), for metrics; the mail package itself knows
+// nothing of how they are reported. Call it before Run; fn must not block.
+func (d *Dispatcher) OnOutcome(fn func(outcome string)) { d.outcome = fn }
+
+func (d *Dispatcher) report(outcome string) {
+	if d.outcome != nil {
+		d.outcome(outcome)
+	}
 }
 
 // NewDispatcher returns a dispatcher sending outbox messages through sender.
@@ -174,6 +195,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	now := d.now()
 	if item.InvitationStatus != store.InvitationPending || !item.InvitationExpiresAt.After(now) {
 		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxCancelled, "invitation is no longer pending"))
+		d.report(OutcomeCancelled)
 		log.Info("mail cancelled: invitation no longer pending", "invitation_status", item.InvitationStatus)
 		return
 	}
@@ -188,9 +210,11 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	switch {
 	case err == nil:
 		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.token))
+		d.report(OutcomeSent)
 		log.Info("mail sent", "message_id", msg.MessageID)
 	case IsPermanent(err) || !now.Before(giveUpAt):
 		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxFailed, err.Error()))
+		d.report(OutcomeFailed)
 		log.Error("mail failed for good (controlplane mail-retry requeues it)", "err", err, "permanent", IsPermanent(err),
 			"queued_for", now.Sub(item.QueuedSince()).Round(time.Second).String())
 	default:
@@ -201,6 +225,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 			next = giveUpAt
 		}
 		d.record(log, d.outbox.RetryOutbox(ctx, item.ID, d.token, next, err.Error()))
+		d.report(OutcomeRetry)
 		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
 	}
 }
