@@ -201,6 +201,7 @@ func TestLifecycle_BadInputs(t *testing.T) {
 				{"RoleMissing", "PUT", "/v0/users/u-member", admin, `{}`, 400},
 				{"RoleNumber", "PUT", "/v0/users/u-member", admin, `{"role":1}`, 400},
 				{"RoleNotJSON", "PUT", "/v0/users/u-member", admin, `role=admin`, 400},
+				{"RoleHugeBody", "PUT", "/v0/users/u-member", admin, `{"role":"admin","pad":"` + strings.Repeat("x", 100<<10) + `"}`, 413},
 				{"RoleWrongContentType", "PUT", "/v0/users/u-member", with(admin, "Content-Type", "text/plain"), role("admin"), 415},
 				{"RoleUnknownUser", "PUT", "/v0/users/nobody", admin, role("admin"), 404},
 				{"RoleDemoteLastAdmin", "PUT", "/v0/users/u-admin", admin, role("member"), 409},

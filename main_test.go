@@ -234,6 +234,8 @@ func checkResponse(t testing.TB, req *http.Request, resp *http.Response, body []
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), input); err != nil {
 		t.Errorf("%s %s: response %d does not match the spec: %v\nbody: %s", req.Method, req.URL.Path, resp.StatusCode, err, body)
+	} else {
+		recordPair(route.Operation.OperationID, resp.StatusCode)
 	}
 	if resp.StatusCode >= 400 {
 		var e gen.Error
