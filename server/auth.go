@@ -303,6 +303,9 @@ func (v *JWTVerifier) Verify(token string) (*Principal, time.Time, error) {
 func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 	var claims tokenClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyfunc); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return nil, time.Time{}, fmt.Errorf("invalid token: %w", errTokenExpired)
+		}
 		return nil, time.Time{}, fmt.Errorf("invalid token: %s", tokenErrorReason(err))
 	}
 	if claims.Subject == "" {
@@ -316,6 +319,10 @@ func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 	return &Principal{Sub: claims.Subject, Email: store.NormalizeEmail(claims.Email), EmailVerified: verified, Scopes: scopes},
 		claims.ExpiresAt.Time, nil
 }
+
+// errTokenExpired: the token is past its exp (metrics tell it apart from
+// other refusals: a client that does not refresh, not someone guessing).
+var errTokenExpired = errors.New("token expired")
 
 // tokenErrorReason keeps the client-facing reason short and fixed.
 func tokenErrorReason(err error) string {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 
+	"controlplane/metrics"
 	"controlplane/store"
 )
 
@@ -24,9 +25,10 @@ const WorkspaceHeader = "X-Blaxel-Workspace"
 type authError struct {
 	status    int
 	message   string
-	applies   bool  // the presented credential was of this scheme's kind
-	presented bool  // a credential was sent at all
-	cause     error // what failed, for the log (never shown to the client)
+	reason    string // for metrics: one of metrics.Auth… ("": not an authentication failure)
+	applies   bool   // the presented credential was of this scheme's kind
+	presented bool   // a credential was sent at all
+	cause     error  // what failed, for the log (never shown to the client)
 }
 
 func (e *authError) Error() string { return e.message }
@@ -39,6 +41,10 @@ type requestState struct {
 	principal *Principal
 	err       *authError
 	workspace string
+	// id is the request's ID (observe.go); idHeader holds it as the
+	// response header's value, allocated with the state.
+	id       string
+	idHeader [1]string
 }
 
 type requestStateKey struct{}
@@ -83,22 +89,22 @@ func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.
 	switch input.SecuritySchemeName {
 	case schemeOAuth2:
 		if p.APIKey != nil {
-			return &authError{status: http.StatusUnauthorized, presented: true,
+			return &authError{status: http.StatusUnauthorized, presented: true, reason: metrics.AuthWrongScheme,
 				message: "this operation's OAuth2 requirement needs a JWT access token"}
 		}
 		if !p.HasScopes(input.Scopes) {
-			return &authError{status: http.StatusForbidden, applies: true, presented: true,
+			return &authError{status: http.StatusForbidden, applies: true, presented: true, reason: metrics.AuthInsufficientScope,
 				message: fmt.Sprintf("the token lacks a required scope: %v", input.Scopes)}
 		}
 		return nil
 	case schemeAPIKey:
 		if p.APIKey == nil {
-			return &authError{status: http.StatusUnauthorized, presented: true,
+			return &authError{status: http.StatusUnauthorized, presented: true, reason: metrics.AuthWrongScheme,
 				message: "this operation's ApiKeyAuth requirement needs an API key"}
 		}
 		return nil
 	}
-	return &authError{status: http.StatusUnauthorized, presented: true,
+	return &authError{status: http.StatusUnauthorized, presented: true, reason: metrics.AuthWrongScheme,
 		message: fmt.Sprintf("security scheme %q is not supported by this server", input.SecuritySchemeName)}
 }
 
@@ -108,20 +114,20 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 	if errors.Is(err, errTwoCredentials) {
 		// Answered before either credential is checked, so sending two
 		// tells nothing about either.
-		return nil, &authError{status: http.StatusBadRequest, applies: true, presented: true, message: err.Error()}
+		return nil, &authError{status: http.StatusBadRequest, applies: true, presented: true, reason: metrics.AuthTwoCredentials, message: err.Error()}
 	}
 	if err != nil {
-		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, message: err.Error()}
+		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: metrics.AuthMalformed, message: err.Error()}
 	}
 	if cred == "" {
-		return nil, &authError{status: http.StatusUnauthorized, applies: true,
+		return nil, &authError{status: http.StatusUnauthorized, applies: true, reason: metrics.AuthMissing,
 			message: "missing credentials: send \"Authorization: Bearer <token or API key>\""}
 	}
 	if store.IsAPIKey(cred) {
 		key, err := a.store.LookupAPIKey(r.Context(), cred)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true,
+				return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: metrics.AuthUnknownAPIKey,
 					message: "invalid API key: unknown or revoked"}
 			}
 			return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
@@ -131,7 +137,11 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 	}
 	p, _, err := a.jwt.Verify(cred)
 	if err != nil {
-		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, message: err.Error()}
+		reason := metrics.AuthInvalidToken
+		if errors.Is(err, errTokenExpired) {
+			reason = metrics.AuthExpiredToken
+		}
+		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: reason, message: err.Error()}
 	}
 	return p, nil
 }

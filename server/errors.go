@@ -22,6 +22,9 @@ type APIError struct {
 	Challenge string
 	// Cause is what failed behind a 5xx: logged, never shown.
 	Cause error
+	// authReason (metrics.Auth…) marks a refusal by the security
+	// requirements; quota the rate limit a 429 reached. Both for metrics.
+	authReason, quota string
 }
 
 func (e *APIError) Error() string {
@@ -90,12 +93,12 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			// doing, not a server error: no 5xx, no ERROR line. A failure
 			// of its own (the database down) stays an ERROR, even if the
 			// client gave up meanwhile.
-			log.Debug("client went away before the answer", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.DebugContext(c.Request().Context(), "client went away before the answer", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			abandon(c)
 			return
 		}
 		if apiErr.Status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 		}
 		writeError(c, apiErr)
 	}
@@ -169,5 +172,9 @@ func writeError(c echo.Context, e *APIError) {
 		_ = c.NoContent(e.Status)
 		return
 	}
-	_ = c.JSON(e.Status, gen.Error{Code: code, Message: e.Message})
+	body := gen.Error{Code: code, Message: e.Message}
+	if st := stateFrom(c.Request().Context()); st != nil && st.id != "" {
+		body.RequestId = &st.id
+	}
+	_ = c.JSON(e.Status, body)
 }

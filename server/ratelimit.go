@@ -128,7 +128,7 @@ func (l *rateLimiter) afterAuth(s *Server) echo.MiddlewareFunc {
 				}
 				res, err := l.cfg.Limiter.Take(ctx, key, q)
 				if err != nil {
-					l.log.Warn("rate limit check failed, request allowed", "quota", q.Name, "err", err)
+					l.log.WarnContext(ctx, "rate limit check failed, request allowed", "quota", q.Name, "err", err)
 				} else if !res.Allowed {
 					l.gate.Close(q, key, res.UntilNext(), time.Now())
 					return tooManyRequests(c, q, res.RetryAfter)
@@ -197,7 +197,7 @@ func (l *rateLimiter) count(ctx context.Context, q ratelimit.Quota, key string) 
 	}
 	res, err := l.cfg.Limiter.Take(ctx, key, q)
 	if err != nil {
-		l.log.Warn("rate limit count failed", "quota", q.Name, "err", err)
+		l.log.WarnContext(ctx, "rate limit count failed", "quota", q.Name, "err", err)
 		return
 	}
 	l.gate.Close(q, key, res.UntilNext(), time.Now())
@@ -211,8 +211,10 @@ func tooManyRequests(c echo.Context, q ratelimit.Quota, wait time.Duration) erro
 	h.Set("Retry-After", strconv.Itoa(secs))
 	h.Set("RateLimit-Policy", rateLimitPolicy(q))
 	h.Set("RateLimit", `"`+q.Name+`";r=0;t=`+strconv.Itoa(secs))
-	return newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s %s; retry in %d s",
+	apiErr := newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s %s; retry in %d s",
 		q.Rate, quotaWhat[q.Name], per(q.Period), secs))
+	apiErr.quota = q.Name
+	return apiErr
 }
 
 // per says a period in words: "per minute", "per 10m0s".

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"controlplane/gen"
+	"controlplane/metrics"
 	"controlplane/store"
 )
 
@@ -37,6 +38,9 @@ type Config struct {
 	// AllowLocalEmailDomains relaxes the email rule for development
 	// (store.EmailOptions.AllowLocalDomains): user@localhost, user@127.0.0.1.
 	AllowLocalEmailDomains bool
+	// Metrics records request, authentication and rate-limit metrics; nil
+	// records none (the access log and request IDs are there either way).
+	Metrics *metrics.Metrics
 	// CORSAllowedOrigins may call the API from a browser (ParseOrigins);
 	// empty: no CORS headers at all.
 	CORSAllowedOrigins []string
@@ -77,23 +81,28 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		return nil, nil, err
 	}
 
+	// Lines logged with a request's context carry its ID; the access
+	// line adds it itself, first.
+	access := log
+	log = slog.New(requestIDHandler{log.Handler()})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(log)
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
+	// Outermost, so that panics, 404s and 429s are logged and counted too.
+	e.Use(newObserver(doc, access, cfg.Metrics).middleware)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisablePrintStack: true,
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-			log.Error("panic", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
+			log.ErrorContext(c.Request().Context(), "panic", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
 			return err
 		}}))
-	e.Use(accessLog(log))
 
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", func(c echo.Context) error {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
 		if err := st.Ping(ctx); err != nil {
-			log.Warn("readiness check failed", "err", err)
+			log.WarnContext(ctx, "readiness check failed", "err", err)
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
@@ -134,19 +143,4 @@ func clientIP(trusted []*net.IPNet) echo.IPExtractor {
 		opts = append(opts, echo.TrustIPRange(n))
 	}
 	return echo.ExtractIPFromXFFHeader(opts...)
-}
-
-// accessLog writes one line per request. It never logs headers, so tokens
-// and API keys cannot leak into logs.
-func accessLog(log *slog.Logger) echo.MiddlewareFunc {
-	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
-		LogMethod: true, LogURIPath: true, LogStatus: true, LogLatency: true, LogError: true,
-		HandleError: true,
-		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
-			log.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
-				slog.String("method", v.Method), slog.String("path", v.URIPath),
-				slog.Int("status", v.Status), slog.Duration("latency", v.Latency))
-			return nil
-		},
-	})
 }

@@ -100,10 +100,17 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		state := &requestState{}
-		ctx := context.WithValue(req.Context(), requestStateKey{}, state)
+		// The state comes with the request (observe.go); the validator
+		// alone (its tests) makes its own.
+		ctx := req.Context()
+		state := stateFrom(ctx)
+		if state == nil {
+			state = &requestState{}
+			ctx = context.WithValue(ctx, requestStateKey{}, state)
+			req = req.WithContext(ctx)
+		}
 		input := &openapi3filter.RequestValidationInput{
-			Request:    req.WithContext(ctx),
+			Request:    req,
 			PathParams: pathParams,
 			Route:      route,
 			Options:    v.options,
@@ -289,7 +296,7 @@ func securityError(secErr *openapi3filter.SecurityRequirementsError) *APIError {
 	if best == nil {
 		return &APIError{Status: http.StatusUnauthorized, Message: "authentication failed"}
 	}
-	apiErr := &APIError{Status: best.status, Message: best.message, Cause: best.cause}
+	apiErr := &APIError{Status: best.status, Message: best.message, Cause: best.cause, authReason: best.reason}
 	if best.status == http.StatusUnauthorized && best.presented {
 		apiErr.Challenge = invalidTokenChallenge
 	}

@@ -1,0 +1,188 @@
+package main
+
+// Observability of `serve`: the version, the log format, and the
+// Prometheus metrics listener (README, Operating it).
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"controlplane/metrics"
+	"controlplane/server"
+	"controlplane/store"
+)
+
+// buildInfo is what the binary knows of its own build.
+type buildInfo struct {
+	version   string // the module version: a tag, a pseudo-version, or (devel)
+	revision  string // the VCS commit, or "unknown" (built with -buildvcs=false)
+	modified  bool   // built from a working tree with uncommitted changes
+	goVersion string
+}
+
+// readBuildInfo reads the build from the binary (runtime/debug), so it is
+// right however the binary was built, with nothing to pass at link time.
+func readBuildInfo() buildInfo {
+	b := buildInfo{version: "unknown", revision: "unknown", goVersion: "unknown"}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	b.goVersion = info.GoVersion
+	if info.Main.Version != "" {
+		b.version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			b.revision = s.Value
+		case "vcs.modified":
+			b.modified = s.Value == "true"
+		}
+	}
+	return b
+}
+
+func (b buildInfo) String() string {
+	rev := b.revision
+	if b.modified {
+		rev += " (modified)"
+	}
+	return fmt.Sprintf("controlplane %s revision %s %s", b.version, rev, b.goVersion)
+}
+
+// revisionLabel is the revision as one token, for logs and the build_info metric.
+func (b buildInfo) revisionLabel() string {
+	if b.modified {
+		return b.revision + "-modified"
+	}
+	return b.revision
+}
+
+func versionCommand(stdout io.Writer) *ffcli.Command {
+	return &ffcli.Command{
+		Name: "version", ShortUsage: "controlplane version", ShortHelp: "print the module version, VCS revision and Go version",
+		FlagSet: newFlagSet("version"),
+		Exec: func(context.Context, []string) error {
+			fmt.Fprintln(stdout, readBuildInfo())
+			return nil
+		},
+	}
+}
+
+// newLoggerFormat is newLogger with a format: text (logfmt-like key=value)
+// or json (one object per line, for log collectors).
+func newLoggerFormat(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+// metricsFlags place the Prometheus metrics.
+type metricsFlags struct {
+	addr string
+}
+
+func (m *metricsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.addr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, on a listener of their own (e.g. :9464); empty: no metrics")
+}
+
+// outboxEvery is how often the outbox gauges are read at most: every
+// replica is scraped, every replica's figures are the same database's.
+const outboxEvery = 15 * time.Second
+
+// metricsServer is the running metrics listener of serve.
+type metricsServer struct {
+	m   *metrics.Metrics
+	srv *http.Server
+	ln  net.Listener
+}
+
+// start makes the metrics and opens their listener (nil, nil when
+// --metrics-addr is empty). The store's hooks are in hooks(), its pools
+// and outbox are added by watch once it is open.
+func (m *metricsFlags) start(build buildInfo) (*metricsServer, error) {
+	if m.addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", m.addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: listen on %s: %w", m.addr, err)
+	}
+	quotas := []string{server.QuotaCaller, server.QuotaWorkspaceWrites, server.QuotaWorkspaceInvites, server.QuotaFailedAuth}
+	return &metricsServer{m: metrics.New(metrics.Build{Version: build.version, Revision: build.revisionLabel(), GoVersion: build.goVersion}, quotas), ln: ln}, nil
+}
+
+// hooks are the store's observations, recorded as metrics.
+func (s *metricsServer) hooks() store.Hooks {
+	if s == nil {
+		return store.Hooks{}
+	}
+	return store.Hooks{InviteBatch: s.m.InviteBatch, SQLiteCommit: s.m.SQLiteCommit, SQLiteFsync: s.m.SQLiteFsync}
+}
+
+// metrics returns the recorder for the server's Config (nil: off).
+func (s *metricsServer) metrics() *metrics.Metrics {
+	if s == nil {
+		return nil
+	}
+	return s.m
+}
+
+// serve adds the store's pools and outbox, then serves /metrics until close.
+func (s *metricsServer) serve(st *store.Store, log *slog.Logger) {
+	if s == nil {
+		return
+	}
+	for name, db := range st.DBs() {
+		s.m.RegisterDB(name, db)
+	}
+	s.m.RegisterOutbox(func(ctx context.Context) (metrics.OutboxStats, error) {
+		o, err := st.OutboxStats(ctx)
+		return metrics.OutboxStats{Pending: o.Pending, Failed: o.Failed, OldestPending: o.OldestPending}, err
+	}, outboxEvery)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.m.Handler(log))
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("metrics listening", "addr", "http://"+s.ln.Addr().String()+"/metrics")
+	go func() {
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+}
+
+// close stops the metrics listener (scrapes in flight get a moment).
+func (s *metricsServer) close() {
+	if s == nil {
+		return
+	}
+	if s.srv == nil {
+		s.ln.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+}
