@@ -19,15 +19,17 @@ build:
 
 test:
 	$(GO) vet ./...
+	cd client && $(GO) vet ./...
 	$(GO) test -count=1 -race -timeout 20m ./...
 
 generate:
 	cd gen && $(GO) generate ./...
 
-# Fails when gen/ does not match openapi/ (someone edited one without the other).
+# Fails when gen/ or client/ does not match openapi/ (someone edited one
+# without the other).
 check-generated: generate
-	git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1)
-	test -z "$$(git status --porcelain -- gen/)" || (git status --porcelain -- gen/; echo "gen/ has untracked generated files: commit them" >&2; exit 1)
+	git diff --exit-code -- gen/ client/ || (echo "gen/ or client/ is stale: run 'make generate' and commit the result" >&2; exit 1)
+	test -z "$$(git status --porcelain -- gen/ client/)" || (git status --porcelain -- gen/ client/; echo "gen/ or client/ has untracked generated files: commit them" >&2; exit 1)
 
 # The contract guard (run by .ci/run): no breaking change against the seed or
 # upstream (oasdiff, pinned; ERR and WARN both fail, the output names the
