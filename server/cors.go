@@ -45,7 +45,7 @@ func ParseOrigins(list string) ([]string, error) {
 		}
 		if s != "*" {
 			u, err := url.Parse(s)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(u.Host, "*?") ||
 				u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
 				return nil, fmt.Errorf("--cors-allowed-origins: %q is not an origin such as https://app.example.com", s)
 			}
