@@ -124,9 +124,10 @@ func New(b Build, quotas []string) *Metrics {
 func (m *Metrics) Handler(log *slog.Logger) http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError, ErrorLog: errorLog{log}, Registry: m.reg,
-		// Scrapes are rare and small; one at a time keeps a slow outbox
-		// query from piling up.
-		MaxRequestsInFlight: 1, Timeout: 10 * time.Second,
+		// No cap on scrapes in flight: two Prometheus servers (an HA pair)
+		// scrape at once, and the outbox query, the one costly collector,
+		// runs once per 15 s under its own lock whatever the scrapes.
+		Timeout: 10 * time.Second,
 	})
 }
 
