@@ -83,7 +83,7 @@ func rawRequest(t *testing.T, baseURL, method, path string, header http.Header, 
 // accessStatuses returns the statuses of the access-log lines of method and
 // path, in order.
 func accessStatuses(logs, method, path string) []int {
-	re := regexp.MustCompile(`msg=request method=` + method + ` path=` + regexp.QuoteMeta(path) + ` status=(\d+)`)
+	re := regexp.MustCompile(`msg=request request_id=\S+ operation=\S+ method=` + method + ` route=` + regexp.QuoteMeta(path) + ` status=(\d+)`)
 	var statuses []int
 	for _, m := range re.FindAllStringSubmatch(logs, -1) {
 		n, _ := strconv.Atoi(m[1])
