@@ -22,15 +22,15 @@ import (
 	"controlplane/store"
 )
 
-// mailFlags configure invitation email delivery (serve and mail-worker).
-type mailFlags struct {
+// mailConfig configures invitation email delivery (serve and mail-worker).
+type mailConfig struct {
 	smtp     mail.SMTPConfig
 	tls      string
 	dir      string
 	dispatch mail.DispatcherConfig
 }
 
-func (m *mailFlags) register(fs *flag.FlagSet) {
+func (m *mailConfig) bind(fs *flag.FlagSet) {
 	def := mail.DefaultDispatcherConfig()
 	fs.StringVar(&m.smtp.Host, "smtp-host", "", "SMTP server; empty: write each email as an .eml file under --mail-dir instead")
 	fs.IntVar(&m.smtp.Port, "smtp-port", 0, "SMTP port (default: 25 for none, 587 for starttls, 465 for tls)")
@@ -51,7 +51,7 @@ func (m *mailFlags) register(fs *flag.FlagSet) {
 
 // dispatcher builds the outbox dispatcher: SMTP when --smtp-host is set,
 // else .eml files under the mail directory.
-func (m *mailFlags) dispatcher(st *store.Store, dataDir string, log *slog.Logger) (*mail.Dispatcher, error) {
+func (m *mailConfig) dispatcher(st *store.Store, dataDir string, log *slog.Logger) (*mail.Dispatcher, error) {
 	if _, err := mail.AcceptURL(m.dispatch.AcceptURLTemplate, "w", "e@x.y"); err != nil {
 		return nil, fmt.Errorf("--accept-url-template: %w", err)
 	}
@@ -90,99 +90,152 @@ func (m *mailFlags) dispatcher(st *store.Store, dataDir string, log *slog.Logger
 	return mail.NewDispatcher(st, sender, cfg, log), nil
 }
 
+// mailWorkerConfig is every flag of mail-worker.
+type mailWorkerConfig struct {
+	data    dataConfig
+	log     logConfig
+	metrics metricsConfig
+	mail    mailConfig
+}
+
+func (c *mailWorkerConfig) bind(fs *flag.FlagSet) {
+	c.data.bind(fs)
+	c.log.bind(fs)
+	c.metrics.bind(fs)
+	c.mail.bind(fs)
+}
+
 func mailWorkerCommand(stderr io.Writer) *ffcli.Command {
 	fs := newFlagSet("mail-worker")
-	var data dataFlags
-	data.register(fs)
-	var mailCfg mailFlags
-	mailCfg.register(fs)
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var cfg mailWorkerConfig
+	cfg.bind(fs)
 	return &ffcli.Command{
 		Name: "mail-worker", ShortUsage: "controlplane mail-worker [flags]",
 		ShortHelp: "deliver invitation emails from the outbox (for serve --mail-dispatcher=false)",
 		FlagSet:   fs, Options: envOptions(),
-		Exec: func(ctx context.Context, _ []string) error {
-			log, err := newLogger(stderr, *logLevel)
-			if err != nil {
-				return err
-			}
-			return data.withStore(ctx, func(st *store.Store) error {
-				d, err := mailCfg.dispatcher(st, data.dataDir, log)
-				if err != nil {
-					return err
-				}
-				return d.Run(ctx)
-			})
-		},
+		Exec: func(ctx context.Context, _ []string) error { return mailWorker(ctx, cfg, stderr) },
 	}
+}
+
+// mailWorker delivers the outbox until ctx ends, logging and exposing
+// metrics as serve does, so a separate worker is observed like the
+// dispatcher inside serve.
+func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) error {
+	log, err := cfg.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	build := readBuildInfo()
+	log.Info("starting", "version", build.version, "revision", build.revisionLabel(), "go", build.goVersion)
+	mon, err := cfg.metrics.start(build)
+	if err != nil {
+		return err
+	}
+	defer mon.close()
+	st, err := cfg.data.open(ctx, mon.hooks())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	d, err := cfg.mail.dispatcher(st, cfg.data.dataDir, log)
+	if err != nil {
+		return err
+	}
+	mon.watchMail(d)
+	mon.serve(st, log)
+	d.Run(ctx)
+	return nil
+}
+
+// mailStatusConfig is every flag of mail-status.
+type mailStatusConfig struct {
+	data   dataConfig
+	failed int
+}
+
+func (c *mailStatusConfig) bind(fs *flag.FlagSet) {
+	c.data.bind(fs)
+	fs.IntVar(&c.failed, "failed", 20, "list at most this many failed emails, the latest first (0: none)")
 }
 
 func mailStatusCommand(stdout io.Writer) *ffcli.Command {
 	fs := newFlagSet("mail-status")
-	var data dataFlags
-	data.register(fs)
-	failedLimit := fs.Int("failed", 20, "list at most this many failed emails, the latest first (0: none)")
+	var cfg mailStatusConfig
+	cfg.bind(fs)
 	return &ffcli.Command{
 		Name: "mail-status", ShortUsage: "controlplane mail-status [--failed N] [flags]",
 		ShortHelp: "print invitation email counts, the oldest pending email's age and the failed emails",
 		LongHelp: "Prints `pending N`, `sent N`, `failed N`, `cancelled N` (one line each, in this order, for scripts),\n" +
 			"then `oldest_pending_age D` (0s when nothing is pending), then the failed emails with their last error.",
 		FlagSet: fs, Options: envOptions(),
-		Exec: func(ctx context.Context, _ []string) error {
-			if *failedLimit < 0 {
-				return fmt.Errorf("--failed must be 0 or more, got %d", *failedLimit)
-			}
-			return data.withStore(ctx, func(st *store.Store) error {
-				counts, err := st.OutboxCounts(ctx)
-				if err != nil {
-					return err
-				}
-				for _, status := range []string{store.OutboxPending, store.OutboxSent, store.OutboxFailed, store.OutboxCancelled} {
-					fmt.Fprintf(stdout, "%s %d\n", status, counts[status])
-				}
-				oldest, ok, err := st.OldestPendingOutbox(ctx)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					fmt.Fprintln(stdout, "oldest_pending_age 0s")
-				} else {
-					// Why it is still pending is the question an operator
-					// asks next (SMTP down, or just queued), so say it.
-					fmt.Fprintf(stdout, "oldest_pending_age %v (id %d, %d attempts, last error: %s)\n",
-						time.Since(oldest.QueuedSince).Round(time.Second), oldest.ID, oldest.Attempts, oneLine(cmp.Or(oldest.LastError, "none")))
-				}
-				if counts[store.OutboxFailed] == 0 || *failedLimit == 0 {
-					return nil
-				}
-				failed, err := st.FailedOutbox(ctx, *failedLimit)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(stdout, "\nfailed emails, latest first (%d of %d; requeue with controlplane mail-retry):\n", len(failed), counts[store.OutboxFailed])
-				tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tWORKSPACE\tEMAIL\tATTEMPTS\tFAILED AT\tLAST ERROR")
-				for _, e := range failed {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Workspace, e.Email, e.Attempts,
-						e.UpdatedAt.UTC().Format(time.RFC3339), oneLine(e.LastError))
-				}
-				return tw.Flush()
-			})
-		},
+		Exec: func(ctx context.Context, _ []string) error { return mailStatus(ctx, cfg, stdout) },
 	}
+}
+
+// mailStatus prints the outbox counts, the oldest pending email and the
+// latest failed ones.
+func mailStatus(ctx context.Context, cfg mailStatusConfig, stdout io.Writer) error {
+	if cfg.failed < 0 {
+		return fmt.Errorf("--failed must be 0 or more, got %d", cfg.failed)
+	}
+	return cfg.data.withStore(ctx, func(st *store.Store) error {
+		counts, err := st.OutboxCounts(ctx)
+		if err != nil {
+			return err
+		}
+		for _, status := range []string{store.OutboxPending, store.OutboxSent, store.OutboxFailed, store.OutboxCancelled} {
+			fmt.Fprintf(stdout, "%s %d\n", status, counts[status])
+		}
+		oldest, ok, err := st.OldestPendingOutbox(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			fmt.Fprintln(stdout, "oldest_pending_age 0s")
+		} else {
+			// Why it is still pending is the question an operator asks
+			// next (SMTP down, or just queued), so say it.
+			fmt.Fprintf(stdout, "oldest_pending_age %v (id %d, %d attempts, last error: %s)\n",
+				time.Since(oldest.QueuedSince).Round(time.Second), oldest.ID, oldest.Attempts, oneLine(cmp.Or(oldest.LastError, "none")))
+		}
+		if counts[store.OutboxFailed] == 0 || cfg.failed == 0 {
+			return nil
+		}
+		failed, err := st.FailedOutbox(ctx, cfg.failed)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nfailed emails, latest first (%d of %d; requeue with controlplane mail-retry):\n", len(failed), counts[store.OutboxFailed])
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tWORKSPACE\tEMAIL\tATTEMPTS\tFAILED AT\tLAST ERROR")
+		for _, e := range failed {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Workspace, e.Email, e.Attempts,
+				e.UpdatedAt.UTC().Format(time.RFC3339), oneLine(e.LastError))
+		}
+		return tw.Flush()
+	})
 }
 
 // oneLine keeps an SMTP error (a server's reply can span lines) on its
 // table row.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
+// mailRetryConfig is every flag of mail-retry.
+type mailRetryConfig struct {
+	data   dataConfig
+	filter store.OutboxFilter
+}
+
+func (c *mailRetryConfig) bind(fs *flag.FlagSet) {
+	c.data.bind(fs)
+	fs.StringVar(&c.filter.Workspace, "workspace", "", "requeue only this workspace's failed emails")
+	fs.Int64Var(&c.filter.ID, "id", 0, "requeue only this email (an id from mail-status)")
+}
+
 func mailRetryCommand(stdout io.Writer) *ffcli.Command {
 	fs := newFlagSet("mail-retry")
-	var data dataFlags
-	data.register(fs)
-	var filter store.OutboxFilter
-	fs.StringVar(&filter.Workspace, "workspace", "", "requeue only this workspace's failed emails")
-	fs.Int64Var(&filter.ID, "id", 0, "requeue only this email (an id from mail-status)")
+	var cfg mailRetryConfig
+	cfg.bind(fs)
 	return &ffcli.Command{
 		Name: "mail-retry", ShortUsage: "controlplane mail-retry [--workspace NAME | --id N] [flags]",
 		ShortHelp: "requeue failed invitation emails: they are sent again now, with a full retry period",
@@ -194,23 +247,29 @@ func mailRetryCommand(stdout io.Writer) *ffcli.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("mail-retry takes no arguments (got %q): use --workspace NAME or --id N", args)
 			}
-			if filter.Workspace != "" && filter.ID != 0 {
-				return errors.New("give --workspace or --id, not both")
-			}
-			if filter.ID < 0 {
-				return fmt.Errorf("--id must be positive, got %d", filter.ID)
-			}
-			return data.withStore(ctx, func(st *store.Store) error {
-				requeued, skipped, err := st.RequeueFailedOutbox(ctx, filter)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(stdout, "requeued %d\n", requeued)
-				if skipped > 0 {
-					fmt.Fprintf(stdout, "skipped %d (their invitation already has a pending email)\n", skipped)
-				}
-				return nil
-			})
+			return mailRetry(ctx, cfg, stdout)
 		},
 	}
+}
+
+// mailRetry requeues the failed emails cfg's filter selects.
+func mailRetry(ctx context.Context, cfg mailRetryConfig, stdout io.Writer) error {
+	filter := cfg.filter
+	if filter.Workspace != "" && filter.ID != 0 {
+		return errors.New("give --workspace or --id, not both")
+	}
+	if filter.ID < 0 {
+		return fmt.Errorf("--id must be positive, got %d", filter.ID)
+	}
+	return cfg.data.withStore(ctx, func(st *store.Store) error {
+		requeued, skipped, err := st.RequeueFailedOutbox(ctx, filter)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "requeued %d\n", requeued)
+		if skipped > 0 {
+			fmt.Fprintf(stdout, "skipped %d (their invitation already has a pending email)\n", skipped)
+		}
+		return nil
+	})
 }

@@ -1,7 +1,7 @@
 package main
 
-// Observability of `serve`: the version, the log format, and the
-// Prometheus metrics listener (README, Operating it).
+// Observability of `serve` and `mail-worker`: the version, the log level
+// and format, and the Prometheus metrics listener (README, Operating it).
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"controlplane/mail"
 	"controlplane/metrics"
 	"controlplane/server"
 	"controlplane/store"
@@ -80,9 +81,26 @@ func versionCommand(stdout io.Writer) *ffcli.Command {
 	}
 }
 
-// newLoggerFormat is newLogger with a format: text (logfmt-like key=value)
-// or json (one object per line, for log collectors).
-func newLoggerFormat(w io.Writer, level, format string) (*slog.Logger, error) {
+// logConfig is how a long-running command logs.
+type logConfig struct {
+	level  string
+	format string
+}
+
+func (c *logConfig) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.format, "log-format", "text", "text (key=value) or json (one object per line)")
+}
+
+// logger returns the logger writing to w, or an error naming the flag that
+// is wrong.
+func (c *logConfig) logger(w io.Writer) (*slog.Logger, error) {
+	return newLogger(w, c.level, c.format)
+}
+
+// newLogger returns a logger at level in format: text (logfmt-like
+// key=value) or json (one object per line, for log collectors).
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
@@ -97,12 +115,12 @@ func newLoggerFormat(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
 }
 
-// metricsFlags place the Prometheus metrics.
-type metricsFlags struct {
+// metricsConfig places the Prometheus metrics.
+type metricsConfig struct {
 	addr string
 }
 
-func (m *metricsFlags) register(fs *flag.FlagSet) {
+func (m *metricsConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.addr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, on a listener of their own (e.g. :9464); empty: no metrics")
 }
 
@@ -110,7 +128,9 @@ func (m *metricsFlags) register(fs *flag.FlagSet) {
 // replica is scraped, every replica's figures are the same database's.
 const outboxEvery = 15 * time.Second
 
-// metricsServer is the running metrics listener of serve.
+// metricsServer is the running metrics listener of serve or mail-worker.
+// Its methods do nothing on a nil *metricsServer (metrics off), so callers
+// need no branch.
 type metricsServer struct {
 	m   *metrics.Metrics
 	srv *http.Server
@@ -119,8 +139,8 @@ type metricsServer struct {
 
 // start makes the metrics and opens their listener (nil, nil when
 // --metrics-addr is empty). The store's hooks are in hooks(), its pools
-// and outbox are added by watch once it is open.
-func (m *metricsFlags) start(build buildInfo) (*metricsServer, error) {
+// and outbox are added by serve once it is open.
+func (m *metricsConfig) start(build buildInfo) (*metricsServer, error) {
 	if m.addr == "" {
 		return nil, nil
 	}
@@ -146,6 +166,14 @@ func (s *metricsServer) metrics() *metrics.Metrics {
 		return nil
 	}
 	return s.m
+}
+
+// watchMail counts the dispatcher's delivery outcomes.
+func (s *metricsServer) watchMail(d *mail.Dispatcher) {
+	if s == nil {
+		return
+	}
+	d.OnOutcome(s.m.MailOutcome)
 }
 
 // serve adds the store's pools and outbox, then serves /metrics until close.

@@ -20,15 +20,15 @@ import (
 	"controlplane/store"
 )
 
-// httpFlags bound what one connection, and all of them, can hold.
-type httpFlags struct {
+// httpConfig bounds what one connection, and all of them, can hold.
+type httpConfig struct {
 	maxHeaderBytes    int
 	maxConnections    int
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 }
 
-func (h *httpFlags) register(fs *flag.FlagSet) {
+func (h *httpConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&h.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line + headers in bytes (431 above); Go's default of 1 MiB lets slow clients hold a MiB each")
 	fs.IntVar(&h.maxConnections, "max-connections", 2048, "open connections at once; more wait in the kernel's accept queue (0: no cap)")
 	fs.DurationVar(&h.readHeaderTimeout, "read-header-timeout", 5*time.Second, "time a client has to send its request headers")
@@ -36,7 +36,7 @@ func (h *httpFlags) register(fs *flag.FlagSet) {
 }
 
 // listen opens the listening socket, capped at --max-connections.
-func (h *httpFlags) listen(addr string) (net.Listener, error) {
+func (h *httpConfig) listen(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another server running? choose another --addr)", addr, err)
@@ -50,21 +50,21 @@ func (h *httpFlags) listen(addr string) (net.Listener, error) {
 // server is the HTTP server for handler. Bodies are capped by --body-limit
 // in the validator; a whole request must arrive within 30 s and its answer
 // leave within 30 s.
-func (h *httpFlags) server(handler http.Handler, log *slog.Logger) *http.Server {
+func (h *httpConfig) server(handler http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{Handler: handler, MaxHeaderBytes: h.maxHeaderBytes,
 		ReadHeaderTimeout: h.readHeaderTimeout, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		IdleTimeout: h.idleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
-// limitFlags are the request rate limits.
-type limitFlags struct {
+// limitConfig is the request rate limits.
+type limitConfig struct {
 	enabled                                 bool
 	redisURL, redisPrefix                   string
 	caller, workspaceWrites, invites, fails string
 	trustedProxies                          string
 }
 
-func (l *limitFlags) register(fs *flag.FlagSet) {
+func (l *limitConfig) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&l.enabled, "rate-limits", true, "enforce the rate limits below (false turns them all off, e.g. for load tests)")
 	fs.StringVar(&l.redisURL, "redis", "", "share rate limit counts between replicas through this Redis (redis://host:6379/0); empty: counted in this process")
 	fs.StringVar(&l.redisPrefix, "redis-prefix", "controlplane:", "prefix of this deployment's keys in Redis (give each deployment sharing a Redis its own)")
@@ -77,7 +77,7 @@ func (l *limitFlags) register(fs *flag.FlagSet) {
 
 // build returns the rate limits and the proxies to trust, and a function
 // releasing the Redis connection.
-func (l *limitFlags) build(ctx context.Context, log *slog.Logger) (server.RateLimits, []*net.IPNet, func(), error) {
+func (l *limitConfig) build(ctx context.Context, log *slog.Logger) (server.RateLimits, []*net.IPNet, func(), error) {
 	proxies, err := parseCIDRs(l.trustedProxies)
 	if err != nil {
 		return server.RateLimits{}, nil, nil, err

@@ -129,7 +129,9 @@ func (d *Dispatcher) Wake() {
 
 // Run delivers messages until ctx ends. The message being sent when ctx ends
 // is finished; claimed messages not yet started are released for others.
-func (d *Dispatcher) Run(ctx context.Context) error {
+// It returns nothing: a failed claim is logged and retried at the next poll
+// (the database may come back), so the only way out is ctx ending.
+func (d *Dispatcher) Run(ctx context.Context) {
 	d.logCounts(ctx, "mail dispatcher started")
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -137,7 +139,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.log.Info("mail dispatcher stopped")
-			return nil
+			return
 		case <-timer.C:
 		case <-d.wake:
 		}

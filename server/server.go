@@ -18,6 +18,13 @@ import (
 	"controlplane/store"
 )
 
+// Defaults of Config's zero fields; the serve flags take theirs from here,
+// so each is written once.
+const (
+	DefaultInviteTTL = 7 * 24 * time.Hour
+	DefaultBodyLimit = 64 << 10 // bytes
+)
+
 // Config holds the HTTP-facing settings.
 type Config struct {
 	// InviteTTL is how long an invitation stays acceptable.
@@ -62,10 +69,10 @@ var _ gen.StrictServerInterface = (*Server)(nil)
 // /readyz. The returned close function stops background work (JWKS refresh).
 func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*echo.Echo, func(), error) {
 	if cfg.InviteTTL <= 0 {
-		cfg.InviteTTL = 7 * 24 * time.Hour
+		cfg.InviteTTL = DefaultInviteTTL
 	}
 	if cfg.BodyLimit <= 0 {
-		cfg.BodyLimit = 64 << 10
+		cfg.BodyLimit = DefaultBodyLimit
 	}
 	doc, err := LoadSpec(ctx, store.EmailOptions{AllowLocalDomains: cfg.AllowLocalEmailDomains})
 	if err != nil {

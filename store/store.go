@@ -61,6 +61,13 @@ type Store struct {
 	now       func() time.Time
 }
 
+// Defaults of Options' zero fields; the CLI flags take theirs from here, so
+// each is written once.
+const (
+	DefaultMaxOpenConns  = 32
+	DefaultInviteWorkers = 2
+)
+
 // Options tune Open.
 type Options struct {
 	// MaxOpenConns bounds the PostgreSQL pool and the SQLite reader pool.
@@ -137,7 +144,7 @@ func sqlitePath(dsn string) (string, error) {
 // Open does not create tables: call Migrate.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxOpenConns <= 0 {
-		opts.MaxOpenConns = 32
+		opts.MaxOpenConns = DefaultMaxOpenConns
 	}
 	now := opts.Now
 	if now == nil {
@@ -237,7 +244,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if s.dialect == "postgres" {
 		workers := opts.InviteWorkers
 		if workers <= 0 {
-			workers = 2
+			workers = DefaultInviteWorkers
 		}
 		s.batcher = newInviteBatcher(workers, maxInviteBatch, s.now, s.runPostgresBatch)
 		s.batcher.hooks = opts.Hooks

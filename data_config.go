@@ -1,0 +1,61 @@
+package main
+
+// The flags of every command that touches the database.
+
+import (
+	"context"
+	"flag"
+	"path/filepath"
+
+	"controlplane/store"
+)
+
+// defaultDataDir holds the SQLite database and the development issuer key
+// (token reads the key from it too).
+const defaultDataDir = "./data"
+
+// dataConfig says where the data is and how the store is opened.
+type dataConfig struct {
+	dataDir       string
+	db            string
+	maxConns      int
+	inviteWorkers int
+}
+
+func (d *dataConfig) bind(fs *flag.FlagSet) {
+	fs.StringVar(&d.dataDir, "data-dir", defaultDataDir, "directory for the SQLite database and the development issuer key")
+	fs.StringVar(&d.db, "db", "", "database: "+store.DSNForms+" (default: <data-dir>/controlplane.db)")
+	fs.IntVar(&d.maxConns, "db-max-conns", store.DefaultMaxOpenConns, "PostgreSQL pool size (keep replicas × pool under max_connections) / SQLite reader pool size")
+	fs.IntVar(&d.inviteWorkers, "db-invite-batches", store.DefaultInviteWorkers, "PostgreSQL: invite batch statements in flight at once (each batches the invites waiting for it; SQLite batches in its single writer)")
+}
+
+func (d *dataConfig) dsn() string {
+	if d.db != "" {
+		return d.db
+	}
+	return filepath.Join(d.dataDir, "controlplane.db")
+}
+
+// open opens the store, observed by hooks (metrics; zero: none), and runs
+// the migrations (idempotent and cheap).
+func (d *dataConfig) open(ctx context.Context, hooks store.Hooks) (*store.Store, error) {
+	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers, Hooks: hooks})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// withStore opens the store, runs fn with it and closes it.
+func (d *dataConfig) withStore(ctx context.Context, fn func(*store.Store) error) error {
+	st, err := d.open(ctx, store.Hooks{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(st)
+}
