@@ -163,7 +163,7 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 		}
 		if want == 400 {
 			var e gen.Error
-			if json.Unmarshal(resp.Body, &e) != nil || strings.ContainsAny(e.Message, "\r\n") {
+			if json.Unmarshal(resp.Body, &e) != nil || strings.ContainsAny(deref(e.Message), "\r\n") {
 				t.Errorf("%q: error body %s", email, resp.Body)
 			}
 		}

@@ -57,7 +57,7 @@ type limited struct {
 	status            int
 	retryAfter        string
 	policy, remaining string
-	code              gen.ErrorCode
+	kind              string
 	message           string
 }
 
@@ -74,7 +74,7 @@ func (f *fixture) send(t *testing.T, srv *runningServer, method, path string, he
 		if err := json.Unmarshal(b, &e); err != nil {
 			t.Fatalf("%d with a body that is not an Error: %s", resp.StatusCode, b)
 		}
-		l.code, l.message = e.Code, e.Message
+		l.kind, l.message = e.Error, deref(e.Message)
 	}
 	return l
 }
@@ -96,8 +96,8 @@ func check429(t *testing.T, got limited, policy string) {
 	if !strings.HasPrefix(got.remaining, name+";r=0;t=") {
 		t.Errorf("RateLimit %q, want %s;r=0;t=…", got.remaining, name)
 	}
-	if got.code != gen.ErrorCodeTooManyRequests || !strings.Contains(got.message, "retry in") {
-		t.Errorf("error %q %q, want too_many_requests saying when to retry", got.code, got.message)
+	if got.kind != server.KindTooManyRequests || !strings.Contains(got.message, "retry in") {
+		t.Errorf("error %q %q, want too_many_requests saying when to retry", got.kind, got.message)
 	}
 }
 

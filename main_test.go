@@ -219,10 +219,10 @@ func checkResponse(t testing.TB, req *http.Request, resp *http.Response, body []
 	route, params, err := router.FindRoute(req)
 	if err != nil {
 		// Not an operation of the spec: only the error shape can be checked.
-		var e gen.Error
-		if resp.StatusCode < 400 || json.Unmarshal(body, &e) != nil || e.Message == "" || e.Code == "" {
+		if resp.StatusCode < 400 {
 			t.Errorf("%s %s: non-spec route answered %d %q, want a 4xx Error JSON", req.Method, req.URL.Path, resp.StatusCode, body)
 		}
+		checkErrorBody(t, req, resp, body)
 		return
 	}
 	input := &openapi3filter.ResponseValidationInput{
@@ -238,15 +238,60 @@ func checkResponse(t testing.TB, req *http.Request, resp *http.Response, body []
 		recordPair(route.Operation.OperationID, resp.StatusCode)
 	}
 	if resp.StatusCode >= 400 {
-		var e gen.Error
-		if json.Unmarshal(body, &e) != nil || e.Message == "" {
-			t.Errorf("%s %s: %d without an Error body saying what was wrong: %q", req.Method, req.URL.Path, resp.StatusCode, body)
-		}
+		checkErrorBody(t, req, resp, body)
 	}
 	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
 		t.Errorf("%s %s: 401 without WWW-Authenticate", req.Method, req.URL.Path)
 	}
 }
+
+// checkErrorBody: an error answer is upstream's Error, filled: code is the
+// status, error a kind the README's error table lists, message says what
+// was wrong, request_id is the X-Request-Id header's.
+func checkErrorBody(t testing.TB, req *http.Request, resp *http.Response, body []byte) {
+	t.Helper()
+	if req.Method == http.MethodHead {
+		return // no body
+	}
+	var e gen.Error
+	if err := json.Unmarshal(body, &e); err != nil || e.Code == nil || *e.Code != resp.StatusCode || deref(e.Message) == "" {
+		t.Errorf("%s %s: %d without an Error body giving the status and saying what was wrong: %q", req.Method, req.URL.Path, resp.StatusCode, body)
+		return
+	}
+	if kinds := readmeErrorKinds(t); !kinds[e.Error] {
+		t.Errorf("%s %s: error kind %q is not in the README's error table", req.Method, req.URL.Path, e.Error)
+	}
+	if e.RequestId == nil || *e.RequestId != resp.Header.Get("X-Request-Id") {
+		t.Errorf("%s %s: request_id %v, want the X-Request-Id header's %q", req.Method, req.URL.Path, e.RequestId, resp.Header.Get("X-Request-Id"))
+	}
+}
+
+// readmeErrorKinds are the kinds the README's error table lists (rows
+// starting with | `kind` |, under the heading "### Error kinds").
+var readmeErrorKinds = func() func(testing.TB) map[string]bool {
+	var once sync.Once
+	kinds := map[string]bool{}
+	return func(t testing.TB) map[string]bool {
+		once.Do(func() {
+			raw, err := os.ReadFile("README.md")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, table, _ := strings.Cut(string(raw), "### Error kinds")
+			for line := range strings.Lines(table) {
+				if strings.HasPrefix(line, "#") {
+					break
+				}
+				if m := errorKindRow.FindStringSubmatch(line); m != nil {
+					kinds[m[1]] = true
+				}
+			}
+		})
+		return kinds
+	}
+}()
+
+var errorKindRow = regexp.MustCompile("^\\| `([a-z_]+)` \\|")
 
 // httpClient returns a client whose responses are all validated against the spec.
 func httpClient(t testing.TB) *http.Client {

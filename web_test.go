@@ -47,7 +47,7 @@ func rawDo(t *testing.T, method, url string, header http.Header) (*http.Response
 	}
 	if resp.StatusCode >= 400 && method != http.MethodHead {
 		var e gen.Error
-		if json.Unmarshal(body, &e) != nil || e.Code == "" || e.Message == "" {
+		if json.Unmarshal(body, &e) != nil || e.Error == "" || deref(e.Message) == "" {
 			t.Errorf("%s %s: %d without the Error JSON: %q", method, url, resp.StatusCode, body)
 		}
 	}

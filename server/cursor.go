@@ -38,7 +38,7 @@ const (
 	listInvitations = "profile/invitations"
 )
 
-var errBadCursor = newError(http.StatusBadRequest,
+var errBadCursor = newError(http.StatusBadRequest, KindInvalidCursor,
 	"invalid cursor: it was made for another list, workspace or caller, or was altered; use the one in the previous page's Link header, or start again without cursor")
 
 func cursorMAC(key []byte, list, scope string, payload []byte) []byte {

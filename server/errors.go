@@ -12,11 +12,15 @@ import (
 	"controlplane/store"
 )
 
-// APIError is an error with the HTTP status and the message the client sees.
-// Everything the server answers with a 4xx or 5xx goes through errorBody, so
-// all errors share the spec's Error schema.
+// APIError is an error with the HTTP status, the kind and the message the
+// client sees. Everything the server answers with a 4xx or 5xx goes through
+// writeError, so all errors are the spec's Error: {code, error, message,
+// request_id}.
 type APIError struct {
-	Status  int
+	Status int
+	// Kind is the body's machine-readable `error` (the Kind… constants);
+	// empty: the status's default kind (defaultKind).
+	Kind    string
 	Message string
 	// Challenge is the WWW-Authenticate value of a 401.
 	Challenge string
@@ -36,40 +40,82 @@ func (e *APIError) Error() string {
 
 func (e *APIError) Unwrap() error { return e.Cause }
 
-func newError(status int, message string) *APIError {
-	return &APIError{Status: status, Message: message}
+func newError(status int, kind, message string) *APIError {
+	return &APIError{Status: status, Kind: kind, Message: message}
 }
 
-// codeForStatus is the one table from HTTP status to the spec's error code.
-var codeForStatus = map[int]gen.ErrorCode{
-	http.StatusBadRequest:            gen.ErrorCodeInvalidRequest,
-	http.StatusUnauthorized:          gen.ErrorCodeUnauthorized,
-	http.StatusForbidden:             gen.ErrorCodeForbidden,
-	http.StatusNotFound:              gen.ErrorCodeNotFound,
-	http.StatusMethodNotAllowed:      gen.ErrorCodeMethodNotAllowed,
-	http.StatusConflict:              gen.ErrorCodeConflict,
-	http.StatusRequestEntityTooLarge: gen.ErrorCodePayloadTooLarge,
-	http.StatusUnsupportedMediaType:  gen.ErrorCodeUnsupportedMediaType,
-	http.StatusTooManyRequests:       gen.ErrorCodeTooManyRequests,
-	http.StatusInternalServerError:   gen.ErrorCodeInternal,
+// The `error` kinds of error bodies: stable words a client can switch on
+// (the message is for people and may change). The README lists them; add
+// one there when adding one here.
+const (
+	KindInvalidRequest       = "invalid_request"        // 400: the request does not match the spec
+	KindInvalidJSON          = "invalid_json"           // 400: the body is not one JSON value, or repeats a member name
+	KindInvalidEmail         = "invalid_email"          // 400: the email is not one the server accepts
+	KindInvalidRole          = "invalid_role"           // 400: role is not admin or member
+	KindInvalidCursor        = "invalid_cursor"         // 400: a list cursor that is not this list's
+	KindWorkspaceRequired    = "workspace_required"     // 400: no X-Blaxel-Workspace with a token
+	KindAmbiguousCredentials = "ambiguous_credentials"  // 400: two credentials in one request
+	KindUnauthorized         = "unauthorized"           // 401: credentials refused (malformed, wrong scheme for the operation)
+	KindMissingCredentials   = "missing_credentials"    // 401: no credential sent
+	KindInvalidToken         = "invalid_token"          // 401: a JWT refused (signature, issuer, claims)
+	KindExpiredToken         = "expired_token"          // 401: a JWT past its exp: get a new one
+	KindInvalidAPIKey        = "invalid_api_key"        // 401: an API key unknown or revoked
+	KindForbidden            = "forbidden"              // 403: the caller may not do this (e.g. not an admin)
+	KindInsufficientScope    = "insufficient_scope"     // 403: the token lacks the operation's scope
+	KindPersonRequired       = "person_required"        // 403: an API key where only a person's token will do
+	KindEmailRequired        = "email_required"         // 403: the token has no email claim
+	KindEmailNotVerified     = "email_not_verified"     // 403: email_verified is not true (--jwt-require-email-verified)
+	KindNotFound             = "not_found"              // 404: the resource does not exist or is not visible
+	KindWorkspaceNotFound    = "workspace_not_found"    // 404: no such workspace, or the caller is not in it
+	KindRouteNotFound        = "route_not_found"        // 404: no such operation
+	KindMethodNotAllowed     = "method_not_allowed"     // 405
+	KindConflict             = "conflict"               // 409: conflicts with the current state
+	KindPayloadTooLarge      = "payload_too_large"      // 413
+	KindUnsupportedMediaType = "unsupported_media_type" // 415
+	KindTooManyRequests      = "too_many_requests"      // 429: a rate limit was reached
+	KindInternal             = "internal_error"         // 500: logged with the request ID
+	KindClientClosedRequest  = "client_closed_request"  // 499: only in the access log
+)
+
+// defaultKind is the kind of an error that names none, by status: the one
+// table from status to kind (every status the spec declares has a row).
+var defaultKind = map[int]string{
+	http.StatusBadRequest:            KindInvalidRequest,
+	http.StatusUnauthorized:          KindUnauthorized,
+	http.StatusForbidden:             KindForbidden,
+	http.StatusNotFound:              KindNotFound,
+	http.StatusMethodNotAllowed:      KindMethodNotAllowed,
+	http.StatusConflict:              KindConflict,
+	http.StatusRequestEntityTooLarge: KindPayloadTooLarge,
+	http.StatusUnsupportedMediaType:  KindUnsupportedMediaType,
+	http.StatusTooManyRequests:       KindTooManyRequests,
+	http.StatusInternalServerError:   KindInternal,
+	StatusClientClosedRequest:        KindClientClosedRequest,
 }
 
-// fromStoreError maps the store's sentinel errors to API errors; anything
-// else is internal and its text stays in the log.
+// storeErrors is the one table from the store's sentinel errors to statuses
+// (the kind is the store error's own when it names one, else the status's).
+var storeErrors = []struct {
+	sentinel error
+	status   int
+}{
+	{store.ErrNotFound, http.StatusNotFound},
+	{store.ErrConflict, http.StatusConflict},
+	{store.ErrInvalid, http.StatusBadRequest},
+	{store.ErrForbidden, http.StatusForbidden},
+}
+
+// fromStoreError maps the store's errors to API errors; anything else is
+// internal and its text stays in the log.
 func fromStoreError(err error) error {
 	var se *store.Error
 	if !errors.As(err, &se) {
 		return err
 	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return newError(http.StatusNotFound, se.Message)
-	case errors.Is(err, store.ErrConflict):
-		return newError(http.StatusConflict, se.Message)
-	case errors.Is(err, store.ErrInvalid):
-		return newError(http.StatusBadRequest, se.Message)
-	case errors.Is(err, store.ErrForbidden):
-		return newError(http.StatusForbidden, se.Message)
+	for _, row := range storeErrors {
+		if errors.Is(err, row.sentinel) {
+			return newError(row.status, storeKind(se), se.Message)
+		}
 	}
 	return err
 }
@@ -122,7 +168,7 @@ func abandon(c echo.Context) {
 	conn, _, err := http.NewResponseController(res.Writer).Hijack()
 	if err != nil {
 		// Not hijackable (HTTP/2): answer, on a stream nobody reads.
-		writeError(c, newError(StatusClientClosedRequest, "the client closed the request before the answer"))
+		writeError(c, newError(StatusClientClosedRequest, "", "the client closed the request before the answer"))
 		return
 	}
 	conn.Close()
@@ -138,22 +184,23 @@ func toAPIError(err error) *APIError {
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		msg, _ := he.Message.(string)
+		kind := ""
 		switch he.Code {
 		case http.StatusNotFound:
-			msg = "no such route: see openapi/controlplane.yml for the API (served under /v0)"
+			msg, kind = "no such route: the API is served under /v0 (its contract at /v0/openapi.yml, a browsable page at /docs)", KindRouteNotFound
 		case http.StatusMethodNotAllowed:
-			msg = "method not allowed on this route"
+			msg = "method not allowed on this route: the Allow header lists those that are"
 		case http.StatusRequestEntityTooLarge:
 			msg = "request body too large"
 		}
 		if msg == "" {
 			msg = http.StatusText(he.Code)
 		}
-		if _, known := codeForStatus[he.Code]; known {
-			return newError(he.Code, msg)
+		if _, known := defaultKind[he.Code]; known {
+			return newError(he.Code, kind, msg)
 		}
 	}
-	return newError(http.StatusInternalServerError, "internal error")
+	return newError(http.StatusInternalServerError, "", "internal error: the server logged the cause with this request's ID")
 }
 
 func writeError(c echo.Context, e *APIError) {
@@ -164,17 +211,22 @@ func writeError(c echo.Context, e *APIError) {
 		}
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 	}
-	code, ok := codeForStatus[e.Status]
-	if !ok {
-		code = gen.ErrorCodeInternal
+	kind := e.Kind
+	if kind == "" {
+		kind = defaultKind[e.Status]
 	}
-	if c.Request().Method == http.MethodHead {
-		_ = c.NoContent(e.Status)
-		return
+	if kind == "" {
+		kind = KindInternal
 	}
-	body := gen.Error{Code: code, Message: e.Message}
+	// HEAD answers get the same headers as GET's (Content-Type included);
+	// net/http drops the body.
+	status, message := e.Status, e.Message
+	body := gen.Error{Code: &status, Error: kind, Message: &message}
 	if st := stateFrom(c.Request().Context()); st != nil && st.id != "" {
 		body.RequestId = &st.id
 	}
 	_ = c.JSON(e.Status, body)
 }
+
+// storeKind is the kind a store error names, or "" for the status's default.
+func storeKind(se *store.Error) string { return se.Code }

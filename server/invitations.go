@@ -13,7 +13,7 @@ import (
 func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspaceUserRequestObject) (gen.InviteWorkspaceUserResponseObject, error) {
 	// The seed schema does not mark email required, so the validator lets {} through.
 	if req.Body == nil || req.Body.Email == nil || *req.Body.Email == "" {
-		return nil, newError(http.StatusBadRequest, "email is required")
+		return nil, newError(http.StatusBadRequest, KindInvalidEmail, "email is required")
 	}
 	// The hot path: the membership and admin checks happen inside the
 	// store's transaction instead of a separate lookup.

@@ -60,9 +60,9 @@ func (l listResponse) write(w http.ResponseWriter) error {
 			return err // nothing sent: Echo's error handler answers
 		}
 		if l.ctx.Err() != nil || out.writeFailed {
-			l.log.Debug("client went away during a list", "err", err)
+			l.log.DebugContext(l.ctx, "client went away during a list", "err", err)
 		} else {
-			l.log.Error("list failed after its first entries were sent: connection aborted", "err", err)
+			l.log.ErrorContext(l.ctx, "list failed after its first entries were sent: connection aborted", "err", err)
 		}
 		// net/http closes the connection without ending the body and
 		// without logging a stack; Echo's recover middleware re-panics it.

@@ -84,13 +84,13 @@ func person(ctx context.Context, needEmail bool) (*Principal, error) {
 	p := PrincipalFrom(ctx)
 	switch {
 	case p == nil:
-		return nil, newError(http.StatusUnauthorized, "missing credentials")
+		return nil, newError(http.StatusUnauthorized, "", "missing credentials")
 	case p.APIKey != nil:
-		return nil, newError(http.StatusForbidden, "API keys act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
+		return nil, newError(http.StatusForbidden, KindPersonRequired, "API keys act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
 	case needEmail && p.Email == "":
-		return nil, newError(http.StatusForbidden, "the token has no email claim: invitations are matched by the caller's email")
+		return nil, newError(http.StatusForbidden, KindEmailRequired, "the token has no email claim: invitations are matched by the caller's email")
 	case needEmail && !p.EmailVerified:
-		return nil, newError(http.StatusForbidden, "the token's email is not verified (email_verified is not true): verify the address with your identity provider, then get a new token")
+		return nil, newError(http.StatusForbidden, KindEmailNotVerified, "the token's email is not verified (email_verified is not true): verify the address with your identity provider, then get a new token")
 	}
 	return p, nil
 }

@@ -211,7 +211,7 @@ func tooManyRequests(c echo.Context, q ratelimit.Quota, wait time.Duration) erro
 	h.Set("Retry-After", strconv.Itoa(secs))
 	h.Set("RateLimit-Policy", rateLimitPolicy(q))
 	h.Set("RateLimit", `"`+q.Name+`";r=0;t=`+strconv.Itoa(secs))
-	apiErr := newError(http.StatusTooManyRequests, fmt.Sprintf("rate limit reached: at most %d %s %s; retry in %d s",
+	apiErr := newError(http.StatusTooManyRequests, "", fmt.Sprintf("rate limit reached: at most %d %s %s; retry in %d s",
 		q.Rate, quotaWhat[q.Name], per(q.Period), secs))
 	apiErr.quota = q.Name
 	return apiErr

@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"controlplane/gen"
+	"controlplane/metrics"
 	"controlplane/store"
 )
 
@@ -126,7 +127,7 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		// 3.5 times json.Valid, which nobody without credentials should get
 		// to spend.
 		if name, dup := duplicateName(jsonBody); dup {
-			return newError(http.StatusBadRequest, fmt.Sprintf("request body has the member %q twice in one object", name))
+			return newError(http.StatusBadRequest, KindInvalidJSON, fmt.Sprintf("request body has the member %q twice in one object", name))
 		}
 		state.workspace = req.Header.Get(WorkspaceHeader)
 		c.SetRequest(input.Request)
@@ -142,14 +143,14 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) (
 		return nil, nil
 	}
 	if req.ContentLength > v.bodyLimit {
-		return nil, newError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", v.bodyLimit))
+		return nil, newError(http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body larger than %d bytes", v.bodyLimit))
 	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, v.bodyLimit+1))
 	if err != nil {
-		return nil, newError(http.StatusBadRequest, "could not read the request body")
+		return nil, newError(http.StatusBadRequest, "", "could not read the request body")
 	}
 	if int64(len(body)) > v.bodyLimit {
-		return nil, newError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", v.bodyLimit))
+		return nil, newError(http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body larger than %d bytes", v.bodyLimit))
 	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	if len(body) == 0 && req.Header.Get(echo.HeaderContentType) == "" {
@@ -158,7 +159,7 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) (
 	content := op.RequestBody.Value.Content
 	mediaType, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
 	if err != nil || content.Get(mediaType) == nil {
-		return nil, newError(http.StatusUnsupportedMediaType,
+		return nil, newError(http.StatusUnsupportedMediaType, "",
 			fmt.Sprintf("Content-Type must be one of %s", strings.Join(contentTypes(content), ", ")))
 	}
 	if mediaType != echo.MIMEApplicationJSON || len(body) == 0 {
@@ -167,7 +168,7 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) (
 	// The validator's and handler's decoders stop after the first value, so
 	// `{…} garbage` or two objects would pass: require exactly one JSON value.
 	if !json.Valid(body) {
-		return nil, newError(http.StatusBadRequest, "request body is not valid JSON (exactly one JSON value expected)")
+		return nil, newError(http.StatusBadRequest, KindInvalidJSON, "request body is not valid JSON (exactly one JSON value expected)")
 	}
 	return body, nil
 }
@@ -266,9 +267,32 @@ func validationError(err error) error {
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {
 			msg = msg[:i]
 		}
-		return newError(http.StatusBadRequest, msg)
+		kind := KindInvalidRequest
+		var schemaErr *openapi3.SchemaError
+		if errors.As(err, &schemaErr) {
+			if ptr := schemaErr.JSONPointer(); len(ptr) > 0 {
+				switch ptr[0] {
+				case "email":
+					kind = KindInvalidEmail
+				case "role":
+					kind = KindInvalidRole
+				}
+			}
+		}
+		return newError(http.StatusBadRequest, kind, msg)
 	}
 	return err
+}
+
+// authKinds are the error kinds of the security refusals, by their metrics
+// reason (what is not here gets its status's kind).
+var authKinds = map[string]string{
+	metrics.AuthMissing:           KindMissingCredentials,
+	metrics.AuthTwoCredentials:    KindAmbiguousCredentials,
+	metrics.AuthUnknownAPIKey:     KindInvalidAPIKey,
+	metrics.AuthInvalidToken:      KindInvalidToken,
+	metrics.AuthExpiredToken:      KindExpiredToken,
+	metrics.AuthInsufficientScope: KindInsufficientScope,
 }
 
 // invalidTokenChallenge is the WWW-Authenticate of a 401 to a credential
@@ -296,7 +320,7 @@ func securityError(secErr *openapi3filter.SecurityRequirementsError) *APIError {
 	if best == nil {
 		return &APIError{Status: http.StatusUnauthorized, Message: "authentication failed"}
 	}
-	apiErr := &APIError{Status: best.status, Message: best.message, Cause: best.cause, authReason: best.reason}
+	apiErr := &APIError{Status: best.status, Kind: authKinds[best.reason], Message: best.message, Cause: best.cause, authReason: best.reason}
 	if best.status == http.StatusUnauthorized && best.presented {
 		apiErr.Challenge = invalidTokenChallenge
 	}

@@ -35,18 +35,18 @@ func (s *Server) workspaceCaller(ctx context.Context) (caller, error) {
 func (s *Server) workspaceName(ctx context.Context) (*Principal, string, error) {
 	p := PrincipalFrom(ctx)
 	if p == nil {
-		return nil, "", newError(http.StatusUnauthorized, "missing credentials")
+		return nil, "", newError(http.StatusUnauthorized, "", "missing credentials")
 	}
 	name := stateFrom(ctx).workspace
 	if p.APIKey != nil {
 		if name == "" {
 			name = p.APIKey.Workspace.Name
 		} else if name != p.APIKey.Workspace.Name {
-			return nil, "", newError(http.StatusNotFound, "workspace not found")
+			return nil, "", newError(http.StatusNotFound, KindWorkspaceNotFound, "workspace not found")
 		}
 	}
 	if name == "" {
-		return nil, "", newError(http.StatusBadRequest, "no workspace: send the "+WorkspaceHeader+" header")
+		return nil, "", newError(http.StatusBadRequest, KindWorkspaceRequired, "no workspace: send the "+WorkspaceHeader+" header")
 	}
 	return p, name, nil
 }

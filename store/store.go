@@ -39,6 +39,9 @@ var (
 type Error struct {
 	Kind    error
 	Message string
+	// Code is the machine-readable kind the API answers (its error body's
+	// `error`, e.g. "workspace_not_found"); empty: the sentinel's default.
+	Code string
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -46,6 +49,11 @@ func (e *Error) Unwrap() error { return e.Kind }
 
 func errorf(kind error, format string, args ...any) error {
 	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+// codedf is errorf with the API's machine-readable kind of the error.
+func codedf(kind error, code, format string, args ...any) error {
+	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // Store is the database handle. Writes go through write; reads through read.
