@@ -123,7 +123,7 @@ func TestAbort_ClientGoesAway(t *testing.T) {
 			f := newFixture(t, dialect, "--rate-limits=false")
 			st := f.store()
 			ctx := context.Background()
-			before, err := st.CountRows(ctx)
+			before, err := storetest.CountRows(ctx, st)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestAbort_ClientGoesAway(t *testing.T) {
 			// Whole or nothing: each invite wrote its invitation and its
 			// email, or neither. Equal counts say so for each invite, as an
 			// email row needs its invitation and an invitation has one email.
-			after, err := st.CountRows(ctx)
+			after, err := storetest.CountRows(ctx, st)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -39,7 +39,7 @@ func newFixture(t *testing.T, dialect string, serveArgs ...string) *fixture {
 	mustCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u-admin", "--admin-email", "Admin@Acme.test", "--display-name", "Acme")...)
 	mustCLI(t, e.args("workspace", "create", "other", "--admin-sub", "u-other", "--admin-email", "other@other.test")...)
 	st := e.store()
-	if _, err := st.AddMember(context.Background(), "acme", "u-member", "member@acme.test", store.RoleMember, "test"); err != nil {
+	if _, err := storetest.AddMember(context.Background(), st, "acme", "u-member", "member@acme.test", store.RoleMember, "test"); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{env: e}
@@ -180,7 +180,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 				}
 				st := f.store()
 				ws, _ := st.Membership(ctx, "acme", "u-admin")
-				if _, err := st.PendingInvitation(ctx, ws.Workspace.ID, "NEW.USER@example.com"); err != nil {
+				if _, err := storetest.PendingInvitation(ctx, st, ws.Workspace.ID, "NEW.USER@example.com"); err != nil {
 					t.Errorf("pending invitation not stored: %v", err)
 				}
 			})
@@ -246,7 +246,7 @@ func TestInvite_Concurrent(t *testing.T) {
 					t.Errorf("invite %d: %d %s", i, statuses[i], bodies[i])
 				}
 			}
-			counts, err := f.store().CountRows(context.Background())
+			counts, err := storetest.CountRows(context.Background(), f.store())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -391,7 +391,7 @@ func (f *fixture) checkBadInputs(t *testing.T, cases []badInput) {
 	st := f.store()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before, err := st.CountRows(context.Background())
+			before, err := storetest.CountRows(context.Background(), st)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -399,7 +399,7 @@ func (f *fixture) checkBadInputs(t *testing.T, cases []badInput) {
 			if resp.StatusCode != tc.status {
 				t.Errorf("got %d %s, want %d", resp.StatusCode, body, tc.status)
 			}
-			after, err := st.CountRows(context.Background())
+			after, err := storetest.CountRows(context.Background(), st)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -127,7 +127,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 			})
 
 			t.Run("History", func(t *testing.T) {
-				counts, err := f.store().CountRows(ctx)
+				counts, err := storetest.CountRows(ctx, f.store())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -162,7 +162,7 @@ func TestLifecycle_Expiry(t *testing.T) {
 		t.Errorf("decline expired: got %d, want 404", dec.StatusCode())
 	}
 	c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
-	counts, _ := f.store().CountRows(ctx)
+	counts, _ := storetest.CountRows(ctx, f.store())
 	if counts["invitations"] != 2 {
 		t.Errorf("re-invite after expiry: got %d invitation rows, want 2 (a fresh one)", counts["invitations"])
 	}

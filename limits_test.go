@@ -120,14 +120,14 @@ func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
 				}
 			}
 			st := f.store()
-			before, err := st.CountRows(context.Background())
+			before, err := storetest.CountRows(context.Background(), st)
 			if err != nil {
 				t.Fatal(err)
 			}
 			check429(t, f.send(t, f.srv, "POST", "/v0/users", admin, `{"email":"p4@x.test"}`), `"workspace-invites";q=3;w=3600`)
 			// The same admin through an API key: the quota is the workspace's.
 			check429(t, f.send(t, f.srv, "POST", "/v0/users", bearer(f.adminKey), `{"email":"p5@x.test"}`), `"workspace-invites";q=3;w=3600`)
-			after, err := st.CountRows(context.Background())
+			after, err := storetest.CountRows(context.Background(), st)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -97,7 +97,7 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 			want := []string{"admin@acme.test", "member@acme.test"}
 			for i := range 5 {
 				email := fmt.Sprintf("m%d@acme.test", i)
-				if _, err := st.AddMember(ctx, "acme", fmt.Sprintf("u-m%d", i), email, store.RoleMember, "test"); err != nil {
+				if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("u-m%d", i), email, store.RoleMember, "test"); err != nil {
 					t.Fatal(err)
 				}
 				want = append(want, email)
@@ -195,7 +195,7 @@ func TestLists_PagingWhileOthersWrite(t *testing.T) {
 			st := f.store()
 			ctx := context.Background()
 			for i := range 20 {
-				if _, err := st.AddMember(ctx, "acme", fmt.Sprintf("u-m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "test"); err != nil {
+				if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("u-m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "test"); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -271,7 +271,7 @@ func TestLists_BadPaging(t *testing.T) {
 			f := newFixture(t, dialect, "--rate-limits=false")
 			st := f.store()
 			ctx := context.Background()
-			if _, err := st.AddMember(ctx, "other", "u-other2", "other2@other.test", store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "other", "u-other2", "other2@other.test", store.RoleMember, "test"); err != nil {
 				t.Fatal(err)
 			}
 			for ws, admin := range map[string]string{"acme": "u-admin", "other": "u-other"} {
@@ -351,7 +351,7 @@ func seedUsers(tb testing.TB, st *store.Store, ws string, n int) {
 			for i := w; i < n; i += 16 {
 				var err error
 				if i%2 == 0 {
-					_, err = st.AddMember(ctx, ws, fmt.Sprintf("seed-%d", i), fmt.Sprintf("seed-%d@%s.test", i, ws), store.RoleMember, "seed")
+					_, err = storetest.AddMember(ctx, st, ws, fmt.Sprintf("seed-%d", i), fmt.Sprintf("seed-%d@%s.test", i, ws), store.RoleMember, "seed")
 				} else {
 					_, err = st.Invite(ctx, store.InviteParams{Workspace: ws, Caller: "u-admin", Email: fmt.Sprintf("invitee-%d@example.com", i), TTL: time.Hour})
 				}

@@ -26,7 +26,7 @@ func TestInvitations_BatchMixed(t *testing.T) {
 		ctx := context.Background()
 		acme := mustWorkspace(t, st, "acme")
 		beta := mustWorkspace(t, st, "beta")
-		if _, err := st.AddMember(ctx, "acme", "plain", "plain@example.com", store.RoleMember, "admin-acme"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "plain", "plain@example.com", store.RoleMember, "admin-acme"); err != nil {
 			t.Fatal(err)
 		}
 		old, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "old@example.com", TTL: time.Hour})
@@ -103,7 +103,7 @@ func TestInvitations_BatchMixed(t *testing.T) {
 				if err := c.check(got[i]); err != nil {
 					t.Errorf("invite %+v: %v", c.p, err)
 				}
-				stored, err := st.PendingInvitation(ctx, got[i].WorkspaceID, got[i].Email)
+				stored, err := storetest.PendingInvitation(ctx, st, got[i].WorkspaceID, got[i].Email)
 				if err != nil || !sameInvitation(stored, got[i]) {
 					t.Errorf("invite %+v: answered %+v, stored pending is %+v (%v)", c.p, got[i], stored, err)
 				}

@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +23,9 @@ var errClosed = errors.New("store is closed")
 // and commits concurrently submitted ones together (group commit): while one
 // transaction commits, the next requests queue up, and the following
 // transaction runs them all, each inside its own SAVEPOINT so that one
-// failing rolls back alone (invites share one batch statement, see
-// runInvites). One commit serves the whole batch.
+// failing rolls back alone. Jobs of one group (jobGroup: the invites, which
+// share one batch statement) run together in one savepoint. One commit
+// serves the whole batch. The committer knows nothing of what the jobs do.
 //
 // Durability is pipelined: the connection runs with synchronous=NORMAL, so
 // COMMIT writes the transaction to the WAL file without waiting for the disk,
@@ -42,7 +46,7 @@ type groupCommitter struct {
 	db       *gorm.DB // bound to conn
 	pool     *sql.DB
 	conn     *sql.Conn
-	wal      *os.File // the WAL file, for fsync
+	wal      walFile // the WAL file, for fsync
 	jobs     chan *txJob
 	synced   chan *openTx  // a committed transaction waiting for its fsync
 	syncIdle chan struct{} // the syncer finished one
@@ -54,17 +58,39 @@ type groupCommitter struct {
 	maxBatch    int
 	now         func() time.Time
 	hooks       Hooks
+	log         *slog.Logger
 	close       sync.Once
 }
 
+// walFile is what the syncer needs of the WAL file (an *os.File); tests
+// put one whose Sync fails in its place.
+type walFile interface {
+	Sync() error
+	Close() error
+}
+
+// txJob is one write submitted to the committer: fn, run alone in its own
+// savepoint, or one member of a group, run with the other queued members of
+// that group in one call (see jobGroup).
 type txJob struct {
 	ctx    context.Context
 	fn     func(tx *gorm.DB) error
-	invite *inviteJob // set instead of fn: an invite for the batch statement
+	group  jobGroup // set instead of fn
+	item   any      // the group's own data for this job
 	result chan error
 }
 
-func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, hooks Hooks,
+// jobGroup runs jobs that cost less together than one by one (one
+// statement for many rows). runGroup gets every queued job of the group
+// that a transaction takes, runs inside a savepoint of its own, and tells
+// its callers through the jobs' items what it settled: its error (or
+// panic) rolls back the group's work alone, and its jobs are then answered
+// like every other job, by the commit and the fsync.
+type jobGroup interface {
+	runGroup(tx *gorm.DB, jobs []*txJob) error
+}
+
+func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, hooks Hooks, log *slog.Logger,
 	open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
 	conn, err := pool.Conn(ctx)
 	if err != nil {
@@ -83,7 +109,7 @@ func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, 
 	}
 	g := &groupCommitter{db: db, pool: pool, conn: conn, wal: wal, jobs: make(chan *txJob),
 		synced: make(chan *openTx, 1), syncIdle: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{}),
-		syncDone: make(chan struct{}), maxBatch: 256, now: now, hooks: hooks}
+		syncDone: make(chan struct{}), maxBatch: 256, now: now, hooks: hooks, log: log}
 	go g.run()
 	go g.sync()
 	return g, nil
@@ -115,9 +141,13 @@ func openWAL(ctx context.Context, conn *sql.Conn) (*os.File, error) {
 	}
 	opened, err1 := wal.Stat()
 	live, err2 := os.Stat(path)
-	if err := errors.Join(err1, err2); err != nil || !os.SameFile(opened, live) {
+	if err := errors.Join(err1, err2); err != nil {
 		wal.Close()
-		return nil, fmt.Errorf("open WAL file for fsync: %s changed while opening (%v)", path, err)
+		return nil, fmt.Errorf("open WAL file for fsync: %w", err)
+	}
+	if !os.SameFile(opened, live) {
+		wal.Close()
+		return nil, fmt.Errorf("open WAL file for fsync: %s changed while opening", path)
 	}
 	return wal, nil
 }
@@ -128,17 +158,11 @@ func (g *groupCommitter) do(ctx context.Context, fn func(tx *gorm.DB) error) err
 	return g.submit(&txJob{ctx: ctx, fn: fn, result: make(chan error, 1)})
 }
 
-// invite runs the common case of an invite in the next transaction, in one
-// batch statement with every other invite queued beside it (see
-// inviteBatcher for what the batch leaves to the slow path). found is false
-// when the slow path must decide.
-func (g *groupCommitter) invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
-	job := &inviteJob{p: p}
-	if err := g.submit(&txJob{ctx: ctx, invite: job, result: make(chan error, 1)}); err != nil {
-		return false, err
-	}
-	*inv = job.inv
-	return job.found, nil
+// doGrouped runs job, whose group and item are set, in the next
+// transaction with the other jobs of its group (see jobGroup).
+func (g *groupCommitter) doGrouped(job *txJob) error {
+	job.result = make(chan error, 1)
+	return g.submit(job)
 }
 
 func (g *groupCommitter) submit(job *txJob) error {
@@ -235,17 +259,17 @@ func (g *groupCommitter) exec(sql string) error {
 	return err
 }
 
-// apply runs jobs inside the open transaction: the invites as one batch
-// statement, every other job inside its own SAVEPOINT so that one failing
-// rolls back alone.
+// apply runs jobs inside the open transaction: each group's jobs in one
+// call, every other job inside its own SAVEPOINT so that one failing rolls
+// back alone.
 func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
 	results := make([]error, len(jobs))
 	aborted := tx.aborted
 	if aborted == nil {
-		aborted = g.runInvites(jobs, results)
+		aborted = g.runGroups(jobs, results)
 	}
 	for i, job := range jobs {
-		if job.invite != nil {
+		if job.group != nil {
 			continue
 		}
 		if aborted != nil {
@@ -261,7 +285,7 @@ func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
 			results[i] = aborted
 			continue
 		}
-		results[i] = runJob(job, g.db)
+		results[i] = g.runJob(job)
 		if results[i] != nil {
 			// SQLite may have rolled the whole transaction back by itself
 			// (disk full, I/O error): then the savepoint is gone too.
@@ -342,71 +366,89 @@ func reply(batch []*txJob, results []error) {
 	}
 }
 
-// runInvites runs the batch's invites as one batch statement inside its own
-// savepoint; a failing statement rolls back alone and sends its invites to
-// the slow path. It returns an error only when the transaction can no longer
-// be trusted, and records it for the invites.
-func (g *groupCommitter) runInvites(batch []*txJob, results []error) (aborted error) {
-	var invites []*inviteJob
-	for i, job := range batch {
-		if job.invite == nil {
-			continue
-		}
-		if err := job.ctx.Err(); err != nil {
-			results[i] = err
-			continue
-		}
-		invites = append(invites, job.invite)
-	}
-	if len(invites) == 0 {
-		return nil
-	}
+// runGroups runs the jobs that belong to a group, each group (in the order
+// its first job came) in one call inside its own savepoint; a failing group
+// rolls back alone. It returns an error only when the transaction can no
+// longer be trusted, and records it for the grouped jobs.
+func (g *groupCommitter) runGroups(jobs []*txJob, results []error) (aborted error) {
 	defer func() {
 		if aborted != nil {
-			for i, job := range batch {
-				if job.invite != nil && results[i] == nil {
+			for i, job := range jobs {
+				if job.group != nil && results[i] == nil {
 					results[i] = aborted
 				}
 			}
 		}
 	}()
-	if err := g.exec("SAVEPOINT invites"); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	picked := pickBatch(invites)
-	g.hooks.inviteBatch(len(picked))
-	err := runJob(&txJob{ctx: context.Background(), fn: func(tx *gorm.DB) error {
-		return runSQLiteBatch(context.Background(), tx, g.now(), picked)
-	}}, g.db)
-	if err != nil {
-		notFound(picked)
-		if err := g.exec("ROLLBACK TO invites"); err != nil {
-			return fmt.Errorf("transaction aborted: %w", err)
+	var ran []jobGroup // almost always one: the invites
+	for i, job := range jobs {
+		if job.group == nil || slices.Contains(ran, job.group) {
+			continue
 		}
-	}
-	if err := g.exec("RELEASE invites"); err != nil {
-		return fmt.Errorf("release savepoint: %w", err)
+		ran = append(ran, job.group)
+		var members []*txJob
+		for j := i; j < len(jobs); j++ {
+			if jobs[j].group != job.group {
+				continue
+			}
+			if err := jobs[j].ctx.Err(); err != nil {
+				results[j] = err
+				continue
+			}
+			members = append(members, jobs[j])
+		}
+		if len(members) == 0 {
+			continue
+		}
+		if err := g.exec("SAVEPOINT batch"); err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+		err := g.runJob(&txJob{ctx: context.Background(), fn: func(tx *gorm.DB) error {
+			return job.group.runGroup(tx, members)
+		}})
+		if err != nil {
+			if err := g.exec("ROLLBACK TO batch"); err != nil {
+				return fmt.Errorf("transaction aborted: %w", err)
+			}
+		}
+		if err := g.exec("RELEASE batch"); err != nil {
+			return fmt.Errorf("release savepoint: %w", err)
+		}
 	}
 	return nil
 }
 
-// runJob runs one job's function, turning a panic into its error so that one
-// bad request cannot take the writer (and every other request) down.
+// runJob runs one job's function, turning a panic into its error (and a
+// log line: it is a bug) so that one bad request cannot take the writer
+// (and every other request) down.
 //
 // A job whose context ends while it waits is skipped (apply checks), but
 // once started it runs without its context's cancellation: the driver
 // answers a cancelled statement with sqlite3_interrupt, which may roll back
 // the whole shared transaction, every other job's work with it.
-func runJob(job *txJob, db *gorm.DB) (err error) {
+func (g *groupCommitter) runJob(job *txJob) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic in write transaction: %v", r)
+			g.log.Error("panic in a write transaction; the job is rolled back, the others go on", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	return job.fn(db.WithContext(context.WithoutCancel(job.ctx)))
+	return job.fn(g.db.WithContext(context.WithoutCancel(job.ctx)))
 }
 
-// Close stops the writer after the batch in progress and releases its connection.
+// running returns errClosed once Close was called, else nil.
+func (g *groupCommitter) running() error {
+	select {
+	case <-g.closed:
+		return errClosed
+	default:
+		return nil
+	}
+}
+
+// Close stops the writer after the batch in progress and releases its
+// connection. Every job submitted is answered: those in the transaction
+// being built by its commit, those still waiting with errClosed.
 func (g *groupCommitter) Close() error {
 	g.close.Do(func() { close(g.closed) })
 	<-g.done

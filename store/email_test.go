@@ -95,13 +95,13 @@ func TestEmailRule_Store(t *testing.T) {
 	if _, err := st.CreateWorkspace(ctx, "dev", "", "admin", "admin@localhost", store.EmailOptions{AllowLocalDomains: true}); err != nil {
 		t.Errorf("CreateWorkspace with local domains allowed: %v", err)
 	}
-	if _, err := st.AddMember(ctx, "acme", "kim", "kim@localhost", store.RoleMember, "t"); !errors.Is(err, store.ErrInvalid) {
+	if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@localhost", store.RoleMember, "t"); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("AddMember kim@localhost: got %v, want ErrInvalid", err)
 	}
-	if _, err := st.AddMember(ctx, "acme", "kim", "kim@localhost", store.RoleMember, "t", store.EmailOptions{AllowLocalDomains: true}); err != nil {
+	if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@localhost", store.RoleMember, "t", store.EmailOptions{AllowLocalDomains: true}); err != nil {
 		t.Errorf("AddMember kim@localhost with local domains allowed: %v", err)
 	}
-	if _, err := st.AddMember(ctx, "acme", "robot", "", store.RoleMember, "t"); err != nil {
+	if _, err := storetest.AddMember(ctx, st, "acme", "robot", "", store.RoleMember, "t"); err != nil {
 		t.Errorf("AddMember without email (service account): %v", err)
 	}
 	users, err := listUsers(ctx, st, mustMembership(t, st, "acme", "admin").Workspace.ID)

@@ -55,7 +55,7 @@ func (s *Store) CaptureStatementsForTest() func() []CapturedStatement {
 			mu.Unlock()
 		}
 	}
-	dbs := uniqueDBs(s.write, s.read)
+	dbs := []*gorm.DB{s.read} // on PostgreSQL also s.write
 	if s.committer != nil {
 		dbs = append(dbs, s.committer.db) // SQLite's writes run on the committer's own handle
 	}
@@ -84,7 +84,7 @@ func (s *Store) CaptureStatementsForTest() func() []CapturedStatement {
 // RawStatementsForTest are the per-request statements the store sends past
 // GORM, for this store's dialect.
 func (s *Store) RawStatementsForTest() []string {
-	if s.dialect == "postgres" {
+	if s.dialect == Postgres {
 		return []string{lockWorkspacesShared, inviteBatchPostgres}
 	}
 	stmts := []string{readBackInvitationSQLite}
@@ -100,7 +100,7 @@ func (s *Store) RawStatementsForTest() []string {
 // statement) with sequential scans disabled, so that a table small enough to
 // read whole still shows which index the planner can use.
 func (s *Store) ExplainForTest(ctx context.Context, sql string, vars []any) (string, error) {
-	if s.dialect != "postgres" {
+	if s.dialect != Postgres {
 		if vars == nil {
 			vars = make([]any, strings.Count(sql, "?"))
 		}
@@ -158,7 +158,7 @@ func (s *Store) ExplainForTest(ctx context.Context, sql string, vars []any) (str
 // HasIndexForTest tells whether the table of model (an empty model value,
 // such as &OutboxMessage{}) has an index called name.
 func (s *Store) HasIndexForTest(model any, name string) bool {
-	return s.write.Migrator().HasIndex(model, name)
+	return s.read.Migrator().HasIndex(model, name)
 }
 
 // WorkspaceForTest reads the workspace called name as stored.

@@ -43,5 +43,5 @@ func (s *Store) DBs() map[string]*sql.DB {
 		return map[string]*sql.DB{"sqlite_read": r, "sqlite_write": s.committer.pool}
 	}
 	db, _ := s.write.DB()
-	return map[string]*sql.DB{s.dialect: db}
+	return map[string]*sql.DB{string(s.dialect): db}
 }

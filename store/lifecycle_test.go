@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"controlplane/store"
+	"controlplane/store/storetest"
 )
 
 func mustInvite(t *testing.T, st *store.Store, ws store.Workspace, email string) store.Invitation {
@@ -101,7 +102,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 		})
 
 		t.Run("RemovedMembersKeysAreRevoked", func(t *testing.T) {
-			if _, err := st.AddMember(ctx, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
 				t.Fatal(err)
 			}
 			key, _, err := st.CreateAPIKey(ctx, "acme", "kim")
@@ -111,7 +112,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 			if err := st.RemoveUser(ctx, "acme", "kim", "admin-acme"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := st.AddMember(ctx, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := st.LookupAPIKey(ctx, key); !errors.Is(err, store.ErrNotFound) {
@@ -179,7 +180,7 @@ func TestLifecycle_Races(t *testing.T) {
 				default:
 					t.Errorf("round %d: accept %v, revoke %v", i, acceptErr, revokeErr)
 				}
-				if _, err := st.PendingInvitation(ctx, ws.ID, email); !errors.Is(err, store.ErrNotFound) {
+				if _, err := storetest.PendingInvitation(ctx, st, ws.ID, email); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("round %d: invitation still pending after the race", i)
 				}
 			}
@@ -197,7 +198,7 @@ func TestLifecycle_Races(t *testing.T) {
 				}
 				race(func() { st.Accept(ctx, "acme", email, email) }, reinvite, reinvite, reinvite)
 				_, memberErr := st.Membership(ctx, "acme", email)
-				_, pendingErr := st.PendingInvitation(ctx, ws.ID, email)
+				_, pendingErr := storetest.PendingInvitation(ctx, st, ws.ID, email)
 				if memberErr == nil && pendingErr == nil {
 					t.Errorf("round %d: %s is a member and still has a pending invitation", i, email)
 				}
@@ -218,7 +219,7 @@ func TestLifecycle_Races(t *testing.T) {
 				}
 			}
 			got := invitationStatuses(t, st, ws)
-			counts, _ := st.CountRows(ctx)
+			counts, _ := storetest.CountRows(ctx, st)
 			if int64(got["member"]) != counts["members"] {
 				t.Errorf("members listed %d, rows %d", got["member"], counts["members"])
 			}
@@ -227,7 +228,7 @@ func TestLifecycle_Races(t *testing.T) {
 		t.Run("RoleChangeVsRemoval", func(t *testing.T) {
 			for i := range rounds {
 				sub := "rr" + string(rune('a'+i))
-				if _, err := st.AddMember(ctx, "acme", sub, sub+"@example.com", store.RoleMember, "t"); err != nil {
+				if _, err := storetest.AddMember(ctx, st, "acme", sub, sub+"@example.com", store.RoleMember, "t"); err != nil {
 					t.Fatal(err)
 				}
 				var roleErr, removeErr error
@@ -253,7 +254,7 @@ func TestLifecycle_Races(t *testing.T) {
 				name := "trio" + string(rune('a'+i))
 				mustWorkspace(t, st, name)
 				for _, sub := range []string{"u1", "u2"} {
-					if _, err := st.AddMember(ctx, name, sub, sub+"@example.com", store.RoleAdmin, "t"); err != nil {
+					if _, err := storetest.AddMember(ctx, st, name, sub, sub+"@example.com", store.RoleAdmin, "t"); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -277,7 +278,7 @@ func TestLifecycle_Races(t *testing.T) {
 			for i := range rounds {
 				name := "duo" + string(rune('a'+i))
 				mustWorkspace(t, st, name)
-				if _, err := st.AddMember(ctx, name, "second", "second@example.com", store.RoleAdmin, "t"); err != nil {
+				if _, err := storetest.AddMember(ctx, st, name, "second", "second@example.com", store.RoleAdmin, "t"); err != nil {
 					t.Fatal(err)
 				}
 				errs := make([]error, 2)

@@ -243,7 +243,7 @@ func (s *Store) readSnapshot(ctx context.Context, fn func(tx *gorm.DB) error) er
 		ctx = context.WithoutCancel(ctx)
 	}
 	opts := &sql.TxOptions{ReadOnly: true}
-	if s.dialect == "postgres" {
+	if s.dialect == Postgres {
 		opts.Isolation = sql.LevelRepeatableRead
 	}
 	return s.read.WithContext(ctx).Transaction(fn, opts)

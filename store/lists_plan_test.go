@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"controlplane/store"
+	"controlplane/store/storetest"
 )
 
 // The lists' statements read their order from an index (no sort, no scan
@@ -21,7 +22,7 @@ func TestLists_Plans(t *testing.T) {
 		ws := mustWorkspace(t, st, "acme")
 		for i := range 300 {
 			mustInvite(t, st, ws, fmt.Sprintf("i%d@example.com", i))
-			if _, err := st.AddMember(ctx, "acme", fmt.Sprintf("m%d", i), "", store.RoleMember, "admin-acme"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("m%d", i), "", store.RoleMember, "admin-acme"); err != nil {
 				t.Fatal(err)
 			}
 		}

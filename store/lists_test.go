@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"controlplane/store"
+	"controlplane/store/storetest"
 )
 
 // listUsers reads a workspace's whole user list.
@@ -66,7 +67,7 @@ func TestLists_UsersOrderAndPages(t *testing.T) {
 			if i != 2 {
 				clk.Advance(time.Millisecond)
 			}
-			if _, err := st.AddMember(ctx, "acme", fmt.Sprintf("m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "admin-acme"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "admin-acme"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -128,7 +129,7 @@ func TestLists_PendingInvitationsFor(t *testing.T) {
 			name := fmt.Sprintf("ws%d", i)
 			ws := mustWorkspace(t, st, name)
 			for j := range i { // ws<i> has 1 + i members
-				if _, err := st.AddMember(ctx, name, fmt.Sprintf("u%d", j), "", store.RoleMember, "admin-"+name); err != nil {
+				if _, err := storetest.AddMember(ctx, st, name, fmt.Sprintf("u%d", j), "", store.RoleMember, "admin-"+name); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -201,7 +202,7 @@ func TestLists_ResumeAfterInsertsAndStop(t *testing.T) {
 		// invitation is accepted (after it: seen as the member? no, the
 		// members were passed; it leaves the invitations), one is added.
 		clk.Advance(time.Millisecond)
-		if _, err := st.AddMember(ctx, "acme", "new", "new@acme.test", store.RoleMember, "admin-acme"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "new", "new@acme.test", store.RoleMember, "admin-acme"); err != nil {
 			t.Fatal(err)
 		}
 		mustInvite(t, st, ws, "later@example.com")

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"controlplane/store"
+	"controlplane/store/storetest"
 )
 
 // storedAndCounted returns the workspace's stored MemberCount and its
@@ -41,7 +42,7 @@ func TestMemberCount(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
 		ctx := context.Background()
 		ws := mustWorkspace(t, st, "acme")
-		if _, err := st.AddMember(ctx, "acme", "m0", "m0@acme.test", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "m0", "m0@acme.test", store.RoleMember, "test"); err != nil {
 			t.Fatal(err)
 		}
 		const n = 12

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/libtnb/sqlite"
 	"gorm.io/gorm"
 )
 
@@ -14,19 +15,28 @@ const migrationLockID = 727274001
 // Migrate creates or upgrades the schema. It is idempotent; `serve` runs it
 // at start-up and the `migrate` command runs it alone.
 func (s *Store) Migrate(ctx context.Context) error {
-	db := s.write.WithContext(ctx)
-	if s.dialect == "postgres" {
-		// A session-level advisory lock must be taken and released on the
-		// same connection: hold one for the whole migration.
-		return db.Connection(func(conn *gorm.DB) error {
-			if err := conn.Exec("SELECT pg_advisory_lock(?)", migrationLockID).Error; err != nil {
-				return fmt.Errorf("take migration lock: %w", err)
-			}
-			defer conn.Exec("SELECT pg_advisory_unlock(?)", migrationLockID)
-			return autoMigrate(conn)
-		})
+	if s.dialect == SQLite {
+		// On a connection of its own, opened for the migration: the
+		// writer's must never leave its goroutine, and the readers are
+		// read-only. The database file's lock keeps it apart from writes.
+		db, err := gorm.Open(sqlite.Open(s.migrateDSN), s.gormConfig(false))
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(1)
+		defer sqlDB.Close()
+		return autoMigrate(db.WithContext(ctx))
 	}
-	return autoMigrate(db)
+	// A session-level advisory lock must be taken and released on the
+	// same connection: hold one for the whole migration.
+	return s.write.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+		if err := conn.Exec("SELECT pg_advisory_lock(?)", migrationLockID).Error; err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		defer conn.Exec("SELECT pg_advisory_unlock(?)", migrationLockID)
+		return autoMigrate(conn)
+	})
 }
 
 // replacedIndexes were made by earlier versions and are now covered by
@@ -65,7 +75,7 @@ func autoMigrate(db *gorm.DB) error {
 // between the count and the write; SQLite's single writer does the same.
 func recountMembers(db *gorm.DB) error {
 	return db.Transaction(func(tx *gorm.DB) error {
-		if tx.Dialector.Name() == "postgres" {
+		if Dialect(tx.Dialector.Name()) == Postgres {
 			if err := tx.Exec("LOCK TABLE members IN SHARE MODE").Error; err != nil {
 				return fmt.Errorf("recount members: %w", err)
 			}

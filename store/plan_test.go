@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"controlplane/store"
+	"controlplane/store/storetest"
 )
 
 // The plan tests catch, without timing anything, a per-request statement
@@ -145,9 +146,9 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 			_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: email, TTL: ttl})
 			return err
 		}
-		_, err = st.AddMember(ctx, "acme", "robot", "", store.RoleMember, "admin-acme")
+		_, err = storetest.AddMember(ctx, st, "acme", "robot", "", store.RoleMember, "admin-acme")
 		must("add service account", err)
-		_, err = st.AddMember(ctx, "acme", "bob", "bob@acme.test", store.RoleMember, "admin-acme")
+		_, err = storetest.AddMember(ctx, st, "acme", "bob", "bob@acme.test", store.RoleMember, "admin-acme")
 		must("add bob", err)
 		must("invite carol", invite("carol@acme.test", time.Hour))
 		if err := invite("bob@acme.test", time.Hour); err == nil {
@@ -156,7 +157,7 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		must("invite dave", invite("dave@acme.test", time.Minute))
 		clk.Advance(2 * time.Minute)
 		must("re-invite dave after expiry (slow path)", invite("dave@acme.test", time.Hour))
-		_, err = st.PendingInvitation(ctx, ws.ID, "carol@acme.test")
+		_, err = storetest.PendingInvitation(ctx, st, ws.ID, "carol@acme.test")
 		must("pending invitation", err)
 		_, err = st.Membership(ctx, "acme", "bob")
 		must("membership", err)

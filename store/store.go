@@ -8,6 +8,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -56,18 +57,31 @@ func codedf(kind error, code, format string, args ...any) error {
 	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// Store is the database handle. Writes go through write; reads through read.
-// On SQLite write is a single connection (SQLite has one writer anyway, and a
-// pool of writers only adds SQLITE_BUSY back-off); read is a small pool that
-// WAL lets run beside the writer. On PostgreSQL both are the same pool.
+// Store is the database handle. Writes go through inTx, reads through
+// read. On SQLite every write transaction runs on the group committer's one
+// connection (SQLite has one writer anyway, and a pool of writers only adds
+// SQLITE_BUSY back-off), and read is a small pool that WAL lets run beside
+// it. On PostgreSQL write and read are the same pool.
 type Store struct {
-	write     *gorm.DB
+	write     *gorm.DB // PostgreSQL only (SQLite writes through committer)
 	read      *gorm.DB
 	committer *groupCommitter // SQLite only: every write transaction goes through it
-	batcher   *inviteBatcher  // PostgreSQL only: the common case of Invite, batched (SQLite batches in the committer)
-	dialect   string
+	invites   inviteBatcher   // the common case of Invite, batched (batch.go)
+	dialect   Dialect
 	now       func() time.Time
+	log       *slog.Logger
+	// migrateDSN opens the connection Migrate runs on (SQLite; closed after).
+	migrateDSN string
 }
+
+// Dialect is the kind of database behind a store.
+type Dialect string
+
+// The dialects Open supports.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
 
 // Defaults of Options' zero fields; the CLI flags take theirs from here, so
 // each is written once.
@@ -91,6 +105,9 @@ type Options struct {
 	Now func() time.Time
 	// Hooks observe the store's work (metrics); zero: nothing is observed.
 	Hooks Hooks
+	// Logger gets what only the store sees (a panic in a write
+	// transaction, a bug); nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // maxInviteBatch bounds the invites in one batch statement.
@@ -100,7 +117,7 @@ const (
 )
 
 // Dialect names the database behind the store: "sqlite" or "postgres".
-func (s *Store) Dialect() string { return s.dialect }
+func (s *Store) Dialect() string { return string(s.dialect) }
 
 // IsPostgresDSN tells whether dsn selects PostgreSQL.
 func IsPostgresDSN(dsn string) bool {
@@ -158,16 +175,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }}
-	cfg := func(prepare bool) *gorm.Config {
-		return &gorm.Config{
-			TranslateError:         true,
-			NowFunc:                s.now,
-			Logger:                 logger.Discard,
-			SkipDefaultTransaction: true,
-			PrepareStmt:            prepare,
-		}
+	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
 	}
+	cfg := s.gormConfig
 	if IsPostgresDSN(dsn) {
 		// No GORM statement cache: database/sql re-prepares for every
 		// transaction (an extra round trip), while pgx already caches
@@ -190,7 +202,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sqlDB.SetMaxOpenConns(opts.MaxOpenConns)
 		sqlDB.SetMaxIdleConns(opts.MaxOpenConns)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-		s.write, s.read, s.dialect = db, db, "postgres"
+		s.write, s.read, s.dialect = db, db, Postgres
 	} else {
 		path, err := sqlitePath(dsn)
 		if err != nil {
@@ -205,22 +217,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// NORMAL and fsyncs the WAL itself before answering (committer.go).
 		params := "_texttotime=1&_inttotime=1&_time_format=sqlite&_pragma=journal_mode(WAL)" +
 			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_pragma=temp_store(memory)"
-		// w serves Migrate (before any write) and opens nothing else.
-		w, err := gorm.Open(sqlite.Open(path+"?_txlock=immediate&"+params), cfg(false))
-		if err != nil {
-			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
-		}
-		wDB, _ := w.DB()
-		wDB.SetMaxOpenConns(1)
-		wDB.SetMaxIdleConns(1)
-		wDB.SetConnMaxIdleTime(0)
+		s.migrateDSN = path + "?_txlock=immediate&" + params
 		// Readers keep a 512 KiB page cache each instead of SQLite's 2 MiB:
 		// 32 readers would otherwise hold up to 64 MiB of cache after a burst
 		// of reads (make bench: an unpaged 10,000-entry list peaked at 116 MB
 		// RSS); the OS page cache still holds the file.
 		r, err := gorm.Open(sqlite.Open(path+"?_pragma=query_only(1)&_pragma=cache_size(-512)&"+params), cfg(true))
 		if err != nil {
-			wDB.Close()
 			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 		}
 		rDB, _ := r.DB()
@@ -229,7 +232,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		rDB.SetConnMaxIdleTime(0)
 		pool, err := sql.Open(sqlite.DriverName, path+"?"+params)
 		if err == nil {
-			s.committer, err = newGroupCommitter(ctx, pool, s.now, opts.Hooks, func(conn gorm.ConnPool) (*gorm.DB, error) {
+			s.committer, err = newGroupCommitter(ctx, pool, s.now, opts.Hooks, s.log, func(conn gorm.ConnPool) (*gorm.DB, error) {
 				c := cfg(true)
 				c.DisableAutomaticPing = true // a *sql.Conn has no Ping that GORM's statement cache can reach
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
@@ -239,23 +242,22 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			}
 		}
 		if err != nil {
-			wDB.Close()
 			rDB.Close()
 			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 		}
-		s.write, s.read, s.dialect = w, r, "sqlite"
+		s.read, s.dialect = r, SQLite
+		s.invites = &sqliteInvites{committer: s.committer, now: s.now, hooks: opts.Hooks, log: s.log, run: runSQLiteBatch}
 	}
 	if err := finishStartedReads(s.read); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if s.dialect == "postgres" {
+	if s.dialect == Postgres {
 		workers := opts.InviteWorkers
 		if workers <= 0 {
 			workers = DefaultInviteWorkers
 		}
-		s.batcher = newInviteBatcher(workers, maxInviteBatch, s.now, s.runPostgresBatch)
-		s.batcher.hooks = opts.Hooks
+		s.invites = newPostgresInvites(workers, maxInviteBatch, s.now, opts.Hooks, s.log, s.runPostgresBatch)
 	}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
@@ -331,18 +333,34 @@ func finishStartedReads(db *gorm.DB) error {
 	)
 }
 
-// Ping checks that the database answers.
+// gormConfig is the configuration of every GORM handle: errors translated
+// to gorm.ErrDuplicatedKey and the like, the store's clock, no log, no
+// implicit transactions; prepare keeps statements prepared per connection.
+func (s *Store) gormConfig(prepare bool) *gorm.Config {
+	return &gorm.Config{
+		TranslateError:         true,
+		NowFunc:                s.now,
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		PrepareStmt:            prepare,
+	}
+}
+
+// Ping checks that the database answers. On SQLite it asks a reader and
+// checks that the writer still runs; pinging the writer's connection itself
+// could interrupt the transaction in progress (a cancelled ping is an
+// sqlite3_interrupt).
 func (s *Store) Ping(ctx context.Context) error {
-	for _, db := range []*gorm.DB{s.write, s.read} {
-		sqlDB, err := db.DB()
-		if err != nil {
-			return err
-		}
-		if err := sqlDB.PingContext(ctx); err != nil {
+	if s.committer != nil {
+		if err := s.committer.running(); err != nil {
 			return err
 		}
 	}
-	return nil
+	sqlDB, err := s.read.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
 }
 
 // inTx runs fn in a write transaction: on SQLite through the group
@@ -385,25 +403,16 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 // Close releases every connection.
 func (s *Store) Close() error {
 	var errs []error
-	if s.batcher != nil {
-		s.batcher.Close()
+	if s.invites != nil {
+		s.invites.close()
 	}
 	if s.committer != nil {
 		errs = append(errs, s.committer.Close())
 	}
-	for _, db := range uniqueDBs(s.write, s.read) {
-		if sqlDB, err := db.DB(); err == nil {
-			errs = append(errs, sqlDB.Close())
-		}
+	if sqlDB, err := s.read.DB(); err == nil {
+		errs = append(errs, sqlDB.Close()) // on PostgreSQL also s.write
 	}
 	return errors.Join(errs...)
-}
-
-func uniqueDBs(a, b *gorm.DB) []*gorm.DB {
-	if a == b {
-		return []*gorm.DB{a}
-	}
-	return []*gorm.DB{a, b}
 }
 
 // RedactDSN hides the password of a URL-style DSN so it never reaches a log.

@@ -89,7 +89,7 @@ func TestInvitations_Create(t *testing.T) {
 
 		t.Run("ReinviteRefreshesExpiry", func(t *testing.T) {
 			clk.Advance(10 * time.Minute)
-			if _, err := st.AddMember(ctx, "acme", "other-admin", "", store.RoleAdmin, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "other-admin", "", store.RoleAdmin, "test"); err != nil {
 				t.Fatal(err)
 			}
 			again, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "other-admin", Email: "BOB@example.com", TTL: time.Hour})
@@ -116,14 +116,14 @@ func TestInvitations_Create(t *testing.T) {
 			if fresh.ID == inv.ID {
 				t.Errorf("expired invitation %d was reused", inv.ID)
 			}
-			counts, _ := st.CountRows(ctx)
+			counts, _ := storetest.CountRows(ctx, st)
 			if counts["invitations"] != 2 {
 				t.Errorf("invitations: got %d rows, want 2 (old one kept as history)", counts["invitations"])
 			}
 		})
 
 		t.Run("Authorization", func(t *testing.T) {
-			if _, err := st.AddMember(ctx, "acme", "plain", "plain@acme.test", store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "plain", "plain@acme.test", store.RoleMember, "test"); err != nil {
 				t.Fatal(err)
 			}
 			_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "plain", Email: "x@example.com", TTL: time.Hour})
@@ -178,7 +178,7 @@ func TestInvitations_ConcurrentIdentical(t *testing.T) {
 				t.Errorf("invite %d returned id %d, want %d", i, ids[i], ids[0])
 			}
 		}
-		counts, err := st.CountRows(ctx)
+		counts, err := storetest.CountRows(ctx, st)
 		if err != nil {
 			t.Fatal(err)
 		}

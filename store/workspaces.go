@@ -79,33 +79,3 @@ func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Memb
 	}
 	return Membership{Workspace: row.Workspace, Role: row.Role}, nil
 }
-
-// AddMember adds sub to the workspace called workspaceName with role.
-// Returns ErrNotFound for an unknown workspace, ErrConflict if sub is already
-// a member, ErrInvalid for a bad role or an email CheckEmail refuses (with
-// emails[0] when given); an empty email is a service account's.
-func (s *Store) AddMember(ctx context.Context, workspaceName, sub, email, role, by string, emails ...EmailOptions) (Member, error) {
-	if role != RoleAdmin && role != RoleMember {
-		return Member{}, errorf(ErrInvalid, "role must be %q or %q", RoleAdmin, RoleMember)
-	}
-	email = NormalizeEmail(email)
-	if err := checkMemberEmail(email, emails); err != nil {
-		return Member{}, err
-	}
-	var ws Workspace
-	if err := s.read.WithContext(ctx).Where("name = ?", workspaceName).Take(&ws).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return Member{}, errorf(ErrNotFound, "workspace %q does not exist", workspaceName)
-		}
-		return Member{}, err
-	}
-	m := Member{WorkspaceID: ws.ID, Sub: sub, Email: email, Role: role,
-		Audit: Audit{CreatedBy: by, UpdatedBy: by}}
-	if err := s.inTx(ctx, func(tx *gorm.DB) error { return createMember(tx, &m) }); err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			return Member{}, errorf(ErrConflict, "%q is already a member of %q", sub, workspaceName)
-		}
-		return Member{}, err
-	}
-	return m, nil
-}

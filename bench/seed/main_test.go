@@ -31,7 +31,7 @@ func TestSeed_RowsActLikeTheApps(t *testing.T) {
 			}
 			st := storetest.OpenDSN(t, dsn, store.Options{})
 
-			counts, err := st.CountRows(ctx)
+			counts, err := storetest.CountRows(ctx, st)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +52,7 @@ func TestSeed_RowsActLikeTheApps(t *testing.T) {
 			if _, err := invite("USER-7@Big.test"); !errors.Is(err, store.ErrConflict) {
 				t.Errorf("invite of a seeded member's email: got %v, want ErrConflict", err)
 			}
-			seeded, err := st.PendingInvitation(ctx, m.Workspace.ID, "invitee-5@big.test")
+			seeded, err := storetest.PendingInvitation(ctx, st, m.Workspace.ID, "invitee-5@big.test")
 			if err != nil {
 				t.Fatalf("seeded pending invitation: %v", err)
 			}

@@ -53,6 +53,7 @@ func OpenDSN(tb testing.TB, dsn string, opts store.Options) *store.Store {
 		tb.Fatalf("open store: %v", err)
 	}
 	tb.Cleanup(func() { st.Close() })
+	track(tb, st, dsn, opts.Now)
 	if err := st.Migrate(context.Background()); err != nil {
 		tb.Fatalf("migrate: %v", err)
 	}

@@ -1,0 +1,185 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// postgresInvites runs the batches on workers of its own, each batch on its
+// own connection: a worker takes the first invite that comes, adds those
+// already waiting (up to maxBatch) and runs them.
+type postgresInvites struct {
+	jobs     chan *inviteJob
+	closed   chan struct{}
+	closing  sync.Once
+	workers  sync.WaitGroup
+	maxBatch int
+	now      func() time.Time
+	hooks    Hooks
+	log      *slog.Logger
+	// run is Store.runPostgresBatch; tests put a failing one in its place
+	// before the first invite.
+	run func(ctx context.Context, now time.Time, batch []*inviteJob) error
+}
+
+// batchTimeout bounds one PostgreSQL batch (lock waits included). A
+// variable for tests only.
+var batchTimeout = 10 * time.Second
+
+func newPostgresInvites(workers, maxBatch int, now func() time.Time, hooks Hooks, log *slog.Logger,
+	run func(ctx context.Context, now time.Time, batch []*inviteJob) error) *postgresInvites {
+	b := &postgresInvites{jobs: make(chan *inviteJob), closed: make(chan struct{}), maxBatch: maxBatch,
+		now: now, hooks: hooks, log: log, run: run}
+	b.workers.Add(workers)
+	for range workers {
+		go b.work()
+	}
+	return b
+}
+
+func (b *postgresInvites) invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
+	job := &inviteJob{p: p, done: make(chan struct{})}
+	select {
+	case b.jobs <- job:
+	case <-b.closed:
+		return false, errClosed
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	// Once taken, the batch runs to its commit whatever this caller does:
+	// waiting for it keeps the answer true to what was stored.
+	<-job.done
+	*inv = job.inv
+	return job.found, nil
+}
+
+func (b *postgresInvites) work() {
+	defer b.workers.Done()
+	batch := make([]*inviteJob, 0, b.maxBatch)
+	for {
+		select {
+		case job := <-b.jobs:
+			batch = append(batch[:0], job)
+		case <-b.closed:
+			return
+		}
+	collect:
+		for len(batch) < b.maxBatch {
+			select {
+			case job := <-b.jobs:
+				batch = append(batch, job)
+			default:
+				break collect
+			}
+		}
+		b.runBatch(batch)
+	}
+}
+
+func (b *postgresInvites) runBatch(batch []*inviteJob) {
+	defer func() {
+		for _, job := range batch {
+			close(job.done)
+		}
+	}()
+	// Not the callers' contexts (a batch serves many), but bounded: a batch
+	// stuck behind a lock or a dead connection fails, and its callers take
+	// the slow path under their own contexts.
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	now := b.now()
+	settle(batch, b.hooks, b.log, func(picked []*inviteJob) error { return b.run(ctx, now, picked) })
+}
+
+// close stops the workers after their current batch; later invites get errClosed.
+func (b *postgresInvites) close() {
+	b.closing.Do(func() { close(b.closed) })
+	b.workers.Wait()
+}
+
+// batchColumns are the per-invite inputs of the batch statement, in order.
+func batchColumns(batch []*inviteJob) (workspaces, callers, emails, roles []string) {
+	n := len(batch)
+	workspaces, callers, emails, roles = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, job := range batch {
+		workspaces[i], callers[i], emails[i], roles[i] = job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role
+	}
+	return workspaces, callers, emails, roles
+}
+
+// lockWorkspacesShared takes the batch's workspace rows in shared mode (in id
+// order): invites run side by side, but not beside accept, removal or role
+// changes, which take the row FOR UPDATE.
+const lockWorkspacesShared = `SELECT 1 FROM workspaces WHERE name = ANY($1::text[]) ORDER BY id FOR SHARE`
+
+// inviteBatchPostgres is the batch as one data-modifying CTE: invitations
+// and their queued emails.
+var inviteBatchPostgres = `
+WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS j(ws, caller, email, role)`, "$1", "$2", "$2", invitationColumns) + `
+), queued AS (
+` + enqueueEmails(`SELECT id, 'pending', $2, $2, $2 FROM inv`) + `
+)
+SELECT * FROM inv`
+
+// runPostgresBatch runs a batch in one round trip: lockWorkspacesShared and
+// inviteBatchPostgres pipelined as one pgx batch. Before its single Sync the
+// two statements form one implicit transaction (committed or rolled back
+// together), and in READ COMMITTED the second takes its snapshot after the
+// first got the locks, so it sees any accept or removal that held them: it
+// cannot re-invite someone who just became a member.
+func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*inviteJob) error {
+	sqlDB, err := s.write.DB()
+	if err != nil {
+		return err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	workspaces, callers, emails, roles := batchColumns(batch)
+	return conn.Raw(func(driverConn any) error {
+		pc := driverConn.(validatingConn).Conn()
+		pb := &pgx.Batch{}
+		pb.Queue(lockWorkspacesShared, workspaces)
+		pb.Queue(inviteBatchPostgres, now.Add(batch[0].p.TTL), now, workspaces, callers, emails, roles)
+		results := pc.SendBatch(ctx, pb)
+		if _, err := results.Exec(); err != nil {
+			results.Close()
+			return fmt.Errorf("lock workspaces: %w", err)
+		}
+		rows, err := results.Query()
+		if err != nil {
+			results.Close()
+			return fmt.Errorf("invite batch: %w", err)
+		}
+		var delivered []Invitation
+		for rows.Next() {
+			var inv Invitation
+			if err := scanInvitation(rows, &inv); err != nil {
+				rows.Close()
+				results.Close()
+				return fmt.Errorf("invite batch: %w", err)
+			}
+			delivered = append(delivered, inv)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			results.Close()
+			return fmt.Errorf("invite batch: %w", err)
+		}
+		// The Sync commits both statements; only then are the rows real.
+		if err := results.Close(); err != nil {
+			return fmt.Errorf("invite batch commit: %w", err)
+		}
+		for _, inv := range delivered {
+			deliver(batch, inv)
+		}
+		return nil
+	})
+}
