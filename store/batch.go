@@ -41,7 +41,6 @@ type inviteJob struct {
 	inv   Invitation
 	found bool
 	done  chan struct{} // PostgreSQL: closed once the batch is over
-	tx    txJob         // SQLite: the job the group committer runs
 }
 
 // settle runs one batch: it picks the invites one statement can settle and

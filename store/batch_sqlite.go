@@ -25,9 +25,16 @@ type sqliteInvites struct {
 	run func(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error
 }
 
+// sqliteInviteJob is an invite and its job for the committer, allocated
+// together.
+type sqliteInviteJob struct {
+	inviteJob
+	tx txJob
+}
+
 func (b *sqliteInvites) invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
-	job := &inviteJob{p: p}
-	job.tx = txJob{ctx: ctx, group: b, item: job}
+	job := &sqliteInviteJob{inviteJob: inviteJob{p: p}}
+	job.tx = txJob{ctx: ctx, group: b, item: &job.inviteJob}
 	if err := b.committer.doGrouped(&job.tx); err != nil {
 		return false, err
 	}
