@@ -22,96 +22,94 @@ import (
 // was cancelled is discarded or reset, never handed on dirty (issue 9: on
 // PostgreSQL it got "driver: bad connection").
 func TestAbort_CancelledCallsDoNotHurtOthers(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			st := storetest.Open(t, dialect, store.Options{MaxOpenConns: 2})
-			ctx := context.Background()
-			big, small := mustWorkspace(t, st, "big"), mustWorkspace(t, st, "small")
-			invite := func(ctx context.Context, ws store.Workspace, email string) (store.Invitation, error) {
-				return st.Invite(ctx, store.InviteParams{Workspace: ws.Name, Caller: "admin-" + ws.Name, Email: email, TTL: time.Hour})
-			}
-			// A list long enough that cancelling it often lands mid-read.
-			seed := make([]store.InviteParams, 3000)
-			for i := range seed {
-				seed[i] = store.InviteParams{Workspace: "big", Caller: "admin-big", Email: fmt.Sprintf("seed-%d@example.com", i), TTL: time.Hour}
-			}
-			if err := st.InviteBatchForTest(ctx, seed); err != nil {
-				t.Fatal(err)
-			}
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		st := storetest.Open(t, dialect, store.Options{MaxOpenConns: 2})
+		ctx := context.Background()
+		big, small := mustWorkspace(t, st, "big"), mustWorkspace(t, st, "small")
+		invite := func(ctx context.Context, ws store.Workspace, email string) (store.Invitation, error) {
+			return st.Invite(ctx, store.InviteParams{Workspace: ws.Name, Caller: "admin-" + ws.Name, Email: email, TTL: time.Hour})
+		}
+		// A list long enough that cancelling it often lands mid-read.
+		seed := make([]store.InviteParams, 3000)
+		for i := range seed {
+			seed[i] = store.InviteParams{Workspace: "big", Caller: "admin-big", Email: fmt.Sprintf("seed-%d@example.com", i), TTL: time.Hour}
+		}
+		if err := st.InviteBatchForTest(ctx, seed); err != nil {
+			t.Fatal(err)
+		}
 
-			stop := make(chan struct{})
-			var heavy sync.WaitGroup
-			var cancelled, heavyCalls atomic.Int64
-			for w := range 3 {
-				heavy.Add(1)
-				go func() {
-					defer heavy.Done()
-					for i := 0; ; i++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						cctx, cancel := context.WithCancel(ctx)
-						timer := time.AfterFunc(time.Duration(i%16)*500*time.Microsecond, cancel)
-						var err error
-						switch i % 4 {
-						case 0, 1:
-							_, err = listUsers(cctx, st, big.ID)
-						case 2:
-							_, err = st.Membership(cctx, "big", "admin-big")
-						case 3: // writes: whole or not at all, and never another's undoing
-							if i%8 == 3 {
-								_, err = invite(cctx, big, fmt.Sprintf("heavy-%d-%d@example.com", w, i))
-							} else {
-								_, err = st.UpdateRole(cctx, "big", fmt.Sprintf("seed-%d@example.com", i%3000), store.RoleAdmin, "admin-big")
-							}
-						}
-						timer.Stop()
-						heavyCalls.Add(1)
-						wasCancelled := cctx.Err() != nil
-						cancel()
-						switch {
-						case err == nil:
-						case wasCancelled: // cut off: the driver may say so in its own words
-							cancelled.Add(1)
-						default:
-							t.Errorf("a call failed before its cancellation: %v", err)
+		stop := make(chan struct{})
+		var heavy sync.WaitGroup
+		var cancelled, heavyCalls atomic.Int64
+		for w := range 3 {
+			heavy.Add(1)
+			go func() {
+				defer heavy.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					cctx, cancel := context.WithCancel(ctx)
+					timer := time.AfterFunc(time.Duration(i%16)*500*time.Microsecond, cancel)
+					var err error
+					switch i % 4 {
+					case 0, 1:
+						_, err = listUsers(cctx, st, big.ID)
+					case 2:
+						_, err = st.Membership(cctx, "big", "admin-big")
+					case 3: // writes: whole or not at all, and never another's undoing
+						if i%8 == 3 {
+							_, err = invite(cctx, big, fmt.Sprintf("heavy-%d-%d@example.com", w, i))
+						} else {
+							_, err = st.UpdateRole(cctx, "big", fmt.Sprintf("seed-%d@example.com", i%3000), store.RoleAdmin, "admin-big")
 						}
 					}
-				}()
-			}
-
-			var calls, failed int
-			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); calls++ {
-				var err error
-				switch calls % 3 {
-				case 0:
-					_, err = listUsers(ctx, st, small.ID)
-				case 1:
-					_, err = st.Membership(ctx, "small", "admin-small")
-				case 2:
-					_, err = invite(ctx, small, fmt.Sprintf("steady-%d@example.com", calls))
-				}
-				if err != nil {
-					failed++
-					if failed <= 5 {
-						t.Errorf("steady call %d failed: %v", calls, err)
+					timer.Stop()
+					heavyCalls.Add(1)
+					wasCancelled := cctx.Err() != nil
+					cancel()
+					switch {
+					case err == nil:
+					case wasCancelled: // cut off: the driver may say so in its own words
+						cancelled.Add(1)
+					default:
+						t.Errorf("a call failed before its cancellation: %v", err)
 					}
 				}
+			}()
+		}
+
+		var calls, failed int
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); calls++ {
+			var err error
+			switch calls % 3 {
+			case 0:
+				_, err = listUsers(ctx, st, small.ID)
+			case 1:
+				_, err = st.Membership(ctx, "small", "admin-small")
+			case 2:
+				_, err = invite(ctx, small, fmt.Sprintf("steady-%d@example.com", calls))
 			}
-			close(stop)
-			heavy.Wait()
-			if failed > 0 {
-				t.Errorf("%d of %d steady calls failed", failed, calls)
+			if err != nil {
+				failed++
+				if failed <= 5 {
+					t.Errorf("steady call %d failed: %v", calls, err)
+				}
 			}
-			if cancelled.Load() == 0 {
-				t.Errorf("no call was cut off by its cancellation: the test raced nothing")
-			}
-			t.Logf("%s: %d steady calls (%d failed) beside %d calls, %d of them cut off by their cancellation",
-				dialect, calls, failed, heavyCalls.Load(), cancelled.Load())
-		})
-	}
+		}
+		close(stop)
+		heavy.Wait()
+		if failed > 0 {
+			t.Errorf("%d of %d steady calls failed", failed, calls)
+		}
+		if cancelled.Load() == 0 {
+			t.Errorf("no call was cut off by its cancellation: the test raced nothing")
+		}
+		t.Logf("%s: %d steady calls (%d failed) beside %d calls, %d of them cut off by their cancellation",
+			dialect, calls, failed, heavyCalls.Load(), cancelled.Load())
+	})
 }
 
 // TestPostgres_CutOffConnectionsLeaveThePool: a connection whose statement

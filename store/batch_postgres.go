@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,9 +28,11 @@ type postgresInvites struct {
 	run func(ctx context.Context, now time.Time, batch []*inviteJob) error
 }
 
-// batchTimeout bounds one PostgreSQL batch (lock waits included). A
-// variable for tests only.
-var batchTimeout = 10 * time.Second
+// batchTimeout bounds one PostgreSQL batch (lock waits included), in
+// nanoseconds: 10 s. A variable (atomic) for tests only.
+var batchTimeout atomic.Int64
+
+func init() { batchTimeout.Store(int64(10 * time.Second)) }
 
 func newPostgresInvites(workers, maxBatch int, now func() time.Time, hooks Hooks, log *slog.Logger,
 	run func(ctx context.Context, now time.Time, batch []*inviteJob) error) *postgresInvites {
@@ -90,7 +93,7 @@ func (b *postgresInvites) runBatch(batch []*inviteJob) {
 	// Not the callers' contexts (a batch serves many), but bounded: a batch
 	// stuck behind a lock or a dead connection fails, and its callers take
 	// the slow path under their own contexts.
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(batchTimeout.Load()))
 	defer cancel()
 	now := b.now()
 	settle(batch, b.hooks, b.log, func(picked []*inviteJob) error { return b.run(ctx, now, picked) })

@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -166,4 +169,74 @@ func (s *Store) WorkspaceForTest(ctx context.Context, name string) (Workspace, e
 	var ws Workspace
 	err := s.read.WithContext(ctx).Where("name = ?", name).Take(&ws).Error
 	return ws, err
+}
+
+// ErrClosedForTest is what writes get once the store is closed.
+var ErrClosedForTest = errClosed
+
+// WriteForTest runs fn as a job of the SQLite group committer.
+func (s *Store) WriteForTest(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.committer.do(ctx, fn)
+}
+
+// brokenWAL is the WAL file of a disk that stops taking writes.
+type brokenWAL struct {
+	walFile
+	syncs atomic.Int32
+}
+
+func (w *brokenWAL) Sync() error {
+	w.syncs.Add(1)
+	return errors.New("input/output error")
+}
+
+// BreakWALForTest makes every fsync of the SQLite WAL fail until repair;
+// syncs counts those tried. Call it while no write is in flight (the next
+// write's hand-offs to the writer and the syncer order it before their reads).
+func (s *Store) BreakWALForTest() (syncs func() int, repair func()) {
+	g := s.committer
+	real := g.wal
+	broken := &brokenWAL{walFile: real}
+	g.wal = broken
+	return func() int { return int(broken.syncs.Load()) }, func() { g.wal = real }
+}
+
+// FailInviteBatchesForTest makes every invite batch run fail instead of its
+// statement (return an error or panic). Call it before the first invite.
+func (s *Store) FailInviteBatchesForTest(fail func() error) {
+	switch b := s.invites.(type) {
+	case *sqliteInvites:
+		b.run = func(context.Context, *gorm.DB, time.Time, []*inviteJob) error { return fail() }
+	case *postgresInvites:
+		b.run = func(context.Context, time.Time, []*inviteJob) error { return fail() }
+	}
+}
+
+// SetBatchTimeoutForTest shortens batchTimeout until the returned function
+// restores it; every PostgreSQL store's batches get it meanwhile.
+func SetBatchTimeoutForTest(d time.Duration) (restore func()) {
+	old := batchTimeout.Swap(int64(d))
+	return func() { batchTimeout.Store(old) }
+}
+
+// HoldWorkspaceLockForTest holds the workspace's row FOR UPDATE (as accept
+// and removal do) on a PostgreSQL connection of its own for hold; wait
+// returns once it is released.
+func (s *Store) HoldWorkspaceLockForTest(name string, hold time.Duration) (wait func() error, err error) {
+	locked := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.write.Transaction(func(tx *gorm.DB) error {
+			err := tx.Exec("SELECT 1 FROM workspaces WHERE name = ? FOR UPDATE", name).Error
+			locked <- err
+			if err == nil {
+				time.Sleep(hold)
+			}
+			return err
+		})
+	}()
+	if err := <-locked; err != nil {
+		return nil, err
+	}
+	return func() error { return <-done }, nil
 }

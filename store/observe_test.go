@@ -113,48 +113,46 @@ func boundedIndexWalk(dialect, plan string) []string {
 // TestHooks: the store reports invite batch sizes (both databases) and,
 // on SQLite, how long commits and fsyncs took.
 func TestHooks(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			var mu sync.Mutex
-			var batches []int
-			var commits, fsyncs int
-			hooks := store.Hooks{
-				InviteBatch: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() },
-				SQLiteCommit: func(d time.Duration) {
-					mu.Lock()
-					commits++
-					mu.Unlock()
-					if d <= 0 {
-						t.Errorf("commit took %v", d)
-					}
-				},
-				SQLiteFsync: func(d time.Duration) { mu.Lock(); fsyncs++; mu.Unlock() },
-			}
-			st := storetest.Open(t, dialect, store.Options{Hooks: hooks})
-			mustWorkspace(t, st, "acme")
-			var wg sync.WaitGroup
-			for i := range 20 {
-				wg.Go(func() { queueEmail(t, st, "acme", "u"+strings.Repeat("x", i)+"@x.test") })
-			}
-			wg.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			total := 0
-			for _, n := range batches {
-				if n < 1 {
-					t.Errorf("batch of %d", n)
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		var mu sync.Mutex
+		var batches []int
+		var commits, fsyncs int
+		hooks := store.Hooks{
+			InviteBatch: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() },
+			SQLiteCommit: func(d time.Duration) {
+				mu.Lock()
+				commits++
+				mu.Unlock()
+				if d <= 0 {
+					t.Errorf("commit took %v", d)
 				}
-				total += n
+			},
+			SQLiteFsync: func(d time.Duration) { mu.Lock(); fsyncs++; mu.Unlock() },
+		}
+		st := storetest.Open(t, dialect, store.Options{Hooks: hooks})
+		mustWorkspace(t, st, "acme")
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Go(func() { queueEmail(t, st, "acme", "u"+strings.Repeat("x", i)+"@x.test") })
+		}
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		total := 0
+		for _, n := range batches {
+			if n < 1 {
+				t.Errorf("batch of %d", n)
 			}
-			if total != 20 {
-				t.Errorf("batches %v settle %d invites, want 20", batches, total)
-			}
-			if dialect == "sqlite" && (commits == 0 || fsyncs == 0) {
-				t.Errorf("SQLite: %d commits and %d fsyncs observed, want some of each", commits, fsyncs)
-			}
-			if dialect == "postgres" && (commits != 0 || fsyncs != 0) {
-				t.Errorf("PostgreSQL: %d commits and %d fsyncs observed, want none (SQLite's)", commits, fsyncs)
-			}
-		})
-	}
+			total += n
+		}
+		if total != 20 {
+			t.Errorf("batches %v settle %d invites, want 20", batches, total)
+		}
+		if dialect == "sqlite" && (commits == 0 || fsyncs == 0) {
+			t.Errorf("SQLite: %d commits and %d fsyncs observed, want some of each", commits, fsyncs)
+		}
+		if dialect == "postgres" && (commits != 0 || fsyncs != 0) {
+			t.Errorf("PostgreSQL: %d commits and %d fsyncs observed, want none (SQLite's)", commits, fsyncs)
+		}
+	})
 }

@@ -23,15 +23,15 @@ func newClock() *clock {
 func (c *clock) Now() time.Time          { return time.Unix(0, c.t.Load()).UTC() }
 func (c *clock) Advance(d time.Duration) { c.t.Add(int64(d)) }
 
-// eachDialect runs fn against a fresh store of every dialect.
+// eachDialect runs fn against a fresh store of every dialect, each with
+// its own clock, beside the other tests that do the same.
 func eachDialect(t *testing.T, fn func(t *testing.T, st *store.Store, clk *clock)) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			clk := newClock()
-			st := storetest.Open(t, dialect, store.Options{Now: clk.Now})
-			fn(t, st, clk)
-		})
-	}
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		clk := newClock()
+		st := storetest.Open(t, dialect, store.Options{Now: clk.Now})
+		fn(t, st, clk)
+	})
 }
 
 func mustWorkspace(t *testing.T, st *store.Store, name string) store.Workspace {
