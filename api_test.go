@@ -124,7 +124,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 			tok := f.token("u-admin", "admin@acme.test", "workspaces:invite")
 
 			before := time.Now().UTC().Truncate(time.Second)
-			resp, err := c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("New.User@Example.COM")},
+			resp, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("New.User@Example.COM")},
 				withAuth("Authorization", tok, "acme"))
 			if err != nil {
 				t.Fatal(err)
@@ -170,7 +170,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 			})
 
 			t.Run("ReinviteReturnsSameInvitation", func(t *testing.T) {
-				resp, err := c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
+				resp, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
 					withAuth("Authorization", tok, "acme"))
 				if err != nil || resp.StatusCode() != 200 {
 					t.Fatalf("got %v %d", err, resp.StatusCode())
@@ -188,7 +188,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 			t.Run("Restart", func(t *testing.T) {
 				f.srv.stop()
 				f.srv = f.start()
-				resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
+				resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
 					withAuth("Authorization", tok, "acme"))
 				if err != nil || resp.StatusCode() != 200 {
 					t.Fatalf("after restart: %v %d", err, resp.StatusCode())

@@ -63,7 +63,7 @@ func main() {
 		panic(err)
 	}
 	email := "from-client@example.com"
-	inv, err := c.InviteWorkspaceUserWithResponse(context.Background(), client.InviteWorkspaceUserJSONRequestBody{Email: &email})
+	inv, err := c.InviteWorkspaceUserWithResponse(context.Background(), nil, client.InviteWorkspaceUserJSONRequestBody{Email: &email})
 	if err != nil || inv.JSON200 == nil {
 		fmt.Println("invite failed:", err, inv.StatusCode(), string(inv.Body))
 		os.Exit(1)

@@ -154,7 +154,7 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 		"dev@localhost\r\n":                    400,
 		strings.Repeat("a", 65) + "@localhost": 400,
 	} {
-		resp, err := c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: &email}, withAuth("Authorization", tok, "acme"))
+		resp, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &email}, withAuth("Authorization", tok, "acme"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestIdentity_Flags(t *testing.T) {
 	}
 	mustCLI(t, e.args("workspace", "create", "dev", "--admin-sub", "u1", "--admin-email", "u1@localhost", "--allow-local-email-domains")...)
 	s := e.start("--allow-local-email-domains", "--jwt-require-email-verified")
-	resp, err := s.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+	resp, err := s.client(t).InviteWorkspaceUserWithResponse(context.Background(), nil,
 		gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@localhost")}, withAuth("Authorization", e.token("u1", "u1@localhost", "workspaces:invite"), "dev"))
 	if err != nil || resp.StatusCode() != 200 {
 		t.Fatalf("bob@localhost with the flag: %v %d %s", err, resp.StatusCode(), resp.Body)

@@ -36,7 +36,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 			bob := withAuth("Authorization", f.userToken("u-bob", "bob@example.com"), "")
 
 			t.Run("InviteListAcceptChangeRemove", func(t *testing.T) {
-				if r, err := c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("Bob@Example.com")}, admin); err != nil || r.StatusCode() != 200 {
+				if r, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("Bob@Example.com")}, admin); err != nil || r.StatusCode() != 200 {
 					t.Fatalf("invite: %v %d", err, r.StatusCode())
 				}
 				users, err := c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
@@ -74,11 +74,11 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 					t.Errorf("bob listed %d times, want once", n)
 				}
 
-				role, err := c.UpdateWorkspaceUserRoleWithResponse(ctx, "u-bob", gen.UpdateWorkspaceUserRoleJSONRequestBody{Role: "admin"}, admin)
+				role, err := c.UpdateWorkspaceUserRoleWithResponse(ctx, "u-bob", nil, gen.UpdateWorkspaceUserRoleJSONRequestBody{Role: "admin"}, admin)
 				if err != nil || role.StatusCode() != 200 || deref(role.JSON200.Role) != "admin" {
 					t.Fatalf("role change: %v %d %s", err, role.StatusCode(), role.Body)
 				}
-				rm, err := c.RemoveWorkspaceUserWithResponse(ctx, "BOB@example.com", admin)
+				rm, err := c.RemoveWorkspaceUserWithResponse(ctx, "BOB@example.com", nil, admin)
 				if err != nil || rm.StatusCode() != 200 {
 					t.Fatalf("remove: %v %d %s", err, rm.StatusCode(), rm.Body)
 				}
@@ -89,7 +89,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 			})
 
 			t.Run("Decline", func(t *testing.T) {
-				c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+				c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
 				dec, err := c.DeclineWorkspaceInvitationWithResponse(ctx, "acme", bob)
 				if err != nil || dec.StatusCode() != 200 || deref(dec.JSON200.Email) != "bob@example.com" || deref(dec.JSON200.UpdatedBy) != "u-bob" {
 					t.Fatalf("decline: %v %d %s", err, dec.StatusCode(), dec.Body)
@@ -103,14 +103,14 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 			})
 
 			t.Run("RevokeThenReinvite", func(t *testing.T) {
-				c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
-				if rm, _ := c.RemoveWorkspaceUserWithResponse(ctx, "bob@example.com", admin); rm.StatusCode() != 200 {
+				c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+				if rm, _ := c.RemoveWorkspaceUserWithResponse(ctx, "bob@example.com", nil, admin); rm.StatusCode() != 200 {
 					t.Fatalf("revoke: got %d", rm.StatusCode())
 				}
 				if acc, _ := c.AcceptWorkspaceInvitationWithResponse(ctx, "acme", bob); acc.StatusCode() != 404 {
 					t.Errorf("accept after revoke: got %d, want 404", acc.StatusCode())
 				}
-				c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+				c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
 				if acc, _ := c.AcceptWorkspaceInvitationWithResponse(ctx, "acme", bob); acc.StatusCode() != 200 {
 					t.Errorf("accept a fresh invitation after revoke: got %d, want 200", acc.StatusCode())
 				}
@@ -146,7 +146,7 @@ func TestLifecycle_Expiry(t *testing.T) {
 	c := f.srv.client(t)
 	admin := withAuth("Authorization", f.userToken("u-admin", "admin@acme.test"), "acme")
 	bob := withAuth("Authorization", f.userToken("u-bob", "bob@example.com"), "")
-	c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+	c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
 	time.Sleep(20 * time.Millisecond) // let the 1 ms invitation lapse (no timing assertion)
 	users, _ := c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
 	if u := findUser(*users.JSON200, "bob@example.com"); u == nil || !*u.Expired {
@@ -161,7 +161,7 @@ func TestLifecycle_Expiry(t *testing.T) {
 	if dec, _ := c.DeclineWorkspaceInvitationWithResponse(ctx, "acme", bob); dec.StatusCode() != 404 {
 		t.Errorf("decline expired: got %d, want 404", dec.StatusCode())
 	}
-	c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+	c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
 	counts, _ := storetest.CountRows(ctx, f.store())
 	if counts["invitations"] != 2 {
 		t.Errorf("re-invite after expiry: got %d invitation rows, want 2 (a fresh one)", counts["invitations"])

@@ -211,7 +211,7 @@ func TestLists_PagingWhileOthersWrite(t *testing.T) {
 			var mu sync.Mutex
 			between := func(page int) {
 				email := fmt.Sprintf("new%d@example.com", page)
-				r, err := c.InviteWorkspaceUserWithResponse(ctx, gen.InviteWorkspaceUserJSONRequestBody{Email: &email},
+				r, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &email},
 					withAuth("Authorization", f.userToken("u-admin", "admin@acme.test"), "acme"))
 				if err != nil || r.StatusCode() != 200 {
 					t.Errorf("invite during the walk: %v %v", err, r.StatusCode())

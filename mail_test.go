@@ -17,7 +17,7 @@ import (
 
 func (f *fixture) invite(t *testing.T, email string) {
 	t.Helper()
-	resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+	resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(context.Background(), nil,
 		gen.InviteWorkspaceUserJSONRequestBody{Email: ptr(email)}, withAuth("Authorization", f.token("u-admin", "admin@acme.test", "workspaces:invite"), "acme"))
 	if err != nil || resp.StatusCode() != 200 {
 		t.Fatalf("invite %s: %v %d %s", email, err, resp.StatusCode(), resp.Body)

@@ -346,18 +346,18 @@ func TestCLI(t *testing.T) {
 			}
 
 			s := e.start()
-			resp, err := s.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+			resp, err := s.client(t).InviteWorkspaceUserWithResponse(context.Background(), nil,
 				gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("x@y.test")}, withAuth("Authorization", tok, "acme"))
 			if err != nil || resp.StatusCode() != 200 {
 				t.Fatalf("invite with CLI token: %v %d %s", err, resp.StatusCode(), resp.Body)
 			}
-			resp, err = s.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+			resp, err = s.client(t).InviteWorkspaceUserWithResponse(context.Background(), nil,
 				gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("y@y.test")}, withAuth("X-Blaxel-Authorization", key, ""))
 			if err != nil || resp.StatusCode() != 200 {
 				t.Fatalf("invite with CLI key: %v %d %s", err, resp.StatusCode(), resp.Body)
 			}
 			mustCLI(t, e.args("apikey", "revoke", key)...)
-			resp, _ = s.client(t).InviteWorkspaceUserWithResponse(context.Background(),
+			resp, _ = s.client(t).InviteWorkspaceUserWithResponse(context.Background(), nil,
 				gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("z@y.test")}, withAuth("X-Blaxel-Authorization", key, ""))
 			if resp.StatusCode() != 401 {
 				t.Errorf("revoked key: got %d, want 401", resp.StatusCode())

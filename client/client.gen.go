@@ -400,6 +400,9 @@ type ListCursor = string
 // ListLimit defines model for ListLimit.
 type ListLimit = int
 
+// WorkspaceHeader defines model for WorkspaceHeader.
+type WorkspaceHeader = string
+
 // BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
@@ -443,6 +446,9 @@ type ListWorkspaceUsersParams struct {
 
 	// Cursor Additive extension: where to continue, copied from the previous page's `Link` header. Opaque and signed: a cursor from another list, another workspace or another caller, or an altered one, is a 400. Entries added after the walk began may or may not appear; entries that existed before it appear once each, in order, unless removed meanwhile.
 	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
 }
 
 // InviteWorkspaceUserJSONBody defines parameters for InviteWorkspaceUser.
@@ -450,10 +456,28 @@ type InviteWorkspaceUserJSONBody struct {
 	Email *string `json:"email,omitempty"`
 }
 
+// InviteWorkspaceUserParams defines parameters for InviteWorkspaceUser.
+type InviteWorkspaceUserParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// RemoveWorkspaceUserParams defines parameters for RemoveWorkspaceUser.
+type RemoveWorkspaceUserParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
 // UpdateWorkspaceUserRoleJSONBody defines parameters for UpdateWorkspaceUserRole.
 type UpdateWorkspaceUserRoleJSONBody struct {
 	// Role The new role to assign to the user
 	Role string `json:"role"`
+}
+
+// UpdateWorkspaceUserRoleParams defines parameters for UpdateWorkspaceUserRole.
+type UpdateWorkspaceUserRoleParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
 }
 
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
@@ -557,7 +581,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUserWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	InviteWorkspaceUserWithBody(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InviteWorkspaceUser Invite user to workspace
 	//
@@ -566,14 +590,14 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUser(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
 	//
 	// Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-	RemoveWorkspaceUser(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RemoveWorkspaceUser(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// UpdateWorkspaceUserRoleWithBody Update user role in workspace
 	//
@@ -582,7 +606,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// UpdateWorkspaceUserRole Update user role in workspace
 	//
@@ -591,7 +615,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	//
@@ -656,8 +680,8 @@ func (c *Client) ListWorkspaceUsers(ctx context.Context, params *ListWorkspaceUs
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInviteWorkspaceUserRequestWithBody(c.Server, contentType, body)
+func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInviteWorkspaceUserRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -675,8 +699,8 @@ func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, contentType st
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *Client) InviteWorkspaceUser(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInviteWorkspaceUserRequest(c.Server, body)
+func (c *Client) InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInviteWorkspaceUserRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -692,8 +716,8 @@ func (c *Client) InviteWorkspaceUser(ctx context.Context, body InviteWorkspaceUs
 // Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
 //
 // Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-func (c *Client) RemoveWorkspaceUser(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewRemoveWorkspaceUserRequest(c.Server, subOrEmail)
+func (c *Client) RemoveWorkspaceUser(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRemoveWorkspaceUserRequest(c.Server, subOrEmail, params)
 	if err != nil {
 		return nil, err
 	}
@@ -711,8 +735,8 @@ func (c *Client) RemoveWorkspaceUser(ctx context.Context, subOrEmail string, req
 // Takes any type of body and a specified content type.
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewUpdateWorkspaceUserRoleRequestWithBody(c.Server, subOrEmail, contentType, body)
+func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceUserRoleRequestWithBody(c.Server, subOrEmail, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -730,8 +754,8 @@ func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *Client) UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewUpdateWorkspaceUserRoleRequest(c.Server, subOrEmail, body)
+func (c *Client) UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceUserRoleRequest(c.Server, subOrEmail, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -922,22 +946,37 @@ func NewListWorkspaceUsersRequest(server string, params *ListWorkspaceUsersParam
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewInviteWorkspaceUserRequest calls the generic InviteWorkspaceUser builder with application/json body
-func NewInviteWorkspaceUserRequest(server string, body InviteWorkspaceUserJSONRequestBody) (*http.Request, error) {
+func NewInviteWorkspaceUserRequest(server string, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewInviteWorkspaceUserRequestWithBody(server, "application/json", bodyReader)
+	return NewInviteWorkspaceUserRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewInviteWorkspaceUserRequestWithBody constructs an http.Request for the InviteWorkspaceUser method, with any body, and a specified content type
-func NewInviteWorkspaceUserRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewInviteWorkspaceUserRequestWithBody(server string, params *InviteWorkspaceUserParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -962,11 +1001,26 @@ func NewInviteWorkspaceUserRequestWithBody(server string, contentType string, bo
 
 	req.Header.Add("Content-Type", contentType)
 
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewRemoveWorkspaceUserRequest constructs an http.Request for the RemoveWorkspaceUser method
-func NewRemoveWorkspaceUserRequest(server string, subOrEmail string) (*http.Request, error) {
+func NewRemoveWorkspaceUserRequest(server string, subOrEmail string, params *RemoveWorkspaceUserParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -996,22 +1050,37 @@ func NewRemoveWorkspaceUserRequest(server string, subOrEmail string) (*http.Requ
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewUpdateWorkspaceUserRoleRequest calls the generic UpdateWorkspaceUserRole builder with application/json body
-func NewUpdateWorkspaceUserRoleRequest(server string, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody) (*http.Request, error) {
+func NewUpdateWorkspaceUserRoleRequest(server string, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewUpdateWorkspaceUserRoleRequestWithBody(server, subOrEmail, "application/json", bodyReader)
+	return NewUpdateWorkspaceUserRoleRequestWithBody(server, subOrEmail, params, "application/json", bodyReader)
 }
 
 // NewUpdateWorkspaceUserRoleRequestWithBody constructs an http.Request for the UpdateWorkspaceUserRole method, with any body, and a specified content type
-func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string, contentType string, body io.Reader) (*http.Request, error) {
+func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1042,6 +1111,21 @@ func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string,
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -1217,7 +1301,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
+	InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
 	// InviteWorkspaceUserWithResponse Invite user to workspace
 	//
@@ -1226,7 +1310,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUserWithResponse(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
+	InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
 	// RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 	//
@@ -1235,7 +1319,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-	RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error)
+	RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error)
 
 	// UpdateWorkspaceUserRoleWithBodyWithResponse Update user role in workspace
 	//
@@ -1244,7 +1328,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
+	UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
 
 	// UpdateWorkspaceUserRoleWithResponse Update user role in workspace
 	//
@@ -1253,7 +1337,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
+	UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
 
 	// DeclineWorkspaceInvitationWithResponse Decline invitation to workspace
 	//
@@ -2182,8 +2266,8 @@ func (c *ClientWithResponses) ListWorkspaceUsersWithResponse(ctx context.Context
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *ClientWithResponses) InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
-	rsp, err := c.InviteWorkspaceUserWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
+	rsp, err := c.InviteWorkspaceUserWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2197,8 +2281,8 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithBodyWithResponse(ctx contex
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
-	rsp, err := c.InviteWorkspaceUser(ctx, body, reqEditors...)
+func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
+	rsp, err := c.InviteWorkspaceUser(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2212,8 +2296,8 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Contex
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-func (c *ClientWithResponses) RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error) {
-	rsp, err := c.RemoveWorkspaceUser(ctx, subOrEmail, reqEditors...)
+func (c *ClientWithResponses) RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error) {
+	rsp, err := c.RemoveWorkspaceUser(ctx, subOrEmail, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2227,8 +2311,8 @@ func (c *ClientWithResponses) RemoveWorkspaceUserWithResponse(ctx context.Contex
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
-	rsp, err := c.UpdateWorkspaceUserRoleWithBody(ctx, subOrEmail, contentType, body, reqEditors...)
+func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
+	rsp, err := c.UpdateWorkspaceUserRoleWithBody(ctx, subOrEmail, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2242,8 +2326,8 @@ func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithBodyWithResponse(ctx co
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
-	rsp, err := c.UpdateWorkspaceUserRole(ctx, subOrEmail, body, reqEditors...)
+func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
+	rsp, err := c.UpdateWorkspaceUserRole(ctx, subOrEmail, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}

@@ -405,6 +405,9 @@ type ListCursor = string
 // ListLimit defines model for ListLimit.
 type ListLimit = int
 
+// WorkspaceHeader defines model for WorkspaceHeader.
+type WorkspaceHeader = string
+
 // BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
@@ -448,6 +451,9 @@ type ListWorkspaceUsersParams struct {
 
 	// Cursor Additive extension: where to continue, copied from the previous page's `Link` header. Opaque and signed: a cursor from another list, another workspace or another caller, or an altered one, is a 400. Entries added after the walk began may or may not appear; entries that existed before it appear once each, in order, unless removed meanwhile.
 	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
 }
 
 // InviteWorkspaceUserJSONBody defines parameters for InviteWorkspaceUser.
@@ -455,10 +461,28 @@ type InviteWorkspaceUserJSONBody struct {
 	Email *string `json:"email,omitempty"`
 }
 
+// InviteWorkspaceUserParams defines parameters for InviteWorkspaceUser.
+type InviteWorkspaceUserParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// RemoveWorkspaceUserParams defines parameters for RemoveWorkspaceUser.
+type RemoveWorkspaceUserParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
 // UpdateWorkspaceUserRoleJSONBody defines parameters for UpdateWorkspaceUserRole.
 type UpdateWorkspaceUserRoleJSONBody struct {
 	// Role The new role to assign to the user
 	Role string `json:"role"`
+}
+
+// UpdateWorkspaceUserRoleParams defines parameters for UpdateWorkspaceUserRole.
+type UpdateWorkspaceUserRoleParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
 }
 
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
@@ -562,7 +586,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUserWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	InviteWorkspaceUserWithBody(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InviteWorkspaceUser Invite user to workspace
 	//
@@ -571,14 +595,14 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUser(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
 	//
 	// Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-	RemoveWorkspaceUser(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RemoveWorkspaceUser(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// UpdateWorkspaceUserRoleWithBody Update user role in workspace
 	//
@@ -587,7 +611,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// UpdateWorkspaceUserRole Update user role in workspace
 	//
@@ -596,7 +620,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	//
@@ -661,8 +685,8 @@ func (c *Client) ListWorkspaceUsers(ctx context.Context, params *ListWorkspaceUs
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInviteWorkspaceUserRequestWithBody(c.Server, contentType, body)
+func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInviteWorkspaceUserRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -680,8 +704,8 @@ func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, contentType st
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *Client) InviteWorkspaceUser(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInviteWorkspaceUserRequest(c.Server, body)
+func (c *Client) InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInviteWorkspaceUserRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -697,8 +721,8 @@ func (c *Client) InviteWorkspaceUser(ctx context.Context, body InviteWorkspaceUs
 // Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
 //
 // Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-func (c *Client) RemoveWorkspaceUser(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewRemoveWorkspaceUserRequest(c.Server, subOrEmail)
+func (c *Client) RemoveWorkspaceUser(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRemoveWorkspaceUserRequest(c.Server, subOrEmail, params)
 	if err != nil {
 		return nil, err
 	}
@@ -716,8 +740,8 @@ func (c *Client) RemoveWorkspaceUser(ctx context.Context, subOrEmail string, req
 // Takes any type of body and a specified content type.
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewUpdateWorkspaceUserRoleRequestWithBody(c.Server, subOrEmail, contentType, body)
+func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceUserRoleRequestWithBody(c.Server, subOrEmail, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -735,8 +759,8 @@ func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *Client) UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewUpdateWorkspaceUserRoleRequest(c.Server, subOrEmail, body)
+func (c *Client) UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceUserRoleRequest(c.Server, subOrEmail, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -927,22 +951,37 @@ func NewListWorkspaceUsersRequest(server string, params *ListWorkspaceUsersParam
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewInviteWorkspaceUserRequest calls the generic InviteWorkspaceUser builder with application/json body
-func NewInviteWorkspaceUserRequest(server string, body InviteWorkspaceUserJSONRequestBody) (*http.Request, error) {
+func NewInviteWorkspaceUserRequest(server string, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewInviteWorkspaceUserRequestWithBody(server, "application/json", bodyReader)
+	return NewInviteWorkspaceUserRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewInviteWorkspaceUserRequestWithBody constructs an http.Request for the InviteWorkspaceUser method, with any body, and a specified content type
-func NewInviteWorkspaceUserRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewInviteWorkspaceUserRequestWithBody(server string, params *InviteWorkspaceUserParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -967,11 +1006,26 @@ func NewInviteWorkspaceUserRequestWithBody(server string, contentType string, bo
 
 	req.Header.Add("Content-Type", contentType)
 
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewRemoveWorkspaceUserRequest constructs an http.Request for the RemoveWorkspaceUser method
-func NewRemoveWorkspaceUserRequest(server string, subOrEmail string) (*http.Request, error) {
+func NewRemoveWorkspaceUserRequest(server string, subOrEmail string, params *RemoveWorkspaceUserParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1001,22 +1055,37 @@ func NewRemoveWorkspaceUserRequest(server string, subOrEmail string) (*http.Requ
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewUpdateWorkspaceUserRoleRequest calls the generic UpdateWorkspaceUserRole builder with application/json body
-func NewUpdateWorkspaceUserRoleRequest(server string, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody) (*http.Request, error) {
+func NewUpdateWorkspaceUserRoleRequest(server string, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewUpdateWorkspaceUserRoleRequestWithBody(server, subOrEmail, "application/json", bodyReader)
+	return NewUpdateWorkspaceUserRoleRequestWithBody(server, subOrEmail, params, "application/json", bodyReader)
 }
 
 // NewUpdateWorkspaceUserRoleRequestWithBody constructs an http.Request for the UpdateWorkspaceUserRole method, with any body, and a specified content type
-func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string, contentType string, body io.Reader) (*http.Request, error) {
+func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1047,6 +1116,21 @@ func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string,
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -1222,7 +1306,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
+	InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
 	// InviteWorkspaceUserWithResponse Invite user to workspace
 	//
@@ -1231,7 +1315,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-	InviteWorkspaceUserWithResponse(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
+	InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
 	// RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 	//
@@ -1240,7 +1324,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-	RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error)
+	RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error)
 
 	// UpdateWorkspaceUserRoleWithBodyWithResponse Update user role in workspace
 	//
@@ -1249,7 +1333,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
+	UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
 
 	// UpdateWorkspaceUserRoleWithResponse Update user role in workspace
 	//
@@ -1258,7 +1342,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-	UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
+	UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
 
 	// DeclineWorkspaceInvitationWithResponse Decline invitation to workspace
 	//
@@ -2187,8 +2271,8 @@ func (c *ClientWithResponses) ListWorkspaceUsersWithResponse(ctx context.Context
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *ClientWithResponses) InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
-	rsp, err := c.InviteWorkspaceUserWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) InviteWorkspaceUserWithBodyWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
+	rsp, err := c.InviteWorkspaceUserWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2202,8 +2286,8 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithBodyWithResponse(ctx contex
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
-func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Context, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
-	rsp, err := c.InviteWorkspaceUser(ctx, body, reqEditors...)
+func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error) {
+	rsp, err := c.InviteWorkspaceUser(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2217,8 +2301,8 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Contex
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /users/{subOrEmail} (the `RemoveWorkspaceUser` operationId).
-func (c *ClientWithResponses) RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error) {
-	rsp, err := c.RemoveWorkspaceUser(ctx, subOrEmail, reqEditors...)
+func (c *ClientWithResponses) RemoveWorkspaceUserWithResponse(ctx context.Context, subOrEmail string, params *RemoveWorkspaceUserParams, reqEditors ...RequestEditorFn) (*RemoveWorkspaceUserResponse, error) {
+	rsp, err := c.RemoveWorkspaceUser(ctx, subOrEmail, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2232,8 +2316,8 @@ func (c *ClientWithResponses) RemoveWorkspaceUserWithResponse(ctx context.Contex
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
-	rsp, err := c.UpdateWorkspaceUserRoleWithBody(ctx, subOrEmail, contentType, body, reqEditors...)
+func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithBodyWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
+	rsp, err := c.UpdateWorkspaceUserRoleWithBody(ctx, subOrEmail, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2247,8 +2331,8 @@ func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithBodyWithResponse(ctx co
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
-func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
-	rsp, err := c.UpdateWorkspaceUserRole(ctx, subOrEmail, body, reqEditors...)
+func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error) {
+	rsp, err := c.UpdateWorkspaceUserRole(ctx, subOrEmail, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -3229,13 +3313,13 @@ type ServerInterface interface {
 	ListWorkspaceUsers(ctx echo.Context, params ListWorkspaceUsersParams) error
 	// InviteWorkspaceUser Invite user to workspace
 	// (POST /users)
-	InviteWorkspaceUser(ctx echo.Context) error
+	InviteWorkspaceUser(ctx echo.Context, params InviteWorkspaceUserParams) error
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	// (DELETE /users/{subOrEmail})
-	RemoveWorkspaceUser(ctx echo.Context, subOrEmail string) error
+	RemoveWorkspaceUser(ctx echo.Context, subOrEmail string, params RemoveWorkspaceUserParams) error
 	// UpdateWorkspaceUserRole Update user role in workspace
 	// (PUT /users/{subOrEmail})
-	UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail string) error
+	UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail string, params UpdateWorkspaceUserRoleParams) error
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx echo.Context, workspaceName string) error
@@ -3297,6 +3381,23 @@ func (w *ServerInterfaceWrapper) ListWorkspaceUsers(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
 	}
 
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.ListWorkspaceUsers(ctx, params)
 	return err
@@ -3306,8 +3407,28 @@ func (w *ServerInterfaceWrapper) ListWorkspaceUsers(ctx echo.Context) error {
 func (w *ServerInterfaceWrapper) InviteWorkspaceUser(ctx echo.Context) error {
 	var err error
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params InviteWorkspaceUserParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.InviteWorkspaceUser(ctx)
+	err = w.Handler.InviteWorkspaceUser(ctx, params)
 	return err
 }
 
@@ -3322,8 +3443,28 @@ func (w *ServerInterfaceWrapper) RemoveWorkspaceUser(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter subOrEmail: %s", err))
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RemoveWorkspaceUserParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.RemoveWorkspaceUser(ctx, subOrEmail)
+	err = w.Handler.RemoveWorkspaceUser(ctx, subOrEmail, params)
 	return err
 }
 
@@ -3338,8 +3479,28 @@ func (w *ServerInterfaceWrapper) UpdateWorkspaceUserRole(ctx echo.Context) error
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter subOrEmail: %s", err))
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateWorkspaceUserRoleParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.UpdateWorkspaceUserRole(ctx, subOrEmail)
+	err = w.Handler.UpdateWorkspaceUserRole(ctx, subOrEmail, params)
 	return err
 }
 
@@ -3740,7 +3901,8 @@ func (response ListWorkspaceUsers500JSONResponse) VisitListWorkspaceUsersRespons
 }
 
 type InviteWorkspaceUserRequestObject struct {
-	Body *InviteWorkspaceUserJSONRequestBody
+	Params InviteWorkspaceUserParams
+	Body   *InviteWorkspaceUserJSONRequestBody
 }
 
 type InviteWorkspaceUserResponseObject interface {
@@ -3903,6 +4065,7 @@ func (response InviteWorkspaceUser500JSONResponse) VisitInviteWorkspaceUserRespo
 
 type RemoveWorkspaceUserRequestObject struct {
 	SubOrEmail string `json:"subOrEmail"`
+	Params     RemoveWorkspaceUserParams
 }
 
 type RemoveWorkspaceUserResponseObject interface {
@@ -4029,6 +4192,7 @@ func (response RemoveWorkspaceUser500JSONResponse) VisitRemoveWorkspaceUserRespo
 
 type UpdateWorkspaceUserRoleRequestObject struct {
 	SubOrEmail string `json:"subOrEmail"`
+	Params     UpdateWorkspaceUserRoleParams
 	Body       *UpdateWorkspaceUserRoleJSONRequestBody
 }
 
@@ -4663,8 +4827,10 @@ func (sh *strictHandler) ListWorkspaceUsers(ctx echo.Context, params ListWorkspa
 }
 
 // InviteWorkspaceUser operation middleware
-func (sh *strictHandler) InviteWorkspaceUser(ctx echo.Context) error {
+func (sh *strictHandler) InviteWorkspaceUser(ctx echo.Context, params InviteWorkspaceUserParams) error {
 	var request InviteWorkspaceUserRequestObject
+
+	request.Params = params
 
 	var body InviteWorkspaceUserJSONRequestBody
 	var err error
@@ -4709,10 +4875,11 @@ func (sh *strictHandler) InviteWorkspaceUser(ctx echo.Context) error {
 }
 
 // RemoveWorkspaceUser operation middleware
-func (sh *strictHandler) RemoveWorkspaceUser(ctx echo.Context, subOrEmail string) error {
+func (sh *strictHandler) RemoveWorkspaceUser(ctx echo.Context, subOrEmail string, params RemoveWorkspaceUserParams) error {
 	var request RemoveWorkspaceUserRequestObject
 
 	request.SubOrEmail = subOrEmail
+	request.Params = params
 
 	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
 		return sh.ssi.RemoveWorkspaceUser(ctx.Request().Context(), request.(RemoveWorkspaceUserRequestObject))
@@ -4734,10 +4901,11 @@ func (sh *strictHandler) RemoveWorkspaceUser(ctx echo.Context, subOrEmail string
 }
 
 // UpdateWorkspaceUserRole operation middleware
-func (sh *strictHandler) UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail string) error {
+func (sh *strictHandler) UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail string, params UpdateWorkspaceUserRoleParams) error {
 	var request UpdateWorkspaceUserRoleRequestObject
 
 	request.SubOrEmail = subOrEmail
+	request.Params = params
 
 	var body UpdateWorkspaceUserRoleJSONRequestBody
 	var err error
@@ -4861,97 +5029,99 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Hz9bhu3svirEPv7AbVxJdlOei5aBcGB4yQ9vsdpDNuFD1AHNrU7khjvkluSK1knMHCf5j7YfZKLGXJ3",
-	"uR+S5aQJ2sL/JBY5JGeG88XhLD9FscpyJUFaE40/RTnXPAMLmn6dCGOPCm2Uxl8JmFiL3Aolo3F0mCTC",
-	"igUwuLMgjVByzJZz0MCsYrGSVsgCBixWuYCETbXKmJ0DyzUshCoMy/kMvjPs5kTI2xs2B56AHrH3Of+t",
-	"AMZlwoyYSUjGjLOYUHBzcKnsHDRLhbGD6tdS6VuT8xiY0lVjzNMU9MA1MZ5a0JAwJWHAhGGcfb+/P2Jv",
-	"pNUCDONJAgnjUwua8Fzy9JZNYMYly/gK58D/pLKM5zlw/YKBH2nn3DK4E8ZCwiYwVRqYKMGYkjEw4PF8",
-	"wIRkSieIUSFTMIZpyNQCEpYBl8u5SGEUDSKBzP2tAL2KBpHkGUTjyDEgGkQmnkPGcTMyfncCcmbn0fjZ",
-	"/v4gsqscIY3VQs6i+/sBbd6JyITdbu+4NEvQjFuWKWOZnQvDMi5XJZ2EP3IGOf+dYYUpeFoShPvFpVQF",
-	"UotAEu4sbXE5qrHPbEdD+vIqQqiraHfELoWdq8Ii34j5c5W6hWinCDNIBowbVuTGauAZSxSYdfxKiewW",
-	"u0RWZNH4YB+5lQnpf1acE9LCDHR0j7zTYHIlDZAWvOLJGfxWgCFOomiDpD95nqci5sjUvY8GOfspWPL/",
-	"a5hG4+j/7dUatud6zd4brZVfqrkzSL12izHagHSqdIZiq4liksCM23hOjPKr3Q+iIyWnqYi/MYqxX9Ww",
-	"pbAOpbjQGqRlxnILbAdGsxHjqQaerBhnGWQT0LuI8VulJyJJQH59lBc8FQmLNSQgreCpQxcFriRGoGkw",
-	"scrJgtTmRKsUENljaUFLnrolvjrChYS7HGK0KAb0AjSbcpEWGthOApaL1DCugaVqNkO9kIAgGmyhJSTE",
-	"3Z+VfasKmXwreTCq0DHUMkoGEXkp3O+FMGKSknMgKSHbjIie8lWqeHKh1AnXM/i28jtRyYrBXQyQGKdQ",
-	"4t9oeNB83A+iC6Xecbny2m++Pm6cadQaQoAtOboIHs8hYTt54NDyhsebosBqYdGJyYQJuRCWkDLk+mhg",
-	"KlAleZJo9Ds4AuUJHV5h56gTjozdFyhEehX4QVmgwjI1ZQZiJRODBv0MgYaHCBQNImfTiTtn3MIan+PY",
-	"nnEhhZyx3wplOc5K3jNXqYhXhD5tgl+pkFak6BMEMsJYRU6ALMrNVeS4cRW90C/3X9iXBzcNg9/1hxVu",
-	"w1Narh9Fh5hHiJDDbXAi4l2Q92jHby7eskTzqXX/DgXY6XBubc5zMcR9pG0cevb0IP7by4P9/RfLLVAP",
-	"+N3BuuSWVWzJhS1DENpIZPXO2dsj9uPBwf5u0yNudIH3g+gXicKhtPg3fAMrkgljEFu0GLJjr5tSdnl5",
-	"OTysBRf6d7Ip2s5VYsTj7erOK+AaXdEm1js+mCLPlbaQvINE8AuC+eZWytvRzlI41M+Gi1UOqjndueUy",
-	"4TphgP2sjG8qn8EmKxLqw9NjjOIl49XqU3I3O2Xg9Z1htMbuiF1gjOj9kwvSDENPtGLf392RNv/t7s5F",
-	"BhgQY4yYLvnKsKlIU8NilQDbwVX/cXFxSgFDYXYHHsUdji2TFAYs4/FcSBhiEIEt7Fbg+aCI56iOlSW8",
-	"lspeT9HpUcjvYo5rF3GMibqzN4ev372hwJLMfbZLWGVgDIaqO8tS35dayRn1UZNVLFFkHIkl1yLB7RCW",
-	"jg0CWYyRaK5VDtoK8I4i6RHMgFJHP5lAcDRHgwjueJanEI2/3/+xq5eDCPq3l3aEITiSThML0p0pmQBc",
-	"gXimpt2VorPSeZdhGvlu1LmWOgwiz6keuoqMy3qD3BaWfHWgE8TEcRidEbG4gcex1/tQ7PuQqHehi8dF",
-	"rTbfGXb8esB4alRpsv819K58eJzUOuDPJLjbSnoB9lKdqhlLhay2yU89JjdBxzxSFg1oH5A+znKtJilk",
-	"qB3gHe93hqmlbK6+c4BSdfDsB5ZrIUnQ2eH50fExi+dc8xiP4LtudmGZQY7RyRVSA2wGEtDBVGrr0EUh",
-	"DM6FB89+6DsXluFuNP7Vi9OHCkxNPkJMoc9PWhX5Zala73ie4/gOv30Hm4BdApoNyY6TUzbD0U7jW8E0",
-	"BR+J0BBbhXxeybijOjT6ZzrKtdfD1nIz6oXcKeMqeiNnQgIgqVfRgF1Fpym3eIC6inYbohYA9koYRv2d",
-	"tc+Ui1+5MWImnUyJwP6wHZ5kdMivjjmDCCT62F8j6sL9oR5keY1N2dfdq862vAPLE275CZ9ASswqLRBP",
-	"TxtM7BDVJOafsBoueFoAy7nQLiZUesal+Lfwpm8qUkssqsJ7M2JuYRZzySbACgMJ5Xu4hRmFCjUsyibI",
-	"hdBKZiDtADUDyRgwCzzzaZkViwtjVcYsv1NSZatR1EP1+6UE/VZAmpjutlAnm1IvkXEK2ghjQcbQtcoa",
-	"UG9erfpNR2Ew1tWkTwItYhyrAo3VXDE/lIXnnQjViSfvZbqKxlYX0CNMRZ587pJ+6COX7JObU5CJkLPj",
-	"6nBAopOm76fR+NfNIcqFyMDz/n6wGTTcJ4Rt8h6D/7TLhF+QAa6vh3twlwsN5tD2cw/5484NIgNnLpFZ",
-	"9SGI+Qn65iao/p0hpEwx2d46HB6duGxBz4jKRHSHVSaWUe6qu5n3H9qq6/cyJFLI2gxF22z/YRxD3sPT",
-	"nrm5Ax38HrvZYMQmSarYsqU4n4FM+g5HD/OqSZXXvofQW7P+oR+NcvuHFHaCOu6Jm3zePWSTix8FHfHX",
-	"qU4fpjVTCOEHFe8z+Hxcjf8sdbT+BLcWbwQYs6taXK8iNNFXpXhck8e+ir5IxNfQFkh+MNlrl/V79JyX",
-	"7Qkeo06HtTK0mOt9lJBTiq3zrpZpmoHtoENucI2Yu9tRvESYPOWr/qivXM8DkanEDVHk+teqU98BoZzq",
-	"+HX0eY6zLYH9ckSh+e9jM6c8E+nqWvZyhoY6iDUOZBDNxALkpvEEsHY4esFH+MdHMPFyC7f4OEGpvWko",
-	"Kn1UyQfGr/HG2xB32aO0a9H0IL2S0jPyhLLqUxc1OqDycBs6NWEh23A6aISNNSW+gWvNybLiItcuAdxz",
-	"EqsSwwjWi4Wfz8/Qy7wguOy6PPRyj4vrH+k5q2uLJTdlfP+IkP5LVvNTfF4031CcbxzFe2PeF0TUYl0e",
-	"YkTSp3ufp8L1efndil12xSwweFoVuc9M9MgVpTaGVg0pH5F5uJ7EBNs5Pzp+t+uTDO7kbuYiDxVsEyP7",
-	"cyg9ijYXOefHcqq2Dov/UY1Y5+cKq+o0USEFhnd1qkJsJedplWXYhFQrJ7G9ca13NFsNl5t2VMPMn1nX",
-	"TUk3YMzDhVMXZrgEY4fP+ud1KnmE0rpNOiVIxbYPGnpYKTgJv2E7fIaMGrBpIWN/I5epBFIzYIbLZKLu",
-	"wAzcZRNVWHxUEzNgC5UWGf5MtFhA1WAhy1NuXSWGhZkmZxMrKaGcnIprYGkGPquSqIwL7PDJBa+WOEPG",
-	"Z2B2Rwz3n+UqL1ISFDJWP4GtGSuMu3dMXCL/7zRDmTI2L1FyRutlqbZZupBoDreW8DMPjxEI5cs37b7P",
-	"qO94Gz6oQs6JkEn4O1ZyKmYFXSTWFwdhK6XA/SVEmMCr3UNz7qChniYKQvdmM00fDerMay2pZdeDaumo",
-	"PQNu+nTCtZM5C2sxkD0KN9uApU6Xo/e3Llv4oW4i4gIkl1QEYrmQdGHMrbOWhvE0Za9SfgdpkBLcpBFg",
-	"49GuEzIz5xoSyhNS+sEYWkSrlNzqRKSpkLPeVGGPhexeVhyfHh4yFL5UcOnFx2Wmg3T1iN34jX0j+SSF",
-	"5IZlAnnmKgV83zCFBaTshkz4dT3nDeNJoiTbQXa79PzQiARcFRtaFm6VZlaptMy3nlstciipY7BAVu2O",
-	"2E0hDZ/CDdMQK50YxlkOehjUvOV2SMUsajZLy2K7utuAtejhXjA+oYuEKiIp3XRVtTHnC1e/RciP1qVH",
-	"PEN6oh9dBAFPzkn6ylXm3HGuw37HKR5bsYARO/8yhr1gMZdIywRYPOdytp4hgQBNlEqBSwruiNuP88S/",
-	"uDGbg7UQsidRFe6oY1G5r27fR+ziof1F7k54fAsyQZnOcsNuqvTzDfHspopdb7rbCxv3NeP61rTvPLhx",
-	"yA4d29jOz+8vqr21uwOmFqC1SMpryKbaODFjb3lq6vmhZ/p6yjWbtj4iP3t79Pz58x8pGCem1AJaMhgD",
-	"8pSbSoNG7BwBq+orEsTRFyb76cgsErZjislueYfFYxJqtJshAo7LHr3PxWajMJ7V7rjFLtfBSq/l0jlT",
-	"pVs7I+RUc2N1EdtCdw9kPvbsjdqOG0NZDcoWeMTrXW6HT6cQW8P4gouUrkunwHG8K3tKIE/VKkN7M4E5",
-	"XwjvvesQ8/Z5b3bDxWFbq/u5gz/3OvcAl9vQ60OY4RJtncemxXwSDyr8ACrzQddaQtZ0d4/go77kCbLu",
-	"VCt0qidqNuu91b0kBUGZWr9Owwqgkzs//Pn1q/f/un59fH746uTN9enZ+6M35+fXJ+9/+un4558oUqRK",
-	"CocD+bDcIcKMTVRh94xNQNOtO+I1YmfuqtqUWAx5Lthif/Rs9OyH/+gzBBs3AxVwUxBZGMp1dzwe5LbP",
-	"Jl7OgcrMbXmJh/6tBO8oS3Xv1me91uQFm6htuDbAjusFaDEV22D6nXFzEcYTANI7N7YXO7pUeGDeIPU7",
-	"p4I5N6Zvvo0JzRbNX5DabM20OcnZf4nQmmLdfYK/mO0WXbnToDf1NEWu1UKgiXOVB+Xhoso7XPuCiIbA",
-	"uGPcdcxzMrUftk3SttDfdKPTVRycFOJCC7s6p9I5UofDXPwTVoeFneOvCZXQvVU64zYaR4enx+yfgEeY",
-	"VtJSydkwFQtIqL7sFlZk4HOtZppnGbci9mF+WYxHEkOT16jOrc2pGABXf9ZzhUXt7bI/Ok/81+UFs+oW",
-	"JC4wTdXSqbYvbyTAI1+u1Wj8RafRONpT2LhXVUMSkir39oFqN8bRIf4vjEWTvYCaHHfgGbvTYzSOjugP",
-	"5prr/gRSoP7X9EenfwbI4J/Aup4gb+wBUmFsmR9uD3ZBCYYgedJcnHazMdZvUNBLmZUAc3K2hGQA23BY",
-	"TWyaXQgb5iY6nPH1IL67A95m1APgNd8agAH/mvANxDdP3eZqB7w643ZorHoaUG3S+qFqisq2gJgaLCSk",
-	"f6I2/iFUkGDqYh92tmHDZTtwVWF6C6xqjwbRRzXproiNZV+bS2FfzZuPahKwhTrDNcNBbT74vlTFPchW",
-	"rdEgyuJ8Xkwa3e+OTtm8mNQZDwSj/EaHJtdc97fpavfXtFFDQJ0HCPFoD27TWPWXuccOemVHCNNGsQ+m",
-	"RtPX0Ac3XCVMiGnfHG1sA5gqbTr2CSHE2KeGylDV5Qr8JgUDWhRWPQ2oNo39UDWVdXxckllDhXT2z9Om",
-	"tAeqLWLlgm0xq9LDAXJlW4BdDRZOWrVGg8hlmy8quDbfXP/GIW0mbjGkRroFHODeHhNSsMUSRW5A25oQ",
-	"pf0t3PrB66gPIfqJDSE6tLVJ6iPFhDlkM/ZVWFTAALldd7YIRrQxr7uacAnEqZCOAPpri7nbNK+bu6Z8",
-	"2XPlHQC6iqCqesLfKVvVuE8O4FPgCwQ/wf/XAgVMXYeh+waX0ub4h1+4mWFrjmjrbDAzRtEYZjbiRmrB",
-	"LlcMfhR81UKfiTxFkk+R5FMk+RRJPkWST5HkUyT5FEk+RZJPkeTGSDLI1XJKhdLnw8KXOlhh6b7L116U",
-	"Ju005RKX9zds0TjaH+2PDnAhlYPkuYjG0fPR/ug52k9u5xST7uVaTUUKe6Frpdu9votW+pbYMO5eblFT",
-	"uqjq1ob3X1RVtvY48Zw+TNNObS1Z9+CNojVVjzXIXv0Mzrq6xxawf/Do/kPrGZhn+/uP+ux7qxLBdR+y",
-	"dIoEu1+Im4JOBtMirf1U8zv5EyFvt3y4Sdg5u6H3Cm4GrQd8uGFcsrO3R+yHZz/8wFIhb6u3DIr9/efx",
-	"3mK/T07+TtO9PNjfR7Bn/+keMXr5v//9PzQMXrDwEaCbqjpF+WeGuCkRkEn1XovHcfTgV/vfu93q4321",
-	"q3vByz405ODhIY1XEWjQ84cH1U/d0Ijvv/7zAVL1KR4t/+zHhxFuP3xyP4j+tg1Dm8/khHdIpKrl1c2v",
-	"3RD+A2pneLv06wfUQFNkGderKsbroWkQWT4zrUmjD7j4Htnghw1WmrpaM1/i27FPTMg4LcoaFuFuAk33",
-	"e9/WAyy+uK7fujWupf9qZq155/5nM2YkNU/ma6P52jyien3qD2Nw2sHcdvamtgChfQhMThCyfRhEd0Nj",
-	"uaDH/YZiJpUGV5p1j0dSs+5bScCQScIyXKN8J6tGYLJyRRvuYQkX5QJbijRlGmKgVKH0dR1W+UKUdmmG",
-	"fxto5l9h8rW1YXAcfOvfMVsO26ZuV89xvFLJ6lGGZM2ncdOymmBNuUtPpULHmrwhLoR1F1Z5lkXhAxh+",
-	"b77IHj4qutva9NUm4OvGCeVbS05uPO//YrFQLdtSWTat7NL+FnapelYRBxxsQV77OTsa97dteNnzytQf",
-	"0Xp6NXrQfgbH7/bp+5HGswrk9j6ZYvJek3bfO2PqkgfdwA5P4GhWXRFZ+fhsUE5Kj2At1C2Vjza+e582",
-	"K/ro0a2wqi+AXYHd7ZpJt3rbTLbCu1alWDHBMBLadqt83xQP5PXzpjUXOtZsU1yxJvLr/bC3NEnpqnql",
-	"1r3MVn/fjcxLoqej1mX49jCJzReamT+axvvE1oMaH+S92p8oVNrWqoR9dBRV9ARRLnvmvhygTzrVtNT8",
-	"hxNNbnBDWc9cmecfRGF/j+Cqv7r1gk5GS8ez+l0rH3l6aja/H0YTf+iNyL5dlNU6bHY19JeyeLd6UCk0",
-	"cN8s1qret0NMqBA4KQ3bkzV8Cro2mWB/U/CgCfYXCVW1eudhqMdHXjXo3qfq7595Bvd71X3PpzXHW38N",
-	"1A6x0NZsssl+WCVKx6HP2GiWw+cBG+9hdG1yg5bfI476difG4KWiRqTm9+PPEZT9iRNIpdw/qI7lNWhT",
-	"9r+eQn5UQq7XRnff+1hldKOedLF+NO8RGll9PfZ0TGoEBoH8/cUOS7664kHT4IsvvpVl8FUO61MmVP5g",
-	"NpsCgmm8zPWX1v/wDcoN4txQ+BSm9knZw6d+/lrq7fTo4cujTjHRY9V5PTauTnwdCvRCQJ86rqkHKqjA",
-	"aG5tbsZ7ezwXowkBjrjYW+zT5XLvPMdyCto/xdacQxeyniO6/3D/fwEAAP//",
+	"7Hz/bhu3sv+rEPv9ArVxJVn5cS5aBcGB4yQ9vsdpDNuFD9AENrU7kljvkluSK1mnMHCf5j7YfZKLGXJ3",
+	"uT8ky0lrtIX/SSxySA6HM8MPh7P8NYpVlisJ0ppo8muUc80zsKDp14kw9qjQRmn8lYCJtcitUDKaRIdJ",
+	"IqxYAoNbC9IIJSdstQANzCoWK2mFLGDAYpULSNhMq4zZBbBcw1KowrCcz+Ebw65PhLy5ZgvgCegR+5jz",
+	"XwpgXCbMiLmEZMI4i4kF1weXyi5As1QYO6h+rZS+MTmPgSldFcY8TUEPXBHjqQUNCVMSBkwYxtnL8XjE",
+	"3kmrBRjGkwQSxmcWNPG54ukNm8KcS5bxNfaB/0llGc9z4PoVA9/SLrhlcCuMhYRNYaY0MFGSMSVjYMDj",
+	"xYAJyZROkKNCpmAM05CpJSQsAy5XC5HCKBpEAoX7SwF6HQ0iyTOIJpETQDSITLyAjONiZPz2BOTcLqLJ",
+	"8/F4ENl1jpTGaiHn0d3dgBbvRGTC7rZ2XJoVaMYty5SxzC6EYRmX63KexD9KBiX/jWGFKXhaTgjXi0up",
+	"CpwtEkm4tbTEZavGOrM9DenrTxFSfYr2R+xS2IUqLMqNhL9QqRuIVoo4g2TAuGFFbqwGnrFEgdkkr5Sm",
+	"3RKXyIosmjwbo7QyIf3PSnJCWpiDJtFdlur0D2K3K8ALZLLSOWRZwy8FGMt4bA1TcsTO4JdCoMKthF0w",
+	"zqy6AfnK/5Ls8PSY3cAaZ4yKNQWWwswyFMIe9ncD628MUytZj7Pv5JwVxjLS8JUwwHDKTgcrwhE7bHDH",
+	"LUmLtJcUFdWZinEkZyYoaKwXMhQ5ezl+WXd1JZW9mqkCFzsVN7W6ulWt5f+v4ZuU30I6rATZWIy2rt4N",
+	"Ig0mV9IAuZ03PDlz4sRf6EtA0p88z1MRc1yEg58NrsSvQbf/X8MsmkT/76B2aQeu1hy801ppN1RzJcO1",
+	"I41PZ0pn6Cd0LbSM23hBwvKj3Q2iIyVnqYgfmcXYj2qcItH6FVqDtMxYboHtwWg+YjzVwJM14yyDbAp6",
+	"Hzl+r/RUJAnI35/lJU9FwmINCUgreOrYReUuJ0OmYWKVk8uutVWrFJDZY2lBS566IX53hgsJtznE6MIN",
+	"6CVoNuMiLTSwvQQsF6lhXANL1XyOjkgCkmiwhZaQkHR/UPY9msZj6YNRhY6hx7C9IS+FEdOUduPaypHR",
+	"U75OFU8ulDrheg6Pq79TlawZ3MYAiXEGJf6Nnh799d0gulDqA5drb/3m9+eNM41WQwywFcc9mccLSNhe",
+	"HiCIvAExZqiwWlhEDTJhQi6FJaYMYQ1qmAo0SZ4kGjd6bIH6hAijsAu0CTeN/VeoRHodAA9ZoMEyNWMG",
+	"YiUTgy75DImGh0gUDby7JemccQsbNnkn9owLKeSc/VIoy7FX8vu5SkW8JvZpEfxIhbQixS1JoCCMVbTr",
+	"kke5/hQ5aXyKXunX41f29bPrrU59UPM2PKXh+ll0jHmG3D7GjVcRv+d7CHH87uI9SzSfWffvUICdDRfW",
+	"5jwXQ1xHWsahF08P47+8fjYev1rtwHog7w7XpbSsYisubIn5aCFR1Htn74/Yd8+ejfebEGQb5sBBf5So",
+	"HEqLf8MjeJFMGIPcoseQHX/d1LLLy8vhYa240L+STdV2WyVCTO9X994A17gVbYUCJAdT5LnSFpIPkAh+",
+	"QTSP7qW8H+0MhU19bzhYtUE1uzu3XCZcJwywnpX4ptoz2HRNSo04cLUAyXg1+oy2m70S6X5jGI2xP2IX",
+	"CMr9/uQgmmG4E63Zy9tbsua/3d46ZIAnEMJpK742bCbS1LBYJeDQ5T8uLk4JMBRmf+BZ3ONYMk1hwDIe",
+	"L4SEIYIILGE3Ag9kRbxAc+zDg3jGcpjjyiGOCc3u7N3h2w/vCMmTu8/2HYQFY/BssLcq7X2llZxTHRVZ",
+	"xRJFzpFEciUSXA5h6ZwmUMSIPXOtctBWgN8okh7FDGbq5k8uENyco0EEtzzLU4gmL8ffde1yEEH/8tKK",
+	"MCTHqVPHgmxnRi6AEDzKTM26I0Vn5eZdwjTau9HmWuYwiLykeuZVZFzWC+SWsJSrI50iJ07CuBmRiBt8",
+	"HHu7D9W+j4l6FfpPQr7+G8OO3w4YT40qXfa/hn4rHx4ntQ34QyCutpJegb1Wp2rOUiGrZfJdT2iboHM1",
+	"GYsG9A84P85yraYpZGgd4Ddef3JqjL73DLXq2fNvWa6FJEVnh+dHx8csXnDNYwva7LvehWUGJUahAkgN",
+	"sDlIwA2mMlvHLiphcBB/9vzbvoN4CXejyU9enT5XZGr6M8QEfb7Xqsir89IHnufYviNvX8GmYFeAbkOy",
+	"4+SUzbG1s/gWmCbwkQgNsVUo57WMO6ZDrX+gs1t7PCwtF6MeyJ0yPkXv5FxIAJzqp2jAPkWnKbd4gPoU",
+	"7TdULSDs1TBE/Z2xz5TDr9wYMZdOp0Tgf9geTzKKqlTHnEEEEvfYnyKqwvWhGhR5zU1Z112rzrJ8AMsT",
+	"bvkJn0JKwio9EE9PG0LsTKo5mX/CerjkaQEs50I7TKj0nEvxb+Fd30yklkRUwXszYm5gFnPJpsAKAwkF",
+	"2LiFOUGFmhZ1E+RSaCUzkHaAloHTGDALPPNxsDWLC2NVxiy/VVJl61HUM+uPKwn6vYA0Md1loUo2o1qa",
+	"xiloI4wFSef8llfWgHbzZt3vOgqDWFeTPQn0iHGsCnRWC8V8UxaedyI0J558lOk6mlhdQI8yFXnypUP6",
+	"pg8csk9vTkEmQs6Pq8MBqU6afpxFk5+2Q5QLkYGX/d1gO2m4TkjblD2C/7QrhB9RAK6uR3pwmwsN5tD2",
+	"Sw/l484NIgPnLlFY9SGI+Q76+iaq/pUhpkwx3d07HB6duGhBT4vKRXSbVS6WImc9TuDuc9t0/VqGkxRB",
+	"XC7aZfkP4xjyHpn29M0d6eC3WM2GILZpUh2p202dz0D2Rkbvl1VzVt767mNvw/iHvjXq7R9S2YnquAc3",
+	"+YuOUEwOPwo64m8ynT5Oa6EQw/ca3hfI+bhq/0XmaP0JbiPfSDBhn2p1/RShi/5UqscV7difoq9S8Q1z",
+	"CzQ/6Oyti/o9uM/LdgcPMafD2hhawvV7lJAzwtZ518o09cD2cENuSI2Eu98xvESYPOXrftRXjueJ3CUD",
+	"Ahba+jeaU98Boezq+G30ZRtnWwP79Yig+W/jM2c8E+n6SvZKhpo6ig0byCCaiyXIbe2JYGNz3AUfsD8+",
+	"QIiXO2yLD1OUejcNVaVvVvKe9ht2410md9ljtBvZ9CS9mtLT8oSi6jOHGh1RebgNNzVhIdtyOmjAxnom",
+	"voBrzcmz4iBXLgDccxKrAsNI1suF78/30Cu8AFx2tzzc5R6G6x+4c1bXFituSnz/AEj/NaP5Lr4MzTcM",
+	"55FRvHfmfSCiVuvyECOSPtv7MhOuz8sf1uyyq2aBw9OqyH1kokevKLQxtGpI8YjM0/UEJtje+dHxh30f",
+	"ZHAnd7MQeWhg2wTZH0PpMbSFyDk/ljO1Myz+R9Vi0z5XWFWHiQopEN7VoQqxk56nVZRhG1OtmMTuzrVe",
+	"0Ww9XG1bUQ1zf2bd1CXdgDFPF3ZdmOEKjB0+7+/XmeQRausu4ZQgFNs+aOhhZeCk/Ibt8TkKasBmhYz9",
+	"jVymEkjNgBkuk6m6BTNwl02U0vKzmpoBW6q0yPBnosUSqgILWZ5y61JfLMw1bTaxkhLKzimbCVZm4KMq",
+	"icq4wAofXPBmiT1kfA5mf8Rw/Vmu8iIlRSFn9T3YWrDCuHtHnznyd+qhDBmb16g5o826VPssXUh0hztr",
+	"+JmnRwRC8fJtq+8j6nvehw8qyDkVMgl/x0rOxLygi8T64iAspRC4v4QIA3j19tDsOyiou4kC6N4spu6j",
+	"QR15rTW1rLrXLN1sz4CbPptw5eTOwlwMFI/CxTZgqdLF6P2tyw77UDcQcQGSS0oCsVxI8Ek85C0N42nK",
+	"XNpNEBLcZhFg49G+UzKz4BoSihNS+MEYGkSrlLbVqUhTIee9ocIeD9m9rDg+PTxkqHyp4NKrj4tM8zBt",
+	"6dov7DvJpykk1ywTKDOXKeDrhiksIWXX5MKv6j6vGU8SJdkeituF54dGJODSBtGzcKs0s0qlZbz13GqR",
+	"Qzk7BksU1f6IXRfS8BlcMw2x0olhnOWgh0GSYW6HlMyi5vO0zG6sqw1YizvcK8andJFQIZJym66yNhZ8",
+	"6fLHiPnRpvCIF0gP+tFFAHhyTtpXjrLgTnId8TtJ8diKJYzY+dcJ7BWLucS5TIHFCy7nmwUSKNBUqRS4",
+	"JHBH0n7YTvyja7MdrIWUPYGqcEWdiMp1des+Yhf3rS9Kd8rjG5AJ6nSWG3ZdhZ+vSWbXFXa97i4vbF3X",
+	"jOsb077z4MYxO3RiY3s/fLyo1tbuD5hagtYiKa8hm2bj1Iy956mp+4ee7usuNyzaZkR+9v7oxYsX3xEY",
+	"J6HUCloKGAF5yk1lQSN2joRV9hUp4ugrg/10ZBYJ2zPFdL+8w+KxLZMfQwaclD17X8rNVmU8q7fjlrhc",
+	"BSt3LRfOmSndWhkhZ5obq4vYFrp7IPPYsxe1HTeaspqULfGI1zvcHp/NILaG8SUXKV2XzoBje5f2lECe",
+	"qnWG/mYKC74UfveuIebNi97ohsNhO5v7uaM/9zZ3j5Tb1JshzHCFvs5z0xI+qQclfgCl+eDWWlLW8+4e",
+	"wUd9wRMU3alWuKmeqPm891b3kgwEdWrzOA0vgJvc+eEPb998/NfV2+Pzwzcn765Ozz4evTs/vzr5+P33",
+	"xz98T0iRMikcD7SH5Y4RZmyiCntgbAKabt2Rrypp2ZRcDHku2HI8ej56/u1/9DmCrYuBBrgNRBaGYt2d",
+	"HQ9y2+cTLxdAef22vMTD/a0k7xhLde/W5702xAWbrG25NsCKqyVoMRO7cPqNcX0Rx1MAsjvXtpc7ulS4",
+	"p98g9LughDnXpq+/rQHN1py/IrTZ6ml7kLP/EqHVxab7BH8x2026cqdB7+qpi1yrpUAX5zIPysNFFXe4",
+	"8gkRDYVxx7irmOfkaj/vGqRtsb/tRqdrONgpxIUWdn1OqXNkDoe5+CesDwu7wF9TSqF7r3TGbTSJDk+P",
+	"2T8BjzCtoKWS82EqlpBU3xmgg8+1mmueZdyK2MP8MhmPNIY6r1ldWJtTMgCO/rznCovK22l/dJ74r8sL",
+	"98EDDjBL1cqZtk9vJMIjn67VKPxRp9EkOlBYeFBlQxKTKvf+gXI3JtEh/i+MRZe9hHo67sAzcafHaBId",
+	"0R/MFdf1CaRA9W/pj079HFDA34N1NUHc2BOkwtgyPtxu7EAJQpA8aQ5Oq9lo6xcoqKXISsA5bbbEZEDb",
+	"2LCa3DSrkDaMTXQk4/NBfHWHvC2oe8hruTUIA/k16RuMb++6LdUOeXXG7cyxqmlQtafWT1XPqCwLJlOT",
+	"hRPp76jNf0gVBJi63IeVbdpw2A5dlZjeIqvKo0H0s5p2R8TCsq4tpbCuls3PahqIhSrDMcNGbTn4ulTF",
+	"PcxWpdEgyuJ8UUwb1R+OTtmimNYRDySj+EZnTq64rm/Pq11fz40Kgtl5gpCPduP2HKv6MvbYYa+sCGna",
+	"LPbR1Gz6HPrghqukCTnt66PNbUBThU0nPiCEHPvQUAlVXazAL1LQoDXDqqZB1Z5jP1U9yxofl9OsqcJ5",
+	"9vfTnmkPVVvFygHbalaFhwPmyrKAu5os7LQqjQaRizZfVHRtubn6rU3aQtyhSc10izjgvd0mnMEOQxS5",
+	"AW3riSjtb+E2N940+5Cif7IhRWdu7Sn1TcWEMWQz8VlYlMAAud10tghatDmvq5p0CcSpkG4C9NcOfbfn",
+	"vKnveuarnivvgNBlBFXZE/5O2arGfXJAnwJfIvkJ/r+RKBDqJg7dR88UNsc//MDNCFuzRdtmg54RRSPM",
+	"bOBGKsEqlwx+FHzVQp+JPCHJJyT5hCSfkOQTknxCkk9I8glJPiHJJyS5FUkGsVpOoVD6fFj4VAcrLN13",
+	"+dyL0qWdplzi8P6GLZpE49F49AwHUjlInotoEr0YjUcv0H9yuyBMepBrNRMpHIRbK93u9V200rfEhnH3",
+	"VI6a0UVVNze8/6Kq8rXHiZf0YZp2cmvJuwePQm3IeqxJDup3hzblPbaI/QtTd59bz8A8H48f9Nn3TimC",
+	"mz5k6SQJdr8QNwWdDGZFWu9Tze/kT4S82fGlLGEX7JreK7getF5M4oZxyc7eH7Fvn3/7LUuFvKneMijG",
+	"4xfxwXLcpyd/p+5ePxuPkez5f7pXo17/73//DzWDVyx8dem6yk5R/l0nbkoGZFK91+J5HN371f5Lt1p9",
+	"sq9W9SB42YeaPLu/SeNVBGr04v5G9VM31OLl7/98gFR9hkfDP//ufobbD5/cDaK/7SLQ5jM54R0SmWp5",
+	"dfNTF8J/RusMb5d++owWaIos43pdYbyeOQ0iy+em1Wn0GQc/IB98v8NKU5dr5lN8O/6JCRmnRZnDItxN",
+	"oOl+79t6gMUn1/V7t8a19CO6tfup28+NPY4nbF7T/9n8Hynak8fb6vG2t6gerPrD+Kg2/tvNRQUv3QUu",
+	"JfBSAcr7PIhuh8ZyQQ8wDsVcKg0um+sOT7Fm0+eVgChLwioco3xaq2ZgunZ5Hu4tCgeMga1EmjINMVB0",
+	"UfpUEKt87ko7m8M/JzT3Dzf5dNwQTwfPA3Q8neO2adsPdXX9/ohW/Y1K1g9yRRu+x5uVKQwbcmx60iM6",
+	"/ugdyTFM9rDKCz0KX93wq/tVHvVBkHJn51k7kd8XnJQPPDnN87L/iwGw2jqksmxWebbxDp6tessRGzzb",
+	"YXrtN/So3d92kWXP01Z/RP/rzeheDxyc+dtH/ge63wo9HvxqiulHTdZ959yxi1h00SQe+9Exu8y18onh",
+	"IIeVXt5aqhvKWW18bD9rphHSS19hKmFAuwa733W0bvTf2NEOOhltxRThLrRdXfnyas7ton53tRZcxwFu",
+	"AzMb4GbvB8ilF0vX1fPF7gW5+jt0lHcSPR0JL8NHqUnTvtIz/dGchA/A3eskgvhc+1OKykBbGbsPhm5F",
+	"D3JzUT73hQN9eqpmpbO4PyDmGjfs+8ylo/55bfy3gHD9ibsXdIJbOTHXT3Z5hOxns/1pNOr4cy/uezws",
+	"1zoUd436xzIvuXorKvSJj4boqqf7kBPKcU5KX/jkQJ+g3Tav7S9B7vXa/o6kSsTvvHn1cHxXkx78Wv39",
+	"A8/g7qC6yvp1wzHc33C1gRz6mm1u3DerVOk43GZannzzy4eNpz66Prkxl98Cej3euTR4hKkB7vx6/Dlw",
+	"3J840FXq/b3mWN7wNnX/9zPIn5WQm63RXWU/1BhdqydbrN8DfIBFVh/GPZ2sGsAg0L+/2PnKJ47c6xp8",
+	"XsljeQafwLE5MEOZHWa7KyCaxqNjf2n7D5/X3KLODYNPYWafjD18xeivZd7Oju6/5OrkST3UnDdz41Lg",
+	"N7FAjx/0meOGVKeCcqcW1uZmcnDAczGaEuGIi4PluCfy4fs5ljPQ/pW5Zh+6kHUf0d3nu/8LAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -40,7 +40,6 @@ type requestState struct {
 	resolved  bool
 	principal *Principal
 	err       *authError
-	workspace string
 	// id is the request's ID (observe.go); idHeader holds it as the
 	// response header's value, allocated with the state.
 	id       string

@@ -17,7 +17,7 @@ func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspac
 	}
 	// The hot path: the membership and admin checks happen inside the
 	// store's transaction instead of a separate lookup.
-	p, workspace, err := s.workspaceName(ctx)
+	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 // ListWorkspaceUsers lists members, then pending invitations (any member
 // may), whole or a page at a time, written as they are read (lists.go).
 func (s *Server) ListWorkspaceUsers(ctx context.Context, req gen.ListWorkspaceUsersRequestObject) (gen.ListWorkspaceUsersResponseObject, error) {
-	c, err := s.workspaceCaller(ctx)
+	c, err := s.workspaceCaller(ctx, req.Params.XBlaxelWorkspace)
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +33,7 @@ func (s *Server) ListWorkspaceUsers(ctx context.Context, req gen.ListWorkspaceUs
 // RemoveWorkspaceUser removes a member or revokes a pending invitation (admins only).
 func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspaceUserRequestObject) (gen.RemoveWorkspaceUserResponseObject, error) {
 	// The admin check happens in the store, under the workspace lock.
-	p, workspace, err := s.workspaceName(ctx)
+	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspac
 // UpdateWorkspaceUserRole changes the role of a member or pending invitation (admins only).
 func (s *Server) UpdateWorkspaceUserRole(ctx context.Context, req gen.UpdateWorkspaceUserRoleRequestObject) (gen.UpdateWorkspaceUserRoleResponseObject, error) {
 	// The admin check happens in the store, under the workspace lock.
-	p, workspace, err := s.workspaceName(ctx)
+	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
 	if err != nil {
 		return nil, err
 	}

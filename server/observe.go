@@ -90,6 +90,16 @@ func (o *observer) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Response().Header()[HeaderRequestID] = state.idHeader[:]
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestStateKey{}, state)))
 
+		defer func() {
+			// A handler that aborts its connection mid-answer (a list
+			// failing after its first entries: http.ErrAbortHandler, which
+			// the Recover middleware passes on) still gets its access line
+			// and its count; net/http then closes the connection.
+			if p := recover(); p != nil {
+				o.done(c, state, time.Since(start))
+				panic(p)
+			}
+		}()
 		err := next(c)
 		if err != nil {
 			o.count(err)
@@ -183,9 +193,6 @@ var unmatched = operation{id: UnmatchedOperation, route: UnmatchedOperation}
 // callerWorkspace is the workspace an authenticated request acts on: the
 // header it sent, else its API key's.
 func callerWorkspace(req *http.Request, state *requestState) string {
-	if state.workspace != "" {
-		return state.workspace
-	}
 	if ws := req.Header.Get(WorkspaceHeader); ws != "" {
 		return ws
 	}

@@ -144,7 +144,7 @@ func (l *rateLimiter) afterAuth(s *Server) echo.MiddlewareFunc {
 			if req.Method == http.MethodGet || req.Method == http.MethodHead || !strings.HasPrefix(c.Path(), APIBasePath+"/users") {
 				return next(c)
 			}
-			_, workspace, werr := s.workspaceName(ctx)
+			_, workspace, werr := s.workspaceName(ctx, req.Header.Get(WorkspaceHeader))
 			if werr != nil {
 				return next(c) // the handler answers the missing or foreign workspace
 			}

@@ -129,7 +129,6 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if name, dup := duplicateName(jsonBody); dup {
 			return newError(http.StatusBadRequest, KindInvalidJSON, fmt.Sprintf("request body has the member %q twice in one object", name))
 		}
-		state.workspace = req.Header.Get(WorkspaceHeader)
 		c.SetRequest(input.Request)
 		return next(c)
 	}

@@ -14,12 +14,12 @@ type caller struct {
 }
 
 // workspaceCaller resolves the workspace a request acts on and the caller's
-// role in it. The workspace is the X-Blaxel-Workspace header, else the API
-// key's own workspace. A workspace that does not exist, that the caller is
+// role in it. The workspace is the X-Blaxel-Workspace header (the
+// operation's declared parameter), else the API key's own workspace. A workspace that does not exist, that the caller is
 // not a member of, or that an API key is not bound to is "workspace not
 // found" alike, so nothing is revealed about other tenants.
-func (s *Server) workspaceCaller(ctx context.Context) (caller, error) {
-	p, name, err := s.workspaceName(ctx)
+func (s *Server) workspaceCaller(ctx context.Context, header *string) (caller, error) {
+	p, name, err := s.workspaceName(ctx, deref(header))
 	if err != nil {
 		return caller{}, err
 	}
@@ -31,13 +31,14 @@ func (s *Server) workspaceCaller(ctx context.Context) (caller, error) {
 }
 
 // workspaceName returns the caller and the name of the workspace the request
-// acts on, without looking anything up.
-func (s *Server) workspaceName(ctx context.Context) (*Principal, string, error) {
+// acts on (header: the X-Blaxel-Workspace value, "" when absent), without
+// looking anything up.
+func (s *Server) workspaceName(ctx context.Context, header string) (*Principal, string, error) {
 	p := PrincipalFrom(ctx)
 	if p == nil {
 		return nil, "", newError(http.StatusUnauthorized, "", "missing credentials")
 	}
-	name := stateFrom(ctx).workspace
+	name := header
 	if p.APIKey != nil {
 		if name == "" {
 			name = p.APIKey.Workspace.Name
@@ -49,4 +50,12 @@ func (s *Server) workspaceName(ctx context.Context) (*Principal, string, error) 
 		return nil, "", newError(http.StatusBadRequest, KindWorkspaceRequired, "no workspace: send the "+WorkspaceHeader+" header")
 	}
 	return p, name, nil
+}
+
+// deref is the value of an optional parameter, "" when absent.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
