@@ -48,25 +48,28 @@ func newError(status int, kind, message string) *APIError {
 // (the message is for people and may change). The README lists them; add
 // one there when adding one here.
 const (
-	KindInvalidRequest       = "invalid_request"        // 400: the request does not match the spec
-	KindInvalidJSON          = "invalid_json"           // 400: the body is not one JSON value, or repeats a member name
-	KindInvalidEmail         = "invalid_email"          // 400: the email is not one the server accepts
-	KindInvalidRole          = "invalid_role"           // 400: role is not admin or member
-	KindInvalidCursor        = "invalid_cursor"         // 400: a list cursor that is not this list's
-	KindWorkspaceRequired    = "workspace_required"     // 400: no X-Blaxel-Workspace with a token
-	KindAmbiguousCredentials = "ambiguous_credentials"  // 400: two credentials in one request
-	KindUnauthorized         = "unauthorized"           // 401: credentials refused (malformed, wrong scheme for the operation)
-	KindMissingCredentials   = "missing_credentials"    // 401: no credential sent
-	KindInvalidToken         = "invalid_token"          // 401: a JWT refused (signature, issuer, claims)
-	KindExpiredToken         = "expired_token"          // 401: a JWT past its exp: get a new one
-	KindInvalidAPIKey        = "invalid_api_key"        // 401: an API key unknown or revoked
-	KindForbidden            = "forbidden"              // 403: the caller may not do this (e.g. not an admin)
-	KindInsufficientScope    = "insufficient_scope"     // 403: the token lacks the operation's scope
-	KindPersonRequired       = "person_required"        // 403: an API key where only a person's token will do
-	KindEmailRequired        = "email_required"         // 403: the token has no email claim
-	KindEmailNotVerified     = "email_not_verified"     // 403: email_verified is not true (--jwt-require-email-verified)
-	KindNotFound             = "not_found"              // 404: the resource does not exist or is not visible
-	KindWorkspaceNotFound    = "workspace_not_found"    // 404: no such workspace, or the caller is not in it
+	KindInvalidRequest       = "invalid_request"           // 400: the request does not match the spec
+	KindInvalidJSON          = "invalid_json"              // 400: the body is not one JSON value, or repeats a member name
+	KindInvalidEmail         = store.CodeInvalidEmail      // 400: the email is not one the server accepts
+	KindInvalidRole          = store.CodeInvalidRole       // 400: role is not admin or member
+	KindInvalidCursor        = "invalid_cursor"            // 400: a list cursor that is not this list's
+	KindWorkspaceRequired    = "workspace_required"        // 400: no X-Blaxel-Workspace with a token
+	KindAmbiguousCredentials = "ambiguous_credentials"     // 400: two credentials in one request
+	KindUnauthorized         = "unauthorized"              // 401: credentials refused (malformed, wrong scheme for the operation)
+	KindMissingCredentials   = "missing_credentials"       // 401: no credential sent
+	KindInvalidToken         = "invalid_token"             // 401: a JWT refused (signature, issuer, claims)
+	KindExpiredToken         = "expired_token"             // 401: a JWT past its exp: get a new one
+	KindInvalidAPIKey        = "invalid_api_key"           // 401: an API key unknown or revoked
+	KindForbidden            = "forbidden"                 // 403: the caller may not do this (e.g. not an admin)
+	KindInsufficientScope    = "insufficient_scope"        // 403: the token lacks the operation's scope
+	KindPersonRequired       = "person_required"           // 403: an API key where only a person's token will do
+	KindEmailRequired        = "email_required"            // 403: the token has no email claim
+	KindEmailNotVerified     = "email_not_verified"        // 403: email_verified is not true (--jwt-require-email-verified)
+	KindNotFound             = "not_found"                 // 404: the resource does not exist or is not visible
+	KindWorkspaceNotFound    = store.CodeWorkspaceNotFound // 404: no such workspace, or the caller is not in it
+	// The store's own kinds (store.Code…): user_not_found,
+	// invitation_not_found, not_admin, already_member, last_admin,
+	// email_taken; they reach the body through storeKind.
 	KindRouteNotFound        = "route_not_found"        // 404: no such operation
 	KindMethodNotAllowed     = "method_not_allowed"     // 405
 	KindConflict             = "conflict"               // 409: conflicts with the current state

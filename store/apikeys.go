@@ -35,7 +35,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, workspaceName, sub string) (st
 	var ws Workspace
 	if err := s.read.WithContext(ctx).Where("name = ?", workspaceName).Take(&ws).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return "", APIKey{}, errorf(ErrNotFound, "workspace %q does not exist", workspaceName)
+			return "", APIKey{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace %q does not exist", workspaceName)
 		}
 		return "", APIKey{}, err
 	}

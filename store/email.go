@@ -118,7 +118,7 @@ func checkMemberEmail(email string, opts []EmailOptions) error {
 		o = opts[0]
 	}
 	if err := CheckEmail(email, o); err != nil {
-		return errorf(ErrInvalid, "email %q: %s", email, err)
+		return codedf(ErrInvalid, CodeInvalidEmail, "email %q: %s", email, err)
 	}
 	return nil
 }

@@ -49,10 +49,10 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	if p.Email == "" {
 		// The member-email checks skip empty emails (service accounts have
 		// one each; see memberByEmail): an invitation needs a real one.
-		return Invitation{}, errorf(ErrInvalid, "the email to invite must not be empty")
+		return Invitation{}, codedf(ErrInvalid, CodeInvalidEmail, "the email to invite must not be empty")
 	}
 	if !storable(p.Workspace) || !storable(p.Caller) {
-		return Invitation{}, errorf(ErrNotFound, "workspace not found")
+		return Invitation{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 	}
 	var inv Invitation
 	found, err := s.invites.invite(ctx, p, &inv)
@@ -126,21 +126,21 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 		q = q.Clauses(clause.Locking{Strength: "SHARE", Table: clause.Table{Name: "w"}})
 	}
 	if err := q.Take(&ws).Error; err != nil {
-		return notFoundAs(err, "workspace not found")
+		return notFoundAs(err, CodeWorkspaceNotFound, "workspace not found")
 	}
 	var caller Member
 	if err := tx.Where("workspace_id = ? AND sub = ?", ws.ID, p.Caller).Take(&caller).Error; err != nil {
-		return notFoundAs(err, "workspace not found")
+		return notFoundAs(err, CodeWorkspaceNotFound, "workspace not found")
 	}
 	if caller.Role != RoleAdmin {
-		return errorf(ErrForbidden, "only workspace admins may invite")
+		return codedf(ErrForbidden, CodeNotAdmin, "only workspace admins may invite")
 	}
 	var members int64
 	if err := tx.Model(&Member{}).Where(memberByEmail, ws.ID, p.Email).Count(&members).Error; err != nil {
 		return fmt.Errorf("check membership: %w", err)
 	}
 	if members > 0 {
-		return errorf(ErrConflict, "%s is already a member of this workspace", p.Email)
+		return codedf(ErrConflict, CodeAlreadyMember, "%s is already a member of this workspace", p.Email)
 	}
 	if err := tx.Model(&Invitation{}).
 		Where(pendingByEmail+" AND expires_at <= ?", ws.ID, p.Email, now).

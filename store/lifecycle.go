@@ -44,12 +44,12 @@ func invitationEntry(inv Invitation, now time.Time) UserEntry {
 // Returns ErrNotFound if there is no such workspace.
 func lockWorkspace(tx *gorm.DB, strength, query string, arg any) (Workspace, error) {
 	if str, ok := arg.(string); ok && !storable(str) {
-		return Workspace{}, errorf(ErrNotFound, "workspace not found")
+		return Workspace{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 	}
 	var ws Workspace
 	err := tx.Clauses(clause.Locking{Strength: strength}).Where(query, arg).Take(&ws).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return Workspace{}, errorf(ErrNotFound, "workspace not found")
+		return Workspace{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 	}
 	return ws, err
 }
@@ -76,7 +76,7 @@ const (
 // by email. Returns ErrNotFound when neither matches.
 func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, error) {
 	if !storable(subOrEmail) {
-		return Member{}, errorf(ErrNotFound, "user not found")
+		return Member{}, codedf(ErrNotFound, CodeUserNotFound, "user not found")
 	}
 	var m Member
 	err := tx.Where("workspace_id = ? AND sub = ?", workspaceID, subOrEmail).Take(&m).Error
@@ -84,19 +84,19 @@ func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, erro
 		err = tx.Where(memberByEmail, workspaceID, NormalizeEmail(subOrEmail)).Take(&m).Error
 	}
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return Member{}, errorf(ErrNotFound, "user not found")
+		return Member{}, codedf(ErrNotFound, CodeUserNotFound, "user not found")
 	}
 	return m, err
 }
 
 func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, error) {
 	if !storable(email) {
-		return Invitation{}, errorf(ErrNotFound, "user not found")
+		return Invitation{}, codedf(ErrNotFound, CodeUserNotFound, "user not found")
 	}
 	var inv Invitation
 	err := tx.Where(pendingByEmail, workspaceID, NormalizeEmail(email)).Take(&inv).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return Invitation{}, errorf(ErrNotFound, "user not found")
+		return Invitation{}, codedf(ErrNotFound, CodeUserNotFound, "user not found")
 	}
 	return inv, err
 }
@@ -138,13 +138,13 @@ func requireAdmin(tx *gorm.DB, workspaceID int64, sub string) error {
 	var m Member
 	err := tx.Where("workspace_id = ? AND sub = ?", workspaceID, sub).Take(&m).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return errorf(ErrNotFound, "workspace not found")
+		return codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 	}
 	if err != nil {
 		return err
 	}
 	if m.Role != RoleAdmin {
-		return errorf(ErrForbidden, "only workspace admins may do this")
+		return codedf(ErrForbidden, CodeNotAdmin, "only workspace admins may do this")
 	}
 	return nil
 }
@@ -183,7 +183,7 @@ func refuseLastAdmin(tx *gorm.DB, m Member, verb string) error {
 		return err
 	}
 	if admins <= 1 {
-		return errorf(ErrConflict, "cannot %s the last admin of the workspace: make another member admin first", verb)
+		return codedf(ErrConflict, CodeLastAdmin, "cannot %s the last admin of the workspace: make another member admin first", verb)
 	}
 	return nil
 }
@@ -198,7 +198,7 @@ func setInvitationStatus(tx *gorm.DB, inv *Invitation, status, by string, now ti
 // ErrNotFound when neither exists, ErrConflict when demoting the last admin.
 func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role, by string) (UserEntry, error) {
 	if role != RoleAdmin && role != RoleMember {
-		return UserEntry{}, errorf(ErrInvalid, "role must be %q or %q (lower case), got %q", RoleAdmin, RoleMember, role)
+		return UserEntry{}, codedf(ErrInvalid, CodeInvalidRole, "role must be %q or %q (lower case), got %q", RoleAdmin, RoleMember, role)
 	}
 	var entry UserEntry
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
@@ -254,7 +254,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		var err error
 		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
-			return notFoundAs(err, "workspace or invitation not found")
+			return notFoundAs(err, CodeInvitationNotFound, "workspace or invitation not found")
 		}
 		if _, err := findMember(tx, ws.ID, sub); err == nil {
 			return nil // already a member: accepting twice changes nothing
@@ -262,7 +262,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 		now := s.now()
 		inv, err := findPending(tx, ws.ID, email)
 		if errors.Is(err, ErrNotFound) || (err == nil && !inv.ExpiresAt.After(now)) {
-			return errorf(ErrNotFound, "workspace or invitation not found")
+			return codedf(ErrNotFound, CodeInvitationNotFound, "workspace or invitation not found")
 		}
 		if err != nil {
 			return err
@@ -274,7 +274,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 			Audit: Audit{CreatedBy: inv.InvitedBy, UpdatedBy: sub}}
 		if err := createMember(tx, &m); err != nil {
 			if errors.Is(err, gorm.ErrDuplicatedKey) {
-				return errorf(ErrConflict, "%s already belongs to another member of this workspace", inv.Email)
+				return codedf(ErrConflict, CodeEmailTaken, "%s already belongs to another member of this workspace", inv.Email)
 			}
 			return err
 		}
@@ -291,12 +291,12 @@ func (s *Store) Decline(ctx context.Context, workspaceName, email, by string) (I
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		var err error
 		if ws, err = lockWorkspace(tx, "UPDATE", "name = ?", workspaceName); err != nil {
-			return notFoundAs(err, "workspace or invitation not found")
+			return notFoundAs(err, CodeInvitationNotFound, "workspace or invitation not found")
 		}
 		now := s.now()
 		inv, err = findPending(tx, ws.ID, email)
 		if errors.Is(err, ErrNotFound) || (err == nil && !inv.ExpiresAt.After(now)) {
-			return errorf(ErrNotFound, "workspace or invitation not found")
+			return codedf(ErrNotFound, CodeInvitationNotFound, "workspace or invitation not found")
 		}
 		if err != nil {
 			return err
@@ -318,7 +318,7 @@ func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace
 		var m Member
 		if err := tx.Where("workspace_id = ? AND sub = ?", ws.ID, sub).Take(&m).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return errorf(ErrNotFound, "workspace not found")
+				return codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 			}
 			return err
 		}
@@ -331,9 +331,9 @@ func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace
 }
 
 // notFoundAs rewords ErrNotFound for the operation at hand; other errors pass.
-func notFoundAs(err error, message string) error {
+func notFoundAs(err error, code, message string) error {
 	if errors.Is(err, ErrNotFound) || errors.Is(err, gorm.ErrRecordNotFound) {
-		return errorf(ErrNotFound, "%s", message)
+		return codedf(ErrNotFound, code, "%s", message)
 	}
 	return err
 }

@@ -316,7 +316,7 @@ func (s *Store) requeueFailedOutbox(ctx context.Context, f OutboxFilter) (requeu
 			var ws Workspace
 			if err := tx.Select("id").Where("name = ?", f.Workspace).Take(&ws).Error; err != nil {
 				if errors.Is(err, gorm.ErrRecordNotFound) {
-					return errorf(ErrNotFound, "workspace %q does not exist", f.Workspace)
+					return codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace %q does not exist", f.Workspace)
 				}
 				return err
 			}

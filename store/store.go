@@ -52,6 +52,20 @@ func errorf(kind error, format string, args ...any) error {
 	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
 }
 
+// The machine-readable kinds of the store's refusals (Error.Code), which the
+// API answers as its error body's `error` (README, "Error kinds").
+const (
+	CodeWorkspaceNotFound  = "workspace_not_found"
+	CodeUserNotFound       = "user_not_found"
+	CodeInvitationNotFound = "invitation_not_found"
+	CodeNotAdmin           = "not_admin"
+	CodeAlreadyMember      = "already_member"
+	CodeLastAdmin          = "last_admin"
+	CodeEmailTaken         = "email_taken"
+	CodeInvalidEmail       = "invalid_email"
+	CodeInvalidRole        = "invalid_role"
+)
+
 // codedf is errorf with the API's machine-readable kind of the error.
 func codedf(kind error, code, format string, args ...any) error {
 	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}

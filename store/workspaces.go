@@ -60,7 +60,7 @@ type Membership struct {
 // callers must not be able to tell the two apart.
 func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Membership, error) {
 	if !storable(workspaceName) || !storable(sub) {
-		return Membership{}, errorf(ErrNotFound, "workspace not found")
+		return Membership{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 	}
 	var row struct {
 		Workspace
@@ -72,7 +72,7 @@ func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Memb
 		Where("workspaces.name = ? AND members.sub = ?", workspaceName, sub).
 		Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return Membership{}, errorf(ErrNotFound, "workspace not found")
+		return Membership{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
 	}
 	if err != nil {
 		return Membership{}, fmt.Errorf("look up membership: %w", err)
