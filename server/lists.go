@@ -34,14 +34,16 @@ type listResponse struct {
 }
 
 // wholeListSlots bounds the unpaged lists read at once (the others wait
-// their turn): two per core. Reading rows and encoding them is CPU work, so
+// their turn): one per core. Reading rows and encoding them is CPU work, so
 // more at once only adds memory: each one in flight holds a database
 // connection and, on SQLite, fills that connection's page cache with the
 // whole list. 64 unpaged 10,000-entry lists from 64 connections (SQLite,
 // pool of 32, 2 cores): all at once peaked at 193 MB RSS and 4 lists/s,
-// 8 at once at 112 MB and 9/s, 4 at once at 96 MB and 24/s. A page (at most
-// 1,000 entries) needs no slot.
-var wholeListSlots = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
+// 8 at once at 112 MB and 9/s, 4 at once at 96 MB and 24/s; later, with
+// more held by the invite path before it (make bench, GC target 400), 4 at
+// once peaked at 104 MB, so one per core. A page (at most 1,000 entries)
+// needs no slot.
+var wholeListSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
 
 func (l listResponse) write(w http.ResponseWriter) error {
 	if l.paging.limit == 0 {
