@@ -69,8 +69,12 @@ func createAPIKey(ctx context.Context, cfg apikeyCreateConfig, stdout, stderr io
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, key)
-		fmt.Fprintln(stderr, "API key created; it is shown only this once")
+		// The key exists now; if it cannot be shown, the command must fail so
+		// that the operator revokes it and creates another.
+		if _, err := fmt.Fprintln(stdout, key); err != nil {
+			return fmt.Errorf("API key created but not printed (revoke it): %w", err)
+		}
+		note(stderr, "API key created; it is shown only this once\n")
 		return nil
 	})
 }
@@ -80,7 +84,7 @@ func revokeAPIKey(ctx context.Context, cfg dataConfig, key string, stderr io.Wri
 		if err := st.RevokeAPIKey(ctx, key, "cli"); err != nil {
 			return err
 		}
-		fmt.Fprintln(stderr, "API key revoked")
+		note(stderr, "API key revoked\n")
 		return nil
 	})
 }

@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"log/slog"
 	"path/filepath"
 
 	"controlplane/store"
@@ -44,18 +46,25 @@ func (d *dataConfig) open(ctx context.Context, hooks store.Hooks) (*store.Store,
 		return nil, err
 	}
 	if err := st.Migrate(ctx); err != nil {
-		st.Close()
-		return nil, err
+		return nil, errors.Join(err, st.Close())
 	}
 	return st, nil
 }
 
+// closeLogged closes what a long-running command opened, when it returns:
+// no caller is left to hand the error to, so it is logged.
+func closeLogged(log *slog.Logger, what string, closeFn func() error) {
+	if err := closeFn(); err != nil {
+		log.Warn("close "+what, "err", err)
+	}
+}
+
 // withStore opens the store, runs fn with it and closes it.
-func (d *dataConfig) withStore(ctx context.Context, fn func(*store.Store) error) error {
+func (d *dataConfig) withStore(ctx context.Context, fn func(*store.Store) error) (err error) {
 	st, err := d.open(ctx, store.Hooks{})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() { err = errors.Join(err, st.Close()) }()
 	return fn(st)
 }

@@ -4,6 +4,7 @@ package main
 // mail-worker share them).
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -127,16 +128,16 @@ func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) err
 	}
 	build := readBuildInfo()
 	log.Info("starting", "version", build.version, "revision", build.revisionLabel(), "go", build.goVersion)
-	mon, err := cfg.metrics.start(build)
+	mon, err := cfg.metrics.start(ctx, build)
 	if err != nil {
 		return err
 	}
-	defer mon.close()
+	defer mon.close(ctx, log)
 	st, err := cfg.data.open(ctx, mon.hooks())
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer closeLogged(log, "store", st.Close)
 	d, err := cfg.mail.dispatcher(st, cfg.data.dataDir, log)
 	if err != nil {
 		return err
@@ -178,24 +179,32 @@ func mailStatus(ctx context.Context, cfg mailStatusConfig, stdout io.Writer) err
 	if cfg.failed < 0 {
 		return fmt.Errorf("--failed must be 0 or more, got %d", cfg.failed)
 	}
-	return cfg.data.withStore(ctx, func(st *store.Store) error {
+	return cfg.data.withStore(ctx, func(st *store.Store) (err error) {
+		// Written to a buffer (whose writes cannot fail) and then to stdout
+		// at once, also on an error, as before: one write error to check.
+		var out bytes.Buffer
+		defer func() {
+			if _, werr := stdout.Write(out.Bytes()); err == nil {
+				err = werr
+			}
+		}()
 		counts, err := st.OutboxCounts(ctx)
 		if err != nil {
 			return err
 		}
 		for _, status := range []string{store.OutboxPending, store.OutboxSent, store.OutboxFailed, store.OutboxCancelled} {
-			fmt.Fprintf(stdout, "%s %d\n", status, counts[status])
+			fmt.Fprintf(&out, "%s %d\n", status, counts[status])
 		}
 		oldest, ok, err := st.OldestPendingOutbox(ctx)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			fmt.Fprintln(stdout, "oldest_pending_age 0s")
+			out.WriteString("oldest_pending_age 0s\n")
 		} else {
 			// Why it is still pending is the question an operator asks
 			// next (SMTP down, or just queued), so say it.
-			fmt.Fprintf(stdout, "oldest_pending_age %v (id %d, %d attempts, last error: %s)\n",
+			fmt.Fprintf(&out, "oldest_pending_age %v (id %d, %d attempts, last error: %s)\n",
 				time.Since(oldest.QueuedSince).Round(time.Second), oldest.ID, oldest.Attempts, oneLine(cmp.Or(oldest.LastError, "none")))
 		}
 		if counts[store.OutboxFailed] == 0 || cfg.failed == 0 {
@@ -205,11 +214,12 @@ func mailStatus(ctx context.Context, cfg mailStatusConfig, stdout io.Writer) err
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "\nfailed emails, latest first (%d of %d; requeue with controlplane mail-retry):\n", len(failed), counts[store.OutboxFailed])
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tWORKSPACE\tEMAIL\tATTEMPTS\tFAILED AT\tLAST ERROR")
+		fmt.Fprintf(&out, "\nfailed emails, latest first (%d of %d; requeue with controlplane mail-retry):\n", len(failed), counts[store.OutboxFailed])
+		// The tabwriter writes to out, so its writes cannot fail either.
+		tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', 0)
+		_, _ = fmt.Fprintln(tw, "ID\tWORKSPACE\tEMAIL\tATTEMPTS\tFAILED AT\tLAST ERROR")
 		for _, e := range failed {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Workspace, e.Email, e.Attempts,
+			_, _ = fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Workspace, e.Email, e.Attempts,
 				e.UpdatedAt.UTC().Format(time.RFC3339), oneLine(e.LastError))
 		}
 		return tw.Flush()
@@ -266,10 +276,11 @@ func mailRetry(ctx context.Context, cfg mailRetryConfig, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "requeued %d\n", requeued)
+		out := fmt.Sprintf("requeued %d\n", requeued)
 		if skipped > 0 {
-			fmt.Fprintf(stdout, "skipped %d (their invitation already has a pending email)\n", skipped)
+			out += fmt.Sprintf("skipped %d (their invitation already has a pending email)\n", skipped)
 		}
-		return nil
+		_, err = io.WriteString(stdout, out)
+		return err
 	})
 }

@@ -42,7 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
 	err := root.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stdout, ffcli.DefaultUsageFunc(helpTarget(root, args)))
+		if _, err := fmt.Fprintln(stdout, ffcli.DefaultUsageFunc(helpTarget(root, args))); err != nil {
+			return 1
+		}
 		return 0
 	}
 	if err == nil {
@@ -52,13 +54,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, errNoCommand):
-		fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
+		note(stderr, "%s\n", ffcli.DefaultUsageFunc(root))
 		return 2
 	}
 	// One line, whatever the cause (driver errors can span several).
 	msg := strings.Join(strings.Fields(err.Error()), " ")
-	fmt.Fprintf(stderr, "error: %s\n", msg)
+	note(stderr, "error: %s\n", msg)
 	return 1
+}
+
+// note writes a status or error line for the operator on stderr. A failed
+// write is not reported: stderr is where it would be reported, and the
+// command's own outcome (its exit code, its stdout) does not depend on it.
+func note(stderr io.Writer, format string, args ...any) {
+	_, _ = fmt.Fprintf(stderr, format, args...)
 }
 
 var errNoCommand = errors.New("no command given")
@@ -84,8 +93,8 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 		},
 		Exec: func(_ context.Context, args []string) error {
 			if *version {
-				fmt.Fprintln(stdout, readBuildInfo())
-				return nil
+				_, err := fmt.Fprintln(stdout, readBuildInfo())
+				return err
 			}
 			if len(args) == 0 {
 				return errNoCommand

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -20,7 +19,7 @@ func migrateCommand(stderr io.Writer) *ffcli.Command {
 		Exec: func(ctx context.Context, _ []string) error {
 			// Opening the store migrates it.
 			return cfg.withStore(ctx, func(st *store.Store) error {
-				fmt.Fprintf(stderr, "schema up to date (%s)\n", st.Dialect())
+				note(stderr, "schema up to date (%s)\n", st.Dialect())
 				return nil
 			})
 		},

@@ -75,8 +75,8 @@ func versionCommand(stdout io.Writer) *ffcli.Command {
 		Name: "version", ShortUsage: "controlplane version", ShortHelp: "print the module version, VCS revision and Go version",
 		FlagSet: newFlagSet("version"),
 		Exec: func(context.Context, []string) error {
-			fmt.Fprintln(stdout, readBuildInfo())
-			return nil
+			_, err := fmt.Fprintln(stdout, readBuildInfo())
+			return err
 		},
 	}
 }
@@ -140,11 +140,12 @@ type metricsServer struct {
 // start makes the metrics and opens their listener (nil, nil when
 // --metrics-addr is empty). The store's hooks are in hooks(), its pools
 // and outbox are added by serve once it is open.
-func (m *metricsConfig) start(build buildInfo) (*metricsServer, error) {
+func (m *metricsConfig) start(ctx context.Context, build buildInfo) (*metricsServer, error) {
 	if m.addr == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", m.addr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", m.addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: listen on %s: %w", m.addr, err)
 	}
@@ -201,16 +202,19 @@ func (s *metricsServer) serve(st *store.Store, log *slog.Logger) {
 	}()
 }
 
-// close stops the metrics listener (scrapes in flight get a moment).
-func (s *metricsServer) close() {
+// close stops the metrics listener (scrapes in flight get a moment, also
+// when ctx, the command's, is done: that is when close runs).
+func (s *metricsServer) close(ctx context.Context, log *slog.Logger) {
 	if s == nil {
 		return
 	}
 	if s.srv == nil {
-		s.ln.Close()
+		closeLogged(log, "metrics listener", s.ln.Close)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	s.srv.Shutdown(ctx)
+	if err := s.srv.Shutdown(ctx); err != nil {
+		log.Warn("metrics listener: shutdown", "err", err)
+	}
 }

@@ -36,8 +36,9 @@ func (h *httpConfig) bind(fs *flag.FlagSet) {
 }
 
 // listen opens the listening socket, capped at --max-connections.
-func (h *httpConfig) listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+func (h *httpConfig) listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another server running? choose another --addr)", addr, err)
 	}
@@ -77,14 +78,14 @@ func (l *limitConfig) bind(fs *flag.FlagSet) {
 
 // build returns the rate limits and the proxies to trust, and a function
 // releasing the Redis connection.
-func (l *limitConfig) build(ctx context.Context, log *slog.Logger) (server.RateLimits, []*net.IPNet, func(), error) {
+func (l *limitConfig) build(ctx context.Context, log *slog.Logger) (server.RateLimits, []*net.IPNet, func() error, error) {
 	proxies, err := parseCIDRs(l.trustedProxies)
 	if err != nil {
 		return server.RateLimits{}, nil, nil, err
 	}
 	if !l.enabled {
 		log.Info("rate limits off (--rate-limits=false)")
-		return server.RateLimits{}, proxies, func() {}, nil
+		return server.RateLimits{}, proxies, func() error { return nil }, nil
 	}
 	limits := server.RateLimits{}
 	for _, q := range []struct {
@@ -100,7 +101,7 @@ func (l *limitConfig) build(ctx context.Context, log *slog.Logger) (server.RateL
 			return server.RateLimits{}, nil, nil, fmt.Errorf("--%s: %w", q.flag, err)
 		}
 	}
-	closeFn := func() {}
+	closeFn := func() error { return nil }
 	if l.redisURL == "" {
 		limits.Limiter = ratelimit.NewMemory(0)
 	} else {
@@ -113,7 +114,7 @@ func (l *limitConfig) build(ctx context.Context, log *slog.Logger) (server.RateL
 			log.Warn("rate limits: Redis does not answer yet; counting in this replica until it does", "redis", store.RedactDSN(l.redisURL), "err", err)
 		}
 		cancel()
-		limits.Limiter, closeFn = r, func() { r.Close() }
+		limits.Limiter, closeFn = r, r.Close
 	}
 	log.Info("rate limits", "caller", limits.Caller.String(), "workspace_writes", limits.WorkspaceWrites.String(),
 		"workspace_invites", limits.WorkspaceInvites.String(), "failed_auth", limits.FailedAuth.String(), "shared", l.redisURL != "")

@@ -57,6 +57,6 @@ func printToken(cfg tokenConfig, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, tok)
-	return nil
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
 }

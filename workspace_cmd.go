@@ -63,8 +63,10 @@ func createWorkspace(ctx context.Context, cfg workspaceCreateConfig, name string
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, ws.Name)
-		fmt.Fprintf(stderr, "created workspace %q with admin %s\n", ws.Name, cfg.adminSub)
+		if _, err := fmt.Fprintln(stdout, ws.Name); err != nil {
+			return err
+		}
+		note(stderr, "created workspace %q with admin %s\n", ws.Name, cfg.adminSub)
 		return nil
 	})
 }
