@@ -96,7 +96,9 @@ func (b *postgresInvites) runBatch(batch []*inviteJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(batchTimeout.Load()))
 	defer cancel()
 	now := b.now()
-	settle(batch, b.hooks, b.log, func(picked []*inviteJob) error { return b.run(ctx, now, picked) })
+	// On an error settle has already sent the batch's invites to the slow
+	// path, which answers their callers: nothing is left to do with it.
+	_ = settle(batch, b.hooks, b.log, func(picked []*inviteJob) error { return b.run(ctx, now, picked) })
 }
 
 // close stops the workers after their current batch; later invites get errClosed.
@@ -144,7 +146,7 @@ func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*in
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer conn.Close() //nolint:errcheck // hands the connection back to the pool; the batch's outcome is Raw's error
 	workspaces, callers, emails, roles := batchColumns(batch)
 	return conn.Raw(func(driverConn any) error {
 		pc := driverConn.(validatingConn).Conn()
@@ -153,12 +155,12 @@ func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*in
 		pb.Queue(inviteBatchPostgres, now.Add(batch[0].p.TTL), now, workspaces, callers, emails, roles)
 		results := pc.SendBatch(ctx, pb)
 		if _, err := results.Exec(); err != nil {
-			results.Close()
+			results.Close() //nolint:errcheck // already failing: the first error is the one to report
 			return fmt.Errorf("lock workspaces: %w", err)
 		}
 		rows, err := results.Query()
 		if err != nil {
-			results.Close()
+			results.Close() //nolint:errcheck // already failing: the first error is the one to report
 			return fmt.Errorf("invite batch: %w", err)
 		}
 		var delivered []Invitation
@@ -166,14 +168,14 @@ func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*in
 			var inv Invitation
 			if err := scanInvitation(rows, &inv); err != nil {
 				rows.Close()
-				results.Close()
+				results.Close() //nolint:errcheck // already failing: the first error is the one to report
 				return fmt.Errorf("invite batch: %w", err)
 			}
 			delivered = append(delivered, inv)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			results.Close()
+			results.Close() //nolint:errcheck // already failing: the first error is the one to report
 			return fmt.Errorf("invite batch: %w", err)
 		}
 		// The Sync commits both statements; only then are the rows real.

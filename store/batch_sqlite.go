@@ -124,7 +124,7 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 		inv := Invitation{Status: InvitationPending, ExpiresAt: expires}
 		var createdNow bool
 		if err := r.Scan(&inv.ID, &inv.WorkspaceID, &inv.Email, &inv.Role, &inv.InvitedBy, &inv.CreatedBy, &createdNow); err != nil {
-			r.Close()
+			r.Close() //nolint:errcheck // already failing: the first error is the one to report
 			return fmt.Errorf("invite batch: %w", err)
 		}
 		ids = append(ids, inv.ID)

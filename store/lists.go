@@ -106,7 +106,7 @@ func (w *walk) members(tx *gorm.DB, workspaceID int64, after *ListPosition, fn f
 	if err != nil {
 		return fmt.Errorf("list members: %w", err)
 	}
-	defer rows.Close()
+	defer rows.Close() //nolint:errcheck // a read: rows.Err after the loop reports what went wrong
 	for rows.Next() {
 		var pos = ListPosition{Kind: KindMember}
 		var u = UserEntry{Accepted: true}
@@ -138,7 +138,7 @@ func (w *walk) invitations(tx *gorm.DB, workspaceID int64, after *ListPosition, 
 	if err != nil {
 		return fmt.Errorf("list invitations: %w", err)
 	}
-	defer rows.Close()
+	defer rows.Close() //nolint:errcheck // a read: rows.Err after the loop reports what went wrong
 	for rows.Next() {
 		var pos = ListPosition{Kind: KindInvitation}
 		var u = UserEntry{Source: SourceInvitation}
@@ -202,7 +202,7 @@ func (s *Store) EachPendingInvitationFor(ctx context.Context, email string, afte
 	if err != nil {
 		return nil, fmt.Errorf("list invitations: %w", err)
 	}
-	defer rows.Close()
+	defer rows.Close() //nolint:errcheck // a read: rows.Err after the loop reports what went wrong
 	for rows.Next() {
 		var v InvitationView
 		if err := rows.Scan(&v.ID, &v.Email, &v.Role, &v.InvitedBy, &v.ExpiresAt, &v.CreatedAt,

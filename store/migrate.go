@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/libtnb/sqlite"
@@ -25,8 +26,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxOpenConns(1)
-		defer sqlDB.Close()
-		return autoMigrate(db.WithContext(ctx))
+		err = autoMigrate(db.WithContext(ctx))
+		return errors.Join(err, sqlDB.Close())
 	}
 	// A session-level advisory lock must be taken and released on the
 	// same connection: hold one for the whole migration.

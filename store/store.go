@@ -210,8 +210,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sqlDB := sql.OpenDB(validatingConnector{stdlib.GetConnector(*pgCfg)})
 		db, err := gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}), cfg(false))
 		if err != nil {
-			sqlDB.Close()
-			return nil, fmt.Errorf("open PostgreSQL %s: %w", RedactDSN(dsn), err)
+			return nil, fmt.Errorf("open PostgreSQL %s: %w", RedactDSN(dsn), errors.Join(err, sqlDB.Close()))
 		}
 		sqlDB.SetMaxOpenConns(opts.MaxOpenConns)
 		sqlDB.SetMaxIdleConns(opts.MaxOpenConns)
@@ -222,6 +221,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
+		//nolint:gosec // G301: as before, the umask decides; the database file itself is created by SQLite with 0644
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("create directory for SQLite database %s: %w", path, err)
 		}
@@ -252,30 +252,27 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
 			})
 			if err != nil {
-				pool.Close()
+				err = errors.Join(err, pool.Close())
 			}
 		}
 		if err != nil {
-			rDB.Close()
-			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+			return nil, fmt.Errorf("open SQLite %s: %w", path, errors.Join(err, rDB.Close()))
 		}
 		s.read, s.dialect = r, SQLite
 		s.invites = &sqliteInvites{committer: s.committer, now: s.now, hooks: opts.Hooks, log: s.log, run: runSQLiteBatch}
 	}
 	if err := finishStartedReads(s.read); err != nil {
-		s.Close()
-		return nil, err
+		return nil, errors.Join(err, s.Close())
 	}
 	if s.dialect == Postgres {
 		workers := opts.InviteWorkers
 		if workers <= 0 {
 			workers = DefaultInviteWorkers
 		}
-		s.invites = newPostgresInvites(workers, maxInviteBatch, s.now, opts.Hooks, s.log, s.runPostgresBatch)
+		s.invites = newPostgresInvites(workers, maxInviteBatch, s.now, opts.Hooks, s.log, s.runPostgresBatch) //nolint:contextcheck // ctx is for opening; the workers run until Close, each batch under its own timeout
 	}
 	if err := s.Ping(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("connect to %s database: %w", s.dialect, err)
+		return nil, fmt.Errorf("connect to %s database: %w", s.dialect, errors.Join(err, s.Close()))
 	}
 	return s, nil
 }
@@ -329,7 +326,7 @@ func finishStartedReads(db *gorm.DB) error {
 	finish := func(tx *gorm.DB) {
 		ctx := tx.Statement.Context
 		if err := ctx.Err(); err != nil {
-			tx.AddError(err)
+			_ = tx.AddError(err) // recorded on tx, which is what GORM reads; the return is the same error
 			return
 		}
 		if _, ok := ctx.Deadline(); ok {

@@ -46,7 +46,9 @@ func track(tb testing.TB, st *store.Store, dsn string, now func() time.Time) {
 		sd.once.Do(func() {}) // no connection opened after this
 		if sd.db != nil {
 			if db, err := sd.db.DB(); err == nil {
-				db.Close()
+				if err := db.Close(); err != nil {
+					tb.Logf("close the second connection: %v", err)
+				}
 			}
 		}
 	})
