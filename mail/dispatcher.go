@@ -265,7 +265,7 @@ func (d *Dispatcher) backoff(attempt int) time.Duration {
 			wait = w
 		}
 	}
-	return wait/2 + mathrand.N(wait/2+1)
+	return wait/2 + mathrand.N(wait/2+1) //nolint:gosec // G404: jitter that spreads retries out, not a secret
 }
 
 func (d *Dispatcher) logCounts(ctx context.Context, msg string) {

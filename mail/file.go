@@ -2,6 +2,7 @@ package mail
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -53,10 +54,9 @@ func (s *FileSender) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("mail: write %s: %w", name, err)
 	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
+	defer os.Remove(tmp.Name()) //nolint:errcheck // a no-op once renamed; else what went wrong is already returned
 	if _, err := msg.WriteTo(tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("mail: write %s: %w", name, err)
+		return fmt.Errorf("mail: write %s: %w", name, errors.Join(err, tmp.Close()))
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("mail: write %s: %w", name, err)

@@ -15,7 +15,7 @@ import (
 // Security scheme names declared in openapi/controlplane.yml.
 const (
 	schemeOAuth2 = "OAuth2"
-	schemeAPIKey = "ApiKeyAuth"
+	schemeAPIKey = "ApiKeyAuth" //nolint:gosec // G101: the YAML's name for the scheme, not a credential
 )
 
 // WorkspaceHeader names the workspace a request acts on, as Blaxel's SDKs send it.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
@@ -35,7 +36,7 @@ type docs struct {
 	csp string
 }
 
-func newDocs() (*docs, error) {
+func newDocs(ctx context.Context) (*docs, error) {
 	cfg := swgui.Config{
 		Title:       "Blaxel Control Plane",
 		SwaggerJSON: ContractYAMLPath, // the YAML keeps the authors' order of operations
@@ -62,7 +63,7 @@ func newDocs() (*docs, error) {
 	// The page is the same for every request (no per-request values in the
 	// config), so render it once and hash what it inlines.
 	rec := &pageRecorder{header: http.Header{}}
-	req, err := http.NewRequest(http.MethodGet, DocsPath+"/", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, DocsPath+"/", nil)
 	if err != nil {
 		return nil, err
 	}

@@ -174,7 +174,7 @@ func abandon(c echo.Context) {
 		writeError(c, newError(StatusClientClosedRequest, "", "the client closed the request before the answer"))
 		return
 	}
-	conn.Close()
+	conn.Close()         //nolint:errcheck // the client is gone: closing its connection can fail only because of that
 	res.Committed = true // answered: Echo must not write to the hijacked connection
 }
 

@@ -94,18 +94,18 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	log = slog.New(requestIDHandler{log.Handler()})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(log)
+	e.HTTPErrorHandler = errorHandler(log) //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	// Outermost, so that panics, 404s and 429s are logged and counted too.
 	e.Use(newObserver(doc, access, cfg.Metrics).middleware)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisablePrintStack: true,
-		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error { //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 			log.ErrorContext(c.Request().Context(), "panic", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
 			return err
 		}}))
 
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
-	e.GET("/readyz", func(c echo.Context) error {
+	e.GET("/readyz", func(c echo.Context) error { //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
 		if err := st.Ping(ctx); err != nil {
@@ -123,7 +123,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
-		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)}
+		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)} //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 	}
 	api := e.Group(APIBasePath, middlewares...)
 	// Unknown routes under /v0 reach the validator (which answers 404/405)
@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
 	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, nil), "")
-	if err := serveWeb(e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
+	if err := serveWeb(ctx, e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
 		verifier.Close()
 		return nil, nil, err
 	}

@@ -297,7 +297,7 @@ var authKinds = map[string]string{
 // invalidTokenChallenge is the WWW-Authenticate of a 401 to a credential
 // that was presented and refused (RFC 6750 §3.1 error="invalid_token"), as
 // opposed to no credential at all.
-const invalidTokenChallenge = `Bearer realm="controlplane", error="invalid_token"`
+const invalidTokenChallenge = `Bearer realm="controlplane", error="invalid_token"` //nolint:gosec // G101: a WWW-Authenticate challenge, no credential in it
 
 // securityError picks the most useful of the per-requirement failures: a
 // valid credential that lacks a scope is 403; otherwise 401, explaining the

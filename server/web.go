@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -11,12 +12,12 @@ import (
 // (ContractYAMLPath, ContractJSONPath), the docs page (DocsPath), CORS for
 // the configured origins, and HEAD on every GET route. Called last in New,
 // once every route exists.
-func serveWeb(e *echo.Echo, cfg Config, doc *openapi3.T) error {
+func serveWeb(ctx context.Context, e *echo.Echo, cfg Config, doc *openapi3.T) error {
 	c, err := newContract()
 	if err != nil {
 		return err
 	}
-	d, err := newDocs()
+	d, err := newDocs(ctx)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"log"
 	"net/http"
@@ -55,7 +56,7 @@ func main() {
 		}
 		return c.JSON(http.StatusOK, fixed)
 	})
-	if err := e.Start(*addr); err != nil && err != http.ErrServerClosed {
+	if err := e.Start(*addr); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
 }

@@ -25,6 +25,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -86,8 +87,7 @@ func run(ctx context.Context, dsn string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = s.Migrate(ctx)
-	s.Close()
+	err = errors.Join(s.Migrate(ctx), s.Close())
 	if err != nil {
 		return 0, err
 	}
@@ -106,13 +106,13 @@ func run(ctx context.Context, dsn string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer db.Close()
+	defer db.Close() //nolint:errcheck // the seed is committed (or failed) before: closing changes neither
 
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
-	defer tx.Rollback()
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit; on an error path the first error is returned
 	// Row N of a statement was created N seconds after base: distinct
 	// times, as rows made one by one have, so keyset pages do not all tie
 	// on created_at. base is two days ago (the largest N is under a day), so
@@ -168,8 +168,8 @@ var atMacro = regexp.MustCompile(`@T\(([^)]*)\)`)
 // creation time (see run) and $2 for the expiry of pending invitations.
 // Names and numbers are this file's constants, never input.
 func (set workspaceSet) statements() []string {
-	max := max(set.count, set.members, set.pending, set.closed)
-	seq := fmt.Sprintf("WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %d) ", max)
+	rows := max(set.count, set.members, set.pending, set.closed)
+	seq := fmt.Sprintf("WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %d) ", rows)
 	name, ours := "'"+set.prefix+"'", "w.name = '"+set.prefix+"'"
 	if set.count > 1 {
 		name, ours = "'"+set.prefix+"-' || i", "w.name LIKE '"+set.prefix+"-%'"

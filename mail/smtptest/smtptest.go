@@ -5,6 +5,7 @@ package smtptest
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -58,12 +59,13 @@ func StartOn(tb testing.TB, addr string) *Server {
 	s.srv.Domain = "localhost"
 	s.srv.ReadTimeout = 10 * time.Second
 	s.srv.WriteTimeout = 10 * time.Second
-	l, err := net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		tb.Fatalf("smtptest: listen on %s: %v", addr, err)
 	}
 	s.addr = l.Addr().(*net.TCPAddr)
-	go s.srv.Serve(l)
+	go s.srv.Serve(l) //nolint:errcheck // returns once Close stops it; the tests see every other failure in what they receive
 	tb.Cleanup(s.Close)
 	return s
 }
@@ -78,7 +80,9 @@ func (s *Server) Port() int { return s.addr.Port }
 func (s *Server) Addr() string { return s.addr.String() }
 
 // Close stops the server; later connections are refused.
-func (s *Server) Close() { s.srv.Close() }
+func (s *Server) Close() {
+	s.srv.Close() //nolint:errcheck // at cleanup: the test has already seen what the server received
+}
 
 // Reply decides the answer to each DATA command: fn gets the attempt number
 // (1, 2, …) and returns nil to accept or an *smtp.SMTPError to reject.
