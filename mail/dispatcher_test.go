@@ -147,7 +147,7 @@ func TestDispatcher_DeliversOnce(t *testing.T) {
 // freePort returns a loopback port nothing listens on (for "SMTP is down").
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,9 @@ func TestDispatcher_CrashedClaim(t *testing.T) {
 		}
 		drain(t, d, func() bool { return len(srv.Messages()) == 1 })
 		for range 3 {
-			d.RunOnce(context.Background())
+			if _, err := d.RunOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if srv.Attempts() != 1 || e.counts(t)[store.OutboxSent] != 1 {
 			t.Errorf("attempts %d, counts %v; want exactly one delivery", srv.Attempts(), e.counts(t))
@@ -272,11 +274,11 @@ func TestDispatcher_TwoDispatchers(t *testing.T) {
 			wg.Add(1)
 			go func() { defer wg.Done(); d.Run(ctx) }()
 		}
-		msgs := srv.WaitFor(t, n, 30*time.Second)
+		srv.WaitFor(t, n, 30*time.Second)
 		time.Sleep(100 * time.Millisecond) // give a duplicate, if any, the chance to arrive
 		cancel()
 		wg.Wait()
-		msgs = srv.Messages()
+		msgs := srv.Messages()
 		ids, rcpts := map[string]bool{}, map[string]bool{}
 		for _, m := range msgs {
 			ids[m.Header.Get("Message-Id")] = true
@@ -296,7 +298,9 @@ func TestDispatcher_RevokedIsNotSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := mail.NewDispatcher(e.st, smtpSenderTo(t, srv.Host(), srv.Port()), fastRetries(mail.DispatcherConfig{}), quiet)
-	d.RunOnce(context.Background())
+	if _, err := d.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if len(srv.Messages()) != 0 || e.counts(t)[store.OutboxCancelled] != 1 {
 		t.Errorf("revoked invitation: %d messages, counts %v; want none sent, one cancelled", len(srv.Messages()), e.counts(t))
 	}
@@ -307,7 +311,9 @@ func TestDispatcher_HeaderInjection(t *testing.T) {
 	srv := smtptest.Start(t)
 	e.invite(t, "bob@example.com")
 	d := mail.NewDispatcher(e.st, smtpSenderTo(t, srv.Host(), srv.Port()), fastRetries(mail.DispatcherConfig{}), quiet)
-	d.RunOnce(context.Background())
+	if _, err := d.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	msgs := srv.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("got %d messages", len(msgs))
@@ -410,7 +416,9 @@ func TestDispatcher_OutlastsOutage(t *testing.T) {
 		srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
 		drain(t, d, func() bool { return e.counts(t)[store.OutboxSent] == int64(len(emails)) })
 		for range 3 {
-			d.RunOnce(context.Background()) // a duplicate, if any, would be sent now
+			if _, err := d.RunOnce(context.Background()); err != nil { // a duplicate, if any, would be sent now
+				t.Fatal(err)
+			}
 		}
 		perRecipient := map[string]int{}
 		for _, m := range srv.Messages() {

@@ -78,7 +78,7 @@ func parts(tb testing.TB, msg *netmail.Message) map[string]string {
 	r := multipart.NewReader(msg.Body, params["boundary"])
 	for {
 		p, err := r.NextPart() // decodes quoted-printable
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return got
 		}
 		if err != nil {
@@ -178,7 +178,7 @@ func TestSMTPSender_Send_Errors(t *testing.T) {
 }
 
 func TestSMTPSender_Send_ServerDown(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,9 @@ func TestMemory_BoundedKeys(t *testing.T) {
 	lim := ratelimit.NewMemory(1000)
 	q := ratelimit.Quota{Name: "b", Rate: 1, Period: time.Hour}
 	for i := range 10_000 {
-		lim.Take(context.Background(), strconv.Itoa(i), q)
+		if _, err := lim.Take(context.Background(), strconv.Itoa(i), q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if n := lim.Len(); n > 1000 {
 		t.Errorf("%d keys remembered, want at most 1000", n)

@@ -92,8 +92,12 @@ func TestJWTVerifier_ExternalIssuers(t *testing.T) {
 	keys := newIssuerKeys(t)
 	dir := t.TempDir()
 	jwksFile := filepath.Join(dir, "jwks.json")
-	os.WriteFile(jwksFile, jwks(keys), 0o600)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(jwks(keys)) }))
+	if err := os.WriteFile(jwksFile, jwks(keys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(jwks(keys)) // a failed write shows as the verifier's error
+	}))
 	defer srv.Close()
 
 	const iss, aud = "https://idp.example", "controlplane"
@@ -102,7 +106,9 @@ func TestJWTVerifier_ExternalIssuers(t *testing.T) {
 		"JWKSURL":  func(issuerKey) server.AuthConfig { return server.AuthConfig{JWKSURL: srv.URL} },
 		"PEM": func(k issuerKey) server.AuthConfig {
 			path := filepath.Join(dir, k.jwk["kid"]+".pem")
-			os.WriteFile(path, k.pem, 0o600)
+			if err := os.WriteFile(path, k.pem, 0o600); err != nil {
+				t.Fatal(err)
+			}
 			return server.AuthConfig{PublicKeyFile: path}
 		},
 	}
@@ -143,7 +149,9 @@ func TestJWTVerifier_KeyConfusion(t *testing.T) {
 	keys := newIssuerKeys(t)
 	others := newIssuerKeys(t)
 	path := filepath.Join(t.TempDir(), "rsa.pem")
-	os.WriteFile(path, keys[1].pem, 0o600)
+	if err := os.WriteFile(path, keys[1].pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	v, err := server.NewJWTVerifier(context.Background(), server.AuthConfig{PublicKeyFile: path})
 	if err != nil {
 		t.Fatal(err)

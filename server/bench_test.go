@@ -52,7 +52,7 @@ var benchSeq atomic.Int64
 
 // serveInvite sends one invite request to h as the bench admin.
 func serveInvite(h http.Handler, tok, body string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest("POST", "/v0/users", strings.NewReader(body))
+	req := httptest.NewRequestWithContext(context.Background(), "POST", "/v0/users", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("X-Blaxel-Workspace", "bench")
 	req.Header.Set("Content-Type", "application/json")

@@ -35,7 +35,7 @@ func TestErrorHandler_ClientGone(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // the client went away
 			rec := httptest.NewRecorder()
-			c := echo.New().NewContext(httptest.NewRequest("GET", "/v0/users", nil).WithContext(ctx), rec)
+			c := echo.New().NewContext(httptest.NewRequestWithContext(ctx, "GET", "/v0/users", nil), rec)
 			handle(tc.err, c)
 			if got := c.Response().Status; got != tc.wantStatus {
 				t.Errorf("status %d, want %d", got, tc.wantStatus)

@@ -64,7 +64,7 @@ func TestRequestID_OnEveryLogLine(t *testing.T) {
 	t.Cleanup(closeFn)
 	st.Close() // every write now fails: a 500
 
-	req := httptest.NewRequest("POST", "/v0/users", strings.NewReader(`{"email":"bob@example.com"}`))
+	req := httptest.NewRequestWithContext(context.Background(), "POST", "/v0/users", strings.NewReader(`{"email":"bob@example.com"}`))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set(WorkspaceHeader, "acme")
 	req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
@@ -114,7 +114,7 @@ func TestObserve_Allocations(t *testing.T) {
 	observedEcho.Use(o.middleware)
 	observedEcho.POST(APIBasePath+"/users", handler)
 	allocs := func(e *echo.Echo, id string) float64 {
-		req := httptest.NewRequest("POST", APIBasePath+"/users", nil)
+		req := httptest.NewRequestWithContext(context.Background(), "POST", APIBasePath+"/users", nil)
 		rec := httptest.NewRecorder()
 		serve := func() {
 			delete(req.Header, HeaderRequestID)

@@ -48,7 +48,7 @@ func (s *Store) CutOffForTest(how string) (open int, err error) {
 		return 0, fmt.Errorf("unknown way %q", how)
 	}
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return 0, fmt.Errorf("%s was not cut off (err %v)", how, err)
+		return 0, fmt.Errorf("%s was not cut off (err %v)", how, err) //nolint:errorlint // shown, not wrapped: nobody must mistake it for the cut-off
 	}
 	// database/sql may still be rolling a cancelled transaction back in its
 	// own goroutine: give it a moment to release the connection.

@@ -150,11 +150,11 @@ func TestPostgres_DetachedWriteHonoursItsTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer locker.Close()
-	lock, err := locker.Begin()
+	lock, err := locker.BeginTx(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lock.Exec("SELECT id FROM workspaces WHERE name = 'acme' FOR UPDATE"); err != nil {
+	if _, err := lock.ExecContext(context.Background(), "SELECT id FROM workspaces WHERE name = 'acme' FOR UPDATE"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -167,7 +167,7 @@ func TestPostgres_DetachedWriteHonoursItsTimeout(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Error("the write was still waiting on the lock long after its timeout")
 		lock.Rollback()
-		<-done
+		<-done //nolint:errcheck // the test has failed already; this only waits for the write to end
 	}
 	lock.Rollback()
 }

@@ -176,17 +176,17 @@ func TestInvitations_BatchesDoNotDeadlock(t *testing.T) {
 // stale WAL-named file next to the link must not be mistaken for it).
 func TestSQLite_SymlinkedDatabase(t *testing.T) {
 	dir := t.TempDir()
-	real := filepath.Join(dir, "data", "real.db")
-	if err := os.MkdirAll(filepath.Dir(real), 0o755); err != nil {
+	realDB := filepath.Join(dir, "data", "real.db")
+	if err := os.MkdirAll(filepath.Dir(realDB), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	first := storetest.OpenDSN(t, real, store.Options{})
+	first := storetest.OpenDSN(t, realDB, store.Options{})
 	mustWorkspace(t, first, "acme")
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
 	link := filepath.Join(dir, "link.db")
-	if err := os.Symlink(real, link); err != nil {
+	if err := os.Symlink(realDB, link); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(link+"-wal", nil, 0o644); err != nil { // stale decoy
@@ -196,7 +196,7 @@ func TestSQLite_SymlinkedDatabase(t *testing.T) {
 	if _, err := st.Invite(context.Background(), store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "a@example.com", TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := os.Stat(real + "-wal"); err != nil || info.Size() == 0 {
+	if info, err := os.Stat(realDB + "-wal"); err != nil || info.Size() == 0 {
 		t.Fatalf("the real WAL should hold the invite: %v %v", info, err)
 	}
 	if info, err := os.Stat(link + "-wal"); err != nil || info.Size() != 0 {

@@ -195,10 +195,10 @@ func (w *brokenWAL) Sync() error {
 // write's hand-offs to the writer and the syncer order it before their reads).
 func (s *Store) BreakWALForTest() (syncs func() int, repair func()) {
 	g := s.committer
-	real := g.wal
-	broken := &brokenWAL{walFile: real}
+	walFile := g.wal
+	broken := &brokenWAL{walFile: walFile}
 	g.wal = broken
-	return func() int { return int(broken.syncs.Load()) }, func() { g.wal = real }
+	return func() int { return int(broken.syncs.Load()) }, func() { g.wal = walFile }
 }
 
 // FailInviteBatchesForTest makes every invite batch run fail instead of its

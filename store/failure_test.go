@@ -147,7 +147,7 @@ func TestCommitter_CloseAnswersQueuedJobs(t *testing.T) {
 	const queued = 8
 	answers := make(chan error, queued+1)
 	go func() {
-		answers <- st.WriteForTest(ctx, func(tx *gorm.DB) error {
+		answers <- st.WriteForTest(ctx, func(_ *gorm.DB) error {
 			close(started)
 			<-release
 			return nil
@@ -242,7 +242,7 @@ func TestInvite_FailedBatchFallsBackWithTheSameAnswers(t *testing.T) {
 			}
 			for _, c := range cases {
 				inv, err := st.Invite(context.Background(), c.p)
-				if !errors.Is(err, c.wantErr) && !(c.wantErr == nil && err == nil) {
+				if !errors.Is(err, c.wantErr) && (c.wantErr != nil || err != nil) {
 					t.Fatalf("%s, %s: got %v, want %v", mode, c.name, err, c.wantErr)
 				}
 				answers[mode] = append(answers[mode], fmt.Sprintf("%s: %v %s %s %s %s %s", c.name, err, inv.Email, inv.Role, inv.Status, inv.ExpiresAt, inv.UpdatedBy))

@@ -83,11 +83,8 @@ func TestLists_UsersOrderAndPages(t *testing.T) {
 		clk.Advance(2 * time.Hour) // mustInvite's one-hour invitations have expired
 		mustInvite(t, st, ws, "late@example.com")
 
-		var want []string
-		for _, s := range []string{"admin@acme.test", "m0@acme.test", "m1@acme.test", "m2@acme.test", "m3@acme.test",
-			"i0@example.com", "i1@example.com", "i2@example.com", "i3@example.com", "late@example.com"} {
-			want = append(want, s)
-		}
+		want := []string{"admin@acme.test", "m0@acme.test", "m1@acme.test", "m2@acme.test", "m3@acme.test",
+			"i0@example.com", "i1@example.com", "i2@example.com", "i3@example.com", "late@example.com"}
 		for _, limit := range []int{0, 1, 2, 3, 5, 10, 11, store.MaxListLimit} {
 			var got []store.UserEntry
 			if limit == 0 {
@@ -217,7 +214,7 @@ func TestLists_ResumeAfterInsertsAndStop(t *testing.T) {
 		stop := fmt.Errorf("stop")
 		n := 0
 		_, err = st.EachUser(ctx, ws.ID, nil, 0, func(store.UserEntry, store.ListPosition) error { n++; return stop })
-		if err != stop || n != 1 {
+		if err != stop || n != 1 { //nolint:errorlint // fn's own error, as is: identity is the point
 			t.Errorf("fn's error: got %v after %d entries, want it back after 1", err, n)
 		}
 	})

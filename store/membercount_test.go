@@ -54,11 +54,11 @@ func TestMemberCount(t *testing.T) {
 			email, sub := fmt.Sprintf("u%d@acme.test", i), fmt.Sprintf("u%d", i)
 			fns = append(fns, func() {
 				if _, err := st.Accept(ctx, "acme", sub, email); err == nil && i%3 == 0 {
-					st.Leave(ctx, "acme", sub)
+					_, _ = st.Leave(ctx, "acme", sub) // may lose its race; the counts are checked after
 				}
 			})
 		}
-		fns = append(fns, func() { st.RemoveUser(ctx, "acme", "m0", "admin-acme") })
+		fns = append(fns, func() { _ = st.RemoveUser(ctx, "acme", "m0", "admin-acme") }) // may lose its race too
 		race(fns...)
 		stored, counted := storedAndCounted(t, st, "acme")
 		if stored != counted || counted != 1+n-n/3 {

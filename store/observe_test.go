@@ -127,7 +127,7 @@ func TestHooks(t *testing.T) {
 					t.Errorf("commit took %v", d)
 				}
 			},
-			SQLiteFsync: func(d time.Duration) { mu.Lock(); fsyncs++; mu.Unlock() },
+			SQLiteFsync: func(time.Duration) { mu.Lock(); fsyncs++; mu.Unlock() },
 		}
 		st := storetest.Open(t, dialect, store.Options{Hooks: hooks})
 		mustWorkspace(t, st, "acme")

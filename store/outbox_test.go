@@ -105,7 +105,7 @@ func TestOutbox_RequeueScopes(t *testing.T) {
 // against a message a re-invite queued after the failure nor between two
 // failed messages of one invitation; the command still succeeds.
 func TestOutbox_RequeueRespectsOnePendingPerInvitation(t *testing.T) {
-	eachDialect(t, func(t *testing.T, st *store.Store, clk *clock) {
+	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
 		mustWorkspace(t, st, "acme")
 		queueEmail(t, st, "acme", "twice@example.com")
 		queueEmail(t, st, "acme", "reinvited@example.com")
