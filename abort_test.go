@@ -36,7 +36,7 @@ const (
 // status, or 0 when the server closed without answering.
 func sendAndLeave(t *testing.T, addr string, req *http.Request, mode leaveMode) int {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	conn, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", addr)
 	if err != nil {
 		t.Error(err)
 		return 0
@@ -72,7 +72,7 @@ func sendAndLeave(t *testing.T, addr string, req *http.Request, mode leaveMode) 
 // with Host and Content-Length).
 func rawRequest(t *testing.T, baseURL, method, path string, header http.Header, body string) *http.Request {
 	t.Helper()
-	req, err := http.NewRequest(method, baseURL+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(context.Background(), method, baseURL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,10 +59,10 @@ func (f *fixture) do(t *testing.T, method, path string, header http.Header, body
 	if body != "" {
 		r = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, f.srv.URL+path, r)
+	req, err := http.NewRequestWithContext(context.Background(), method, f.srv.URL+path, r)
 	if err != nil {
 		// A malformed escape: send the path exactly as written.
-		if req, err = http.NewRequest(method, f.srv.URL, r); err != nil {
+		if req, err = http.NewRequestWithContext(context.Background(), method, f.srv.URL, r); err != nil {
 			t.Fatal(err)
 		}
 		req.URL.Opaque = path
@@ -200,7 +200,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 
 			t.Run("Health", func(t *testing.T) {
 				for _, p := range []string{"/healthz", "/readyz"} {
-					resp, err := http.Get(f.srv.URL + p)
+					resp, err := httpGet(f.srv.URL + p)
 					if err != nil || resp.StatusCode != 200 {
 						t.Errorf("%s: %v %v", p, err, resp)
 					}
@@ -238,11 +238,13 @@ func TestInvite_Concurrent(t *testing.T) {
 			}
 			wg.Wait()
 			var first gen.PendingInvitation
-			json.Unmarshal([]byte(bodies[0]), &first)
+			if err := json.Unmarshal([]byte(bodies[0]), &first); err != nil {
+				t.Errorf("invite 0: %v: %s", err, bodies[0])
+			}
 			for i := range n {
 				var got gen.PendingInvitation
-				json.Unmarshal([]byte(bodies[i]), &got)
-				if statuses[i] != 200 || deref(got.CreatedAt) != deref(first.CreatedAt) {
+				err := json.Unmarshal([]byte(bodies[i]), &got)
+				if err != nil || statuses[i] != 200 || deref(got.CreatedAt) != deref(first.CreatedAt) {
 					t.Errorf("invite %d: %d %s", i, statuses[i], bodies[i])
 				}
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"net/http"
 	"net/url"
@@ -39,7 +40,7 @@ func TestLimits_HeaderFlood(t *testing.T) {
 	)
 	for range conns {
 		wg.Go(func() {
-			c, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+			c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(context.Background(), "tcp", u.Host)
 			if err != nil {
 				mu.Lock()
 				got["dial error"]++
@@ -77,7 +78,7 @@ func TestLimits_HeaderFlood(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 		peakHeap, peakRSS = max(peakHeap, heapInUse()), max(peakRSS, rss())
-		resp, err := http.Get(f.srv.URL + "/healthz")
+		resp, err := httpGet(f.srv.URL + "/healthz")
 		if err != nil {
 			t.Fatalf("/healthz during the flood: %v", err)
 		}

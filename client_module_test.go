@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +83,7 @@ func main() {
 `)
 	goCmd := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(goBin, args...)
+		cmd := exec.CommandContext(context.Background(), goBin, args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "CP_URL="+f.srv.URL+"/v0", "CP_TOKEN="+token, "GOFLAGS=-mod=mod")
 		out, err := cmd.CombinedOutput()

@@ -65,7 +65,7 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 					}
 				})
 			}
-			if resp, err := http.Get(f.srv.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+			if resp, err := httpGet(f.srv.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
 				t.Errorf("after the faults /healthz answered %v %v: the server should still serve", resp, err)
 			} else {
 				resp.Body.Close()

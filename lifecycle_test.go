@@ -89,7 +89,7 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 			})
 
 			t.Run("Decline", func(t *testing.T) {
-				c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+				inviteBob(ctx, t, c, admin)
 				dec, err := c.DeclineWorkspaceInvitationWithResponse(ctx, "acme", bob)
 				if err != nil || dec.StatusCode() != 200 || deref(dec.JSON200.Email) != "bob@example.com" || deref(dec.JSON200.UpdatedBy) != "u-bob" {
 					t.Fatalf("decline: %v %d %s", err, dec.StatusCode(), dec.Body)
@@ -103,14 +103,14 @@ func TestLifecycle_EndToEnd(t *testing.T) {
 			})
 
 			t.Run("RevokeThenReinvite", func(t *testing.T) {
-				c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+				inviteBob(ctx, t, c, admin)
 				if rm, _ := c.RemoveWorkspaceUserWithResponse(ctx, "bob@example.com", nil, admin); rm.StatusCode() != 200 {
 					t.Fatalf("revoke: got %d", rm.StatusCode())
 				}
 				if acc, _ := c.AcceptWorkspaceInvitationWithResponse(ctx, "acme", bob); acc.StatusCode() != 404 {
 					t.Errorf("accept after revoke: got %d, want 404", acc.StatusCode())
 				}
-				c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+				inviteBob(ctx, t, c, admin)
 				if acc, _ := c.AcceptWorkspaceInvitationWithResponse(ctx, "acme", bob); acc.StatusCode() != 200 {
 					t.Errorf("accept a fresh invitation after revoke: got %d, want 200", acc.StatusCode())
 				}
@@ -146,7 +146,7 @@ func TestLifecycle_Expiry(t *testing.T) {
 	c := f.srv.client(t)
 	admin := withAuth("Authorization", f.userToken("u-admin", "admin@acme.test"), "acme")
 	bob := withAuth("Authorization", f.userToken("u-bob", "bob@example.com"), "")
-	c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+	inviteBob(ctx, t, c, admin)
 	time.Sleep(20 * time.Millisecond) // let the 1 ms invitation lapse (no timing assertion)
 	users, _ := c.ListWorkspaceUsersWithResponse(ctx, nil, admin)
 	if u := findUser(*users.JSON200, "bob@example.com"); u == nil || !*u.Expired {
@@ -161,7 +161,7 @@ func TestLifecycle_Expiry(t *testing.T) {
 	if dec, _ := c.DeclineWorkspaceInvitationWithResponse(ctx, "acme", bob); dec.StatusCode() != 404 {
 		t.Errorf("decline expired: got %d, want 404", dec.StatusCode())
 	}
-	c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+	inviteBob(ctx, t, c, admin)
 	counts, _ := storetest.CountRows(ctx, f.store())
 	if counts["invitations"] != 2 {
 		t.Errorf("re-invite after expiry: got %d invitation rows, want 2 (a fresh one)", counts["invitations"])
@@ -227,10 +227,25 @@ func TestLifecycle_BadInputs(t *testing.T) {
 			// Nothing above changed carol's invitation or anyone's role.
 			resp, body := f.do(t, "GET", "/v0/users", admin, "")
 			var users []gen.WorkspaceUser
-			json.Unmarshal(body, &users)
+			if err := json.Unmarshal(body, &users); err != nil {
+				t.Fatalf("GET /v0/users: %v: %s", err, body)
+			}
 			if resp.StatusCode != 200 || len(users) != 3 || deref(findUser(users, "member@acme.test").Role) != "member" || findUser(users, "carol@example.com") == nil {
 				t.Errorf("state after bad inputs: %d %s", resp.StatusCode, body)
 			}
 		})
+	}
+}
+
+// inviteBob invites bob@example.com as admin: a step the tests build on, so
+// it must succeed.
+func inviteBob(ctx context.Context, t *testing.T, c *gen.ClientWithResponses, admin gen.RequestEditorFn) {
+	t.Helper()
+	r, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("bob@example.com")}, admin)
+	if err != nil {
+		t.Fatalf("invite bob: %v", err)
+	}
+	if r.StatusCode() != 200 {
+		t.Fatalf("invite bob: got %d, want 200: %s", r.StatusCode(), r.Body)
 	}
 }

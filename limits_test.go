@@ -46,7 +46,7 @@ func testRedisURL(t *testing.T) string {
 }
 
 // uniquePrefix keeps each test's Redis keys apart from every other run's.
-func uniquePrefix(t *testing.T) string {
+func uniquePrefix(_ *testing.T) string {
 	b := make([]byte, 6)
 	rand.Read(b)
 	return "cptest-" + hex.EncodeToString(b) + ":"

@@ -132,7 +132,9 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 				t.Fatal(err)
 			}
 			var old bytes.Buffer
-			json.NewEncoder(&old).Encode(typed) // what the generated response wrote
+			if err := json.NewEncoder(&old).Encode(typed); err != nil { // what the generated response wrote
+				t.Fatal(err)
+			}
 			if !bytes.Equal(body, old.Bytes()) {
 				t.Errorf("unpaged bytes differ from the generated response's:\n got %s\nwant %s", body, old.Bytes())
 			}
@@ -165,7 +167,9 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 				t.Fatalf("bob's invitations: %s, next %q", mineBody, next)
 			}
 			var typedMine []gen.PendingInvitationRender
-			json.Unmarshal(mineBody, &typedMine)
+			if err := json.Unmarshal(mineBody, &typedMine); err != nil {
+				t.Fatalf("bob's invitations: %v: %s", err, mineBody)
+			}
 			for i, inv := range typedMine {
 				if deref(inv.Workspace.Name) != fmt.Sprintf("team%d", i) || *inv.WorkspaceDetails.UserNumber != 1 || deref(inv.InvitedBy.Email) != fmt.Sprintf("team%d@example.com", i) {
 					t.Errorf("invitation %d: %s", i, mine[i])
@@ -404,7 +408,7 @@ func TestLists_UnpagedMemory(t *testing.T) {
 	seedUsers(t, f.store(), "acme", 10_000)
 	tok := f.userToken("u-admin", "admin@acme.test")
 	get := func() (int64, error) {
-		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/v0/users", nil)
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, f.srv.URL+"/v0/users", nil)
 		req.Header = bearer(tok)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -443,7 +447,7 @@ func TestLists_UnpagedMemory(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
-	grew := int64(<-peak) - int64(base[0].Value.Uint64())
+	grew := int64(<-peak) - int64(base[0].Value.Uint64()) //nolint:gosec // G115: heap bytes, far below 2^63
 	t.Logf("%d × %d unpaged lists of %d bytes: heap objects peaked %.1f MB above the idle %.1f MB", clients, rounds, one, float64(grew)/1e6, float64(base[0].Value.Uint64())/1e6)
 	if status, err := os.ReadFile("/proc/self/status"); err == nil && resetPeakRSS == nil {
 		hwm := regexp.MustCompile(`VmHWM:\s*(\d+ kB)`).FindSubmatch(status)

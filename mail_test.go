@@ -34,7 +34,7 @@ func smtpFlags(port int) []string {
 // until a test starts smtptest on it.
 func freeSMTPPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func metricsURL(t *testing.T, s *runningServer) string {
 
 func scrapeMetrics(t *testing.T, url string) scrape {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := httpGet(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestLogFormat_JSON(t *testing.T) {
 		t.Errorf("start line %v lacks version, revision or go", m)
 	}
 	api := next("listening")["api"].(string)
-	req, _ := http.NewRequest("GET", api+"/users", nil)
+	req, _ := http.NewRequestWithContext(context.Background(), "GET", api+"/users", nil)
 	req.Header.Set("Authorization", "Bearer "+e.token("u-admin", "admin@acme.test", "workspaces:list"))
 	req.Header.Set("X-Blaxel-Workspace", "acme")
 	req.Header.Set("X-Request-Id", "json-1")

@@ -83,7 +83,9 @@ func TestSecurity_ExternalIssuer(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(nil)
 	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
 	keyFile := filepath.Join(t.TempDir(), "issuer.pem")
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	f := newFixture(t, "sqlite", "--jwt-public-key", keyFile, "--jwt-issuer", "https://idp.example")
 
 	devToken := f.token("u-admin", "admin@acme.test", "workspaces:invite")

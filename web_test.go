@@ -31,7 +31,7 @@ import (
 // rawDo sends a request without the spec-validating transport.
 func rawDo(t *testing.T, method, url string, header http.Header) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	req, err := http.NewRequestWithContext(context.Background(), method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +52,15 @@ func rawDo(t *testing.T, method, url string, header http.Header) (*http.Response
 		}
 	}
 	return resp, body
+}
+
+// httpGet is http.Get with a context (noctx): a plain GET, no validation.
+func httpGet(url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
 }
 
 // noBody fails unless an answer that must be empty is.
