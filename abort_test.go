@@ -116,87 +116,85 @@ var serverErrorLine = regexp.MustCompile(`(?m)^.*(level=ERROR|status=5\d\d).*$`)
 // at once. Before issue 9, about half of them were answered 500 with an
 // ERROR line ("context canceled").
 func TestAbort_ClientGoesAway(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			// Limits off: every request must reach the code that meets the
-			// cancellation (a 429 is answered before it).
-			f := newFixture(t, dialect, "--rate-limits=false")
-			st := f.store()
-			ctx := context.Background()
-			before, err := storetest.CountRows(ctx, st)
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := strings.TrimPrefix(f.srv.URL, "http://")
-			credentials := []http.Header{
-				bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite")), // no database read before the write
-				bearer(f.adminKey), // the key is looked up with the request's context
-			}
-			// n invites and n lists (reads: a list's client leaving before it
-			// is read saves the work, and is logged 499).
-			const n = 160
-			var wg sync.WaitGroup
-			answered := make([]int, 2*n)
-			for i := range 2 * n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					req := rawRequest(t, f.srv.URL, "POST", "/v0/users", credentials[i%2], fmt.Sprintf(`{"email":"gone-%d@example.com"}`, i))
-					if i >= n {
-						req = rawRequest(t, f.srv.URL, "GET", "/v0/users", credentials[1], "")
-					}
-					answered[i] = sendAndLeave(t, addr, req, leaveMode(i/2%2))
-				}()
-			}
-			wg.Wait()
-			posts := f.waitForAccessLines(t, "POST", "/v0/users", n)
-			statuses := append(posts, f.waitForAccessLines(t, "GET", "/v0/users", n)...)
-
-			if bad := serverErrorLine.FindAllString(f.srv.logs.String(), -1); len(bad) > 0 {
-				t.Errorf("clients that went away caused %d server errors, e.g.:\n%s", len(bad), strings.Join(bad[:min(len(bad), 5)], "\n"))
-			}
-			count := map[int]int{}
-			for _, s := range statuses {
-				count[s]++
-			}
-			for s := range count {
-				if s != 200 && s != 499 {
-					t.Errorf("access log: %d × status %d, want only 200 (done) or 499 (client gone)", count[s], s)
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		// Limits off: every request must reach the code that meets the
+		// cancellation (a 429 is answered before it).
+		f := newFixture(t, dialect, "--rate-limits=false")
+		st := f.store()
+		ctx := context.Background()
+		before, err := storetest.CountRows(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := strings.TrimPrefix(f.srv.URL, "http://")
+		credentials := []http.Header{
+			bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite")), // no database read before the write
+			bearer(f.adminKey), // the key is looked up with the request's context
+		}
+		// n invites and n lists (reads: a list's client leaving before it
+		// is read saves the work, and is logged 499).
+		const n = 160
+		var wg sync.WaitGroup
+		answered := make([]int, 2*n)
+		for i := range 2 * n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req := rawRequest(t, f.srv.URL, "POST", "/v0/users", credentials[i%2], fmt.Sprintf(`{"email":"gone-%d@example.com"}`, i))
+				if i >= n {
+					req = rawRequest(t, f.srv.URL, "GET", "/v0/users", credentials[1], "")
 				}
-			}
-			if count[499] == 0 {
-				t.Errorf("access log has no 499 for %d clients that went away (statuses %v)", 2*n, count)
-			}
-			for i, s := range answered {
-				if s != 0 && s != 200 {
-					t.Errorf("half-closed client %d was answered %d", i, s)
-				}
-			}
+				answered[i] = sendAndLeave(t, addr, req, leaveMode(i/2%2))
+			}()
+		}
+		wg.Wait()
+		posts := f.waitForAccessLines(t, "POST", "/v0/users", n)
+		statuses := append(posts, f.waitForAccessLines(t, "GET", "/v0/users", n)...)
 
-			// Whole or nothing: each invite wrote its invitation and its
-			// email, or neither. Equal counts say so for each invite, as an
-			// email row needs its invitation and an invitation has one email.
-			after, err := storetest.CountRows(ctx, st)
-			if err != nil {
-				t.Fatal(err)
+		if bad := serverErrorLine.FindAllString(f.srv.logs.String(), -1); len(bad) > 0 {
+			t.Errorf("clients that went away caused %d server errors, e.g.:\n%s", len(bad), strings.Join(bad[:min(len(bad), 5)], "\n"))
+		}
+		count := map[int]int{}
+		for _, s := range statuses {
+			count[s]++
+		}
+		for s := range count {
+			if s != 200 && s != 499 {
+				t.Errorf("access log: %d × status %d, want only 200 (done) or 499 (client gone)", count[s], s)
 			}
-			postOK := 0
-			for _, s := range posts {
-				if s == 200 {
-					postOK++
-				}
+		}
+		if count[499] == 0 {
+			t.Errorf("access log has no 499 for %d clients that went away (statuses %v)", 2*n, count)
+		}
+		for i, s := range answered {
+			if s != 0 && s != 200 {
+				t.Errorf("half-closed client %d was answered %d", i, s)
 			}
-			invites := after["invitations"] - before["invitations"]
-			emails := after["outbox_messages"] - before["outbox_messages"]
-			if invites != emails || invites < int64(postOK) || invites > n {
-				t.Errorf("%d invitations and %d emails written for %d invites (%d answered 200): want as many of each, one per 200 at least",
-					invites, emails, n, postOK)
-			}
-			t.Logf("%s: %d invites and %d lists by clients that left: access log %v; %d invites written whole, the rest not at all",
-				dialect, n, n, count, invites)
+		}
 
-			// The server is still fine for a client that stays.
-			f.invite(t, "stays@example.com")
-		})
-	}
+		// Whole or nothing: each invite wrote its invitation and its
+		// email, or neither. Equal counts say so for each invite, as an
+		// email row needs its invitation and an invitation has one email.
+		after, err := storetest.CountRows(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		postOK := 0
+		for _, s := range posts {
+			if s == 200 {
+				postOK++
+			}
+		}
+		invites := after["invitations"] - before["invitations"]
+		emails := after["outbox_messages"] - before["outbox_messages"]
+		if invites != emails || invites < int64(postOK) || invites > n {
+			t.Errorf("%d invitations and %d emails written for %d invites (%d answered 200): want as many of each, one per 200 at least",
+				invites, emails, n, postOK)
+		}
+		t.Logf("%s: %d invites and %d lists by clients that left: access log %v; %d invites written whole, the rest not at all",
+			dialect, n, n, count, invites)
+
+		// The server is still fine for a client that stays.
+		f.invite(t, "stays@example.com")
+	})
 }

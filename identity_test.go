@@ -27,40 +27,38 @@ const personScopes = "invitations:list workspaces:accept workspaces:decline work
 // and changes nothing; a token without the claim is trusted by default (see
 // README "Auth model"), as is a token saying true.
 func TestIdentity_EmailVerified(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			f := newFixture(t, dialect)
-			admin := bearer(f.userToken("u-admin", "admin@acme.test"))
-			if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"carol@example.com"}`); resp.StatusCode != 200 {
-				t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect)
+		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"carol@example.com"}`); resp.StatusCode != 200 {
+			t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
+		}
+		carol := func(verified any) http.Header {
+			c := claimsFor("u-carol", personScopes, time.Now().Add(time.Hour))
+			c["email"] = "carol@example.com"
+			if verified != nil {
+				c["email_verified"] = verified
 			}
-			carol := func(verified any) http.Header {
-				c := claimsFor("u-carol", personScopes, time.Now().Add(time.Hour))
-				c["email"] = "carol@example.com"
-				if verified != nil {
-					c["email_verified"] = verified
-				}
-				return with(bearer(f.devKeySign(t, c)), server.WorkspaceHeader, "")
-			}
-			unverified, unverifiedString := carol(false), carol("false")
-			f.checkBadInputs(t, []badInput{
-				{"MyInvitationsUnverified", "GET", "/v0/profile/invitations", unverified, "", 403},
-				{"AcceptUnverified", "POST", "/v0/workspaces/acme/join", unverified, "", 403},
-				{"DeclineUnverified", "POST", "/v0/workspaces/acme/decline", unverified, "", 403},
-				{"AcceptUnverifiedString", "POST", "/v0/workspaces/acme/join", unverifiedString, "", 403},
-				{"AcceptNotABoolean", "POST", "/v0/workspaces/acme/join", carol("no"), "", 401},
-			})
-
-			resp, body := f.do(t, "GET", "/v0/profile/invitations", carol(nil), "")
-			if resp.StatusCode != 200 || !strings.Contains(string(body), `"carol@example.com"`) {
-				t.Errorf("token without email_verified: got %d %s, want carol's invitation", resp.StatusCode, body)
-			}
-			resp, body = f.do(t, "POST", "/v0/workspaces/acme/join", carol(true), "")
-			if resp.StatusCode != 200 {
-				t.Errorf("verified token: got %d %s, want 200", resp.StatusCode, body)
-			}
+			return with(bearer(f.devKeySign(t, c)), server.WorkspaceHeader, "")
+		}
+		unverified, unverifiedString := carol(false), carol("false")
+		f.checkBadInputs(t, []badInput{
+			{"MyInvitationsUnverified", "GET", "/v0/profile/invitations", unverified, "", 403},
+			{"AcceptUnverified", "POST", "/v0/workspaces/acme/join", unverified, "", 403},
+			{"DeclineUnverified", "POST", "/v0/workspaces/acme/decline", unverified, "", 403},
+			{"AcceptUnverifiedString", "POST", "/v0/workspaces/acme/join", unverifiedString, "", 403},
+			{"AcceptNotABoolean", "POST", "/v0/workspaces/acme/join", carol("no"), "", 401},
 		})
-	}
+
+		resp, body := f.do(t, "GET", "/v0/profile/invitations", carol(nil), "")
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"carol@example.com"`) {
+			t.Errorf("token without email_verified: got %d %s, want carol's invitation", resp.StatusCode, body)
+		}
+		resp, body = f.do(t, "POST", "/v0/workspaces/acme/join", carol(true), "")
+		if resp.StatusCode != 200 {
+			t.Errorf("verified token: got %d %s, want 200", resp.StatusCode, body)
+		}
+	})
 }
 
 // TestIdentity_TwoCredentials walks every operation of the spec: two

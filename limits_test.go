@@ -102,53 +102,51 @@ func check429(t *testing.T, got limited, policy string) {
 }
 
 func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			f := newFixture(t, dialect, "--rate-limit-workspace-invites", "3/h")
-			admin := bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite"))
-			// A caller who is not a member of acme gets 404s that must not
-			// spend acme's budget.
-			stranger := bearer(f.token("u-other", "other@other.test", "workspaces:invite"))
-			for i := range 5 {
-				if got := f.send(t, f.srv, "POST", "/v0/users", stranger, fmt.Sprintf(`{"email":"s%d@x.test"}`, i)); got.status != 404 {
-					t.Fatalf("stranger: got %d, want 404", got.status)
-				}
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect, "--rate-limit-workspace-invites", "3/h")
+		admin := bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite"))
+		// A caller who is not a member of acme gets 404s that must not
+		// spend acme's budget.
+		stranger := bearer(f.token("u-other", "other@other.test", "workspaces:invite"))
+		for i := range 5 {
+			if got := f.send(t, f.srv, "POST", "/v0/users", stranger, fmt.Sprintf(`{"email":"s%d@x.test"}`, i)); got.status != 404 {
+				t.Fatalf("stranger: got %d, want 404", got.status)
 			}
-			for i := range 3 {
-				if got := f.send(t, f.srv, "POST", "/v0/users", admin, fmt.Sprintf(`{"email":"p%d@x.test"}`, i)); got.status != 200 {
-					t.Fatalf("invite %d: got %d %s, want 200", i, got.status, got.message)
-				}
+		}
+		for i := range 3 {
+			if got := f.send(t, f.srv, "POST", "/v0/users", admin, fmt.Sprintf(`{"email":"p%d@x.test"}`, i)); got.status != 200 {
+				t.Fatalf("invite %d: got %d %s, want 200", i, got.status, got.message)
 			}
-			st := f.store()
-			before, err := storetest.CountRows(context.Background(), st)
-			if err != nil {
-				t.Fatal(err)
-			}
-			check429(t, f.send(t, f.srv, "POST", "/v0/users", admin, `{"email":"p4@x.test"}`), `"workspace-invites";q=3;w=3600`)
-			// The same admin through an API key: the quota is the workspace's.
-			check429(t, f.send(t, f.srv, "POST", "/v0/users", bearer(f.adminKey), `{"email":"p5@x.test"}`), `"workspace-invites";q=3;w=3600`)
-			after, err := storetest.CountRows(context.Background(), st)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !maps.Equal(before, after) {
-				t.Errorf("a refused invite changed rows: before %v, after %v", before, after)
-			}
-			// An outsider's change to acme while it is over its quota is
-			// still a 404: only members learn of the quota.
-			if got := f.send(t, f.srv, "POST", "/v0/users", stranger, `{"email":"s9@x.test"}`); got.status != 404 {
-				t.Errorf("stranger while acme is over its quota: got %d %s, want 404", got.status, got.message)
-			}
-			// Other changes in the workspace and invites elsewhere go on.
-			if got := f.send(t, f.srv, "POST", "/v0/users", with(stranger, server.WorkspaceHeader, "other"), `{"email":"o@x.test"}`); got.status != 200 {
-				t.Errorf("invite into another workspace: got %d %s, want 200", got.status, got.message)
-			}
-			role := with(bearer(f.token("u-admin", "", "workspaces:update")), "Content-Type", "application/json")
-			if got := f.send(t, f.srv, "PUT", "/v0/users/p0@x.test", role, `{"role":"admin"}`); got.status != 200 {
-				t.Errorf("role change: got %d %s, want 200", got.status, got.message)
-			}
-		})
-	}
+		}
+		st := f.store()
+		before, err := storetest.CountRows(context.Background(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check429(t, f.send(t, f.srv, "POST", "/v0/users", admin, `{"email":"p4@x.test"}`), `"workspace-invites";q=3;w=3600`)
+		// The same admin through an API key: the quota is the workspace's.
+		check429(t, f.send(t, f.srv, "POST", "/v0/users", bearer(f.adminKey), `{"email":"p5@x.test"}`), `"workspace-invites";q=3;w=3600`)
+		after, err := storetest.CountRows(context.Background(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(before, after) {
+			t.Errorf("a refused invite changed rows: before %v, after %v", before, after)
+		}
+		// An outsider's change to acme while it is over its quota is
+		// still a 404: only members learn of the quota.
+		if got := f.send(t, f.srv, "POST", "/v0/users", stranger, `{"email":"s9@x.test"}`); got.status != 404 {
+			t.Errorf("stranger while acme is over its quota: got %d %s, want 404", got.status, got.message)
+		}
+		// Other changes in the workspace and invites elsewhere go on.
+		if got := f.send(t, f.srv, "POST", "/v0/users", with(stranger, server.WorkspaceHeader, "other"), `{"email":"o@x.test"}`); got.status != 200 {
+			t.Errorf("invite into another workspace: got %d %s, want 200", got.status, got.message)
+		}
+		role := with(bearer(f.token("u-admin", "", "workspaces:update")), "Content-Type", "application/json")
+		if got := f.send(t, f.srv, "PUT", "/v0/users/p0@x.test", role, `{"role":"admin"}`); got.status != 200 {
+			t.Errorf("role change: got %d %s, want 200", got.status, got.message)
+		}
+	})
 }
 
 // Operations acting on the workspace in their path (join, decline, leave)

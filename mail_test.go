@@ -46,31 +46,29 @@ func freeSMTPPort(t *testing.T) int {
 // with SMTP down at invite time, the invite still succeeds and the email
 // goes out once SMTP is back.
 func TestMail_EndToEnd(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			port := freeSMTPPort(t) // SMTP is down when the server starts and the invite is made
-			f := newFixture(t, dialect, smtpFlags(port)...)
-			f.invite(t, "Bob@Example.com")
-			time.Sleep(100 * time.Millisecond) // let a delivery attempt fail (no assertion on time)
-			srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
-			msgs := srv.WaitFor(t, 1, 30*time.Second)
-			m := msgs[0]
-			if len(m.To) != 1 || m.To[0] != "bob@example.com" || !strings.Contains(m.Text, "https://app.blaxel.test/acme/join?email=bob%40example.com") ||
-				!strings.Contains(m.Header.Get("Subject"), "Acme") || m.HTML == "" {
-				t.Errorf("message: to %v subject %q\n%s", m.To, m.Header.Get("Subject"), m.Text)
-			}
-			f.invite(t, "carol@example.com")
-			srv.WaitFor(t, 2, 30*time.Second)
-			time.Sleep(100 * time.Millisecond)
-			if got := len(srv.Messages()); got != 2 {
-				t.Errorf("got %d messages, want 2 (one per invitation)", got)
-			}
-			status := mustCLI(t, f.args("mail-status")...)
-			if !strings.Contains(status, "sent 2") || !strings.Contains(status, "pending 0") {
-				t.Errorf("mail-status: %q", status)
-			}
-		})
-	}
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		port := freeSMTPPort(t) // SMTP is down when the server starts and the invite is made
+		f := newFixture(t, dialect, smtpFlags(port)...)
+		f.invite(t, "Bob@Example.com")
+		time.Sleep(100 * time.Millisecond) // let a delivery attempt fail (no assertion on time)
+		srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
+		msgs := srv.WaitFor(t, 1, 30*time.Second)
+		m := msgs[0]
+		if len(m.To) != 1 || m.To[0] != "bob@example.com" || !strings.Contains(m.Text, "https://app.blaxel.test/acme/join?email=bob%40example.com") ||
+			!strings.Contains(m.Header.Get("Subject"), "Acme") || m.HTML == "" {
+			t.Errorf("message: to %v subject %q\n%s", m.To, m.Header.Get("Subject"), m.Text)
+		}
+		f.invite(t, "carol@example.com")
+		srv.WaitFor(t, 2, 30*time.Second)
+		time.Sleep(100 * time.Millisecond)
+		if got := len(srv.Messages()); got != 2 {
+			t.Errorf("got %d messages, want 2 (one per invitation)", got)
+		}
+		status := mustCLI(t, f.args("mail-status")...)
+		if !strings.Contains(status, "sent 2") || !strings.Contains(status, "pending 0") {
+			t.Errorf("mail-status: %q", status)
+		}
+	})
 }
 
 // TestMail_FileDefault: with no SMTP configured the email is an .eml file in
@@ -124,60 +122,58 @@ func TestMail_Worker(t *testing.T) {
 // --mail-give-up-after becomes failed (mail-status says which and why);
 // `mail-retry` requeues it once SMTP is back and it is delivered once.
 func TestMail_GiveUpThenRetry(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			port := freeSMTPPort(t) // SMTP is down
-			f := newFixture(t, dialect, append(smtpFlags(port), "--mail-give-up-after", "300ms")...)
-			f.invite(t, "bob@example.com")
-			st := f.store()
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				c, err := st.OutboxCounts(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if c["failed"] == 1 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no failed message after 20s: %v", c)
-				}
-				time.Sleep(20 * time.Millisecond)
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		port := freeSMTPPort(t) // SMTP is down
+		f := newFixture(t, dialect, append(smtpFlags(port), "--mail-give-up-after", "300ms")...)
+		f.invite(t, "bob@example.com")
+		st := f.store()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c, err := st.OutboxCounts(context.Background())
+			if err != nil {
+				t.Fatal(err)
 			}
-			status := mustCLI(t, f.args("mail-status")...)
-			for _, want := range []string{"pending 0\nsent 0\nfailed 1\ncancelled 0\noldest_pending_age 0s\n", "acme", "bob@example.com", "mail: connect to 127.0.0.1:" + strconv.Itoa(port)} {
-				if !strings.Contains(status, want) {
-					t.Errorf("mail-status lacks %q:\n%s", want, status)
-				}
+			if c["failed"] == 1 {
+				break
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no failed message after 20s: %v", c)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		status := mustCLI(t, f.args("mail-status")...)
+		for _, want := range []string{"pending 0\nsent 0\nfailed 1\ncancelled 0\noldest_pending_age 0s\n", "acme", "bob@example.com", "mail: connect to 127.0.0.1:" + strconv.Itoa(port)} {
+			if !strings.Contains(status, want) {
+				t.Errorf("mail-status lacks %q:\n%s", want, status)
+			}
+		}
 
-			// Refused requeues change nothing.
-			for _, args := range [][]string{{"--workspace", "nope"}, {"--id", "999999"}, {"--workspace", "acme", "--id", "1"}, {"--id", "-1"}, {"extra"}} {
-				if r := runCLI(t, f.args(append([]string{"mail-retry"}, args...)...)...); r.code == 0 || r.stderr == "" {
-					t.Errorf("mail-retry %v: exit %d, stderr %q; want an error", args, r.code, r.stderr)
-				}
+		// Refused requeues change nothing.
+		for _, args := range [][]string{{"--workspace", "nope"}, {"--id", "999999"}, {"--workspace", "acme", "--id", "1"}, {"--id", "-1"}, {"extra"}} {
+			if r := runCLI(t, f.args(append([]string{"mail-retry"}, args...)...)...); r.code == 0 || r.stderr == "" {
+				t.Errorf("mail-retry %v: exit %d, stderr %q; want an error", args, r.code, r.stderr)
 			}
-			if c, _ := st.OutboxCounts(context.Background()); c["failed"] != 1 || c["pending"] != 0 {
-				t.Fatalf("a refused mail-retry changed the outbox: %v", c)
-			}
+		}
+		if c, _ := st.OutboxCounts(context.Background()); c["failed"] != 1 || c["pending"] != 0 {
+			t.Fatalf("a refused mail-retry changed the outbox: %v", c)
+		}
 
-			srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
-			if out := mustCLI(t, f.args("mail-retry", "--workspace", "acme")...); out != "requeued 1" {
-				t.Errorf("mail-retry: %q, want \"requeued 1\"", out)
-			}
-			msgs := srv.WaitFor(t, 1, 30*time.Second)
-			if msgs[0].To[0] != "bob@example.com" {
-				t.Errorf("delivered to %v", msgs[0].To)
-			}
-			time.Sleep(200 * time.Millisecond) // a duplicate, if any, arrives meanwhile
-			if got := len(srv.Messages()); got != 1 {
-				t.Errorf("got %d messages, want 1", got)
-			}
-			if status := mustCLI(t, f.args("mail-status")...); !strings.HasPrefix(status, "pending 0\nsent 1\nfailed 0\n") {
-				t.Errorf("mail-status after the retry:\n%s", status)
-			}
-		})
-	}
+		srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
+		if out := mustCLI(t, f.args("mail-retry", "--workspace", "acme")...); out != "requeued 1" {
+			t.Errorf("mail-retry: %q, want \"requeued 1\"", out)
+		}
+		msgs := srv.WaitFor(t, 1, 30*time.Second)
+		if msgs[0].To[0] != "bob@example.com" {
+			t.Errorf("delivered to %v", msgs[0].To)
+		}
+		time.Sleep(200 * time.Millisecond) // a duplicate, if any, arrives meanwhile
+		if got := len(srv.Messages()); got != 1 {
+			t.Errorf("got %d messages, want 1", got)
+		}
+		if status := mustCLI(t, f.args("mail-status")...); !strings.HasPrefix(status, "pending 0\nsent 1\nfailed 0\n") {
+			t.Errorf("mail-status after the retry:\n%s", status)
+		}
+	})
 }
 
 // TestMail_RetryFlagsMustBePositive: a zero duration would silently mean the

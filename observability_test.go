@@ -88,117 +88,115 @@ func (s scrape) labelValues() []string {
 // and that no label value is an email, a workspace, a sub, a credential or
 // a raw path.
 func TestMetrics_Walk(t *testing.T) {
-	for _, dialect := range storetest.Dialects {
-		t.Run(dialect, func(t *testing.T) {
-			f := newFixture(t, dialect, "--metrics-addr", "127.0.0.1:0", "--rate-limit-failed-auth", "2/h")
-			url := metricsURL(t, f.srv)
-			before := scrapeMetrics(t, url)
-			admin := f.token("u-admin", "admin@acme.test", "workspaces:invite")
-			noScope := f.token("u-admin", "admin@acme.test", "workspaces:list")
-			expired := f.devKeySign(t, claimsFor("u-admin", "workspaces:invite", time.Now().Add(-time.Hour)))
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect, "--metrics-addr", "127.0.0.1:0", "--rate-limit-failed-auth", "2/h")
+		url := metricsURL(t, f.srv)
+		before := scrapeMetrics(t, url)
+		admin := f.token("u-admin", "admin@acme.test", "workspaces:invite")
+		noScope := f.token("u-admin", "admin@acme.test", "workspaces:list")
+		expired := f.devKeySign(t, claimsFor("u-admin", "workspaces:invite", time.Now().Add(-time.Hour)))
 
-			status := func(resp *http.Response, _ []byte) int { return resp.StatusCode }
-			checks := []struct {
-				what         string
-				status, want int
-			}{
-				{"invite", status(f.do(t, "POST", "/v0/users", bearer(admin), `{"email":"Walk@Example.com"}`)), 200},
-				{"invite with an API key", status(f.do(t, "POST", "/v0/users", with(bearer(f.adminKey), "X-Blaxel-Workspace", ""), `{"email":"key@example.com"}`)), 200},
-				{"no credential", status(f.do(t, "GET", "/v0/users", with(bearer(admin), "Authorization", ""), "")), 401},
-				{"token without the scope", status(f.do(t, "POST", "/v0/users", bearer(noScope), `{"email":"x@example.com"}`)), 403},
-				{"remove by email", status(f.do(t, "DELETE", "/v0/users/walk@example.com", bearer(admin), "")), 403},
-				{"unknown route", status(f.do(t, "GET", "/v0/no/such/route", bearer(admin), "")), 404},
-				// Last: two refused credentials spend the failed-auth quota
-				// of 2/h, which then closes this address.
-				{"expired token", status(f.do(t, "GET", "/v0/users", bearer(expired), "")), 401},
-				{"revoked API key", status(f.do(t, "GET", "/v0/users", bearer(f.revokedKey), "")), 401},
-				{"after the failed-auth quota", status(f.do(t, "GET", "/v0/users", bearer(admin), "")), 429},
+		status := func(resp *http.Response, _ []byte) int { return resp.StatusCode }
+		checks := []struct {
+			what         string
+			status, want int
+		}{
+			{"invite", status(f.do(t, "POST", "/v0/users", bearer(admin), `{"email":"Walk@Example.com"}`)), 200},
+			{"invite with an API key", status(f.do(t, "POST", "/v0/users", with(bearer(f.adminKey), "X-Blaxel-Workspace", ""), `{"email":"key@example.com"}`)), 200},
+			{"no credential", status(f.do(t, "GET", "/v0/users", with(bearer(admin), "Authorization", ""), "")), 401},
+			{"token without the scope", status(f.do(t, "POST", "/v0/users", bearer(noScope), `{"email":"x@example.com"}`)), 403},
+			{"remove by email", status(f.do(t, "DELETE", "/v0/users/walk@example.com", bearer(admin), "")), 403},
+			{"unknown route", status(f.do(t, "GET", "/v0/no/such/route", bearer(admin), "")), 404},
+			// Last: two refused credentials spend the failed-auth quota
+			// of 2/h, which then closes this address.
+			{"expired token", status(f.do(t, "GET", "/v0/users", bearer(expired), "")), 401},
+			{"revoked API key", status(f.do(t, "GET", "/v0/users", bearer(f.revokedKey), "")), 401},
+			{"after the failed-auth quota", status(f.do(t, "GET", "/v0/users", bearer(admin), "")), 429},
+		}
+		for _, c := range checks {
+			if c.status != c.want {
+				t.Fatalf("%s: got %d, want %d", c.what, c.status, c.want)
 			}
-			for _, c := range checks {
-				if c.status != c.want {
-					t.Fatalf("%s: got %d, want %d", c.what, c.status, c.want)
-				}
-			}
+		}
 
-			// The dispatcher sends the two emails in the background.
-			var after scrape
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				after = scrapeMetrics(t, url)
-				if after[`controlplane_mails_total{outcome="sent"}`]-before[`controlplane_mails_total{outcome="sent"}`] >= 2 || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
+		// The dispatcher sends the two emails in the background.
+		var after scrape
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			after = scrapeMetrics(t, url)
+			if after[`controlplane_mails_total{outcome="sent"}`]-before[`controlplane_mails_total{outcome="sent"}`] >= 2 || time.Now().After(deadline) {
+				break
 			}
-			// Prometheus' text format writes labels in name order.
-			requests := func(operation, method string, code int) string {
-				return fmt.Sprintf("controlplane_http_request_duration_seconds_count{code=\"%d\",method=\"%s\",operation=\"%s\"}", code, method, operation)
+			time.Sleep(50 * time.Millisecond)
+		}
+		// Prometheus' text format writes labels in name order.
+		requests := func(operation, method string, code int) string {
+			return fmt.Sprintf("controlplane_http_request_duration_seconds_count{code=\"%d\",method=\"%s\",operation=\"%s\"}", code, method, operation)
+		}
+		moved := func(series string, want float64) {
+			t.Helper()
+			if got := after[series] - before[series]; got != want {
+				t.Errorf("%s moved by %v, want %v", series, got, want)
 			}
-			moved := func(series string, want float64) {
-				t.Helper()
-				if got := after[series] - before[series]; got != want {
-					t.Errorf("%s moved by %v, want %v", series, got, want)
-				}
-			}
-			moved(requests("InviteWorkspaceUser", "POST", 200), 2)
-			moved(requests("InviteWorkspaceUser", "POST", 403), 1)
-			moved(requests("ListWorkspaceUsers", "GET", 401), 3)
-			moved(requests("ListWorkspaceUsers", "GET", 429), 1)
-			moved(requests("RemoveWorkspaceUser", "DELETE", 403), 1)
-			moved(requests("unmatched", "GET", 404), 1)
-			moved(`controlplane_auth_failures_total{reason="missing"}`, 1)
-			moved(`controlplane_auth_failures_total{reason="expired_token"}`, 1)
-			moved(`controlplane_auth_failures_total{reason="unknown_api_key"}`, 1)
-			moved(`controlplane_auth_failures_total{reason="insufficient_scope"}`, 2)
-			moved(`controlplane_auth_failures_total{reason="invalid_token"}`, 0)
-			moved(`controlplane_rate_limited_total{quota="failed-auth"}`, 1)
-			moved(`controlplane_rate_limited_total{quota="caller"}`, 0)
-			moved(`controlplane_mails_total{outcome="sent"}`, 2)
-			moved(`controlplane_mails_total{outcome="failed"}`, 0)
-			if got := after["controlplane_invite_batch_size_sum"] - before["controlplane_invite_batch_size_sum"]; got != 2 {
-				t.Errorf("invite batches settled %v invites, want 2", got)
-			}
-			if dialect == "sqlite" {
-				for _, s := range []string{"controlplane_sqlite_commit_duration_seconds_count", "controlplane_sqlite_fsync_duration_seconds_count"} {
-					if after[s] <= before[s] {
-						t.Errorf("%s: %v then %v, want it to grow with the invites", s, before[s], after[s])
-					}
-				}
-			}
-			for _, s := range []string{
-				`go_sql_open_connections{db_name="` + map[string]string{"sqlite": "sqlite_read", "postgres": "postgres"}[dialect] + `"}`,
-				"controlplane_outbox_pending", "controlplane_outbox_failed", "controlplane_outbox_oldest_pending_age_seconds",
-				"go_goroutines", "process_resident_memory_bytes",
-			} {
-				if _, ok := after[s]; !ok {
-					t.Errorf("%s: missing from the scrape", s)
+		}
+		moved(requests("InviteWorkspaceUser", "POST", 200), 2)
+		moved(requests("InviteWorkspaceUser", "POST", 403), 1)
+		moved(requests("ListWorkspaceUsers", "GET", 401), 3)
+		moved(requests("ListWorkspaceUsers", "GET", 429), 1)
+		moved(requests("RemoveWorkspaceUser", "DELETE", 403), 1)
+		moved(requests("unmatched", "GET", 404), 1)
+		moved(`controlplane_auth_failures_total{reason="missing"}`, 1)
+		moved(`controlplane_auth_failures_total{reason="expired_token"}`, 1)
+		moved(`controlplane_auth_failures_total{reason="unknown_api_key"}`, 1)
+		moved(`controlplane_auth_failures_total{reason="insufficient_scope"}`, 2)
+		moved(`controlplane_auth_failures_total{reason="invalid_token"}`, 0)
+		moved(`controlplane_rate_limited_total{quota="failed-auth"}`, 1)
+		moved(`controlplane_rate_limited_total{quota="caller"}`, 0)
+		moved(`controlplane_mails_total{outcome="sent"}`, 2)
+		moved(`controlplane_mails_total{outcome="failed"}`, 0)
+		if got := after["controlplane_invite_batch_size_sum"] - before["controlplane_invite_batch_size_sum"]; got != 2 {
+			t.Errorf("invite batches settled %v invites, want 2", got)
+		}
+		if dialect == "sqlite" {
+			for _, s := range []string{"controlplane_sqlite_commit_duration_seconds_count", "controlplane_sqlite_fsync_duration_seconds_count"} {
+				if after[s] <= before[s] {
+					t.Errorf("%s: %v then %v, want it to grow with the invites", s, before[s], after[s])
 				}
 			}
-			build := 0
-			for s, v := range after {
-				if strings.HasPrefix(s, "controlplane_build_info{") && strings.Contains(s, `go_version="go1.`) && v == 1 {
-					build++
-				}
+		}
+		for _, s := range []string{
+			`go_sql_open_connections{db_name="` + map[string]string{"sqlite": "sqlite_read", "postgres": "postgres"}[dialect] + `"}`,
+			"controlplane_outbox_pending", "controlplane_outbox_failed", "controlplane_outbox_oldest_pending_age_seconds",
+			"go_goroutines", "process_resident_memory_bytes",
+		} {
+			if _, ok := after[s]; !ok {
+				t.Errorf("%s: missing from the scrape", s)
 			}
-			if build != 1 {
-				t.Errorf("controlplane_build_info: %d series with a Go version and value 1, want 1", build)
+		}
+		build := 0
+		for s, v := range after {
+			if strings.HasPrefix(s, "controlplane_build_info{") && strings.Contains(s, `go_version="go1.`) && v == 1 {
+				build++
 			}
+		}
+		if build != 1 {
+			t.Errorf("controlplane_build_info: %d series with a Go version and value 1, want 1", build)
+		}
 
-			secrets := []string{admin, noScope, expired, f.adminKey, f.revokedKey}
-			for _, v := range after.labelValues() {
-				for _, bad := range []string{"@", "acme", "u-admin", "walk", "Bearer", "bl_", "/v0/users/"} {
-					if strings.Contains(strings.ToLower(v), strings.ToLower(bad)) {
-						t.Errorf("label value %q contains %q (an email, workspace, sub, credential or raw path)", v, bad)
-					}
-				}
-				for _, s := range secrets {
-					if strings.Contains(v, s) {
-						t.Errorf("label value %q is a credential", v)
-					}
+		secrets := []string{admin, noScope, expired, f.adminKey, f.revokedKey}
+		for _, v := range after.labelValues() {
+			for _, bad := range []string{"@", "acme", "u-admin", "walk", "Bearer", "bl_", "/v0/users/"} {
+				if strings.Contains(strings.ToLower(v), strings.ToLower(bad)) {
+					t.Errorf("label value %q contains %q (an email, workspace, sub, credential or raw path)", v, bad)
 				}
 			}
-		})
-	}
+			for _, s := range secrets {
+				if strings.Contains(v, s) {
+					t.Errorf("label value %q is a credential", v)
+				}
+			}
+		}
+	})
 }
 
 // TestMetrics_OutboxGauges: with no dispatcher the queued email waits, and
