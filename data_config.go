@@ -40,8 +40,9 @@ func (d *dataConfig) dsn() string {
 
 // open opens the store, observed by hooks (metrics; zero: none), and runs
 // the migrations (idempotent and cheap).
-func (d *dataConfig) open(ctx context.Context, hooks store.Hooks) (*store.Store, error) {
-	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers, Hooks: hooks})
+// log receives what only the store sees (a panic in a write); nil: slog.Default().
+func (d *dataConfig) open(ctx context.Context, hooks store.Hooks, log *slog.Logger) (*store.Store, error) {
+	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers, Hooks: hooks, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +62,7 @@ func closeLogged(log *slog.Logger, what string, closeFn func() error) {
 
 // withStore opens the store, runs fn with it and closes it.
 func (d *dataConfig) withStore(ctx context.Context, fn func(*store.Store) error) (err error) {
-	st, err := d.open(ctx, store.Hooks{})
+	st, err := d.open(ctx, store.Hooks{}, nil)
 	if err != nil {
 		return err
 	}

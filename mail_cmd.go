@@ -133,7 +133,7 @@ func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) err
 		return err
 	}
 	defer mon.close(ctx, log)
-	st, err := cfg.data.open(ctx, mon.hooks())
+	st, err := cfg.data.open(ctx, mon.hooks(), log)
 	if err != nil {
 		return err
 	}

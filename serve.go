@@ -102,7 +102,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if api.Auth, err = cfg.auth(log); err != nil {
 		return err
 	}
-	st, err := cfg.data.open(ctx, mon.hooks())
+	st, err := cfg.data.open(ctx, mon.hooks(), log)
 	if err != nil {
 		return err
 	}
