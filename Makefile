@@ -39,7 +39,7 @@ check-generated: generate
 # Go module proxy and the npm registry (nothing added to go.mod).
 OASDIFF := $(GO) run github.com/oasdiff/oasdiff@v1.37.0
 REDOCLY := npx --yes @redocly/cli@2.77.0
-CONTRACT_PATHS := ^/(users|users/\{subOrEmail\}|profile/invitations|workspaces/\{workspaceName\}/(join|decline|leave))$$
+CONTRACT_PATHS := ^/(users|users/\{subOrEmail\}|profile/invitations|workspaces|workspaces/availability|workspaces/\{workspaceName\}|workspaces/\{workspaceName\}/(join|decline|leave))$$
 check-contract:
 	$(OASDIFF) breaking --fail-on WARN openapi/upstream/seed-controlplane.yml openapi/controlplane.yml
 	$(OASDIFF) breaking --fail-on WARN openapi/upstream/blaxel-membership-ops.yml openapi/controlplane.yml

@@ -19,6 +19,7 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 		f := newFixture(t, dialect)
 		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
 		invitee := bearer(f.userToken("u-carol", "carol@example.com"))
+		everything := bearer(f.token("u-admin", "admin@acme.test", "admin")) // the scope that implies all
 		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"carol@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
 		}
@@ -53,6 +54,12 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 			{"AcceptWorkspaceInvitation", "POST", "/v0/workspaces/acme/join", invitee, ""},
 			{"DeclineWorkspaceInvitation", "POST", "/v0/workspaces/acme/decline", invitee, ""},
 			{"LeaveWorkspace", "DELETE", "/v0/workspaces/acme/leave", bearer(f.userToken("u-member", "member@acme.test")), ""},
+			{"ListWorkspaces", "GET", "/v0/workspaces", admin, ""},
+			{"CreateWorkspace", "POST", "/v0/workspaces", everything, `{"name":"beta"}`},
+			{"GetWorkspace", "GET", "/v0/workspaces/acme", everything, ""},
+			{"UpdateWorkspace", "PUT", "/v0/workspaces/acme", admin, `{"displayName":"X"}`},
+			{"DeleteWorkspace", "DELETE", "/v0/workspaces/acme", everything, ""},
+			{"CheckWorkspaceAvailability", "POST", "/v0/workspaces/availability", everything, `{"name":"beta"}`},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				resp, body := f.do(t, tc.method, tc.path, tc.header, tc.body)

@@ -69,6 +69,30 @@ func (e WorkspaceStatus) Valid() bool {
 	}
 }
 
+// Defines values for WorkspaceAvailabilityReason.
+const (
+	ForbiddenBlaxel   WorkspaceAvailabilityReason = "forbidden_blaxel"
+	ForbiddenReserved WorkspaceAvailabilityReason = "forbidden_reserved"
+	ForbiddenVPrefix  WorkspaceAvailabilityReason = "forbidden_v_prefix"
+	Taken             WorkspaceAvailabilityReason = "taken"
+)
+
+// Valid indicates whether the value is a known member of the WorkspaceAvailabilityReason enum.
+func (e WorkspaceAvailabilityReason) Valid() bool {
+	switch e {
+	case ForbiddenBlaxel:
+		return true
+	case ForbiddenReserved:
+		return true
+	case ForbiddenVPrefix:
+		return true
+	case Taken:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for WorkspaceUserSource.
 const (
 	DirectorySync WorkspaceUserSource = "directory_sync"
@@ -328,6 +352,21 @@ type Workspace struct {
 // Example: ready
 type WorkspaceStatus string
 
+// WorkspaceAvailability Result of a workspace-name availability check.
+type WorkspaceAvailability struct {
+	// Available Whether the requested workspace name is available.
+	Available *bool `json:"available,omitempty"`
+
+	// Message Human-readable explanation suitable for display in the UI. Empty when available.
+	Message *string `json:"message,omitempty"`
+
+	// Reason Machine-readable reason explaining why the name is unavailable. Empty when available.
+	Reason *WorkspaceAvailabilityReason `json:"reason,omitempty"`
+}
+
+// WorkspaceAvailabilityReason Machine-readable reason explaining why the name is unavailable. Empty when available.
+type WorkspaceAvailabilityReason string
+
 // WorkspaceHipaaInfo HIPAA compliance state for a workspace. `accountEnabled` mirrors the account-level `hipaa_compliance` addon (set server-side from operator tooling and Stripe billing events). `unsafe` records a per-workspace opt-out toggled from workspace settings; absent when the account does not have the addon.
 type WorkspaceHipaaInfo struct {
 	// AccountEnabled True when the parent account has the HIPAA compliance addon active. Set server-side from operator tooling and Stripe billing events; cannot be changed from workspace settings.
@@ -485,11 +524,107 @@ type UpdateWorkspaceUserRoleParams struct {
 	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
 }
 
+// CheckWorkspaceAvailabilityJSONBody defines parameters for CheckWorkspaceAvailability.
+type CheckWorkspaceAvailabilityJSONBody struct {
+	Name string `json:"name"`
+}
+
+// CheckWorkspaceAvailabilityParams defines parameters for CheckWorkspaceAvailability.
+type CheckWorkspaceAvailabilityParams struct {
+	// WithReason When true, return a structured WorkspaceAvailability object with a machine-readable reason and human-readable message instead of a bare boolean. Defaults to false for backwards compatibility.
+	WithReason *bool `form:"withReason,omitempty" json:"withReason,omitempty"`
+}
+
+// CheckWorkspaceAvailability200JSONResponseBody0 defines parameters for CheckWorkspaceAvailability.
+type CheckWorkspaceAvailability200JSONResponseBody0 = bool
+
+// CheckWorkspaceAvailability200JSONResponseBody defines parameters for CheckWorkspaceAvailability.
+type CheckWorkspaceAvailability200JSONResponseBody struct {
+	union json.RawMessage
+}
+
+// GetWorkspaceParams defines parameters for GetWorkspace.
+type GetWorkspaceParams struct {
+	// CountResources When true, the response includes a resourceCounts map with the number of agents, functions, models, sandboxes, policies, jobs, volumes, volumetemplates, integrationconnections, previews, customdomains, serviceaccounts and images currently in this workspace. Off by default — each count is one extra indexed query.
+	CountResources *bool `form:"countResources,omitempty" json:"countResources,omitempty"`
+}
+
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
 
 // UpdateWorkspaceUserRoleJSONRequestBody defines body for UpdateWorkspaceUserRole for application/json ContentType.
 type UpdateWorkspaceUserRoleJSONRequestBody UpdateWorkspaceUserRoleJSONBody
+
+// CreateWorkspaceJSONRequestBody defines body for CreateWorkspace for application/json ContentType.
+type CreateWorkspaceJSONRequestBody = Workspace
+
+// CheckWorkspaceAvailabilityJSONRequestBody defines body for CheckWorkspaceAvailability for application/json ContentType.
+type CheckWorkspaceAvailabilityJSONRequestBody CheckWorkspaceAvailabilityJSONBody
+
+// UpdateWorkspaceJSONRequestBody defines body for UpdateWorkspace for application/json ContentType.
+type UpdateWorkspaceJSONRequestBody = Workspace
+
+// AsCheckWorkspaceAvailability200JSONResponseBody0 returns the union data inside the CheckWorkspaceAvailability200JSONResponseBody as a CheckWorkspaceAvailability200JSONResponseBody0
+func (t CheckWorkspaceAvailability200JSONResponseBody) AsCheckWorkspaceAvailability200JSONResponseBody0() (CheckWorkspaceAvailability200JSONResponseBody0, error) {
+	var body CheckWorkspaceAvailability200JSONResponseBody0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromCheckWorkspaceAvailability200JSONResponseBody0 overwrites any union data inside the CheckWorkspaceAvailability200JSONResponseBody as the provided CheckWorkspaceAvailability200JSONResponseBody0
+func (t *CheckWorkspaceAvailability200JSONResponseBody) FromCheckWorkspaceAvailability200JSONResponseBody0(v CheckWorkspaceAvailability200JSONResponseBody0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeCheckWorkspaceAvailability200JSONResponseBody0 performs a merge with any union data inside the CheckWorkspaceAvailability200JSONResponseBody, using the provided CheckWorkspaceAvailability200JSONResponseBody0
+func (t *CheckWorkspaceAvailability200JSONResponseBody) MergeCheckWorkspaceAvailability200JSONResponseBody0(v CheckWorkspaceAvailability200JSONResponseBody0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsWorkspaceAvailability returns the union data inside the CheckWorkspaceAvailability200JSONResponseBody as a WorkspaceAvailability
+func (t CheckWorkspaceAvailability200JSONResponseBody) AsWorkspaceAvailability() (WorkspaceAvailability, error) {
+	var body WorkspaceAvailability
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWorkspaceAvailability overwrites any union data inside the CheckWorkspaceAvailability200JSONResponseBody as the provided WorkspaceAvailability
+func (t *CheckWorkspaceAvailability200JSONResponseBody) FromWorkspaceAvailability(v WorkspaceAvailability) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWorkspaceAvailability performs a merge with any union data inside the CheckWorkspaceAvailability200JSONResponseBody, using the provided WorkspaceAvailability
+func (t *CheckWorkspaceAvailability200JSONResponseBody) MergeWorkspaceAvailability(v WorkspaceAvailability) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t CheckWorkspaceAvailability200JSONResponseBody) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *CheckWorkspaceAvailability200JSONResponseBody) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -621,6 +756,81 @@ type ClientInterface interface {
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
 	UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListWorkspaces List accessible workspaces
+	//
+	// Returns all workspaces the authenticated user has access to. Each workspace is a separate tenant with its own resources, team members, and billing.
+	//
+	// Corresponds with GET /workspaces (the `ListWorkspaces` operationId).
+	ListWorkspaces(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceWithBody Create workspace tenant
+	//
+	// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+	CreateWorkspaceWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspace Create workspace tenant
+	//
+	// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+	CreateWorkspace(ctx context.Context, body CreateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CheckWorkspaceAvailabilityWithBody Check workspace availability
+	//
+	// Check if a workspace is available.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+	CheckWorkspaceAvailabilityWithBody(ctx context.Context, params *CheckWorkspaceAvailabilityParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CheckWorkspaceAvailability Check workspace availability
+	//
+	// Check if a workspace is available.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+	CheckWorkspaceAvailability(ctx context.Context, params *CheckWorkspaceAvailabilityParams, body CheckWorkspaceAvailabilityJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteWorkspace Delete workspace tenant
+	//
+	// Permanently deletes a workspace and ALL its resources (agents, functions, sandboxes, volumes, etc.). This action cannot be undone. Only workspace admins can delete a workspace.
+	//
+	// Corresponds with DELETE /workspaces/{workspaceName} (the `DeleteWorkspace` operationId).
+	DeleteWorkspace(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWorkspace Get workspace details
+	//
+	// Returns detailed information about a workspace including its display name, account ID, status, and runtime configuration.
+	//
+	// Corresponds with GET /workspaces/{workspaceName} (the `GetWorkspace` operationId).
+	GetWorkspace(ctx context.Context, workspaceName string, params *GetWorkspaceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceWithBody Update workspace
+	//
+	// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+	UpdateWorkspaceWithBody(ctx context.Context, workspaceName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspace Update workspace
+	//
+	// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+	UpdateWorkspace(ctx context.Context, workspaceName string, body UpdateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	//
@@ -761,6 +971,171 @@ func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
 func (c *Client) UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateWorkspaceUserRoleRequest(c.Server, subOrEmail, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListWorkspaces List accessible workspaces
+//
+// Returns all workspaces the authenticated user has access to. Each workspace is a separate tenant with its own resources, team members, and billing.
+//
+// Corresponds with GET /workspaces (the `ListWorkspaces` operationId).
+func (c *Client) ListWorkspaces(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListWorkspacesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceWithBody Create workspace tenant
+//
+// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+func (c *Client) CreateWorkspaceWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspace Create workspace tenant
+//
+// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+func (c *Client) CreateWorkspace(ctx context.Context, body CreateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CheckWorkspaceAvailabilityWithBody Check workspace availability
+//
+// Check if a workspace is available.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+func (c *Client) CheckWorkspaceAvailabilityWithBody(ctx context.Context, params *CheckWorkspaceAvailabilityParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCheckWorkspaceAvailabilityRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CheckWorkspaceAvailability Check workspace availability
+//
+// Check if a workspace is available.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+func (c *Client) CheckWorkspaceAvailability(ctx context.Context, params *CheckWorkspaceAvailabilityParams, body CheckWorkspaceAvailabilityJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCheckWorkspaceAvailabilityRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteWorkspace Delete workspace tenant
+//
+// Permanently deletes a workspace and ALL its resources (agents, functions, sandboxes, volumes, etc.). This action cannot be undone. Only workspace admins can delete a workspace.
+//
+// Corresponds with DELETE /workspaces/{workspaceName} (the `DeleteWorkspace` operationId).
+func (c *Client) DeleteWorkspace(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWorkspaceRequest(c.Server, workspaceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWorkspace Get workspace details
+//
+// Returns detailed information about a workspace including its display name, account ID, status, and runtime configuration.
+//
+// Corresponds with GET /workspaces/{workspaceName} (the `GetWorkspace` operationId).
+func (c *Client) GetWorkspace(ctx context.Context, workspaceName string, params *GetWorkspaceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspaceRequest(c.Server, workspaceName, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceWithBody Update workspace
+//
+// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+func (c *Client) UpdateWorkspaceWithBody(ctx context.Context, workspaceName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceRequestWithBody(c.Server, workspaceName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspace Update workspace
+//
+// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+func (c *Client) UpdateWorkspace(ctx context.Context, workspaceName string, body UpdateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceRequest(c.Server, workspaceName, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1135,6 +1510,282 @@ func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string,
 	return req, nil
 }
 
+// NewListWorkspacesRequest constructs an http.Request for the ListWorkspaces method
+func NewListWorkspacesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateWorkspaceRequest calls the generic CreateWorkspace builder with application/json body
+func NewCreateWorkspaceRequest(server string, body CreateWorkspaceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWorkspaceRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCreateWorkspaceRequestWithBody constructs an http.Request for the CreateWorkspace method, with any body, and a specified content type
+func NewCreateWorkspaceRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewCheckWorkspaceAvailabilityRequest calls the generic CheckWorkspaceAvailability builder with application/json body
+func NewCheckWorkspaceAvailabilityRequest(server string, params *CheckWorkspaceAvailabilityParams, body CheckWorkspaceAvailabilityJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCheckWorkspaceAvailabilityRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCheckWorkspaceAvailabilityRequestWithBody constructs an http.Request for the CheckWorkspaceAvailability method, with any body, and a specified content type
+func NewCheckWorkspaceAvailabilityRequestWithBody(server string, params *CheckWorkspaceAvailabilityParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/availability")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.WithReason != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "withReason", *params.WithReason, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteWorkspaceRequest constructs an http.Request for the DeleteWorkspace method
+func NewDeleteWorkspaceRequest(server string, workspaceName string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetWorkspaceRequest constructs an http.Request for the GetWorkspace method
+func NewGetWorkspaceRequest(server string, workspaceName string, params *GetWorkspaceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.CountResources != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "countResources", *params.CountResources, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateWorkspaceRequest calls the generic UpdateWorkspace builder with application/json body
+func NewUpdateWorkspaceRequest(server string, workspaceName string, body UpdateWorkspaceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateWorkspaceRequestWithBody(server, workspaceName, "application/json", bodyReader)
+}
+
+// NewUpdateWorkspaceRequestWithBody constructs an http.Request for the UpdateWorkspace method, with any body, and a specified content type
+func NewUpdateWorkspaceRequestWithBody(server string, workspaceName string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewDeclineWorkspaceInvitationRequest constructs an http.Request for the DeclineWorkspaceInvitation method
 func NewDeclineWorkspaceInvitationRequest(server string, workspaceName string) (*http.Request, error) {
 	var err error
@@ -1343,6 +1994,87 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
 	UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
+
+	// ListWorkspacesWithResponse List accessible workspaces
+	//
+	// Returns all workspaces the authenticated user has access to. Each workspace is a separate tenant with its own resources, team members, and billing.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces (the `ListWorkspaces` operationId).
+	ListWorkspacesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListWorkspacesResponse, error)
+
+	// CreateWorkspaceWithBodyWithResponse Create workspace tenant
+	//
+	// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+	CreateWorkspaceWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceResponse, error)
+
+	// CreateWorkspaceWithResponse Create workspace tenant
+	//
+	// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+	CreateWorkspaceWithResponse(ctx context.Context, body CreateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceResponse, error)
+
+	// CheckWorkspaceAvailabilityWithBodyWithResponse Check workspace availability
+	//
+	// Check if a workspace is available.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+	CheckWorkspaceAvailabilityWithBodyWithResponse(ctx context.Context, params *CheckWorkspaceAvailabilityParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CheckWorkspaceAvailabilityResponse, error)
+
+	// CheckWorkspaceAvailabilityWithResponse Check workspace availability
+	//
+	// Check if a workspace is available.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+	CheckWorkspaceAvailabilityWithResponse(ctx context.Context, params *CheckWorkspaceAvailabilityParams, body CheckWorkspaceAvailabilityJSONRequestBody, reqEditors ...RequestEditorFn) (*CheckWorkspaceAvailabilityResponse, error)
+
+	// DeleteWorkspaceWithResponse Delete workspace tenant
+	//
+	// Permanently deletes a workspace and ALL its resources (agents, functions, sandboxes, volumes, etc.). This action cannot be undone. Only workspace admins can delete a workspace.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /workspaces/{workspaceName} (the `DeleteWorkspace` operationId).
+	DeleteWorkspaceWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*DeleteWorkspaceResponse, error)
+
+	// GetWorkspaceWithResponse Get workspace details
+	//
+	// Returns detailed information about a workspace including its display name, account ID, status, and runtime configuration.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{workspaceName} (the `GetWorkspace` operationId).
+	GetWorkspaceWithResponse(ctx context.Context, workspaceName string, params *GetWorkspaceParams, reqEditors ...RequestEditorFn) (*GetWorkspaceResponse, error)
+
+	// UpdateWorkspaceWithBodyWithResponse Update workspace
+	//
+	// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+	UpdateWorkspaceWithBodyWithResponse(ctx context.Context, workspaceName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceResponse, error)
+
+	// UpdateWorkspaceWithResponse Update workspace
+	//
+	// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+	UpdateWorkspaceWithResponse(ctx context.Context, workspaceName string, body UpdateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceResponse, error)
 
 	// DeclineWorkspaceInvitationWithResponse Decline invitation to workspace
 	//
@@ -1923,6 +2655,628 @@ func (r UpdateWorkspaceUserRoleResponse) ContentType() string {
 	return ""
 }
 
+// ListWorkspacesResponse401Headers the declared response headers of an HTTP 401 response for ListWorkspaces
+type ListWorkspacesResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListWorkspacesResponse429Headers the declared response headers of an HTTP 429 response for ListWorkspaces
+type ListWorkspacesResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListWorkspacesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]Workspace
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListWorkspacesResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListWorkspacesResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListWorkspacesResponse) GetJSON200() *[]Workspace {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListWorkspacesResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListWorkspacesResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListWorkspacesResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListWorkspacesResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListWorkspacesResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListWorkspacesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListWorkspacesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListWorkspacesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListWorkspacesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWorkspaceResponse401Headers the declared response headers of an HTTP 401 response for CreateWorkspace
+type CreateWorkspaceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateWorkspaceResponse429Headers the declared response headers of an HTTP 429 response for CreateWorkspace
+type CreateWorkspaceResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateWorkspaceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Workspace
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateWorkspaceResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateWorkspaceResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON200() *Workspace {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON409() *Error {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWorkspaceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWorkspaceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWorkspaceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWorkspaceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CheckWorkspaceAvailabilityResponse401Headers the declared response headers of an HTTP 401 response for CheckWorkspaceAvailability
+type CheckWorkspaceAvailabilityResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CheckWorkspaceAvailabilityResponse429Headers the declared response headers of an HTTP 429 response for CheckWorkspaceAvailability
+type CheckWorkspaceAvailabilityResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CheckWorkspaceAvailabilityResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CheckWorkspaceAvailability200JSONResponseBody
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CheckWorkspaceAvailabilityResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CheckWorkspaceAvailabilityResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON200() *CheckWorkspaceAvailability200JSONResponseBody {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CheckWorkspaceAvailabilityResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CheckWorkspaceAvailabilityResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CheckWorkspaceAvailabilityResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CheckWorkspaceAvailabilityResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteWorkspaceResponse401Headers the declared response headers of an HTTP 401 response for DeleteWorkspace
+type DeleteWorkspaceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteWorkspaceResponse429Headers the declared response headers of an HTTP 429 response for DeleteWorkspace
+type DeleteWorkspaceResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteWorkspaceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Workspace
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteWorkspaceResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteWorkspaceResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON200() *Workspace {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteWorkspaceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteWorkspaceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteWorkspaceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteWorkspaceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetWorkspaceResponse401Headers the declared response headers of an HTTP 401 response for GetWorkspace
+type GetWorkspaceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetWorkspaceResponse429Headers the declared response headers of an HTTP 429 response for GetWorkspace
+type GetWorkspaceResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetWorkspaceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Workspace
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetWorkspaceResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetWorkspaceResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspaceResponse) GetJSON200() *Workspace {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetWorkspaceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspaceResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspaceResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspaceResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspaceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetWorkspaceResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspaceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspaceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspaceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspaceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateWorkspaceResponse401Headers the declared response headers of an HTTP 401 response for UpdateWorkspace
+type UpdateWorkspaceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateWorkspaceResponse429Headers the declared response headers of an HTTP 429 response for UpdateWorkspace
+type UpdateWorkspaceResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type UpdateWorkspaceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Workspace
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateWorkspaceResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateWorkspaceResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON200() *Workspace {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateWorkspaceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateWorkspaceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateWorkspaceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateWorkspaceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // DeclineWorkspaceInvitationResponse401Headers the declared response headers of an HTTP 401 response for DeclineWorkspaceInvitation
 type DeclineWorkspaceInvitationResponse401Headers struct {
 	WWWAuthenticate *string
@@ -2337,6 +3691,141 @@ func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithResponse(ctx context.Co
 		return nil, err
 	}
 	return ParseUpdateWorkspaceUserRoleResponse(rsp)
+}
+
+// ListWorkspacesWithResponse List accessible workspaces
+//
+// Returns all workspaces the authenticated user has access to. Each workspace is a separate tenant with its own resources, team members, and billing.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces (the `ListWorkspaces` operationId).
+func (c *ClientWithResponses) ListWorkspacesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListWorkspacesResponse, error) {
+	rsp, err := c.ListWorkspaces(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListWorkspacesResponse(rsp)
+}
+
+// CreateWorkspaceWithBodyWithResponse Create workspace tenant
+//
+// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+func (c *ClientWithResponses) CreateWorkspaceWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceResponse, error) {
+	rsp, err := c.CreateWorkspaceWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceResponse(rsp)
+}
+
+// CreateWorkspaceWithResponse Create workspace tenant
+//
+// Creates a new workspace tenant. The authenticated user becomes the workspace admin. Requires a linked billing account.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /workspaces (the `CreateWorkspace` operationId).
+func (c *ClientWithResponses) CreateWorkspaceWithResponse(ctx context.Context, body CreateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceResponse, error) {
+	rsp, err := c.CreateWorkspace(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceResponse(rsp)
+}
+
+// CheckWorkspaceAvailabilityWithBodyWithResponse Check workspace availability
+//
+// Check if a workspace is available.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+func (c *ClientWithResponses) CheckWorkspaceAvailabilityWithBodyWithResponse(ctx context.Context, params *CheckWorkspaceAvailabilityParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CheckWorkspaceAvailabilityResponse, error) {
+	rsp, err := c.CheckWorkspaceAvailabilityWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCheckWorkspaceAvailabilityResponse(rsp)
+}
+
+// CheckWorkspaceAvailabilityWithResponse Check workspace availability
+//
+// Check if a workspace is available.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /workspaces/availability (the `CheckWorkspaceAvailability` operationId).
+func (c *ClientWithResponses) CheckWorkspaceAvailabilityWithResponse(ctx context.Context, params *CheckWorkspaceAvailabilityParams, body CheckWorkspaceAvailabilityJSONRequestBody, reqEditors ...RequestEditorFn) (*CheckWorkspaceAvailabilityResponse, error) {
+	rsp, err := c.CheckWorkspaceAvailability(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCheckWorkspaceAvailabilityResponse(rsp)
+}
+
+// DeleteWorkspaceWithResponse Delete workspace tenant
+//
+// Permanently deletes a workspace and ALL its resources (agents, functions, sandboxes, volumes, etc.). This action cannot be undone. Only workspace admins can delete a workspace.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /workspaces/{workspaceName} (the `DeleteWorkspace` operationId).
+func (c *ClientWithResponses) DeleteWorkspaceWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*DeleteWorkspaceResponse, error) {
+	rsp, err := c.DeleteWorkspace(ctx, workspaceName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteWorkspaceResponse(rsp)
+}
+
+// GetWorkspaceWithResponse Get workspace details
+//
+// Returns detailed information about a workspace including its display name, account ID, status, and runtime configuration.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{workspaceName} (the `GetWorkspace` operationId).
+func (c *ClientWithResponses) GetWorkspaceWithResponse(ctx context.Context, workspaceName string, params *GetWorkspaceParams, reqEditors ...RequestEditorFn) (*GetWorkspaceResponse, error) {
+	rsp, err := c.GetWorkspace(ctx, workspaceName, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspaceResponse(rsp)
+}
+
+// UpdateWorkspaceWithBodyWithResponse Update workspace
+//
+// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceWithBodyWithResponse(ctx context.Context, workspaceName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceResponse, error) {
+	rsp, err := c.UpdateWorkspaceWithBody(ctx, workspaceName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceResponse(rsp)
+}
+
+// UpdateWorkspaceWithResponse Update workspace
+//
+// Updates a workspace's settings such as display name and labels. The workspace name cannot be changed after creation.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName} (the `UpdateWorkspace` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceWithResponse(ctx context.Context, workspaceName string, body UpdateWorkspaceJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceResponse, error) {
+	rsp, err := c.UpdateWorkspace(ctx, workspaceName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceResponse(rsp)
 }
 
 // DeclineWorkspaceInvitationWithResponse Decline invitation to workspace
@@ -2974,6 +4463,664 @@ func ParseUpdateWorkspaceUserRoleResponse(rsp *http.Response) (*UpdateWorkspaceU
 	return response, nil
 }
 
+// ParseListWorkspacesResponse parses an HTTP response from a ListWorkspacesWithResponse call
+func ParseListWorkspacesResponse(rsp *http.Response) (*ListWorkspacesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListWorkspacesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []Workspace
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListWorkspacesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListWorkspacesResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateWorkspaceResponse parses an HTTP response from a CreateWorkspaceWithResponse call
+func ParseCreateWorkspaceResponse(rsp *http.Response) (*CreateWorkspaceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWorkspaceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Workspace
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateWorkspaceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateWorkspaceResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCheckWorkspaceAvailabilityResponse parses an HTTP response from a CheckWorkspaceAvailabilityWithResponse call
+func ParseCheckWorkspaceAvailabilityResponse(rsp *http.Response) (*CheckWorkspaceAvailabilityResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CheckWorkspaceAvailabilityResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CheckWorkspaceAvailability200JSONResponseBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CheckWorkspaceAvailabilityResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CheckWorkspaceAvailabilityResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteWorkspaceResponse parses an HTTP response from a DeleteWorkspaceWithResponse call
+func ParseDeleteWorkspaceResponse(rsp *http.Response) (*DeleteWorkspaceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteWorkspaceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Workspace
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteWorkspaceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteWorkspaceResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetWorkspaceResponse parses an HTTP response from a GetWorkspaceWithResponse call
+func ParseGetWorkspaceResponse(rsp *http.Response) (*GetWorkspaceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspaceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Workspace
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetWorkspaceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetWorkspaceResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateWorkspaceResponse parses an HTTP response from a UpdateWorkspaceWithResponse call
+func ParseUpdateWorkspaceResponse(rsp *http.Response) (*UpdateWorkspaceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateWorkspaceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Workspace
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers UpdateWorkspaceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateWorkspaceResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseDeclineWorkspaceInvitationResponse parses an HTTP response from a DeclineWorkspaceInvitationWithResponse call
 func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorkspaceInvitationResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -3320,6 +5467,24 @@ type ServerInterface interface {
 	// UpdateWorkspaceUserRole Update user role in workspace
 	// (PUT /users/{subOrEmail})
 	UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail string, params UpdateWorkspaceUserRoleParams) error
+	// ListWorkspaces List accessible workspaces
+	// (GET /workspaces)
+	ListWorkspaces(ctx echo.Context) error
+	// CreateWorkspace Create workspace tenant
+	// (POST /workspaces)
+	CreateWorkspace(ctx echo.Context) error
+	// CheckWorkspaceAvailability Check workspace availability
+	// (POST /workspaces/availability)
+	CheckWorkspaceAvailability(ctx echo.Context, params CheckWorkspaceAvailabilityParams) error
+	// DeleteWorkspace Delete workspace tenant
+	// (DELETE /workspaces/{workspaceName})
+	DeleteWorkspace(ctx echo.Context, workspaceName string) error
+	// GetWorkspace Get workspace details
+	// (GET /workspaces/{workspaceName})
+	GetWorkspace(ctx echo.Context, workspaceName string, params GetWorkspaceParams) error
+	// UpdateWorkspace Update workspace
+	// (PUT /workspaces/{workspaceName})
+	UpdateWorkspace(ctx echo.Context, workspaceName string) error
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx echo.Context, workspaceName string) error
@@ -3504,6 +5669,99 @@ func (w *ServerInterfaceWrapper) UpdateWorkspaceUserRole(ctx echo.Context) error
 	return err
 }
 
+// ListWorkspaces converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWorkspaces(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWorkspaces(ctx)
+	return err
+}
+
+// CreateWorkspace converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateWorkspace(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateWorkspace(ctx)
+	return err
+}
+
+// CheckWorkspaceAvailability converts echo context to params.
+func (w *ServerInterfaceWrapper) CheckWorkspaceAvailability(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CheckWorkspaceAvailabilityParams
+	// ------------- Optional query parameter "withReason" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "withReason", ctx.QueryParams(), &params.WithReason, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter withReason: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CheckWorkspaceAvailability(ctx, params)
+	return err
+}
+
+// DeleteWorkspace converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteWorkspace(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteWorkspace(ctx, workspaceName)
+	return err
+}
+
+// GetWorkspace converts echo context to params.
+func (w *ServerInterfaceWrapper) GetWorkspace(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetWorkspaceParams
+	// ------------- Optional query parameter "countResources" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "countResources", ctx.QueryParams(), &params.CountResources, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter countResources: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetWorkspace(ctx, workspaceName, params)
+	return err
+}
+
+// UpdateWorkspace converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateWorkspace(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateWorkspace(ctx, workspaceName)
+	return err
+}
+
 // DeclineWorkspaceInvitation converts echo context to params.
 func (w *ServerInterfaceWrapper) DeclineWorkspaceInvitation(ctx echo.Context) error {
 	var err error
@@ -3607,6 +5865,12 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/workspaces/:workspaceName/join", wrapper.AcceptWorkspaceInvitation, options.OperationMiddlewares["AcceptWorkspaceInvitation"]...)
 	router.POST(options.BaseURL+"/workspaces/:workspaceName/decline", wrapper.DeclineWorkspaceInvitation, options.OperationMiddlewares["DeclineWorkspaceInvitation"]...)
 	router.DELETE(options.BaseURL+"/workspaces/:workspaceName/leave", wrapper.LeaveWorkspace, options.OperationMiddlewares["LeaveWorkspace"]...)
+	router.GET(options.BaseURL+"/workspaces", wrapper.ListWorkspaces, options.OperationMiddlewares["ListWorkspaces"]...)
+	router.POST(options.BaseURL+"/workspaces", wrapper.CreateWorkspace, options.OperationMiddlewares["CreateWorkspace"]...)
+	router.DELETE(options.BaseURL+"/workspaces/:workspaceName", wrapper.DeleteWorkspace, options.OperationMiddlewares["DeleteWorkspace"]...)
+	router.GET(options.BaseURL+"/workspaces/:workspaceName", wrapper.GetWorkspace, options.OperationMiddlewares["GetWorkspace"]...)
+	router.PUT(options.BaseURL+"/workspaces/:workspaceName", wrapper.UpdateWorkspace, options.OperationMiddlewares["UpdateWorkspace"]...)
+	router.POST(options.BaseURL+"/workspaces/availability", wrapper.CheckWorkspaceAvailability, options.OperationMiddlewares["CheckWorkspaceAvailability"]...)
 
 }
 
@@ -4354,6 +6618,778 @@ func (response UpdateWorkspaceUserRole500JSONResponse) VisitUpdateWorkspaceUserR
 	return err
 }
 
+type ListWorkspacesRequestObject struct {
+}
+
+type ListWorkspacesResponseObject interface {
+	VisitListWorkspacesResponse(w http.ResponseWriter) error
+}
+
+type ListWorkspaces200JSONResponse []Workspace
+
+func (response ListWorkspaces200JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaces400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListWorkspaces400JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaces401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListWorkspaces401JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaces403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListWorkspaces403JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaces429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListWorkspaces429JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaces500JSONResponse Error
+
+func (response ListWorkspaces500JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceRequestObject struct {
+	Body *CreateWorkspaceJSONRequestBody
+}
+
+type CreateWorkspaceResponseObject interface {
+	VisitCreateWorkspaceResponse(w http.ResponseWriter) error
+}
+
+type CreateWorkspace200JSONResponse Workspace
+
+func (response CreateWorkspace200JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace400JSONResponse Error
+
+func (response CreateWorkspace400JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateWorkspace401JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace403JSONResponse Error
+
+func (response CreateWorkspace403JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace409JSONResponse Error
+
+func (response CreateWorkspace409JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateWorkspace413JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateWorkspace415JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateWorkspace429JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspace500JSONResponse Error
+
+func (response CreateWorkspace500JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailabilityRequestObject struct {
+	Params CheckWorkspaceAvailabilityParams
+	Body   *CheckWorkspaceAvailabilityJSONRequestBody
+}
+
+type CheckWorkspaceAvailabilityResponseObject interface {
+	VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error
+}
+
+type CheckWorkspaceAvailability200JSONResponse = CheckWorkspaceAvailability200JSONResponseBody
+
+func (response CheckWorkspaceAvailability200JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.union); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CheckWorkspaceAvailability400JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CheckWorkspaceAvailability401JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CheckWorkspaceAvailability403JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CheckWorkspaceAvailability413JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CheckWorkspaceAvailability415JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CheckWorkspaceAvailability429JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CheckWorkspaceAvailability500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CheckWorkspaceAvailability500JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceRequestObject struct {
+	WorkspaceName string `json:"workspaceName"`
+}
+
+type DeleteWorkspaceResponseObject interface {
+	VisitDeleteWorkspaceResponse(w http.ResponseWriter) error
+}
+
+type DeleteWorkspace200JSONResponse Workspace
+
+func (response DeleteWorkspace200JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteWorkspace400JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteWorkspace401JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace403JSONResponse Error
+
+func (response DeleteWorkspace403JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace404JSONResponse Error
+
+func (response DeleteWorkspace404JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteWorkspace429JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace500JSONResponse Error
+
+func (response DeleteWorkspace500JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceRequestObject struct {
+	WorkspaceName string `json:"workspaceName"`
+	Params        GetWorkspaceParams
+}
+
+type GetWorkspaceResponseObject interface {
+	VisitGetWorkspaceResponse(w http.ResponseWriter) error
+}
+
+type GetWorkspace200JSONResponse Workspace
+
+func (response GetWorkspace200JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetWorkspace400JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetWorkspace401JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace403JSONResponse Error
+
+func (response GetWorkspace403JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace404JSONResponse Error
+
+func (response GetWorkspace404JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetWorkspace429JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace500JSONResponse Error
+
+func (response GetWorkspace500JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceRequestObject struct {
+	WorkspaceName string `json:"workspaceName"`
+	Body          *UpdateWorkspaceJSONRequestBody
+}
+
+type UpdateWorkspaceResponseObject interface {
+	VisitUpdateWorkspaceResponse(w http.ResponseWriter) error
+}
+
+type UpdateWorkspace200JSONResponse Workspace
+
+func (response UpdateWorkspace200JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace400JSONResponse Error
+
+func (response UpdateWorkspace400JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateWorkspace401JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace403JSONResponse Error
+
+func (response UpdateWorkspace403JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace404JSONResponse Error
+
+func (response UpdateWorkspace404JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateWorkspace413JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response UpdateWorkspace415JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateWorkspace429JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspace500JSONResponse Error
+
+func (response UpdateWorkspace500JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeclineWorkspaceInvitationRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -4753,6 +7789,24 @@ type StrictServerInterface interface {
 	// UpdateWorkspaceUserRole Update user role in workspace
 	// (PUT /users/{subOrEmail})
 	UpdateWorkspaceUserRole(ctx context.Context, request UpdateWorkspaceUserRoleRequestObject) (UpdateWorkspaceUserRoleResponseObject, error)
+	// ListWorkspaces List accessible workspaces
+	// (GET /workspaces)
+	ListWorkspaces(ctx context.Context, request ListWorkspacesRequestObject) (ListWorkspacesResponseObject, error)
+	// CreateWorkspace Create workspace tenant
+	// (POST /workspaces)
+	CreateWorkspace(ctx context.Context, request CreateWorkspaceRequestObject) (CreateWorkspaceResponseObject, error)
+	// CheckWorkspaceAvailability Check workspace availability
+	// (POST /workspaces/availability)
+	CheckWorkspaceAvailability(ctx context.Context, request CheckWorkspaceAvailabilityRequestObject) (CheckWorkspaceAvailabilityResponseObject, error)
+	// DeleteWorkspace Delete workspace tenant
+	// (DELETE /workspaces/{workspaceName})
+	DeleteWorkspace(ctx context.Context, request DeleteWorkspaceRequestObject) (DeleteWorkspaceResponseObject, error)
+	// GetWorkspace Get workspace details
+	// (GET /workspaces/{workspaceName})
+	GetWorkspace(ctx context.Context, request GetWorkspaceRequestObject) (GetWorkspaceResponseObject, error)
+	// UpdateWorkspace Update workspace
+	// (PUT /workspaces/{workspaceName})
+	UpdateWorkspace(ctx context.Context, request UpdateWorkspaceRequestObject) (UpdateWorkspaceResponseObject, error)
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx context.Context, request DeclineWorkspaceInvitationRequestObject) (DeclineWorkspaceInvitationResponseObject, error)
@@ -4949,6 +8003,222 @@ func (sh *strictHandler) UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail st
 	return nil
 }
 
+// ListWorkspaces operation middleware
+func (sh *strictHandler) ListWorkspaces(ctx echo.Context) error {
+	var request ListWorkspacesRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListWorkspaces(ctx.Request().Context(), request.(ListWorkspacesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListWorkspaces")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListWorkspacesResponseObject); ok {
+		return validResponse.VisitListWorkspacesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateWorkspace operation middleware
+func (sh *strictHandler) CreateWorkspace(ctx echo.Context) error {
+	var request CreateWorkspaceRequestObject
+
+	var body CreateWorkspaceJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateWorkspace(ctx.Request().Context(), request.(CreateWorkspaceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateWorkspace")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateWorkspaceResponseObject); ok {
+		return validResponse.VisitCreateWorkspaceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CheckWorkspaceAvailability operation middleware
+func (sh *strictHandler) CheckWorkspaceAvailability(ctx echo.Context, params CheckWorkspaceAvailabilityParams) error {
+	var request CheckWorkspaceAvailabilityRequestObject
+
+	request.Params = params
+
+	var body CheckWorkspaceAvailabilityJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CheckWorkspaceAvailability(ctx.Request().Context(), request.(CheckWorkspaceAvailabilityRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CheckWorkspaceAvailability")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CheckWorkspaceAvailabilityResponseObject); ok {
+		return validResponse.VisitCheckWorkspaceAvailabilityResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteWorkspace operation middleware
+func (sh *strictHandler) DeleteWorkspace(ctx echo.Context, workspaceName string) error {
+	var request DeleteWorkspaceRequestObject
+
+	request.WorkspaceName = workspaceName
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteWorkspace(ctx.Request().Context(), request.(DeleteWorkspaceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteWorkspace")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteWorkspaceResponseObject); ok {
+		return validResponse.VisitDeleteWorkspaceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetWorkspace operation middleware
+func (sh *strictHandler) GetWorkspace(ctx echo.Context, workspaceName string, params GetWorkspaceParams) error {
+	var request GetWorkspaceRequestObject
+
+	request.WorkspaceName = workspaceName
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetWorkspace(ctx.Request().Context(), request.(GetWorkspaceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetWorkspace")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetWorkspaceResponseObject); ok {
+		return validResponse.VisitGetWorkspaceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateWorkspace operation middleware
+func (sh *strictHandler) UpdateWorkspace(ctx echo.Context, workspaceName string) error {
+	var request UpdateWorkspaceRequestObject
+
+	request.WorkspaceName = workspaceName
+
+	var body UpdateWorkspaceJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateWorkspace(ctx.Request().Context(), request.(UpdateWorkspaceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateWorkspace")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateWorkspaceResponseObject); ok {
+		return validResponse.VisitUpdateWorkspaceResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // DeclineWorkspaceInvitation operation middleware
 func (sh *strictHandler) DeclineWorkspaceInvitation(ctx echo.Context, workspaceName string) error {
 	var request DeclineWorkspaceInvitationRequestObject
@@ -5029,99 +8299,115 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Hz/bhu3sv+rEPv9ArVxJVn5cS5aBcGB4yQ9vsdpDNuFD9AENrU7kljvkluSK1mnMHCf5j7YfZKLGXJ3",
-	"uT8ky0lrtIX/SSxySA6HM8MPh7P8NYpVlisJ0ppo8muUc80zsKDp14kw9qjQRmn8lYCJtcitUDKaRIdJ",
-	"IqxYAoNbC9IIJSdstQANzCoWK2mFLGDAYpULSNhMq4zZBbBcw1KowrCcz+Ebw65PhLy5ZgvgCegR+5jz",
-	"XwpgXCbMiLmEZMI4i4kF1weXyi5As1QYO6h+rZS+MTmPgSldFcY8TUEPXBHjqQUNCVMSBkwYxtnL8XjE",
-	"3kmrBRjGkwQSxmcWNPG54ukNm8KcS5bxNfaB/0llGc9z4PoVA9/SLrhlcCuMhYRNYaY0MFGSMSVjYMDj",
-	"xYAJyZROkKNCpmAM05CpJSQsAy5XC5HCKBpEAoX7SwF6HQ0iyTOIJpETQDSITLyAjONiZPz2BOTcLqLJ",
-	"8/F4ENl1jpTGaiHn0d3dgBbvRGTC7rZ2XJoVaMYty5SxzC6EYRmX63KexD9KBiX/jWGFKXhaTgjXi0up",
-	"CpwtEkm4tbTEZavGOrM9DenrTxFSfYr2R+xS2IUqLMqNhL9QqRuIVoo4g2TAuGFFbqwGnrFEgdkkr5Sm",
-	"3RKXyIosmjwbo7QyIf3PSnJCWpiDJtFdlur0D2K3K8ALZLLSOWRZwy8FGMt4bA1TcsTO4JdCoMKthF0w",
-	"zqy6AfnK/5Ls8PSY3cAaZ4yKNQWWwswyFMIe9ncD628MUytZj7Pv5JwVxjLS8JUwwHDKTgcrwhE7bHDH",
-	"LUmLtJcUFdWZinEkZyYoaKwXMhQ5ezl+WXd1JZW9mqkCFzsVN7W6ulWt5f+v4ZuU30I6rATZWIy2rt4N",
-	"Ig0mV9IAuZ03PDlz4sRf6EtA0p88z1MRc1yEg58NrsSvQbf/X8MsmkT/76B2aQeu1hy801ppN1RzJcO1",
-	"I41PZ0pn6Cd0LbSM23hBwvKj3Q2iIyVnqYgfmcXYj2qcItH6FVqDtMxYboHtwWg+YjzVwJM14yyDbAp6",
-	"Hzl+r/RUJAnI35/lJU9FwmINCUgreOrYReUuJ0OmYWKVk8uutVWrFJDZY2lBS566IX53hgsJtznE6MIN",
-	"6CVoNuMiLTSwvQQsF6lhXANL1XyOjkgCkmiwhZaQkHR/UPY9msZj6YNRhY6hx7C9IS+FEdOUduPaypHR",
-	"U75OFU8ulDrheg6Pq79TlawZ3MYAiXEGJf6Nnh799d0gulDqA5drb/3m9+eNM41WQwywFcc9mccLSNhe",
-	"HiCIvAExZqiwWlhEDTJhQi6FJaYMYQ1qmAo0SZ4kGjd6bIH6hAijsAu0CTeN/VeoRHodAA9ZoMEyNWMG",
-	"YiUTgy75DImGh0gUDby7JemccQsbNnkn9owLKeSc/VIoy7FX8vu5SkW8JvZpEfxIhbQixS1JoCCMVbTr",
-	"kke5/hQ5aXyKXunX41f29bPrrU59UPM2PKXh+ll0jHmG3D7GjVcRv+d7CHH87uI9SzSfWffvUICdDRfW",
-	"5jwXQ1xHWsahF08P47+8fjYev1rtwHog7w7XpbSsYisubIn5aCFR1Htn74/Yd8+ejfebEGQb5sBBf5So",
-	"HEqLf8MjeJFMGIPcoseQHX/d1LLLy8vhYa240L+STdV2WyVCTO9X994A17gVbYUCJAdT5LnSFpIPkAh+",
-	"QTSP7qW8H+0MhU19bzhYtUE1uzu3XCZcJwywnpX4ptoz2HRNSo04cLUAyXg1+oy2m70S6X5jGI2xP2IX",
-	"CMr9/uQgmmG4E63Zy9tbsua/3d46ZIAnEMJpK742bCbS1LBYJeDQ5T8uLk4JMBRmf+BZ3ONYMk1hwDIe",
-	"L4SEIYIILGE3Ag9kRbxAc+zDg3jGcpjjyiGOCc3u7N3h2w/vCMmTu8/2HYQFY/BssLcq7X2llZxTHRVZ",
-	"xRJFzpFEciUSXA5h6ZwmUMSIPXOtctBWgN8okh7FDGbq5k8uENyco0EEtzzLU4gmL8ffde1yEEH/8tKK",
-	"MCTHqVPHgmxnRi6AEDzKTM26I0Vn5eZdwjTau9HmWuYwiLykeuZVZFzWC+SWsJSrI50iJ07CuBmRiBt8",
-	"HHu7D9W+j4l6FfpPQr7+G8OO3w4YT40qXfa/hn4rHx4ntQ34QyCutpJegb1Wp2rOUiGrZfJdT2iboHM1",
-	"GYsG9A84P85yraYpZGgd4Ddef3JqjL73DLXq2fNvWa6FJEVnh+dHx8csXnDNYwva7LvehWUGJUahAkgN",
-	"sDlIwA2mMlvHLiphcBB/9vzbvoN4CXejyU9enT5XZGr6M8QEfb7Xqsir89IHnufYviNvX8GmYFeAbkOy",
-	"4+SUzbG1s/gWmCbwkQgNsVUo57WMO6ZDrX+gs1t7PCwtF6MeyJ0yPkXv5FxIAJzqp2jAPkWnKbd4gPoU",
-	"7TdULSDs1TBE/Z2xz5TDr9wYMZdOp0Tgf9geTzKKqlTHnEEEEvfYnyKqwvWhGhR5zU1Z112rzrJ8AMsT",
-	"bvkJn0JKwio9EE9PG0LsTKo5mX/CerjkaQEs50I7TKj0nEvxb+Fd30yklkRUwXszYm5gFnPJpsAKAwkF",
-	"2LiFOUGFmhZ1E+RSaCUzkHaAloHTGDALPPNxsDWLC2NVxiy/VVJl61HUM+uPKwn6vYA0Md1loUo2o1qa",
-	"xiloI4wFSef8llfWgHbzZt3vOgqDWFeTPQn0iHGsCnRWC8V8UxaedyI0J558lOk6mlhdQI8yFXnypUP6",
-	"pg8csk9vTkEmQs6Pq8MBqU6afpxFk5+2Q5QLkYGX/d1gO2m4TkjblD2C/7QrhB9RAK6uR3pwmwsN5tD2",
-	"Sw/l484NIgPnLlFY9SGI+Q76+iaq/pUhpkwx3d07HB6duGhBT4vKRXSbVS6WImc9TuDuc9t0/VqGkxRB",
-	"XC7aZfkP4xjyHpn29M0d6eC3WM2GILZpUh2p202dz0D2Rkbvl1VzVt767mNvw/iHvjXq7R9S2YnquAc3",
-	"+YuOUEwOPwo64m8ynT5Oa6EQw/ca3hfI+bhq/0XmaP0JbiPfSDBhn2p1/RShi/5UqscV7difoq9S8Q1z",
-	"CzQ/6Oyti/o9uM/LdgcPMafD2hhawvV7lJAzwtZ518o09cD2cENuSI2Eu98xvESYPOXrftRXjueJ3CUD",
-	"Ahba+jeaU98Boezq+G30ZRtnWwP79Yig+W/jM2c8E+n6SvZKhpo6ig0byCCaiyXIbe2JYGNz3AUfsD8+",
-	"QIiXO2yLD1OUejcNVaVvVvKe9ht2410md9ljtBvZ9CS9mtLT8oSi6jOHGh1RebgNNzVhIdtyOmjAxnom",
-	"voBrzcmz4iBXLgDccxKrAsNI1suF78/30Cu8AFx2tzzc5R6G6x+4c1bXFituSnz/AEj/NaP5Lr4MzTcM",
-	"55FRvHfmfSCiVuvyECOSPtv7MhOuz8sf1uyyq2aBw9OqyH1kokevKLQxtGpI8YjM0/UEJtje+dHxh30f",
-	"ZHAnd7MQeWhg2wTZH0PpMbSFyDk/ljO1Myz+R9Vi0z5XWFWHiQopEN7VoQqxk56nVZRhG1OtmMTuzrVe",
-	"0Ww9XG1bUQ1zf2bd1CXdgDFPF3ZdmOEKjB0+7+/XmeQRausu4ZQgFNs+aOhhZeCk/Ibt8TkKasBmhYz9",
-	"jVymEkjNgBkuk6m6BTNwl02U0vKzmpoBW6q0yPBnosUSqgILWZ5y61JfLMw1bTaxkhLKzimbCVZm4KMq",
-	"icq4wAofXPBmiT1kfA5mf8Rw/Vmu8iIlRSFn9T3YWrDCuHtHnznyd+qhDBmb16g5o826VPssXUh0hztr",
-	"+JmnRwRC8fJtq+8j6nvehw8qyDkVMgl/x0rOxLygi8T64iAspRC4v4QIA3j19tDsOyiou4kC6N4spu6j",
-	"QR15rTW1rLrXLN1sz4CbPptw5eTOwlwMFI/CxTZgqdLF6P2tyw77UDcQcQGSS0oCsVxI8Ek85C0N42nK",
-	"XNpNEBLcZhFg49G+UzKz4BoSihNS+MEYGkSrlLbVqUhTIee9ocIeD9m9rDg+PTxkqHyp4NKrj4tM8zBt",
-	"6dov7DvJpykk1ywTKDOXKeDrhiksIWXX5MKv6j6vGU8SJdkeituF54dGJODSBtGzcKs0s0qlZbz13GqR",
-	"Qzk7BksU1f6IXRfS8BlcMw2x0olhnOWgh0GSYW6HlMyi5vO0zG6sqw1YizvcK8andJFQIZJym66yNhZ8",
-	"6fLHiPnRpvCIF0gP+tFFAHhyTtpXjrLgTnId8TtJ8diKJYzY+dcJ7BWLucS5TIHFCy7nmwUSKNBUqRS4",
-	"JHBH0n7YTvyja7MdrIWUPYGqcEWdiMp1des+Yhf3rS9Kd8rjG5AJ6nSWG3ZdhZ+vSWbXFXa97i4vbF3X",
-	"jOsb077z4MYxO3RiY3s/fLyo1tbuD5hagtYiKa8hm2bj1Iy956mp+4ee7usuNyzaZkR+9v7oxYsX3xEY",
-	"J6HUCloKGAF5yk1lQSN2joRV9hUp4ugrg/10ZBYJ2zPFdL+8w+KxLZMfQwaclD17X8rNVmU8q7fjlrhc",
-	"BSt3LRfOmSndWhkhZ5obq4vYFrp7IPPYsxe1HTeaspqULfGI1zvcHp/NILaG8SUXKV2XzoBje5f2lECe",
-	"qnWG/mYKC74UfveuIebNi97ohsNhO5v7uaM/9zZ3j5Tb1JshzHCFvs5z0xI+qQclfgCl+eDWWlLW8+4e",
-	"wUd9wRMU3alWuKmeqPm891b3kgwEdWrzOA0vgJvc+eEPb998/NfV2+Pzwzcn765Ozz4evTs/vzr5+P33",
-	"xz98T0iRMikcD7SH5Y4RZmyiCntgbAKabt2Rrypp2ZRcDHku2HI8ej56/u1/9DmCrYuBBrgNRBaGYt2d",
-	"HQ9y2+cTLxdAef22vMTD/a0k7xhLde/W5702xAWbrG25NsCKqyVoMRO7cPqNcX0Rx1MAsjvXtpc7ulS4",
-	"p98g9LughDnXpq+/rQHN1py/IrTZ6ml7kLP/EqHVxab7BH8x2026cqdB7+qpi1yrpUAX5zIPysNFFXe4",
-	"8gkRDYVxx7irmOfkaj/vGqRtsb/tRqdrONgpxIUWdn1OqXNkDoe5+CesDwu7wF9TSqF7r3TGbTSJDk+P",
-	"2T8BjzCtoKWS82EqlpBU3xmgg8+1mmueZdyK2MP8MhmPNIY6r1ldWJtTMgCO/rznCovK22l/dJ74r8sL",
-	"98EDDjBL1cqZtk9vJMIjn67VKPxRp9EkOlBYeFBlQxKTKvf+gXI3JtEh/i+MRZe9hHo67sAzcafHaBId",
-	"0R/MFdf1CaRA9W/pj079HFDA34N1NUHc2BOkwtgyPtxu7EAJQpA8aQ5Oq9lo6xcoqKXISsA5bbbEZEDb",
-	"2LCa3DSrkDaMTXQk4/NBfHWHvC2oe8hruTUIA/k16RuMb++6LdUOeXXG7cyxqmlQtafWT1XPqCwLJlOT",
-	"hRPp76jNf0gVBJi63IeVbdpw2A5dlZjeIqvKo0H0s5p2R8TCsq4tpbCuls3PahqIhSrDMcNGbTn4ulTF",
-	"PcxWpdEgyuJ8UUwb1R+OTtmimNYRDySj+EZnTq64rm/Pq11fz40Kgtl5gpCPduP2HKv6MvbYYa+sCGna",
-	"LPbR1Gz6HPrghqukCTnt66PNbUBThU0nPiCEHPvQUAlVXazAL1LQoDXDqqZB1Z5jP1U9yxofl9OsqcJ5",
-	"9vfTnmkPVVvFygHbalaFhwPmyrKAu5os7LQqjQaRizZfVHRtubn6rU3aQtyhSc10izjgvd0mnMEOQxS5",
-	"AW3riSjtb+E2N940+5Cif7IhRWdu7Sn1TcWEMWQz8VlYlMAAud10tghatDmvq5p0CcSpkG4C9NcOfbfn",
-	"vKnveuarnivvgNBlBFXZE/5O2arGfXJAnwJfIvkJ/r+RKBDqJg7dR88UNsc//MDNCFuzRdtmg54RRSPM",
-	"bOBGKsEqlwx+FHzVQp+JPCHJJyT5hCSfkOQTknxCkk9I8glJPiHJJyS5FUkGsVpOoVD6fFj4VAcrLN13",
-	"+dyL0qWdplzi8P6GLZpE49F49AwHUjlInotoEr0YjUcv0H9yuyBMepBrNRMpHIRbK93u9V200rfEhnH3",
-	"VI6a0UVVNze8/6Kq8rXHiZf0YZp2cmvJuwePQm3IeqxJDup3hzblPbaI/QtTd59bz8A8H48f9Nn3TimC",
-	"mz5k6SQJdr8QNwWdDGZFWu9Tze/kT4S82fGlLGEX7JreK7getF5M4oZxyc7eH7Fvn3/7LUuFvKneMijG",
-	"4xfxwXLcpyd/p+5ePxuPkez5f7pXo17/73//DzWDVyx8dem6yk5R/l0nbkoGZFK91+J5HN371f5Lt1p9",
-	"sq9W9SB42YeaPLu/SeNVBGr04v5G9VM31OLl7/98gFR9hkfDP//ufobbD5/cDaK/7SLQ5jM54R0SmWp5",
-	"dfNTF8J/RusMb5d++owWaIos43pdYbyeOQ0iy+em1Wn0GQc/IB98v8NKU5dr5lN8O/6JCRmnRZnDItxN",
-	"oOl+79t6gMUn1/V7t8a19CO6tfup28+NPY4nbF7T/9n8Hynak8fb6vG2t6gerPrD+Kg2/tvNRQUv3QUu",
-	"JfBSAcr7PIhuh8ZyQQ8wDsVcKg0um+sOT7Fm0+eVgChLwioco3xaq2ZgunZ5Hu4tCgeMga1EmjINMVB0",
-	"UfpUEKt87ko7m8M/JzT3Dzf5dNwQTwfPA3Q8neO2adsPdXX9/ohW/Y1K1g9yRRu+x5uVKQwbcmx60iM6",
-	"/ugdyTFM9rDKCz0KX93wq/tVHvVBkHJn51k7kd8XnJQPPDnN87L/iwGw2jqksmxWebbxDp6tessRGzzb",
-	"YXrtN/So3d92kWXP01Z/RP/rzeheDxyc+dtH/ge63wo9HvxqiulHTdZ959yxi1h00SQe+9Exu8y18onh",
-	"IIeVXt5aqhvKWW18bD9rphHSS19hKmFAuwa733W0bvTf2NEOOhltxRThLrRdXfnyas7ton53tRZcxwFu",
-	"AzMb4GbvB8ilF0vX1fPF7gW5+jt0lHcSPR0JL8NHqUnTvtIz/dGchA/A3eskgvhc+1OKykBbGbsPhm5F",
-	"D3JzUT73hQN9eqpmpbO4PyDmGjfs+8ylo/55bfy3gHD9ibsXdIJbOTHXT3Z5hOxns/1pNOr4cy/uezws",
-	"1zoUd436xzIvuXorKvSJj4boqqf7kBPKcU5KX/jkQJ+g3Tav7S9B7vXa/o6kSsTvvHn1cHxXkx78Wv39",
-	"A8/g7qC6yvp1wzHc33C1gRz6mm1u3DerVOk43GZannzzy4eNpz66Prkxl98Cej3euTR4hKkB7vx6/Dlw",
-	"3J840FXq/b3mWN7wNnX/9zPIn5WQm63RXWU/1BhdqydbrN8DfIBFVh/GPZ2sGsAg0L+/2PnKJ47c6xp8",
-	"XsljeQafwLE5MEOZHWa7KyCaxqNjf2n7D5/X3KLODYNPYWafjD18xeivZd7Oju6/5OrkST3UnDdz41Lg",
-	"N7FAjx/0meOGVKeCcqcW1uZmcnDAczGaEuGIi4PluCfy4fs5ljPQ/pW5Zh+6kHUf0d3nu/8LAAD//w==",
+	"7H37btw4sverEPo+IDa+7rZz2Q8zDoKF4yQzPuskhuMgezAJbLZU3c2xRGpIqtu9AwP7EOcZzoPtkxxU",
+	"kZKoS1+cizczx/8kbomXYrGq+GOxWPo9ilWWKwnSmujg9yjnmmdgQdOvE2HsUaGN0vgrARNrkVuhZHQQ",
+	"HSaJsGIODK4tSCOUPGCLGWhgVrFYSStkAQMWq1xAwiZaZczOgOUa5kIVhuV8Cg8MuzwR8uqSzYAnoEfs",
+	"bc5/K4BxmTAjphKSA8ZZTCS4NrhUdgaapcLYQfVrofSVyXkMTOnqYczTFPTAPWI8taAhYUrCgAnDOHuy",
+	"vz9iL6XVAgzjSQIJ4xMLmuhc8PSKjWHKJcv4EtvA/6SyjOc5cP2Uga9pZ9wyuBbGQsLGMFEamCiLMSVj",
+	"YMDj2YAJyZROkKJCpmAM05CpOSQsAy4XM5HCKBpEApn7WwF6GQ0iyTOIDiLHgGgQmXgGGcfJyPj1Ccip",
+	"nUUHj/b3B5Fd5ljSWC3kNLq5GdDknYhM2O3mjkuzAM24ZZkyltmZMCzjclmOk+hHziDnHxhWmIKn5YBw",
+	"vriUqsDRYiEJ15amuKzVmGe2oyF99jHCUh+j3RH7IOxMFRb5RsyfqdR1RDNFlEEyYNywIjdWA89YosCs",
+	"4ldKw26xS2RFFh083EduZUL6nxXnhLQwBU2s+1CK089EbpeB50hkJXNIsobfCjCW8dgapuSIncFvhUCB",
+	"Wwg7Y5xZdQXyqf8l2eHpMbuCJY4YBWsMLIWJZciEHWzvCpYPDFMLWfez6/icFcYykvCFMMBwyE4Gq4Ij",
+	"dtigjlviFkkvCSqKMz3GnpyaIKPxvZAhy9mT/Sd1UxdS2YuJKnCyU3FVi6ub1Zr/fx8+T/k1pMOKkY3J",
+	"aMvqzSDSYHIlDZDZec6TM8dO/IW2BCT9yfM8FTHHSdj71eBM/B40+381TKKD6P/s1SZtz701ey+1Vtp1",
+	"1ZzJcO5I4tOJ0hnaCV0zLeM2nhGzfG83g+hIyUkq4jsmMfa9GidINH+F1iAtM5ZbYDswmo4YTzXwZMk4",
+	"yyAbg95Fil8pPRZJAvLbkzznqUhYrCEBaQVPHbko3OVgSDVMrHIy2bW0apUCEnssLWjJU9fFNye4kHCd",
+	"Q4wm3ICeg2YTLtJCA9tJwHKRGsY1sFRNp2iIJGARDbbQEhLi7htlX6Fq3JU8GFXoGHoU2yvyXBgxTmk1",
+	"rrUcCT3ly1Tx5FypE66ncLfyO1bJksF1DJAYp1DiH2jp0V7fDKJzpV5zufTab749bZxp1BoigC04rsk8",
+	"nkHCdvIAQeQNiDFBgdXCImqQCRNyLiwRZQhrUMVUoEryJNG40GMNlCdEGIWdoU64Yew+RSHSywB4yAIV",
+	"lqkJMxArmRg0yWdYaHiIhaKBN7fEnTNuYcUi79iecSGFnLLfCmU5tkp2P1epiJdEPk2C76mQVqS4JAlk",
+	"hLGKVl2yKJcfI8eNj9FT/Wz/qX328HKtUR/UtA1Pqbt+Eh1hniC3jnHjRcSv+R5CHL88f8USzSfW/TsU",
+	"YCfDmbU5z8UQ55GmcejZ00P4b88e7u8/XWxBesDvDtUlt6xiCy5sifloIpHVO2evjtiPDx/u7zYhyDrM",
+	"gZ2+lygcSot/wB1YkUwYg9SixZAde92Usg8fPgwPa8GF/plsirZbKhFieru68xy4xqVoLRQgPpgiz5W2",
+	"kLyGRPBzKnPnVsrb0U5XWNW3hp1VC1SzuXeWy4TrhAG+ZyW+qdYMNl6SUCMOXMxAMl71PqHlZqdEug8M",
+	"oz52R+wcQblfnxxEMwxXoiV7cn1N2vyX62uHDHAHQjhtwZeGTUSaGharBBy6/Pn8/JQAQ2F2B57EHY5P",
+	"xikMWMbjmZAwRBCBT9iVwA1ZEc9QHfvwIO6xHOa4cIjjgEZ39vLwxeuXhOTJ3Ge7DsKCMbg32FmU+r7Q",
+	"Sk7pHT2yiiWKjCOx5EIkOB3C0j5NIIsRe+Za5aCtAL9QJD2CGYzUjZ9MILgxR4MIrnmWpxAdPNn/sauX",
+	"gwj6p5dmhGFxHDo1LEh3JmQCCMEjz9Sk21N0Vi7eJUyjtRt1rqUOg8hzqmdcRcZlPUFuCku+uqJjpMRx",
+	"GBcjYnGDjmOv96HY9xFRz0L/Tsi/f2DY8YsB46lRpcn++9Av5cPjpNYBvwnE2VbSC7CX6lRNWSpkNU2+",
+	"6QNaJmhfTcqiAe0Djo+zXKtxChlqB/iF1++cGr3vPESpevjoB5ZrIUnQ2eG7o+NjFs+45rEFbXZd68Iy",
+	"gxwjVwGkBtgUJOACU6mtIxeFMNiIP3z0Q99GvIS70cEvXpw+VcXU+FeICfr8pFWRV/ul1zzPsX6H3/4F",
+	"G4NdAJoNyY6TUzbF2k7jW2CawEciNMRWIZ+XMu6oDtV+Q3u3dn/4tJyMuiO3y/gYvZRTIQFwqB+jAfsY",
+	"nabc4gbqY7TbELWgYK+EIerv9H2mHH7lxoipdDIlAvvDdniSkVel2uYMIpC4xv4S0SucH3qDLK+pKd91",
+	"56ozLa/B8oRbfsLHkBKzSgvE09MGEzuDag7mb7AcznlaAMu50A4TKj3lUvxDeNM3EaklFlXw3oyY65jF",
+	"XLIxsMJAQg42bmFKUKEui7IJci60khlIO0DNwGEMmAWeeT/YksWFsSpjll8rqbLlKOoZ9duFBP1KQJqY",
+	"7rTQSzahtzSMU9BGGAuS9vktq6wB9eb5st90FAaxriZ9EmgR41gVaKxmivmqLNzvRKhOPHkr02V0YHUB",
+	"PcJU5Mnndumr3rLLPrk5BZkIOT2uNgckOmn6dhId/LIeopyLDDzvbwbri4bzhGWbvEfwn3aZ8B4Z4N71",
+	"cA+uc6HBHNp+7iF/3L5BZODMJTKr3gQx30Bf21Sqf2aIKFOMt7cOh0cnzlvQU6MyEd1qlYklz1mPEbj5",
+	"1FZdP5fhIEXgl4u2mf7DOIa8h6c9bXNXdPA1ZrPBiHWSVHvqthPnM5C9ntHNvGqOymvfJvJW9H/oa6Pc",
+	"fpfCTqWOe3CTP+gI2eTwo6At/irV6aO0ZgoRvFHxPoPPx1X9z1JH63dwK+nGAgfsYy2uHyM00R9L8big",
+	"Fftj9EUivmJsgeQHjb1wXr9bt/mh3cBt1OmwVoYWc/0aJeSEsHXe1TJNLbAdXJAbXCPm7nYULxEmT/my",
+	"H/WV/flC7pABAQst/SvVqW+DUDZ1/CL6vIWzLYH9ckTQ/OvYzAnPRLq8kL2coaquxIoFZBBNxRzkuvpU",
+	"YGV1XAVvsT7egokftlgWbyco9WoaikrfqOSG+itW420G96FHaVeS6Yv0SkpPzRPyqk8canSFys1tuKgJ",
+	"C9ma3UEDNtYj8Q+41pwsK3Zy4RzAPTuxyjGMxXqp8O35FnqZF4DL7pKHq9ztcP0tV87q2GLBTYnvbwHp",
+	"v6Q338TnofmG4twxivfGvA9E1GJdbmJE0qd7n6fC9X759ZJ96IpZYPC0KnLvmeiRK3JtDK0akj8i8+V6",
+	"HBNs593R8etd72RwO3czE3moYOsY2e9D6VG0mcg5P5YTtTUs/rmqsWqdK6yq3USFFAjvaleF2ErO08rL",
+	"sI6olk9ie+Naz2i2HC7WzaiGqd+zrmqSTsCYLxc2XZjhAowdPupv16nkEUrrNu6UwBXb3mjoYaXgJPyG",
+	"7fApMmrAJoWM/YlcphJIzYAZLpOxugYzcIdNFNLyqxqbAZurtMjwZ6LFHKoHFrI85daFvliYalpsYiUl",
+	"lI1TNBMszMB7VRKVcYEvvHPBqyW2kPEpmN0Rw/lnucqLlASFjNVPYGvGCuPOHX3kyF+phdJlbJ6h5IxW",
+	"y1Jts3Qh0RxuLeFnvjwiEPKXr5t971Hf8TZ8UEHOsZBJ+DtWciKmBR0k1gcH4VNygftDiNCBVy8PzbaD",
+	"B3UzUQDdm4+p+WhQe15rSS1fbVRLN9oz4KZPJ9xzMmdhLAayR+FkG7D00vno/anLFutQ1xFxDpJLCgKx",
+	"XEjwQTxkLQ3jacpc2E3gElynEWDj0a4TMjPjGhLyE5L7wRjqRKuUltWxSFMhp72uwkomDudcpHwsUmGX",
+	"fUwyRUpIKnBQD2lfwYOKLJ5BfNU93PFl+jaeH2ZA4X7BcQHqTsP2UUxT2UQwjLFSKXB5q5OW6zzl0h9x",
+	"FsIdJLilzK2eHpe9Px6xl1lul/54r6f30Cz2i9br9kGcK+iIcAf7i5k7kSiHWci6q5UElDpm+RWg9Z6U",
+	"oUEXGuhoI2k8HJNYNR7NL3INE3EdnGVsBaB+DlfeFqOPTw8PGZqoVHDpjYzjLQ+D2y69+r+UOJzkkmUC",
+	"NcvFk/h3wxTmkLJLWugv6jYvGU8SJdkOKqU7xBkakYALLkWJ41ZpZpVKS6/8O6tFDqUOMJijQu2O2GUh",
+	"DZ/AJdMQK50YxlkOehiEouZ2SCFPajpNyxjY+rUBaxEHPWV8TMdNFW4twVwV2zPjcxdlSMSPVjnRPEN6",
+	"MLIuAlicc7JRZS8z7jjXYb/jFI+tmMOIvfsyhj1lMZc4ljGweMbldDVD+vXTcft2eO29q7OFRL6vWu+i",
+	"jJpCx6JyXt28j9j5pvlF7o55fAUyQZnOcsMuq0OKS+LZZbXDuexOL6yd14zrK9M+GePGETt0bGM7b96e",
+	"V3NrdwdMzUFrkZSH1U21cWLGXvHU1O1DT/N1kysmbfW+7ezV0ePHj3+kLRsxpRbQksG4bUu5qTRoxN5h",
+	"wSpGjwRx9IVHQuRYEQnbMcV4tzzp5LEtQ2RDAhyXPXmfS81aYTyrQVuLXe4FK7GNW4AmSrdmRsiJ5sbq",
+	"IraF7m7b/Q6lF9sfN6qyuiibgzb93e3wyQRiG6yubAIc67vguATyVC0ztDdjmPG58Biv3ohcPe71gTm0",
+	"vrW6v3Pl33md28DldunVQHe4QFvnqWkxn8SDwoOAgsEQgJUl63F3HTWjPhcbsu5UK4ReJ2o67T37/0AK",
+	"gjK1up+GFcBF7t3hmxfP3/794sXxu8PnJy8vTs/eHr189+7i5O1PPx2/+Yn2ExRv42igNSx3hDBjE1XY",
+	"PWMT0BSbgXRVoe2mpGLIc8Hm+6NHo0c//L8+Q7B2MlAB1201CkMnIp0VD3LbZxNDOEhOO1zfyuIdZalO",
+	"Z/us1wrvcZO0NYdL+OJiDlpMxDaUPjCuLaJ4DEB65+r2UkdHTxvaDQ4IZhRW6er0tbfW7d0a8xc4wFst",
+	"rXeF9x81tZpYderkj++7oXnOZ+BNPTWRazUXaOJcfEoJjyvv1IUPm2kIjNvsX8Q8J1P7aVtXfov8ded+",
+	"XcXBRiEutLDLdxRgSepwmIu/wfKwsDP8NaZAy1dKZ9xGB9Hh6TH7G+BGt+XaVnI6TMUckuo2Chr4XKup",
+	"5lnGrYj9ZrAM2SSJocZrUmfW5hQygr0/6jnopOft4FDadf7Hh3N3LQY7mKRq4VTbB8FSwSMf1Nd4+F6n",
+	"0UG0p/DhXhUzS0Sq3NsHivA5iA7xf2Esmuw51MNx2+ID52OIDqIj+oO5x/X7BFKg9y/oj877KSCDfwLr",
+	"3gSnC75AKowtTxHalR0oQQiSJ83OaTYbdf0EBW/J/xZQTostERmUbSxYTWqar7Bs6MHqcMZHDfnXneJt",
+	"Rm0oXvOtUTDgX7N8g/D1Tbe52ileeUI6Y6zeNEq1h9Zfqh5R+SwYTF0sHEh/Q236w1KBG7JLffiyXTbs",
+	"tlOuur7QKlY9jwbRr2rc7REflu/aXArf1bz5VY0DttDLsM+wUpsP/l2q4h5iq6fRIMrifFaMG69fH52y",
+	"WTGu/WJYjLxgnTG5x/X79rja7+ux0YNgdL5ASEe7cnuM1fvSQ90hr3wRlmmT2FemJtPftAjOQcsyIaV9",
+	"bbSpDcpUzvUD7zZEir0DsYSqzlfgJymo0Bph9aZRqj3G/lL1KGt8XA6zLhWOs7+d9kh7SrVFrOywLWbV",
+	"IUJAXPksoK4uFjZaPY0GkTuTOK/Ktfnm3q+t0mbiFlVqoluFA9rbdcIRbNFFkRvQth6I0v6sdnXlVaMP",
+	"S/QPNizRGVt7SH1DMeFJgznwsXoU5gK5XbW3CGq0Ka9fNcslEKdCugHQX1u03R7zqrbrkS96AiOCgi5u",
+	"rIqx8ZEHVjWiDoLyKfA5Fj/B/1cWCpi6ikJ3NZ7ODfAP33HTw9as0dbZoGVE0QgzG7iRnuArd2XgKLj7",
+	"RJeJ7pHkPZK8R5L3SPIeSd4jyXskeY8k75HkPZJciyQDXy0nVyhdMhc+1MEKS+ddPkKnNGmnKZfYvT9h",
+	"iw6i/dH+6CF2pHKQPBfRQfR4tD96jPaT2xlh0r1cq4lIYS9cWul0r++glW6cG8ZdQiU1oYOq7g2C/oOq",
+	"ytYeJ57Th2naicAm6x6kDlsRG1sX2auzU62Kjm0V9nnIbj61kgU92t+/VXKArQJJV1136oSSdvMImIJ2",
+	"BpMirdepZjaFEyGvtsynJuyMXVJWi8tBK68WN4xLdvbqiP3w6IcfWCrkVZXxotjffxzvzff75OSv1Nyz",
+	"h/v7WOzR/3e5xZ7965//TdXgKQtzc11W0SnKZ//ipiRAJlVWH0/jaGNuhydutvp4X83qXpD/iao83Fyl",
+	"kTuDKj3eXKlOiEQ1nnz7JBNS9Skedf/ox80Et9Pj3Ayiv2zD0GYypfAMiVS1PLr5pQvhP6F2hqdLv3xC",
+	"DTRFlnG9rDBez5gGkeVT02o0+oSd75EN3myw0tRFJPpA8I59YkLGaVHGsAh3Emi6t8JbaXp8CGa/dWsc",
+	"S9+hWdtcup2U7m4sYfOY/o9m/0jQ7i3eWou3vkaV1uy7sVFt/LediQryIQYmJbBSAcr7NIiuh8ZyQWk6",
+	"h2IqlQYXzXWDu1iz6hIuIMqSsAj7KBOw1QSMly7Ow2UsccAY2EKkKdMQA3kXpQ8FscrHrrSjOXzSqamP",
+	"AvZB2yGeDpJIdCydo7ap27c1df32iGb9uUqWtzJFK25tTsoQhhUxNj3hER179JL4GAZ7WOWZHoW5Wfzs",
+	"fpFFvRWk3Np41kbk24KTMg2YkzzP+z8ZAAuuBSjLJpVl29/CslUZP7HCwy2G1860SPX+sg0vexKgfY/2",
+	"16vRRgsc7PnbW/5bmt8KPe79borxW03afePMsfNYdNEkbvvRMLvItTIRdRDDSvnZ5uqKYlYbKRkmzTBC",
+	"ygcXhhIGZZdgd7uG1vX+lQ3toBPRVowR7kLb1JX5eXNuZ3V23ppxHQO4DsysgJu919RLK5YuqyTXLs9g",
+	"na0A+Z1E91vCD2HqcpK0L7RM35uR8A64jUYi8M+1r1JUCtqK2L01dCt6kJvz8rkbDnRBme6oudDMjQ4x",
+	"V7mh32cuHPWPq+NfA8L1B+6e0w5u4dhcJ3bzCNmPZn0CPWr4Uy/uuzss19oUd5X6fRmXXGUUC23inSG6",
+	"KsEjUkIxzklpC+8N6D20W2e1/SHIRqvtz0iqQPxOZrTb47ug6DYuwro4a2UhhqR5A4Q2yCP2ksez0ImI",
+	"2NAAGmMLzLor1j6HrssjWm2kBw3nwaB9N3qNN9FEd+qs+2xH3feNx75MSb61rXVKVmayhW/jx3JyTJn9",
+	"GyeefXq20lnlDoxLZ1XoGkPhd36pHj0aQ6wy6NwFTTIhg0thnHyxUGlGebe0qyGOjDCzzOeCj20zG/57",
+	"UMJ35+l5zuukz0NWooR6ShsRfV+q4N92KJWBoIGYYjIRMX17IQdNKe6VNAgMpGrLoxfTACN8W0pLjMGG",
+	"LMii477iIozL39BKCP4HRSPfr6H1ITMbTW07osZbxi/FM3u8lSNlhXmeQXzFRCNVSieDScuUYpX+VCyd",
+	"rejKS8Xu2wSIhspL4AnrbZO5bVf5aatsRZYShEezZvaUMkO9kMYCT9xee8w1MH8TdcRewIQXqaXDjAll",
+	"IJgoTfkTFlwnhlIOcCscJau+AIaU+Xw9Pfvd+mLyV9vwlpdd1+9eqdRd7F6VBJ+jrnPRd8tFqyFDN5/+",
+	"HADyf8PWrjZiZEYCoNa0Cl9myX6v/n7DM1jrgT8FnXEkPF36iwWmYdnQTByenNB2a33mqiCHW5WzjbJY",
+	"+U+jcBcuX2eaKWSiJPikay3I6nLq+5sOfJ2Tz8VANjKkrrOo4ScTGjlCu266BhO/hjf+3w5c70rr7w5V",
+	"bpSdZnzonfi83pQergaYbH4L7k8N5Lyt2Qjk2uHLnw3kBusdUS7mGRLK0K0zn8h/rArbBHFVwBoauzDf",
+	"apUxkb6h4yLUnINJ92X+6RqpMIfkd2GhBmuQps/O6z4H5JhCi0IzPSjLeF5/57L+MN4XZvn86tk9XXwh",
+	"JfgsM0Cmy246nhF7O5mwMS6ChHDZv/75X/RpYOZz9xqmJMW/ac6ETOAaEka4duV3gRupQRtI1/cRHRCE",
+	"HqxAvvcLyB0sIP+pCpaoOpFfHavVlI/71eOuVg805RuXjlWXWlZ5WtedLQdrwANTZQasvqjX+MwCGhOX",
+	"B9o5YluZTLtpFN23Q8m10bsytM6oNy0O8s7g672v997X+9V9vbb8itd3b13vPbtf0aTf8rz6qx1Rtx0h",
+	"e9Vty1XeXX8Jsx1raNUmJwRVqyTqOIyE+nP7I7YKnQ6+JtWIP/Tz8ccINfwD38Uo5X6LLbm7hNyU/W+n",
+	"kL8qIVdro7ttfVtldLXudbH+sOEtNLLK3Xof/NuIXQvk708WAuxzG2w0DT71wV1ZBp9jYPXJBSUfMOtN",
+	"AZW5Pxtofx8mVPgUJvZe2cPPMf251Nvp0eb4tU4qj9uq82pqXJa2VSTQdqJPHVdk4ygovcfM2twc7O3x",
+	"XIzcF1BGXOzN93uC8307x3IC2n8ur9mGLmTdRnTz6eZ/AgAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -22,8 +22,14 @@ func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub
 	if err := checkMemberEmail(adminEmail, emails); err != nil {
 		return Workspace{}, err
 	}
-	if !workspaceNamePattern.MatchString(name) {
-		return Workspace{}, errorf(ErrInvalid, "workspace name %q must be 1-63 lower-case letters, digits or '-', not starting or ending with '-'", name)
+	if err := CheckWorkspaceName(name); err != nil {
+		return Workspace{}, err
+	}
+	if WorkspaceNameReserved(name) {
+		return Workspace{}, errorf(ErrInvalid, "workspace name %q is reserved", name)
+	}
+	if err := checkDisplayName(displayName); err != nil {
+		return Workspace{}, err
 	}
 	if strings.TrimSpace(adminSub) == "" {
 		return Workspace{}, errorf(ErrInvalid, "the admin sub must not be empty")
