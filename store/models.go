@@ -46,7 +46,7 @@ type Workspace struct {
 type Member struct {
 	ID          int64  `gorm:"primaryKey"`
 	WorkspaceID int64  `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:1;uniqueIndex:idx_members_workspace_email,priority:1,where:email <> '';index:idx_members_admins,where:role = 'admin'"`
-	Sub         string `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:2"`
+	Sub         string `gorm:"not null;uniqueIndex:idx_members_workspace_sub,priority:2;index:idx_members_sub"` // idx_members_sub: a person's workspaces (ListWorkspaces)
 	Email       string `gorm:"not null;default:'';uniqueIndex:idx_members_workspace_email,priority:2,where:email <> ''"`
 	Role        string `gorm:"not null"`
 	Source      string `gorm:"not null;default:''"` // SourceInvitation when joined by accepting one

@@ -193,6 +193,13 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		}
 		must("mark sent", st.MarkOutboxSent(ctx, items[0].ID, "token"))
 		must("retry later", st.RetryOutbox(ctx, items[1].ID, "token", clk.Now().Add(time.Minute), "try again"))
+		_, err = st.WorkspacesOf(ctx, "admin-acme")
+		must("list a person's workspaces", err)
+		_, err = st.WorkspaceNameTaken(ctx, "acme")
+		must("check a name", err)
+		renamed := "Acme Corp"
+		_, err = st.UpdateWorkspace(ctx, "acme", &renamed, "admin-acme")
+		must("rename", err)
 
 		type stmt struct {
 			sql  string
