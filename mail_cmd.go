@@ -40,7 +40,7 @@ func (m *mailConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.tls, "smtp-tls", "starttls", "none, starttls or tls (implicit TLS)")
 	fs.StringVar(&m.smtp.From, "smtp-from", "no-reply@localhost", "From address of invitation emails")
 	fs.StringVar(&m.smtp.FromName, "smtp-from-name", "Blaxel", "From display name")
-	fs.DurationVar(&m.smtp.Timeout, "smtp-timeout", 15*time.Second, "timeout per SMTP connection and command")
+	fs.DurationVar(&m.smtp.Timeout, "smtp-timeout", mail.DefaultSMTPTimeout, "timeout per SMTP connection and command")
 	fs.StringVar(&m.dir, "mail-dir", "", "where .eml files go without SMTP (default: <data-dir>/mail)")
 	fs.StringVar(&m.dispatch.AcceptURLTemplate, "accept-url-template", def.AcceptURLTemplate, "accept link in emails; {workspace} and {email} are replaced")
 	fs.DurationVar(&m.dispatch.GiveUpAfter, "mail-give-up-after", def.GiveUpAfter, "retry transient failures until a message is this old (since queued or requeued by mail-retry), then mark it failed")

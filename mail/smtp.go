@@ -13,6 +13,10 @@ import (
 )
 
 // TLSMode is how SMTPSender protects the connection.
+// DefaultSMTPTimeout bounds each SMTP connection attempt and command when
+// no timeout is set (go-mail's own default; the --smtp-timeout flag's too).
+const DefaultSMTPTimeout = gomail.DefaultTimeout
+
 type TLSMode string
 
 // The TLS modes an SMTPConfig accepts.
@@ -31,7 +35,7 @@ type SMTPConfig struct {
 	TLS      TLSMode // empty means TLSStartTLS
 	From     string  // bare envelope and header sender address
 	FromName string
-	Timeout  time.Duration // per connection attempt and per command; 0 means 15s
+	Timeout  time.Duration // per connection attempt and per command; 0 means DefaultSMTPTimeout
 	HELO     string        // empty means the host name
 }
 
@@ -71,7 +75,7 @@ func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
 		cfg.TLS = TLSStartTLS
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = gomail.DefaultTimeout
+		cfg.Timeout = DefaultSMTPTimeout
 	}
 	// WithoutNoop: the connection is always fresh, so checking it costs a
 	// round trip for nothing.
