@@ -12,11 +12,11 @@ import (
 	gomail "github.com/wneessen/go-mail"
 )
 
-// TLSMode is how SMTPSender protects the connection.
 // DefaultSMTPTimeout bounds each SMTP connection attempt and command when
 // no timeout is set (go-mail's own default; the --smtp-timeout flag's too).
 const DefaultSMTPTimeout = gomail.DefaultTimeout
 
+// TLSMode is how SMTPSender protects the connection.
 type TLSMode string
 
 // The TLS modes an SMTPConfig accepts.
