@@ -122,13 +122,7 @@ func mailWorkerCommand(stderr io.Writer) *ffcli.Command {
 // metrics as serve does, so a separate worker is observed like the
 // dispatcher inside serve.
 func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) error {
-	log, err := cfg.log.logger(stderr)
-	if err != nil {
-		return err
-	}
-	build := readBuildInfo()
-	log.Info("starting", "version", build.version, "revision", build.revisionLabel(), "go", build.goVersion)
-	mon, err := cfg.metrics.start(ctx, build)
+	log, mon, err := startObserved(ctx, cfg.log, cfg.metrics, stderr)
 	if err != nil {
 		return err
 	}

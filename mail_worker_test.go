@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -31,35 +29,7 @@ func TestMailWorker_Observed(t *testing.T) {
 		pw.Close()
 		done <- code
 	}()
-	lines := make(chan map[string]any, 100)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Errorf("not a JSON line: %q", sc.Text())
-				continue
-			}
-			lines <- m
-		}
-	}()
-	next := func(msg string) map[string]any {
-		t.Helper()
-		for {
-			select {
-			case m, ok := <-lines:
-				if !ok {
-					t.Fatalf("log ended before %q", msg)
-				}
-				if m["msg"] == msg {
-					return m
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("no %q line", msg)
-			}
-		}
-	}
+	next, drain := jsonLogLines(t, pr)
 	if m := next("starting"); m["version"] == nil || m["revision"] == nil || m["go"] == nil {
 		t.Errorf("start line %v lacks version, revision or go", m)
 	}
@@ -94,8 +64,7 @@ func TestMailWorker_Observed(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Errorf("mail-worker exited with %d", code)
 	}
-	for range lines {
-	}
+	drain()
 
 	r := runCLI(t, f.args("mail-worker", "--log-format", "xml")...)
 	if r.code != 1 || !strings.Contains(r.stderr, "--log-format") {

@@ -322,35 +322,7 @@ func TestLogFormat_JSON(t *testing.T) {
 		pw.Close()
 		done <- code
 	}()
-	lines := make(chan map[string]any, 100)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Errorf("not a JSON line: %q", sc.Text())
-				continue
-			}
-			lines <- m
-		}
-		close(lines)
-	}()
-	next := func(msg string) map[string]any {
-		t.Helper()
-		for {
-			select {
-			case m, ok := <-lines:
-				if !ok {
-					t.Fatalf("log ended before %q", msg)
-				}
-				if m["msg"] == msg {
-					return m
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("no %q line", msg)
-			}
-		}
-	}
+	next, drain := jsonLogLines(t, pr)
 	if m := next("starting"); m["version"] == nil || m["revision"] == nil || m["go"] == nil {
 		t.Errorf("start line %v lacks version, revision or go", m)
 	}
@@ -376,8 +348,7 @@ func TestLogFormat_JSON(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Errorf("serve exited with %d", code)
 	}
-	for range lines {
-	}
+	drain()
 }
 
 // TestVersion: `version` and `--version` print the module version, the VCS
@@ -393,4 +364,44 @@ func TestVersion(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "--log-format") {
 		t.Errorf("serve --log-format xml: exit %d, %q; want 1 naming the flag", r.code, r.stderr)
 	}
+}
+
+// jsonLogLines reads r as JSON log lines (--log-format json) in the
+// background; next(msg) returns the next line with that msg, failing the
+// test if a line is not JSON, the log ends first, or none comes in 30 s;
+// drain waits for the log's end (the reader must not outlive the test).
+func jsonLogLines(t *testing.T, r io.Reader) (next func(msg string) map[string]any, drain func()) {
+	lines := make(chan map[string]any, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("not a JSON line: %q", sc.Text())
+				continue
+			}
+			lines <- m
+		}
+	}()
+	drain = func() {
+		for range lines {
+		}
+	}
+	return func(msg string) map[string]any {
+		t.Helper()
+		for {
+			select {
+			case m, ok := <-lines:
+				if !ok {
+					t.Fatalf("log ended before %q", msg)
+				}
+				if m["msg"] == msg {
+					return m
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no %q line", msg)
+			}
+		}
+	}, drain
 }

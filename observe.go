@@ -115,6 +115,23 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
 }
 
+// startObserved is how both long-running commands (serve, mail-worker)
+// begin: their logger, a start line naming the build, and the metrics
+// listener (nil when --metrics-addr is empty; the caller closes it).
+func startObserved(ctx context.Context, lc logConfig, mc metricsConfig, stderr io.Writer) (*slog.Logger, *metricsServer, error) {
+	log, err := lc.logger(stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	build := readBuildInfo()
+	log.Info("starting", "version", build.version, "revision", build.revisionLabel(), "go", build.goVersion)
+	mon, err := mc.start(ctx, build)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, mon, nil
+}
+
 // metricsConfig places the Prometheus metrics.
 type metricsConfig struct {
 	addr string

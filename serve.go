@@ -82,13 +82,7 @@ func serveCommand(stderr io.Writer) *ffcli.Command {
 // stderr, until ctx ends; then it lets requests in flight finish (up to
 // --shutdown-timeout) and stops the mail dispatcher after them.
 func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
-	log, err := cfg.log.logger(stderr)
-	if err != nil {
-		return err
-	}
-	build := readBuildInfo()
-	log.Info("starting", "version", build.version, "revision", build.revisionLabel(), "go", build.goVersion)
-	mon, err := cfg.metrics.start(ctx, build)
+	log, mon, err := startObserved(ctx, cfg.log, cfg.metrics, stderr)
 	if err != nil {
 		return err
 	}
