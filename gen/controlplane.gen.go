@@ -15,11 +15,39 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 	"github.com/oapi-codegen/runtime"
 )
+
+// Defines values for AuditActorKind.
+const (
+	ApiKey         AuditActorKind = "api_key"
+	Cli            AuditActorKind = "cli"
+	ServiceAccount AuditActorKind = "service_account"
+	System         AuditActorKind = "system"
+	User           AuditActorKind = "user"
+)
+
+// Valid indicates whether the value is a known member of the AuditActorKind enum.
+func (e AuditActorKind) Valid() bool {
+	switch e {
+	case ApiKey:
+		return true
+	case Cli:
+		return true
+	case ServiceAccount:
+		return true
+	case System:
+		return true
+	case User:
+		return true
+	default:
+		return false
+	}
+}
 
 // Defines values for GroupWorkspaceMappingRole.
 const (
@@ -33,6 +61,99 @@ func (e GroupWorkspaceMappingRole) Valid() bool {
 	case Admin:
 		return true
 	case Member:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WebhookDeliveryOutcome.
+const (
+	Delivered WebhookDeliveryOutcome = "delivered"
+	Failed    WebhookDeliveryOutcome = "failed"
+	Retry     WebhookDeliveryOutcome = "retry"
+)
+
+// Valid indicates whether the value is a known member of the WebhookDeliveryOutcome enum.
+func (e WebhookDeliveryOutcome) Valid() bool {
+	switch e {
+	case Delivered:
+		return true
+	case Failed:
+		return true
+	case Retry:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WebhookEventType.
+const (
+	ApiKeyCreated           WebhookEventType = "api_key.created"
+	ApiKeyRevoked           WebhookEventType = "api_key.revoked"
+	InvitationAccepted      WebhookEventType = "invitation.accepted"
+	InvitationCreated       WebhookEventType = "invitation.created"
+	InvitationDeclined      WebhookEventType = "invitation.declined"
+	InvitationExpired       WebhookEventType = "invitation.expired"
+	InvitationRefreshed     WebhookEventType = "invitation.refreshed"
+	InvitationRevoked       WebhookEventType = "invitation.revoked"
+	InvitationRoleChanged   WebhookEventType = "invitation.role_changed"
+	MemberLeft              WebhookEventType = "member.left"
+	MemberRemoved           WebhookEventType = "member.removed"
+	MemberRoleChanged       WebhookEventType = "member.role_changed"
+	WebhookEndpointCreated  WebhookEventType = "webhook_endpoint.created"
+	WebhookEndpointDeleted  WebhookEventType = "webhook_endpoint.deleted"
+	WebhookEndpointDisabled WebhookEventType = "webhook_endpoint.disabled"
+	WebhookEndpointUpdated  WebhookEventType = "webhook_endpoint.updated"
+	WebhookTest             WebhookEventType = "webhook.test"
+	WorkspaceCreated        WebhookEventType = "workspace.created"
+	WorkspaceDeleted        WebhookEventType = "workspace.deleted"
+	WorkspaceUpdated        WebhookEventType = "workspace.updated"
+)
+
+// Valid indicates whether the value is a known member of the WebhookEventType enum.
+func (e WebhookEventType) Valid() bool {
+	switch e {
+	case ApiKeyCreated:
+		return true
+	case ApiKeyRevoked:
+		return true
+	case InvitationAccepted:
+		return true
+	case InvitationCreated:
+		return true
+	case InvitationDeclined:
+		return true
+	case InvitationExpired:
+		return true
+	case InvitationRefreshed:
+		return true
+	case InvitationRevoked:
+		return true
+	case InvitationRoleChanged:
+		return true
+	case MemberLeft:
+		return true
+	case MemberRemoved:
+		return true
+	case MemberRoleChanged:
+		return true
+	case WebhookEndpointCreated:
+		return true
+	case WebhookEndpointDeleted:
+		return true
+	case WebhookEndpointDisabled:
+		return true
+	case WebhookEndpointUpdated:
+		return true
+	case WebhookTest:
+		return true
+	case WorkspaceCreated:
+		return true
+	case WorkspaceDeleted:
+		return true
+	case WorkspaceUpdated:
 		return true
 	default:
 		return false
@@ -112,6 +233,59 @@ func (e WorkspaceUserSource) Valid() bool {
 	default:
 		return false
 	}
+}
+
+// AuditActor who made a change
+type AuditActor struct {
+	// Kind user (a person's token), api_key (a member's API key), service_account, cli (a controlplane command on the server), or system (the server itself, e.g. disabling a failing endpoint)
+	Kind AuditActorKind `json:"kind"`
+
+	// Sub the actor's sub (empty for system)
+	Sub string `json:"sub"`
+}
+
+// AuditActorKind user (a person's token), api_key (a member's API key), service_account, cli (a controlplane command on the server), or system (the server itself, e.g. disabling a failing endpoint)
+type AuditActorKind string
+
+// AuditEvent One immutable audit event: who (actor) did what (action) to what (target), with the changed fields before and after. Never a secret. Also the `data` of every webhook event.
+type AuditEvent struct {
+	// Action an event type (README, "Event catalogue")
+	Action WebhookEventType `json:"action"`
+
+	// Actor who made a change
+	Actor AuditActor `json:"actor"`
+
+	// After the changed fields after the change (absent for a deletion)
+	After *map[string]interface{} `json:"after,omitempty"`
+
+	// Before the changed fields before the change (absent for a creation)
+	Before *map[string]interface{} `json:"before,omitempty"`
+
+	// Id the event's id (`evt_` and a number), stable
+	//
+	// Example: evt_42
+	Id string `json:"id"`
+
+	// RequestId the X-Request-Id of the request that made the change, when there was one
+	RequestId *string `json:"requestId,omitempty"`
+
+	// Target what a change was made to
+	Target AuditTarget `json:"target"`
+
+	// Time when the change was committed
+	Time time.Time `json:"time"`
+
+	// Workspace the workspace's name
+	Workspace string `json:"workspace"`
+}
+
+// AuditTarget what a change was made to
+type AuditTarget struct {
+	// Id the invitation's email, the member's sub, the workspace's name, the API key's hint (its first characters) or the endpoint's id
+	Id string `json:"id"`
+
+	// Type invitation, member, workspace, api_key or webhook_endpoint
+	Type string `json:"type"`
 }
 
 // Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
@@ -288,6 +462,100 @@ type TimeFields struct {
 	UpdatedAt *string `json:"updatedAt,omitempty"`
 }
 
+// WebhookDelivery one delivery attempt
+type WebhookDelivery struct {
+	// Attempt 1 for the first attempt of the message
+	Attempt int `json:"attempt"`
+
+	// Error what went wrong, when something did
+	Error *string `json:"error,omitempty"`
+
+	// EventType an event type (README, "Event catalogue")
+	EventType WebhookEventType `json:"eventType"`
+
+	// LatencyMs milliseconds until the answer (or the failure)
+	LatencyMs int64 `json:"latencyMs"`
+
+	// MessageId the `webhook-id` sent (the same on every attempt of one message)
+	MessageId string `json:"messageId"`
+
+	// Outcome delivered (a 2xx), retry (will be tried again), failed (given up)
+	Outcome WebhookDeliveryOutcome `json:"outcome"`
+
+	// Status the HTTP status answered, 0 when none came (refused, timed out)
+	Status int `json:"status"`
+
+	// Time when the attempt started
+	Time time.Time `json:"time"`
+}
+
+// WebhookDeliveryOutcome delivered (a 2xx), retry (will be tried again), failed (given up)
+type WebhookDeliveryOutcome string
+
+// WebhookEndpoint a URL that receives the workspace's events
+type WebhookEndpoint struct {
+	CreatedAt   time.Time `json:"createdAt"`
+	CreatedBy   *string   `json:"createdBy,omitempty"`
+	Description *string   `json:"description,omitempty"`
+
+	// DisabledReason why it was disabled, when it is
+	DisabledReason *string `json:"disabledReason,omitempty"`
+
+	// Enabled false once disabled (by an admin, or after failing for too long)
+	Enabled bool `json:"enabled"`
+
+	// EventTypes the event types sent; empty means all of them
+	EventTypes []WebhookEventType `json:"eventTypes"`
+
+	// FailingSince since when every delivery has failed, while they do
+	FailingSince *time.Time `json:"failingSince,omitempty"`
+	Id           int64      `json:"id"`
+
+	// Secret the signing secret (`whsec_` + base64 of 32 random bytes): in the answer to its creation only
+	Secret    *string   `json:"secret,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	UpdatedBy *string   `json:"updatedBy,omitempty"`
+
+	// Url https URL the events are POSTed to
+	Url string `json:"url"`
+}
+
+// WebhookEndpointInput a new webhook endpoint
+type WebhookEndpointInput struct {
+	Description *string `json:"description,omitempty"`
+
+	// EventTypes the event types to send; absent or empty means all
+	EventTypes *[]WebhookEventType `json:"eventTypes,omitempty"`
+
+	// Url https URL; http only for loopback under `--webhooks-allow-loopback`. Private and link-local addresses are refused when connecting.
+	Url string `json:"url"`
+}
+
+// WebhookEndpointUpdate changes to a webhook endpoint; absent fields stay as they are
+type WebhookEndpointUpdate struct {
+	Description *string `json:"description,omitempty"`
+
+	// Enabled true enables a disabled endpoint (and clears its failure), false disables it
+	Enabled    *bool               `json:"enabled,omitempty"`
+	EventTypes *[]WebhookEventType `json:"eventTypes,omitempty"`
+	Url        *string             `json:"url,omitempty"`
+}
+
+// WebhookEvent The body of every webhook delivery (Standard Webhooks: type, timestamp, data), signed with the `webhook-id`, `webhook-timestamp` and `webhook-signature` headers.
+type WebhookEvent struct {
+	// Data One immutable audit event: who (actor) did what (action) to what (target), with the changed fields before and after. Never a secret. Also the `data` of every webhook event.
+	Data AuditEvent `json:"data"`
+
+	// Timestamp when the event happened
+	Timestamp time.Time `json:"timestamp"`
+
+	// Type an event type (README, "Event catalogue")
+	Type WebhookEventType `json:"type"`
+}
+
+// WebhookEventType an event type (README, "Event catalogue")
+type WebhookEventType string
+
 // Workspace Tenant container that groups all Blaxel resources (agents, functions, models, etc.) with shared team access control and billing.
 type Workspace struct {
 	// AccountId Workspace account id
@@ -444,6 +712,12 @@ type ListCursor = string
 // ListLimit defines model for ListLimit.
 type ListLimit = int
 
+// PageLimit defines model for PageLimit.
+type PageLimit = int
+
+// WebhookId defines model for WebhookId.
+type WebhookId = int64
+
 // WorkspaceHeader defines model for WorkspaceHeader.
 type WorkspaceHeader = string
 
@@ -473,6 +747,30 @@ type Unauthorized = Error
 
 // UnsupportedMediaType Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type UnsupportedMediaType = Error
+
+// ListAuditEventsParams defines parameters for ListAuditEvents.
+type ListAuditEventsParams struct {
+	// Since only events at or after this time (RFC 3339)
+	Since *time.Time `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until only events before this time (RFC 3339)
+	Until *time.Time `form:"until,omitempty" json:"until,omitempty"`
+
+	// Action only events of this type, e.g. `invitation.created`
+	Action *string `form:"action,omitempty" json:"action,omitempty"`
+
+	// Actor only events whose actor has this sub
+	Actor *string `form:"actor,omitempty" json:"actor,omitempty"`
+
+	// Limit Additive extension: answer at most this many entries (default 100).
+	Limit *PageLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Additive extension: where to continue, copied from the previous page's `Link` header. Opaque and signed: a cursor from another list, another workspace or another caller, or an altered one, is a 400. Entries added after the walk began may or may not appear; entries that existed before it appear once each, in order, unless removed meanwhile.
+	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
 
 // ListAllPendingInvitationsParams defines parameters for ListAllPendingInvitations.
 type ListAllPendingInvitationsParams struct {
@@ -524,6 +822,45 @@ type UpdateWorkspaceUserRoleParams struct {
 	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
 }
 
+// ListWebhookEndpointsParams defines parameters for ListWebhookEndpoints.
+type ListWebhookEndpointsParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateWebhookEndpointParams defines parameters for CreateWebhookEndpoint.
+type CreateWebhookEndpointParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteWebhookEndpointParams defines parameters for DeleteWebhookEndpoint.
+type DeleteWebhookEndpointParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// UpdateWebhookEndpointParams defines parameters for UpdateWebhookEndpoint.
+type UpdateWebhookEndpointParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
+type ListWebhookDeliveriesParams struct {
+	// Limit Additive extension: answer at most this many entries (default 100).
+	Limit *PageLimit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// SendWebhookTestEventParams defines parameters for SendWebhookTestEvent.
+type SendWebhookTestEventParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
 // CheckWorkspaceAvailabilityJSONBody defines parameters for CheckWorkspaceAvailability.
 type CheckWorkspaceAvailabilityJSONBody struct {
 	Name string `json:"name"`
@@ -554,6 +891,12 @@ type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
 
 // UpdateWorkspaceUserRoleJSONRequestBody defines body for UpdateWorkspaceUserRole for application/json ContentType.
 type UpdateWorkspaceUserRoleJSONRequestBody UpdateWorkspaceUserRoleJSONBody
+
+// CreateWebhookEndpointJSONRequestBody defines body for CreateWebhookEndpoint for application/json ContentType.
+type CreateWebhookEndpointJSONRequestBody = WebhookEndpointInput
+
+// UpdateWebhookEndpointJSONRequestBody defines body for UpdateWebhookEndpoint for application/json ContentType.
+type UpdateWebhookEndpointJSONRequestBody = WebhookEndpointUpdate
 
 // CreateWorkspaceJSONRequestBody defines body for CreateWorkspace for application/json ContentType.
 type CreateWorkspaceJSONRequestBody = Workspace
@@ -700,6 +1043,13 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// ListAuditEvents List the workspace's audit events
+	//
+	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+	//
+	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
+	ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListAllPendingInvitations List pending invitations
 	//
 	// Returns a list of all pending invitations in the workspace.
@@ -756,6 +1106,70 @@ type ClientInterface interface {
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
 	UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListWebhookEndpoints List the workspace's webhook endpoints
+	//
+	// Additive extension: the workspace's webhook endpoints, oldest first, without their secrets. Admins only.
+	//
+	// Corresponds with GET /webhooks (the `ListWebhookEndpoints` operationId).
+	ListWebhookEndpoints(ctx context.Context, params *ListWebhookEndpointsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWebhookEndpointWithBody Register a webhook endpoint
+	//
+	// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+	CreateWebhookEndpointWithBody(ctx context.Context, params *CreateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWebhookEndpoint Register a webhook endpoint
+	//
+	// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+	CreateWebhookEndpoint(ctx context.Context, params *CreateWebhookEndpointParams, body CreateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteWebhookEndpoint Delete a webhook endpoint
+	//
+	// Additive extension: deletes an endpoint with its undelivered messages and its delivery log. Admins only.
+	//
+	// Corresponds with DELETE /webhooks/{webhookId} (the `DeleteWebhookEndpoint` operationId).
+	DeleteWebhookEndpoint(ctx context.Context, webhookId WebhookId, params *DeleteWebhookEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWebhookEndpointWithBody Update a webhook endpoint
+	//
+	// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+	UpdateWebhookEndpointWithBody(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWebhookEndpoint Update a webhook endpoint
+	//
+	// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+	UpdateWebhookEndpoint(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, body UpdateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListWebhookDeliveries List an endpoint's latest delivery attempts
+	//
+	// Additive extension: the endpoint's delivery log, latest attempt first: when, which message, the HTTP status (0 when no answer came), the latency and the outcome. Admins only.
+	//
+	// Corresponds with GET /webhooks/{webhookId}/deliveries (the `ListWebhookDeliveries` operationId).
+	ListWebhookDeliveries(ctx context.Context, webhookId WebhookId, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SendWebhookTestEvent Send a test event to a webhook endpoint
+	//
+	// Additive extension: queues a `webhook.test` event for this endpoint alone, delivered like any other (signed, retried), and answers the event as it will be sent. A disabled endpoint is a 409: enable it first. Admins only.
+	//
+	// Corresponds with POST /webhooks/{webhookId}/test (the `SendWebhookTestEvent` operationId).
+	SendWebhookTestEvent(ctx context.Context, webhookId WebhookId, params *SendWebhookTestEventParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWorkspaces List accessible workspaces
 	//
@@ -852,6 +1266,23 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /workspaces/{workspaceName}/leave (the `LeaveWorkspace` operationId).
 	LeaveWorkspace(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// ListAuditEvents List the workspace's audit events
+//
+// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+//
+// Corresponds with GET /audit (the `ListAuditEvents` operationId).
+func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListAuditEventsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // ListAllPendingInvitations List pending invitations
@@ -971,6 +1402,150 @@ func (c *Client) UpdateWorkspaceUserRoleWithBody(ctx context.Context, subOrEmail
 // Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
 func (c *Client) UpdateWorkspaceUserRole(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateWorkspaceUserRoleRequest(c.Server, subOrEmail, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListWebhookEndpoints List the workspace's webhook endpoints
+//
+// Additive extension: the workspace's webhook endpoints, oldest first, without their secrets. Admins only.
+//
+// Corresponds with GET /webhooks (the `ListWebhookEndpoints` operationId).
+func (c *Client) ListWebhookEndpoints(ctx context.Context, params *ListWebhookEndpointsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListWebhookEndpointsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWebhookEndpointWithBody Register a webhook endpoint
+//
+// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+func (c *Client) CreateWebhookEndpointWithBody(ctx context.Context, params *CreateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWebhookEndpointRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWebhookEndpoint Register a webhook endpoint
+//
+// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+func (c *Client) CreateWebhookEndpoint(ctx context.Context, params *CreateWebhookEndpointParams, body CreateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWebhookEndpointRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteWebhookEndpoint Delete a webhook endpoint
+//
+// Additive extension: deletes an endpoint with its undelivered messages and its delivery log. Admins only.
+//
+// Corresponds with DELETE /webhooks/{webhookId} (the `DeleteWebhookEndpoint` operationId).
+func (c *Client) DeleteWebhookEndpoint(ctx context.Context, webhookId WebhookId, params *DeleteWebhookEndpointParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWebhookEndpointRequest(c.Server, webhookId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWebhookEndpointWithBody Update a webhook endpoint
+//
+// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+func (c *Client) UpdateWebhookEndpointWithBody(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWebhookEndpointRequestWithBody(c.Server, webhookId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWebhookEndpoint Update a webhook endpoint
+//
+// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+func (c *Client) UpdateWebhookEndpoint(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, body UpdateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWebhookEndpointRequest(c.Server, webhookId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListWebhookDeliveries List an endpoint's latest delivery attempts
+//
+// Additive extension: the endpoint's delivery log, latest attempt first: when, which message, the HTTP status (0 when no answer came), the latency and the outcome. Admins only.
+//
+// Corresponds with GET /webhooks/{webhookId}/deliveries (the `ListWebhookDeliveries` operationId).
+func (c *Client) ListWebhookDeliveries(ctx context.Context, webhookId WebhookId, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListWebhookDeliveriesRequest(c.Server, webhookId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SendWebhookTestEvent Send a test event to a webhook endpoint
+//
+// Additive extension: queues a `webhook.test` event for this endpoint alone, delivered like any other (signed, retried), and answers the event as it will be sent. A disabled endpoint is a 409: enable it first. Admins only.
+//
+// Corresponds with POST /webhooks/{webhookId}/test (the `SendWebhookTestEvent` operationId).
+func (c *Client) SendWebhookTestEvent(ctx context.Context, webhookId WebhookId, params *SendWebhookTestEventParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSendWebhookTestEventRequest(c.Server, webhookId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1195,6 +1770,135 @@ func (c *Client) LeaveWorkspace(ctx context.Context, workspaceName string, reqEd
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewListAuditEventsRequest constructs an http.Request for the ListAuditEvents method
+func NewListAuditEventsRequest(server string, params *ListAuditEventsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/audit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Since != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "since", *params.Since, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Until != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "until", *params.Until, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Action != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "action", *params.Action, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Actor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "actor", *params.Actor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
 }
 
 // NewListAllPendingInvitationsRequest constructs an http.Request for the ListAllPendingInvitations method
@@ -1491,6 +2195,339 @@ func NewUpdateWorkspaceUserRoleRequestWithBody(server string, subOrEmail string,
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListWebhookEndpointsRequest constructs an http.Request for the ListWebhookEndpoints method
+func NewListWebhookEndpointsRequest(server string, params *ListWebhookEndpointsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/webhooks")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateWebhookEndpointRequest calls the generic CreateWebhookEndpoint builder with application/json body
+func NewCreateWebhookEndpointRequest(server string, params *CreateWebhookEndpointParams, body CreateWebhookEndpointJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWebhookEndpointRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateWebhookEndpointRequestWithBody constructs an http.Request for the CreateWebhookEndpoint method, with any body, and a specified content type
+func NewCreateWebhookEndpointRequestWithBody(server string, params *CreateWebhookEndpointParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/webhooks")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteWebhookEndpointRequest constructs an http.Request for the DeleteWebhookEndpoint method
+func NewDeleteWebhookEndpointRequest(server string, webhookId WebhookId, params *DeleteWebhookEndpointParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhookId", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/webhooks/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateWebhookEndpointRequest calls the generic UpdateWebhookEndpoint builder with application/json body
+func NewUpdateWebhookEndpointRequest(server string, webhookId WebhookId, params *UpdateWebhookEndpointParams, body UpdateWebhookEndpointJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateWebhookEndpointRequestWithBody(server, webhookId, params, "application/json", bodyReader)
+}
+
+// NewUpdateWebhookEndpointRequestWithBody constructs an http.Request for the UpdateWebhookEndpoint method, with any body, and a specified content type
+func NewUpdateWebhookEndpointRequestWithBody(server string, webhookId WebhookId, params *UpdateWebhookEndpointParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhookId", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/webhooks/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListWebhookDeliveriesRequest constructs an http.Request for the ListWebhookDeliveries method
+func NewListWebhookDeliveriesRequest(server string, webhookId WebhookId, params *ListWebhookDeliveriesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhookId", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/webhooks/%s/deliveries", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewSendWebhookTestEventRequest constructs an http.Request for the SendWebhookTestEvent method
+func NewSendWebhookTestEventRequest(server string, webhookId WebhookId, params *SendWebhookTestEventParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhookId", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/webhooks/%s/test", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	if params != nil {
 
@@ -1932,6 +2969,15 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// ListAuditEventsWithResponse List the workspace's audit events
+	//
+	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
+	ListAuditEventsWithResponse(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*ListAuditEventsResponse, error)
+
 	// ListAllPendingInvitationsWithResponse List pending invitations
 	//
 	// Returns a list of all pending invitations in the workspace.
@@ -1994,6 +3040,78 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /users/{subOrEmail} (the `UpdateWorkspaceUserRole` operationId).
 	UpdateWorkspaceUserRoleWithResponse(ctx context.Context, subOrEmail string, params *UpdateWorkspaceUserRoleParams, body UpdateWorkspaceUserRoleJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceUserRoleResponse, error)
+
+	// ListWebhookEndpointsWithResponse List the workspace's webhook endpoints
+	//
+	// Additive extension: the workspace's webhook endpoints, oldest first, without their secrets. Admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /webhooks (the `ListWebhookEndpoints` operationId).
+	ListWebhookEndpointsWithResponse(ctx context.Context, params *ListWebhookEndpointsParams, reqEditors ...RequestEditorFn) (*ListWebhookEndpointsResponse, error)
+
+	// CreateWebhookEndpointWithBodyWithResponse Register a webhook endpoint
+	//
+	// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+	CreateWebhookEndpointWithBodyWithResponse(ctx context.Context, params *CreateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWebhookEndpointResponse, error)
+
+	// CreateWebhookEndpointWithResponse Register a webhook endpoint
+	//
+	// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+	CreateWebhookEndpointWithResponse(ctx context.Context, params *CreateWebhookEndpointParams, body CreateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWebhookEndpointResponse, error)
+
+	// DeleteWebhookEndpointWithResponse Delete a webhook endpoint
+	//
+	// Additive extension: deletes an endpoint with its undelivered messages and its delivery log. Admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /webhooks/{webhookId} (the `DeleteWebhookEndpoint` operationId).
+	DeleteWebhookEndpointWithResponse(ctx context.Context, webhookId WebhookId, params *DeleteWebhookEndpointParams, reqEditors ...RequestEditorFn) (*DeleteWebhookEndpointResponse, error)
+
+	// UpdateWebhookEndpointWithBodyWithResponse Update a webhook endpoint
+	//
+	// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+	UpdateWebhookEndpointWithBodyWithResponse(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWebhookEndpointResponse, error)
+
+	// UpdateWebhookEndpointWithResponse Update a webhook endpoint
+	//
+	// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+	UpdateWebhookEndpointWithResponse(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, body UpdateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWebhookEndpointResponse, error)
+
+	// ListWebhookDeliveriesWithResponse List an endpoint's latest delivery attempts
+	//
+	// Additive extension: the endpoint's delivery log, latest attempt first: when, which message, the HTTP status (0 when no answer came), the latency and the outcome. Admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /webhooks/{webhookId}/deliveries (the `ListWebhookDeliveries` operationId).
+	ListWebhookDeliveriesWithResponse(ctx context.Context, webhookId WebhookId, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*ListWebhookDeliveriesResponse, error)
+
+	// SendWebhookTestEventWithResponse Send a test event to a webhook endpoint
+	//
+	// Additive extension: queues a `webhook.test` event for this endpoint alone, delivered like any other (signed, retried), and answers the event as it will be sent. A disabled endpoint is a 409: enable it first. Admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /webhooks/{webhookId}/test (the `SendWebhookTestEvent` operationId).
+	SendWebhookTestEventWithResponse(ctx context.Context, webhookId WebhookId, params *SendWebhookTestEventParams, reqEditors ...RequestEditorFn) (*SendWebhookTestEventResponse, error)
 
 	// ListWorkspacesWithResponse List accessible workspaces
 	//
@@ -2102,6 +3220,112 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /workspaces/{workspaceName}/leave (the `LeaveWorkspace` operationId).
 	LeaveWorkspaceWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*LeaveWorkspaceResponse, error)
+}
+
+// ListAuditEventsResponse200Headers the declared response headers of an HTTP 200 response for ListAuditEvents
+type ListAuditEventsResponse200Headers struct {
+	Link *string
+}
+
+// ListAuditEventsResponse401Headers the declared response headers of an HTTP 401 response for ListAuditEvents
+type ListAuditEventsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListAuditEventsResponse429Headers the declared response headers of an HTTP 429 response for ListAuditEvents
+type ListAuditEventsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListAuditEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]AuditEvent
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListAuditEventsResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListAuditEventsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListAuditEventsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListAuditEventsResponse) GetJSON200() *[]AuditEvent {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListAuditEventsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListAuditEventsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListAuditEventsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListAuditEventsResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListAuditEventsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListAuditEventsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListAuditEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListAuditEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListAuditEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListAuditEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 // ListAllPendingInvitationsResponse200Headers the declared response headers of an HTTP 200 response for ListAllPendingInvitations
@@ -2649,6 +3873,642 @@ func (r UpdateWorkspaceUserRoleResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateWorkspaceUserRoleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListWebhookEndpointsResponse401Headers the declared response headers of an HTTP 401 response for ListWebhookEndpoints
+type ListWebhookEndpointsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListWebhookEndpointsResponse429Headers the declared response headers of an HTTP 429 response for ListWebhookEndpoints
+type ListWebhookEndpointsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListWebhookEndpointsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]WebhookEndpoint
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListWebhookEndpointsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListWebhookEndpointsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON200() *[]WebhookEndpoint {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListWebhookEndpointsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListWebhookEndpointsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListWebhookEndpointsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListWebhookEndpointsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWebhookEndpointResponse401Headers the declared response headers of an HTTP 401 response for CreateWebhookEndpoint
+type CreateWebhookEndpointResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateWebhookEndpointResponse429Headers the declared response headers of an HTTP 429 response for CreateWebhookEndpoint
+type CreateWebhookEndpointResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateWebhookEndpointResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *WebhookEndpoint
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateWebhookEndpointResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateWebhookEndpointResponse429Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON201() *WebhookEndpoint {
+	return r.JSON201
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWebhookEndpointResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWebhookEndpointResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWebhookEndpointResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWebhookEndpointResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteWebhookEndpointResponse401Headers the declared response headers of an HTTP 401 response for DeleteWebhookEndpoint
+type DeleteWebhookEndpointResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteWebhookEndpointResponse429Headers the declared response headers of an HTTP 429 response for DeleteWebhookEndpoint
+type DeleteWebhookEndpointResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteWebhookEndpointResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteWebhookEndpointResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteWebhookEndpointResponse429Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteWebhookEndpointResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteWebhookEndpointResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteWebhookEndpointResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteWebhookEndpointResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateWebhookEndpointResponse401Headers the declared response headers of an HTTP 401 response for UpdateWebhookEndpoint
+type UpdateWebhookEndpointResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateWebhookEndpointResponse429Headers the declared response headers of an HTTP 429 response for UpdateWebhookEndpoint
+type UpdateWebhookEndpointResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type UpdateWebhookEndpointResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookEndpoint
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateWebhookEndpointResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateWebhookEndpointResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON200() *WebhookEndpoint {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateWebhookEndpointResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateWebhookEndpointResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateWebhookEndpointResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateWebhookEndpointResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListWebhookDeliveriesResponse401Headers the declared response headers of an HTTP 401 response for ListWebhookDeliveries
+type ListWebhookDeliveriesResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListWebhookDeliveriesResponse429Headers the declared response headers of an HTTP 429 response for ListWebhookDeliveries
+type ListWebhookDeliveriesResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListWebhookDeliveriesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]WebhookDelivery
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListWebhookDeliveriesResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListWebhookDeliveriesResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON200() *[]WebhookDelivery {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListWebhookDeliveriesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListWebhookDeliveriesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListWebhookDeliveriesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListWebhookDeliveriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SendWebhookTestEventResponse202Headers the declared response headers of an HTTP 202 response for SendWebhookTestEvent
+type SendWebhookTestEventResponse202Headers struct {
+	WebhookId *string
+}
+
+// SendWebhookTestEventResponse401Headers the declared response headers of an HTTP 401 response for SendWebhookTestEvent
+type SendWebhookTestEventResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SendWebhookTestEventResponse429Headers the declared response headers of an HTTP 429 response for SendWebhookTestEvent
+type SendWebhookTestEventResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type SendWebhookTestEventResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *WebhookEvent
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *SendWebhookTestEventResponse202Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SendWebhookTestEventResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SendWebhookTestEventResponse429Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON202() *WebhookEvent {
+	return r.JSON202
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SendWebhookTestEventResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SendWebhookTestEventResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SendWebhookTestEventResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SendWebhookTestEventResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3588,6 +5448,21 @@ func (r LeaveWorkspaceResponse) ContentType() string {
 	return ""
 }
 
+// ListAuditEventsWithResponse List the workspace's audit events
+//
+// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /audit (the `ListAuditEvents` operationId).
+func (c *ClientWithResponses) ListAuditEventsWithResponse(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*ListAuditEventsResponse, error) {
+	rsp, err := c.ListAuditEvents(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListAuditEventsResponse(rsp)
+}
+
 // ListAllPendingInvitationsWithResponse List pending invitations
 //
 // Returns a list of all pending invitations in the workspace.
@@ -3691,6 +5566,126 @@ func (c *ClientWithResponses) UpdateWorkspaceUserRoleWithResponse(ctx context.Co
 		return nil, err
 	}
 	return ParseUpdateWorkspaceUserRoleResponse(rsp)
+}
+
+// ListWebhookEndpointsWithResponse List the workspace's webhook endpoints
+//
+// Additive extension: the workspace's webhook endpoints, oldest first, without their secrets. Admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /webhooks (the `ListWebhookEndpoints` operationId).
+func (c *ClientWithResponses) ListWebhookEndpointsWithResponse(ctx context.Context, params *ListWebhookEndpointsParams, reqEditors ...RequestEditorFn) (*ListWebhookEndpointsResponse, error) {
+	rsp, err := c.ListWebhookEndpoints(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListWebhookEndpointsResponse(rsp)
+}
+
+// CreateWebhookEndpointWithBodyWithResponse Register a webhook endpoint
+//
+// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+func (c *ClientWithResponses) CreateWebhookEndpointWithBodyWithResponse(ctx context.Context, params *CreateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWebhookEndpointResponse, error) {
+	rsp, err := c.CreateWebhookEndpointWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWebhookEndpointResponse(rsp)
+}
+
+// CreateWebhookEndpointWithResponse Register a webhook endpoint
+//
+// Additive extension: registers an https URL to receive the workspace's events (all of them, or those listed in `eventTypes`), signed as the Standard Webhooks specification says. The answer carries the signing secret (`whsec_…`), shown this once. Admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /webhooks (the `CreateWebhookEndpoint` operationId).
+func (c *ClientWithResponses) CreateWebhookEndpointWithResponse(ctx context.Context, params *CreateWebhookEndpointParams, body CreateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWebhookEndpointResponse, error) {
+	rsp, err := c.CreateWebhookEndpoint(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWebhookEndpointResponse(rsp)
+}
+
+// DeleteWebhookEndpointWithResponse Delete a webhook endpoint
+//
+// Additive extension: deletes an endpoint with its undelivered messages and its delivery log. Admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /webhooks/{webhookId} (the `DeleteWebhookEndpoint` operationId).
+func (c *ClientWithResponses) DeleteWebhookEndpointWithResponse(ctx context.Context, webhookId WebhookId, params *DeleteWebhookEndpointParams, reqEditors ...RequestEditorFn) (*DeleteWebhookEndpointResponse, error) {
+	rsp, err := c.DeleteWebhookEndpoint(ctx, webhookId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteWebhookEndpointResponse(rsp)
+}
+
+// UpdateWebhookEndpointWithBodyWithResponse Update a webhook endpoint
+//
+// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+func (c *ClientWithResponses) UpdateWebhookEndpointWithBodyWithResponse(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWebhookEndpointResponse, error) {
+	rsp, err := c.UpdateWebhookEndpointWithBody(ctx, webhookId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWebhookEndpointResponse(rsp)
+}
+
+// UpdateWebhookEndpointWithResponse Update a webhook endpoint
+//
+// Additive extension: changes an endpoint's URL, description, event types, or enables it again (`enabled: true` after it was disabled for failing). Absent fields stay as they are. Admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /webhooks/{webhookId} (the `UpdateWebhookEndpoint` operationId).
+func (c *ClientWithResponses) UpdateWebhookEndpointWithResponse(ctx context.Context, webhookId WebhookId, params *UpdateWebhookEndpointParams, body UpdateWebhookEndpointJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWebhookEndpointResponse, error) {
+	rsp, err := c.UpdateWebhookEndpoint(ctx, webhookId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWebhookEndpointResponse(rsp)
+}
+
+// ListWebhookDeliveriesWithResponse List an endpoint's latest delivery attempts
+//
+// Additive extension: the endpoint's delivery log, latest attempt first: when, which message, the HTTP status (0 when no answer came), the latency and the outcome. Admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /webhooks/{webhookId}/deliveries (the `ListWebhookDeliveries` operationId).
+func (c *ClientWithResponses) ListWebhookDeliveriesWithResponse(ctx context.Context, webhookId WebhookId, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*ListWebhookDeliveriesResponse, error) {
+	rsp, err := c.ListWebhookDeliveries(ctx, webhookId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListWebhookDeliveriesResponse(rsp)
+}
+
+// SendWebhookTestEventWithResponse Send a test event to a webhook endpoint
+//
+// Additive extension: queues a `webhook.test` event for this endpoint alone, delivered like any other (signed, retried), and answers the event as it will be sent. A disabled endpoint is a 409: enable it first. Admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /webhooks/{webhookId}/test (the `SendWebhookTestEvent` operationId).
+func (c *ClientWithResponses) SendWebhookTestEventWithResponse(ctx context.Context, webhookId WebhookId, params *SendWebhookTestEventParams, reqEditors ...RequestEditorFn) (*SendWebhookTestEventResponse, error) {
+	rsp, err := c.SendWebhookTestEvent(ctx, webhookId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSendWebhookTestEventResponse(rsp)
 }
 
 // ListWorkspacesWithResponse List accessible workspaces
@@ -3871,6 +5866,121 @@ func (c *ClientWithResponses) LeaveWorkspaceWithResponse(ctx context.Context, wo
 		return nil, err
 	}
 	return ParseLeaveWorkspaceResponse(rsp)
+}
+
+// ParseListAuditEventsResponse parses an HTTP response from a ListAuditEventsWithResponse call
+func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListAuditEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []AuditEvent
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListAuditEventsResponse200Headers
+		if values := rsp.Header.Values("Link"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Link", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Link = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListAuditEventsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListAuditEventsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
 }
 
 // ParseListAllPendingInvitationsResponse parses an HTTP response from a ListAllPendingInvitationsWithResponse call
@@ -4436,6 +6546,684 @@ func ParseUpdateWorkspaceUserRoleResponse(rsp *http.Response) (*UpdateWorkspaceU
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers UpdateWorkspaceUserRoleResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListWebhookEndpointsResponse parses an HTTP response from a ListWebhookEndpointsWithResponse call
+func ParseListWebhookEndpointsResponse(rsp *http.Response) (*ListWebhookEndpointsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListWebhookEndpointsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []WebhookEndpoint
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListWebhookEndpointsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListWebhookEndpointsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateWebhookEndpointResponse parses an HTTP response from a CreateWebhookEndpointWithResponse call
+func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpointResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWebhookEndpointResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest WebhookEndpoint
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateWebhookEndpointResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateWebhookEndpointResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteWebhookEndpointResponse parses an HTTP response from a DeleteWebhookEndpointWithResponse call
+func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpointResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteWebhookEndpointResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteWebhookEndpointResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteWebhookEndpointResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateWebhookEndpointResponse parses an HTTP response from a UpdateWebhookEndpointWithResponse call
+func ParseUpdateWebhookEndpointResponse(rsp *http.Response) (*UpdateWebhookEndpointResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateWebhookEndpointResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookEndpoint
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers UpdateWebhookEndpointResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateWebhookEndpointResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListWebhookDeliveriesResponse parses an HTTP response from a ListWebhookDeliveriesWithResponse call
+func ParseListWebhookDeliveriesResponse(rsp *http.Response) (*ListWebhookDeliveriesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListWebhookDeliveriesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []WebhookDelivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListWebhookDeliveriesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListWebhookDeliveriesResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSendWebhookTestEventResponse parses an HTTP response from a SendWebhookTestEventWithResponse call
+func ParseSendWebhookTestEventResponse(rsp *http.Response) (*SendWebhookTestEventResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SendWebhookTestEventResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest WebhookEvent
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers SendWebhookTestEventResponse202Headers
+		if values := rsp.Header.Values("webhook-id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "webhook-id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WebhookId = &value
+		}
+		response.Headers202 = &headers
+	case rsp.StatusCode == 401:
+		var headers SendWebhookTestEventResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers SendWebhookTestEventResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -5452,6 +8240,9 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// ListAuditEvents List the workspace's audit events
+	// (GET /audit)
+	ListAuditEvents(ctx echo.Context, params ListAuditEventsParams) error
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
 	ListAllPendingInvitations(ctx echo.Context, params ListAllPendingInvitationsParams) error
@@ -5467,6 +8258,24 @@ type ServerInterface interface {
 	// UpdateWorkspaceUserRole Update user role in workspace
 	// (PUT /users/{subOrEmail})
 	UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail string, params UpdateWorkspaceUserRoleParams) error
+	// ListWebhookEndpoints List the workspace's webhook endpoints
+	// (GET /webhooks)
+	ListWebhookEndpoints(ctx echo.Context, params ListWebhookEndpointsParams) error
+	// CreateWebhookEndpoint Register a webhook endpoint
+	// (POST /webhooks)
+	CreateWebhookEndpoint(ctx echo.Context, params CreateWebhookEndpointParams) error
+	// DeleteWebhookEndpoint Delete a webhook endpoint
+	// (DELETE /webhooks/{webhookId})
+	DeleteWebhookEndpoint(ctx echo.Context, webhookId WebhookId, params DeleteWebhookEndpointParams) error
+	// UpdateWebhookEndpoint Update a webhook endpoint
+	// (PUT /webhooks/{webhookId})
+	UpdateWebhookEndpoint(ctx echo.Context, webhookId WebhookId, params UpdateWebhookEndpointParams) error
+	// ListWebhookDeliveries List an endpoint's latest delivery attempts
+	// (GET /webhooks/{webhookId}/deliveries)
+	ListWebhookDeliveries(ctx echo.Context, webhookId WebhookId, params ListWebhookDeliveriesParams) error
+	// SendWebhookTestEvent Send a test event to a webhook endpoint
+	// (POST /webhooks/{webhookId}/test)
+	SendWebhookTestEvent(ctx echo.Context, webhookId WebhookId, params SendWebhookTestEventParams) error
 	// ListWorkspaces List accessible workspaces
 	// (GET /workspaces)
 	ListWorkspaces(ctx echo.Context) error
@@ -5499,6 +8308,76 @@ type ServerInterface interface {
 // ServerInterfaceWrapper converts echo contexts to parameters.
 type ServerInterfaceWrapper struct {
 	Handler ServerInterface
+}
+
+// ListAuditEvents converts echo context to params.
+func (w *ServerInterfaceWrapper) ListAuditEvents(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListAuditEventsParams
+	// ------------- Optional query parameter "since" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "since", ctx.QueryParams(), &params.Since, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter since: %s", err))
+	}
+
+	// ------------- Optional query parameter "until" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "until", ctx.QueryParams(), &params.Until, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter until: %s", err))
+	}
+
+	// ------------- Optional query parameter "action" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "action", ctx.QueryParams(), &params.Action, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter action: %s", err))
+	}
+
+	// ------------- Optional query parameter "actor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "actor", ctx.QueryParams(), &params.Actor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter actor: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListAuditEvents(ctx, params)
+	return err
 }
 
 // ListAllPendingInvitations converts echo context to params.
@@ -5666,6 +8545,214 @@ func (w *ServerInterfaceWrapper) UpdateWorkspaceUserRole(ctx echo.Context) error
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.UpdateWorkspaceUserRole(ctx, subOrEmail, params)
+	return err
+}
+
+// ListWebhookEndpoints converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWebhookEndpoints(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookEndpointsParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWebhookEndpoints(ctx, params)
+	return err
+}
+
+// CreateWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateWebhookEndpoint(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWebhookEndpointParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateWebhookEndpoint(ctx, params)
+	return err
+}
+
+// DeleteWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteWebhookEndpoint(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "webhookId" -------------
+	var webhookId WebhookId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhookId", ctx.Param("webhookId"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "int64", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter webhookId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteWebhookEndpointParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteWebhookEndpoint(ctx, webhookId, params)
+	return err
+}
+
+// UpdateWebhookEndpoint converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateWebhookEndpoint(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "webhookId" -------------
+	var webhookId WebhookId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhookId", ctx.Param("webhookId"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "int64", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter webhookId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateWebhookEndpointParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateWebhookEndpoint(ctx, webhookId, params)
+	return err
+}
+
+// ListWebhookDeliveries converts echo context to params.
+func (w *ServerInterfaceWrapper) ListWebhookDeliveries(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "webhookId" -------------
+	var webhookId WebhookId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhookId", ctx.Param("webhookId"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "int64", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter webhookId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookDeliveriesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListWebhookDeliveries(ctx, webhookId, params)
+	return err
+}
+
+// SendWebhookTestEvent converts echo context to params.
+func (w *ServerInterfaceWrapper) SendWebhookTestEvent(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "webhookId" -------------
+	var webhookId WebhookId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhookId", ctx.Param("webhookId"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "int64", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter webhookId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SendWebhookTestEventParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SendWebhookTestEvent(ctx, webhookId, params)
 	return err
 }
 
@@ -5871,6 +8958,13 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/workspaces/:workspaceName", wrapper.GetWorkspace, options.OperationMiddlewares["GetWorkspace"]...)
 	router.PUT(options.BaseURL+"/workspaces/:workspaceName", wrapper.UpdateWorkspace, options.OperationMiddlewares["UpdateWorkspace"]...)
 	router.POST(options.BaseURL+"/workspaces/availability", wrapper.CheckWorkspaceAvailability, options.OperationMiddlewares["CheckWorkspaceAvailability"]...)
+	router.GET(options.BaseURL+"/audit", wrapper.ListAuditEvents, options.OperationMiddlewares["ListAuditEvents"]...)
+	router.GET(options.BaseURL+"/webhooks", wrapper.ListWebhookEndpoints, options.OperationMiddlewares["ListWebhookEndpoints"]...)
+	router.POST(options.BaseURL+"/webhooks", wrapper.CreateWebhookEndpoint, options.OperationMiddlewares["CreateWebhookEndpoint"]...)
+	router.DELETE(options.BaseURL+"/webhooks/:webhookId", wrapper.DeleteWebhookEndpoint, options.OperationMiddlewares["DeleteWebhookEndpoint"]...)
+	router.PUT(options.BaseURL+"/webhooks/:webhookId", wrapper.UpdateWebhookEndpoint, options.OperationMiddlewares["UpdateWebhookEndpoint"]...)
+	router.POST(options.BaseURL+"/webhooks/:webhookId/test", wrapper.SendWebhookTestEvent, options.OperationMiddlewares["SendWebhookTestEvent"]...)
+	router.GET(options.BaseURL+"/webhooks/:webhookId/deliveries", wrapper.ListWebhookDeliveries, options.OperationMiddlewares["ListWebhookDeliveries"]...)
 
 }
 
@@ -5907,6 +9001,134 @@ type UnauthorizedJSONResponse struct {
 }
 
 type UnsupportedMediaTypeJSONResponse Error
+
+type ListAuditEventsRequestObject struct {
+	Params ListAuditEventsParams
+}
+
+type ListAuditEventsResponseObject interface {
+	VisitListAuditEventsResponse(w http.ResponseWriter) error
+}
+
+type ListAuditEvents200ResponseHeaders struct {
+	Link *string
+}
+
+type ListAuditEvents200JSONResponse struct {
+	Body    []AuditEvent
+	Headers ListAuditEvents200ResponseHeaders
+}
+
+func (response ListAuditEvents200JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.Link != nil {
+		w.Header().Set("Link", fmt.Sprint(*response.Headers.Link))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditEvents400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListAuditEvents400JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditEvents401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListAuditEvents401JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditEvents403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListAuditEvents403JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditEvents404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response ListAuditEvents404JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditEvents429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListAuditEvents429JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditEvents500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListAuditEvents500JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
 
 type ListAllPendingInvitationsRequestObject struct {
 	Params ListAllPendingInvitationsParams
@@ -6607,6 +9829,812 @@ func (response UpdateWorkspaceUserRole429JSONResponse) VisitUpdateWorkspaceUserR
 type UpdateWorkspaceUserRole500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response UpdateWorkspaceUserRole500JSONResponse) VisitUpdateWorkspaceUserRoleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpointsRequestObject struct {
+	Params ListWebhookEndpointsParams
+}
+
+type ListWebhookEndpointsResponseObject interface {
+	VisitListWebhookEndpointsResponse(w http.ResponseWriter) error
+}
+
+type ListWebhookEndpoints200JSONResponse []WebhookEndpoint
+
+func (response ListWebhookEndpoints200JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListWebhookEndpoints400JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListWebhookEndpoints401JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListWebhookEndpoints403JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response ListWebhookEndpoints404JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListWebhookEndpoints429JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListWebhookEndpoints500JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpointRequestObject struct {
+	Params CreateWebhookEndpointParams
+	Body   *CreateWebhookEndpointJSONRequestBody
+}
+
+type CreateWebhookEndpointResponseObject interface {
+	VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error
+}
+
+type CreateWebhookEndpoint201JSONResponse WebhookEndpoint
+
+func (response CreateWebhookEndpoint201JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CreateWebhookEndpoint400JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateWebhookEndpoint401JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CreateWebhookEndpoint403JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response CreateWebhookEndpoint404JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint409JSONResponse struct{ ConflictJSONResponse }
+
+func (response CreateWebhookEndpoint409JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateWebhookEndpoint413JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateWebhookEndpoint415JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateWebhookEndpoint429JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookEndpoint500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateWebhookEndpoint500JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpointRequestObject struct {
+	WebhookId WebhookId `json:"webhookId"`
+	Params    DeleteWebhookEndpointParams
+}
+
+type DeleteWebhookEndpointResponseObject interface {
+	VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error
+}
+
+type DeleteWebhookEndpoint204Response struct {
+}
+
+func (response DeleteWebhookEndpoint204Response) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteWebhookEndpoint400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteWebhookEndpoint400JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpoint401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteWebhookEndpoint401JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpoint403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteWebhookEndpoint403JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpoint404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DeleteWebhookEndpoint404JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpoint429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteWebhookEndpoint429JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpoint500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteWebhookEndpoint500JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpointRequestObject struct {
+	WebhookId WebhookId `json:"webhookId"`
+	Params    UpdateWebhookEndpointParams
+	Body      *UpdateWebhookEndpointJSONRequestBody
+}
+
+type UpdateWebhookEndpointResponseObject interface {
+	VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error
+}
+
+type UpdateWebhookEndpoint200JSONResponse WebhookEndpoint
+
+func (response UpdateWebhookEndpoint200JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response UpdateWebhookEndpoint400JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateWebhookEndpoint401JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response UpdateWebhookEndpoint403JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response UpdateWebhookEndpoint404JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateWebhookEndpoint413JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response UpdateWebhookEndpoint415JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateWebhookEndpoint429JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookEndpoint500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response UpdateWebhookEndpoint500JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveriesRequestObject struct {
+	WebhookId WebhookId `json:"webhookId"`
+	Params    ListWebhookDeliveriesParams
+}
+
+type ListWebhookDeliveriesResponseObject interface {
+	VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error
+}
+
+type ListWebhookDeliveries200JSONResponse []WebhookDelivery
+
+func (response ListWebhookDeliveries200JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListWebhookDeliveries400JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListWebhookDeliveries401JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListWebhookDeliveries403JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response ListWebhookDeliveries404JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListWebhookDeliveries429JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListWebhookDeliveries500JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEventRequestObject struct {
+	WebhookId WebhookId `json:"webhookId"`
+	Params    SendWebhookTestEventParams
+}
+
+type SendWebhookTestEventResponseObject interface {
+	VisitSendWebhookTestEventResponse(w http.ResponseWriter) error
+}
+
+type SendWebhookTestEvent202ResponseHeaders struct {
+	WebhookId *string
+}
+
+type SendWebhookTestEvent202JSONResponse struct {
+	Body    WebhookEvent
+	Headers SendWebhookTestEvent202ResponseHeaders
+}
+
+func (response SendWebhookTestEvent202JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WebhookId != nil {
+		w.Header().Set("webhook-id", fmt.Sprint(*response.Headers.WebhookId))
+	}
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SendWebhookTestEvent400JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SendWebhookTestEvent401JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SendWebhookTestEvent403JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SendWebhookTestEvent404JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent409JSONResponse struct{ ConflictJSONResponse }
+
+func (response SendWebhookTestEvent409JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SendWebhookTestEvent429JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendWebhookTestEvent500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SendWebhookTestEvent500JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -7774,6 +11802,9 @@ func (response LeaveWorkspace500JSONResponse) VisitLeaveWorkspaceResponse(w http
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// ListAuditEvents List the workspace's audit events
+	// (GET /audit)
+	ListAuditEvents(ctx context.Context, request ListAuditEventsRequestObject) (ListAuditEventsResponseObject, error)
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
 	ListAllPendingInvitations(ctx context.Context, request ListAllPendingInvitationsRequestObject) (ListAllPendingInvitationsResponseObject, error)
@@ -7789,6 +11820,24 @@ type StrictServerInterface interface {
 	// UpdateWorkspaceUserRole Update user role in workspace
 	// (PUT /users/{subOrEmail})
 	UpdateWorkspaceUserRole(ctx context.Context, request UpdateWorkspaceUserRoleRequestObject) (UpdateWorkspaceUserRoleResponseObject, error)
+	// ListWebhookEndpoints List the workspace's webhook endpoints
+	// (GET /webhooks)
+	ListWebhookEndpoints(ctx context.Context, request ListWebhookEndpointsRequestObject) (ListWebhookEndpointsResponseObject, error)
+	// CreateWebhookEndpoint Register a webhook endpoint
+	// (POST /webhooks)
+	CreateWebhookEndpoint(ctx context.Context, request CreateWebhookEndpointRequestObject) (CreateWebhookEndpointResponseObject, error)
+	// DeleteWebhookEndpoint Delete a webhook endpoint
+	// (DELETE /webhooks/{webhookId})
+	DeleteWebhookEndpoint(ctx context.Context, request DeleteWebhookEndpointRequestObject) (DeleteWebhookEndpointResponseObject, error)
+	// UpdateWebhookEndpoint Update a webhook endpoint
+	// (PUT /webhooks/{webhookId})
+	UpdateWebhookEndpoint(ctx context.Context, request UpdateWebhookEndpointRequestObject) (UpdateWebhookEndpointResponseObject, error)
+	// ListWebhookDeliveries List an endpoint's latest delivery attempts
+	// (GET /webhooks/{webhookId}/deliveries)
+	ListWebhookDeliveries(ctx context.Context, request ListWebhookDeliveriesRequestObject) (ListWebhookDeliveriesResponseObject, error)
+	// SendWebhookTestEvent Send a test event to a webhook endpoint
+	// (POST /webhooks/{webhookId}/test)
+	SendWebhookTestEvent(ctx context.Context, request SendWebhookTestEventRequestObject) (SendWebhookTestEventResponseObject, error)
 	// ListWorkspaces List accessible workspaces
 	// (GET /workspaces)
 	ListWorkspaces(ctx context.Context, request ListWorkspacesRequestObject) (ListWorkspacesResponseObject, error)
@@ -7828,6 +11877,31 @@ func NewStrictHandler(ssi StrictServerInterface, middlewares []StrictMiddlewareF
 type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
+}
+
+// ListAuditEvents operation middleware
+func (sh *strictHandler) ListAuditEvents(ctx echo.Context, params ListAuditEventsParams) error {
+	var request ListAuditEventsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListAuditEvents(ctx.Request().Context(), request.(ListAuditEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListAuditEvents")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListAuditEventsResponseObject); ok {
+		return validResponse.VisitListAuditEventsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
 }
 
 // ListAllPendingInvitations operation middleware
@@ -7997,6 +12071,206 @@ func (sh *strictHandler) UpdateWorkspaceUserRole(ctx echo.Context, subOrEmail st
 		return err
 	} else if validResponse, ok := response.(UpdateWorkspaceUserRoleResponseObject); ok {
 		return validResponse.VisitUpdateWorkspaceUserRoleResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListWebhookEndpoints operation middleware
+func (sh *strictHandler) ListWebhookEndpoints(ctx echo.Context, params ListWebhookEndpointsParams) error {
+	var request ListWebhookEndpointsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListWebhookEndpoints(ctx.Request().Context(), request.(ListWebhookEndpointsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListWebhookEndpoints")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListWebhookEndpointsResponseObject); ok {
+		return validResponse.VisitListWebhookEndpointsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateWebhookEndpoint operation middleware
+func (sh *strictHandler) CreateWebhookEndpoint(ctx echo.Context, params CreateWebhookEndpointParams) error {
+	var request CreateWebhookEndpointRequestObject
+
+	request.Params = params
+
+	var body CreateWebhookEndpointJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateWebhookEndpoint(ctx.Request().Context(), request.(CreateWebhookEndpointRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateWebhookEndpoint")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateWebhookEndpointResponseObject); ok {
+		return validResponse.VisitCreateWebhookEndpointResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteWebhookEndpoint operation middleware
+func (sh *strictHandler) DeleteWebhookEndpoint(ctx echo.Context, webhookId WebhookId, params DeleteWebhookEndpointParams) error {
+	var request DeleteWebhookEndpointRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteWebhookEndpoint(ctx.Request().Context(), request.(DeleteWebhookEndpointRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteWebhookEndpoint")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteWebhookEndpointResponseObject); ok {
+		return validResponse.VisitDeleteWebhookEndpointResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateWebhookEndpoint operation middleware
+func (sh *strictHandler) UpdateWebhookEndpoint(ctx echo.Context, webhookId WebhookId, params UpdateWebhookEndpointParams) error {
+	var request UpdateWebhookEndpointRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	var body UpdateWebhookEndpointJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateWebhookEndpoint(ctx.Request().Context(), request.(UpdateWebhookEndpointRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateWebhookEndpoint")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateWebhookEndpointResponseObject); ok {
+		return validResponse.VisitUpdateWebhookEndpointResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListWebhookDeliveries operation middleware
+func (sh *strictHandler) ListWebhookDeliveries(ctx echo.Context, webhookId WebhookId, params ListWebhookDeliveriesParams) error {
+	var request ListWebhookDeliveriesRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListWebhookDeliveries(ctx.Request().Context(), request.(ListWebhookDeliveriesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListWebhookDeliveries")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListWebhookDeliveriesResponseObject); ok {
+		return validResponse.VisitListWebhookDeliveriesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SendWebhookTestEvent operation middleware
+func (sh *strictHandler) SendWebhookTestEvent(ctx echo.Context, webhookId WebhookId, params SendWebhookTestEventParams) error {
+	var request SendWebhookTestEventRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SendWebhookTestEvent(ctx.Request().Context(), request.(SendWebhookTestEventRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SendWebhookTestEvent")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SendWebhookTestEventResponseObject); ok {
+		return validResponse.VisitSendWebhookTestEventResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -8299,115 +12573,158 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37btw4sverEPo+IDa+7rZz2Q8zDoKF4yQzPuskhuMgezAJbLZU3c2xRGpIqtu9AwP7EOcZzoPtkxxU",
-	"kZKoS1+cizczx/8kbomXYrGq+GOxWPo9ilWWKwnSmujg9yjnmmdgQdOvE2HsUaGN0vgrARNrkVuhZHQQ",
-	"HSaJsGIODK4tSCOUPGCLGWhgVrFYSStkAQMWq1xAwiZaZczOgOUa5kIVhuV8Cg8MuzwR8uqSzYAnoEfs",
-	"bc5/K4BxmTAjphKSA8ZZTCS4NrhUdgaapcLYQfVrofSVyXkMTOnqYczTFPTAPWI8taAhYUrCgAnDOHuy",
-	"vz9iL6XVAgzjSQIJ4xMLmuhc8PSKjWHKJcv4EtvA/6SyjOc5cP2Uga9pZ9wyuBbGQsLGMFEamCiLMSVj",
-	"YMDj2YAJyZROkKJCpmAM05CpOSQsAy4XM5HCKBpEApn7WwF6GQ0iyTOIDiLHgGgQmXgGGcfJyPj1Ccip",
-	"nUUHj/b3B5Fd5ljSWC3kNLq5GdDknYhM2O3mjkuzAM24ZZkyltmZMCzjclmOk+hHziDnHxhWmIKn5YBw",
-	"vriUqsDRYiEJ15amuKzVmGe2oyF99jHCUh+j3RH7IOxMFRb5RsyfqdR1RDNFlEEyYNywIjdWA89YosCs",
-	"4ldKw26xS2RFFh083EduZUL6nxXnhLQwBU2s+1CK089EbpeB50hkJXNIsobfCjCW8dgapuSIncFvhUCB",
-	"Wwg7Y5xZdQXyqf8l2eHpMbuCJY4YBWsMLIWJZciEHWzvCpYPDFMLWfez6/icFcYykvCFMMBwyE4Gq4Ij",
-	"dtigjlviFkkvCSqKMz3GnpyaIKPxvZAhy9mT/Sd1UxdS2YuJKnCyU3FVi6ub1Zr/fx8+T/k1pMOKkY3J",
-	"aMvqzSDSYHIlDZDZec6TM8dO/IW2BCT9yfM8FTHHSdj71eBM/B40+381TKKD6P/s1SZtz701ey+1Vtp1",
-	"1ZzJcO5I4tOJ0hnaCV0zLeM2nhGzfG83g+hIyUkq4jsmMfa9GidINH+F1iAtM5ZbYDswmo4YTzXwZMk4",
-	"yyAbg95Fil8pPRZJAvLbkzznqUhYrCEBaQVPHbko3OVgSDVMrHIy2bW0apUCEnssLWjJU9fFNye4kHCd",
-	"Q4wm3ICeg2YTLtJCA9tJwHKRGsY1sFRNp2iIJGARDbbQEhLi7htlX6Fq3JU8GFXoGHoU2yvyXBgxTmk1",
-	"rrUcCT3ly1Tx5FypE66ncLfyO1bJksF1DJAYp1DiH2jp0V7fDKJzpV5zufTab749bZxp1BoigC04rsk8",
-	"nkHCdvIAQeQNiDFBgdXCImqQCRNyLiwRZQhrUMVUoEryJNG40GMNlCdEGIWdoU64Yew+RSHSywB4yAIV",
-	"lqkJMxArmRg0yWdYaHiIhaKBN7fEnTNuYcUi79iecSGFnLLfCmU5tkp2P1epiJdEPk2C76mQVqS4JAlk",
-	"hLGKVl2yKJcfI8eNj9FT/Wz/qX328HKtUR/UtA1Pqbt+Eh1hniC3jnHjRcSv+R5CHL88f8USzSfW/TsU",
-	"YCfDmbU5z8UQ55GmcejZ00P4b88e7u8/XWxBesDvDtUlt6xiCy5sifloIpHVO2evjtiPDx/u7zYhyDrM",
-	"gZ2+lygcSot/wB1YkUwYg9SixZAde92Usg8fPgwPa8GF/plsirZbKhFieru68xy4xqVoLRQgPpgiz5W2",
-	"kLyGRPBzKnPnVsrb0U5XWNW3hp1VC1SzuXeWy4TrhAG+ZyW+qdYMNl6SUCMOXMxAMl71PqHlZqdEug8M",
-	"oz52R+wcQblfnxxEMwxXoiV7cn1N2vyX62uHDHAHQjhtwZeGTUSaGharBBy6/Pn8/JQAQ2F2B57EHY5P",
-	"xikMWMbjmZAwRBCBT9iVwA1ZEc9QHfvwIO6xHOa4cIjjgEZ39vLwxeuXhOTJ3Ge7DsKCMbg32FmU+r7Q",
-	"Sk7pHT2yiiWKjCOx5EIkOB3C0j5NIIsRe+Za5aCtAL9QJD2CGYzUjZ9MILgxR4MIrnmWpxAdPNn/sauX",
-	"gwj6p5dmhGFxHDo1LEh3JmQCCMEjz9Sk21N0Vi7eJUyjtRt1rqUOg8hzqmdcRcZlPUFuCku+uqJjpMRx",
-	"GBcjYnGDjmOv96HY9xFRz0L/Tsi/f2DY8YsB46lRpcn++9Av5cPjpNYBvwnE2VbSC7CX6lRNWSpkNU2+",
-	"6QNaJmhfTcqiAe0Djo+zXKtxChlqB/iF1++cGr3vPESpevjoB5ZrIUnQ2eG7o+NjFs+45rEFbXZd68Iy",
-	"gxwjVwGkBtgUJOACU6mtIxeFMNiIP3z0Q99GvIS70cEvXpw+VcXU+FeICfr8pFWRV/ul1zzPsX6H3/4F",
-	"G4NdAJoNyY6TUzbF2k7jW2CawEciNMRWIZ+XMu6oDtV+Q3u3dn/4tJyMuiO3y/gYvZRTIQFwqB+jAfsY",
-	"nabc4gbqY7TbELWgYK+EIerv9H2mHH7lxoipdDIlAvvDdniSkVel2uYMIpC4xv4S0SucH3qDLK+pKd91",
-	"56ozLa/B8oRbfsLHkBKzSgvE09MGEzuDag7mb7AcznlaAMu50A4TKj3lUvxDeNM3EaklFlXw3oyY65jF",
-	"XLIxsMJAQg42bmFKUKEui7IJci60khlIO0DNwGEMmAWeeT/YksWFsSpjll8rqbLlKOoZ9duFBP1KQJqY",
-	"7rTQSzahtzSMU9BGGAuS9vktq6wB9eb5st90FAaxriZ9EmgR41gVaKxmivmqLNzvRKhOPHkr02V0YHUB",
-	"PcJU5Mnndumr3rLLPrk5BZkIOT2uNgckOmn6dhId/LIeopyLDDzvbwbri4bzhGWbvEfwn3aZ8B4Z4N71",
-	"cA+uc6HBHNp+7iF/3L5BZODMJTKr3gQx30Bf21Sqf2aIKFOMt7cOh0cnzlvQU6MyEd1qlYklz1mPEbj5",
-	"1FZdP5fhIEXgl4u2mf7DOIa8h6c9bXNXdPA1ZrPBiHWSVHvqthPnM5C9ntHNvGqOymvfJvJW9H/oa6Pc",
-	"fpfCTqWOe3CTP+gI2eTwo6At/irV6aO0ZgoRvFHxPoPPx1X9z1JH63dwK+nGAgfsYy2uHyM00R9L8big",
-	"Fftj9EUivmJsgeQHjb1wXr9bt/mh3cBt1OmwVoYWc/0aJeSEsHXe1TJNLbAdXJAbXCPm7nYULxEmT/my",
-	"H/WV/flC7pABAQst/SvVqW+DUDZ1/CL6vIWzLYH9ckTQ/OvYzAnPRLq8kL2coaquxIoFZBBNxRzkuvpU",
-	"YGV1XAVvsT7egokftlgWbyco9WoaikrfqOSG+itW420G96FHaVeS6Yv0SkpPzRPyqk8canSFys1tuKgJ",
-	"C9ma3UEDNtYj8Q+41pwsK3Zy4RzAPTuxyjGMxXqp8O35FnqZF4DL7pKHq9ztcP0tV87q2GLBTYnvbwHp",
-	"v6Q338TnofmG4twxivfGvA9E1GJdbmJE0qd7n6fC9X759ZJ96IpZYPC0KnLvmeiRK3JtDK0akj8i8+V6",
-	"HBNs593R8etd72RwO3czE3moYOsY2e9D6VG0mcg5P5YTtTUs/rmqsWqdK6yq3USFFAjvaleF2ErO08rL",
-	"sI6olk9ie+Naz2i2HC7WzaiGqd+zrmqSTsCYLxc2XZjhAowdPupv16nkEUrrNu6UwBXb3mjoYaXgJPyG",
-	"7fApMmrAJoWM/YlcphJIzYAZLpOxugYzcIdNFNLyqxqbAZurtMjwZ6LFHKoHFrI85daFvliYalpsYiUl",
-	"lI1TNBMszMB7VRKVcYEvvHPBqyW2kPEpmN0Rw/lnucqLlASFjNVPYGvGCuPOHX3kyF+phdJlbJ6h5IxW",
-	"y1Jts3Qh0RxuLeFnvjwiEPKXr5t971Hf8TZ8UEHOsZBJ+DtWciKmBR0k1gcH4VNygftDiNCBVy8PzbaD",
-	"B3UzUQDdm4+p+WhQe15rSS1fbVRLN9oz4KZPJ9xzMmdhLAayR+FkG7D00vno/anLFutQ1xFxDpJLCgKx",
-	"XEjwQTxkLQ3jacpc2E3gElynEWDj0a4TMjPjGhLyE5L7wRjqRKuUltWxSFMhp72uwkomDudcpHwsUmGX",
-	"fUwyRUpIKnBQD2lfwYOKLJ5BfNU93PFl+jaeH2ZA4X7BcQHqTsP2UUxT2UQwjLFSKXB5q5OW6zzl0h9x",
-	"FsIdJLilzK2eHpe9Px6xl1lul/54r6f30Cz2i9br9kGcK+iIcAf7i5k7kSiHWci6q5UElDpm+RWg9Z6U",
-	"oUEXGuhoI2k8HJNYNR7NL3INE3EdnGVsBaB+DlfeFqOPTw8PGZqoVHDpjYzjLQ+D2y69+r+UOJzkkmUC",
-	"NcvFk/h3wxTmkLJLWugv6jYvGU8SJdkOKqU7xBkakYALLkWJ41ZpZpVKS6/8O6tFDqUOMJijQu2O2GUh",
-	"DZ/AJdMQK50YxlkOehiEouZ2SCFPajpNyxjY+rUBaxEHPWV8TMdNFW4twVwV2zPjcxdlSMSPVjnRPEN6",
-	"MLIuAlicc7JRZS8z7jjXYb/jFI+tmMOIvfsyhj1lMZc4ljGweMbldDVD+vXTcft2eO29q7OFRL6vWu+i",
-	"jJpCx6JyXt28j9j5pvlF7o55fAUyQZnOcsMuq0OKS+LZZbXDuexOL6yd14zrK9M+GePGETt0bGM7b96e",
-	"V3NrdwdMzUFrkZSH1U21cWLGXvHU1O1DT/N1kysmbfW+7ezV0ePHj3+kLRsxpRbQksG4bUu5qTRoxN5h",
-	"wSpGjwRx9IVHQuRYEQnbMcV4tzzp5LEtQ2RDAhyXPXmfS81aYTyrQVuLXe4FK7GNW4AmSrdmRsiJ5sbq",
-	"IraF7m7b/Q6lF9sfN6qyuiibgzb93e3wyQRiG6yubAIc67vguATyVC0ztDdjmPG58Biv3ohcPe71gTm0",
-	"vrW6v3Pl33md28DldunVQHe4QFvnqWkxn8SDwoOAgsEQgJUl63F3HTWjPhcbsu5UK4ReJ2o67T37/0AK",
-	"gjK1up+GFcBF7t3hmxfP3/794sXxu8PnJy8vTs/eHr189+7i5O1PPx2/+Yn2ExRv42igNSx3hDBjE1XY",
-	"PWMT0BSbgXRVoe2mpGLIc8Hm+6NHo0c//L8+Q7B2MlAB1201CkMnIp0VD3LbZxNDOEhOO1zfyuIdZalO",
-	"Z/us1wrvcZO0NYdL+OJiDlpMxDaUPjCuLaJ4DEB65+r2UkdHTxvaDQ4IZhRW6er0tbfW7d0a8xc4wFst",
-	"rXeF9x81tZpYderkj++7oXnOZ+BNPTWRazUXaOJcfEoJjyvv1IUPm2kIjNvsX8Q8J1P7aVtXfov8ded+",
-	"XcXBRiEutLDLdxRgSepwmIu/wfKwsDP8NaZAy1dKZ9xGB9Hh6TH7G+BGt+XaVnI6TMUckuo2Chr4XKup",
-	"5lnGrYj9ZrAM2SSJocZrUmfW5hQygr0/6jnopOft4FDadf7Hh3N3LQY7mKRq4VTbB8FSwSMf1Nd4+F6n",
-	"0UG0p/DhXhUzS0Sq3NsHivA5iA7xf2Esmuw51MNx2+ID52OIDqIj+oO5x/X7BFKg9y/oj877KSCDfwLr",
-	"3gSnC75AKowtTxHalR0oQQiSJ83OaTYbdf0EBW/J/xZQTostERmUbSxYTWqar7Bs6MHqcMZHDfnXneJt",
-	"Rm0oXvOtUTDgX7N8g/D1Tbe52ileeUI6Y6zeNEq1h9Zfqh5R+SwYTF0sHEh/Q236w1KBG7JLffiyXTbs",
-	"tlOuur7QKlY9jwbRr2rc7REflu/aXArf1bz5VY0DttDLsM+wUpsP/l2q4h5iq6fRIMrifFaMG69fH52y",
-	"WTGu/WJYjLxgnTG5x/X79rja7+ux0YNgdL5ASEe7cnuM1fvSQ90hr3wRlmmT2FemJtPftAjOQcsyIaV9",
-	"bbSpDcpUzvUD7zZEir0DsYSqzlfgJymo0Bph9aZRqj3G/lL1KGt8XA6zLhWOs7+d9kh7SrVFrOywLWbV",
-	"IUJAXPksoK4uFjZaPY0GkTuTOK/Ktfnm3q+t0mbiFlVqoluFA9rbdcIRbNFFkRvQth6I0v6sdnXlVaMP",
-	"S/QPNizRGVt7SH1DMeFJgznwsXoU5gK5XbW3CGq0Ka9fNcslEKdCugHQX1u03R7zqrbrkS96AiOCgi5u",
-	"rIqx8ZEHVjWiDoLyKfA5Fj/B/1cWCpi6ikJ3NZ7ODfAP33HTw9as0dbZoGVE0QgzG7iRnuArd2XgKLj7",
-	"RJeJ7pHkPZK8R5L3SPIeSd4jyXskeY8k75HkPZJciyQDXy0nVyhdMhc+1MEKS+ddPkKnNGmnKZfYvT9h",
-	"iw6i/dH+6CF2pHKQPBfRQfR4tD96jPaT2xlh0r1cq4lIYS9cWul0r++glW6cG8ZdQiU1oYOq7g2C/oOq",
-	"ytYeJ57Th2naicAm6x6kDlsRG1sX2auzU62Kjm0V9nnIbj61kgU92t+/VXKArQJJV1136oSSdvMImIJ2",
-	"BpMirdepZjaFEyGvtsynJuyMXVJWi8tBK68WN4xLdvbqiP3w6IcfWCrkVZXxotjffxzvzff75OSv1Nyz",
-	"h/v7WOzR/3e5xZ7965//TdXgKQtzc11W0SnKZ//ipiRAJlVWH0/jaGNuhydutvp4X83qXpD/iao83Fyl",
-	"kTuDKj3eXKlOiEQ1nnz7JBNS9Skedf/ox80Et9Pj3Ayiv2zD0GYypfAMiVS1PLr5pQvhP6F2hqdLv3xC",
-	"DTRFlnG9rDBez5gGkeVT02o0+oSd75EN3myw0tRFJPpA8I59YkLGaVHGsAh3Emi6t8JbaXp8CGa/dWsc",
-	"S9+hWdtcup2U7m4sYfOY/o9m/0jQ7i3eWou3vkaV1uy7sVFt/LediQryIQYmJbBSAcr7NIiuh8ZyQWk6",
-	"h2IqlQYXzXWDu1iz6hIuIMqSsAj7KBOw1QSMly7Ow2UsccAY2EKkKdMQA3kXpQ8FscrHrrSjOXzSqamP",
-	"AvZB2yGeDpJIdCydo7ap27c1df32iGb9uUqWtzJFK25tTsoQhhUxNj3hER179JL4GAZ7WOWZHoW5Wfzs",
-	"fpFFvRWk3Np41kbk24KTMg2YkzzP+z8ZAAuuBSjLJpVl29/CslUZP7HCwy2G1860SPX+sg0vexKgfY/2",
-	"16vRRgsc7PnbW/5bmt8KPe79borxW03afePMsfNYdNEkbvvRMLvItTIRdRDDSvnZ5uqKYlYbKRkmzTBC",
-	"ygcXhhIGZZdgd7uG1vX+lQ3toBPRVowR7kLb1JX5eXNuZ3V23ppxHQO4DsysgJu919RLK5YuqyTXLs9g",
-	"na0A+Z1E91vCD2HqcpK0L7RM35uR8A64jUYi8M+1r1JUCtqK2L01dCt6kJvz8rkbDnRBme6oudDMjQ4x",
-	"V7mh32cuHPWPq+NfA8L1B+6e0w5u4dhcJ3bzCNmPZn0CPWr4Uy/uuzss19oUd5X6fRmXXGUUC23inSG6",
-	"KsEjUkIxzklpC+8N6D20W2e1/SHIRqvtz0iqQPxOZrTb47ug6DYuwro4a2UhhqR5A4Q2yCP2ksez0ImI",
-	"2NAAGmMLzLor1j6HrssjWm2kBw3nwaB9N3qNN9FEd+qs+2xH3feNx75MSb61rXVKVmayhW/jx3JyTJn9",
-	"GyeefXq20lnlDoxLZ1XoGkPhd36pHj0aQ6wy6NwFTTIhg0thnHyxUGlGebe0qyGOjDCzzOeCj20zG/57",
-	"UMJ35+l5zuukz0NWooR6ShsRfV+q4N92KJWBoIGYYjIRMX17IQdNKe6VNAgMpGrLoxfTACN8W0pLjMGG",
-	"LMii477iIozL39BKCP4HRSPfr6H1ITMbTW07osZbxi/FM3u8lSNlhXmeQXzFRCNVSieDScuUYpX+VCyd",
-	"rejKS8Xu2wSIhspL4AnrbZO5bVf5aatsRZYShEezZvaUMkO9kMYCT9xee8w1MH8TdcRewIQXqaXDjAll",
-	"IJgoTfkTFlwnhlIOcCscJau+AIaU+Xw9Pfvd+mLyV9vwlpdd1+9eqdRd7F6VBJ+jrnPRd8tFqyFDN5/+",
-	"HADyf8PWrjZiZEYCoNa0Cl9myX6v/n7DM1jrgT8FnXEkPF36iwWmYdnQTByenNB2a33mqiCHW5WzjbJY",
-	"+U+jcBcuX2eaKWSiJPikay3I6nLq+5sOfJ2Tz8VANjKkrrOo4ScTGjlCu266BhO/hjf+3w5c70rr7w5V",
-	"bpSdZnzonfi83pQergaYbH4L7k8N5Lyt2Qjk2uHLnw3kBusdUS7mGRLK0K0zn8h/rArbBHFVwBoauzDf",
-	"apUxkb6h4yLUnINJ92X+6RqpMIfkd2GhBmuQps/O6z4H5JhCi0IzPSjLeF5/57L+MN4XZvn86tk9XXwh",
-	"JfgsM0Cmy246nhF7O5mwMS6ChHDZv/75X/RpYOZz9xqmJMW/ac6ETOAaEka4duV3gRupQRtI1/cRHRCE",
-	"HqxAvvcLyB0sIP+pCpaoOpFfHavVlI/71eOuVg805RuXjlWXWlZ5WtedLQdrwANTZQasvqjX+MwCGhOX",
-	"B9o5YluZTLtpFN23Q8m10bsytM6oNy0O8s7g672v997X+9V9vbb8itd3b13vPbtf0aTf8rz6qx1Rtx0h",
-	"e9Vty1XeXX8Jsx1raNUmJwRVqyTqOIyE+nP7I7YKnQ6+JtWIP/Tz8ccINfwD38Uo5X6LLbm7hNyU/W+n",
-	"kL8qIVdro7ttfVtldLXudbH+sOEtNLLK3Xof/NuIXQvk708WAuxzG2w0DT71wV1ZBp9jYPXJBSUfMOtN",
-	"AZW5Pxtofx8mVPgUJvZe2cPPMf251Nvp0eb4tU4qj9uq82pqXJa2VSTQdqJPHVdk4ygovcfM2twc7O3x",
-	"XIzcF1BGXOzN93uC8307x3IC2n8ur9mGLmTdRnTz6eZ/AgAA//8=",
+	"7H3rbtw40uirEDoHSBufuu1cdjHjYPDBk2RmfTaZBIkH2YNNYLOl6m6O1aSGpNzuHQTYhzjP8D3YPslB",
+	"FSmJktgX5+LJzvpP4pYoslisKhaLdfktydSyVBKkNcnxb0nJNV+CBU2/ngtjn1TaKI2/cjCZFqUVSibH",
+	"yUmeCyuugMG1BWmEksdstQANzCqWKWmFrCBlmSoF5Gym1ZLZBbBSw5VQlWEln8M9wy6eC3l5wRbAc9AT",
+	"9rLkv1bAuMyZEXMJ+THjLCMQXB9cKrsAzQphbNr8Wil9aUqeAVO6eZjxogCdukeMFxY05ExJSJkwjLNH",
+	"R0cT9kxaLcAwnueQMz6zoAnOFS8u2RTmXLIlX2Mf+J9UlvGyBK4fM/Bf2gW3DK6FsZCzKcyUBibqZkzJ",
+	"DBjwbJEyIZnSOUJUyQKMYRqW6gpytgQuVwtRwCRJE4HI/bUCvU7SRPIlJMeJQ0CSJiZbwJLjYiz59XOQ",
+	"c7tIjh8cHaWJXZfY0lgt5Dz58CGlxXsulsLut3ZcmhVoxi1bKmOZXQjDllyu63kS/IgZxPw9wypT8aKe",
+	"EK4Xl1JVOFtsJOHa0hLXX3XWmY00FN+9S7DVu+Rgwt4Ku1CVRbwR8heqcAPRShFkkKeMG1aVxmrgS5Yr",
+	"MJvwVdC0e+gSy2qZHN8/QmwthfQ/G8wJaWEOmlD3is/hM6KOjXKY8aqw7P7R0cGXAvotTBdKXZ7mQ6AR",
+	"pyDzUgmJSyfyGoSS20ULwarpIU00/FoJDXlybHUFIVQzpZfcusH//CiJw1Lz419ovYcQneEqN0yL8OGA",
+	"YCzjmTVMyQl77SFgK2EXjDOrLkE+9r8kO3l1yi5hjSSDnDkFVsDMMqSiEfZ3Cet7hqmVbMc5cIS6rIxl",
+	"JCJWwgDDyTsmbhpO2EkHOm6J3Ij9idNRHtBjHMnJGaRUfC9kSLPs0dGjtqtzqez5TFXILYW4bPndsUW7",
+	"En8bf1/wayjGDSI7hNFn9g+4XqZU0gDJ7e95/tqhE3+hMAZJf/KyLETGcREOfzG4Er8F3f5vDbPkOPlf",
+	"h+2ecOjemsNnWivthhrSVr12RPcFEggKWt0ibclttiBk+dE+pMkTJWeFyG4ZxMyPahwh0fpVWoO0zFhu",
+	"gY1gMp8wXmjg+ZpxtoTlFPQBQvyD0lOR5yC/PMhXvBA5yzTkIK3ghQMXibueDLGGyVRJe15LrVoVgMCe",
+	"Sgta8sIN8cUBriRcl5DhHmhAX4FmMy6KSgMKP8tFYRjXwAo1n6Mkl4BNNNhKS8gJuz8p+wOyxm3Rg1GV",
+	"ziDC2J6Rr4QR04LUmZbLE9od1oXi+ZlSz7mew+3S71TlawbXGUBuHEOJf+BWiXvHhzQ5U+oFl2vP/ebL",
+	"w8aZRq4hANiKo1LDswXkbFQGKljZ0dFmSLBaWFS7ZM6EvBKWgDKkrNGHhUCW5HmuUVPCL5CeUEWr7AJ5",
+	"wk3j4DESkV4HmpuskGGZmjEDmZK5QZH8GhuNT7BRknpxS9h5ze2mrd6hfcmFFHLOfq2U5dgryf1SFSJb",
+	"E/i0CH6kSlpR4JYkEBHGKlJbSKJcvEscNt4lj/V3R4/td/cvtgr1tIVt/IqGi4PoAPMAuX2MG08iXmny",
+	"Otjps7MfWK75zLp/xwLsbLywtuSlGOM60jKOPXoigP/63f2jo8erPUAP8D2AusaWVWzFha2VZlpIRPXo",
+	"9Q9P2Lf37x8ddNWhbfoPDvqzROJQWvwDbkGKLIUxCC1KDDmQ110qe/v27fikJVyIr2SXtN1WiYqml6uj",
+	"74Fr3Iq2qgKEB1OVpdIW8heQC35GbW5dSnk5OhgKP/W94WAnVS7sSWZjh8zVQrElzwEPgQsu56gGlVqV",
+	"oK1wqs6lkBGFtzJ4yOAoSoyS94xTHlH/K8U5ao2jemO/Z2pN8iClnUtkcM6zTFXSpiiGsCkiTquiLLgE",
+	"lqnlEvleSc/6uNsdkOQya2Nh6fRPvwsKa6CYeVbKheHTAomGkzjDv2q9HJcVJJL33wn8JE08sLjeXcCS",
+	"NMkKgc9pwOT94PyXJqaabqAyRPU9w0w1ZSNYlnZN4tV1dZDEjpLtYeDvDuGu+3ZYNf0FMtqAaDWfXXky",
+	"647+UgITy2VlOe6rHFsywKbHeOJjI4LsgOUiZyuUY/gAZTwJCnpgccO1B2mgvBFZ5GwmoMhNLUroPIrC",
+	"Z8J+Ik2Do4jWYCfspDBuQ7/IueUXKNGxxZr504+DaDIgNAfLLu7whzBCALHdhzThNW1v+zDgAvykFpyc",
+	"jptK8uJVAI07kg2XtoeMdk90L9iITw1uq7jenOVQAOE3iayjQ+Qng+DXYyMMmQa+EQax6SiL2KVzLBtd",
+	"wJU9v3AL7rd+ZGQiMeSoa74sC+wW2z16kEQ4xQutTQfnv429NjU+zd3+38o52m5JQLUzTNlqASQbNNBW",
+	"rCTEhnW0vBddnLmm+JFYQkxMugFrHOOoKKaEtYDM2hzZc25hTH1EAGoUtDgemtf3DJ2Zd0oKMjP4wVbB",
+	"OdZzUs0YDSY2ipOzBlP9aXPb7Aw0abcUasC8myipVT3vGYaqXpESHpu9wVRT96Q/e/fUbx33DFsIadlI",
+	"WMNmQuM5c8E1zyxoc+CMBUMLzJAi/D7dhbOFMfVwpS007Y6GOrUTPuf1QDtXiN4Sn8Vw35wcu/C8sVzm",
+	"XOcM8D2rDQ/NYY5N1w1uiDB5wy4zOgeOahvePcNojIMJO1sIU2+ZznZivFh+dH1N3P2n62sn9YV13F6s",
+	"+BqxXRRI7Dm4bfcvZ2ev6CRfmYPUgzjiXiCkbMmzhZAwxtM97UK4nTFTZQvUk2OGGhRTzhhw7rB/TLN7",
+	"/ezk6YtnZKOkc9jywNmWwBiOUm5VK+IrrXC/l35Ps4rlik4thJJzkaOehHRTy9nh1oOzG65DMFM3fy+b",
+	"aM6h6Ht09O1QYU4TiC8vrQjD5jh16liQUjsj3ZxMa4gz3Df7IyWv61N1bT+hQ7WJEbvHVGRe1ZLLdoHc",
+	"EtZ4dU2nCInDMG4lhOIOHKdeIQ/10S2i/zwmH85aOX/PsNOnKeOoOvizVGdXaHjAm7e9eugI2FN1oeas",
+	"EBJ6W8gxnd/oxoCYRQMq7k5FLLWaFrBE7gB/IvYmzc7oo/tIVfcffMNKLaRTrk7ePDk97Qgh6l1YRpsv",
+	"XYJAYYDNQQKe/Bq2deAiEQZXDPcffLNLljhiiMmRH7WqysaQ+YKXJX4/wLd/waZgV4BiQ7LT/BWb49d+",
+	"f+9auUiFyIUG3EbWzKxlNmAd+vonHts08Wm9GO1Azvz3Lnkm50IC4FTfJSl7l7wquMV99F1y0CG1oGGU",
+	"wlQRGfu1coYlboyYS0dTIpA/bMTzJd0XNfbH9nRAr3B96A2ivIWmfjdcq8GyvADLUQV+zqdQmM2a3m/D",
+	"SXUn81dYj694UQErudDOWKP0nEvxD+FF30wUllDU2N3MhLmBWcYlmwKrDOR0dcgtzOkM37ZF2gR5JbSS",
+	"S8BzWakVTiNlFvjS3/CtWVYZq5bM8msl1XI9iemUL1cS9A+knEYOKPiyVl1xGq9AG2EsyGx48iTVFfLv",
+	"13HRQUdQPFe5oxvzRzc66fhPWWiIpDsXnr+UxbrWrgd4r8r8Y4f0n95wyBjdvAKZCzk/bdQSIp2ieDlL",
+	"jv++XZk9E0vwuP+Qbm8arhO27eKeVLUhEn5GBLh3EezBdSk0mBMbxx7ixxn0xBIaHT5QEZnvINY3tYqv",
+	"DAGFx+W9pcPJk+fOjH8zJb0RsZvU8w/v+6zr1zKcpAguzJJ9lv8ky6CM4DTSN3dN08+xmh1EbD2SNw33",
+	"I+fXIKNXlrtx1TcYOFvNDvA2jH/iv0a6/SqJnVrFzszehSNEk9MfBRm1NrFODNIWKQTwTsb7CDyfNt9/",
+	"FDvGj2wB3NjgmL1ryfVdgiL6XU0e57Rjv0s+icQ3zC2g/KCzp+467sZ9vu13cBN2OmmZoYdcv0cJOSPd",
+	"uhxymaYe2IgsRiHWCLkHA8bLhSkLvo5rffV4vpG7/UeFhbb+jewUOyDUXZ0+TT5u4+xTYJyOSDX/PDJz",
+	"xpeiWJ/LKGboU9diwwaSJnNxBXLb99Rg4+dRm/Tm/fEGSHy7x7Z4M0Jpd9OQVGKzkju+32gs2z25txGm",
+	"3QimbxKllMiXz+m6e+a0RteoPtyGm5qwsDS77MCDmfgHXGtOkhUHOXfm2chJrLmxxWZRKHx/voco8gLl",
+	"crjl4S53M73+hjtn409AtlfXxQ1U+k8ZzXfxcdq8v7B4CoW4Ah2RQUoiabm3jFsLy4gGVz8ffH2f0I0g",
+	"O7Oob1ifu2sj0A3sUz2zj7e2G7UEu8CNI4/bVqG5kfmIG5yCI6msX0QoaymKQnSv/+mSzbkEjurJO1+Y",
+	"g9AWv8l9rjGNbbqQuPB23rHIL5w5x1040k5WW50CROMK+i4PYqhRlc1UTIT5ZYecjTh7cH19kHpni9FK",
+	"FAUe2q0WkDM+50IepLWHxshtAlUZGi2avohMLTk+uvbx20uya8bnHxo+W9/QI0cIEmebISpGGmaVwVfI",
+	"OzlTlT2IonvHnUqNSWO53v86pWcda5c0JMU0aRnKd+MnHtJcu0LvNzPws9rmP5gIZz+/fu5uqjRkIK7A",
+	"DG40CCSzXRTud4nUsYpsNxzF3tMFOeSvgXunhP6ikMMnSr26adpYNkX0sAKSmg37mvHCgPPPrvtio+ma",
+	"fMVRu3RmJbpCre/qSZYpxQol5wEtTZUqgMuOmDFbri5JbzXEuo+Zu4FfApeG8aLwknEZ7rw3FVf9zdeD",
+	"/0bImH5k8LFDohMdjbRfcON5GpEsCrrlXLNc7X2l6NTmPUSeu52P48yIOXlguTZsdLFaGMjOL9h/sSk3",
+	"8OdHiLOHD5jmMldLNl1bMAfHtRbhJbFVdMlS3zczhdvkrv14v0l2rHLDtzqipi+sLY3nS08Uzj/y1cs3",
+	"Z2QH3e92FTvvEF1L72nAveG09pAhp7KsooJEwqp1k2gvGXtadZfHdwQq3IxlrEKuyR8z70SgdJ9/PoVv",
+	"lvz61H37p6OICrt1IR8z/JPIisREoVQ55dklq+jwejEee8SZMS8KtRrXDS4m7JUWV7WeVwh5OS5Uxova",
+	"+REcZfjdzDFqpqSEzAo5713UPDiKB4OElIMT2YMKfiaSGU7ZXbfTWvABNTQr45VtY/maceMEB9fw6dSy",
+	"SZyjxsvcW8N4K9JryNgI0ZsVwLW7b611MtRbcCfwX+DLPUT7lyWyPVZ04/LFfa/wMEFeeQN/p0bcj5qb",
+	"fd+VOSa2cwqUsXxZpngg4QepD85q3bBCnTRtfzUfOg+d5jl+zm2loY4IMsNbbxxpL+8YN2OvyNFoW7Q5",
+	"J00WvCxB3sA3xn7UySHubtGCmbpJvt+xmmdRIyOXgWhkI+eQkLJ3CX3DMm55oeYV+AtLr4e3drVJe0oN",
+	"HmqYaTCL/mNnue8/zSErhBx2caUu+w+dObnfUhVw7j3GmgvNTU9dsFz7oICZDT2Lgvm0z9qzcfuM/N7o",
+	"mfedCb6sn7Rz6DvVhMP0XwWj9V+1gw5feVHVvptYMDZ6LurYuW750s3bXmPH0tYKVd85xk/hH2dxa6+3",
+	"X6zZ26FVKLBPalWV3pEgok6QJ8LYqjG5Dyx9u4gfARu9eXL64sD7BDiCMwtR7qtdxF0eIqr5QpScn8qZ",
+	"2vsW6y/NF5vM0pVVrVdHJcWvVRhrJ/YySxWNU8A2oHouBPvbQtsVXa7Hq20rqmEuYifBtkuKJGG+Xdh1",
+	"ZcYrMHa8wenTWdCeILXu4/0QHFb694J63NjjiPgNG/E5Iipls0pmPrJlqXIoTMoMl/lUXYNJXdAGxdb+",
+	"oqYmZVeqqJb4M9d4TK8fWFiWBbcuBtfCXJP0rHVA6pzCqmFlUu8EkaslF/jC+wJ4tsQelnwO5mDCcP1Z",
+	"qcqqIEKhHfJHsC1ihXHxO36b/2/qofbwMt8h5Uw201K7lelK1iaWvSj8tW+/xQzUAuntQCMvldPmhmgq",
+	"ZB7+zpSciXlFtqLWzy98Sh5r3mcw3DKD3aHTd/Cg7SbcabqPqfskbR2lWkqtX+1kSzfbTdYR95zEWRjT",
+	"iOihc4kB53btXOq8k+QeZuOh38AZSC4pmNJyIcEHw5K0dFYMF74aePBs4wiw2eTAEZlZcI3nX+BL8hYw",
+	"pg6+IAVyKorCH3qGGlON9pMrLgo+FYWw6xiSTFWQXTTwJxvTNSAPPmTZArLLSBiAaxO7J367AMo7EHj3",
+	"Ie90ZB/FBtddTKLnjL0dI6/LgksfKlQJ5/fntjK3e3oDyM+nE/aMDsnOGzcyeigW46T1ou836xo6IFyA",
+	"3GrhHAjraVayHWojADWPWX4J0mnjLsT2XAN5Iuadh1Miq86jq/NSw0xcR9SlD9uo5C/hzttD9OmrkxOG",
+	"IqoQXHohAz5iIQgSv/Ds/8ydSS/YUiBnOfOqfzcu4AoKdkEb/Xnb5wUe75VkI2RK53M5NiIHl+UCKY5b",
+	"Z20saie6N1aLEmoe8Fajgwm7qKThM7hgGjKlczz9lqDHQU6M0o4pdFjN50WdjKN9bcBa1IOas3tr+q4v",
+	"y+sY2QW/cqEOBPxkk8/Ls02H9DM8pDfdl5xkVD3KwtkJ2AD9DlM8s+IKJuzNpyHsMcu4xLlMg2CVOELi",
+	"/OmwfTN97Wf3zR4U+XPT+1DLaCF0KKrX1a37hJ3tWl/E7pRnlyBzRidQwy4a66U/ojeWwovh8sLWdV1y",
+	"fWn6jqzcOGDHDm1s9NPLs2Zt7UHK1BVoLfLat7zLNo7M2A9koKn7h0j3bZcbFm3zNevrH548fPjw29bI",
+	"0RJojeAVN6zgpuGgCXuDDZtYdyLEySd6cJIfhMjZyFTTg/qClEJk3O4aAuCw7MH7WGi2EuPrVmnrocu9",
+	"YLVu4zag+pY3OGfImebG6iqzVcTu508oUd3+tPMpa5uyK9AmPtyIz2aQ2WB3ZTMgE5MLMs+hLNR6ifJm",
+	"Cgt+JbyO1x5ELh9GXVactr43u79x7d94ntuB5X7rzYrueIWyzkPTQz6RB4XZerNsUTQt23kP/SomMY8Y",
+	"RN0rrVD1eq7m86ir/ltiEKSpzeN0pABucm9Ofnr6/cu/nT89fXPy/fNn569ev3zy7M2b8+cvf/zx9Kcf",
+	"6TxB4TEOBtrDSgcIMzZXlT00NgdNoRQIV5MixtRQjHkp2NXR5MHkwTf/FRMEWxcDGXDbUcNH5Q52PGcY",
+	"26oOko8N7m918wGzNM7UUdNz3NmrC9oWX1B8cX4FWszEPpDWsXAE8RSA+M59G4XOm/a29hv48y0oPUFt",
+	"Dhz2t9VLrTfnT/BX6/W03XMt7hna62KTk6j3th9G0jmbgRf11EWp1ZVAEefCSRrvido6de6jXDoE4w77",
+	"5xkvSdTuHQ3eA3+bm+6QcdylbaWFXb+hRAUumL8Uf4X1SWUX+GtKCQt+qC3sJ69O2V8pnr3niabkfFyI",
+	"K8ibrE4o4Eut5povl9yKzB8G69QHRDHUeQvqwtqSIjxw9AcRv2R63k+yQKfO//P2zGUIwAFmhVo51vbJ",
+	"JKjhEx+D13n4sy6S4+RQ4cPDJvcEAan8PZELyDlOTvB/YSyK7Ctop+OOxcfOxpAcJ0/oD+Yet++d+Tg5",
+	"Tp7SH4P3FB+b/AjWvQmcAX2DQhhbO/31P678TV/irvyC97SanW/9AgVvyf4WQE6bLQEZtq1yYY9RIXF2",
+	"ir4AdMkACjVnI+4zrOH23NnnupPovsK2oeFrgFAfG+RfD5r38bujeYvuTsMA7d32HcC3d91fjEHzxoAy",
+	"mGPzptOqP7V4q3ZG9bNgMm2zcCLxjvrwh60C6+UQ+vBlv2047KBdkz2o16x5nqTJL2o6HBEf1u/6WArf",
+	"tbj5RU0DtNDLcMzwoz4e/LtCZRFgm6dJmiyzclFNO69fPHnFFtW0NadhMzKeDebkHrfv+/Pqv2/nRg+C",
+	"2fkGIRz9j/tzbN7Xhu0BePWLsE0fxFibFkyf6Cjwdq7bhJDG+uhDG7RpbPLH3tqIEHu7Y63hOhODX6Tg",
+	"g94MmzedVv05xlu1s2zV6nqabatwnvF++jONtOqTWD1gn8yau4cAuPpZAF3bLOy0eZqkibvKOGva9fHm",
+	"3m/9pI/EPT5pge41DmDvfxPOYI8hqtKAtu1ElPYe2Zs/3jT7sEV8smGLwdz6U4pNxbS3zKbej+l135PH",
+	"1MnNhK5dRCiVabg9Nx11dYC0yYTiFQHqCaKDdPur9QFz7EMFKcoGSrvprBR80Udp+6rbzjstEGbprz36",
+	"7i/Gpr7bJVlF4jKChi5srQnx8YEPVnWCHoL2BfArbP4c/9/YKFjtTRA6NwpSwvAPP3DXYtj9oi9Mgp7x",
+	"VIBqc0cPpifkCkwZC54EOdEoydidZnynGd9pxnea8Z1mfKcZ32nGd5rxnWZ8pxn/R2nGgS2dk6makukK",
+	"74pihaX7SO9BVcvaVwWnNJL+BjQ5To4mR5P7FL9ZguSlSI6Th5OjyUMU7NwuSMc+JO3R3bfuWcyiHxrY",
+	"6J8pk7CiLH5CG5tSWGmbzdW5olPqbpeO0arAbzbtJvnWqgCTNlpwupnFQgqkTLou1rWffS8MEjqYMDpS",
+	"GArGmbAfhK/8Ml27KGrtONCloXSZxTKr9GOqV+KdHS8oE/ZFt3JHA5QvSOMvbrolbBJaEN2kRyGia+MU",
+	"aN8NiuxscN5umxz2a2l8SIch2sW6CSKzbdgiXcLSlCmj9sOHD7892FB8hIIAk2iZj61BrttAaXK/7g0F",
+	"xU9/ZihokRACimRxGc2HQRAXGyBqcpVGK+/cj4bmbINmtVCm9upw/k7C+OQXG4bfUvfnT3+Ojr6Dntri",
+	"Nns0DipAfXjfqzLy4OjoRlnF9/Kc70X0dNzl4znHHWa70qmbfR35Mx5b2JYp4ihyGBLoNw+++YbC8NiI",
+	"Qupd7jrKJurS4VdHRw+zw6sjJ1z/myTFd/ePjvDFgz872fDdv/75P9QQHrOw1tFFG7roqylx4yDYmdX9",
+	"kUN3DHnNshwGlV/ok/u7P+lkzaePHu7+qC2FQl882v1FU94DP3jw7e4P+qUsPqTJn/ZBQbfwSXhPTdK2",
+	"vh7+e2h5eY+sEN5d//09kruplkuu143SHt0am9h5y+em6Td5jyMfllrNRAGH4Zl70278mhLoGsZd5Ss1",
+	"I0eeYUKkuCNPZNMpikFCmZtvP20Zsa9RXGzK3raH7DAVWRpnVdEeYPeRG9HCd4HOkLKdkmUoSiJ08rkE",
+	"i8s97KsHeRgn//7S5ssWs5Aqxnhfj+wa2Pb2k2CxObWCK3zqxBedgXYLrKJwERte4R/IJyZkVlS1j69w",
+	"nlJmmOS2Vw7Ih6jEpVvHbe8WxVp6c4X9ViRh143x303+EaHdSbw/lH7Vt7/sJ6KCuouBSAmkVGBleZ8m",
+	"12NjuaB6qmMxl1SzxOoKPqRJqcymnKKUIkLCKhyjLvTWAjBdOz9Yl4DdGaaAUe4rn0kJKdu5ylrlfXv7",
+	"3q7+FDz3UVI+qC20ZwU5sQeSzkHb5e1PNiC8bxLff6/y9Y1E0YYklM0xfYMPcsR9dCCPnhEeQ2dYqzzS",
+	"B/VIP3yiRL2RSrm38GyFyJdVTupyY47yPO7/YApYEDapLJs1ku1oD8nWVBbFD+7vMb1+RUf67k/74DJS",
+	"aO1rlL+ejXZK4MDm3je531D8Ntrj4W+mmr7UxN0fnDh2NwZDbXKprkgwO8/+umJ4EOND5Wau1CXF9HQy",
+	"TM+6YRZUdy4MtQjarsEeDAWtG/0zC9qBKfBNNXU5q3qiLl6PuUXc1oLMfVm7Qd2MZt2tpVixbqqRu3qG",
+	"bfJllwjl7kj4NqwxT5T2iZLpaxMS/gJsp5AI7sf6oaYNg/Yimm6susXyz7lbNnffQwlcKIbfha7sNIi5",
+	"jzv8/dqF6/z78vjnUOHigU1ndIJbOTS3dWq8huxnsz3LHHX8Pqr33Z4u1zsUD5n65zpuqymQEsrEW9Po",
+	"mnpVCAnFgOW1LLwToHeq3Tap7Z0Qdkpt76PQBCoOCr3cXL+rnVw+yb9gcPWfMlXkgZ9BUPheaJ8E1nTv",
+	"+OMGwm46S/OZzs1f3I7Xy+e87y1oM807U9YX4LeOX9jH3RYOCD1kupqT3m+0W8V4ScNcGKRVPA4FOYVV",
+	"Y5+KJ/pmoyDTdOrqkyoDdO8IOUqGizbb6UWb7tMnaBnkCWWmhEzMmsLlfG2czcwnX864Jhe5Ldmc//XP",
+	"/6GBFmrlswcomcEONnf+bH2O+T3tYzfgbJdleS+F6P6XgmGXNEnrkqvGr9cfTbrc6Rw3l4HOpXWPY6IT",
+	"TpEs0XHJF6oUh7/5v07zrUajmFR0bUkmNsmfGzKuZFvVwmdac86G+LJJhVyo+Q7R49xdP7vo2eN2scZL",
+	"TB95FC3iQYln79SC358l6hC1PRligx0kRvN1UvaA5u+RMpCy4OM09JOlfb9OmC6sq+LCRhc+ydcxJfi5",
+	"8K6kvaIblJ/Dl5U4mLCTrTnfd3CSt8z8/pz0xXd8n1H/tm0gN9vyceWEZVKtmPjDHSbudu99RVUd8PqJ",
+	"e/dhGyBzYytBIMjCjTllFDLU1hIjO8ExZe2jOjXZot7ZnStKWC9q1JSJas8mSzhIvQMJlVxq3Px92aX9",
+	"bQ1P28nervy6kdf3bZoxmrpye5oxukt7Z8z4WowZXb3Cr1K/LKC5oWygKgfHv93A4PFrBRVdEV+ElRIu",
+	"vFrjskIKE+xlhZIu2M6r/IW4BKoVrygz3cgZNlxdOwH5QerigUg0hJFFblOsy96htjNhJ5EiMwKBe3T0",
+	"7bHXrPArkk87hMgbkLlnmTMwPgDi9z5NPPjsOoiL64izPpEUYTt165x3vRHbCjN7lEUMTnMCjFu4jGuK",
+	"rfnPcQP8N72SvqGqgrzDeEA/8dJUW4RTe+Wxj6tz29yl6G0TCkLezfRJjn4T9oxni9AZGmWEAeRCi2RP",
+	"qfQbA4VaydYhMO04Qab9HPhbvKJNcqtOxx/tcPx1c9yn8cOXvjN2/OSzPruqDp/fH9fRscC9rBM5Hbsv",
+	"3Hh54Qz1tdNt6OKLxO/vCoZ8NAXUvwc5v3EjDZL/cvIph4Yz6hziG+8LglvPL3Lqb5nid/J2+Oo8Vr/n",
+	"eV0Sg41Z7e3QLmknZdGnMviXnUojIGgipprNRCZ87PtSGEMBekrjCbNHj55Mg535y0Ja7+xszIJqSa5i",
+	"nzCuTgcvqPYMg2vhZde/o43k6xW0PvXGTlHbz8zhJeNH+mU0TQ95rxbOBvG8gOySiU5JnEGlmp4oxU/i",
+	"JXcGx5aNyeM1aVWoDdXJ/nMW7ZM59zFHvZwtN1SjQfVo0a2S4y1BTEhjgefOZ3DKNTCfcXzCnroUDxSU",
+	"4UqB4kFyyrPLFde5odIS3AoHyWRDpD5C5usyRU4YbQL6z+a4Vyc13+6FR61uwwtPSfC1CAcJ3ffctDo0",
+	"9OH9H0OB/E8wOLdCjMRIoKh1pcKnSbLfmr9/4kvYein8CvSSI+DFur0MDuGSOTt5/pyOW9srlAW1+pra",
+	"fFStDFVWFJAuh0xbUaiSuZLgi+v1VFaD7ZrET9uclf3lcqCnbpWoiJDa0zh06Yu4G3eQ+DmiCn53xfW2",
+	"uP72tMqdtNPNM3Urvrs/1Z66HWWyqQtG6uMfWpHzsmbfK/5PV+TS7YYolzuNnPVcACDlspqqynaVuCbw",
+	"niyiQV3dpjImO32a+usxZ2DSsQpPQyEV1gr9KiRUukXTdDUZHQF6pNCm0C0Dy5a8bGuay4rCglFj/LRq",
+	"rp+9iqtzWKJCrnWlz2I9LLs0YS9nMzbFTdAlMfvXP/8fA54tmK/RbCiJG1xbzZmQOVxDzkiv3aTldkvA",
+	"djRdP0ZyTCp0ukHzvdtAbmED+b+qYrlqCza2Medd+rjbPW5r90BRvnPr2JQcc5OldVuMHO94fdcVIJmp",
+	"sgXj3Y2AhImr9+0Msb2KtcNymc4ljEwb0Z2hF2u3a3OQt6a+3tl672y9n93Wa1Wd1fhrl653lt3PKNJv",
+	"GHf3qaF2Gw0hh03W5k3WXZ/MuZ8zwV2SbzNC0GcNRZ2GEd1/bHvEXilgToM8ZWEeBb8edx73Xzjwtab7",
+	"PY7kLpl5l/a/HEP+ooTc4tZGaUluyozuqzteFEo6VNyEI5savXdJTDox+AH9/cFSmfgaCTtFgy+hcFuS",
+	"wdcq2HxzQUUMzHZRQG3u7gZ65Nxh+AJm9o7ZA+z8wdjb8dFu/7VBSZCbsvOW5OFUvW4TCHSciLHjhqoe",
+	"FZUJoQj+48NDXorJlBpOuDi8OookGfL9nMoZaHClG7p96Eq2fSQf3n/4/wEAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

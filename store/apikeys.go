@@ -52,7 +52,13 @@ func (s *Store) CreateAPIKey(ctx context.Context, workspaceName, sub string) (st
 	key := APIKeyPrefix + strings.ToLower(keyEncoding.EncodeToString(raw))
 	k := APIKey{WorkspaceID: ws.ID, Sub: sub, Hash: HashAPIKey(key), Hint: key[:len(APIKeyPrefix)+6],
 		Audit: Audit{CreatedBy: sub, UpdatedBy: sub}}
-	if err := s.inTx(ctx, func(tx *gorm.DB) error { return tx.Create(&k).Error }); err != nil {
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		if err := tx.Create(&k).Error; err != nil {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionAPIKeyCreated, TargetAPIKey, k.Hint, nil, fields{"sub": sub}))
+	})
+	if err != nil {
 		return "", APIKey{}, fmt.Errorf("store API key: %w", err)
 	}
 	k.Workspace = ws
@@ -76,15 +82,20 @@ func (s *Store) LookupAPIKey(ctx context.Context, key string) (APIKey, error) {
 func (s *Store) RevokeAPIKey(ctx context.Context, key, by string) error {
 	now := s.now()
 	return s.inTx(ctx, func(tx *gorm.DB) error {
+		var k APIKey
+		err := tx.Joins("Workspace").Where("api_keys.hash = ? AND api_keys.revoked_at IS NULL", HashAPIKey(key)).Take(&k).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return errorf(ErrNotFound, "no active API key matches")
+		}
+		if err != nil {
+			return err
+		}
 		res := tx.Model(&APIKey{}).
-			Where("hash = ? AND revoked_at IS NULL", HashAPIKey(key)).
+			Where("id = ? AND revoked_at IS NULL", k.ID).
 			Updates(map[string]any{"revoked_at": &now, "updated_at": now, "updated_by": by})
 		if res.Error != nil {
 			return res.Error
 		}
-		if res.RowsAffected == 0 {
-			return errorf(ErrNotFound, "no active API key matches")
-		}
-		return nil
+		return appendAudit(tx, auditOf(k.Workspace, ActionAPIKeyRevoked, TargetAPIKey, k.Hint, nil, fields{"sub": k.Sub}))
 	})
 }

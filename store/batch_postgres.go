@@ -128,7 +128,7 @@ var inviteBatchPostgres = `
 WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS j(ws, caller, email, role)`, "$1", "$2", "$2", invitationColumns) + `
 ), queued AS (
 ` + enqueueEmails(`SELECT id, 'pending', $2, $2, $2 FROM inv`) + `
-)
+)` + auditBatchPostgres + `
 SELECT * FROM inv`
 
 // runPostgresBatch runs a batch in one round trip: lockWorkspacesShared and
@@ -148,11 +148,14 @@ func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*in
 	}
 	defer conn.Close() //nolint:errcheck // hands the connection back to the pool; the batch's outcome is Raw's error
 	workspaces, callers, emails, roles := batchColumns(batch)
+	kinds, subs, requestIDs := batchActors(batch)
+	expires := now.Add(batch[0].p.TTL)
 	return conn.Raw(func(driverConn any) error {
 		pc := driverConn.(validatingConn).Conn()
 		pb := &pgx.Batch{}
 		pb.Queue(lockWorkspacesShared, workspaces)
-		pb.Queue(inviteBatchPostgres, now.Add(batch[0].p.TTL), now, workspaces, callers, emails, roles)
+		pb.Queue(inviteBatchPostgres, expires, now, workspaces, callers, emails, roles,
+			kinds, subs, requestIDs, inviteFields("", expires)["expiresAt"])
 		results := pc.SendBatch(ctx, pb)
 		if _, err := results.Exec(); err != nil {
 			results.Close() //nolint:errcheck // already failing: the first error is the one to report

@@ -157,5 +157,5 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 	if _, err := tx.ConnPool.ExecContext(ctx, enqueueBatchSQLite[size], args...); err != nil {
 		return fmt.Errorf("queue invitation emails: %w", err)
 	}
-	return nil
+	return auditSQLiteBatch(ctx, tx, now, batch)
 }

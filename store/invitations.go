@@ -17,6 +17,7 @@ type InviteParams struct {
 	Email     string // normalised by Invite
 	Role      string // RoleMember when empty
 	TTL       time.Duration
+	actor     Actor // who asks: Invite takes it from the context (WithActor), for the audit event
 }
 
 // Invite creates a pending invitation, or refreshes the expiry of the one
@@ -43,6 +44,7 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 		return Invitation{}, err
 	}
 	p.Email = NormalizeEmail(p.Email)
+	p.actor = ActorFrom(ctx)
 	if p.Role == "" {
 		p.Role = RoleMember
 	}
@@ -142,9 +144,7 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 	if members > 0 {
 		return codedf(ErrConflict, CodeAlreadyMember, "%s is already a member of this workspace", p.Email)
 	}
-	if err := tx.Model(&Invitation{}).
-		Where(pendingByEmail+" AND expires_at <= ?", ws.ID, p.Email, now).
-		Updates(map[string]any{"status": InvitationExpired, "updated_at": now, "updated_by": p.Caller}).Error; err != nil {
+	if err := expireStale(tx, ws, p, now); err != nil {
 		return fmt.Errorf("expire stale invitation: %w", err)
 	}
 	if err := tx.Raw(inviteOne, p.upsertArgs(now)...).Scan(inv).Error; err != nil {
@@ -153,7 +153,10 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 	if inv.ID == 0 {
 		return errors.New("create invitation: no row written")
 	}
-	return enqueueInvitationEmail(tx, inv.ID, now)
+	if err := enqueueInvitationEmail(tx, inv.ID, now); err != nil {
+		return err
+	}
+	return appendAudit(tx, auditOf(ws, inviteAction(*inv), TargetInvitation, inv.Email, nil, inviteFields(inv.Role, inv.ExpiresAt)))
 }
 
 const invitationColumns = `id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`

@@ -118,7 +118,10 @@ func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by st
 			if err := refuseLastAdmin(tx, m, "remove"); err != nil {
 				return err
 			}
-			return deleteMember(tx, m, by, s.now())
+			if err := deleteMember(tx, m, by, s.now()); err != nil {
+				return err
+			}
+			return appendAudit(tx, auditOf(ws, ActionMemberRemoved, TargetMember, m.Sub, memberFields(m), nil))
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return err
@@ -127,7 +130,10 @@ func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by st
 		if err != nil {
 			return err
 		}
-		return setInvitationStatus(tx, &inv, InvitationRevoked, by, s.now())
+		if err := setInvitationStatus(tx, &inv, InvitationRevoked, by, s.now()); err != nil {
+			return err
+		}
+		return invitationAudit(tx, ws, inv, ActionInvitationRevoked)
 	})
 }
 
@@ -217,9 +223,13 @@ func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role,
 					return err
 				}
 			}
+			old := m.Role
 			m.Role, m.UpdatedBy, m.UpdatedAt = role, by, now
 			entry = memberEntry(m)
-			return tx.Model(&m).Updates(map[string]any{"role": role, "updated_by": by, "updated_at": now}).Error
+			if err := tx.Model(&m).Updates(map[string]any{"role": role, "updated_by": by, "updated_at": now}).Error; err != nil || old == role {
+				return err
+			}
+			return appendAudit(tx, auditOf(ws, ActionMemberRoleChanged, TargetMember, m.Sub, fields{"role": old}, fields{"role": role}))
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return err
@@ -228,9 +238,13 @@ func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role,
 		if err != nil {
 			return err
 		}
+		old := inv.Role
 		inv.Role = role
 		entry = invitationEntry(inv, now)
-		return tx.Model(&inv).Updates(map[string]any{"role": role, "updated_by": by, "updated_at": now}).Error
+		if err := tx.Model(&inv).Updates(map[string]any{"role": role, "updated_by": by, "updated_at": now}).Error; err != nil || old == role {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionInvitationRoleChanged, TargetInvitation, inv.Email, fields{"role": old}, fields{"role": role}))
 	})
 	return entry, err
 }
@@ -278,7 +292,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 			}
 			return err
 		}
-		return nil
+		return invitationAudit(tx, ws, inv, ActionInvitationAccepted)
 	})
 	return ws, err
 }
@@ -301,7 +315,10 @@ func (s *Store) Decline(ctx context.Context, workspaceName, email, by string) (I
 		if err != nil {
 			return err
 		}
-		return setInvitationStatus(tx, &inv, InvitationDeclined, by, now)
+		if err := setInvitationStatus(tx, &inv, InvitationDeclined, by, now); err != nil {
+			return err
+		}
+		return invitationAudit(tx, ws, inv, ActionInvitationDeclined)
 	})
 	return inv, ws, err
 }
@@ -325,7 +342,10 @@ func (s *Store) Leave(ctx context.Context, workspaceName, sub string) (Workspace
 		if err := refuseLastAdmin(tx, m, "remove"); err != nil {
 			return err
 		}
-		return deleteMember(tx, m, sub, s.now())
+		if err := deleteMember(tx, m, sub, s.now()); err != nil {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionMemberLeft, TargetMember, m.Sub, memberFields(m), nil))
 	})
 	return ws, err
 }

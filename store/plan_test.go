@@ -22,8 +22,9 @@ import (
 var tables = []string{"workspaces", "members", "invitations", "api_keys", "outbox_messages"}
 
 // boundedByWorkspace are the indexes whose workspace_id range is small
-// whatever the workspace's size (idx_members_admins holds its admins only).
-var boundedByWorkspace = []string{"idx_members_admins"}
+// whatever the workspace's size (idx_members_admins holds its admins only;
+// a workspace has at most store.MaxWebhooks webhook endpoints).
+var boundedByWorkspace = []string{"idx_members_admins", "idx_webhook_endpoints_workspace"}
 
 var (
 	// SQLite names tables by their alias in plans; what is not a table here

@@ -50,7 +50,8 @@ func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub
 		if err := createMember(tx, &m); err != nil {
 			return fmt.Errorf("create admin member: %w", err)
 		}
-		return nil
+		return appendAudit(tx, auditOf(ws, ActionWorkspaceCreated, TargetWorkspace, ws.Name, nil,
+			fields{"displayName": ws.DisplayName, "admin": adminSub}))
 	})
 	return ws, err
 }

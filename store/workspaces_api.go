@@ -88,13 +88,19 @@ func (s *Store) UpdateWorkspace(ctx context.Context, workspaceName string, displ
 		if displayName == nil {
 			return nil
 		}
+		old := ws.DisplayName
 		ws.DisplayName = *displayName
 		if ws.DisplayName == "" {
 			ws.DisplayName = ws.Name
 		}
 		ws.UpdatedBy, ws.UpdatedAt = by, s.now()
-		return tx.Model(&Workspace{}).Where("id = ?", ws.ID).
+		err = tx.Model(&Workspace{}).Where("id = ?", ws.ID).
 			Updates(map[string]any{"display_name": ws.DisplayName, "updated_by": by, "updated_at": ws.UpdatedAt}).Error
+		if err != nil || old == ws.DisplayName {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionWorkspaceUpdated, TargetWorkspace, ws.Name,
+			fields{"displayName": old}, fields{"displayName": ws.DisplayName}))
 	})
 	return ws, err
 }
@@ -114,6 +120,12 @@ func (s *Store) DeleteWorkspace(ctx context.Context, workspaceName, by string) (
 			return err
 		}
 		if err := requireAdmin(tx, ws.ID, by); err != nil {
+			return err
+		}
+		// First, while the workspace's webhook endpoints exist: the event
+		// is queued to them and goes with them (they are the workspace's).
+		if err := appendAudit(tx, auditOf(ws, ActionWorkspaceDeleted, TargetWorkspace, ws.Name,
+			fields{"displayName": ws.DisplayName, "members": ws.MemberCount}, nil)); err != nil {
 			return err
 		}
 		steps := []struct {

@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The audit events of invites. The batches write theirs with one statement
+// per batch (SQLite: auditBatchSQLite after the batch's two statements;
+// PostgreSQL: two more parts of the batch's CTE), never one per invite, and
+// queue webhook messages in the same statement (PostgreSQL) or one more
+// (SQLite), which finds nothing for a workspace without endpoints.
+
+// inviteAction tells a new invitation from a refreshed one: the invite
+// statement writes the same time to both columns of a new row, and only
+// updated_at of a refreshed one.
+func inviteAction(inv Invitation) string {
+	if inv.CreatedAt.Equal(inv.UpdatedAt) {
+		return ActionInvitationCreated
+	}
+	return ActionInvitationRefreshed
+}
+
+// inviteFields is an invite's audited fields, the same JSON on every path
+// (keys in order: PostgreSQL's batch spells it out, see auditBatchPostgres).
+func inviteFields(role string, expires time.Time) fields {
+	return fields{"role": role, "expiresAt": expires.UTC().Format(time.RFC3339Nano)}
+}
+
+// expireStale moves p's pending invitation past its expiry to history
+// (expired), with its audit event, so the invite starts a fresh one.
+func expireStale(tx *gorm.DB, ws Workspace, p InviteParams, now time.Time) error {
+	var stale Invitation
+	err := tx.Where(pendingByEmail+" AND expires_at <= ?", ws.ID, p.Email, now).Take(&stale).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := setInvitationStatus(tx, &stale, InvitationExpired, p.Caller, now); err != nil {
+		return err
+	}
+	return invitationAudit(tx, ws, stale, ActionInvitationExpired)
+}
+
+// auditColumns are the columns the batch statements write, in order.
+const auditColumns = `workspace_id, workspace, at, actor_kind, actor_sub, action, target_type, target_id, before, after, request_id`
+
+// auditBatchSQLite is the events' insert for 2^i rows (padded with NULL
+// rows, as inviteBatchSQLite), returning their ids.
+var auditBatchSQLite [maxInviteBatchLog2 + 1]string
+
+// enqueueWebhooksRange queues the webhook messages of the events whose ids
+// lie in a range: on SQLite's single writer, the events one statement just
+// wrote.
+var enqueueWebhooksRange = enqueueWebhooksSQL + "a.id BETWEEN ? AND ?"
+
+func init() {
+	for i := range auditBatchSQLite {
+		rows := make([]string, 1<<i)
+		for r := range rows {
+			rows[r] = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+		}
+		auditBatchSQLite[i] = `INSERT INTO audit_events (` + auditColumns + `)
+SELECT * FROM (VALUES ` + strings.Join(rows, ", ") + `) WHERE column1 IS NOT NULL RETURNING id`
+	}
+}
+
+// auditBatchSQLite writes the events of the invites a SQLite batch settled
+// (their jobs are found), then queues their webhook messages.
+func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error {
+	const cols = 11
+	n := 0
+	for _, job := range batch {
+		if job.found {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	size := paddedSize(n)
+	args := make([]any, cols<<size)
+	i := 0
+	for _, job := range batch {
+		if !job.found {
+			continue
+		}
+		inv, a := &job.inv, job.p.actor
+		copy(args[i*cols:], []any{inv.WorkspaceID, job.p.Workspace, now, a.Kind, a.Sub, inviteAction(*inv),
+			TargetInvitation, inv.Email, "", inviteFields(inv.Role, inv.ExpiresAt).json(), a.RequestID})
+		i++
+	}
+	r, err := tx.ConnPool.QueryContext(ctx, auditBatchSQLite[size], args...)
+	if err != nil {
+		return fmt.Errorf("audit invite batch: %w", err)
+	}
+	first, last := int64(0), int64(0)
+	for r.Next() {
+		var id int64
+		if err := r.Scan(&id); err != nil {
+			r.Close() //nolint:errcheck // already failing: the first error is the one to report
+			return fmt.Errorf("audit invite batch: %w", err)
+		}
+		if first == 0 || id < first {
+			first = id
+		}
+		last = max(last, id)
+	}
+	if err := errors.Join(r.Err(), r.Close()); err != nil {
+		return fmt.Errorf("audit invite batch: %w", err)
+	}
+	if _, err := tx.ConnPool.ExecContext(ctx, enqueueWebhooksRange, now, now, now, first, last); err != nil {
+		return fmt.Errorf("queue webhook messages: %w", err)
+	}
+	return nil
+}
+
+// auditBatchPostgres are the parts of inviteBatchPostgres's CTE after inv
+// and queued: the events of the rows inv wrote (joined to their jobs by
+// email, which a batch holds once), and their webhook messages. Arguments
+// beyond the batch's: $7 actor kinds, $8 actor subs, $9 request IDs (per
+// job, as batchActors), $10 the expiry as inviteFields writes it.
+const auditBatchPostgres = `, audited AS (
+INSERT INTO audit_events (` + auditColumns + `)
+SELECT inv.workspace_id, a.ws, $2, a.kind, a.sub,
+       CASE WHEN inv.created_at = inv.updated_at THEN 'invitation.created' ELSE 'invitation.refreshed' END,
+       'invitation', inv.email, '', '{"expiresAt":' || to_json($10::text)::text || ',"role":' || to_json(inv.role)::text || '}', a.rid
+FROM inv JOIN unnest($5::text[], $3::text[], $7::text[], $8::text[], $9::text[]) AS a(email, ws, kind, sub, rid) ON a.email = inv.email
+ORDER BY inv.workspace_id, inv.email
+RETURNING id, workspace_id, action
+), hooked AS (
+INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
+SELECT e.id, au.id, au.action, '', 'pending', 0, $2, $2, $2
+FROM audited au JOIN webhook_endpoints e ON e.workspace_id = au.workspace_id
+WHERE e.disabled_at IS NULL AND (e.event_types = '' OR e.event_types LIKE '%,' || au.action || ',%')
+)`
+
+// batchActors are the per-invite audit inputs of the PostgreSQL batch.
+func batchActors(batch []*inviteJob) (kinds, subs, requestIDs []string) {
+	n := len(batch)
+	kinds, subs, requestIDs = make([]string, n), make([]string, n), make([]string, n)
+	for i, job := range batch {
+		kinds[i], subs[i], requestIDs[i] = job.p.actor.Kind, job.p.actor.Sub, job.p.actor.RequestID
+	}
+	return kinds, subs, requestIDs
+}

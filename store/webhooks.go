@@ -1,0 +1,535 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"gorm.io/gorm"
+)
+
+// Webhooks (issue 16): admins register endpoints per workspace; every audit
+// event of the workspace that an enabled endpoint subscribes to becomes a
+// WebhookMessage in the event's own transaction (appendAudit, and the
+// invite batches), which a dispatcher (package webhook) delivers like the
+// email outbox: claimed under a lease, retried with backoff, at least once
+// with a stable webhook-id (the message's id).
+
+// WebhookSecretPrefix starts every signing secret (Standard Webhooks).
+const WebhookSecretPrefix = "whsec_"
+
+// WebhookEndpoint is a URL receiving a workspace's events. EventTypes is
+// ",a,b," (so one LIKE finds a type; types are checked against Actions, none
+// holds a LIKE wildcard but '_', which matches itself among them) or "" for
+// every type. The secret is stored as is: signing needs it (HMAC); the API
+// shows it once, at creation.
+type WebhookEndpoint struct {
+	ID             int64  `gorm:"primaryKey"`
+	WorkspaceID    int64  `gorm:"not null;index:idx_webhook_endpoints_workspace"`
+	URL            string `gorm:"not null"`
+	Description    string `gorm:"not null;default:''"`
+	EventTypes     string `gorm:"not null;default:''"`
+	Secret         string `gorm:"not null"`
+	DisabledAt     *time.Time
+	DisabledReason string `gorm:"not null;default:''"`
+	// FailingSince is the start of the current run of failed attempts
+	// (nil after a success): the endpoint is disabled once it is too old.
+	FailingSince *time.Time
+	Audit
+
+	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// Types returns the event types the endpoint subscribes to (none: all).
+func (e WebhookEndpoint) Types() []string {
+	return strings.FieldsFunc(e.EventTypes, func(r rune) bool { return r == ',' })
+}
+
+// Webhook message states.
+const (
+	WebhookPending   = "pending"
+	WebhookDelivered = "delivered"
+	WebhookFailed    = "failed"    // given up: too old
+	WebhookCancelled = "cancelled" // its endpoint was disabled first
+)
+
+// WebhookMessage is one event to deliver to one endpoint. Its ID is the
+// webhook-id of every attempt ("msg_" + ID). EventID names the audit event;
+// a test event has none and carries its event in Payload (JSON of an
+// AuditEvent). idx_webhook_claim holds the pending messages in claim order,
+// as idx_outbox_claim does for emails.
+type WebhookMessage struct {
+	ID            int64  `gorm:"primaryKey;index:idx_webhook_claim,priority:2,where:status = 'pending'"`
+	EndpointID    int64  `gorm:"not null;index:idx_webhook_messages_endpoint"`
+	EventID       *int64 `gorm:"index:idx_webhook_messages_event"`
+	EventType     string `gorm:"not null"`
+	Payload       string `gorm:"not null;default:''"`
+	Status        string `gorm:"not null"`
+	Attempts      int    `gorm:"not null;default:0"`
+	NextAttemptAt time.Time `gorm:"not null;index:idx_webhook_claim,priority:1,where:status = 'pending'"`
+	ClaimedUntil  *time.Time
+	ClaimToken    string `gorm:"not null;default:''"`
+	LastError     string `gorm:"not null;default:''"`
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time `gorm:"not null"`
+	UpdatedAt     time.Time `gorm:"not null"`
+
+	Endpoint WebhookEndpoint `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// Outcomes of a delivery attempt.
+const (
+	AttemptDelivered = "delivered"
+	AttemptRetry     = "retry"
+	AttemptFailed    = "failed"
+)
+
+// WebhookAttempt is one line of an endpoint's delivery log. Only the
+// latest maxWebhookAttempts of an endpoint are kept.
+type WebhookAttempt struct {
+	ID         int64     `gorm:"primaryKey;index:idx_webhook_attempts_endpoint,priority:2"`
+	EndpointID int64     `gorm:"not null;index:idx_webhook_attempts_endpoint,priority:1"`
+	MessageID  int64     `gorm:"not null"`
+	EventType  string    `gorm:"not null"`
+	Attempt    int       `gorm:"not null"`
+	At         time.Time `gorm:"not null"`
+	StatusCode int       `gorm:"not null"`
+	LatencyMS  int64     `gorm:"not null"`
+	Outcome    string    `gorm:"not null"`
+	Error      string    `gorm:"not null;default:''"`
+
+	Endpoint WebhookEndpoint `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+const maxWebhookAttempts = 100
+
+// MaxWebhooks bounds a workspace's endpoints: every audited change of the
+// workspace reads them (enqueueWebhooksSQL).
+const MaxWebhooks = 20
+
+// enqueueWebhooksSQL queues, for audit events, one message per enabled
+// endpoint of their workspace that subscribes to their action; the caller
+// appends which events ("a.id IN ?", or a range) and gives the time three
+// times. Driven from the events (few) through idx_webhook_endpoints_workspace:
+// for a workspace without endpoints it is one index probe per event, which
+// is the cheap check every audited change pays.
+const enqueueWebhooksSQL = `INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
+SELECT e.id, a.id, a.action, '', 'pending', 0, ?, ?, ?
+FROM audit_events a CROSS JOIN webhook_endpoints e
+WHERE e.workspace_id = a.workspace_id AND e.disabled_at IS NULL
+  AND (e.event_types = '' OR e.event_types LIKE '%,' || a.action || ',%') AND `
+
+// WebhookInput is a new endpoint, or changes to one (nil: unchanged).
+type WebhookInput struct {
+	URL         *string
+	Description *string
+	EventTypes  *[]string
+	Enabled     *bool
+}
+
+func (in WebhookInput) check() error {
+	if in.EventTypes != nil {
+		for _, t := range *in.EventTypes {
+			if !slices.Contains(Actions, t) {
+				return errorf(ErrInvalid, "unknown event type %q", t)
+			}
+		}
+	}
+	if in.Description != nil && (!storable(*in.Description) || utf8.RuneCountInString(*in.Description) > 200) {
+		return errorf(ErrInvalid, "description must be valid UTF-8 of at most 200 characters")
+	}
+	if in.URL != nil && !storable(*in.URL) {
+		return errorf(ErrInvalid, "url must be valid UTF-8")
+	}
+	return nil
+}
+
+func joinTypes(types []string) string {
+	if len(types) == 0 {
+		return ""
+	}
+	t := slices.Clone(types)
+	slices.Sort(t)
+	return "," + strings.Join(slices.Compact(t), ",") + ","
+}
+
+// webhookFields is an endpoint's audited fields (never its secret).
+func webhookFields(e WebhookEndpoint) fields {
+	return fields{"url": e.URL, "description": e.Description, "eventTypes": e.Types(), "enabled": e.DisabledAt == nil}
+}
+
+// adminTx runs fn in a transaction holding workspaceName's row lock, once
+// by is checked to be its admin (errors as requireAdmin).
+func (s *Store) adminTx(ctx context.Context, workspaceName, by string, fn func(tx *gorm.DB, ws Workspace) error) error {
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		if err != nil {
+			return err
+		}
+		if err := requireAdmin(tx, ws.ID, by); err != nil {
+			return err
+		}
+		return fn(tx, ws)
+	})
+}
+
+func findWebhook(tx *gorm.DB, workspaceID, id int64) (WebhookEndpoint, error) {
+	var e WebhookEndpoint
+	err := tx.Where("workspace_id = ? AND id = ?", workspaceID, id).Take(&e).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return WebhookEndpoint{}, errorf(ErrNotFound, "webhook endpoint %d not found", id)
+	}
+	return e, err
+}
+
+// CreateWebhook registers an endpoint (admins only) with a new secret,
+// returned in the endpoint this once. in.URL must have been checked by the
+// caller (webhook.CheckURL). Errors as requireAdmin, ErrInvalid.
+func (s *Store) CreateWebhook(ctx context.Context, workspaceName, by string, in WebhookInput) (WebhookEndpoint, error) {
+	if in.URL == nil {
+		return WebhookEndpoint{}, errorf(ErrInvalid, "url is required")
+	}
+	if err := in.check(); err != nil {
+		return WebhookEndpoint{}, err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return WebhookEndpoint{}, err
+	}
+	e := WebhookEndpoint{URL: *in.URL, Secret: WebhookSecretPrefix + base64.StdEncoding.EncodeToString(raw),
+		Audit: Audit{CreatedBy: by, UpdatedBy: by}}
+	if in.Description != nil {
+		e.Description = *in.Description
+	}
+	if in.EventTypes != nil {
+		e.EventTypes = joinTypes(*in.EventTypes)
+	}
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
+		var n int64
+		if err := tx.Model(&WebhookEndpoint{}).Where("workspace_id = ?", ws.ID).Count(&n).Error; err != nil {
+			return err
+		}
+		if n >= MaxWebhooks {
+			return errorf(ErrConflict, "a workspace has at most %d webhook endpoints: delete one first", MaxWebhooks)
+		}
+		e.WorkspaceID = ws.ID
+		if err := tx.Omit("Workspace").Create(&e).Error; err != nil {
+			return fmt.Errorf("create webhook endpoint: %w", err)
+		}
+		return appendAudit(tx, auditOf(ws, ActionWebhookCreated, TargetWebhook, strconv.FormatInt(e.ID, 10), nil, webhookFields(e)))
+	})
+	return e, err
+}
+
+// Webhooks lists a workspace's endpoints, oldest first.
+func (s *Store) Webhooks(ctx context.Context, workspaceID int64) ([]WebhookEndpoint, error) {
+	out := []WebhookEndpoint{}
+	err := s.read.WithContext(ctx).Where("workspace_id = ?", workspaceID).Order("id").Find(&out).Error
+	return out, err
+}
+
+// Webhook returns one endpoint of a workspace; ErrNotFound if none.
+func (s *Store) Webhook(ctx context.Context, workspaceID, id int64) (WebhookEndpoint, error) {
+	return findWebhook(s.read.WithContext(ctx), workspaceID, id)
+}
+
+// UpdateWebhook changes an endpoint (admins only); enabling it clears its
+// failure. Errors as CreateWebhook, ErrNotFound for an unknown endpoint.
+func (s *Store) UpdateWebhook(ctx context.Context, workspaceName string, id int64, by string, in WebhookInput) (WebhookEndpoint, error) {
+	if err := in.check(); err != nil {
+		return WebhookEndpoint{}, err
+	}
+	var e WebhookEndpoint
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
+		var err error
+		if e, err = findWebhook(tx, ws.ID, id); err != nil {
+			return err
+		}
+		before := webhookFields(e)
+		now := s.now()
+		if in.URL != nil {
+			e.URL = *in.URL
+		}
+		if in.Description != nil {
+			e.Description = *in.Description
+		}
+		if in.EventTypes != nil {
+			e.EventTypes = joinTypes(*in.EventTypes)
+		}
+		if in.Enabled != nil {
+			switch {
+			case *in.Enabled:
+				e.DisabledAt, e.DisabledReason, e.FailingSince = nil, "", nil
+			case e.DisabledAt == nil:
+				e.DisabledAt, e.DisabledReason = &now, "disabled by "+by
+			}
+		}
+		e.UpdatedAt, e.UpdatedBy = now, by
+		err = tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).Updates(map[string]any{
+			"url": e.URL, "description": e.Description, "event_types": e.EventTypes, "disabled_at": e.DisabledAt,
+			"disabled_reason": e.DisabledReason, "failing_since": e.FailingSince, "updated_at": now, "updated_by": by}).Error
+		if err != nil {
+			return err
+		}
+		if e.DisabledAt != nil {
+			if err := cancelWebhookMessages(tx, e.ID, now); err != nil {
+				return err
+			}
+		}
+		b, a := changed(before, webhookFields(e))
+		if len(a) == 0 {
+			return nil
+		}
+		return appendAudit(tx, auditOf(ws, ActionWebhookUpdated, TargetWebhook, strconv.FormatInt(e.ID, 10), b, a))
+	})
+	return e, err
+}
+
+// changed keeps the fields whose values differ.
+func changed(before, after fields) (fields, fields) {
+	b, a := fields{}, fields{}
+	for k, v := range after {
+		if fmt.Sprint(before[k]) != fmt.Sprint(v) {
+			b[k], a[k] = before[k], v
+		}
+	}
+	return b, a
+}
+
+// DeleteWebhook deletes an endpoint (admins only) with its messages and
+// delivery log. Errors as UpdateWebhook.
+func (s *Store) DeleteWebhook(ctx context.Context, workspaceName string, id int64, by string) error {
+	return s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
+		e, err := findWebhook(tx, ws.ID, id)
+		if err != nil {
+			return err
+		}
+		for _, m := range []any{&WebhookAttempt{}, &WebhookMessage{}} {
+			if err := tx.Where("endpoint_id = ?", e.ID).Delete(m).Error; err != nil {
+				return err
+			}
+		}
+		if err := tx.Delete(&WebhookEndpoint{}, e.ID).Error; err != nil {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionWebhookDeleted, TargetWebhook, strconv.FormatInt(e.ID, 10), webhookFields(e), nil))
+	})
+}
+
+// SendWebhookTest queues a webhook.test event for one endpoint (admins
+// only) and returns its message and event. ErrConflict if the endpoint is
+// disabled; otherwise errors as UpdateWebhook.
+func (s *Store) SendWebhookTest(ctx context.Context, workspaceName string, id int64, by string) (WebhookMessage, AuditEvent, error) {
+	var msg WebhookMessage
+	var ev AuditEvent
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
+		e, err := findWebhook(tx, ws.ID, id)
+		if err != nil {
+			return err
+		}
+		if e.DisabledAt != nil {
+			return errorf(ErrConflict, "webhook endpoint %d is disabled: enable it first (PUT with enabled: true)", id)
+		}
+		actor := ActorFrom(ctx)
+		now := s.now()
+		ev = auditOf(ws, ActionWebhookTest, TargetWebhook, strconv.FormatInt(e.ID, 10), nil, nil)
+		ev.At, ev.ActorKind, ev.ActorSub, ev.RequestID = now, actor.Kind, actor.Sub, actor.RequestID
+		payload, err := jsonString(ev)
+		if err != nil {
+			return err
+		}
+		msg = WebhookMessage{EndpointID: e.ID, EventType: ActionWebhookTest, Payload: payload, Status: WebhookPending,
+			NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
+		return tx.Omit("Endpoint").Create(&msg).Error
+	})
+	return msg, ev, err
+}
+
+// WebhookItem is a claimed message with what delivering it needs.
+type WebhookItem struct {
+	WebhookMessage
+	URL, Secret string
+	Event       AuditEvent
+}
+
+// ClaimWebhooks claims up to limit due messages of enabled endpoints for
+// lease under token, as ClaimOutbox does (one statement that commits the
+// claim; FOR UPDATE SKIP LOCKED on PostgreSQL), and reads their events.
+func (s *Store) ClaimWebhooks(ctx context.Context, token string, limit int, lease time.Duration) ([]WebhookItem, error) {
+	now := s.now()
+	lock := ""
+	if s.dialect == Postgres {
+		lock = "FOR UPDATE SKIP LOCKED"
+	}
+	var items []WebhookItem
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		var ids []int64
+		err := tx.Raw(`
+UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+  SELECT id FROM webhook_messages
+  WHERE status = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
+  ORDER BY next_attempt_at, id LIMIT ? `+lock+`
+) RETURNING id`, now.Add(lease), token, now, now, now, limit).Scan(&ids).Error
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		var rows []struct {
+			WebhookMessage
+			URL    string
+			Secret string
+		}
+		err = tx.Raw(`SELECT m.*, e.url, e.secret FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
+WHERE m.id IN ? AND m.claim_token = ? ORDER BY m.id`, ids, token).Scan(&rows).Error
+		if err != nil {
+			return err
+		}
+		var eventIDs []int64
+		for _, r := range rows {
+			if r.EventID != nil {
+				eventIDs = append(eventIDs, *r.EventID)
+			}
+		}
+		events := map[int64]AuditEvent{}
+		if len(eventIDs) > 0 {
+			var evs []AuditEvent
+			if err := tx.Where("id IN ?", eventIDs).Find(&evs).Error; err != nil {
+				return err
+			}
+			for _, e := range evs {
+				events[e.ID] = e
+			}
+		}
+		for _, r := range rows {
+			item := WebhookItem{WebhookMessage: r.WebhookMessage, URL: r.URL, Secret: r.Secret}
+			if r.EventID != nil {
+				item.Event = events[*r.EventID]
+			} else if err := parseJSON(r.Payload, &item.Event); err != nil {
+				return fmt.Errorf("webhook message %d: %w", r.ID, err)
+			}
+			items = append(items, item)
+		}
+		return nil
+	})
+	return items, err
+}
+
+// WebhookResult is the outcome of one delivery attempt.
+type WebhookResult struct {
+	Outcome    string    // Attempt…
+	Started    time.Time // when the attempt began
+	StatusCode int       // 0: no answer
+	Latency    time.Duration
+	Error      string
+	Next       time.Time // AttemptRetry: when to try again
+}
+
+// RecordWebhookAttempt records an attempt of a message this dispatcher
+// holds, in one transaction: the delivery log line, the message's new
+// state, and the endpoint's failure run. An endpoint failing since at least
+// disableAfter is disabled, its pending messages cancelled, and an audit
+// event (actor: system) says so; disabled tells. A claim lost to lease
+// expiry leaves the message to its new holder.
+func (s *Store) RecordWebhookAttempt(ctx context.Context, item WebhookItem, token string, r WebhookResult, disableAfter time.Duration) (disabled bool, err error) {
+	now := s.now()
+	err = s.inTx(ctx, func(tx *gorm.DB) error {
+		disabled = false
+		updates := map[string]any{"claimed_until": nil, "claim_token": "", "updated_at": now, "last_error": r.Error}
+		switch r.Outcome {
+		case AttemptDelivered:
+			updates["status"], updates["delivered_at"] = WebhookDelivered, &now
+		case AttemptFailed:
+			updates["status"] = WebhookFailed
+		default:
+			updates["next_attempt_at"] = r.Next
+		}
+		res := tx.Model(&WebhookMessage{}).Where("id = ? AND claim_token = ? AND status = ?", item.ID, token, WebhookPending).Updates(updates)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return nil // deleted, cancelled, or claimed again: not ours to record
+		}
+		attempt := WebhookAttempt{EndpointID: item.EndpointID, MessageID: item.ID, EventType: item.EventType,
+			Attempt: item.Attempts, At: r.Started.UTC(), StatusCode: r.StatusCode, LatencyMS: r.Latency.Milliseconds(),
+			Outcome: r.Outcome, Error: r.Error}
+		if err := tx.Omit("Endpoint").Create(&attempt).Error; err != nil {
+			return err
+		}
+		if err := tx.Exec(`DELETE FROM webhook_attempts WHERE endpoint_id = ? AND id <= (
+  SELECT id FROM webhook_attempts WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+			item.EndpointID, item.EndpointID, maxWebhookAttempts).Error; err != nil {
+			return err
+		}
+		if r.Outcome == AttemptDelivered {
+			return tx.Model(&WebhookEndpoint{}).Where("id = ? AND failing_since IS NOT NULL", item.EndpointID).
+				Update("failing_since", nil).Error
+		}
+		var e WebhookEndpoint
+		if err := tx.Joins("Workspace").Where("webhook_endpoints.id = ?", item.EndpointID).Take(&e).Error; err != nil {
+			return err
+		}
+		if e.FailingSince == nil {
+			started := r.Started.UTC()
+			e.FailingSince = &started
+			if err := tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).Update("failing_since", e.FailingSince).Error; err != nil {
+				return err
+			}
+		}
+		if e.DisabledAt != nil || now.Sub(*e.FailingSince) < disableAfter {
+			return nil
+		}
+		before := webhookFields(e)
+		reason := fmt.Sprintf("every delivery failed since %s (last: %s)", e.FailingSince.Format(time.RFC3339), r.Error)
+		e.DisabledAt, e.DisabledReason = &now, reason
+		if err := tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).
+			Updates(map[string]any{"disabled_at": &now, "disabled_reason": reason, "updated_at": now, "updated_by": ""}).Error; err != nil {
+			return err
+		}
+		if err := cancelWebhookMessages(tx, e.ID, now); err != nil {
+			return err
+		}
+		disabled = true
+		ev := auditOf(e.Workspace, ActionWebhookDisabled, TargetWebhook, strconv.FormatInt(e.ID, 10),
+			fields{"enabled": before["enabled"]}, fields{"enabled": false, "disabledReason": reason})
+		ev.ActorKind = ActorSystem
+		return appendAudit(tx, ev)
+	})
+	return disabled, err
+}
+
+// cancelWebhookMessages cancels an endpoint's pending messages (it was disabled).
+func cancelWebhookMessages(tx *gorm.DB, endpointID int64, now time.Time) error {
+	return tx.Model(&WebhookMessage{}).Where("endpoint_id = ? AND status = ?", endpointID, WebhookPending).
+		Updates(map[string]any{"status": WebhookCancelled, "claimed_until": nil, "claim_token": "", "updated_at": now}).Error
+}
+
+// ReleaseWebhooks hands back every message claimed under token without
+// counting the attempt (graceful shutdown).
+func (s *Store) ReleaseWebhooks(ctx context.Context, token string) error {
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		return tx.Model(&WebhookMessage{}).Where("claim_token = ? AND status = ?", token, WebhookPending).
+			Updates(map[string]any{"claimed_until": nil, "claim_token": "", "attempts": gorm.Expr("attempts - 1"), "updated_at": s.now()}).Error
+	})
+}
+
+// WebhookAttempts returns an endpoint's latest attempts, latest first.
+func (s *Store) WebhookAttempts(ctx context.Context, endpointID int64, limit int) ([]WebhookAttempt, error) {
+	out := []WebhookAttempt{}
+	err := s.read.WithContext(ctx).Where("endpoint_id = ?", endpointID).Order("endpoint_id DESC, id DESC").Limit(limit).Find(&out).Error
+	return out, err
+}
+
+// WebhookMessages returns an endpoint's messages, oldest first (tests and operators).
+func (s *Store) WebhookMessages(ctx context.Context, endpointID int64) ([]WebhookMessage, error) {
+	out := []WebhookMessage{}
+	err := s.read.WithContext(ctx).Where("endpoint_id = ?", endpointID).Order("id").Find(&out).Error
+	return out, err
+}
