@@ -65,7 +65,7 @@ func createAPIKey(ctx context.Context, cfg apikeyCreateConfig, stdout, stderr io
 		return errors.New("--workspace and --sub are required")
 	}
 	return cfg.data.withStore(ctx, func(st *store.Store) error {
-		key, _, err := st.CreateAPIKey(ctx, cfg.workspace, cfg.sub)
+		key, _, err := st.CreateAPIKey(store.WithActor(ctx, cliActor), cfg.workspace, cfg.sub)
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func createAPIKey(ctx context.Context, cfg apikeyCreateConfig, stdout, stderr io
 
 func revokeAPIKey(ctx context.Context, cfg dataConfig, key string, stderr io.Writer) error {
 	return cfg.withStore(ctx, func(st *store.Store) error {
-		if err := st.RevokeAPIKey(ctx, key, "cli"); err != nil {
+		if err := st.RevokeAPIKey(store.WithActor(ctx, cliActor), key, "cli"); err != nil {
 			return err
 		}
 		note(stderr, "API key revoked\n")

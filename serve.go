@@ -30,6 +30,7 @@ type serveConfig struct {
 	mail    mailConfig
 	http    httpConfig
 	limits  limitConfig
+	hooks   webhookConfig
 
 	addr            string
 	shutdownTimeout time.Duration
@@ -65,6 +66,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.gcPercent, "gc-percent", 400, "Go garbage collector target (GOGC); the GOGC environment variable, when set, wins")
 	c.http.bind(fs)
 	c.limits.bind(fs)
+	c.hooks.bind(fs)
 }
 
 func serveCommand(stderr io.Writer) *ffcli.Command {
@@ -119,6 +121,9 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer stopDispatcher()
 	api.MailQueued = wake
+	wakeHooks, stopHooks := cfg.hooks.start(ctx, st, mon, log)
+	defer stopHooks()
+	api.Webhooks = server.WebhookConfig{AllowLoopback: cfg.hooks.cfg.AllowLoopback, Queued: wakeHooks}
 	e, closeServer, err := server.New(ctx, api, st, log)
 	if err != nil {
 		return err

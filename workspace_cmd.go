@@ -59,7 +59,7 @@ func createWorkspace(ctx context.Context, cfg workspaceCreateConfig, name string
 		return errors.New("--admin-sub and --admin-email are required")
 	}
 	return cfg.data.withStore(ctx, func(st *store.Store) error {
-		ws, err := st.CreateWorkspace(ctx, name, cfg.displayName, cfg.adminSub, cfg.adminEmail, store.EmailOptions{AllowLocalDomains: cfg.allowLocal})
+		ws, err := st.CreateWorkspace(store.WithActor(ctx, cliActor), name, cfg.displayName, cfg.adminSub, cfg.adminEmail, store.EmailOptions{AllowLocalDomains: cfg.allowLocal})
 		if err != nil {
 			return err
 		}

@@ -56,6 +56,7 @@ type Metrics struct {
 	sqliteCommit prometheus.Histogram
 	sqliteFsync  prometheus.Histogram
 	mails        *prometheus.CounterVec
+	webhooks     *prometheus.CounterVec
 
 	mu     sync.Mutex
 	series map[[2]string]*RequestSeries
@@ -97,12 +98,16 @@ func New(b Build, quotas []string) *Metrics {
 		Name: "mails_total",
 		Help: "Invitation email delivery attempts, by outcome: sent, retry (failed, will be retried), failed (for good), cancelled (invitation no longer pending)."},
 		[]string{"outcome"})
+	m.webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+		Name: "webhooks_total",
+		Help: "Webhook delivery attempts, by outcome: delivered (a 2xx), retry (failed, will be retried), failed (for good)."},
+		[]string{"outcome"})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace,
 		Name: "build_info",
 		Help: "Always 1: the module version, VCS revision and Go version of the running binary."},
 		[]string{"version", "revision", "go_version"})
 	buildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
-	m.reg.MustRegister(m.requests, m.authFailures, m.rateLimited, m.inviteBatch, m.sqliteCommit, m.sqliteFsync, m.mails, buildInfo,
+	m.reg.MustRegister(m.requests, m.authFailures, m.rateLimited, m.inviteBatch, m.sqliteCommit, m.sqliteFsync, m.mails, m.webhooks, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series that exist from the start read 0 rather than absent, so
 	// rate() and alerts see their first increase.
@@ -114,6 +119,9 @@ func New(b Build, quotas []string) *Metrics {
 	}
 	for _, o := range []string{"sent", "retry", "failed", "cancelled"} {
 		m.mails.WithLabelValues(o)
+	}
+	for _, o := range []string{"delivered", "retry", "failed"} {
+		m.webhooks.WithLabelValues(o)
 	}
 	return m
 }
@@ -152,6 +160,9 @@ func (m *Metrics) SQLiteFsync(d time.Duration) { m.sqliteFsync.Observe(d.Seconds
 
 // MailOutcome counts a delivery attempt (mail.Dispatcher.OnOutcome).
 func (m *Metrics) MailOutcome(outcome string) { m.mails.WithLabelValues(outcome).Inc() }
+
+// WebhookOutcome counts a webhook delivery attempt (webhook.Dispatcher.OnOutcome).
+func (m *Metrics) WebhookOutcome(outcome string) { m.webhooks.WithLabelValues(outcome).Inc() }
 
 // RegisterDB adds the statistics of a connection pool (go_sql_… series,
 // label db_name).

@@ -51,6 +51,8 @@ type Config struct {
 	// CORSAllowedOrigins may call the API from a browser (ParseOrigins);
 	// empty: no CORS headers at all.
 	CORSAllowedOrigins []string
+	// Webhooks are the webhook endpoints' settings (webhooks.go).
+	Webhooks WebhookConfig
 }
 
 // Server implements the generated strict server interface.
@@ -130,7 +132,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	// only if some route matches them; these catch-alls make sure one does.
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
-	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, nil), "")
+	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, []gen.StrictMiddlewareFunc{withActor}), "")
 	if err := serveWeb(ctx, e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
 		verifier.Close()
 		return nil, nil, err

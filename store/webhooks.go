@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,14 @@ import (
 
 // WebhookSecretPrefix starts every signing secret (Standard Webhooks).
 const WebhookSecretPrefix = "whsec_"
+
+// The machine-readable kinds of the webhook operations' refusals (Error.Code).
+const (
+	CodeWebhookNotFound   = "webhook_not_found"
+	CodeWebhookDisabled   = "webhook_disabled"
+	CodeTooManyWebhooks   = "too_many_webhooks"
+	CodeInvalidWebhookURL = "invalid_webhook_url"
+)
 
 // WebhookEndpoint is a URL receiving a workspace's events. EventTypes is
 // ",a,b," (so one LIKE finds a type; types are checked against Actions, none
@@ -162,7 +171,22 @@ func joinTypes(types []string) string {
 
 // webhookFields is an endpoint's audited fields (never its secret).
 func webhookFields(e WebhookEndpoint) fields {
-	return fields{"url": e.URL, "description": e.Description, "eventTypes": e.Types(), "enabled": e.DisabledAt == nil}
+	return fields{"url": RedactURL(e.URL), "description": e.Description, "eventTypes": e.Types(), "enabled": e.DisabledAt == nil}
+}
+
+// RedactURL is a webhook URL for audit events and logs: scheme and host
+// only, since webhook URLs often carry a token in their path or query (chat
+// services' incoming webhooks do). Never a secret in the audit log.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(invalid URL)"
+	}
+	r := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		r += "/…"
+	}
+	return r
 }
 
 // adminTx runs fn in a transaction holding workspaceName's row lock, once
@@ -184,7 +208,7 @@ func findWebhook(tx *gorm.DB, workspaceID, id int64) (WebhookEndpoint, error) {
 	var e WebhookEndpoint
 	err := tx.Where("workspace_id = ? AND id = ?", workspaceID, id).Take(&e).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return WebhookEndpoint{}, errorf(ErrNotFound, "webhook endpoint %d not found", id)
+		return WebhookEndpoint{}, codedf(ErrNotFound, CodeWebhookNotFound, "webhook endpoint %d not found in this workspace", id)
 	}
 	return e, err
 }
@@ -217,7 +241,7 @@ func (s *Store) CreateWebhook(ctx context.Context, workspaceName, by string, in 
 			return err
 		}
 		if n >= MaxWebhooks {
-			return errorf(ErrConflict, "a workspace has at most %d webhook endpoints: delete one first", MaxWebhooks)
+			return codedf(ErrConflict, CodeTooManyWebhooks, "a workspace has at most %d webhook endpoints: delete one first", MaxWebhooks)
 		}
 		e.WorkspaceID = ws.ID
 		if err := tx.Omit("Workspace").Create(&e).Error; err != nil {
@@ -252,7 +276,7 @@ func (s *Store) UpdateWebhook(ctx context.Context, workspaceName string, id int6
 		if e, err = findWebhook(tx, ws.ID, id); err != nil {
 			return err
 		}
-		before := webhookFields(e)
+		before, oldURL := webhookFields(e), e.URL
 		now := s.now()
 		if in.URL != nil {
 			e.URL = *in.URL
@@ -284,6 +308,10 @@ func (s *Store) UpdateWebhook(ctx context.Context, workspaceName string, id int6
 			}
 		}
 		b, a := changed(before, webhookFields(e))
+		if in.URL != nil && *in.URL != oldURL && a["url"] == nil {
+			// Changed past the host: the redacted form cannot show it.
+			b["url"], a["url"] = before["url"], RedactURL(e.URL)
+		}
 		if len(a) == 0 {
 			return nil
 		}
@@ -335,7 +363,7 @@ func (s *Store) SendWebhookTest(ctx context.Context, workspaceName string, id in
 			return err
 		}
 		if e.DisabledAt != nil {
-			return errorf(ErrConflict, "webhook endpoint %d is disabled: enable it first (PUT with enabled: true)", id)
+			return codedf(ErrConflict, CodeWebhookDisabled, "webhook endpoint %d is disabled: enable it first (PUT with enabled: true)", id)
 		}
 		actor := ActorFrom(ctx)
 		now := s.now()

@@ -1,0 +1,294 @@
+package webhook
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"controlplane/store"
+)
+
+// Outbox is what the dispatcher needs from the database.
+type Outbox interface {
+	ClaimWebhooks(ctx context.Context, token string, limit int, lease time.Duration) ([]store.WebhookItem, error)
+	RecordWebhookAttempt(ctx context.Context, item store.WebhookItem, token string, r store.WebhookResult, disableAfter time.Duration) (bool, error)
+	ReleaseWebhooks(ctx context.Context, token string) error
+}
+
+// Config tunes a Dispatcher; zero fields take DefaultConfig's values.
+type Config struct {
+	Timeout      time.Duration // one attempt, connection to the end of the answer
+	GiveUpAfter  time.Duration // a message is retried until it is this old, then failed
+	DisableAfter time.Duration // an endpoint failing this long is disabled
+	BackoffBase  time.Duration // wait after the first failure, doubled each time
+	BackoffMax   time.Duration // longest wait between attempts
+	PollInterval time.Duration
+	Lease        time.Duration // keep it above twice Timeout
+	BatchSize    int
+	// AllowLoopback lets endpoints on loopback addresses be reached
+	// (--webhooks-allow-loopback, development and tests).
+	AllowLoopback bool
+}
+
+// DefaultConfig is the one definition of the dispatcher's defaults. The
+// schedule (5 s doubling to 1 h, for 72 h) is the email outbox's: about 16
+// attempts in the first day, then one an hour; an endpoint failing for 72 h
+// is disabled, as Standard Webhooks' reference service does after days.
+func DefaultConfig() Config {
+	return Config{Timeout: 10 * time.Second, GiveUpAfter: 72 * time.Hour, DisableAfter: 72 * time.Hour,
+		BackoffBase: 5 * time.Second, BackoffMax: time.Hour, PollInterval: 2 * time.Second, Lease: 2 * time.Minute, BatchSize: 10}
+}
+
+func (c *Config) defaults() {
+	def := DefaultConfig()
+	c.Timeout = cmp.Or(c.Timeout, def.Timeout)
+	c.GiveUpAfter = cmp.Or(c.GiveUpAfter, def.GiveUpAfter)
+	c.DisableAfter = cmp.Or(c.DisableAfter, def.DisableAfter)
+	c.BackoffBase = cmp.Or(c.BackoffBase, def.BackoffBase)
+	c.BackoffMax = cmp.Or(c.BackoffMax, def.BackoffMax)
+	c.PollInterval = cmp.Or(c.PollInterval, def.PollInterval)
+	c.Lease = cmp.Or(c.Lease, def.Lease)
+	c.BatchSize = cmp.Or(c.BatchSize, def.BatchSize)
+}
+
+// Outcomes of an attempt, as OnOutcome reports them (store.Attempt…).
+const (
+	OutcomeDelivered = store.AttemptDelivered
+	OutcomeRetry     = store.AttemptRetry
+	OutcomeFailed    = store.AttemptFailed
+)
+
+// Dispatcher delivers the webhook outbox, like mail.Dispatcher the email
+// one: claims under a lease (several dispatchers never hold one message at
+// once), a message started only while half its lease remains, outcomes
+// recorded after the attempt. At least once: a message is sent twice only
+// if a dispatcher dies (or loses the database) between the receiver's 2xx
+// and the record; both carry the same webhook-id.
+type Dispatcher struct {
+	outbox  Outbox
+	cfg     Config
+	log     *slog.Logger
+	client  *http.Client
+	token   string
+	wake    chan struct{}
+	now     func() time.Time
+	outcome func(string)
+}
+
+// NewDispatcher returns a dispatcher delivering outbox's messages.
+func NewDispatcher(outbox Outbox, cfg Config, log *slog.Logger) *Dispatcher {
+	cfg.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	token := make([]byte, 12)
+	rand.Read(token)
+	return &Dispatcher{outbox: outbox, cfg: cfg, log: log, client: newClient(cfg), token: hex.EncodeToString(token),
+		wake: make(chan struct{}, 1), now: time.Now}
+}
+
+// newClient is the delivery client: the SSRF check on every connection,
+// no proxy (a proxy would connect where the check cannot see), no
+// redirect, no cookies, one timeout per attempt.
+func newClient(cfg Config) *http.Client {
+	dialer := &net.Dialer{Timeout: cfg.Timeout, Control: dialControl(cfg.AllowLoopback)}
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   cfg.Timeout,
+		ResponseHeaderTimeout: cfg.Timeout,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+	}
+	return &http.Client{Transport: transport, Timeout: cfg.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// SetTransportTLS lets tests trust their receiver's certificate; the
+// dialer (and its SSRF check) stays.
+func (d *Dispatcher) SetTransportTLS(configure func(*http.Transport)) {
+	configure(d.client.Transport.(*http.Transport))
+}
+
+// OnOutcome makes the dispatcher call fn with the outcome of every attempt
+// (metrics). Call it before Run; fn must not block.
+func (d *Dispatcher) OnOutcome(fn func(outcome string)) { d.outcome = fn }
+
+// Wake asks the dispatcher to look for due messages now. It never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers messages until ctx ends (the attempt in flight finishes,
+// claimed messages not started are released).
+func (d *Dispatcher) Run(ctx context.Context) {
+	d.log.Info("webhook dispatcher started")
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("webhook dispatcher stopped")
+			return
+		case <-timer.C:
+		case <-d.wake:
+		}
+		for {
+			n, err := d.RunOnce(ctx)
+			if err != nil && ctx.Err() == nil {
+				d.log.Error("webhook dispatcher: claim failed", "err", err)
+			}
+			if n < d.cfg.BatchSize || ctx.Err() != nil {
+				break
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d.cfg.PollInterval)
+	}
+}
+
+// RunOnce claims one batch and delivers it, returning how many it claimed.
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
+	items, err := d.outbox.ClaimWebhooks(ctx, d.token, d.cfg.BatchSize, d.cfg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	bg := context.WithoutCancel(ctx)
+	for i, item := range items {
+		leaseLeft := item.ClaimedUntil != nil && item.ClaimedUntil.Sub(d.now()) >= d.cfg.Lease/2
+		if ctx.Err() != nil || !leaseLeft {
+			if err := d.outbox.ReleaseWebhooks(bg, d.token); err != nil {
+				d.log.Error("webhook dispatcher: release claims", "err", err)
+			}
+			return i, nil
+		}
+		d.deliver(bg, item)
+	}
+	return len(items), nil
+}
+
+// deliver makes one attempt and records it. Logs name the endpoint by id
+// and the host only: a URL may carry a token, and the secret never leaves.
+func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
+	log := d.log.With("webhook_message", item.ID, "endpoint", item.EndpointID, "attempt", item.Attempts, "event_type", item.EventType)
+	started := d.now()
+	status, err := d.send(ctx, item, started)
+	r := store.WebhookResult{Started: started, StatusCode: status, Latency: d.now().Sub(started)}
+	giveUpAt := item.CreatedAt.Add(d.cfg.GiveUpAfter)
+	switch {
+	case err == nil:
+		r.Outcome = OutcomeDelivered
+	case !started.Before(giveUpAt):
+		r.Outcome, r.Error = OutcomeFailed, err.Error()
+	default:
+		r.Outcome, r.Error = OutcomeRetry, err.Error()
+		r.Next = started.Add(d.backoff(item.Attempts))
+		if r.Next.After(giveUpAt) {
+			r.Next = giveUpAt
+		}
+	}
+	disabled, rerr := d.outbox.RecordWebhookAttempt(ctx, item, d.token, r, d.cfg.DisableAfter)
+	if rerr != nil {
+		log.Error("webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", "err", rerr)
+	}
+	if d.outcome != nil {
+		d.outcome(r.Outcome)
+	}
+	switch r.Outcome {
+	case OutcomeDelivered:
+		log.Info("webhook delivered", "status", status, "latency", r.Latency)
+	case OutcomeRetry:
+		log.Warn("webhook delivery failed, will retry", "err", r.Error, "next_attempt", r.Next.UTC().Format(time.RFC3339))
+	default:
+		log.Error("webhook delivery failed for good", "err", r.Error)
+	}
+	if disabled {
+		log.Warn("webhook endpoint disabled: it failed for too long", "disable_after", d.cfg.DisableAfter.String())
+	}
+}
+
+// send POSTs the signed event; an error for anything but a 2xx answer.
+func (d *Dispatcher) send(ctx context.Context, item store.WebhookItem, at time.Time) (status int, err error) {
+	if err := CheckURL(item.URL, d.cfg.AllowLoopback); err != nil {
+		return 0, err
+	}
+	body, err := json.Marshal(Event(item.Event, item.ID))
+	if err != nil {
+		return 0, err
+	}
+	wh, err := standardwebhooks.NewWebhook(item.Secret)
+	if err != nil {
+		return 0, errors.New("the endpoint's secret is not a whsec_ secret")
+	}
+	id := MessageID(item.ID)
+	sig, err := wh.Sign(id, at, body)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, item.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, errors.New("the endpoint's URL cannot be requested")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "controlplane-webhooks/1")
+	req.Header.Set(standardwebhooks.HeaderWebhookID, id)
+	req.Header.Set(standardwebhooks.HeaderWebhookTimestamp, strconv.FormatInt(at.Unix(), 10))
+	req.Header.Set(standardwebhooks.HeaderWebhookSignature, sig)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return 0, cause(err)
+	}
+	defer resp.Body.Close() //nolint:errcheck // the status is the outcome; the body is drained and dropped
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused; the body says nothing we keep
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, fmt.Errorf("answered %d (a 2xx is success; redirects are not followed)", resp.StatusCode)
+	}
+	return resp.StatusCode, nil
+}
+
+// cause is a client error without its URL (which may carry a token).
+func cause(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		if uerr.Timeout() {
+			return errors.New("timed out")
+		}
+		return uerr.Err
+	}
+	return err
+}
+
+// backoff is exponential with jitter, as the email dispatcher's.
+func (d *Dispatcher) backoff(attempt int) time.Duration {
+	wait := d.cfg.BackoffMax
+	if attempt >= 1 && attempt < 32 {
+		if w := d.cfg.BackoffBase << (attempt - 1); w > 0 && w < wait {
+			wait = w
+		}
+	}
+	return wait/2 + mathrand.N(wait/2+1) //nolint:gosec // G404: jitter that spreads retries out, not a secret
+}
