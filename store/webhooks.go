@@ -75,13 +75,13 @@ const (
 // AuditEvent). idx_webhook_claim holds the pending messages in claim order,
 // as idx_outbox_claim does for emails.
 type WebhookMessage struct {
-	ID            int64  `gorm:"primaryKey;index:idx_webhook_claim,priority:2,where:status = 'pending'"`
-	EndpointID    int64  `gorm:"not null;index:idx_webhook_messages_endpoint"`
-	EventID       *int64 `gorm:"index:idx_webhook_messages_event"`
-	EventType     string `gorm:"not null"`
-	Payload       string `gorm:"not null;default:''"`
-	Status        string `gorm:"not null"`
-	Attempts      int    `gorm:"not null;default:0"`
+	ID            int64     `gorm:"primaryKey;index:idx_webhook_claim,priority:2,where:status = 'pending'"`
+	EndpointID    int64     `gorm:"not null;index:idx_webhook_messages_endpoint"`
+	EventID       *int64    `gorm:"index:idx_webhook_messages_event"`
+	EventType     string    `gorm:"not null"`
+	Payload       string    `gorm:"not null;default:''"`
+	Status        string    `gorm:"not null"`
+	Attempts      int       `gorm:"not null;default:0"`
 	NextAttemptAt time.Time `gorm:"not null;index:idx_webhook_claim,priority:1,where:status = 'pending'"`
 	ClaimedUntil  *time.Time
 	ClaimToken    string `gorm:"not null;default:''"`

@@ -262,7 +262,7 @@ func (d *Dispatcher) send(ctx context.Context, item store.WebhookItem, at time.T
 	if err != nil {
 		return 0, cause(err)
 	}
-	defer resp.Body.Close() //nolint:errcheck // the status is the outcome; the body is drained and dropped
+	defer resp.Body.Close()                                       //nolint:errcheck // the status is the outcome; the body is drained and dropped
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused; the body says nothing we keep
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, fmt.Errorf("answered %d (a 2xx is success; redirects are not followed)", resp.StatusCode)
