@@ -121,7 +121,10 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer stopDispatcher()
 	api.MailQueued = wake
-	wakeHooks, stopHooks := cfg.hooks.start(ctx, st, mon, log)
+	wakeHooks, stopHooks, err := cfg.hooks.start(ctx, st, mon, log)
+	if err != nil {
+		return err
+	}
 	defer stopHooks()
 	api.Webhooks = server.WebhookConfig{AllowLoopback: cfg.hooks.cfg.AllowLoopback, Queued: wakeHooks}
 	e, closeServer, err := server.New(ctx, api, st, log)

@@ -5,8 +5,11 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"controlplane/store"
@@ -22,6 +25,7 @@ type webhookConfig struct {
 	dispatch       bool
 	cfg            webhook.Config
 	auditRetention time.Duration
+	caFile         string
 }
 
 func (c *webhookConfig) bind(fs *flag.FlagSet) {
@@ -34,13 +38,19 @@ func (c *webhookConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.cfg.BackoffBase, "webhook-backoff-base", def.BackoffBase, "wait after a webhook's first failure, doubled each time")
 	fs.DurationVar(&c.cfg.BackoffMax, "webhook-backoff-max", def.BackoffMax, "longest wait between a webhook's attempts")
 	fs.DurationVar(&c.cfg.PollInterval, "webhook-poll-interval", def.PollInterval, "how often the webhook dispatcher looks for due messages")
+	fs.StringVar(&c.caFile, "webhook-ca-file", "", "PEM certificates of the authorities webhook endpoints are verified with, added to the system's (a private CA)")
 	fs.DurationVar(&c.auditRetention, "audit-retention", 0, "delete audit events older than this (checked hourly); 0 keeps them")
 }
 
 // start starts the webhook dispatcher (unless --webhook-dispatcher=false)
 // and the audit pruning (with --audit-retention). wake tells the
 // dispatcher a message was queued (nil when off); stop stops both.
-func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metricsServer, log *slog.Logger) (wake, stop func()) {
+func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metricsServer, log *slog.Logger) (wake, stop func(), err error) {
+	if c.caFile != "" {
+		if c.cfg.RootCAs, err = loadCAs(c.caFile); err != nil {
+			return nil, nil, err
+		}
+	}
 	// Not ctx: like the mail dispatcher, it outlives the cancellation that
 	// starts the shutdown until the HTTP server has stopped.
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -64,7 +74,23 @@ func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metrics
 		for range running {
 			<-done
 		}
+	}, nil
+}
+
+// loadCAs is the system's certificate pool plus the PEM file's.
+func loadCAs(file string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
 	}
+	pem, err := os.ReadFile(file) //nolint:gosec // G304: a file the operator names on the command line
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-ca-file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--webhook-ca-file %s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // pruneAudit deletes events older than retention now and every hour.

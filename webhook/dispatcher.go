@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -43,6 +45,9 @@ type Config struct {
 	// AllowLoopback lets endpoints on loopback addresses be reached
 	// (--webhooks-allow-loopback, development and tests).
 	AllowLoopback bool
+	// RootCAs, when set, are the certificate authorities endpoints are
+	// verified with (--webhook-ca-file); nil: the system's.
+	RootCAs *x509.CertPool
 }
 
 // DefaultConfig is the one definition of the dispatcher's defaults. The
@@ -114,16 +119,11 @@ func newClient(cfg Config) *http.Client {
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
 		MaxIdleConnsPerHost:   2,
+		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		IdleConnTimeout:       90 * time.Second,
 	}
 	return &http.Client{Transport: transport, Timeout: cfg.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}
-
-// SetTransportTLS lets tests trust their receiver's certificate; the
-// dialer (and its SSRF check) stays.
-func (d *Dispatcher) SetTransportTLS(configure func(*http.Transport)) {
-	configure(d.client.Transport.(*http.Transport))
 }
 
 // OnOutcome makes the dispatcher call fn with the outcome of every attempt
