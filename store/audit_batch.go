@@ -26,11 +26,15 @@ func inviteAction(inv Invitation) string {
 	return ActionInvitationRefreshed
 }
 
-// inviteFields is an invite's audited fields, the same JSON on every path
-// (keys in order: PostgreSQL's batch spells it out, see auditBatchPostgres).
-func inviteFields(role string, expires time.Time) fields {
-	return fields{"role": role, "expiresAt": expires.UTC().Format(time.RFC3339Nano)}
+// inviteAfter is an invite's audited fields as JSON, written out rather than
+// marshalled (the batches write one per invite): the same text on every
+// path, PostgreSQL's batch included (auditBatchPostgres). Roles are
+// "admin" or "member", which need no escaping.
+func inviteAfter(role string, expires time.Time) string {
+	return `{"expiresAt":"` + expiresText(expires) + `","role":"` + role + `"}`
 }
+
+func expiresText(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // expireStale moves p's pending invitation past its expiry to history
 // (expired), with its audit event, so the invite starts a fresh one.
@@ -53,8 +57,14 @@ func expireStale(tx *gorm.DB, ws Workspace, p InviteParams, now time.Time) error
 const auditColumns = `workspace_id, workspace, at, actor_kind, actor_sub, action, target_type, target_id, before, after, request_id`
 
 // auditBatchSQLite is the events' insert for 2^i rows (padded with NULL
-// rows, as inviteBatchSQLite), returning their ids.
+// rows, as inviteBatchSQLite): the time once, then per row the workspace's
+// id and name, actor kind and sub, action, email, after and request ID. It
+// returns each event's id and whether its workspace has an enabled
+// endpoint (an index probe), so that the webhook statement runs only when
+// one does: a batch of a workspace without webhooks costs one statement.
 var auditBatchSQLite [maxInviteBatchLog2 + 1]string
+
+const auditBatchSQLiteColumns = 8
 
 // enqueueWebhooksRange queues the webhook messages of the events whose ids
 // lie in a range: on SQLite's single writer, the events one statement just
@@ -65,17 +75,19 @@ func init() {
 	for i := range auditBatchSQLite {
 		rows := make([]string, 1<<i)
 		for r := range rows {
-			rows[r] = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+			rows[r] = "(?" + strings.Repeat(", ?", auditBatchSQLiteColumns-1) + ")"
 		}
 		auditBatchSQLite[i] = `INSERT INTO audit_events (` + auditColumns + `)
-SELECT * FROM (VALUES ` + strings.Join(rows, ", ") + `) WHERE column1 IS NOT NULL RETURNING id`
+SELECT column1, column2, ?, column3, column4, column5, 'invitation', column6, '', column7, column8
+FROM (VALUES ` + strings.Join(rows, ", ") + `) WHERE column1 IS NOT NULL
+RETURNING id, EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.workspace_id = audit_events.workspace_id AND e.disabled_at IS NULL)`
 	}
 }
 
 // auditBatchSQLite writes the events of the invites a SQLite batch settled
 // (their jobs are found), then queues their webhook messages.
 func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error {
-	const cols = 11
+	const cols = auditBatchSQLiteColumns
 	n := 0
 	for _, job := range batch {
 		if job.found {
@@ -86,25 +98,34 @@ func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*
 		return nil
 	}
 	size := paddedSize(n)
-	args := make([]any, cols<<size)
-	i := 0
+	args := make([]any, 1+cols<<size)
+	args[0] = now
+	// Every row of a batch has the batch's expiry: two texts at most.
+	after := map[string]string{}
+	i := 1
 	for _, job := range batch {
 		if !job.found {
 			continue
 		}
 		inv, a := &job.inv, job.p.actor
-		copy(args[i*cols:], []any{inv.WorkspaceID, job.p.Workspace, now, a.Kind, a.Sub, inviteAction(*inv),
-			TargetInvitation, inv.Email, "", inviteFields(inv.Role, inv.ExpiresAt).json(), a.RequestID})
-		i++
+		text, ok := after[inv.Role]
+		if !ok {
+			text = inviteAfter(inv.Role, inv.ExpiresAt)
+			after[inv.Role] = text
+		}
+		args[i], args[i+1], args[i+2], args[i+3] = inv.WorkspaceID, job.p.Workspace, a.Kind, a.Sub
+		args[i+4], args[i+5], args[i+6], args[i+7] = inviteAction(*inv), inv.Email, text, a.RequestID
+		i += cols
 	}
 	r, err := tx.ConnPool.QueryContext(ctx, auditBatchSQLite[size], args...)
 	if err != nil {
 		return fmt.Errorf("audit invite batch: %w", err)
 	}
-	first, last := int64(0), int64(0)
+	first, last, hooked := int64(0), int64(0), false
 	for r.Next() {
 		var id int64
-		if err := r.Scan(&id); err != nil {
+		var endpoints bool
+		if err := r.Scan(&id, &endpoints); err != nil {
 			r.Close() //nolint:errcheck // already failing: the first error is the one to report
 			return fmt.Errorf("audit invite batch: %w", err)
 		}
@@ -112,9 +133,13 @@ func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*
 			first = id
 		}
 		last = max(last, id)
+		hooked = hooked || endpoints
 	}
 	if err := errors.Join(r.Err(), r.Close()); err != nil {
 		return fmt.Errorf("audit invite batch: %w", err)
+	}
+	if !hooked {
+		return nil
 	}
 	if _, err := tx.ConnPool.ExecContext(ctx, enqueueWebhooksRange, now, now, now, first, last); err != nil {
 		return fmt.Errorf("queue webhook messages: %w", err)

@@ -155,7 +155,7 @@ func (s *Store) runPostgresBatch(ctx context.Context, now time.Time, batch []*in
 		pb := &pgx.Batch{}
 		pb.Queue(lockWorkspacesShared, workspaces)
 		pb.Queue(inviteBatchPostgres, expires, now, workspaces, callers, emails, roles,
-			kinds, subs, requestIDs, inviteFields("", expires)["expiresAt"])
+			kinds, subs, requestIDs, expiresText(expires))
 		results := pc.SendBatch(ctx, pb)
 		if _, err := results.Exec(); err != nil {
 			results.Close() //nolint:errcheck // already failing: the first error is the one to report

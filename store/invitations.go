@@ -156,7 +156,9 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 	if err := enqueueInvitationEmail(tx, inv.ID, now); err != nil {
 		return err
 	}
-	return appendAudit(tx, auditOf(ws, inviteAction(*inv), TargetInvitation, inv.Email, nil, inviteFields(inv.Role, inv.ExpiresAt)))
+	ev := auditOf(ws, inviteAction(*inv), TargetInvitation, inv.Email, nil, nil)
+	ev.After = inviteAfter(inv.Role, inv.ExpiresAt)
+	return appendAudit(tx, ev)
 }
 
 const invitationColumns = `id, workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by`
