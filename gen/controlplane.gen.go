@@ -23,16 +23,34 @@ import (
 
 // Defines values for GroupWorkspaceMappingRole.
 const (
-	Admin  GroupWorkspaceMappingRole = "admin"
-	Member GroupWorkspaceMappingRole = "member"
+	GroupWorkspaceMappingRoleAdmin  GroupWorkspaceMappingRole = "admin"
+	GroupWorkspaceMappingRoleMember GroupWorkspaceMappingRole = "member"
 )
 
 // Valid indicates whether the value is a known member of the GroupWorkspaceMappingRole enum.
 func (e GroupWorkspaceMappingRole) Valid() bool {
 	switch e {
-	case Admin:
+	case GroupWorkspaceMappingRoleAdmin:
 		return true
-	case Member:
+	case GroupWorkspaceMappingRoleMember:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ServiceAccountRole.
+const (
+	ServiceAccountRoleAdmin  ServiceAccountRole = "admin"
+	ServiceAccountRoleMember ServiceAccountRole = "member"
+)
+
+// Valid indicates whether the value is a known member of the ServiceAccountRole enum.
+func (e ServiceAccountRole) Valid() bool {
+	switch e {
+	case ServiceAccountRoleAdmin:
+		return true
+	case ServiceAccountRoleMember:
 		return true
 	default:
 		return false
@@ -112,6 +130,47 @@ func (e WorkspaceUserSource) Valid() bool {
 	default:
 		return false
 	}
+}
+
+// ApiKey Long-lived API key for accessing Blaxel
+type ApiKey struct {
+	// ApiKey Api key
+	ApiKey *string `json:"apiKey,omitempty"`
+
+	// CreatedAt The date and time when the resource was created
+	CreatedAt *string `json:"createdAt,omitempty"`
+
+	// CreatedBy The user or service account who created the resource
+	CreatedBy *string `json:"createdBy,omitempty"`
+
+	// ExpiresIn Duration until expiration. Supports formats like '30d' (30 days), '24h' (24 hours), '1w' (1 week). Must be positive and at most 10 years. If not set, the API key never expires.
+	//
+	// Example: 30d
+	ExpiresIn *string `json:"expires_in,omitempty"`
+
+	// Id Api key id, to retrieve it from the API
+	//
+	// Example: ak_abc123def456
+	Id *string `json:"id,omitempty"`
+
+	// Name Name for the API key
+	//
+	// Example: CI/CD Pipeline Key
+	Name *string `json:"name,omitempty"`
+
+	// Sub User subject identifier
+	Sub *string `json:"sub,omitempty"`
+
+	// SubType Subject type (user or service_account)
+	//
+	// Example: user
+	SubType *string `json:"sub_type,omitempty"`
+
+	// UpdatedAt The date and time when the resource was updated
+	UpdatedAt *string `json:"updatedAt,omitempty"`
+
+	// UpdatedBy The user or service account who updated the resource
+	UpdatedBy *string `json:"updatedBy,omitempty"`
 }
 
 // Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
@@ -277,6 +336,54 @@ type PendingInvitationWorkspaceDetails struct {
 
 	// UserNumber Number of users in the workspace
 	UserNumber *float32 `json:"user_number,omitempty"`
+}
+
+// ServiceAccount defines model for ServiceAccount.
+type ServiceAccount struct {
+	// ClientId Service account client ID
+	ClientId *string `json:"client_id,omitempty"`
+
+	// CreatedAt Creation timestamp
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+
+	// UpdatedAt Last update timestamp
+	UpdatedAt *string `json:"updated_at,omitempty"`
+}
+
+// ServiceAccountRole Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+type ServiceAccountRole string
+
+// ServiceAccountWithSecret defines model for ServiceAccountWithSecret.
+type ServiceAccountWithSecret struct {
+	// ClientId Service account client ID
+	ClientId *string `json:"client_id,omitempty"`
+
+	// ClientSecret Service account client secret (only returned on creation)
+	ClientSecret *string `json:"client_secret,omitempty"`
+
+	// CreatedAt Creation timestamp
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+
+	// UpdatedAt Last update timestamp
+	UpdatedAt *string `json:"updated_at,omitempty"`
 }
 
 // TimeFields Time fields for Persistence
@@ -483,6 +590,81 @@ type ListAllPendingInvitationsParams struct {
 	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// GetWorkspaceServiceAccountsParams defines parameters for GetWorkspaceServiceAccounts.
+type GetWorkspaceServiceAccountsParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateWorkspaceServiceAccountJSONBody defines parameters for CreateWorkspaceServiceAccount.
+type CreateWorkspaceServiceAccountJSONBody struct {
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name string `json:"name"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+}
+
+// CreateWorkspaceServiceAccountParams defines parameters for CreateWorkspaceServiceAccount.
+type CreateWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteWorkspaceServiceAccountParams defines parameters for DeleteWorkspaceServiceAccount.
+type DeleteWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// UpdateWorkspaceServiceAccountJSONBody defines parameters for UpdateWorkspaceServiceAccount.
+type UpdateWorkspaceServiceAccountJSONBody struct {
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+}
+
+// UpdateWorkspaceServiceAccountParams defines parameters for UpdateWorkspaceServiceAccount.
+type UpdateWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// ListApiKeysForServiceAccountParams defines parameters for ListApiKeysForServiceAccount.
+type ListApiKeysForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateApiKeyForServiceAccountJSONBody defines parameters for CreateApiKeyForServiceAccount.
+type CreateApiKeyForServiceAccountJSONBody struct {
+	// ExpiresIn Expiration period for the API key. Supports formats like '30d' (30 days), '24h' (24 hours), '1w' (1 week). If not set, the API key never expires.
+	ExpiresIn *string `json:"expires_in,omitempty"`
+
+	// Name Name for the API key
+	Name *string `json:"name,omitempty"`
+}
+
+// CreateApiKeyForServiceAccountParams defines parameters for CreateApiKeyForServiceAccount.
+type CreateApiKeyForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteApiKeyForServiceAccountParams defines parameters for DeleteApiKeyForServiceAccount.
+type DeleteApiKeyForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
 // ListWorkspaceUsersParams defines parameters for ListWorkspaceUsers.
 type ListWorkspaceUsersParams struct {
 	// Limit Additive extension: answer at most this many entries, in the list's usual order, and announce the next page in the `Link` header (rel="next"). Without it the whole list is answered, as upstream does.
@@ -548,6 +730,15 @@ type GetWorkspaceParams struct {
 	// CountResources When true, the response includes a resourceCounts map with the number of agents, functions, models, sandboxes, policies, jobs, volumes, volumetemplates, integrationconnections, previews, customdomains, serviceaccounts and images currently in this workspace. Off by default — each count is one extra indexed query.
 	CountResources *bool `form:"countResources,omitempty" json:"countResources,omitempty"`
 }
+
+// CreateWorkspaceServiceAccountJSONRequestBody defines body for CreateWorkspaceServiceAccount for application/json ContentType.
+type CreateWorkspaceServiceAccountJSONRequestBody CreateWorkspaceServiceAccountJSONBody
+
+// UpdateWorkspaceServiceAccountJSONRequestBody defines body for UpdateWorkspaceServiceAccount for application/json ContentType.
+type UpdateWorkspaceServiceAccountJSONRequestBody UpdateWorkspaceServiceAccountJSONBody
+
+// CreateApiKeyForServiceAccountJSONRequestBody defines body for CreateApiKeyForServiceAccount for application/json ContentType.
+type CreateApiKeyForServiceAccountJSONRequestBody CreateApiKeyForServiceAccountJSONBody
 
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
@@ -707,6 +898,88 @@ type ClientInterface interface {
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 	ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetWorkspaceServiceAccounts List service accounts
+	//
+	// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+	//
+	// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+	GetWorkspaceServiceAccounts(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceServiceAccountWithBody Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithBody(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceServiceAccount Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccount(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteWorkspaceServiceAccount Delete service account
+	//
+	// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+	//
+	// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+	DeleteWorkspaceServiceAccount(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceServiceAccountWithBody Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithBody(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceServiceAccount Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccount(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListApiKeysForServiceAccount List service account API keys
+	//
+	// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+	//
+	// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+	ListApiKeysForServiceAccount(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateApiKeyForServiceAccountWithBody Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithBody(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateApiKeyForServiceAccount Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccount(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	//
+	// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+	//
+	// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+	DeleteApiKeyForServiceAccount(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListWorkspaceUsers List workspace team members
 	//
 	// Returns all team members in the workspace including their roles (admin or member) and invitation status.
@@ -861,6 +1134,188 @@ type ClientInterface interface {
 // Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 func (c *Client) ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListAllPendingInvitationsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWorkspaceServiceAccounts List service accounts
+//
+// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+//
+// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+func (c *Client) GetWorkspaceServiceAccounts(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspaceServiceAccountsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceServiceAccountWithBody Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *Client) CreateWorkspaceServiceAccountWithBody(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceServiceAccountRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceServiceAccount Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *Client) CreateWorkspaceServiceAccount(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceServiceAccountRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteWorkspaceServiceAccount Delete service account
+//
+// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+//
+// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+func (c *Client) DeleteWorkspaceServiceAccount(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWorkspaceServiceAccountRequest(c.Server, clientId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceServiceAccountWithBody Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *Client) UpdateWorkspaceServiceAccountWithBody(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceServiceAccountRequestWithBody(c.Server, clientId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceServiceAccount Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *Client) UpdateWorkspaceServiceAccount(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceServiceAccountRequest(c.Server, clientId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListApiKeysForServiceAccount List service account API keys
+//
+// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+//
+// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+func (c *Client) ListApiKeysForServiceAccount(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListApiKeysForServiceAccountRequest(c.Server, clientId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateApiKeyForServiceAccountWithBody Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *Client) CreateApiKeyForServiceAccountWithBody(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateApiKeyForServiceAccountRequestWithBody(c.Server, clientId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateApiKeyForServiceAccount Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *Client) CreateApiKeyForServiceAccount(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateApiKeyForServiceAccountRequest(c.Server, clientId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteApiKeyForServiceAccount Revoke service account API key
+//
+// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+//
+// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+func (c *Client) DeleteApiKeyForServiceAccount(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteApiKeyForServiceAccountRequest(c.Server, clientId, apiKeyId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1258,6 +1713,381 @@ func NewListAllPendingInvitationsRequest(server string, params *ListAllPendingIn
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetWorkspaceServiceAccountsRequest constructs an http.Request for the GetWorkspaceServiceAccounts method
+func NewGetWorkspaceServiceAccountsRequest(server string, params *GetWorkspaceServiceAccountsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateWorkspaceServiceAccountRequest calls the generic CreateWorkspaceServiceAccount builder with application/json body
+func NewCreateWorkspaceServiceAccountRequest(server string, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWorkspaceServiceAccountRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateWorkspaceServiceAccountRequestWithBody constructs an http.Request for the CreateWorkspaceServiceAccount method, with any body, and a specified content type
+func NewCreateWorkspaceServiceAccountRequestWithBody(server string, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteWorkspaceServiceAccountRequest constructs an http.Request for the DeleteWorkspaceServiceAccount method
+func NewDeleteWorkspaceServiceAccountRequest(server string, clientId string, params *DeleteWorkspaceServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateWorkspaceServiceAccountRequest calls the generic UpdateWorkspaceServiceAccount builder with application/json body
+func NewUpdateWorkspaceServiceAccountRequest(server string, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateWorkspaceServiceAccountRequestWithBody(server, clientId, params, "application/json", bodyReader)
+}
+
+// NewUpdateWorkspaceServiceAccountRequestWithBody constructs an http.Request for the UpdateWorkspaceServiceAccount method, with any body, and a specified content type
+func NewUpdateWorkspaceServiceAccountRequestWithBody(server string, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListApiKeysForServiceAccountRequest constructs an http.Request for the ListApiKeysForServiceAccount method
+func NewListApiKeysForServiceAccountRequest(server string, clientId string, params *ListApiKeysForServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateApiKeyForServiceAccountRequest calls the generic CreateApiKeyForServiceAccount builder with application/json body
+func NewCreateApiKeyForServiceAccountRequest(server string, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateApiKeyForServiceAccountRequestWithBody(server, clientId, params, "application/json", bodyReader)
+}
+
+// NewCreateApiKeyForServiceAccountRequestWithBody constructs an http.Request for the CreateApiKeyForServiceAccount method, with any body, and a specified content type
+func NewCreateApiKeyForServiceAccountRequestWithBody(server string, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteApiKeyForServiceAccountRequest constructs an http.Request for the DeleteApiKeyForServiceAccount method
+func NewDeleteApiKeyForServiceAccountRequest(server string, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "apiKeyId", apiKeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -1941,6 +2771,96 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 	ListAllPendingInvitationsWithResponse(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error)
 
+	// GetWorkspaceServiceAccountsWithResponse List service accounts
+	//
+	// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+	GetWorkspaceServiceAccountsWithResponse(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*GetWorkspaceServiceAccountsResponse, error)
+
+	// CreateWorkspaceServiceAccountWithBodyWithResponse Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error)
+
+	// CreateWorkspaceServiceAccountWithResponse Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error)
+
+	// DeleteWorkspaceServiceAccountWithResponse Delete service account
+	//
+	// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+	DeleteWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteWorkspaceServiceAccountResponse, error)
+
+	// UpdateWorkspaceServiceAccountWithBodyWithResponse Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error)
+
+	// UpdateWorkspaceServiceAccountWithResponse Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error)
+
+	// ListApiKeysForServiceAccountWithResponse List service account API keys
+	//
+	// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+	ListApiKeysForServiceAccountWithResponse(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*ListApiKeysForServiceAccountResponse, error)
+
+	// CreateApiKeyForServiceAccountWithBodyWithResponse Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error)
+
+	// CreateApiKeyForServiceAccountWithResponse Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error)
+
+	// DeleteApiKeyForServiceAccountWithResponse Revoke service account API key
+	//
+	// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+	DeleteApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteApiKeyForServiceAccountResponse, error)
+
 	// ListWorkspaceUsersWithResponse List workspace team members
 	//
 	// Returns all team members in the workspace including their roles (admin or member) and invitation status.
@@ -2204,6 +3124,748 @@ func (r ListAllPendingInvitationsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListAllPendingInvitationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetWorkspaceServiceAccountsResponse401Headers the declared response headers of an HTTP 401 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetWorkspaceServiceAccountsResponse429Headers the declared response headers of an HTTP 429 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetWorkspaceServiceAccountsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetWorkspaceServiceAccountsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetWorkspaceServiceAccountsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON200() *[]ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspaceServiceAccountsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspaceServiceAccountsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspaceServiceAccountsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspaceServiceAccountsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccountWithSecret
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccountWithSecret {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type UpdateWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListApiKeysForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListApiKeysForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListApiKeysForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]ApiKey
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListApiKeysForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListApiKeysForServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON200() *[]ApiKey {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListApiKeysForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListApiKeysForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListApiKeysForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListApiKeysForServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateApiKeyForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateApiKeyForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateApiKeyForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiKey
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateApiKeyForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateApiKeyForServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON200() *ApiKey {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateApiKeyForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateApiKeyForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateApiKeyForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateApiKeyForServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteApiKeyForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteApiKeyForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteApiKeyForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteApiKeyForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteApiKeyForServiceAccountResponse429Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteApiKeyForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteApiKeyForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteApiKeyForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteApiKeyForServiceAccountResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3603,6 +5265,156 @@ func (c *ClientWithResponses) ListAllPendingInvitationsWithResponse(ctx context.
 	return ParseListAllPendingInvitationsResponse(rsp)
 }
 
+// GetWorkspaceServiceAccountsWithResponse List service accounts
+//
+// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+func (c *ClientWithResponses) GetWorkspaceServiceAccountsWithResponse(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*GetWorkspaceServiceAccountsResponse, error) {
+	rsp, err := c.GetWorkspaceServiceAccounts(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspaceServiceAccountsResponse(rsp)
+}
+
+// CreateWorkspaceServiceAccountWithBodyWithResponse Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) CreateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.CreateWorkspaceServiceAccountWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceServiceAccountResponse(rsp)
+}
+
+// CreateWorkspaceServiceAccountWithResponse Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) CreateWorkspaceServiceAccountWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.CreateWorkspaceServiceAccount(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceServiceAccountResponse(rsp)
+}
+
+// DeleteWorkspaceServiceAccountWithResponse Delete service account
+//
+// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) DeleteWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.DeleteWorkspaceServiceAccount(ctx, clientId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteWorkspaceServiceAccountResponse(rsp)
+}
+
+// UpdateWorkspaceServiceAccountWithBodyWithResponse Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.UpdateWorkspaceServiceAccountWithBody(ctx, clientId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceServiceAccountResponse(rsp)
+}
+
+// UpdateWorkspaceServiceAccountWithResponse Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.UpdateWorkspaceServiceAccount(ctx, clientId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceServiceAccountResponse(rsp)
+}
+
+// ListApiKeysForServiceAccountWithResponse List service account API keys
+//
+// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+func (c *ClientWithResponses) ListApiKeysForServiceAccountWithResponse(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*ListApiKeysForServiceAccountResponse, error) {
+	rsp, err := c.ListApiKeysForServiceAccount(ctx, clientId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListApiKeysForServiceAccountResponse(rsp)
+}
+
+// CreateApiKeyForServiceAccountWithBodyWithResponse Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) CreateApiKeyForServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.CreateApiKeyForServiceAccountWithBody(ctx, clientId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateApiKeyForServiceAccountResponse(rsp)
+}
+
+// CreateApiKeyForServiceAccountWithResponse Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) CreateApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.CreateApiKeyForServiceAccount(ctx, clientId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateApiKeyForServiceAccountResponse(rsp)
+}
+
+// DeleteApiKeyForServiceAccountWithResponse Revoke service account API key
+//
+// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) DeleteApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.DeleteApiKeyForServiceAccount(ctx, clientId, apiKeyId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteApiKeyForServiceAccountResponse(rsp)
+}
+
 // ListWorkspaceUsersWithResponse List workspace team members
 //
 // Returns all team members in the workspace including their roles (admin or member) and invitation status.
@@ -3961,6 +5773,793 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListAllPendingInvitationsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetWorkspaceServiceAccountsResponse parses an HTTP response from a GetWorkspaceServiceAccountsWithResponse call
+func ParseGetWorkspaceServiceAccountsResponse(rsp *http.Response) (*GetWorkspaceServiceAccountsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspaceServiceAccountsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetWorkspaceServiceAccountsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetWorkspaceServiceAccountsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateWorkspaceServiceAccountResponse parses an HTTP response from a CreateWorkspaceServiceAccountWithResponse call
+func ParseCreateWorkspaceServiceAccountResponse(rsp *http.Response) (*CreateWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccountWithSecret
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteWorkspaceServiceAccountResponse parses an HTTP response from a DeleteWorkspaceServiceAccountWithResponse call
+func ParseDeleteWorkspaceServiceAccountResponse(rsp *http.Response) (*DeleteWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateWorkspaceServiceAccountResponse parses an HTTP response from a UpdateWorkspaceServiceAccountWithResponse call
+func ParseUpdateWorkspaceServiceAccountResponse(rsp *http.Response) (*UpdateWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers UpdateWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListApiKeysForServiceAccountResponse parses an HTTP response from a ListApiKeysForServiceAccountWithResponse call
+func ParseListApiKeysForServiceAccountResponse(rsp *http.Response) (*ListApiKeysForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListApiKeysForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListApiKeysForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListApiKeysForServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateApiKeyForServiceAccountResponse parses an HTTP response from a CreateApiKeyForServiceAccountWithResponse call
+func ParseCreateApiKeyForServiceAccountResponse(rsp *http.Response) (*CreateApiKeyForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateApiKeyForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateApiKeyForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateApiKeyForServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteApiKeyForServiceAccountResponse parses an HTTP response from a DeleteApiKeyForServiceAccountWithResponse call
+func ParseDeleteApiKeyForServiceAccountResponse(rsp *http.Response) (*DeleteApiKeyForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteApiKeyForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteApiKeyForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteApiKeyForServiceAccountResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -5455,6 +8054,27 @@ type ServerInterface interface {
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
 	ListAllPendingInvitations(ctx echo.Context, params ListAllPendingInvitationsParams) error
+	// GetWorkspaceServiceAccounts List service accounts
+	// (GET /service_accounts)
+	GetWorkspaceServiceAccounts(ctx echo.Context, params GetWorkspaceServiceAccountsParams) error
+	// CreateWorkspaceServiceAccount Create service account
+	// (POST /service_accounts)
+	CreateWorkspaceServiceAccount(ctx echo.Context, params CreateWorkspaceServiceAccountParams) error
+	// DeleteWorkspaceServiceAccount Delete service account
+	// (DELETE /service_accounts/{clientId})
+	DeleteWorkspaceServiceAccount(ctx echo.Context, clientId string, params DeleteWorkspaceServiceAccountParams) error
+	// UpdateWorkspaceServiceAccount Update service account
+	// (PUT /service_accounts/{clientId})
+	UpdateWorkspaceServiceAccount(ctx echo.Context, clientId string, params UpdateWorkspaceServiceAccountParams) error
+	// ListApiKeysForServiceAccount List service account API keys
+	// (GET /service_accounts/{clientId}/api_keys)
+	ListApiKeysForServiceAccount(ctx echo.Context, clientId string, params ListApiKeysForServiceAccountParams) error
+	// CreateApiKeyForServiceAccount Create service account API key
+	// (POST /service_accounts/{clientId}/api_keys)
+	CreateApiKeyForServiceAccount(ctx echo.Context, clientId string, params CreateApiKeyForServiceAccountParams) error
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	// (DELETE /service_accounts/{clientId}/api_keys/{apiKeyId})
+	DeleteApiKeyForServiceAccount(ctx echo.Context, clientId string, apiKeyId string, params DeleteApiKeyForServiceAccountParams) error
 	// ListWorkspaceUsers List workspace team members
 	// (GET /users)
 	ListWorkspaceUsers(ctx echo.Context, params ListWorkspaceUsersParams) error
@@ -5523,6 +8143,252 @@ func (w *ServerInterfaceWrapper) ListAllPendingInvitations(ctx echo.Context) err
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.ListAllPendingInvitations(ctx, params)
+	return err
+}
+
+// GetWorkspaceServiceAccounts converts echo context to params.
+func (w *ServerInterfaceWrapper) GetWorkspaceServiceAccounts(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetWorkspaceServiceAccountsParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetWorkspaceServiceAccounts(ctx, params)
+	return err
+}
+
+// CreateWorkspaceServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateWorkspaceServiceAccount(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWorkspaceServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateWorkspaceServiceAccount(ctx, params)
+	return err
+}
+
+// DeleteWorkspaceServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteWorkspaceServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteWorkspaceServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteWorkspaceServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// UpdateWorkspaceServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateWorkspaceServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateWorkspaceServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateWorkspaceServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// ListApiKeysForServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) ListApiKeysForServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListApiKeysForServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListApiKeysForServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// CreateApiKeyForServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateApiKeyForServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateApiKeyForServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateApiKeyForServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// DeleteApiKeyForServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteApiKeyForServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// ------------- Path parameter "apiKeyId" -------------
+	var apiKeyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "apiKeyId", ctx.Param("apiKeyId"), &apiKeyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter apiKeyId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteApiKeyForServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteApiKeyForServiceAccount(ctx, clientId, apiKeyId, params)
 	return err
 }
 
@@ -5871,6 +8737,13 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/workspaces/:workspaceName", wrapper.GetWorkspace, options.OperationMiddlewares["GetWorkspace"]...)
 	router.PUT(options.BaseURL+"/workspaces/:workspaceName", wrapper.UpdateWorkspace, options.OperationMiddlewares["UpdateWorkspace"]...)
 	router.POST(options.BaseURL+"/workspaces/availability", wrapper.CheckWorkspaceAvailability, options.OperationMiddlewares["CheckWorkspaceAvailability"]...)
+	router.GET(options.BaseURL+"/service_accounts", wrapper.GetWorkspaceServiceAccounts, options.OperationMiddlewares["GetWorkspaceServiceAccounts"]...)
+	router.POST(options.BaseURL+"/service_accounts", wrapper.CreateWorkspaceServiceAccount, options.OperationMiddlewares["CreateWorkspaceServiceAccount"]...)
+	router.DELETE(options.BaseURL+"/service_accounts/:clientId", wrapper.DeleteWorkspaceServiceAccount, options.OperationMiddlewares["DeleteWorkspaceServiceAccount"]...)
+	router.PUT(options.BaseURL+"/service_accounts/:clientId", wrapper.UpdateWorkspaceServiceAccount, options.OperationMiddlewares["UpdateWorkspaceServiceAccount"]...)
+	router.GET(options.BaseURL+"/service_accounts/:clientId/api_keys", wrapper.ListApiKeysForServiceAccount, options.OperationMiddlewares["ListApiKeysForServiceAccount"]...)
+	router.POST(options.BaseURL+"/service_accounts/:clientId/api_keys", wrapper.CreateApiKeyForServiceAccount, options.OperationMiddlewares["CreateApiKeyForServiceAccount"]...)
+	router.DELETE(options.BaseURL+"/service_accounts/:clientId/api_keys/:apiKeyId", wrapper.DeleteApiKeyForServiceAccount, options.OperationMiddlewares["DeleteApiKeyForServiceAccount"]...)
 
 }
 
@@ -6025,6 +8898,953 @@ func (response ListAllPendingInvitations429JSONResponse) VisitListAllPendingInvi
 type ListAllPendingInvitations500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response ListAllPendingInvitations500JSONResponse) VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccountsRequestObject struct {
+	Params GetWorkspaceServiceAccountsParams
+}
+
+type GetWorkspaceServiceAccountsResponseObject interface {
+	VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error
+}
+
+type GetWorkspaceServiceAccounts200JSONResponse []ServiceAccount
+
+func (response GetWorkspaceServiceAccounts200JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetWorkspaceServiceAccounts400JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetWorkspaceServiceAccounts401JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetWorkspaceServiceAccounts403JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response GetWorkspaceServiceAccounts404JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetWorkspaceServiceAccounts429JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetWorkspaceServiceAccounts500JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccountRequestObject struct {
+	Params CreateWorkspaceServiceAccountParams
+	Body   *CreateWorkspaceServiceAccountJSONRequestBody
+}
+
+type CreateWorkspaceServiceAccountResponseObject interface {
+	VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type CreateWorkspaceServiceAccount200JSONResponse ServiceAccountWithSecret
+
+func (response CreateWorkspaceServiceAccount200JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CreateWorkspaceServiceAccount400JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateWorkspaceServiceAccount401JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CreateWorkspaceServiceAccount403JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response CreateWorkspaceServiceAccount404JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount409JSONResponse struct{ ConflictJSONResponse }
+
+func (response CreateWorkspaceServiceAccount409JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateWorkspaceServiceAccount413JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateWorkspaceServiceAccount415JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateWorkspaceServiceAccount429JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateWorkspaceServiceAccount500JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   DeleteWorkspaceServiceAccountParams
+}
+
+type DeleteWorkspaceServiceAccountResponseObject interface {
+	VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type DeleteWorkspaceServiceAccount200JSONResponse ServiceAccount
+
+func (response DeleteWorkspaceServiceAccount200JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount400JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount401JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount403JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount404JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount429JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount500JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   UpdateWorkspaceServiceAccountParams
+	Body     *UpdateWorkspaceServiceAccountJSONRequestBody
+}
+
+type UpdateWorkspaceServiceAccountResponseObject interface {
+	VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type UpdateWorkspaceServiceAccount200JSONResponse ServiceAccount
+
+func (response UpdateWorkspaceServiceAccount200JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount400JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount401JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount403JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount404JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount409JSONResponse struct{ ConflictJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount409JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount413JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response UpdateWorkspaceServiceAccount415JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount429JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount500JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   ListApiKeysForServiceAccountParams
+}
+
+type ListApiKeysForServiceAccountResponseObject interface {
+	VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type ListApiKeysForServiceAccount200JSONResponse []ApiKey
+
+func (response ListApiKeysForServiceAccount200JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListApiKeysForServiceAccount400JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListApiKeysForServiceAccount401JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListApiKeysForServiceAccount403JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response ListApiKeysForServiceAccount404JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListApiKeysForServiceAccount429JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListApiKeysForServiceAccount500JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   CreateApiKeyForServiceAccountParams
+	Body     *CreateApiKeyForServiceAccountJSONRequestBody
+}
+
+type CreateApiKeyForServiceAccountResponseObject interface {
+	VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type CreateApiKeyForServiceAccount200JSONResponse ApiKey
+
+func (response CreateApiKeyForServiceAccount200JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CreateApiKeyForServiceAccount400JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateApiKeyForServiceAccount401JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CreateApiKeyForServiceAccount403JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response CreateApiKeyForServiceAccount404JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateApiKeyForServiceAccount413JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateApiKeyForServiceAccount415JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateApiKeyForServiceAccount429JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateApiKeyForServiceAccount500JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	ApiKeyId string `json:"apiKeyId"`
+	Params   DeleteApiKeyForServiceAccountParams
+}
+
+type DeleteApiKeyForServiceAccountResponseObject interface {
+	VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type DeleteApiKeyForServiceAccount200Response struct {
+}
+
+func (response DeleteApiKeyForServiceAccount200Response) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+	w.WriteHeader(200)
+	return nil
+}
+
+type DeleteApiKeyForServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount400JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount401JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount403JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount404JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount429JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount500JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -7777,6 +11597,27 @@ type StrictServerInterface interface {
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
 	ListAllPendingInvitations(ctx context.Context, request ListAllPendingInvitationsRequestObject) (ListAllPendingInvitationsResponseObject, error)
+	// GetWorkspaceServiceAccounts List service accounts
+	// (GET /service_accounts)
+	GetWorkspaceServiceAccounts(ctx context.Context, request GetWorkspaceServiceAccountsRequestObject) (GetWorkspaceServiceAccountsResponseObject, error)
+	// CreateWorkspaceServiceAccount Create service account
+	// (POST /service_accounts)
+	CreateWorkspaceServiceAccount(ctx context.Context, request CreateWorkspaceServiceAccountRequestObject) (CreateWorkspaceServiceAccountResponseObject, error)
+	// DeleteWorkspaceServiceAccount Delete service account
+	// (DELETE /service_accounts/{clientId})
+	DeleteWorkspaceServiceAccount(ctx context.Context, request DeleteWorkspaceServiceAccountRequestObject) (DeleteWorkspaceServiceAccountResponseObject, error)
+	// UpdateWorkspaceServiceAccount Update service account
+	// (PUT /service_accounts/{clientId})
+	UpdateWorkspaceServiceAccount(ctx context.Context, request UpdateWorkspaceServiceAccountRequestObject) (UpdateWorkspaceServiceAccountResponseObject, error)
+	// ListApiKeysForServiceAccount List service account API keys
+	// (GET /service_accounts/{clientId}/api_keys)
+	ListApiKeysForServiceAccount(ctx context.Context, request ListApiKeysForServiceAccountRequestObject) (ListApiKeysForServiceAccountResponseObject, error)
+	// CreateApiKeyForServiceAccount Create service account API key
+	// (POST /service_accounts/{clientId}/api_keys)
+	CreateApiKeyForServiceAccount(ctx context.Context, request CreateApiKeyForServiceAccountRequestObject) (CreateApiKeyForServiceAccountResponseObject, error)
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	// (DELETE /service_accounts/{clientId}/api_keys/{apiKeyId})
+	DeleteApiKeyForServiceAccount(ctx context.Context, request DeleteApiKeyForServiceAccountRequestObject) (DeleteApiKeyForServiceAccountResponseObject, error)
 	// ListWorkspaceUsers List workspace team members
 	// (GET /users)
 	ListWorkspaceUsers(ctx context.Context, request ListWorkspaceUsersRequestObject) (ListWorkspaceUsersResponseObject, error)
@@ -7849,6 +11690,256 @@ func (sh *strictHandler) ListAllPendingInvitations(ctx echo.Context, params List
 		return err
 	} else if validResponse, ok := response.(ListAllPendingInvitationsResponseObject); ok {
 		return validResponse.VisitListAllPendingInvitationsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetWorkspaceServiceAccounts operation middleware
+func (sh *strictHandler) GetWorkspaceServiceAccounts(ctx echo.Context, params GetWorkspaceServiceAccountsParams) error {
+	var request GetWorkspaceServiceAccountsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetWorkspaceServiceAccounts(ctx.Request().Context(), request.(GetWorkspaceServiceAccountsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetWorkspaceServiceAccounts")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetWorkspaceServiceAccountsResponseObject); ok {
+		return validResponse.VisitGetWorkspaceServiceAccountsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateWorkspaceServiceAccount operation middleware
+func (sh *strictHandler) CreateWorkspaceServiceAccount(ctx echo.Context, params CreateWorkspaceServiceAccountParams) error {
+	var request CreateWorkspaceServiceAccountRequestObject
+
+	request.Params = params
+
+	var body CreateWorkspaceServiceAccountJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateWorkspaceServiceAccount(ctx.Request().Context(), request.(CreateWorkspaceServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateWorkspaceServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateWorkspaceServiceAccountResponseObject); ok {
+		return validResponse.VisitCreateWorkspaceServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteWorkspaceServiceAccount operation middleware
+func (sh *strictHandler) DeleteWorkspaceServiceAccount(ctx echo.Context, clientId string, params DeleteWorkspaceServiceAccountParams) error {
+	var request DeleteWorkspaceServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteWorkspaceServiceAccount(ctx.Request().Context(), request.(DeleteWorkspaceServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteWorkspaceServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteWorkspaceServiceAccountResponseObject); ok {
+		return validResponse.VisitDeleteWorkspaceServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateWorkspaceServiceAccount operation middleware
+func (sh *strictHandler) UpdateWorkspaceServiceAccount(ctx echo.Context, clientId string, params UpdateWorkspaceServiceAccountParams) error {
+	var request UpdateWorkspaceServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	var body UpdateWorkspaceServiceAccountJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateWorkspaceServiceAccount(ctx.Request().Context(), request.(UpdateWorkspaceServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateWorkspaceServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateWorkspaceServiceAccountResponseObject); ok {
+		return validResponse.VisitUpdateWorkspaceServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListApiKeysForServiceAccount operation middleware
+func (sh *strictHandler) ListApiKeysForServiceAccount(ctx echo.Context, clientId string, params ListApiKeysForServiceAccountParams) error {
+	var request ListApiKeysForServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListApiKeysForServiceAccount(ctx.Request().Context(), request.(ListApiKeysForServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListApiKeysForServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListApiKeysForServiceAccountResponseObject); ok {
+		return validResponse.VisitListApiKeysForServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateApiKeyForServiceAccount operation middleware
+func (sh *strictHandler) CreateApiKeyForServiceAccount(ctx echo.Context, clientId string, params CreateApiKeyForServiceAccountParams) error {
+	var request CreateApiKeyForServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	var body CreateApiKeyForServiceAccountJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateApiKeyForServiceAccount(ctx.Request().Context(), request.(CreateApiKeyForServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateApiKeyForServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateApiKeyForServiceAccountResponseObject); ok {
+		return validResponse.VisitCreateApiKeyForServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteApiKeyForServiceAccount operation middleware
+func (sh *strictHandler) DeleteApiKeyForServiceAccount(ctx echo.Context, clientId string, apiKeyId string, params DeleteApiKeyForServiceAccountParams) error {
+	var request DeleteApiKeyForServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.ApiKeyId = apiKeyId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteApiKeyForServiceAccount(ctx.Request().Context(), request.(DeleteApiKeyForServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteApiKeyForServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteApiKeyForServiceAccountResponseObject); ok {
+		return validResponse.VisitDeleteApiKeyForServiceAccountResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -8299,115 +12390,133 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37btw4sverEPo+IDa+7rZz2Q8zDoKF4yQzPuskhuMgezAJbLZU3c2xRGpIqtu9AwP7EOcZzoPtkxxU",
-	"kZKoS1+cizczx/8kbomXYrGq+GOxWPo9ilWWKwnSmujg9yjnmmdgQdOvE2HsUaGN0vgrARNrkVuhZHQQ",
-	"HSaJsGIODK4tSCOUPGCLGWhgVrFYSStkAQMWq1xAwiZaZczOgOUa5kIVhuV8Cg8MuzwR8uqSzYAnoEfs",
-	"bc5/K4BxmTAjphKSA8ZZTCS4NrhUdgaapcLYQfVrofSVyXkMTOnqYczTFPTAPWI8taAhYUrCgAnDOHuy",
-	"vz9iL6XVAgzjSQIJ4xMLmuhc8PSKjWHKJcv4EtvA/6SyjOc5cP2Uga9pZ9wyuBbGQsLGMFEamCiLMSVj",
-	"YMDj2YAJyZROkKJCpmAM05CpOSQsAy4XM5HCKBpEApn7WwF6GQ0iyTOIDiLHgGgQmXgGGcfJyPj1Ccip",
-	"nUUHj/b3B5Fd5ljSWC3kNLq5GdDknYhM2O3mjkuzAM24ZZkyltmZMCzjclmOk+hHziDnHxhWmIKn5YBw",
-	"vriUqsDRYiEJ15amuKzVmGe2oyF99jHCUh+j3RH7IOxMFRb5RsyfqdR1RDNFlEEyYNywIjdWA89YosCs",
-	"4ldKw26xS2RFFh083EduZUL6nxXnhLQwBU2s+1CK089EbpeB50hkJXNIsobfCjCW8dgapuSIncFvhUCB",
-	"Wwg7Y5xZdQXyqf8l2eHpMbuCJY4YBWsMLIWJZciEHWzvCpYPDFMLWfez6/icFcYykvCFMMBwyE4Gq4Ij",
-	"dtigjlviFkkvCSqKMz3GnpyaIKPxvZAhy9mT/Sd1UxdS2YuJKnCyU3FVi6ub1Zr/fx8+T/k1pMOKkY3J",
-	"aMvqzSDSYHIlDZDZec6TM8dO/IW2BCT9yfM8FTHHSdj71eBM/B40+381TKKD6P/s1SZtz701ey+1Vtp1",
-	"1ZzJcO5I4tOJ0hnaCV0zLeM2nhGzfG83g+hIyUkq4jsmMfa9GidINH+F1iAtM5ZbYDswmo4YTzXwZMk4",
-	"yyAbg95Fil8pPRZJAvLbkzznqUhYrCEBaQVPHbko3OVgSDVMrHIy2bW0apUCEnssLWjJU9fFNye4kHCd",
-	"Q4wm3ICeg2YTLtJCA9tJwHKRGsY1sFRNp2iIJGARDbbQEhLi7htlX6Fq3JU8GFXoGHoU2yvyXBgxTmk1",
-	"rrUcCT3ly1Tx5FypE66ncLfyO1bJksF1DJAYp1DiH2jp0V7fDKJzpV5zufTab749bZxp1BoigC04rsk8",
-	"nkHCdvIAQeQNiDFBgdXCImqQCRNyLiwRZQhrUMVUoEryJNG40GMNlCdEGIWdoU64Yew+RSHSywB4yAIV",
-	"lqkJMxArmRg0yWdYaHiIhaKBN7fEnTNuYcUi79iecSGFnLLfCmU5tkp2P1epiJdEPk2C76mQVqS4JAlk",
-	"hLGKVl2yKJcfI8eNj9FT/Wz/qX328HKtUR/UtA1Pqbt+Eh1hniC3jnHjRcSv+R5CHL88f8USzSfW/TsU",
-	"YCfDmbU5z8UQ55GmcejZ00P4b88e7u8/XWxBesDvDtUlt6xiCy5sifloIpHVO2evjtiPDx/u7zYhyDrM",
-	"gZ2+lygcSot/wB1YkUwYg9SixZAde92Usg8fPgwPa8GF/plsirZbKhFieru68xy4xqVoLRQgPpgiz5W2",
-	"kLyGRPBzKnPnVsrb0U5XWNW3hp1VC1SzuXeWy4TrhAG+ZyW+qdYMNl6SUCMOXMxAMl71PqHlZqdEug8M",
-	"oz52R+wcQblfnxxEMwxXoiV7cn1N2vyX62uHDHAHQjhtwZeGTUSaGharBBy6/Pn8/JQAQ2F2B57EHY5P",
-	"xikMWMbjmZAwRBCBT9iVwA1ZEc9QHfvwIO6xHOa4cIjjgEZ39vLwxeuXhOTJ3Ge7DsKCMbg32FmU+r7Q",
-	"Sk7pHT2yiiWKjCOx5EIkOB3C0j5NIIsRe+Za5aCtAL9QJD2CGYzUjZ9MILgxR4MIrnmWpxAdPNn/sauX",
-	"gwj6p5dmhGFxHDo1LEh3JmQCCMEjz9Sk21N0Vi7eJUyjtRt1rqUOg8hzqmdcRcZlPUFuCku+uqJjpMRx",
-	"GBcjYnGDjmOv96HY9xFRz0L/Tsi/f2DY8YsB46lRpcn++9Av5cPjpNYBvwnE2VbSC7CX6lRNWSpkNU2+",
-	"6QNaJmhfTcqiAe0Djo+zXKtxChlqB/iF1++cGr3vPESpevjoB5ZrIUnQ2eG7o+NjFs+45rEFbXZd68Iy",
-	"gxwjVwGkBtgUJOACU6mtIxeFMNiIP3z0Q99GvIS70cEvXpw+VcXU+FeICfr8pFWRV/ul1zzPsX6H3/4F",
-	"G4NdAJoNyY6TUzbF2k7jW2CawEciNMRWIZ+XMu6oDtV+Q3u3dn/4tJyMuiO3y/gYvZRTIQFwqB+jAfsY",
-	"nabc4gbqY7TbELWgYK+EIerv9H2mHH7lxoipdDIlAvvDdniSkVel2uYMIpC4xv4S0SucH3qDLK+pKd91",
-	"56ozLa/B8oRbfsLHkBKzSgvE09MGEzuDag7mb7AcznlaAMu50A4TKj3lUvxDeNM3EaklFlXw3oyY65jF",
-	"XLIxsMJAQg42bmFKUKEui7IJci60khlIO0DNwGEMmAWeeT/YksWFsSpjll8rqbLlKOoZ9duFBP1KQJqY",
-	"7rTQSzahtzSMU9BGGAuS9vktq6wB9eb5st90FAaxriZ9EmgR41gVaKxmivmqLNzvRKhOPHkr02V0YHUB",
-	"PcJU5Mnndumr3rLLPrk5BZkIOT2uNgckOmn6dhId/LIeopyLDDzvbwbri4bzhGWbvEfwn3aZ8B4Z4N71",
-	"cA+uc6HBHNp+7iF/3L5BZODMJTKr3gQx30Bf21Sqf2aIKFOMt7cOh0cnzlvQU6MyEd1qlYklz1mPEbj5",
-	"1FZdP5fhIEXgl4u2mf7DOIa8h6c9bXNXdPA1ZrPBiHWSVHvqthPnM5C9ntHNvGqOymvfJvJW9H/oa6Pc",
-	"fpfCTqWOe3CTP+gI2eTwo6At/irV6aO0ZgoRvFHxPoPPx1X9z1JH63dwK+nGAgfsYy2uHyM00R9L8big",
-	"Fftj9EUivmJsgeQHjb1wXr9bt/mh3cBt1OmwVoYWc/0aJeSEsHXe1TJNLbAdXJAbXCPm7nYULxEmT/my",
-	"H/WV/flC7pABAQst/SvVqW+DUDZ1/CL6vIWzLYH9ckTQ/OvYzAnPRLq8kL2coaquxIoFZBBNxRzkuvpU",
-	"YGV1XAVvsT7egokftlgWbyco9WoaikrfqOSG+itW420G96FHaVeS6Yv0SkpPzRPyqk8canSFys1tuKgJ",
-	"C9ma3UEDNtYj8Q+41pwsK3Zy4RzAPTuxyjGMxXqp8O35FnqZF4DL7pKHq9ztcP0tV87q2GLBTYnvbwHp",
-	"v6Q338TnofmG4twxivfGvA9E1GJdbmJE0qd7n6fC9X759ZJ96IpZYPC0KnLvmeiRK3JtDK0akj8i8+V6",
-	"HBNs593R8etd72RwO3czE3moYOsY2e9D6VG0mcg5P5YTtTUs/rmqsWqdK6yq3USFFAjvaleF2ErO08rL",
-	"sI6olk9ie+Naz2i2HC7WzaiGqd+zrmqSTsCYLxc2XZjhAowdPupv16nkEUrrNu6UwBXb3mjoYaXgJPyG",
-	"7fApMmrAJoWM/YlcphJIzYAZLpOxugYzcIdNFNLyqxqbAZurtMjwZ6LFHKoHFrI85daFvliYalpsYiUl",
-	"lI1TNBMszMB7VRKVcYEvvHPBqyW2kPEpmN0Rw/lnucqLlASFjNVPYGvGCuPOHX3kyF+phdJlbJ6h5IxW",
-	"y1Jts3Qh0RxuLeFnvjwiEPKXr5t971Hf8TZ8UEHOsZBJ+DtWciKmBR0k1gcH4VNygftDiNCBVy8PzbaD",
-	"B3UzUQDdm4+p+WhQe15rSS1fbVRLN9oz4KZPJ9xzMmdhLAayR+FkG7D00vno/anLFutQ1xFxDpJLCgKx",
-	"XEjwQTxkLQ3jacpc2E3gElynEWDj0a4TMjPjGhLyE5L7wRjqRKuUltWxSFMhp72uwkomDudcpHwsUmGX",
-	"fUwyRUpIKnBQD2lfwYOKLJ5BfNU93PFl+jaeH2ZA4X7BcQHqTsP2UUxT2UQwjLFSKXB5q5OW6zzl0h9x",
-	"FsIdJLilzK2eHpe9Px6xl1lul/54r6f30Cz2i9br9kGcK+iIcAf7i5k7kSiHWci6q5UElDpm+RWg9Z6U",
-	"oUEXGuhoI2k8HJNYNR7NL3INE3EdnGVsBaB+DlfeFqOPTw8PGZqoVHDpjYzjLQ+D2y69+r+UOJzkkmUC",
-	"NcvFk/h3wxTmkLJLWugv6jYvGU8SJdkOKqU7xBkakYALLkWJ41ZpZpVKS6/8O6tFDqUOMJijQu2O2GUh",
-	"DZ/AJdMQK50YxlkOehiEouZ2SCFPajpNyxjY+rUBaxEHPWV8TMdNFW4twVwV2zPjcxdlSMSPVjnRPEN6",
-	"MLIuAlicc7JRZS8z7jjXYb/jFI+tmMOIvfsyhj1lMZc4ljGweMbldDVD+vXTcft2eO29q7OFRL6vWu+i",
-	"jJpCx6JyXt28j9j5pvlF7o55fAUyQZnOcsMuq0OKS+LZZbXDuexOL6yd14zrK9M+GePGETt0bGM7b96e",
-	"V3NrdwdMzUFrkZSH1U21cWLGXvHU1O1DT/N1kysmbfW+7ezV0ePHj3+kLRsxpRbQksG4bUu5qTRoxN5h",
-	"wSpGjwRx9IVHQuRYEQnbMcV4tzzp5LEtQ2RDAhyXPXmfS81aYTyrQVuLXe4FK7GNW4AmSrdmRsiJ5sbq",
-	"IraF7m7b/Q6lF9sfN6qyuiibgzb93e3wyQRiG6yubAIc67vguATyVC0ztDdjmPG58Biv3ohcPe71gTm0",
-	"vrW6v3Pl33md28DldunVQHe4QFvnqWkxn8SDwoOAgsEQgJUl63F3HTWjPhcbsu5UK4ReJ2o67T37/0AK",
-	"gjK1up+GFcBF7t3hmxfP3/794sXxu8PnJy8vTs/eHr189+7i5O1PPx2/+Yn2ExRv42igNSx3hDBjE1XY",
-	"PWMT0BSbgXRVoe2mpGLIc8Hm+6NHo0c//L8+Q7B2MlAB1201CkMnIp0VD3LbZxNDOEhOO1zfyuIdZalO",
-	"Z/us1wrvcZO0NYdL+OJiDlpMxDaUPjCuLaJ4DEB65+r2UkdHTxvaDQ4IZhRW6er0tbfW7d0a8xc4wFst",
-	"rXeF9x81tZpYderkj++7oXnOZ+BNPTWRazUXaOJcfEoJjyvv1IUPm2kIjNvsX8Q8J1P7aVtXfov8ded+",
-	"XcXBRiEutLDLdxRgSepwmIu/wfKwsDP8NaZAy1dKZ9xGB9Hh6TH7G+BGt+XaVnI6TMUckuo2Chr4XKup",
-	"5lnGrYj9ZrAM2SSJocZrUmfW5hQygr0/6jnopOft4FDadf7Hh3N3LQY7mKRq4VTbB8FSwSMf1Nd4+F6n",
-	"0UG0p/DhXhUzS0Sq3NsHivA5iA7xf2Esmuw51MNx2+ID52OIDqIj+oO5x/X7BFKg9y/oj877KSCDfwLr",
-	"3gSnC75AKowtTxHalR0oQQiSJ83OaTYbdf0EBW/J/xZQTostERmUbSxYTWqar7Bs6MHqcMZHDfnXneJt",
-	"Rm0oXvOtUTDgX7N8g/D1Tbe52ileeUI6Y6zeNEq1h9Zfqh5R+SwYTF0sHEh/Q236w1KBG7JLffiyXTbs",
-	"tlOuur7QKlY9jwbRr2rc7REflu/aXArf1bz5VY0DttDLsM+wUpsP/l2q4h5iq6fRIMrifFaMG69fH52y",
-	"WTGu/WJYjLxgnTG5x/X79rja7+ux0YNgdL5ASEe7cnuM1fvSQ90hr3wRlmmT2FemJtPftAjOQcsyIaV9",
-	"bbSpDcpUzvUD7zZEir0DsYSqzlfgJymo0Bph9aZRqj3G/lL1KGt8XA6zLhWOs7+d9kh7SrVFrOywLWbV",
-	"IUJAXPksoK4uFjZaPY0GkTuTOK/Ktfnm3q+t0mbiFlVqoluFA9rbdcIRbNFFkRvQth6I0v6sdnXlVaMP",
-	"S/QPNizRGVt7SH1DMeFJgznwsXoU5gK5XbW3CGq0Ka9fNcslEKdCugHQX1u03R7zqrbrkS96AiOCgi5u",
-	"rIqx8ZEHVjWiDoLyKfA5Fj/B/1cWCpi6ikJ3NZ7ODfAP33HTw9as0dbZoGVE0QgzG7iRnuArd2XgKLj7",
-	"RJeJ7pHkPZK8R5L3SPIeSd4jyXskeY8k75HkPZJciyQDXy0nVyhdMhc+1MEKS+ddPkKnNGmnKZfYvT9h",
-	"iw6i/dH+6CF2pHKQPBfRQfR4tD96jPaT2xlh0r1cq4lIYS9cWul0r++glW6cG8ZdQiU1oYOq7g2C/oOq",
-	"ytYeJ57Th2naicAm6x6kDlsRG1sX2auzU62Kjm0V9nnIbj61kgU92t+/VXKArQJJV1136oSSdvMImIJ2",
-	"BpMirdepZjaFEyGvtsynJuyMXVJWi8tBK68WN4xLdvbqiP3w6IcfWCrkVZXxotjffxzvzff75OSv1Nyz",
-	"h/v7WOzR/3e5xZ7965//TdXgKQtzc11W0SnKZ//ipiRAJlVWH0/jaGNuhydutvp4X83qXpD/iao83Fyl",
-	"kTuDKj3eXKlOiEQ1nnz7JBNS9Skedf/ox80Et9Pj3Ayiv2zD0GYypfAMiVS1PLr5pQvhP6F2hqdLv3xC",
-	"DTRFlnG9rDBez5gGkeVT02o0+oSd75EN3myw0tRFJPpA8I59YkLGaVHGsAh3Emi6t8JbaXp8CGa/dWsc",
-	"S9+hWdtcup2U7m4sYfOY/o9m/0jQ7i3eWou3vkaV1uy7sVFt/LediQryIQYmJbBSAcr7NIiuh8ZyQWk6",
-	"h2IqlQYXzXWDu1iz6hIuIMqSsAj7KBOw1QSMly7Ow2UsccAY2EKkKdMQA3kXpQ8FscrHrrSjOXzSqamP",
-	"AvZB2yGeDpJIdCydo7ap27c1df32iGb9uUqWtzJFK25tTsoQhhUxNj3hER179JL4GAZ7WOWZHoW5Wfzs",
-	"fpFFvRWk3Np41kbk24KTMg2YkzzP+z8ZAAuuBSjLJpVl29/CslUZP7HCwy2G1860SPX+sg0vexKgfY/2",
-	"16vRRgsc7PnbW/5bmt8KPe79borxW03afePMsfNYdNEkbvvRMLvItTIRdRDDSvnZ5uqKYlYbKRkmzTBC",
-	"ygcXhhIGZZdgd7uG1vX+lQ3toBPRVowR7kLb1JX5eXNuZ3V23ppxHQO4DsysgJu919RLK5YuqyTXLs9g",
-	"na0A+Z1E91vCD2HqcpK0L7RM35uR8A64jUYi8M+1r1JUCtqK2L01dCt6kJvz8rkbDnRBme6oudDMjQ4x",
-	"V7mh32cuHPWPq+NfA8L1B+6e0w5u4dhcJ3bzCNmPZn0CPWr4Uy/uuzss19oUd5X6fRmXXGUUC23inSG6",
-	"KsEjUkIxzklpC+8N6D20W2e1/SHIRqvtz0iqQPxOZrTb47ug6DYuwro4a2UhhqR5A4Q2yCP2ksez0ImI",
-	"2NAAGmMLzLor1j6HrssjWm2kBw3nwaB9N3qNN9FEd+qs+2xH3feNx75MSb61rXVKVmayhW/jx3JyTJn9",
-	"GyeefXq20lnlDoxLZ1XoGkPhd36pHj0aQ6wy6NwFTTIhg0thnHyxUGlGebe0qyGOjDCzzOeCj20zG/57",
-	"UMJ35+l5zuukz0NWooR6ShsRfV+q4N92KJWBoIGYYjIRMX17IQdNKe6VNAgMpGrLoxfTACN8W0pLjMGG",
-	"LMii477iIozL39BKCP4HRSPfr6H1ITMbTW07osZbxi/FM3u8lSNlhXmeQXzFRCNVSieDScuUYpX+VCyd",
-	"rejKS8Xu2wSIhspL4AnrbZO5bVf5aatsRZYShEezZvaUMkO9kMYCT9xee8w1MH8TdcRewIQXqaXDjAll",
-	"IJgoTfkTFlwnhlIOcCscJau+AIaU+Xw9Pfvd+mLyV9vwlpdd1+9eqdRd7F6VBJ+jrnPRd8tFqyFDN5/+",
-	"HADyf8PWrjZiZEYCoNa0Cl9myX6v/n7DM1jrgT8FnXEkPF36iwWmYdnQTByenNB2a33mqiCHW5WzjbJY",
-	"+U+jcBcuX2eaKWSiJPikay3I6nLq+5sOfJ2Tz8VANjKkrrOo4ScTGjlCu266BhO/hjf+3w5c70rr7w5V",
-	"bpSdZnzonfi83pQergaYbH4L7k8N5Lyt2Qjk2uHLnw3kBusdUS7mGRLK0K0zn8h/rArbBHFVwBoauzDf",
-	"apUxkb6h4yLUnINJ92X+6RqpMIfkd2GhBmuQps/O6z4H5JhCi0IzPSjLeF5/57L+MN4XZvn86tk9XXwh",
-	"JfgsM0Cmy246nhF7O5mwMS6ChHDZv/75X/RpYOZz9xqmJMW/ac6ETOAaEka4duV3gRupQRtI1/cRHRCE",
-	"HqxAvvcLyB0sIP+pCpaoOpFfHavVlI/71eOuVg805RuXjlWXWlZ5WtedLQdrwANTZQasvqjX+MwCGhOX",
-	"B9o5YluZTLtpFN23Q8m10bsytM6oNy0O8s7g672v997X+9V9vbb8itd3b13vPbtf0aTf8rz6qx1Rtx0h",
-	"e9Vty1XeXX8Jsx1raNUmJwRVqyTqOIyE+nP7I7YKnQ6+JtWIP/Tz8ccINfwD38Uo5X6LLbm7hNyU/W+n",
-	"kL8qIVdro7ttfVtldLXudbH+sOEtNLLK3Xof/NuIXQvk708WAuxzG2w0DT71wV1ZBp9jYPXJBSUfMOtN",
-	"AZW5Pxtofx8mVPgUJvZe2cPPMf251Nvp0eb4tU4qj9uq82pqXJa2VSTQdqJPHVdk4ygovcfM2twc7O3x",
-	"XIzcF1BGXOzN93uC8307x3IC2n8ur9mGLmTdRnTz6eZ/AgAA//8=",
+	"7H3rbhw30uirEH0OIAlnZiTZziKRESxk2U7mrGwLkgzvh9iQON3VM4y6yQ7JntFsIGAf4nuG78H2ST6w",
+	"yO5mX+aiaxxn/iTWNC/FYlWxbiz+HoQizQQHrlVw8HuQUUlT0CDxr2Om9FEulZDmrwhUKFmmmeDBQXAY",
+	"RUyzKRC41sAVE/yAzCYggWhBQsE14zn0SCgyBhGJpUiJngDJJEyZyBXJ6Bi2FLk8ZvzqkkyARiAH5ENG",
+	"f8uBUB4RxcYcogNCSYgg2DEoF3oCkiRM6V7510zIK5XREIiQ5Y8hTRKQPfsToYkGCRERHHqEKULJi729",
+	"AXnDtWSgCI0iiAiNNUiEc0aTKzKCMeUkpXMzhvkfF5rQLAMqXxJwPfWEagLXTGmIyAhiIYGwohkRPAQC",
+	"NJz0CONEyMhAlPMElCISUjGFiKRA+WzCEhgEvYAZ5P6Wg5wHvYDTFIKDwCIg6AUqnEBKzWak9PoY+FhP",
+	"goNne3u9QM8z01Jpyfg4uLnp4eYds5Tp9faOcjUDSagmqVCa6AlTJKV8XqwT4TeYMZjfUiRXOU2KBZn9",
+	"opyL3KzWNOJwrXGLi161fSbbEpIfPwem1edgZ0A+MT0RuTZ4Q+RPRGInwp1CyCDqEapIniktgaYkEqAW",
+	"4SvBZTfQxdI8DQ729wy2UsbdnyXmGNcwBomo+1SQ088IbhuB5wbIkuYMyBJ+y0FpQkOtiOADcgq/5cwQ",
+	"3IzpCaFEiyvgL91fnByeDMkVzM2KDWGNgCQQa2KQsG3Gu4L5liJixqt5diye01xpghQ+YwqIWbKlwbLh",
+	"gBzWoKMasYXUi4RqyBl/NjNZNjGINt8Z91FOXuy9qIa64EJfxCI3m52wq4pc7a5W+P9n/1VCryHpl4is",
+	"bUaTVm96gQSVCa4Axc4rGp1adJq/jCwBjv+kWZawkJpN2P1VmZ343Rv2/0qIg4Pg/+xWIm3XflW7b6QU",
+	"0k5V30l/75Dik1jI1MgJWSEtpTqcILLcbDe94EjwOGHhE4MYulmVJSTcv1xK4JooTTWQbRiMB4QmEmg0",
+	"J5SkkI5A7hiI3wo5YlEE/PFBntKERSSUEAHXjCYWXEPcxWKQNVQoMhTZFbVKkYABdsg1SE4TO8WjA5xz",
+	"uM4gNCJcgZyCJDFlSS6BbEegKUsUoRJIIsZjI4g4mCYSdC45RIjd90K/NazxVPSgRC5D6GBsx8hTptgo",
+	"wdO44nID6AmdJ4JG50IcUzmGp6XfkYjmBK5DgEhZhmL/MpLeyOubXnAuxDvK54771ePDRok0XIMAkBk1",
+	"ZzINJxCR7czTILKaihEbgpVMG62BR4TxKdMIlEJdAzsmzLAkjSJpDnrTw9CT0TByPTE8YZex89IQkZx7",
+	"igfPDcMSERMFoeCRMiL51DTqH5pGQc+JW8TOKdWw4JC3aE8p44yPyW+50NSMinI/EwkL5wg+boKbKeea",
+	"JeZIYgYRSgs8dVGiXH4OLDY+By/lj3sv9Y/7l0uFeq+CrX+C03WDaAFzANlzjCpHIu7MdyrE8M35WxJJ",
+	"Gmv73z4DHfcnWmc0Y32zj7iNfYeeDsB/+3F/b+/lbA3QPXy3oC6wpQWZUaYLnQ830qB6+/TtEflhf39v",
+	"p66CLNM5zKQfuSEOIdm/4AmkSMqUMtAaicFb8rpOZZ8+feofVoQL3TtZJ217VBoV08nV7VdApTmKlqoC",
+	"iAeVZ5mQGqJ3EDF6jm2eXEo5OdqaynR1o5nJDjP2D0DapknyIQ4OflkOwDlL4S2DJFLBTW950w8zDtJr",
+	"m0mRgdTMakm0nLih3GfMaI+BUapo9IEn8+BAyxxaNkIvgOuMSVAXjLeHeZ1Lu49WKGBT/GFAzuz2oFxL",
+	"qVbEKINk6/letEW2n++RiM7VTo9sPXsx2SLbz16Qicgl/rI/2yLb+2QGcLUzIO+MJjsCkgllzRE0I5wB",
+	"sr9H5kClGpBhjBuhQPdQDhSqsz2E3RqMLgrXNM0Ss8Tne1HQsV4WLUQXYVHPcLThYgZTNOFKo/XwZFgb",
+	"nl5d0FG4/+x5BPGL7/62DqqtZtyc/L1R3mMh/XXVZjoa7h69Jicsg4RxIP/Az63BVT5qj/1RgSQqH/0K",
+	"oSYMGTtmeH6sBFblowvtuK4+6Jkbz3wl27mZQkhUmVgIFzQMRc71Tm0JplEb6JubL00OPBZ83E+YsYiL",
+	"LTaooWEIVlRZo6IaSyAsBuBSS2xAqymPqIwImO+kMDJKxY2M5iXmZxPghJYiIEadb7swN7cUwTl2BuTc",
+	"WMZOSbR2kiKGEufkxfU1kvB319dWPWfaknQyo3NFYpYkioQiAmvi/Xx+foJae254w4K4Tc0vowR6JKXh",
+	"hHHom90yv5ArxiOi8nBizsQuo8wgyyr+F1btP8DVnb45fP3uDZrTqHOlO9aOBKWMgb49Kw7dmRR8jN/w",
+	"Jy1IJFBDQZRcsMjIRKbRWcJQFAS9hlAyq2vvg7dSu37UQ8Cu2SeWF3s/tA/HXgDd24s7YklRSDuwo3M8",
+	"h9GMNjgTcXum4LTQoAtbCRVo1cVeDlMd68pTyqsNsltY4NU2HRlILIaNRogorsExdIevf/Z0AVHtQrc7",
+	"wn3fUmT4ukdookShN/2z7/Tp/jCqeMB5YsxuC+4I2FF1IsYExY3bJjf0AepqKBmRWSSYU8Csj5JMilEC",
+	"qeEOcNqvc1/UZt/eN1S1/+x7kknGkdDJ4dnRcEjCCZU01CDVjh2dGYnPtfXXQaKAjIGD0fJKtrXgGiL0",
+	"vGH7z77v8oYVNmdw8Isjpy8dcuQnKfKsdFq8o1lm+rfw7T6QEegZGLHByTA6IWPT23J8w6JFQRYxCaEW",
+	"Bs9zHrZYB3u/X3xMuM2oJrKm/ufgDR8zDmCW+jnokc/BSUK1OZo/B3VJ7DXspDBjerfmPhXWiKRKsTG3",
+	"NMU8+UO2aZSia7P0NfQC4EbR/SXAT2Z/8ItBuXeIum/tvWptyzvQNKKaHtMRJFb5cRKIJic1JLYWVV/M",
+	"P2Den9IkB5JRJq1hJuSYcvYv5kRfzBKNKCptbDUgdmISUm70lVxBhF5uqmGM+nrV1tAm8CmTgqfAdc9w",
+	"hllGj2igqXNGz0mYK22UC3otuEjng65DzVf/WtuCH0mMX3EZJyAVUxo4OtsaUlmC4ZtX827R0TjGiTvG",
+	"yWwiiOtKfKfDOipEnkV3ndJ1veWUXXRzAjxifDwsLfQ/QE03FniyQDuz3xYr5oe6G3sGP9Z4ZylYcWmQ",
+	"VXkiCq24Uwk2rbp3plAZ15cOh0fH1mXX0aMUEe1upYhF9/Va2qHbS3+RzHOOB+ts/2EYQtaB046xqW3a",
+	"e4jdrCFiGSVV7vL1yPkUeGd4YjWuGqak5b5V4C2Y/9D1NnT7VRI7thp26E0u2uijybeTFrFOF6QVUhDg",
+	"lYx3BzwPy/53Ysdug86D2zQ4IJ8rcv0cGBH9uSCPCzyxPwf3IvEFa/Mo3xvstXW933rMT80BbsNOhxUz",
+	"NJDrzijGY9StszaXSRyBbDu7tcIaInenxXgRU1lC591aXzGfa2QjfUZhwaN/ITt1OjncUMPXwd0OziYF",
+	"dtMRquYPIzNjmrJkftHtNsGutsWCA6QXjNkU+LL+2GBh96UulXsh8dMax+LtCKU6TX1SCdb2Qq08jddZ",
+	"3KcOpl0IpmvSSSkdPY8xtBVbrdE2Koxb/1BjGtIl1kFNbaxW4n6gUlKUrGaSCxuF6bDEyuiMadYJhRvP",
+	"jdCJvDOr9XqSpqGvowHdaeqfNRRmF2nqYuxeofdf0A5pdmS+odhnKShN06xrhFqfVbD4X9cmvuYgi0i3",
+	"OPCWHQR1vJ66ULKzJzqxcEyVdgbHMkSs3sTT7vO4I9Gm8Fx4i95S1kvAOLrXSmrC6FcRw99SA3LkrDGq",
+	"yKX99dJqREXyyEsieDLHfCc8dlI6R0FHLvHvy8FS47yF9PoaPzE9OYNQwmOSrB1HldOsNZZtTrZx8aV3",
+	"V3BrvjLBdzbs8cTs4RnQbbXeaPK3813c0joo8yNmVBU+jFu4Le4zmxvibh6LmnLw1AFFSxddhlJ1dBd0",
+	"yDoDbHdTUyqf4Ls5+dQ+Sj2lToo8c97XDrpC921fiz5K09S163C+ku2zo+G7HedItQJQTVjmKxHLENnt",
+	"J+5QJiYso3TIY7G26f9z2WORLp9rUbnCc86MCVu5Y9ladJ6UntRlQDX8rusrkNWOpvP+bNmOShh3Cs9q",
+	"SEy1Ia5dPbDYn4HS/Wfd41qWPDLUuo7L2As3NZ0psl8yOBK/Itt0bBDVI3HOQ5f6k4oIEtUjivJoJK5B",
+	"9WxWC+bO/ipGqkemIslT82ck2RTKHzSkWUK1zbHVMLZx9lBwDsXgmDYNM9VznuNIpJSZD06TcGxpRkjp",
+	"GNTOgJj9J5nI8gQJBYXVT6ArxDJlE5xciurf7alQOLJ/NJQzWExLlcySOTficG0KP3XtjZWFMcFlu++i",
+	"httOhvdKs3rEeOT/HQoes3GOGUtVcNT/FcN8LtDqBymq46E+tvdDNUzguSfqP+PwQa+KLlWUWnxaHXjH",
+	"1Z4CVV08YX9HceYnfRr0oOKjQONHG4d0keU1zqG2s/UcOOWYbaop4+CyhVFaKkKTxIXivbDHMo4AHQ52",
+	"LJGpCZUQYSzEBfZxEikSPFZHLEkYH3eGQ0qaOJxSltARS5iedyFJ5Qlai14Qro++E+p1JOEEwqt2ANu1",
+	"6VLmP00A7xV4IVHDOzXZh8nTxRDeMkZCJED5raLJ11lCuculypkNltqjzJ6ezvb8OByQN2mm5y6FoWN2",
+	"Xyx2k9a7ZrKBbWiBsBmEs4mNuhbLzHk11UIACh7T9AqM9I6LHOQLCRi+jWo/jooMj+qn6UUmIWbXHfbJ",
+	"UgXqZ//kbSB6eHJ4SIyIShjlTshY3FI/i/7Ssf8bbpYTXZKUGc6yiavuWz+BKSTkEg/6i2rMS0KjSHCy",
+	"bZjSBqr7ikVgk4oMxVEtJNFCJEXk8UxLlkHBAwSmhqF2BuQy54rGcEkkhEJGxiLMQPa9Oy+Z7mNutRiP",
+	"k+KyTfVZgdZGD3pJ6AhD6qXeWlomRRLxhE7tdQYEfrAoUOAQ0qEjy9xTizOKMqqYZUIt5lrot5iiobGU",
+	"B+Tsfgh7SULKzVpGQMIJ5ePFCOnmT4vt2+lrH22fNSjyYzl6W8uoILQoKvbV7vuAnK/aX4PdEQ2vgEcE",
+	"TTVFLstA7CXi7LK0cC7b2wtL9zWl8ko1o/9UWWD7Fm1k+/2H83Jv9U6PiClIyaIiIafONpbMyFuaqGp8",
+	"6Bi+GnLBpi22207fHj1//vyHyn6tCLRAsDHbEmPqOg4akDPTsLwMgIQ4uGfYG53HLCLbKh/tFNkcNNTF",
+	"XRwfAItlB95doVlKjKeV0tZAl/1ACt3GHkBFjqJnZ/BYUqVlHupcts12Z6F06vbDWldSNSVTkKp7um0a",
+	"xxBq73QlMVDT32bhR5AlYp4aeTOCCZ0yp+NVhsjV804/v9XW12b3M9v+zPHcCiw3Wy9WdPszI+scNA3k",
+	"I3lgHjJg1rlRwIqW1brbzuhBVxjBoO5ECqN6HYvxuDO/6RMyiKGpxfPUpIA55M4O379+9eGfF6+HZ4ev",
+	"jt9cnJx+OHpzdnZx/OGnn4bvf0J7AnMKLQx4hmUWEKJ0JHK9q3QEEvPPDFzlHTpVQNGnGSPTvcGzwbPv",
+	"/1+XIFi6GYYBl5kaLlG1deJBprtkoq8OYmDCnG9F8xazlBkoXdJrQYSsDtqSALr5cDEFyWK2DqRbyo6F",
+	"EI8AkO9s307oMLy+YlwvCDrB+xu2T9d4S0N7jTXfI8jXGGl5uK87nN4YYlFk3aUotX231mfgRD0OkUkx",
+	"ZUbE2Ry8Qj0uvVMXLjWwRjDW2L8IaYai9su64coG+MtyG9qMYwaFMJdMz8/wJod32+Ew1xPz1whvdLzF",
+	"WwDBQXB4MnQZ6msldmdSjCVNU6pZ6IzB4m4IUgwOXoE60TrDtDgz+7OOZA78vXkLBa3O///p3N6/NRPE",
+	"iZhZ1na3bbDhkUtcrv34USbBQbArzI+75eUcBFJkTj5gEOUgODT/Z0obkT2FajnWLD6wPoYirgDE/lx9",
+	"jyAB/P4a/9H6PgaD4J9A2y9eBNU1SJjSRaS02dkqJUYFsZ786jvuZq2v2yDvK/rfPMjxsEUgvba1A6sO",
+	"Tf2Taet7sFqYcZmR7nOreRNRK5pXeKs19PBXb18DfPnQTay2mpeekNYayy+1Vs2ldbeqVlT85i2mauYv",
+	"pHugJvx+K88N2Ybe/9hs60/balfek2w0K38PesGvYtSe0fxYfGtiyf9W4eZXMfLQgh/9Of1OTTy4b4kI",
+	"O4Atfw16QRpmk3xU+/zu6IRM8lHlFzPN0AvWWpP9ufreXFfze7U2/MFbnWvgw9Hs3Fxj+b3wULfAKz74",
+	"bZogdrWpwHRXOr1cj6KND2nXGE1ovTalc/3AuQ0NxM6BWKiq1lfgNsnr0Fhh+aXWqrnG7lbVKiv9uFhm",
+	"1cpfZ/c4zZV2tGqSWDFhk8zKIIIHXPGbB13VzB+0/DXoBTYmcV62a+LNfl/apYnENbpUQDcae7A3+/gr",
+	"WGOKPFMgdbUQIYvQ9sLOi1bvt+herN+itbbmkrqWovxIgzpw+ciYygeZXmRbeD2akFef6u0iCBPG7QLw",
+	"X2uM3VzzorGrlc86kr+8hjY3tswjdNlVWtQyq7z2CdCpaX5s/r+wkYfURRDaGjwYNzD/cBPXPWz1Hk2e",
+	"9UY2WrRRM2t6I/5SpbYceZes8dbyRpPcaJIbTXKjSW40yY0mudEkN5rkRpPcaJJLNUnPV0vRFYrVbJhL",
+	"ddBMY7zLZegUIu0kodxM7yJswUGwN9gb7JuJRAacZiw4CJ4P9gbPjfykeoI66W4mRcwS2PWPVozudQVa",
+	"Me9aEWorN4oYA1XtW1LdgapS1g4jh+nDJGndMkHp7tUoXZAbWzXZrcpgLsqObTR2BU9vvjSqEj7b27tV",
+	"FaK1EkkXXelspZK2CxapHC2DOE+qc6petumY8as1C7cyPSGXWD7rstco4EkVoZycvj0i3z/7/nuSMH5V",
+	"ltbK9/aeh7vTvS46+TsO9+P+3p5p9uxvtojpj//59/9gN3hJ/CKgl2V2inBlRqkqAOBRWT7QwThYWUTq",
+	"hd2tLtyXu7rrFZrELvuru9SKdGGn56s7VZUXsceLx69mxUUX4+H0z35YDXCzDt9NL/huHYTWqzb6MSRk",
+	"1SJ080tbhf9iuNOPLv3yxXCgytOUynmp43WsqRdoOlaNQYMvZvLdRmGiNWRXkjQv53SIK3LWbEIlFAV7",
+	"XJxNM7CZ54bNDE6ImisjEjCC7xVTs8znxPWUUYJYMjpFYRW3xaOfx1u/1XF7Adksdvs0gq9xBe6u8u7P",
+	"wOnLe5R1Q78a3mxoXetxZpNpPLZsMeGXXnDdV5oyLIPdZ2MuJNgkphtjvKlF97HAKBccZq2yITHW57Yp",
+	"rFr0C06sx4IHpODy8gaaLTTuLo+5/zNl79CpiZhxW7+b6uoi2YB8VJgjqaBW4NaAYDnXXWGrfUzErM3F",
+	"dk0LGPmB+BiJ5JWI5rdi4UbW0J/+llujABQO367/VG/myPFeonB9OL27lX9R2be3huwri26bDvtrwNQs",
+	"doz9vlsHAR01SL9GCe1syJVCunBV1RntrlK6S7fa/d0KvmF0YxncGvYdic4pNStP5s77b4R6U6C7wso0",
+	"YZEV+0mCV6M9oTogh3xeKlW5shnGrjZjraYUSxKSCFXEUghLU7OnGpJ5WyhbP8TaQrlxSnlXmzGYYyxp",
+	"7x0Hh6CgKWeWViN+eg3uNorbRlH7M4mBwhf9MGKgF2R5h65m3VkdbL2lyiI2Xg8sa1CqStulcrZrFbKd",
+	"9oWONtfaKb8Brt3oa0nnPZo/UjfbaGQbjezhRXERqHsSjWyXZuwCMyzW8YAlrYTtsoiGuyXZgHpQtcMM",
+	"9wjKJ7e4TWPRwlnHpr9iaZaAbL8YAJxKJtSCeAAiU70V8lEs5cf2eLmHAjaerq+Ha/2spTu5ufzEpbtq",
+	"UMs0k2Wlkx5KU/mynsstWVCdvy0KzidA4jxJsI2ttlz41LzSTHW3midAQsrtPWSR2XId3tsTWIBHLfKk",
+	"2d17LPnwEJrZsgc33lSrzEAyETUfhni4hzfWflHjfs9YrL5j9KRKXSGA/5oC96+rm9WyT+/oKPOp+jHV",
+	"s93fLbQrnGinMBVXePN5HWFsPo8gFCmo8q0nzwfmXu+cF0VNCmcac66zmLKkGUpZ4DZ7XAnclgsbvelP",
+	"wFGWWB+ao74CzanXSq0pHnUtb9raJ6XM+rvnLbj9dhqbkSaYXraWNYfFllyNu1YuA2E8TPKiPAezl5xV",
+	"+1GPxlOHrrpUt6FWu3H/hBlbva/U8qtXIPizpXYhoW2Sub7VyMEtjF/vTWlPpHgC3EtgvUuOh83YLQxO",
+	"b47iEdsKgNHclrCwCo7N+QWrrkgIwT4m6KpcaOHKcjQLVbiHO8euwJmLDvqpwt4bQC1JZ6Gt8/ZXZGkW",
+	"JUXiojrDgvIh3VZZwzRFPPp1LLRwSA+e0oJrv+dze2PucfMuC/XaUp7D/TeWW+pVPBSaxJtwwb3kr2Oj",
+	"lRLYu87QvM1wS/Fbao+7v6t89EEid68wN1MxRcFsi/IU76J65bnwec3SKPVf1InrFZLwTV2/SpLXdg56",
+	"py1o7ewPLGh7HS+bGnUXmqKuW2+vEHdbX+tqM9a9MlJIMXSbGgxE7q3m6rEZg+8o2GS7V4WOhLSUdk/J",
+	"9LUJCXe3aA1Tu7x61KwSWTJooxjZrVW3ZRkfWBpXJGDL79qqUyvv+jRyNwz5n9pKW39eHn8IFa67Jtk5",
+	"WnAzi+bqXU6nIS94bLme/ooD/9Hprw2juM3UH4uSa+WDkL5MfDKNrnyf10DigtvRRoBuVLsHzwQpawy2",
+	"Hra8vX7nNV3HRVg1t1VpvetJUb24JRrIA/KGhhPfiWiT/Yww1kC0rR7vnkC3z0CXhnSv5jzoNcu+L/Em",
+	"quBJnXXfaKbG/ZjksWVtcVXOPkQOj+PHsnTMRknjunkXn615Icl3jRnit36pDj4q4nCNMtdRyrhX75ai",
+	"LxZKzijjeavuEAV3Vz7WfZj2j9ESvjpPzytavdnfJ4WWUG1prVjRfRn8cZdSCghciMrjmIUYLctApkwp",
+	"vLMvjE7QpEdHpp6O8LiQFjoG6RPvgSBzzuDND/vKR4LPrRC4Zk52/Rm1ka9X0LpqIOsmUjQl4331mV3a",
+	"eP5lgXieQHhFWO0VmNbjLA1Rarp0vzKzItjs1Uu3GW5GGyrq20ekc0xizS5LvbS8vdp8gMWoR5P6wzDu",
+	"ARnCuNJAI2trj6gE4opsD8hriGmeaAxmxPi4QiwkPg0xozJS+JoC1cxCMijM399ykPPK/jWQuaeIOuzd",
+	"qub6gxm8RXLZcuv1yS5vCg7u+b1WDfM1D60aDd18+TYUyL+CaVcJMRQjnqJWlwr3k2S/l/9+T1O4w61J",
+	"Dy4ekcPjYzS3lj/K5T1PVz5Hhw90GZXVCEhbCbC6c5XzSHBw78k1VFabreuKONJlTr7GtcpVEhUzSp2H",
+	"rvbEc9tNV0PiQ3jj/3DF9am4/um0ypW0Uy999SQ+r/eFh6umTJZPYaH6+E0rck7WrHtn9P6KXG+5I8qW",
+	"c4OIMG4D50YO0ZHIdV2JKxPWjLDzn5ItH4Mkw9c9l6FmHUyy61Gj5WV1vgoJ1VuiabqHh5EAHVLwUKi/",
+	"fEpSmhUWEhBePl9/zwdMH/zhUptfiG+XFo9bJvP2S0MD8iGOycgcgqjhkv/8+78J0HBC3LPEigiO+W+S",
+	"EsYjuIaIoF67SMutv3pa03TdHMEBqtC9BZrv5gB5ggPkv0ROIlG9UVjlatXpY3N6PNXpsVZpqEX1Ohd5",
+	"WpdXEyhbb6ny0UOi8nBCaP0gQGFin7i2jtjGI63tFyJprEFWt9FWxahXHQ78ydTXja934+t9cF+vFkU9",
+	"469dum48uw8o0m8Zr36wEHXTEbJbFpJe5N119aWbuYZarHJCYLeSooZ+JtS37Y9YK3V66N3v8fMP3X5E",
+	"m8t0j5swUtD9Gia5ra9ep/3HY8hfhb2x3s2NtpD8bZnR9trwIhPcouI2HFk+S7tJ/q3lrnn0942lALtn",
+	"G1aKBveqw1NJBvd8wuLIBb6roJaLAmyziQ00yLnG8AnEesPsHna+Mfa2fLQ6f631Sslt2XnJrX58gG4R",
+	"CGhOdLHjgodGcny5ZKJ1pg52d2nGBiNsOKBsd7rXkZzvxhnyGCTwsD2GzHk1RnDz5eZ/AwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

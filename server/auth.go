@@ -31,9 +31,14 @@ type Principal struct {
 	// address (see AuthConfig.RequireEmailVerified).
 	EmailVerified bool
 	Scopes        []string
-	// APIKey is set when the caller authenticated with an API key; the key
-	// binds the caller to one workspace.
+	// APIKey is set when the caller authenticated with an API key.
 	APIKey *store.APIKey
+	// BoundWorkspace, when set, is the one workspace the credential may act
+	// in: an API key's own, or a service-account token's workspace claim.
+	BoundWorkspace string
+	// ServiceAccount: the caller is a service account (Sub is its client
+	// ID), by its token or by one of its API keys.
+	ServiceAccount bool
 }
 
 // ScopeAdmin is the OAuth2 scope that implies every other scope (the seed's

@@ -132,7 +132,7 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 			return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
 				message: "internal error: could not check the API key", cause: err}
 		}
-		return &Principal{Sub: key.Sub, APIKey: &key}, nil
+		return &Principal{Sub: key.Sub, APIKey: &key, BoundWorkspace: key.Workspace.Name, ServiceAccount: store.IsServiceAccountID(key.Sub)}, nil
 	}
 	p, _, err := a.jwt.Verify(cred)
 	if err != nil {
