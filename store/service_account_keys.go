@@ -114,4 +114,3 @@ func (s *Store) RevokeServiceAccountKey(ctx context.Context, workspaceName, by, 
 		return nil
 	})
 }
-
