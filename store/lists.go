@@ -98,7 +98,10 @@ func (w *walk) take(pos ListPosition) (bool, error) {
 }
 
 func (w *walk) members(tx *gorm.DB, workspaceID int64, after *ListPosition, fn func(UserEntry, ListPosition) error) error {
-	q := tx.Table("members").Select("id, created_at, sub, email, role, source").Where("workspace_id = ?", workspaceID)
+	// Service accounts are members too (service_accounts.go) but are never
+	// shown as people: /service_accounts lists them.
+	q := tx.Table("members").Select("id, created_at, sub, email, role, source").
+		Where("workspace_id = ? AND source <> ?", workspaceID, SourceServiceAccount)
 	if after != nil {
 		q = q.Where("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
 	}

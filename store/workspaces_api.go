@@ -56,6 +56,16 @@ func (s *Store) WorkspacesOf(ctx context.Context, sub string) ([]Workspace, erro
 	return workspaces, nil
 }
 
+// AllWorkspaces lists every workspace by name (the CLI's `workspace list`,
+// for operators; the API lists a caller's own).
+func (s *Store) AllWorkspaces(ctx context.Context) ([]Workspace, error) {
+	workspaces := []Workspace{}
+	if err := s.read.WithContext(ctx).Order("name").Find(&workspaces).Error; err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	return workspaces, nil
+}
+
 // WorkspaceNameTaken tells whether a workspace called name exists.
 func (s *Store) WorkspaceNameTaken(ctx context.Context, name string) (bool, error) {
 	var n int64
