@@ -67,6 +67,8 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 			{"ListApiKeysForServiceAccount", "GET", "/v0/service_accounts/sa_x/api_keys", everything, ""},
 			{"CreateApiKeyForServiceAccount", "POST", "/v0/service_accounts/sa_x/api_keys", everything, `{}`},
 			{"DeleteApiKeyForServiceAccount", "DELETE", "/v0/service_accounts/sa_x/api_keys/ak_x", everything, ""},
+			// Client credentials sa_x:bls_x (HTTP Basic): the account lookup fails.
+			{"OauthToken", "POST", "/v0/oauth/token", http.Header{"Authorization": {"Basic c2FfeDpibHNfeA=="}, "Content-Type": {"application/json"}}, `{"grant_type":"client_credentials"}`},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				resp, body := f.do(t, tc.method, tc.path, tc.header, tc.body)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/golang-jwt/jwt/v5"
 
 	"controlplane/gen"
@@ -384,4 +387,159 @@ func TestOAuth_Metadata(t *testing.T) {
 	if claims["iss"] != md.Issuer {
 		t.Errorf("token iss %v, metadata issuer %s", claims["iss"], md.Issuer)
 	}
+}
+
+// jwksKIDs fetches the JWKS and returns it with its kids.
+func jwksKIDs(t *testing.T, base string) (jose.JSONWebKeySet, []string) {
+	t.Helper()
+	var set jose.JSONWebKeySet
+	h := getJSON(t, base+"/.well-known/jwks.json", &set)
+	if !strings.Contains(h.Get("Cache-Control"), "max-age=300") {
+		t.Errorf("JWKS Cache-Control %q, want max-age=300", h.Get("Cache-Control"))
+	}
+	var kids []string
+	for _, k := range set.Keys {
+		kids = append(kids, k.KeyID)
+	}
+	return set, kids
+}
+
+// verifyWithJWKS verifies token against the published JWKS with go-jose, a
+// JOSE implementation independent of the server's (golang-jwt, jwkset), as
+// a resource server of another stack would.
+func verifyWithJWKS(t *testing.T, set jose.JSONWebKeySet, token string) (josejwt.Claims, error) {
+	t.Helper()
+	parsed, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil {
+		return josejwt.Claims{}, err
+	}
+	keys := set.Key(parsed.Headers[0].KeyID)
+	if len(keys) != 1 {
+		return josejwt.Claims{}, fmt.Errorf("kid %q: %d keys in the JWKS", parsed.Headers[0].KeyID, len(keys))
+	}
+	var claims josejwt.Claims
+	err = parsed.Claims(keys[0].Key, &claims)
+	return claims, err
+}
+
+// TestOAuth_JWKS: the published keys verify the tokens with another JOSE
+// library, and nothing private is published.
+func TestOAuth_JWKS(t *testing.T) {
+	f := newFixture(t, "sqlite")
+	token := f.mustToken(t, f.oauthClient(t, "deployer", "admin"), "")
+	set, kids := jwksKIDs(t, f.srv.URL)
+	if len(kids) != 1 {
+		t.Fatalf("JWKS kids %v, want one key", kids)
+	}
+	claims, err := verifyWithJWKS(t, set, token)
+	if err != nil {
+		t.Fatalf("go-jose could not verify the token with the JWKS: %v", err)
+	}
+	if err := claims.ValidateWithLeeway(josejwt.Expected{Issuer: f.srv.URL, Time: time.Now()}, 0); err != nil {
+		t.Errorf("claims: %v", err)
+	}
+	if !set.Keys[0].IsPublic() || set.Keys[0].Use != "sig" || set.Keys[0].Algorithm != "EdDSA" {
+		t.Errorf("published key %+v, want a public EdDSA signing key", set.Keys[0])
+	}
+	// A token whose signature was altered is refused by it.
+	if _, err := verifyWithJWKS(t, set, token[:len(token)-4]+"AAAA"); err == nil {
+		t.Error("an altered signature verified")
+	}
+}
+
+// TestOAuth_KeyRotation: `oauth-keys rotate` adds a key that is published
+// at once and signs only after --delay; tokens of the old key keep working
+// after the switch, on a replica too, and the old key stays published while
+// they are valid (when it leaves the JWKS: TestKeyState in server/).
+func TestOAuth_KeyRotation(t *testing.T) {
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect, "--oauth-key-refresh", "100ms", "--oauth-token-ttl", "1m")
+		replica := f.start("--public-url", f.srv.URL, "--oauth-key-refresh", "100ms", "--oauth-token-ttl", "1m")
+		sa := f.oauthClient(t, "deployer", "admin")
+		before := f.mustToken(t, sa, "")
+		_, header := unverifiedClaims(t, before)
+		oldKID := header["kid"].(string)
+
+		r := runCLI(t, f.args("oauth-keys", "rotate", "--delay", "2s")...)
+		newKID := strings.TrimSpace(r.stdout)
+		if r.code != 0 || newKID == "" || newKID == oldKID || !strings.Contains(r.stderr, "warning") {
+			t.Fatalf("rotate: %+v", r)
+		}
+		// Published at once (within the refresh), before it signs.
+		var set jose.JSONWebKeySet
+		waitFor(t, "the new key in the JWKS", func() bool {
+			var kids []string
+			set, kids = jwksKIDs(t, replica.URL)
+			return slices.Contains(kids, newKID)
+		})
+		// Still signing with the old key: the delay (2 s) is not over
+		// unless this machine took that long since the rotation.
+		rotated := time.Now()
+		if _, header := unverifiedClaims(t, f.mustToken(t, sa, "")); header["kid"] != oldKID && time.Since(rotated) < time.Second {
+			t.Errorf("signing with %v before the delay", header["kid"])
+		}
+		// Signing with the new key once the delay is over.
+		var after string
+		waitFor(t, "a token signed with the new key", func() bool {
+			after = f.mustToken(t, sa, "")
+			_, header := unverifiedClaims(t, after)
+			return header["kid"] == newKID
+		})
+		_, kids := jwksKIDs(t, f.srv.URL)
+		if !slices.Contains(kids, oldKID) || !slices.Contains(kids, newKID) {
+			t.Errorf("JWKS after the switch %v, want both %s and %s", kids, oldKID, newKID)
+		}
+		set, _ = jwksKIDs(t, replica.URL)
+		for name, token := range map[string]string{"before": before, "after": after} {
+			for _, srv := range []*runningServer{f.srv, replica} {
+				if got := f.send(t, srv, "GET", "/v0/users", saHeaders(token), ""); got.status != 200 {
+					t.Errorf("token signed %s the rotation on %s: %d %s", name, srv.URL, got.status, got.message)
+				}
+			}
+			if _, err := verifyWithJWKS(t, set, token); err != nil {
+				t.Errorf("token signed %s the rotation, verified with the JWKS: %v", name, err)
+			}
+		}
+		list := mustCLI(t, f.args("oauth-keys", "list")...)
+		if !strings.Contains(list, oldKID) || !strings.Contains(list, newKID) {
+			t.Errorf("oauth-keys list:\n%s", list)
+		}
+	})
+}
+
+// waitFor polls cond (every 50 ms, up to 20 s).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestOAuth_FailedClientAuthenticationLimited: wrong client secrets count
+// against the address's failed-authentication quota like wrong API keys;
+// a request without credentials does not.
+func TestOAuth_FailedClientAuthenticationLimited(t *testing.T) {
+	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "3/m")
+	sa := f.oauthClient(t, "deployer", "admin")
+	wrong := serviceAccount{clientID: sa.clientID, secret: "bls_guessed"}
+	for range 3 {
+		if a := f.requestToken(t, "", "application/json", `{"grant_type":"client_credentials"}`); a.status != 401 {
+			t.Fatalf("no credentials: %d %s", a.status, a.body)
+		}
+	}
+	if a := f.requestToken(t, sa.basic(), "application/json", `{"grant_type":"client_credentials"}`); a.status != 200 {
+		t.Fatalf("before the guesses: %d %s", a.status, a.body)
+	}
+	for range 3 {
+		if a := f.requestToken(t, wrong.basic(), "application/json", `{"grant_type":"client_credentials"}`); a.status != 401 {
+			t.Fatalf("guess: %d %s", a.status, a.body)
+		}
+	}
+	h := http.Header{"Authorization": {sa.basic()}, "Content-Type": {"application/json"}}
+	check429(t, f.send(t, f.srv, "POST", "/v0/oauth/token", h, `{"grant_type":"client_credentials"}`), `"failed-auth";q=3;w=60`)
+	// The quota is the address's: an API key from it is refused too.
+	check429(t, f.send(t, f.srv, "GET", "/v0/users", bearer(f.adminKey), ""), `"failed-auth";q=3;w=60`)
 }

@@ -26,6 +26,9 @@ import (
 const (
 	DefaultTokenTTL   = time.Hour
 	DefaultKeyRefresh = 30 * time.Second
+	// DefaultPublicURL is the issuer when none is configured (serve
+	// defaults to the address it listens on).
+	DefaultPublicURL = "http://localhost:8080"
 	// MaxTokenTTL bounds --oauth-token-ttl: retired keys are deleted
 	// (oauth-keys rotate) once no token they signed can be valid, which
 	// RetiredKeyRetention assumes is at most this long.
@@ -97,6 +100,9 @@ func newIssuer(ctx context.Context, cfg OAuthConfig, st *store.Store, log *slog.
 	}
 	if cfg.KeyRefresh <= 0 {
 		cfg.KeyRefresh = DefaultKeyRefresh
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = DefaultPublicURL
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	if u, err := url.Parse(cfg.PublicURL); err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http" || u.RawQuery != "" || u.Fragment != "" {
