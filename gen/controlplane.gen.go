@@ -3711,6 +3711,8 @@ type DeleteWorkspaceServiceAccountResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -3744,6 +3746,11 @@ func (r DeleteWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r DeleteWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -6583,6 +6590,13 @@ func ParseDeleteWorkspaceServiceAccountResponse(rsp *http.Response) (*DeleteWork
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -9931,6 +9945,20 @@ func (response DeleteWorkspaceServiceAccount404JSONResponse) VisitDeleteWorkspac
 	return err
 }
 
+type DeleteWorkspaceServiceAccount409JSONResponse struct{ ConflictJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount409JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response DeleteWorkspaceServiceAccount429JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
@@ -13224,38 +13252,38 @@ var swaggerSpec = []string{
 	"DApPhLJpA9TMqMVYf4vq6u38iPyq8FmIqtnDCILl3HbuPjJJxLzNxXZNPYx8T3z8ZWZ4I1D6T/+wv5G9",
 	"E4dv5+R8XGO/N53EX1T27a4h+8qiWX89E7BHQju3+UohXdzO1RntS6V0l26188kKvuP4s2Vwe5fR8bYr",
 	"pWblycIFPKgOH7krjEQTFluxnyTWW+55IMkhX5RKVa7soyrnB6+l0WRJQhKhSu8ZS1OzpxqSRVso26uX",
-	"tYVy45Tysrlg/EpG9cyrw+gQFDTlzFLn2+NrcHdR3DaK2p9JDBTX7/cjBsIgyzt0NXuD18HWW6rM21e7",
-	"qPDCwMigVM52ivuj1hvWNtfaKb8Drt3oa0nn0+E/UjfbaGQbjez+RXERm/QoGtkOzdglBpWu4wFLWm/U",
-	"yrxhRWhCHepR1Q4f9WHVDVsym9vIXS2cdWz6K5ZmCch2xT/gVDKheu4DEJnqlZAPYik/tMfLFfrbeLq+",
-	"Ha71A7W/yM3lx2p/qQa1TDNZli3yvjSVD+u53JKe6nptUXAxAzLJkwTb2GpJhU/Ny0ZZd6t5AiSi3KZe",
-	"KUNxqtqRmHNQ9XnS7O49lHy4D81sWSmdl9UqM5BMxM3CjvdXOHPtiphfV4Zy9bPqR1XqCgH81xS4f13d",
-	"rPbg5gsdZT5VP6R6tvPJQrvCiXYGN+Iak72sI4zN5zFEIoUy6tD3gdmKg3xR5HErnGnMuc4mlCXNq5Qe",
-	"t9nDSuC2XNjoTX8CjrLEet8c9Q1oTmErtMbxYpVcxJaENuvvnrfg9rtpbEaaYET9WtYc5pcsC7PxVjae",
-	"KMmLjGTM5nVR7aKchUe+yGtjE2p2G2q1JEOPGLEVfqOWXz3p0p8ttAsJbRPM9b3eHNzB+K2Ehi9SPAHu",
-	"vdn5khgP+0ipMDi9OYwUrUut8cJm7bIKjn3mBFZdkRABvhXnLrGXFi4TWTM31xgmQgKZupyuZUCtX3y5",
-	"rOHbknQW2jpvf0OWZpFFbVIkpOrJmNZtlTVMU8Sjn7pLC4f04DEtuHYJw7sbcw8bd1mo15byHO6/s9hS",
-	"L8mz0GSyuS74Kvnr2GilBPZecDYfcN5R/Jba484nlY/fSuTuFeZmKm5QMNs8hFKkzYykWIu7NEr9IoKT",
-	"elJIQzO1xJBe2wXo7bagtbPfs6Bt6e7n+diou9AUdd16e4W4u/paV5uxrrBaIcXQbWowELunf1V9PYPv",
-	"ONhEu1e5HYW0lPaVkulbExLuOfUapnb52rqZGLtk0Eb+1TurbssiPrAagEjAVhywiTZXvvVpxG4Y8j+z",
-	"yUX/vDx+HypcdxrWC7Tg5hbNRrVVik15oSG71SwvXo8D/9Hhrw2juM3UvxZZZssa2L5MfDSN7thpdAiJ",
-	"u9yONwJ0o9rdeyRImVa5Vcv77vqd13QdF2HV3Cbi954nxfV83mggj8hLGs18J6IN9rNJEoi2BXPQ88S0",
-	"ImLOK0M6rDkPwmalmyXeRBU8qrPuO43U+DomeWhZWzyVw1QmNqfF/fuxLB2zcdLIsNPFZ2s+SPJdY4b4",
-	"rV+qg4+Ke7hGZY84ZdxL8U/RFwslZ5T3eaveED1Q6g2/Fv8foyV8c56e5zQuLkzJkBRaQrWltfyMX8vg",
-	"D7uUUkDgQlQ+mbAIb8sykJgHQ3DlUkE06NGRqacjPCykhY5BhsSriWhz1DAXXE4TrDBH4JY52fVn1Ea+",
-	"XUHrEqCtG0jRlIxfq8/s0EbFux7xPIPomrBa4btWPbqGKDVdugvrrbhs9krE2Ag3ow0VJX1i0jkmsWaX",
-	"pV5avl5t1pwz6tGsXgvP1cwjjCsNNLa29phKIK6uyIi8gAnNE42XGROsJzUREqthzamMFRaQoppZSEaF",
-	"+ft7DnJR2b8GMld9scPercrM3JvBWwSXLbdeH+3xpuDgKg63yraseWjVaOjzh+9DgfwrmHaVEEMx4ilq",
-	"danwdZLsU/nvNzSFL3g16cHFY3J4coLm1vI6pF5F3rICL9YkNSqrEZA2+XH15irnseDgSug2VFYbrevy",
-	"VtNlTr7Gs8pVEhUjSp2HzjeFO9x0NSTehzf+D1dcH4vrH0+rXEk79Wyfj+LzelN4uGrKZFn9E9XH71qR",
-	"c7Jm3TejX6/IhcsdUTaDLcSEcXtxbuQQHYtc15W4MmDNCDu/en5Z/5ocvwhdhJp1MMmuOo7L0+p8ExIq",
-	"XKJp2srLlgAdUvBQqBd7JynNqiyePMdwGqMxfl3N9nuv1W7jC7Fce1HPO1m0iyuOyNvJhIzNIYgaLvn3",
-	"f/1vAjSa2WL09qEJxr9JShiP4RZignptn5ZbL/Re03TdHMEBqtBhj+a7OUAe4QD5XyInsajKMlexWnX6",
-	"2Jwej3V6rJUaqi9FeZ+ndXk2gbL1lirrPBOVRzNC6wcBCpOEjiFR1hHbqEvfLopNJxpk9Rpt1R31qsOB",
-	"P5r6uvH1bny99+7r1aIo4fCtS9eNZ/ceRfod76vv7Yq66QjZKWtn9Hl3XUmNZqyhFqucENitpKhjPxLq",
-	"+/ZHrBU6fey97/HjD91+xJvHdA8bMFLQ/RomuS0pU6f9h2PIj4ItKXlia+fclRltrw0vMsEtKu7CkWUl",
-	"/k3wby12zaO/7ywE2FWqWikaXCGrx5IMrmJU/80FlpJSy0UBttncDTTIucbwCUz0htk97Hxn7G35aHX8",
-	"Wqsw213Zecmrfqy52wcCmhNd7NhTWy3HYm0zrTN1sLNDMzYaY8MRZTs3ux3B+W6cYz4BCTxqjyFzXo0R",
-	"fP7w+f8HAAD//w==",
+	"tYVy45Tysrlg/EpG9cyrw+gQFDTlzFLn2+NrcHdR3DbCai1h9WeVG8V9/f3IjTDI8g7lzl75dciBLVUm",
+	"+qvdbHhxY2RQanM7xYVT69Frm83tlN8Bm28UvKTzrfEfqcxtpOJGhbt/UVwEMz2KCrdDM3aJUajruMyS",
+	"1qO2MtFYEctQh3pUtcNXgFimw9bY5jbUVwtnTpv+iqVZArJdIhA4lUyongsERKZ6JeSDmNYP7SJzlQE3",
+	"rrFvh2v9yO4v8ov5wd1fqkEt00yWpZe8L03lw3o+uqSnHF9bFFzMgEzyJME2trxS4YTz0lfW/XCeAIko",
+	"t7laytidqtgkJilUfa43u3sPJR/uQzNbVnvnZbXKDCQTcbMS5P1V2ly7hObX1a1c/Q77UZW6QgD/NQXu",
+	"X1c3q73Q+ULPmk/VD6me7Xyy0K7wup3BjbjG7DDrCGPzeQyRSKEMU/SdZrZEIV8Uid8K7xtzvrYJZUnz",
+	"7qXHz/awErgtFzZ605+Aoyyx3jdHfQOaU9iKxXG8WGUjsTWkzfq75y24/W4am5EmGIK/ljWHCSnLSm68",
+	"lb4nSvIihRmziWBUu4pn4cIvEuHYDJzdhlotK9EjhniF36jlV8/S9GeLBUNC20R/fa8xIXcwfiuh4YsU",
+	"T4B7j3y+JCjEvmoqDE5vDiNF61JrvLBpvqyCY99FgVVXJESAj8u5ywSmhUtd1kzmNYaJkECmLglsGYHr",
+	"V2sui/62JJ2Fts7b35ClWaRdmxQZrHpSrHVbZQ3TFPHo5/rSwiE9eEwLrl3z8O7G3MMGahbqtaU8h/vv",
+	"LBjVywotNJlsrgu+Sv46Nlopgb0nn80Xn3cUv6X2uPNJ5eO3Erl7hbmZihsUzDZxoRRpM4UpFu8ujVK/",
+	"6uCknkXS0Ewtk6TXdgF6uy1o7ez3LGhbuvt5PjbqLjRFXbfeXiHurr7W1Wasq8RWSDF0mxoMxO6tYFWQ",
+	"z+A7Djbh8VUySCEtpX2lZPrWhIR7f72GqV0+z25m0i4ZtJGw9c6q27KIDywfIBKwJQpsZs6Vj4MasRuG",
+	"/M9sNtI/L4/fhwrXnbf1Ai24uUWzUW2VYlNeaMhuNcur3ePAf3S8bMMobjP1r0Va2rJoti8TH02jO3Ya",
+	"HULiLrfjjQDdqHb3HglS5mFuFf++u37nNV3HRVg1t5n7vfdMcT0BOBrII/KSRjPfiWiD/WxWBaJthR30",
+	"PDGtiJjzypAOa86DsFkaZ4k3UQWP6qz7TiM1vo5JHlrWFm/rMPeJTYJx/34sS8dsnDRS8nTx2ZovmHzX",
+	"mCF+65fq4KPiHq5RCiROGfdqAlD0xULJGeV93qpHRw+Uq8Mv3v/HaAnfnKfnOY2LC1MyJIWWUG1pLaHj",
+	"1zL4wy6lFBC4EJVPJizC27IMJCbOEFy53BENenRk6ukIDwtpoWOQIfGKKNqkNswFl9MES9IRuGVOdv0Z",
+	"tZFvV9C6jGnrBlI0JePX6jM7tFEir0c8zyC6JqxWKa9VwK4hSk2X7kp8Ky6bvZoyNsLNaENFDaCYdI5J",
+	"rNllqZeWz12bReqMejSrF89zRfYI40oDja2tPaYSiCtEMiIvYELzRONlxgQLUE2ExPJZcypjhRWnqGYW",
+	"klFh/v6eg1xU9q+BzJVr7LB3q7o092bwFsFly63XR3vtKTi4EsWtOi9rHlo1Gvr84ftQIP8Kpl0lxFCM",
+	"eIpaXSp8nST7VP77DU3hC55ZenDxmByenKC5tbxwqVfCtyzZi0VMjcpqBKTNlly9ucp5LDi4mrsNldVG",
+	"67pE13SZk6/xDnOVRMWIUueh803hDjddDYn34Y3/wxXXx+L6x9MqV9JOPT3oo/i83hQerpoyWZYLRfXx",
+	"u1bknKxZ983o1yty4XJHlE15CzFh3F6cGzlExyLXdSWuDFgzws4vt18WzCbHL0IXoWYdTLKr8OPyPDzf",
+	"hIQKl2iatlSzJUCHFDwU6tXhSUqzKu0nzzGcxmiMX1fk/d6Lu9v4QqzvXhQATxbtaowj8nYyIWNzCKKG",
+	"S/79X/+bAI1mtnq9fWiC8W+SEsZjuIWYoF7bp+XWK8PXNF03R3CAKnTYo/luDpBHOED+l8hJLKo6zlWs",
+	"Vp0+NqfHY50ea+WS6stp3udpXZ5NoGy9pcrC0ETl0YzQ+kGAwiShY0iUdcQ2Ctm3q2jTiQZZvUZbdUe9",
+	"6nDgj6a+bny9G1/vvft6tShqPnzr0nXj2b1HkX7H++p7u6JuOkJ2ymIbfd5dV4OjGWuoxSonBHYrKerY",
+	"j4T6vv0Ra4VOH3vve/z4Q7cf8eYx3cMGjBR0v4ZJbmvQ1Gn/4Rjyo2BLaqTYYjt3ZUbba8OLTHCLirtw",
+	"ZFm6fxP8W4td8+jvOwsBdqWtVooGV/nqsSSDKzHVf3OBtafUclGAbTZ3Aw1yrjF8AhO9YXYPO98Ze1s+",
+	"Wh2/1qrkdld2XvKqH4v09oGA5kQXO/YUY8uxuttM60wd7OzQjI3G2HBE2c7NbkdwvhvnmE9AAo/aY8ic",
+	"V2MEnz98/v8BAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
