@@ -51,7 +51,7 @@ func TestAudit_EveryLifecycleAction(t *testing.T) {
 		events, _ := f.auditEvents(t, "limit=1000")
 		counts := map[string]int{}
 		for _, e := range events {
-			if e.Actor.Kind != gen.Cli || e.Workspace != "acme" || e.RequestId != nil {
+			if e.Actor.Kind != gen.AuditActorKindCli || e.Workspace != "acme" || e.RequestId != nil {
 				t.Errorf("fixture event %+v: want the CLI's, in acme, without request ID", e)
 			}
 			counts[string(e.Action)]++
@@ -70,18 +70,18 @@ func TestAudit_EveryLifecycleAction(t *testing.T) {
 			kind               gen.AuditActorKind
 			before, after      map[string]any
 		}{
-			{"Invite", "POST", "/v0/users", admin, `{"email":"carol@example.com"}`, "invitation.created", "carol@example.com", "u-admin", gen.User, nil, map[string]any{"role": "member"}},
-			{"Reinvite", "POST", "/v0/users", key, `{"email":"carol@example.com"}`, "invitation.refreshed", "carol@example.com", "u-admin", gen.ApiKey, nil, map[string]any{"role": "member"}},
-			{"InvitationRole", "PUT", "/v0/users/carol@example.com", admin, `{"role":"admin"}`, "invitation.role_changed", "carol@example.com", "u-admin", gen.User, map[string]any{"role": "member"}, map[string]any{"role": "admin"}},
-			{"Accept", "POST", "/v0/workspaces/acme/join", carol, "", "invitation.accepted", "carol@example.com", "u-carol", gen.User, map[string]any{"status": "pending"}, map[string]any{"status": "accepted", "sub": "u-carol", "role": "admin"}},
-			{"MemberRole", "PUT", "/v0/users/u-carol", key, `{"role":"member"}`, "member.role_changed", "u-carol", "u-admin", gen.ApiKey, map[string]any{"role": "admin"}, map[string]any{"role": "member"}},
-			{"Remove", "DELETE", "/v0/users/u-carol", admin, "", "member.removed", "u-carol", "u-admin", gen.User, map[string]any{"role": "member", "email": "carol@example.com"}, nil},
-			{"InviteDave", "POST", "/v0/users", admin, `{"email":"dave@example.com"}`, "invitation.created", "dave@example.com", "u-admin", gen.User, nil, map[string]any{"role": "member"}},
-			{"Revoke", "DELETE", "/v0/users/dave@example.com", admin, "", "invitation.revoked", "dave@example.com", "u-admin", gen.User, map[string]any{"status": "pending"}, map[string]any{"status": "revoked"}},
-			{"InviteErin", "POST", "/v0/users", admin, `{"email":"erin@example.com"}`, "invitation.created", "erin@example.com", "u-admin", gen.User, nil, map[string]any{"role": "member"}},
-			{"Decline", "POST", "/v0/workspaces/acme/decline", erin, "", "invitation.declined", "erin@example.com", "u-erin", gen.User, map[string]any{"status": "pending"}, map[string]any{"status": "declined"}},
-			{"Leave", "DELETE", "/v0/workspaces/acme/leave", member, "", "member.left", "u-member", "u-member", gen.User, map[string]any{"role": "member", "email": "member@acme.test"}, nil},
-			{"Rename", "PUT", "/v0/workspaces/acme", wsAdmin, `{"displayName":"Acme Corp"}`, "workspace.updated", "acme", "u-admin", gen.User, map[string]any{"displayName": "Acme"}, map[string]any{"displayName": "Acme Corp"}},
+			{"Invite", "POST", "/v0/users", admin, `{"email":"carol@example.com"}`, "invitation.created", "carol@example.com", "u-admin", gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
+			{"Reinvite", "POST", "/v0/users", key, `{"email":"carol@example.com"}`, "invitation.refreshed", "carol@example.com", "u-admin", gen.AuditActorKindApiKey, nil, map[string]any{"role": "member"}},
+			{"InvitationRole", "PUT", "/v0/users/carol@example.com", admin, `{"role":"admin"}`, "invitation.role_changed", "carol@example.com", "u-admin", gen.AuditActorKindUser, map[string]any{"role": "member"}, map[string]any{"role": "admin"}},
+			{"Accept", "POST", "/v0/workspaces/acme/join", carol, "", "invitation.accepted", "carol@example.com", "u-carol", gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "accepted", "sub": "u-carol", "role": "admin"}},
+			{"MemberRole", "PUT", "/v0/users/u-carol", key, `{"role":"member"}`, "member.role_changed", "u-carol", "u-admin", gen.AuditActorKindApiKey, map[string]any{"role": "admin"}, map[string]any{"role": "member"}},
+			{"Remove", "DELETE", "/v0/users/u-carol", admin, "", "member.removed", "u-carol", "u-admin", gen.AuditActorKindUser, map[string]any{"role": "member", "email": "carol@example.com"}, nil},
+			{"InviteDave", "POST", "/v0/users", admin, `{"email":"dave@example.com"}`, "invitation.created", "dave@example.com", "u-admin", gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
+			{"Revoke", "DELETE", "/v0/users/dave@example.com", admin, "", "invitation.revoked", "dave@example.com", "u-admin", gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "revoked"}},
+			{"InviteErin", "POST", "/v0/users", admin, `{"email":"erin@example.com"}`, "invitation.created", "erin@example.com", "u-admin", gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
+			{"Decline", "POST", "/v0/workspaces/acme/decline", erin, "", "invitation.declined", "erin@example.com", "u-erin", gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "declined"}},
+			{"Leave", "DELETE", "/v0/workspaces/acme/leave", member, "", "member.left", "u-member", "u-member", gen.AuditActorKindUser, map[string]any{"role": "member", "email": "member@acme.test"}, nil},
+			{"Rename", "PUT", "/v0/workspaces/acme", wsAdmin, `{"displayName":"Acme Corp"}`, "workspace.updated", "acme", "u-admin", gen.AuditActorKindUser, map[string]any{"displayName": "Acme"}, map[string]any{"displayName": "Acme Corp"}},
 		}
 		for _, s := range steps {
 			resp, body := f.do(t, s.method, s.path, s.header, s.body)

@@ -142,8 +142,8 @@ func (f *fixture) deliveries(t *testing.T, id int64) []gen.WebhookDelivery {
 	return out
 }
 
-// waitFor polls cond (the dispatcher works in the background) for up to 60 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitUntil polls cond (the dispatcher works in the background) for up to 60 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
@@ -175,7 +175,7 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 		if resp, b := f.do(t, "POST", "/v0/users", admin, `{"email":"bob@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("invite: %d %s", resp.StatusCode, b)
 		}
-		waitFor(t, "a failed attempt while the receiver is down", func() bool { return len(f.deliveries(t, ep.Id)) > 0 })
+		waitUntil(t, "a failed attempt while the receiver is down", func() bool { return len(f.deliveries(t, ep.Id)) > 0 })
 
 		rcv := &receiver{fail: 1}
 		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
@@ -187,7 +187,7 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 		srv.Listener = ln
 		srv.StartTLS()
 		defer srv.Close()
-		waitFor(t, "the delivery", func() bool { b, _ := rcv.received(); return len(b) >= 2 })
+		waitUntil(t, "the delivery", func() bool { b, _ := rcv.received(); return len(b) >= 2 })
 		// Not subscribed: removing a member sends nothing.
 		if resp, b := f.do(t, "DELETE", "/v0/users/u-member", admin, ""); resp.StatusCode != 200 {
 			t.Fatalf("remove: %d %s", resp.StatusCode, b)
@@ -209,7 +209,7 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 			t.Fatalf("test event: %d %s", resp.StatusCode, b)
 		}
 		testID := resp.Header.Get("webhook-id")
-		waitFor(t, "the test event", func() bool { b, _ := rcv.received(); return len(b) >= 3 })
+		waitUntil(t, "the test event", func() bool { b, _ := rcv.received(); return len(b) >= 3 })
 
 		bodies, heads := rcv.received()
 		events := verifyDeliveries(t, *ep.Secret, bodies, heads)
@@ -325,7 +325,7 @@ func TestWebhooks_AutoDisable(t *testing.T) {
 			}
 		}
 		events, _ := f.auditEvents(t, "action=webhook_endpoint.disabled")
-		if len(events) != 1 || events[0].Actor.Kind != gen.System || events[0].Target.Id != strconv.FormatInt(ep.Id, 10) {
+		if len(events) != 1 || events[0].Actor.Kind != gen.AuditActorKindSystem || events[0].Target.Id != strconv.FormatInt(ep.Id, 10) {
 			t.Errorf("disabled events: %+v", events)
 		}
 		path := fmt.Sprintf("/v0/webhooks/%d", ep.Id)

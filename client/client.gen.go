@@ -19,25 +19,25 @@ import (
 
 // Defines values for AuditActorKind.
 const (
-	ApiKey         AuditActorKind = "api_key"
-	Cli            AuditActorKind = "cli"
-	ServiceAccount AuditActorKind = "service_account"
-	System         AuditActorKind = "system"
-	User           AuditActorKind = "user"
+	AuditActorKindApiKey         AuditActorKind = "api_key"
+	AuditActorKindCli            AuditActorKind = "cli"
+	AuditActorKindServiceAccount AuditActorKind = "service_account"
+	AuditActorKindSystem         AuditActorKind = "system"
+	AuditActorKindUser           AuditActorKind = "user"
 )
 
 // Valid indicates whether the value is a known member of the AuditActorKind enum.
 func (e AuditActorKind) Valid() bool {
 	switch e {
-	case ApiKey:
+	case AuditActorKindApiKey:
 		return true
-	case Cli:
+	case AuditActorKindCli:
 		return true
-	case ServiceAccount:
+	case AuditActorKindServiceAccount:
 		return true
-	case System:
+	case AuditActorKindSystem:
 		return true
-	case User:
+	case AuditActorKindUser:
 		return true
 	default:
 		return false
@@ -46,16 +46,34 @@ func (e AuditActorKind) Valid() bool {
 
 // Defines values for GroupWorkspaceMappingRole.
 const (
-	Admin  GroupWorkspaceMappingRole = "admin"
-	Member GroupWorkspaceMappingRole = "member"
+	GroupWorkspaceMappingRoleAdmin  GroupWorkspaceMappingRole = "admin"
+	GroupWorkspaceMappingRoleMember GroupWorkspaceMappingRole = "member"
 )
 
 // Valid indicates whether the value is a known member of the GroupWorkspaceMappingRole enum.
 func (e GroupWorkspaceMappingRole) Valid() bool {
 	switch e {
-	case Admin:
+	case GroupWorkspaceMappingRoleAdmin:
 		return true
-	case Member:
+	case GroupWorkspaceMappingRoleMember:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ServiceAccountRole.
+const (
+	ServiceAccountRoleAdmin  ServiceAccountRole = "admin"
+	ServiceAccountRoleMember ServiceAccountRole = "member"
+)
+
+// Valid indicates whether the value is a known member of the ServiceAccountRole enum.
+func (e ServiceAccountRole) Valid() bool {
+	switch e {
+	case ServiceAccountRoleAdmin:
+		return true
+	case ServiceAccountRoleMember:
 		return true
 	default:
 		return false
@@ -230,6 +248,47 @@ func (e WorkspaceUserSource) Valid() bool {
 	}
 }
 
+// ApiKey Long-lived API key for accessing Blaxel
+type ApiKey struct {
+	// ApiKey Api key
+	ApiKey *string `json:"apiKey,omitempty"`
+
+	// CreatedAt The date and time when the resource was created
+	CreatedAt *string `json:"createdAt,omitempty"`
+
+	// CreatedBy The user or service account who created the resource
+	CreatedBy *string `json:"createdBy,omitempty"`
+
+	// ExpiresIn Duration until expiration. Supports formats like '30d' (30 days), '24h' (24 hours), '1w' (1 week). Must be positive and at most 10 years. If not set, the API key never expires.
+	//
+	// Example: 30d
+	ExpiresIn *string `json:"expires_in,omitempty"`
+
+	// Id Api key id, to retrieve it from the API
+	//
+	// Example: ak_abc123def456
+	Id *string `json:"id,omitempty"`
+
+	// Name Name for the API key
+	//
+	// Example: CI/CD Pipeline Key
+	Name *string `json:"name,omitempty"`
+
+	// Sub User subject identifier
+	Sub *string `json:"sub,omitempty"`
+
+	// SubType Subject type (user or service_account)
+	//
+	// Example: user
+	SubType *string `json:"sub_type,omitempty"`
+
+	// UpdatedAt The date and time when the resource was updated
+	UpdatedAt *string `json:"updatedAt,omitempty"`
+
+	// UpdatedBy The user or service account who updated the resource
+	UpdatedBy *string `json:"updatedBy,omitempty"`
+}
+
 // AuditActor who made a change
 type AuditActor struct {
 	// Kind user (a person's token), api_key (a member's API key), service_account, cli (a controlplane command on the server), or system (the server itself, e.g. disabling a failing endpoint)
@@ -324,6 +383,68 @@ type GroupWorkspaceMappingRole string
 
 // MetadataLabels Key-value pairs for organizing and filtering resources. Labels can be used to categorize resources by environment, project, team, or any custom taxonomy.
 type MetadataLabels map[string]string
+
+// OAuthError RFC 6749 §5.2 error response: `error` is the RFC's code and error_description says what was wrong. It is also this server's Error (code, message, request_id), so every client reads it the same way.
+type OAuthError struct {
+	// Code HTTP status code of the error
+	//
+	// Example: 409
+	Code *int `json:"code,omitempty"`
+
+	// Error Error type or code identifying the kind of error
+	//
+	// Example: Resource already exists
+	Error string `json:"error"`
+
+	// ErrorDescription what was wrong, for people (RFC 6749 §5.2)
+	ErrorDescription *string `json:"error_description,omitempty"`
+
+	// Message Human-readable error message describing what went wrong
+	//
+	// Example: Invalid request body
+	Message *string `json:"message,omitempty"`
+
+	// RequestId The request's ID, also in the X-Request-Id response header and on every server log line of the request: quote it when reporting a problem. The client's own X-Request-Id (1 to 128 printable ASCII characters) when it sent one, else generated by the server.
+	RequestId *string `json:"request_id,omitempty"`
+}
+
+// OAuthToken RFC 6749 §5.1 access token response.
+type OAuthToken struct {
+	// AccessToken the JWT to send as "Authorization Bearer"
+	AccessToken string `json:"access_token"`
+
+	// ExpiresIn seconds until the token expires
+	//
+	// Example: 3600
+	ExpiresIn int `json:"expires_in"`
+
+	// Scope the scopes the token carries, space-separated
+	Scope string `json:"scope"`
+
+	// TokenType always Bearer
+	//
+	// Example: Bearer
+	TokenType string `json:"token_type"`
+}
+
+// OAuthTokenRequest RFC 6749 §4.4.2 access token request. Every member is optional here so that a missing or malformed one is answered in RFC 6749's terms (invalid_request) by the endpoint itself; members it does not know are ignored (RFC 6749 §3.2).
+type OAuthTokenRequest struct {
+	// ClientId the client ID, when not sent with HTTP Basic
+	ClientId *string `json:"client_id,omitempty"`
+
+	// ClientSecret the client secret, when not sent with HTTP Basic
+	ClientSecret *string `json:"client_secret,omitempty"`
+
+	// GrantType must be client_credentials
+	//
+	// Example: client_credentials
+	GrantType *string `json:"grant_type,omitempty"`
+
+	// Scope space-separated scopes the token should carry, each one the service account may hold; omitted: its default scopes (README, "Machine identities")
+	//
+	// Example: workspaces:list
+	Scope *string `json:"scope,omitempty"`
+}
 
 // OwnerFields Owner fields for Persistence
 type OwnerFields struct {
@@ -446,6 +567,54 @@ type PendingInvitationWorkspaceDetails struct {
 
 	// UserNumber Number of users in the workspace
 	UserNumber *float32 `json:"user_number,omitempty"`
+}
+
+// ServiceAccount defines model for ServiceAccount.
+type ServiceAccount struct {
+	// ClientId Service account client ID
+	ClientId *string `json:"client_id,omitempty"`
+
+	// CreatedAt Creation timestamp
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+
+	// UpdatedAt Last update timestamp
+	UpdatedAt *string `json:"updated_at,omitempty"`
+}
+
+// ServiceAccountRole Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+type ServiceAccountRole string
+
+// ServiceAccountWithSecret defines model for ServiceAccountWithSecret.
+type ServiceAccountWithSecret struct {
+	// ClientId Service account client ID
+	ClientId *string `json:"client_id,omitempty"`
+
+	// ClientSecret Service account client secret (only returned on creation)
+	ClientSecret *string `json:"client_secret,omitempty"`
+
+	// CreatedAt Creation timestamp
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+
+	// UpdatedAt Last update timestamp
+	UpdatedAt *string `json:"updated_at,omitempty"`
 }
 
 // TimeFields Time fields for Persistence
@@ -776,6 +945,81 @@ type ListAllPendingInvitationsParams struct {
 	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// GetWorkspaceServiceAccountsParams defines parameters for GetWorkspaceServiceAccounts.
+type GetWorkspaceServiceAccountsParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateWorkspaceServiceAccountJSONBody defines parameters for CreateWorkspaceServiceAccount.
+type CreateWorkspaceServiceAccountJSONBody struct {
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name string `json:"name"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+}
+
+// CreateWorkspaceServiceAccountParams defines parameters for CreateWorkspaceServiceAccount.
+type CreateWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteWorkspaceServiceAccountParams defines parameters for DeleteWorkspaceServiceAccount.
+type DeleteWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// UpdateWorkspaceServiceAccountJSONBody defines parameters for UpdateWorkspaceServiceAccount.
+type UpdateWorkspaceServiceAccountJSONBody struct {
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+}
+
+// UpdateWorkspaceServiceAccountParams defines parameters for UpdateWorkspaceServiceAccount.
+type UpdateWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// ListApiKeysForServiceAccountParams defines parameters for ListApiKeysForServiceAccount.
+type ListApiKeysForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateApiKeyForServiceAccountJSONBody defines parameters for CreateApiKeyForServiceAccount.
+type CreateApiKeyForServiceAccountJSONBody struct {
+	// ExpiresIn Expiration period for the API key. Supports formats like '30d' (30 days), '24h' (24 hours), '1w' (1 week). If not set, the API key never expires.
+	ExpiresIn *string `json:"expires_in,omitempty"`
+
+	// Name Name for the API key
+	Name *string `json:"name,omitempty"`
+}
+
+// CreateApiKeyForServiceAccountParams defines parameters for CreateApiKeyForServiceAccount.
+type CreateApiKeyForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteApiKeyForServiceAccountParams defines parameters for DeleteApiKeyForServiceAccount.
+type DeleteApiKeyForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
 // ListWorkspaceUsersParams defines parameters for ListWorkspaceUsers.
 type ListWorkspaceUsersParams struct {
 	// Limit Additive extension: answer at most this many entries, in the list's usual order, and announce the next page in the `Link` header (rel="next"). Without it the whole list is answered, as upstream does.
@@ -880,6 +1124,21 @@ type GetWorkspaceParams struct {
 	// CountResources When true, the response includes a resourceCounts map with the number of agents, functions, models, sandboxes, policies, jobs, volumes, volumetemplates, integrationconnections, previews, customdomains, serviceaccounts and images currently in this workspace. Off by default — each count is one extra indexed query.
 	CountResources *bool `form:"countResources,omitempty" json:"countResources,omitempty"`
 }
+
+// OauthTokenJSONRequestBody defines body for OauthToken for application/json ContentType.
+type OauthTokenJSONRequestBody = OAuthTokenRequest
+
+// OauthTokenFormdataRequestBody defines body for OauthToken for application/x-www-form-urlencoded ContentType.
+type OauthTokenFormdataRequestBody = OAuthTokenRequest
+
+// CreateWorkspaceServiceAccountJSONRequestBody defines body for CreateWorkspaceServiceAccount for application/json ContentType.
+type CreateWorkspaceServiceAccountJSONRequestBody CreateWorkspaceServiceAccountJSONBody
+
+// UpdateWorkspaceServiceAccountJSONRequestBody defines body for UpdateWorkspaceServiceAccount for application/json ContentType.
+type UpdateWorkspaceServiceAccountJSONRequestBody UpdateWorkspaceServiceAccountJSONBody
+
+// CreateApiKeyForServiceAccountJSONRequestBody defines body for CreateApiKeyForServiceAccount for application/json ContentType.
+type CreateApiKeyForServiceAccountJSONRequestBody CreateApiKeyForServiceAccountJSONBody
 
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
@@ -1045,12 +1304,121 @@ type ClientInterface interface {
 	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
 	ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// OauthTokenWithBody Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OauthToken Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthToken(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OauthTokenWithFormdataBody Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type.
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithFormdataBody(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListAllPendingInvitations List pending invitations
 	//
 	// Returns a list of all pending invitations in the workspace.
 	//
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 	ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWorkspaceServiceAccounts List service accounts
+	//
+	// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+	//
+	// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+	GetWorkspaceServiceAccounts(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceServiceAccountWithBody Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithBody(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceServiceAccount Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccount(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteWorkspaceServiceAccount Delete service account
+	//
+	// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+	//
+	// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+	DeleteWorkspaceServiceAccount(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceServiceAccountWithBody Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithBody(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceServiceAccount Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccount(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListApiKeysForServiceAccount List service account API keys
+	//
+	// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+	//
+	// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+	ListApiKeysForServiceAccount(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateApiKeyForServiceAccountWithBody Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithBody(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateApiKeyForServiceAccount Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccount(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	//
+	// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+	//
+	// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+	DeleteApiKeyForServiceAccount(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWorkspaceUsers List workspace team members
 	//
@@ -1280,6 +1648,63 @@ func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsPar
 	return c.Client.Do(req)
 }
 
+// OauthTokenWithBody Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *Client) OauthTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthTokenRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OauthToken Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *Client) OauthToken(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthTokenRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OauthTokenWithFormdataBody Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type.
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *Client) OauthTokenWithFormdataBody(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthTokenRequestWithFormdataBody(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListAllPendingInvitations List pending invitations
 //
 // Returns a list of all pending invitations in the workspace.
@@ -1287,6 +1712,188 @@ func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsPar
 // Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 func (c *Client) ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListAllPendingInvitationsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWorkspaceServiceAccounts List service accounts
+//
+// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+//
+// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+func (c *Client) GetWorkspaceServiceAccounts(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspaceServiceAccountsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceServiceAccountWithBody Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *Client) CreateWorkspaceServiceAccountWithBody(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceServiceAccountRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceServiceAccount Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *Client) CreateWorkspaceServiceAccount(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceServiceAccountRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteWorkspaceServiceAccount Delete service account
+//
+// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+//
+// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+func (c *Client) DeleteWorkspaceServiceAccount(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWorkspaceServiceAccountRequest(c.Server, clientId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceServiceAccountWithBody Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *Client) UpdateWorkspaceServiceAccountWithBody(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceServiceAccountRequestWithBody(c.Server, clientId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceServiceAccount Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *Client) UpdateWorkspaceServiceAccount(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceServiceAccountRequest(c.Server, clientId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListApiKeysForServiceAccount List service account API keys
+//
+// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+//
+// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+func (c *Client) ListApiKeysForServiceAccount(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListApiKeysForServiceAccountRequest(c.Server, clientId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateApiKeyForServiceAccountWithBody Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *Client) CreateApiKeyForServiceAccountWithBody(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateApiKeyForServiceAccountRequestWithBody(c.Server, clientId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateApiKeyForServiceAccount Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *Client) CreateApiKeyForServiceAccount(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateApiKeyForServiceAccountRequest(c.Server, clientId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteApiKeyForServiceAccount Revoke service account API key
+//
+// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+//
+// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+func (c *Client) DeleteApiKeyForServiceAccount(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteApiKeyForServiceAccountRequest(c.Server, clientId, apiKeyId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1896,6 +2503,57 @@ func NewListAuditEventsRequest(server string, params *ListAuditEventsParams) (*h
 	return req, nil
 }
 
+// NewOauthTokenRequest calls the generic OauthToken builder with application/json body
+func NewOauthTokenRequest(server string, body OauthTokenJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOauthTokenRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOauthTokenRequestWithFormdataBody calls the generic OauthToken builder with application/x-www-form-urlencoded body
+func NewOauthTokenRequestWithFormdataBody(server string, body OauthTokenFormdataRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	bodyStr, err := runtime.MarshalForm(body, nil)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = strings.NewReader(bodyStr.Encode())
+	return NewOauthTokenRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
+}
+
+// NewOauthTokenRequestWithBody constructs an http.Request for the OauthToken method, with any body, and a specified content type
+func NewOauthTokenRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/oauth/token")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewListAllPendingInvitationsRequest constructs an http.Request for the ListAllPendingInvitations method
 func NewListAllPendingInvitationsRequest(server string, params *ListAllPendingInvitationsParams) (*http.Request, error) {
 	var err error
@@ -1957,6 +2615,381 @@ func NewListAllPendingInvitationsRequest(server string, params *ListAllPendingIn
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetWorkspaceServiceAccountsRequest constructs an http.Request for the GetWorkspaceServiceAccounts method
+func NewGetWorkspaceServiceAccountsRequest(server string, params *GetWorkspaceServiceAccountsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateWorkspaceServiceAccountRequest calls the generic CreateWorkspaceServiceAccount builder with application/json body
+func NewCreateWorkspaceServiceAccountRequest(server string, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWorkspaceServiceAccountRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateWorkspaceServiceAccountRequestWithBody constructs an http.Request for the CreateWorkspaceServiceAccount method, with any body, and a specified content type
+func NewCreateWorkspaceServiceAccountRequestWithBody(server string, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteWorkspaceServiceAccountRequest constructs an http.Request for the DeleteWorkspaceServiceAccount method
+func NewDeleteWorkspaceServiceAccountRequest(server string, clientId string, params *DeleteWorkspaceServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateWorkspaceServiceAccountRequest calls the generic UpdateWorkspaceServiceAccount builder with application/json body
+func NewUpdateWorkspaceServiceAccountRequest(server string, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateWorkspaceServiceAccountRequestWithBody(server, clientId, params, "application/json", bodyReader)
+}
+
+// NewUpdateWorkspaceServiceAccountRequestWithBody constructs an http.Request for the UpdateWorkspaceServiceAccount method, with any body, and a specified content type
+func NewUpdateWorkspaceServiceAccountRequestWithBody(server string, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListApiKeysForServiceAccountRequest constructs an http.Request for the ListApiKeysForServiceAccount method
+func NewListApiKeysForServiceAccountRequest(server string, clientId string, params *ListApiKeysForServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateApiKeyForServiceAccountRequest calls the generic CreateApiKeyForServiceAccount builder with application/json body
+func NewCreateApiKeyForServiceAccountRequest(server string, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateApiKeyForServiceAccountRequestWithBody(server, clientId, params, "application/json", bodyReader)
+}
+
+// NewCreateApiKeyForServiceAccountRequestWithBody constructs an http.Request for the CreateApiKeyForServiceAccount method, with any body, and a specified content type
+func NewCreateApiKeyForServiceAccountRequestWithBody(server string, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteApiKeyForServiceAccountRequest constructs an http.Request for the DeleteApiKeyForServiceAccount method
+func NewDeleteApiKeyForServiceAccountRequest(server string, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "apiKeyId", apiKeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -2973,6 +4006,33 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
 	ListAuditEventsWithResponse(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*ListAuditEventsResponse, error)
 
+	// OauthTokenWithBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error)
+
+	// OauthTokenWithResponse Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithResponse(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error)
+
+	// OauthTokenWithFormdataBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithFormdataBodyWithResponse(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error)
+
 	// ListAllPendingInvitationsWithResponse List pending invitations
 	//
 	// Returns a list of all pending invitations in the workspace.
@@ -2981,6 +4041,96 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 	ListAllPendingInvitationsWithResponse(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error)
+
+	// GetWorkspaceServiceAccountsWithResponse List service accounts
+	//
+	// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+	GetWorkspaceServiceAccountsWithResponse(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*GetWorkspaceServiceAccountsResponse, error)
+
+	// CreateWorkspaceServiceAccountWithBodyWithResponse Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error)
+
+	// CreateWorkspaceServiceAccountWithResponse Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error)
+
+	// DeleteWorkspaceServiceAccountWithResponse Delete service account
+	//
+	// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+	DeleteWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteWorkspaceServiceAccountResponse, error)
+
+	// UpdateWorkspaceServiceAccountWithBodyWithResponse Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error)
+
+	// UpdateWorkspaceServiceAccountWithResponse Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error)
+
+	// ListApiKeysForServiceAccountWithResponse List service account API keys
+	//
+	// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+	ListApiKeysForServiceAccountWithResponse(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*ListApiKeysForServiceAccountResponse, error)
+
+	// CreateApiKeyForServiceAccountWithBodyWithResponse Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error)
+
+	// CreateApiKeyForServiceAccountWithResponse Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error)
+
+	// DeleteApiKeyForServiceAccountWithResponse Revoke service account API key
+	//
+	// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+	DeleteApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteApiKeyForServiceAccountResponse, error)
 
 	// ListWorkspaceUsersWithResponse List workspace team members
 	//
@@ -3323,6 +4473,113 @@ func (r ListAuditEventsResponse) ContentType() string {
 	return ""
 }
 
+// OauthTokenResponse200Headers the declared response headers of an HTTP 200 response for OauthToken
+type OauthTokenResponse200Headers struct {
+	CacheControl *string
+	Pragma       *string
+}
+
+// OauthTokenResponse401Headers the declared response headers of an HTTP 401 response for OauthToken
+type OauthTokenResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// OauthTokenResponse429Headers the declared response headers of an HTTP 429 response for OauthToken
+type OauthTokenResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type OauthTokenResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OAuthToken
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OAuthError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OAuthError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OauthTokenResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OauthTokenResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OauthTokenResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OauthTokenResponse) GetJSON200() *OAuthToken {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OauthTokenResponse) GetJSON400() *OAuthError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OauthTokenResponse) GetJSON401() *OAuthError {
+	return r.JSON401
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OauthTokenResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OauthTokenResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OauthTokenResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OauthTokenResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r OauthTokenResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OauthTokenResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OauthTokenResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OauthTokenResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListAllPendingInvitationsResponse200Headers the declared response headers of an HTTP 200 response for ListAllPendingInvitations
 type ListAllPendingInvitationsResponse200Headers struct {
 	Link *string
@@ -3423,6 +4680,755 @@ func (r ListAllPendingInvitationsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListAllPendingInvitationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetWorkspaceServiceAccountsResponse401Headers the declared response headers of an HTTP 401 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetWorkspaceServiceAccountsResponse429Headers the declared response headers of an HTTP 429 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetWorkspaceServiceAccountsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetWorkspaceServiceAccountsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetWorkspaceServiceAccountsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON200() *[]ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspaceServiceAccountsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspaceServiceAccountsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspaceServiceAccountsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspaceServiceAccountsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccountWithSecret
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccountWithSecret {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type UpdateWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListApiKeysForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListApiKeysForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListApiKeysForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]ApiKey
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListApiKeysForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListApiKeysForServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON200() *[]ApiKey {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListApiKeysForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListApiKeysForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListApiKeysForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListApiKeysForServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateApiKeyForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateApiKeyForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateApiKeyForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiKey
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateApiKeyForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateApiKeyForServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON200() *ApiKey {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateApiKeyForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateApiKeyForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateApiKeyForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateApiKeyForServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteApiKeyForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteApiKeyForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteApiKeyForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteApiKeyForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteApiKeyForServiceAccountResponse429Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteApiKeyForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteApiKeyForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteApiKeyForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteApiKeyForServiceAccountResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5458,6 +7464,51 @@ func (c *ClientWithResponses) ListAuditEventsWithResponse(ctx context.Context, p
 	return ParseListAuditEventsResponse(rsp)
 }
 
+// OauthTokenWithBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *ClientWithResponses) OauthTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error) {
+	rsp, err := c.OauthTokenWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthTokenResponse(rsp)
+}
+
+// OauthTokenWithResponse Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *ClientWithResponses) OauthTokenWithResponse(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error) {
+	rsp, err := c.OauthToken(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthTokenResponse(rsp)
+}
+
+// OauthTokenWithFormdataBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *ClientWithResponses) OauthTokenWithFormdataBodyWithResponse(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error) {
+	rsp, err := c.OauthTokenWithFormdataBody(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthTokenResponse(rsp)
+}
+
 // ListAllPendingInvitationsWithResponse List pending invitations
 //
 // Returns a list of all pending invitations in the workspace.
@@ -5471,6 +7522,156 @@ func (c *ClientWithResponses) ListAllPendingInvitationsWithResponse(ctx context.
 		return nil, err
 	}
 	return ParseListAllPendingInvitationsResponse(rsp)
+}
+
+// GetWorkspaceServiceAccountsWithResponse List service accounts
+//
+// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+func (c *ClientWithResponses) GetWorkspaceServiceAccountsWithResponse(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*GetWorkspaceServiceAccountsResponse, error) {
+	rsp, err := c.GetWorkspaceServiceAccounts(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspaceServiceAccountsResponse(rsp)
+}
+
+// CreateWorkspaceServiceAccountWithBodyWithResponse Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) CreateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.CreateWorkspaceServiceAccountWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceServiceAccountResponse(rsp)
+}
+
+// CreateWorkspaceServiceAccountWithResponse Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) CreateWorkspaceServiceAccountWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.CreateWorkspaceServiceAccount(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceServiceAccountResponse(rsp)
+}
+
+// DeleteWorkspaceServiceAccountWithResponse Delete service account
+//
+// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) DeleteWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.DeleteWorkspaceServiceAccount(ctx, clientId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteWorkspaceServiceAccountResponse(rsp)
+}
+
+// UpdateWorkspaceServiceAccountWithBodyWithResponse Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.UpdateWorkspaceServiceAccountWithBody(ctx, clientId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceServiceAccountResponse(rsp)
+}
+
+// UpdateWorkspaceServiceAccountWithResponse Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.UpdateWorkspaceServiceAccount(ctx, clientId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceServiceAccountResponse(rsp)
+}
+
+// ListApiKeysForServiceAccountWithResponse List service account API keys
+//
+// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+func (c *ClientWithResponses) ListApiKeysForServiceAccountWithResponse(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*ListApiKeysForServiceAccountResponse, error) {
+	rsp, err := c.ListApiKeysForServiceAccount(ctx, clientId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListApiKeysForServiceAccountResponse(rsp)
+}
+
+// CreateApiKeyForServiceAccountWithBodyWithResponse Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) CreateApiKeyForServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.CreateApiKeyForServiceAccountWithBody(ctx, clientId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateApiKeyForServiceAccountResponse(rsp)
+}
+
+// CreateApiKeyForServiceAccountWithResponse Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) CreateApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.CreateApiKeyForServiceAccount(ctx, clientId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateApiKeyForServiceAccountResponse(rsp)
+}
+
+// DeleteApiKeyForServiceAccountWithResponse Revoke service account API key
+//
+// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) DeleteApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.DeleteApiKeyForServiceAccount(ctx, clientId, apiKeyId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteApiKeyForServiceAccountResponse(rsp)
 }
 
 // ListWorkspaceUsersWithResponse List workspace team members
@@ -5978,6 +8179,128 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 	return response, nil
 }
 
+// ParseOauthTokenResponse parses an HTTP response from a OauthTokenWithResponse call
+func ParseOauthTokenResponse(rsp *http.Response) (*OauthTokenResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OauthTokenResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OAuthToken
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OAuthError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OAuthError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers OauthTokenResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		if values := rsp.Header.Values("Pragma"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Pragma", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Pragma = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers OauthTokenResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OauthTokenResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListAllPendingInvitationsResponse parses an HTTP response from a ListAllPendingInvitationsWithResponse call
 func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPendingInvitationsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -6066,6 +8389,800 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListAllPendingInvitationsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetWorkspaceServiceAccountsResponse parses an HTTP response from a GetWorkspaceServiceAccountsWithResponse call
+func ParseGetWorkspaceServiceAccountsResponse(rsp *http.Response) (*GetWorkspaceServiceAccountsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspaceServiceAccountsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetWorkspaceServiceAccountsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetWorkspaceServiceAccountsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateWorkspaceServiceAccountResponse parses an HTTP response from a CreateWorkspaceServiceAccountWithResponse call
+func ParseCreateWorkspaceServiceAccountResponse(rsp *http.Response) (*CreateWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccountWithSecret
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteWorkspaceServiceAccountResponse parses an HTTP response from a DeleteWorkspaceServiceAccountWithResponse call
+func ParseDeleteWorkspaceServiceAccountResponse(rsp *http.Response) (*DeleteWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateWorkspaceServiceAccountResponse parses an HTTP response from a UpdateWorkspaceServiceAccountWithResponse call
+func ParseUpdateWorkspaceServiceAccountResponse(rsp *http.Response) (*UpdateWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers UpdateWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListApiKeysForServiceAccountResponse parses an HTTP response from a ListApiKeysForServiceAccountWithResponse call
+func ParseListApiKeysForServiceAccountResponse(rsp *http.Response) (*ListApiKeysForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListApiKeysForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListApiKeysForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListApiKeysForServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateApiKeyForServiceAccountResponse parses an HTTP response from a CreateApiKeyForServiceAccountWithResponse call
+func ParseCreateApiKeyForServiceAccountResponse(rsp *http.Response) (*CreateApiKeyForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateApiKeyForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateApiKeyForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateApiKeyForServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteApiKeyForServiceAccountResponse parses an HTTP response from a DeleteApiKeyForServiceAccountWithResponse call
+func ParseDeleteApiKeyForServiceAccountResponse(rsp *http.Response) (*DeleteApiKeyForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteApiKeyForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteApiKeyForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteApiKeyForServiceAccountResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {

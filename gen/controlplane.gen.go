@@ -24,25 +24,25 @@ import (
 
 // Defines values for AuditActorKind.
 const (
-	ApiKey         AuditActorKind = "api_key"
-	Cli            AuditActorKind = "cli"
-	ServiceAccount AuditActorKind = "service_account"
-	System         AuditActorKind = "system"
-	User           AuditActorKind = "user"
+	AuditActorKindApiKey         AuditActorKind = "api_key"
+	AuditActorKindCli            AuditActorKind = "cli"
+	AuditActorKindServiceAccount AuditActorKind = "service_account"
+	AuditActorKindSystem         AuditActorKind = "system"
+	AuditActorKindUser           AuditActorKind = "user"
 )
 
 // Valid indicates whether the value is a known member of the AuditActorKind enum.
 func (e AuditActorKind) Valid() bool {
 	switch e {
-	case ApiKey:
+	case AuditActorKindApiKey:
 		return true
-	case Cli:
+	case AuditActorKindCli:
 		return true
-	case ServiceAccount:
+	case AuditActorKindServiceAccount:
 		return true
-	case System:
+	case AuditActorKindSystem:
 		return true
-	case User:
+	case AuditActorKindUser:
 		return true
 	default:
 		return false
@@ -51,16 +51,34 @@ func (e AuditActorKind) Valid() bool {
 
 // Defines values for GroupWorkspaceMappingRole.
 const (
-	Admin  GroupWorkspaceMappingRole = "admin"
-	Member GroupWorkspaceMappingRole = "member"
+	GroupWorkspaceMappingRoleAdmin  GroupWorkspaceMappingRole = "admin"
+	GroupWorkspaceMappingRoleMember GroupWorkspaceMappingRole = "member"
 )
 
 // Valid indicates whether the value is a known member of the GroupWorkspaceMappingRole enum.
 func (e GroupWorkspaceMappingRole) Valid() bool {
 	switch e {
-	case Admin:
+	case GroupWorkspaceMappingRoleAdmin:
 		return true
-	case Member:
+	case GroupWorkspaceMappingRoleMember:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ServiceAccountRole.
+const (
+	ServiceAccountRoleAdmin  ServiceAccountRole = "admin"
+	ServiceAccountRoleMember ServiceAccountRole = "member"
+)
+
+// Valid indicates whether the value is a known member of the ServiceAccountRole enum.
+func (e ServiceAccountRole) Valid() bool {
+	switch e {
+	case ServiceAccountRoleAdmin:
+		return true
+	case ServiceAccountRoleMember:
 		return true
 	default:
 		return false
@@ -235,6 +253,47 @@ func (e WorkspaceUserSource) Valid() bool {
 	}
 }
 
+// ApiKey Long-lived API key for accessing Blaxel
+type ApiKey struct {
+	// ApiKey Api key
+	ApiKey *string `json:"apiKey,omitempty"`
+
+	// CreatedAt The date and time when the resource was created
+	CreatedAt *string `json:"createdAt,omitempty"`
+
+	// CreatedBy The user or service account who created the resource
+	CreatedBy *string `json:"createdBy,omitempty"`
+
+	// ExpiresIn Duration until expiration. Supports formats like '30d' (30 days), '24h' (24 hours), '1w' (1 week). Must be positive and at most 10 years. If not set, the API key never expires.
+	//
+	// Example: 30d
+	ExpiresIn *string `json:"expires_in,omitempty"`
+
+	// Id Api key id, to retrieve it from the API
+	//
+	// Example: ak_abc123def456
+	Id *string `json:"id,omitempty"`
+
+	// Name Name for the API key
+	//
+	// Example: CI/CD Pipeline Key
+	Name *string `json:"name,omitempty"`
+
+	// Sub User subject identifier
+	Sub *string `json:"sub,omitempty"`
+
+	// SubType Subject type (user or service_account)
+	//
+	// Example: user
+	SubType *string `json:"sub_type,omitempty"`
+
+	// UpdatedAt The date and time when the resource was updated
+	UpdatedAt *string `json:"updatedAt,omitempty"`
+
+	// UpdatedBy The user or service account who updated the resource
+	UpdatedBy *string `json:"updatedBy,omitempty"`
+}
+
 // AuditActor who made a change
 type AuditActor struct {
 	// Kind user (a person's token), api_key (a member's API key), service_account, cli (a controlplane command on the server), or system (the server itself, e.g. disabling a failing endpoint)
@@ -329,6 +388,68 @@ type GroupWorkspaceMappingRole string
 
 // MetadataLabels Key-value pairs for organizing and filtering resources. Labels can be used to categorize resources by environment, project, team, or any custom taxonomy.
 type MetadataLabels map[string]string
+
+// OAuthError RFC 6749 §5.2 error response: `error` is the RFC's code and error_description says what was wrong. It is also this server's Error (code, message, request_id), so every client reads it the same way.
+type OAuthError struct {
+	// Code HTTP status code of the error
+	//
+	// Example: 409
+	Code *int `json:"code,omitempty"`
+
+	// Error Error type or code identifying the kind of error
+	//
+	// Example: Resource already exists
+	Error string `json:"error"`
+
+	// ErrorDescription what was wrong, for people (RFC 6749 §5.2)
+	ErrorDescription *string `json:"error_description,omitempty"`
+
+	// Message Human-readable error message describing what went wrong
+	//
+	// Example: Invalid request body
+	Message *string `json:"message,omitempty"`
+
+	// RequestId The request's ID, also in the X-Request-Id response header and on every server log line of the request: quote it when reporting a problem. The client's own X-Request-Id (1 to 128 printable ASCII characters) when it sent one, else generated by the server.
+	RequestId *string `json:"request_id,omitempty"`
+}
+
+// OAuthToken RFC 6749 §5.1 access token response.
+type OAuthToken struct {
+	// AccessToken the JWT to send as "Authorization Bearer"
+	AccessToken string `json:"access_token"`
+
+	// ExpiresIn seconds until the token expires
+	//
+	// Example: 3600
+	ExpiresIn int `json:"expires_in"`
+
+	// Scope the scopes the token carries, space-separated
+	Scope string `json:"scope"`
+
+	// TokenType always Bearer
+	//
+	// Example: Bearer
+	TokenType string `json:"token_type"`
+}
+
+// OAuthTokenRequest RFC 6749 §4.4.2 access token request. Every member is optional here so that a missing or malformed one is answered in RFC 6749's terms (invalid_request) by the endpoint itself; members it does not know are ignored (RFC 6749 §3.2).
+type OAuthTokenRequest struct {
+	// ClientId the client ID, when not sent with HTTP Basic
+	ClientId *string `json:"client_id,omitempty"`
+
+	// ClientSecret the client secret, when not sent with HTTP Basic
+	ClientSecret *string `json:"client_secret,omitempty"`
+
+	// GrantType must be client_credentials
+	//
+	// Example: client_credentials
+	GrantType *string `json:"grant_type,omitempty"`
+
+	// Scope space-separated scopes the token should carry, each one the service account may hold; omitted: its default scopes (README, "Machine identities")
+	//
+	// Example: workspaces:list
+	Scope *string `json:"scope,omitempty"`
+}
 
 // OwnerFields Owner fields for Persistence
 type OwnerFields struct {
@@ -451,6 +572,54 @@ type PendingInvitationWorkspaceDetails struct {
 
 	// UserNumber Number of users in the workspace
 	UserNumber *float32 `json:"user_number,omitempty"`
+}
+
+// ServiceAccount defines model for ServiceAccount.
+type ServiceAccount struct {
+	// ClientId Service account client ID
+	ClientId *string `json:"client_id,omitempty"`
+
+	// CreatedAt Creation timestamp
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+
+	// UpdatedAt Last update timestamp
+	UpdatedAt *string `json:"updated_at,omitempty"`
+}
+
+// ServiceAccountRole Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+type ServiceAccountRole string
+
+// ServiceAccountWithSecret defines model for ServiceAccountWithSecret.
+type ServiceAccountWithSecret struct {
+	// ClientId Service account client ID
+	ClientId *string `json:"client_id,omitempty"`
+
+	// ClientSecret Service account client secret (only returned on creation)
+	ClientSecret *string `json:"client_secret,omitempty"`
+
+	// CreatedAt Creation timestamp
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+
+	// UpdatedAt Last update timestamp
+	UpdatedAt *string `json:"updated_at,omitempty"`
 }
 
 // TimeFields Time fields for Persistence
@@ -781,6 +950,81 @@ type ListAllPendingInvitationsParams struct {
 	Cursor *ListCursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// GetWorkspaceServiceAccountsParams defines parameters for GetWorkspaceServiceAccounts.
+type GetWorkspaceServiceAccountsParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateWorkspaceServiceAccountJSONBody defines parameters for CreateWorkspaceServiceAccount.
+type CreateWorkspaceServiceAccountJSONBody struct {
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name string `json:"name"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+}
+
+// CreateWorkspaceServiceAccountParams defines parameters for CreateWorkspaceServiceAccount.
+type CreateWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteWorkspaceServiceAccountParams defines parameters for DeleteWorkspaceServiceAccount.
+type DeleteWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// UpdateWorkspaceServiceAccountJSONBody defines parameters for UpdateWorkspaceServiceAccount.
+type UpdateWorkspaceServiceAccountJSONBody struct {
+	// Description Service account description
+	Description *string `json:"description,omitempty"`
+
+	// Name Service account name
+	Name *string `json:"name,omitempty"`
+
+	// Role Additive extension: the service account's role in its workspace, as a member's. Created as `member` when left out; only an admin may give `admin`.
+	Role *ServiceAccountRole `json:"role,omitempty"`
+}
+
+// UpdateWorkspaceServiceAccountParams defines parameters for UpdateWorkspaceServiceAccount.
+type UpdateWorkspaceServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// ListApiKeysForServiceAccountParams defines parameters for ListApiKeysForServiceAccount.
+type ListApiKeysForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// CreateApiKeyForServiceAccountJSONBody defines parameters for CreateApiKeyForServiceAccount.
+type CreateApiKeyForServiceAccountJSONBody struct {
+	// ExpiresIn Expiration period for the API key. Supports formats like '30d' (30 days), '24h' (24 hours), '1w' (1 week). If not set, the API key never expires.
+	ExpiresIn *string `json:"expires_in,omitempty"`
+
+	// Name Name for the API key
+	Name *string `json:"name,omitempty"`
+}
+
+// CreateApiKeyForServiceAccountParams defines parameters for CreateApiKeyForServiceAccount.
+type CreateApiKeyForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
+// DeleteApiKeyForServiceAccountParams defines parameters for DeleteApiKeyForServiceAccount.
+type DeleteApiKeyForServiceAccountParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+}
+
 // ListWorkspaceUsersParams defines parameters for ListWorkspaceUsers.
 type ListWorkspaceUsersParams struct {
 	// Limit Additive extension: answer at most this many entries, in the list's usual order, and announce the next page in the `Link` header (rel="next"). Without it the whole list is answered, as upstream does.
@@ -885,6 +1129,21 @@ type GetWorkspaceParams struct {
 	// CountResources When true, the response includes a resourceCounts map with the number of agents, functions, models, sandboxes, policies, jobs, volumes, volumetemplates, integrationconnections, previews, customdomains, serviceaccounts and images currently in this workspace. Off by default — each count is one extra indexed query.
 	CountResources *bool `form:"countResources,omitempty" json:"countResources,omitempty"`
 }
+
+// OauthTokenJSONRequestBody defines body for OauthToken for application/json ContentType.
+type OauthTokenJSONRequestBody = OAuthTokenRequest
+
+// OauthTokenFormdataRequestBody defines body for OauthToken for application/x-www-form-urlencoded ContentType.
+type OauthTokenFormdataRequestBody = OAuthTokenRequest
+
+// CreateWorkspaceServiceAccountJSONRequestBody defines body for CreateWorkspaceServiceAccount for application/json ContentType.
+type CreateWorkspaceServiceAccountJSONRequestBody CreateWorkspaceServiceAccountJSONBody
+
+// UpdateWorkspaceServiceAccountJSONRequestBody defines body for UpdateWorkspaceServiceAccount for application/json ContentType.
+type UpdateWorkspaceServiceAccountJSONRequestBody UpdateWorkspaceServiceAccountJSONBody
+
+// CreateApiKeyForServiceAccountJSONRequestBody defines body for CreateApiKeyForServiceAccount for application/json ContentType.
+type CreateApiKeyForServiceAccountJSONRequestBody CreateApiKeyForServiceAccountJSONBody
 
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
@@ -1050,12 +1309,121 @@ type ClientInterface interface {
 	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
 	ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// OauthTokenWithBody Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OauthToken Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthToken(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OauthTokenWithFormdataBody Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type.
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithFormdataBody(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListAllPendingInvitations List pending invitations
 	//
 	// Returns a list of all pending invitations in the workspace.
 	//
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 	ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWorkspaceServiceAccounts List service accounts
+	//
+	// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+	//
+	// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+	GetWorkspaceServiceAccounts(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceServiceAccountWithBody Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithBody(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWorkspaceServiceAccount Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccount(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteWorkspaceServiceAccount Delete service account
+	//
+	// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+	//
+	// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+	DeleteWorkspaceServiceAccount(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceServiceAccountWithBody Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithBody(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWorkspaceServiceAccount Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccount(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListApiKeysForServiceAccount List service account API keys
+	//
+	// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+	//
+	// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+	ListApiKeysForServiceAccount(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateApiKeyForServiceAccountWithBody Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithBody(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateApiKeyForServiceAccount Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccount(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	//
+	// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+	//
+	// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+	DeleteApiKeyForServiceAccount(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWorkspaceUsers List workspace team members
 	//
@@ -1285,6 +1653,63 @@ func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsPar
 	return c.Client.Do(req)
 }
 
+// OauthTokenWithBody Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *Client) OauthTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthTokenRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OauthToken Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *Client) OauthToken(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthTokenRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OauthTokenWithFormdataBody Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type.
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *Client) OauthTokenWithFormdataBody(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthTokenRequestWithFormdataBody(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListAllPendingInvitations List pending invitations
 //
 // Returns a list of all pending invitations in the workspace.
@@ -1292,6 +1717,188 @@ func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsPar
 // Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 func (c *Client) ListAllPendingInvitations(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListAllPendingInvitationsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWorkspaceServiceAccounts List service accounts
+//
+// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+//
+// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+func (c *Client) GetWorkspaceServiceAccounts(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspaceServiceAccountsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceServiceAccountWithBody Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *Client) CreateWorkspaceServiceAccountWithBody(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceServiceAccountRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWorkspaceServiceAccount Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *Client) CreateWorkspaceServiceAccount(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWorkspaceServiceAccountRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteWorkspaceServiceAccount Delete service account
+//
+// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+//
+// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+func (c *Client) DeleteWorkspaceServiceAccount(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWorkspaceServiceAccountRequest(c.Server, clientId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceServiceAccountWithBody Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *Client) UpdateWorkspaceServiceAccountWithBody(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceServiceAccountRequestWithBody(c.Server, clientId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWorkspaceServiceAccount Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *Client) UpdateWorkspaceServiceAccount(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWorkspaceServiceAccountRequest(c.Server, clientId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListApiKeysForServiceAccount List service account API keys
+//
+// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+//
+// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+func (c *Client) ListApiKeysForServiceAccount(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListApiKeysForServiceAccountRequest(c.Server, clientId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateApiKeyForServiceAccountWithBody Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *Client) CreateApiKeyForServiceAccountWithBody(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateApiKeyForServiceAccountRequestWithBody(c.Server, clientId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateApiKeyForServiceAccount Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *Client) CreateApiKeyForServiceAccount(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateApiKeyForServiceAccountRequest(c.Server, clientId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteApiKeyForServiceAccount Revoke service account API key
+//
+// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+//
+// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+func (c *Client) DeleteApiKeyForServiceAccount(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteApiKeyForServiceAccountRequest(c.Server, clientId, apiKeyId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1901,6 +2508,57 @@ func NewListAuditEventsRequest(server string, params *ListAuditEventsParams) (*h
 	return req, nil
 }
 
+// NewOauthTokenRequest calls the generic OauthToken builder with application/json body
+func NewOauthTokenRequest(server string, body OauthTokenJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOauthTokenRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOauthTokenRequestWithFormdataBody calls the generic OauthToken builder with application/x-www-form-urlencoded body
+func NewOauthTokenRequestWithFormdataBody(server string, body OauthTokenFormdataRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	bodyStr, err := runtime.MarshalForm(body, nil)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = strings.NewReader(bodyStr.Encode())
+	return NewOauthTokenRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
+}
+
+// NewOauthTokenRequestWithBody constructs an http.Request for the OauthToken method, with any body, and a specified content type
+func NewOauthTokenRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/oauth/token")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewListAllPendingInvitationsRequest constructs an http.Request for the ListAllPendingInvitations method
 func NewListAllPendingInvitationsRequest(server string, params *ListAllPendingInvitationsParams) (*http.Request, error) {
 	var err error
@@ -1962,6 +2620,381 @@ func NewListAllPendingInvitationsRequest(server string, params *ListAllPendingIn
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetWorkspaceServiceAccountsRequest constructs an http.Request for the GetWorkspaceServiceAccounts method
+func NewGetWorkspaceServiceAccountsRequest(server string, params *GetWorkspaceServiceAccountsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateWorkspaceServiceAccountRequest calls the generic CreateWorkspaceServiceAccount builder with application/json body
+func NewCreateWorkspaceServiceAccountRequest(server string, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWorkspaceServiceAccountRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateWorkspaceServiceAccountRequestWithBody constructs an http.Request for the CreateWorkspaceServiceAccount method, with any body, and a specified content type
+func NewCreateWorkspaceServiceAccountRequestWithBody(server string, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteWorkspaceServiceAccountRequest constructs an http.Request for the DeleteWorkspaceServiceAccount method
+func NewDeleteWorkspaceServiceAccountRequest(server string, clientId string, params *DeleteWorkspaceServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateWorkspaceServiceAccountRequest calls the generic UpdateWorkspaceServiceAccount builder with application/json body
+func NewUpdateWorkspaceServiceAccountRequest(server string, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateWorkspaceServiceAccountRequestWithBody(server, clientId, params, "application/json", bodyReader)
+}
+
+// NewUpdateWorkspaceServiceAccountRequestWithBody constructs an http.Request for the UpdateWorkspaceServiceAccount method, with any body, and a specified content type
+func NewUpdateWorkspaceServiceAccountRequestWithBody(server string, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListApiKeysForServiceAccountRequest constructs an http.Request for the ListApiKeysForServiceAccount method
+func NewListApiKeysForServiceAccountRequest(server string, clientId string, params *ListApiKeysForServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateApiKeyForServiceAccountRequest calls the generic CreateApiKeyForServiceAccount builder with application/json body
+func NewCreateApiKeyForServiceAccountRequest(server string, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateApiKeyForServiceAccountRequestWithBody(server, clientId, params, "application/json", bodyReader)
+}
+
+// NewCreateApiKeyForServiceAccountRequestWithBody constructs an http.Request for the CreateApiKeyForServiceAccount method, with any body, and a specified content type
+func NewCreateApiKeyForServiceAccountRequestWithBody(server string, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteApiKeyForServiceAccountRequest constructs an http.Request for the DeleteApiKeyForServiceAccount method
+func NewDeleteApiKeyForServiceAccountRequest(server string, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "clientId", clientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "apiKeyId", apiKeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/service_accounts/%s/api_keys/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -2978,6 +4011,33 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
 	ListAuditEventsWithResponse(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*ListAuditEventsResponse, error)
 
+	// OauthTokenWithBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error)
+
+	// OauthTokenWithResponse Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithResponse(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error)
+
+	// OauthTokenWithFormdataBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+	//
+	// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+	OauthTokenWithFormdataBodyWithResponse(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error)
+
 	// ListAllPendingInvitationsWithResponse List pending invitations
 	//
 	// Returns a list of all pending invitations in the workspace.
@@ -2986,6 +4046,96 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /profile/invitations (the `ListAllPendingInvitations` operationId).
 	ListAllPendingInvitationsWithResponse(ctx context.Context, params *ListAllPendingInvitationsParams, reqEditors ...RequestEditorFn) (*ListAllPendingInvitationsResponse, error)
+
+	// GetWorkspaceServiceAccountsWithResponse List service accounts
+	//
+	// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+	GetWorkspaceServiceAccountsWithResponse(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*GetWorkspaceServiceAccountsResponse, error)
+
+	// CreateWorkspaceServiceAccountWithBodyWithResponse Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error)
+
+	// CreateWorkspaceServiceAccountWithResponse Create service account
+	//
+	// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+	CreateWorkspaceServiceAccountWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error)
+
+	// DeleteWorkspaceServiceAccountWithResponse Delete service account
+	//
+	// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+	DeleteWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteWorkspaceServiceAccountResponse, error)
+
+	// UpdateWorkspaceServiceAccountWithBodyWithResponse Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error)
+
+	// UpdateWorkspaceServiceAccountWithResponse Update service account
+	//
+	// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+	UpdateWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error)
+
+	// ListApiKeysForServiceAccountWithResponse List service account API keys
+	//
+	// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+	ListApiKeysForServiceAccountWithResponse(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*ListApiKeysForServiceAccountResponse, error)
+
+	// CreateApiKeyForServiceAccountWithBodyWithResponse Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error)
+
+	// CreateApiKeyForServiceAccountWithResponse Create service account API key
+	//
+	// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+	CreateApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error)
+
+	// DeleteApiKeyForServiceAccountWithResponse Revoke service account API key
+	//
+	// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+	DeleteApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteApiKeyForServiceAccountResponse, error)
 
 	// ListWorkspaceUsersWithResponse List workspace team members
 	//
@@ -3328,6 +4478,113 @@ func (r ListAuditEventsResponse) ContentType() string {
 	return ""
 }
 
+// OauthTokenResponse200Headers the declared response headers of an HTTP 200 response for OauthToken
+type OauthTokenResponse200Headers struct {
+	CacheControl *string
+	Pragma       *string
+}
+
+// OauthTokenResponse401Headers the declared response headers of an HTTP 401 response for OauthToken
+type OauthTokenResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// OauthTokenResponse429Headers the declared response headers of an HTTP 429 response for OauthToken
+type OauthTokenResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type OauthTokenResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OAuthToken
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OAuthError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OAuthError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OauthTokenResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OauthTokenResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OauthTokenResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OauthTokenResponse) GetJSON200() *OAuthToken {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OauthTokenResponse) GetJSON400() *OAuthError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OauthTokenResponse) GetJSON401() *OAuthError {
+	return r.JSON401
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OauthTokenResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OauthTokenResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OauthTokenResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OauthTokenResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r OauthTokenResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OauthTokenResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OauthTokenResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OauthTokenResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListAllPendingInvitationsResponse200Headers the declared response headers of an HTTP 200 response for ListAllPendingInvitations
 type ListAllPendingInvitationsResponse200Headers struct {
 	Link *string
@@ -3428,6 +4685,755 @@ func (r ListAllPendingInvitationsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListAllPendingInvitationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetWorkspaceServiceAccountsResponse401Headers the declared response headers of an HTTP 401 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetWorkspaceServiceAccountsResponse429Headers the declared response headers of an HTTP 429 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetWorkspaceServiceAccountsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetWorkspaceServiceAccountsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetWorkspaceServiceAccountsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON200() *[]ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspaceServiceAccountsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspaceServiceAccountsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspaceServiceAccountsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspaceServiceAccountsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccountWithSecret
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccountWithSecret {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateWorkspaceServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateWorkspaceServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type UpdateWorkspaceServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ServiceAccount
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateWorkspaceServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateWorkspaceServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON200() *ServiceAccount {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateWorkspaceServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateWorkspaceServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateWorkspaceServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateWorkspaceServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListApiKeysForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListApiKeysForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ListApiKeysForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]ApiKey
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListApiKeysForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListApiKeysForServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON200() *[]ApiKey {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r ListApiKeysForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListApiKeysForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListApiKeysForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListApiKeysForServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateApiKeyForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateApiKeyForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateApiKeyForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiKey
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateApiKeyForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateApiKeyForServiceAccountResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON200() *ApiKey {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateApiKeyForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateApiKeyForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateApiKeyForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateApiKeyForServiceAccountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteApiKeyForServiceAccountResponse401Headers the declared response headers of an HTTP 401 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteApiKeyForServiceAccountResponse429Headers the declared response headers of an HTTP 429 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type DeleteApiKeyForServiceAccountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteApiKeyForServiceAccountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteApiKeyForServiceAccountResponse429Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteApiKeyForServiceAccountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteApiKeyForServiceAccountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteApiKeyForServiceAccountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteApiKeyForServiceAccountResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5463,6 +7469,51 @@ func (c *ClientWithResponses) ListAuditEventsWithResponse(ctx context.Context, p
 	return ParseListAuditEventsResponse(rsp)
 }
 
+// OauthTokenWithBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *ClientWithResponses) OauthTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error) {
+	rsp, err := c.OauthTokenWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthTokenResponse(rsp)
+}
+
+// OauthTokenWithResponse Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *ClientWithResponses) OauthTokenWithResponse(ctx context.Context, body OauthTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error) {
+	rsp, err := c.OauthToken(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthTokenResponse(rsp)
+}
+
+// OauthTokenWithFormdataBodyWithResponse Get an access token (OAuth 2.0 client credentials)
+//
+// RFC 6749 §4.4: a service account exchanges its client ID and secret for a short-lived access token (a JWT signed by this server, whose keys are at /.well-known/jwks.json). The client authenticates with HTTP Basic (RFC 6749 §2.3.1: the form-urlencoded client ID and secret) or with client_id and client_secret in the body, not both. The body is JSON (what Blaxel's SDKs send) or application/x-www-form-urlencoded (what RFC 6749 clients send). An optional scope (space-separated) narrows what the token carries. Errors follow RFC 6749 §5.2: `error` is invalid_request, invalid_client, unsupported_grant_type or invalid_scope, with error_description. No refresh token is issued (RFC 6749 §4.4.3): ask for a new token with the same credentials.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /oauth/token (the `OauthToken` operationId).
+func (c *ClientWithResponses) OauthTokenWithFormdataBodyWithResponse(ctx context.Context, body OauthTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*OauthTokenResponse, error) {
+	rsp, err := c.OauthTokenWithFormdataBody(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthTokenResponse(rsp)
+}
+
 // ListAllPendingInvitationsWithResponse List pending invitations
 //
 // Returns a list of all pending invitations in the workspace.
@@ -5476,6 +7527,156 @@ func (c *ClientWithResponses) ListAllPendingInvitationsWithResponse(ctx context.
 		return nil, err
 	}
 	return ParseListAllPendingInvitationsResponse(rsp)
+}
+
+// GetWorkspaceServiceAccountsWithResponse List service accounts
+//
+// Returns all service accounts in the workspace. Service accounts are machine identities for external systems to authenticate with Blaxel via OAuth or API keys.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /service_accounts (the `GetWorkspaceServiceAccounts` operationId).
+func (c *ClientWithResponses) GetWorkspaceServiceAccountsWithResponse(ctx context.Context, params *GetWorkspaceServiceAccountsParams, reqEditors ...RequestEditorFn) (*GetWorkspaceServiceAccountsResponse, error) {
+	rsp, err := c.GetWorkspaceServiceAccounts(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspaceServiceAccountsResponse(rsp)
+}
+
+// CreateWorkspaceServiceAccountWithBodyWithResponse Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) CreateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.CreateWorkspaceServiceAccountWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceServiceAccountResponse(rsp)
+}
+
+// CreateWorkspaceServiceAccountWithResponse Create service account
+//
+// Creates a new service account for machine-to-machine authentication. Returns client ID and secret (secret is only shown once at creation). Use these credentials for OAuth client_credentials flow.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts (the `CreateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) CreateWorkspaceServiceAccountWithResponse(ctx context.Context, params *CreateWorkspaceServiceAccountParams, body CreateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.CreateWorkspaceServiceAccount(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWorkspaceServiceAccountResponse(rsp)
+}
+
+// DeleteWorkspaceServiceAccountWithResponse Delete service account
+//
+// Permanently deletes a service account and invalidates all its credentials. Any systems using this service account will lose access immediately.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /service_accounts/{clientId} (the `DeleteWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) DeleteWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *DeleteWorkspaceServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.DeleteWorkspaceServiceAccount(ctx, clientId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteWorkspaceServiceAccountResponse(rsp)
+}
+
+// UpdateWorkspaceServiceAccountWithBodyWithResponse Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.UpdateWorkspaceServiceAccountWithBody(ctx, clientId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceServiceAccountResponse(rsp)
+}
+
+// UpdateWorkspaceServiceAccountWithResponse Update service account
+//
+// Updates a service account's name or description. Credentials (client ID/secret) cannot be changed.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /service_accounts/{clientId} (the `UpdateWorkspaceServiceAccount` operationId).
+func (c *ClientWithResponses) UpdateWorkspaceServiceAccountWithResponse(ctx context.Context, clientId string, params *UpdateWorkspaceServiceAccountParams, body UpdateWorkspaceServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWorkspaceServiceAccountResponse, error) {
+	rsp, err := c.UpdateWorkspaceServiceAccount(ctx, clientId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWorkspaceServiceAccountResponse(rsp)
+}
+
+// ListApiKeysForServiceAccountWithResponse List service account API keys
+//
+// Returns all long-lived API keys created for a service account. API keys provide an alternative to OAuth for simpler authentication scenarios.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /service_accounts/{clientId}/api_keys (the `ListApiKeysForServiceAccount` operationId).
+func (c *ClientWithResponses) ListApiKeysForServiceAccountWithResponse(ctx context.Context, clientId string, params *ListApiKeysForServiceAccountParams, reqEditors ...RequestEditorFn) (*ListApiKeysForServiceAccountResponse, error) {
+	rsp, err := c.ListApiKeysForServiceAccount(ctx, clientId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListApiKeysForServiceAccountResponse(rsp)
+}
+
+// CreateApiKeyForServiceAccountWithBodyWithResponse Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) CreateApiKeyForServiceAccountWithBodyWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.CreateApiKeyForServiceAccountWithBody(ctx, clientId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateApiKeyForServiceAccountResponse(rsp)
+}
+
+// CreateApiKeyForServiceAccountWithResponse Create service account API key
+//
+// Creates a new long-lived API key for a service account. The full key value is only returned once at creation. API keys can have optional expiration dates.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /service_accounts/{clientId}/api_keys (the `CreateApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) CreateApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, params *CreateApiKeyForServiceAccountParams, body CreateApiKeyForServiceAccountJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.CreateApiKeyForServiceAccount(ctx, clientId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateApiKeyForServiceAccountResponse(rsp)
+}
+
+// DeleteApiKeyForServiceAccountWithResponse Revoke service account API key
+//
+// Revokes an API key for a service account. The key becomes invalid immediately and any requests using it will fail authentication.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /service_accounts/{clientId}/api_keys/{apiKeyId} (the `DeleteApiKeyForServiceAccount` operationId).
+func (c *ClientWithResponses) DeleteApiKeyForServiceAccountWithResponse(ctx context.Context, clientId string, apiKeyId string, params *DeleteApiKeyForServiceAccountParams, reqEditors ...RequestEditorFn) (*DeleteApiKeyForServiceAccountResponse, error) {
+	rsp, err := c.DeleteApiKeyForServiceAccount(ctx, clientId, apiKeyId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteApiKeyForServiceAccountResponse(rsp)
 }
 
 // ListWorkspaceUsersWithResponse List workspace team members
@@ -5983,6 +8184,128 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 	return response, nil
 }
 
+// ParseOauthTokenResponse parses an HTTP response from a OauthTokenWithResponse call
+func ParseOauthTokenResponse(rsp *http.Response) (*OauthTokenResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OauthTokenResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OAuthToken
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OAuthError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OAuthError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers OauthTokenResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
+		if values := rsp.Header.Values("Pragma"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Pragma", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Pragma = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers OauthTokenResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OauthTokenResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListAllPendingInvitationsResponse parses an HTTP response from a ListAllPendingInvitationsWithResponse call
 func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPendingInvitationsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -6071,6 +8394,800 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListAllPendingInvitationsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetWorkspaceServiceAccountsResponse parses an HTTP response from a GetWorkspaceServiceAccountsWithResponse call
+func ParseGetWorkspaceServiceAccountsResponse(rsp *http.Response) (*GetWorkspaceServiceAccountsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspaceServiceAccountsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetWorkspaceServiceAccountsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetWorkspaceServiceAccountsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateWorkspaceServiceAccountResponse parses an HTTP response from a CreateWorkspaceServiceAccountWithResponse call
+func ParseCreateWorkspaceServiceAccountResponse(rsp *http.Response) (*CreateWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccountWithSecret
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteWorkspaceServiceAccountResponse parses an HTTP response from a DeleteWorkspaceServiceAccountWithResponse call
+func ParseDeleteWorkspaceServiceAccountResponse(rsp *http.Response) (*DeleteWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateWorkspaceServiceAccountResponse parses an HTTP response from a UpdateWorkspaceServiceAccountWithResponse call
+func ParseUpdateWorkspaceServiceAccountResponse(rsp *http.Response) (*UpdateWorkspaceServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateWorkspaceServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ServiceAccount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers UpdateWorkspaceServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateWorkspaceServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListApiKeysForServiceAccountResponse parses an HTTP response from a ListApiKeysForServiceAccountWithResponse call
+func ParseListApiKeysForServiceAccountResponse(rsp *http.Response) (*ListApiKeysForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListApiKeysForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListApiKeysForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListApiKeysForServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateApiKeyForServiceAccountResponse parses an HTTP response from a CreateApiKeyForServiceAccountWithResponse call
+func ParseCreateApiKeyForServiceAccountResponse(rsp *http.Response) (*CreateApiKeyForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateApiKeyForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateApiKeyForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateApiKeyForServiceAccountResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteApiKeyForServiceAccountResponse parses an HTTP response from a DeleteApiKeyForServiceAccountWithResponse call
+func ParseDeleteApiKeyForServiceAccountResponse(rsp *http.Response) (*DeleteApiKeyForServiceAccountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteApiKeyForServiceAccountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteApiKeyForServiceAccountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteApiKeyForServiceAccountResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -8243,9 +11360,33 @@ type ServerInterface interface {
 	// ListAuditEvents List the workspace's audit events
 	// (GET /audit)
 	ListAuditEvents(ctx echo.Context, params ListAuditEventsParams) error
+	// OauthToken Get an access token (OAuth 2.0 client credentials)
+	// (POST /oauth/token)
+	OauthToken(ctx echo.Context) error
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
 	ListAllPendingInvitations(ctx echo.Context, params ListAllPendingInvitationsParams) error
+	// GetWorkspaceServiceAccounts List service accounts
+	// (GET /service_accounts)
+	GetWorkspaceServiceAccounts(ctx echo.Context, params GetWorkspaceServiceAccountsParams) error
+	// CreateWorkspaceServiceAccount Create service account
+	// (POST /service_accounts)
+	CreateWorkspaceServiceAccount(ctx echo.Context, params CreateWorkspaceServiceAccountParams) error
+	// DeleteWorkspaceServiceAccount Delete service account
+	// (DELETE /service_accounts/{clientId})
+	DeleteWorkspaceServiceAccount(ctx echo.Context, clientId string, params DeleteWorkspaceServiceAccountParams) error
+	// UpdateWorkspaceServiceAccount Update service account
+	// (PUT /service_accounts/{clientId})
+	UpdateWorkspaceServiceAccount(ctx echo.Context, clientId string, params UpdateWorkspaceServiceAccountParams) error
+	// ListApiKeysForServiceAccount List service account API keys
+	// (GET /service_accounts/{clientId}/api_keys)
+	ListApiKeysForServiceAccount(ctx echo.Context, clientId string, params ListApiKeysForServiceAccountParams) error
+	// CreateApiKeyForServiceAccount Create service account API key
+	// (POST /service_accounts/{clientId}/api_keys)
+	CreateApiKeyForServiceAccount(ctx echo.Context, clientId string, params CreateApiKeyForServiceAccountParams) error
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	// (DELETE /service_accounts/{clientId}/api_keys/{apiKeyId})
+	DeleteApiKeyForServiceAccount(ctx echo.Context, clientId string, apiKeyId string, params DeleteApiKeyForServiceAccountParams) error
 	// ListWorkspaceUsers List workspace team members
 	// (GET /users)
 	ListWorkspaceUsers(ctx echo.Context, params ListWorkspaceUsersParams) error
@@ -8380,6 +11521,15 @@ func (w *ServerInterfaceWrapper) ListAuditEvents(ctx echo.Context) error {
 	return err
 }
 
+// OauthToken converts echo context to params.
+func (w *ServerInterfaceWrapper) OauthToken(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OauthToken(ctx)
+	return err
+}
+
 // ListAllPendingInvitations converts echo context to params.
 func (w *ServerInterfaceWrapper) ListAllPendingInvitations(ctx echo.Context) error {
 	var err error
@@ -8402,6 +11552,252 @@ func (w *ServerInterfaceWrapper) ListAllPendingInvitations(ctx echo.Context) err
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.ListAllPendingInvitations(ctx, params)
+	return err
+}
+
+// GetWorkspaceServiceAccounts converts echo context to params.
+func (w *ServerInterfaceWrapper) GetWorkspaceServiceAccounts(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetWorkspaceServiceAccountsParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetWorkspaceServiceAccounts(ctx, params)
+	return err
+}
+
+// CreateWorkspaceServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateWorkspaceServiceAccount(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWorkspaceServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateWorkspaceServiceAccount(ctx, params)
+	return err
+}
+
+// DeleteWorkspaceServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteWorkspaceServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteWorkspaceServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteWorkspaceServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// UpdateWorkspaceServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateWorkspaceServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateWorkspaceServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateWorkspaceServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// ListApiKeysForServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) ListApiKeysForServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListApiKeysForServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListApiKeysForServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// CreateApiKeyForServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateApiKeyForServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateApiKeyForServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateApiKeyForServiceAccount(ctx, clientId, params)
+	return err
+}
+
+// DeleteApiKeyForServiceAccount converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteApiKeyForServiceAccount(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "clientId" -------------
+	var clientId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "clientId", ctx.Param("clientId"), &clientId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter clientId: %s", err))
+	}
+
+	// ------------- Path parameter "apiKeyId" -------------
+	var apiKeyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "apiKeyId", ctx.Param("apiKeyId"), &apiKeyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter apiKeyId: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteApiKeyForServiceAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteApiKeyForServiceAccount(ctx, clientId, apiKeyId, params)
 	return err
 }
 
@@ -8958,6 +12354,14 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/workspaces/:workspaceName", wrapper.GetWorkspace, options.OperationMiddlewares["GetWorkspace"]...)
 	router.PUT(options.BaseURL+"/workspaces/:workspaceName", wrapper.UpdateWorkspace, options.OperationMiddlewares["UpdateWorkspace"]...)
 	router.POST(options.BaseURL+"/workspaces/availability", wrapper.CheckWorkspaceAvailability, options.OperationMiddlewares["CheckWorkspaceAvailability"]...)
+	router.GET(options.BaseURL+"/service_accounts", wrapper.GetWorkspaceServiceAccounts, options.OperationMiddlewares["GetWorkspaceServiceAccounts"]...)
+	router.POST(options.BaseURL+"/service_accounts", wrapper.CreateWorkspaceServiceAccount, options.OperationMiddlewares["CreateWorkspaceServiceAccount"]...)
+	router.DELETE(options.BaseURL+"/service_accounts/:clientId", wrapper.DeleteWorkspaceServiceAccount, options.OperationMiddlewares["DeleteWorkspaceServiceAccount"]...)
+	router.PUT(options.BaseURL+"/service_accounts/:clientId", wrapper.UpdateWorkspaceServiceAccount, options.OperationMiddlewares["UpdateWorkspaceServiceAccount"]...)
+	router.GET(options.BaseURL+"/service_accounts/:clientId/api_keys", wrapper.ListApiKeysForServiceAccount, options.OperationMiddlewares["ListApiKeysForServiceAccount"]...)
+	router.POST(options.BaseURL+"/service_accounts/:clientId/api_keys", wrapper.CreateApiKeyForServiceAccount, options.OperationMiddlewares["CreateApiKeyForServiceAccount"]...)
+	router.DELETE(options.BaseURL+"/service_accounts/:clientId/api_keys/:apiKeyId", wrapper.DeleteApiKeyForServiceAccount, options.OperationMiddlewares["DeleteApiKeyForServiceAccount"]...)
+	router.POST(options.BaseURL+"/oauth/token", wrapper.OauthToken, options.OperationMiddlewares["OauthToken"]...)
 	router.GET(options.BaseURL+"/audit", wrapper.ListAuditEvents, options.OperationMiddlewares["ListAuditEvents"]...)
 	router.GET(options.BaseURL+"/webhooks", wrapper.ListWebhookEndpoints, options.OperationMiddlewares["ListWebhookEndpoints"]...)
 	router.POST(options.BaseURL+"/webhooks", wrapper.CreateWebhookEndpoint, options.OperationMiddlewares["CreateWebhookEndpoint"]...)
@@ -9130,6 +12534,148 @@ func (response ListAuditEvents500JSONResponse) VisitListAuditEventsResponse(w ht
 	return err
 }
 
+type OauthTokenRequestObject struct {
+	JSONBody     *OauthTokenJSONRequestBody
+	FormdataBody *OauthTokenFormdataRequestBody
+}
+
+type OauthTokenResponseObject interface {
+	VisitOauthTokenResponse(w http.ResponseWriter) error
+}
+
+type OauthToken200ResponseHeaders struct {
+	CacheControl *string
+	Pragma       *string
+}
+
+type OauthToken200JSONResponse struct {
+	Body    OAuthToken
+	Headers OauthToken200ResponseHeaders
+}
+
+func (response OauthToken200JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.Pragma != nil {
+		w.Header().Set("Pragma", fmt.Sprint(*response.Headers.Pragma))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthToken400JSONResponse OAuthError
+
+func (response OauthToken400JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthToken401ResponseHeaders struct {
+	WWWAuthenticate *string
+}
+
+type OauthToken401JSONResponse struct {
+	Body    OAuthError
+	Headers OauthToken401ResponseHeaders
+}
+
+func (response OauthToken401JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthToken413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response OauthToken413JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthToken415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response OauthToken415JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthToken429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response OauthToken429JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthToken500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response OauthToken500JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListAllPendingInvitationsRequestObject struct {
 	Params ListAllPendingInvitationsParams
 }
@@ -9247,6 +12793,967 @@ func (response ListAllPendingInvitations429JSONResponse) VisitListAllPendingInvi
 type ListAllPendingInvitations500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response ListAllPendingInvitations500JSONResponse) VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccountsRequestObject struct {
+	Params GetWorkspaceServiceAccountsParams
+}
+
+type GetWorkspaceServiceAccountsResponseObject interface {
+	VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error
+}
+
+type GetWorkspaceServiceAccounts200JSONResponse []ServiceAccount
+
+func (response GetWorkspaceServiceAccounts200JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetWorkspaceServiceAccounts400JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetWorkspaceServiceAccounts401JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetWorkspaceServiceAccounts403JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response GetWorkspaceServiceAccounts404JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetWorkspaceServiceAccounts429JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetWorkspaceServiceAccounts500JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccountRequestObject struct {
+	Params CreateWorkspaceServiceAccountParams
+	Body   *CreateWorkspaceServiceAccountJSONRequestBody
+}
+
+type CreateWorkspaceServiceAccountResponseObject interface {
+	VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type CreateWorkspaceServiceAccount200JSONResponse ServiceAccountWithSecret
+
+func (response CreateWorkspaceServiceAccount200JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CreateWorkspaceServiceAccount400JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateWorkspaceServiceAccount401JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CreateWorkspaceServiceAccount403JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response CreateWorkspaceServiceAccount404JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount409JSONResponse struct{ ConflictJSONResponse }
+
+func (response CreateWorkspaceServiceAccount409JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateWorkspaceServiceAccount413JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateWorkspaceServiceAccount415JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateWorkspaceServiceAccount429JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWorkspaceServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateWorkspaceServiceAccount500JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   DeleteWorkspaceServiceAccountParams
+}
+
+type DeleteWorkspaceServiceAccountResponseObject interface {
+	VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type DeleteWorkspaceServiceAccount200JSONResponse ServiceAccount
+
+func (response DeleteWorkspaceServiceAccount200JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount400JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount401JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount403JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount404JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount409JSONResponse struct{ ConflictJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount409JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount429JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount500JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   UpdateWorkspaceServiceAccountParams
+	Body     *UpdateWorkspaceServiceAccountJSONRequestBody
+}
+
+type UpdateWorkspaceServiceAccountResponseObject interface {
+	VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type UpdateWorkspaceServiceAccount200JSONResponse ServiceAccount
+
+func (response UpdateWorkspaceServiceAccount200JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount400JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount401JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount403JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount404JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount409JSONResponse struct{ ConflictJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount409JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount413JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response UpdateWorkspaceServiceAccount415JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount429JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWorkspaceServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount500JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   ListApiKeysForServiceAccountParams
+}
+
+type ListApiKeysForServiceAccountResponseObject interface {
+	VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type ListApiKeysForServiceAccount200JSONResponse []ApiKey
+
+func (response ListApiKeysForServiceAccount200JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ListApiKeysForServiceAccount400JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ListApiKeysForServiceAccount401JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListApiKeysForServiceAccount403JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response ListApiKeysForServiceAccount404JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListApiKeysForServiceAccount429JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListApiKeysForServiceAccount500JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	Params   CreateApiKeyForServiceAccountParams
+	Body     *CreateApiKeyForServiceAccountJSONRequestBody
+}
+
+type CreateApiKeyForServiceAccountResponseObject interface {
+	VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type CreateApiKeyForServiceAccount200JSONResponse ApiKey
+
+func (response CreateApiKeyForServiceAccount200JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response CreateApiKeyForServiceAccount400JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response CreateApiKeyForServiceAccount401JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CreateApiKeyForServiceAccount403JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response CreateApiKeyForServiceAccount404JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateApiKeyForServiceAccount413JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateApiKeyForServiceAccount415JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateApiKeyForServiceAccount429JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKeyForServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateApiKeyForServiceAccount500JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccountRequestObject struct {
+	ClientId string `json:"clientId"`
+	ApiKeyId string `json:"apiKeyId"`
+	Params   DeleteApiKeyForServiceAccountParams
+}
+
+type DeleteApiKeyForServiceAccountResponseObject interface {
+	VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error
+}
+
+type DeleteApiKeyForServiceAccount200Response struct {
+}
+
+func (response DeleteApiKeyForServiceAccount200Response) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+	w.WriteHeader(200)
+	return nil
+}
+
+type DeleteApiKeyForServiceAccount400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount400JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount401JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount403JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount404JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount429JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount500JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -11805,9 +16312,33 @@ type StrictServerInterface interface {
 	// ListAuditEvents List the workspace's audit events
 	// (GET /audit)
 	ListAuditEvents(ctx context.Context, request ListAuditEventsRequestObject) (ListAuditEventsResponseObject, error)
+	// OauthToken Get an access token (OAuth 2.0 client credentials)
+	// (POST /oauth/token)
+	OauthToken(ctx context.Context, request OauthTokenRequestObject) (OauthTokenResponseObject, error)
 	// ListAllPendingInvitations List pending invitations
 	// (GET /profile/invitations)
 	ListAllPendingInvitations(ctx context.Context, request ListAllPendingInvitationsRequestObject) (ListAllPendingInvitationsResponseObject, error)
+	// GetWorkspaceServiceAccounts List service accounts
+	// (GET /service_accounts)
+	GetWorkspaceServiceAccounts(ctx context.Context, request GetWorkspaceServiceAccountsRequestObject) (GetWorkspaceServiceAccountsResponseObject, error)
+	// CreateWorkspaceServiceAccount Create service account
+	// (POST /service_accounts)
+	CreateWorkspaceServiceAccount(ctx context.Context, request CreateWorkspaceServiceAccountRequestObject) (CreateWorkspaceServiceAccountResponseObject, error)
+	// DeleteWorkspaceServiceAccount Delete service account
+	// (DELETE /service_accounts/{clientId})
+	DeleteWorkspaceServiceAccount(ctx context.Context, request DeleteWorkspaceServiceAccountRequestObject) (DeleteWorkspaceServiceAccountResponseObject, error)
+	// UpdateWorkspaceServiceAccount Update service account
+	// (PUT /service_accounts/{clientId})
+	UpdateWorkspaceServiceAccount(ctx context.Context, request UpdateWorkspaceServiceAccountRequestObject) (UpdateWorkspaceServiceAccountResponseObject, error)
+	// ListApiKeysForServiceAccount List service account API keys
+	// (GET /service_accounts/{clientId}/api_keys)
+	ListApiKeysForServiceAccount(ctx context.Context, request ListApiKeysForServiceAccountRequestObject) (ListApiKeysForServiceAccountResponseObject, error)
+	// CreateApiKeyForServiceAccount Create service account API key
+	// (POST /service_accounts/{clientId}/api_keys)
+	CreateApiKeyForServiceAccount(ctx context.Context, request CreateApiKeyForServiceAccountRequestObject) (CreateApiKeyForServiceAccountResponseObject, error)
+	// DeleteApiKeyForServiceAccount Revoke service account API key
+	// (DELETE /service_accounts/{clientId}/api_keys/{apiKeyId})
+	DeleteApiKeyForServiceAccount(ctx context.Context, request DeleteApiKeyForServiceAccountRequestObject) (DeleteApiKeyForServiceAccountResponseObject, error)
 	// ListWorkspaceUsers List workspace team members
 	// (GET /users)
 	ListWorkspaceUsers(ctx context.Context, request ListWorkspaceUsersRequestObject) (ListWorkspaceUsersResponseObject, error)
@@ -11904,6 +16435,66 @@ func (sh *strictHandler) ListAuditEvents(ctx echo.Context, params ListAuditEvent
 	return nil
 }
 
+// OauthToken operation middleware
+func (sh *strictHandler) OauthToken(ctx echo.Context) error {
+	var request OauthTokenRequestObject
+
+	if strings.HasPrefix(ctx.Request().Header.Get("Content-Type"), "application/json") {
+		var body OauthTokenJSONRequestBody
+		var err error
+		if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+			// A request validator built on kin-openapi's openapi3filter with
+			// KeepValidatedValue leaves the value it validated on the body. Bind
+			// that value, matching member names exactly, so the handler receives
+			// what was validated instead of a second, case-insensitive decode.
+			// Otherwise bind only the request body, so that path and query
+			// parameters are not also bound into the body struct.
+			if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+				err = binder.BindBody(ctx, &body)
+			}
+		} else {
+			// A custom binder is installed on the Echo instance; defer to it
+			// entirely, since echo.Binder does not expose body-only binding and
+			// the binder may do more than decode (for example call ctx.Validate).
+			err = ctx.Bind(&body)
+		}
+		if err != nil {
+			return err
+		}
+		request.JSONBody = &body
+
+	}
+	if strings.HasPrefix(ctx.Request().Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		if form, err := ctx.FormParams(); err == nil {
+			var body OauthTokenFormdataRequestBody
+			if err := runtime.BindForm(&body, form, nil, nil); err != nil {
+				return err
+			}
+			request.FormdataBody = &body
+		} else {
+			return err
+		}
+	}
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OauthToken(ctx.Request().Context(), request.(OauthTokenRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OauthToken")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OauthTokenResponseObject); ok {
+		return validResponse.VisitOauthTokenResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // ListAllPendingInvitations operation middleware
 func (sh *strictHandler) ListAllPendingInvitations(ctx echo.Context, params ListAllPendingInvitationsParams) error {
 	var request ListAllPendingInvitationsRequestObject
@@ -11923,6 +16514,256 @@ func (sh *strictHandler) ListAllPendingInvitations(ctx echo.Context, params List
 		return err
 	} else if validResponse, ok := response.(ListAllPendingInvitationsResponseObject); ok {
 		return validResponse.VisitListAllPendingInvitationsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetWorkspaceServiceAccounts operation middleware
+func (sh *strictHandler) GetWorkspaceServiceAccounts(ctx echo.Context, params GetWorkspaceServiceAccountsParams) error {
+	var request GetWorkspaceServiceAccountsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetWorkspaceServiceAccounts(ctx.Request().Context(), request.(GetWorkspaceServiceAccountsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetWorkspaceServiceAccounts")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetWorkspaceServiceAccountsResponseObject); ok {
+		return validResponse.VisitGetWorkspaceServiceAccountsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateWorkspaceServiceAccount operation middleware
+func (sh *strictHandler) CreateWorkspaceServiceAccount(ctx echo.Context, params CreateWorkspaceServiceAccountParams) error {
+	var request CreateWorkspaceServiceAccountRequestObject
+
+	request.Params = params
+
+	var body CreateWorkspaceServiceAccountJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateWorkspaceServiceAccount(ctx.Request().Context(), request.(CreateWorkspaceServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateWorkspaceServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateWorkspaceServiceAccountResponseObject); ok {
+		return validResponse.VisitCreateWorkspaceServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteWorkspaceServiceAccount operation middleware
+func (sh *strictHandler) DeleteWorkspaceServiceAccount(ctx echo.Context, clientId string, params DeleteWorkspaceServiceAccountParams) error {
+	var request DeleteWorkspaceServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteWorkspaceServiceAccount(ctx.Request().Context(), request.(DeleteWorkspaceServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteWorkspaceServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteWorkspaceServiceAccountResponseObject); ok {
+		return validResponse.VisitDeleteWorkspaceServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateWorkspaceServiceAccount operation middleware
+func (sh *strictHandler) UpdateWorkspaceServiceAccount(ctx echo.Context, clientId string, params UpdateWorkspaceServiceAccountParams) error {
+	var request UpdateWorkspaceServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	var body UpdateWorkspaceServiceAccountJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateWorkspaceServiceAccount(ctx.Request().Context(), request.(UpdateWorkspaceServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateWorkspaceServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateWorkspaceServiceAccountResponseObject); ok {
+		return validResponse.VisitUpdateWorkspaceServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListApiKeysForServiceAccount operation middleware
+func (sh *strictHandler) ListApiKeysForServiceAccount(ctx echo.Context, clientId string, params ListApiKeysForServiceAccountParams) error {
+	var request ListApiKeysForServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListApiKeysForServiceAccount(ctx.Request().Context(), request.(ListApiKeysForServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListApiKeysForServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListApiKeysForServiceAccountResponseObject); ok {
+		return validResponse.VisitListApiKeysForServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateApiKeyForServiceAccount operation middleware
+func (sh *strictHandler) CreateApiKeyForServiceAccount(ctx echo.Context, clientId string, params CreateApiKeyForServiceAccountParams) error {
+	var request CreateApiKeyForServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.Params = params
+
+	var body CreateApiKeyForServiceAccountJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateApiKeyForServiceAccount(ctx.Request().Context(), request.(CreateApiKeyForServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateApiKeyForServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateApiKeyForServiceAccountResponseObject); ok {
+		return validResponse.VisitCreateApiKeyForServiceAccountResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteApiKeyForServiceAccount operation middleware
+func (sh *strictHandler) DeleteApiKeyForServiceAccount(ctx echo.Context, clientId string, apiKeyId string, params DeleteApiKeyForServiceAccountParams) error {
+	var request DeleteApiKeyForServiceAccountRequestObject
+
+	request.ClientId = clientId
+	request.ApiKeyId = apiKeyId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteApiKeyForServiceAccount(ctx.Request().Context(), request.(DeleteApiKeyForServiceAccountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteApiKeyForServiceAccount")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteApiKeyForServiceAccountResponseObject); ok {
+		return validResponse.VisitDeleteApiKeyForServiceAccountResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -12573,158 +17414,196 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rbtw40uirEDoHSBufuu1cdjHjYPDBk2RmfTaZBIkH2YNNYLOl6m6O1aSGpNzuHQTYhzjP8D3YPslB",
-	"FSmJktgX5+LJzvpP4pYoslisKhaLdfktydSyVBKkNcnxb0nJNV+CBU2/ngtjn1TaKI2/cjCZFqUVSibH",
-	"yUmeCyuugMG1BWmEksdstQANzCqWKWmFrCBlmSoF5Gym1ZLZBbBSw5VQlWEln8M9wy6eC3l5wRbAc9AT",
-	"9rLkv1bAuMyZEXMJ+THjLCMQXB9cKrsAzQphbNr8Wil9aUqeAVO6eZjxogCdukeMFxY05ExJSJkwjLNH",
-	"R0cT9kxaLcAwnueQMz6zoAnOFS8u2RTmXLIlX2Mf+J9UlvGyBK4fM/Bf2gW3DK6FsZCzKcyUBibqZkzJ",
-	"DBjwbJEyIZnSOUJUyQKMYRqW6gpytgQuVwtRwCRJE4HI/bUCvU7SRPIlJMeJQ0CSJiZbwJLjYiz59XOQ",
-	"c7tIjh8cHaWJXZfY0lgt5Dz58CGlxXsulsLut3ZcmhVoxi1bKmOZXQjDllyu63kS/IgZxPw9wypT8aKe",
-	"EK4Xl1JVOFtsJOHa0hLXX3XWmY00FN+9S7DVu+Rgwt4Ku1CVRbwR8heqcAPRShFkkKeMG1aVxmrgS5Yr",
-	"MJvwVdC0e+gSy2qZHN8/QmwthfQ/G8wJaWEOmlD3is/hM6KOjXKY8aqw7P7R0cGXAvotTBdKXZ7mQ6AR",
-	"pyDzUgmJSyfyGoSS20ULwarpIU00/FoJDXlybHUFIVQzpZfcusH//CiJw1Lz419ovYcQneEqN0yL8OGA",
-	"YCzjmTVMyQl77SFgK2EXjDOrLkE+9r8kO3l1yi5hjSSDnDkFVsDMMqSiEfZ3Cet7hqmVbMc5cIS6rIxl",
-	"JCJWwgDDyTsmbhpO2EkHOm6J3Ij9idNRHtBjHMnJGaRUfC9kSLPs0dGjtqtzqez5TFXILYW4bPndsUW7",
-	"En8bf1/wayjGDSI7hNFn9g+4XqZU0gDJ7e95/tqhE3+hMAZJf/KyLETGcREOfzG4Er8F3f5vDbPkOPlf",
-	"h+2ecOjemsNnWivthhrSVr12RPcFEggKWt0ibclttiBk+dE+pMkTJWeFyG4ZxMyPahwh0fpVWoO0zFhu",
-	"gY1gMp8wXmjg+ZpxtoTlFPQBQvyD0lOR5yC/PMhXvBA5yzTkIK3ghQMXibueDLGGyVRJe15LrVoVgMCe",
-	"Sgta8sIN8cUBriRcl5DhHmhAX4FmMy6KSgMKP8tFYRjXwAo1n6Mkl4BNNNhKS8gJuz8p+wOyxm3Rg1GV",
-	"ziDC2J6Rr4QR04LUmZbLE9od1oXi+ZlSz7mew+3S71TlawbXGUBuHEOJf+BWiXvHhzQ5U+oFl2vP/ebL",
-	"w8aZRq4hANiKo1LDswXkbFQGKljZ0dFmSLBaWFS7ZM6EvBKWgDKkrNGHhUCW5HmuUVPCL5CeUEWr7AJ5",
-	"wk3j4DESkV4HmpuskGGZmjEDmZK5QZH8GhuNT7BRknpxS9h5ze2mrd6hfcmFFHLOfq2U5dgryf1SFSJb",
-	"E/i0CH6kSlpR4JYkEBHGKlJbSKJcvEscNt4lj/V3R4/td/cvtgr1tIVt/IqGi4PoAPMAuX2MG08iXmny",
-	"Otjps7MfWK75zLp/xwLsbLywtuSlGOM60jKOPXoigP/63f2jo8erPUAP8D2AusaWVWzFha2VZlpIRPXo",
-	"9Q9P2Lf37x8ddNWhbfoPDvqzROJQWvwDbkGKLIUxCC1KDDmQ110qe/v27fikJVyIr2SXtN1WiYqml6uj",
-	"74Fr3Iq2qgKEB1OVpdIW8heQC35GbW5dSnk5OhgKP/W94WAnVS7sSWZjh8zVQrElzwEPgQsu56gGlVqV",
-	"oK1wqs6lkBGFtzJ4yOAoSoyS94xTHlH/K8U5ao2jemO/Z2pN8iClnUtkcM6zTFXSpiiGsCkiTquiLLgE",
-	"lqnlEvleSc/6uNsdkOQya2Nh6fRPvwsKa6CYeVbKheHTAomGkzjDv2q9HJcVJJL33wn8JE08sLjeXcCS",
-	"NMkKgc9pwOT94PyXJqaabqAyRPU9w0w1ZSNYlnZN4tV1dZDEjpLtYeDvDuGu+3ZYNf0FMtqAaDWfXXky",
-	"647+UgITy2VlOe6rHFsywKbHeOJjI4LsgOUiZyuUY/gAZTwJCnpgccO1B2mgvBFZ5GwmoMhNLUroPIrC",
-	"Z8J+Ik2Do4jWYCfspDBuQ7/IueUXKNGxxZr504+DaDIgNAfLLu7whzBCALHdhzThNW1v+zDgAvykFpyc",
-	"jptK8uJVAI07kg2XtoeMdk90L9iITw1uq7jenOVQAOE3iayjQ+Qng+DXYyMMmQa+EQax6SiL2KVzLBtd",
-	"wJU9v3AL7rd+ZGQiMeSoa74sC+wW2z16kEQ4xQutTQfnv429NjU+zd3+38o52m5JQLUzTNlqASQbNNBW",
-	"rCTEhnW0vBddnLmm+JFYQkxMugFrHOOoKKaEtYDM2hzZc25hTH1EAGoUtDgemtf3DJ2Zd0oKMjP4wVbB",
-	"OdZzUs0YDSY2ipOzBlP9aXPb7Aw0abcUasC8myipVT3vGYaqXpESHpu9wVRT96Q/e/fUbx33DFsIadlI",
-	"WMNmQuM5c8E1zyxoc+CMBUMLzJAi/D7dhbOFMfVwpS007Y6GOrUTPuf1QDtXiN4Sn8Vw35wcu/C8sVzm",
-	"XOcM8D2rDQ/NYY5N1w1uiDB5wy4zOgeOahvePcNojIMJO1sIU2+ZznZivFh+dH1N3P2n62sn9YV13F6s",
-	"+BqxXRRI7Dm4bfcvZ2ev6CRfmYPUgzjiXiCkbMmzhZAwxtM97UK4nTFTZQvUk2OGGhRTzhhw7rB/TLN7",
-	"/ezk6YtnZKOkc9jywNmWwBiOUm5VK+IrrXC/l35Ps4rlik4thJJzkaOehHRTy9nh1oOzG65DMFM3fy+b",
-	"aM6h6Ht09O1QYU4TiC8vrQjD5jh16liQUjsj3ZxMa4gz3Df7IyWv61N1bT+hQ7WJEbvHVGRe1ZLLdoHc",
-	"EtZ4dU2nCInDMG4lhOIOHKdeIQ/10S2i/zwmH85aOX/PsNOnKeOoOvizVGdXaHjAm7e9eugI2FN1oeas",
-	"EBJ6W8gxnd/oxoCYRQMq7k5FLLWaFrBE7gB/IvYmzc7oo/tIVfcffMNKLaRTrk7ePDk97Qgh6l1YRpsv",
-	"XYJAYYDNQQKe/Bq2deAiEQZXDPcffLNLljhiiMmRH7WqysaQ+YKXJX4/wLd/waZgV4BiQ7LT/BWb49d+",
-	"f+9auUiFyIUG3EbWzKxlNmAd+vonHts08Wm9GO1Azvz3Lnkm50IC4FTfJSl7l7wquMV99F1y0CG1oGGU",
-	"wlQRGfu1coYlboyYS0dTIpA/bMTzJd0XNfbH9nRAr3B96A2ivIWmfjdcq8GyvADLUQV+zqdQmM2a3m/D",
-	"SXUn81dYj694UQErudDOWKP0nEvxD+FF30wUllDU2N3MhLmBWcYlmwKrDOR0dcgtzOkM37ZF2gR5JbSS",
-	"S8BzWakVTiNlFvjS3/CtWVYZq5bM8msl1XI9iemUL1cS9A+knEYOKPiyVl1xGq9AG2EsyGx48iTVFfLv",
-	"13HRQUdQPFe5oxvzRzc66fhPWWiIpDsXnr+UxbrWrgd4r8r8Y4f0n95wyBjdvAKZCzk/bdQSIp2ieDlL",
-	"jv++XZk9E0vwuP+Qbm8arhO27eKeVLUhEn5GBLh3EezBdSk0mBMbxx7ixxn0xBIaHT5QEZnvINY3tYqv",
-	"DAGFx+W9pcPJk+fOjH8zJb0RsZvU8w/v+6zr1zKcpAguzJJ9lv8ky6CM4DTSN3dN08+xmh1EbD2SNw33",
-	"I+fXIKNXlrtx1TcYOFvNDvA2jH/iv0a6/SqJnVrFzszehSNEk9MfBRm1NrFODNIWKQTwTsb7CDyfNt9/",
-	"FDvGj2wB3NjgmL1ryfVdgiL6XU0e57Rjv0s+icQ3zC2g/KCzp+467sZ9vu13cBN2OmmZoYdcv0cJOSPd",
-	"uhxymaYe2IgsRiHWCLkHA8bLhSkLvo5rffV4vpG7/UeFhbb+jewUOyDUXZ0+TT5u4+xTYJyOSDX/PDJz",
-	"xpeiWJ/LKGboU9diwwaSJnNxBXLb99Rg4+dRm/Tm/fEGSHy7x7Z4M0Jpd9OQVGKzkju+32gs2z25txGm",
-	"3QimbxKllMiXz+m6e+a0RteoPtyGm5qwsDS77MCDmfgHXGtOkhUHOXfm2chJrLmxxWZRKHx/voco8gLl",
-	"crjl4S53M73+hjtn409AtlfXxQ1U+k8ZzXfxcdq8v7B4CoW4Ah2RQUoiabm3jFsLy4gGVz8ffH2f0I0g",
-	"O7Oob1ifu2sj0A3sUz2zj7e2G7UEu8CNI4/bVqG5kfmIG5yCI6msX0QoaymKQnSv/+mSzbkEjurJO1+Y",
-	"g9AWv8l9rjGNbbqQuPB23rHIL5w5x1040k5WW50CROMK+i4PYqhRlc1UTIT5ZYecjTh7cH19kHpni9FK",
-	"FAUe2q0WkDM+50IepLWHxshtAlUZGi2avohMLTk+uvbx20uya8bnHxo+W9/QI0cIEmebISpGGmaVwVfI",
-	"OzlTlT2IonvHnUqNSWO53v86pWcda5c0JMU0aRnKd+MnHtJcu0LvNzPws9rmP5gIZz+/fu5uqjRkIK7A",
-	"DG40CCSzXRTud4nUsYpsNxzF3tMFOeSvgXunhP6ikMMnSr26adpYNkX0sAKSmg37mvHCgPPPrvtio+ma",
-	"fMVRu3RmJbpCre/qSZYpxQol5wEtTZUqgMuOmDFbri5JbzXEuo+Zu4FfApeG8aLwknEZ7rw3FVf9zdeD",
-	"/0bImH5k8LFDohMdjbRfcON5GpEsCrrlXLNc7X2l6NTmPUSeu52P48yIOXlguTZsdLFaGMjOL9h/sSk3",
-	"8OdHiLOHD5jmMldLNl1bMAfHtRbhJbFVdMlS3zczhdvkrv14v0l2rHLDtzqipi+sLY3nS08Uzj/y1cs3",
-	"Z2QH3e92FTvvEF1L72nAveG09pAhp7KsooJEwqp1k2gvGXtadZfHdwQq3IxlrEKuyR8z70SgdJ9/PoVv",
-	"lvz61H37p6OICrt1IR8z/JPIisREoVQ55dklq+jwejEee8SZMS8KtRrXDS4m7JUWV7WeVwh5OS5Uxova",
-	"+REcZfjdzDFqpqSEzAo5713UPDiKB4OElIMT2YMKfiaSGU7ZXbfTWvABNTQr45VtY/maceMEB9fw6dSy",
-	"SZyjxsvcW8N4K9JryNgI0ZsVwLW7b611MtRbcCfwX+DLPUT7lyWyPVZ04/LFfa/wMEFeeQN/p0bcj5qb",
-	"fd+VOSa2cwqUsXxZpngg4QepD85q3bBCnTRtfzUfOg+d5jl+zm2loY4IMsNbbxxpL+8YN2OvyNFoW7Q5",
-	"J00WvCxB3sA3xn7UySHubtGCmbpJvt+xmmdRIyOXgWhkI+eQkLJ3CX3DMm55oeYV+AtLr4e3drVJe0oN",
-	"HmqYaTCL/mNnue8/zSErhBx2caUu+w+dObnfUhVw7j3GmgvNTU9dsFz7oICZDT2Lgvm0z9qzcfuM/N7o",
-	"mfedCb6sn7Rz6DvVhMP0XwWj9V+1gw5feVHVvptYMDZ6LurYuW750s3bXmPH0tYKVd85xk/hH2dxa6+3",
-	"X6zZ26FVKLBPalWV3pEgok6QJ8LYqjG5Dyx9u4gfARu9eXL64sD7BDiCMwtR7qtdxF0eIqr5QpScn8qZ",
-	"2vsW6y/NF5vM0pVVrVdHJcWvVRhrJ/YySxWNU8A2oHouBPvbQtsVXa7Hq20rqmEuYifBtkuKJGG+Xdh1",
-	"ZcYrMHa8wenTWdCeILXu4/0QHFb694J63NjjiPgNG/E5Iipls0pmPrJlqXIoTMoMl/lUXYNJXdAGxdb+",
-	"oqYmZVeqqJb4M9d4TK8fWFiWBbcuBtfCXJP0rHVA6pzCqmFlUu8EkaslF/jC+wJ4tsQelnwO5mDCcP1Z",
-	"qcqqIEKhHfJHsC1ihXHxO36b/2/qofbwMt8h5Uw201K7lelK1iaWvSj8tW+/xQzUAuntQCMvldPmhmgq",
-	"ZB7+zpSciXlFtqLWzy98Sh5r3mcw3DKD3aHTd/Cg7SbcabqPqfskbR2lWkqtX+1kSzfbTdYR95zEWRjT",
-	"iOihc4kB53btXOq8k+QeZuOh38AZSC4pmNJyIcEHw5K0dFYMF74aePBs4wiw2eTAEZlZcI3nX+BL8hYw",
-	"pg6+IAVyKorCH3qGGlON9pMrLgo+FYWw6xiSTFWQXTTwJxvTNSAPPmTZArLLSBiAaxO7J367AMo7EHj3",
-	"Ie90ZB/FBtddTKLnjL0dI6/LgksfKlQJ5/fntjK3e3oDyM+nE/aMDsnOGzcyeigW46T1ou836xo6IFyA",
-	"3GrhHAjraVayHWojADWPWX4J0mnjLsT2XAN5Iuadh1Miq86jq/NSw0xcR9SlD9uo5C/hzttD9OmrkxOG",
-	"IqoQXHohAz5iIQgSv/Ds/8ydSS/YUiBnOfOqfzcu4AoKdkEb/Xnb5wUe75VkI2RK53M5NiIHl+UCKY5b",
-	"Z20saie6N1aLEmoe8Fajgwm7qKThM7hgGjKlczz9lqDHQU6M0o4pdFjN50WdjKN9bcBa1IOas3tr+q4v",
-	"y+sY2QW/cqEOBPxkk8/Ls02H9DM8pDfdl5xkVD3KwtkJ2AD9DlM8s+IKJuzNpyHsMcu4xLlMg2CVOELi",
-	"/OmwfTN97Wf3zR4U+XPT+1DLaCF0KKrX1a37hJ3tWl/E7pRnlyBzRidQwy4a66U/ojeWwovh8sLWdV1y",
-	"fWn6jqzcOGDHDm1s9NPLs2Zt7UHK1BVoLfLat7zLNo7M2A9koKn7h0j3bZcbFm3zNevrH548fPjw29bI",
-	"0RJojeAVN6zgpuGgCXuDDZtYdyLEySd6cJIfhMjZyFTTg/qClEJk3O4aAuCw7MH7WGi2EuPrVmnrocu9",
-	"YLVu4zag+pY3OGfImebG6iqzVcTu508oUd3+tPMpa5uyK9AmPtyIz2aQ2WB3ZTMgE5MLMs+hLNR6ifJm",
-	"Cgt+JbyO1x5ELh9GXVactr43u79x7d94ntuB5X7rzYrueIWyzkPTQz6RB4XZerNsUTQt23kP/SomMY8Y",
-	"RN0rrVD1eq7m86ir/ltiEKSpzeN0pABucm9Ofnr6/cu/nT89fXPy/fNn569ev3zy7M2b8+cvf/zx9Kcf",
-	"6TxB4TEOBtrDSgcIMzZXlT00NgdNoRQIV5MixtRQjHkp2NXR5MHkwTf/FRMEWxcDGXDbUcNH5Q52PGcY",
-	"26oOko8N7m918wGzNM7UUdNz3NmrC9oWX1B8cX4FWszEPpDWsXAE8RSA+M59G4XOm/a29hv48y0oPUFt",
-	"Dhz2t9VLrTfnT/BX6/W03XMt7hna62KTk6j3th9G0jmbgRf11EWp1ZVAEefCSRrvido6de6jXDoE4w77",
-	"5xkvSdTuHQ3eA3+bm+6QcdylbaWFXb+hRAUumL8Uf4X1SWUX+GtKCQt+qC3sJ69O2V8pnr3niabkfFyI",
-	"K8ibrE4o4Eut5povl9yKzB8G69QHRDHUeQvqwtqSIjxw9AcRv2R63k+yQKfO//P2zGUIwAFmhVo51vbJ",
-	"JKjhEx+D13n4sy6S4+RQ4cPDJvcEAan8PZELyDlOTvB/YSyK7Ctop+OOxcfOxpAcJ0/oD+Yet++d+Tg5",
-	"Tp7SH4P3FB+b/AjWvQmcAX2DQhhbO/31P678TV/irvyC97SanW/9AgVvyf4WQE6bLQEZtq1yYY9RIXF2",
-	"ir4AdMkACjVnI+4zrOH23NnnupPovsK2oeFrgFAfG+RfD5r38bujeYvuTsMA7d32HcC3d91fjEHzxoAy",
-	"mGPzptOqP7V4q3ZG9bNgMm2zcCLxjvrwh60C6+UQ+vBlv2047KBdkz2o16x5nqTJL2o6HBEf1u/6WArf",
-	"tbj5RU0DtNDLcMzwoz4e/LtCZRFgm6dJmiyzclFNO69fPHnFFtW0NadhMzKeDebkHrfv+/Pqv2/nRg+C",
-	"2fkGIRz9j/tzbN7Xhu0BePWLsE0fxFibFkyf6Cjwdq7bhJDG+uhDG7RpbPLH3tqIEHu7Y63hOhODX6Tg",
-	"g94MmzedVv05xlu1s2zV6nqabatwnvF++jONtOqTWD1gn8yau4cAuPpZAF3bLOy0eZqkibvKOGva9fHm",
-	"3m/9pI/EPT5pge41DmDvfxPOYI8hqtKAtu1ElPYe2Zs/3jT7sEV8smGLwdz6U4pNxbS3zKbej+l135PH",
-	"1MnNhK5dRCiVabg9Nx11dYC0yYTiFQHqCaKDdPur9QFz7EMFKcoGSrvprBR80Udp+6rbzjstEGbprz36",
-	"7i/Gpr7bJVlF4jKChi5srQnx8YEPVnWCHoL2BfArbP4c/9/YKFjtTRA6NwpSwvAPP3DXYtj9oi9Mgp7x",
-	"VIBqc0cPpifkCkwZC54EOdEoydidZnynGd9pxnea8Z1mfKcZ32nGd5rxnWZ8pxn/R2nGgS2dk6makukK",
-	"74pihaX7SO9BVcvaVwWnNJL+BjQ5To4mR5P7FL9ZguSlSI6Th5OjyUMU7NwuSMc+JO3R3bfuWcyiHxrY",
-	"6J8pk7CiLH5CG5tSWGmbzdW5olPqbpeO0arAbzbtJvnWqgCTNlpwupnFQgqkTLou1rWffS8MEjqYMDpS",
-	"GArGmbAfhK/8Ml27KGrtONCloXSZxTKr9GOqV+KdHS8oE/ZFt3JHA5QvSOMvbrolbBJaEN2kRyGia+MU",
-	"aN8NiuxscN5umxz2a2l8SIch2sW6CSKzbdgiXcLSlCmj9sOHD7892FB8hIIAk2iZj61BrttAaXK/7g0F",
-	"xU9/ZihokRACimRxGc2HQRAXGyBqcpVGK+/cj4bmbINmtVCm9upw/k7C+OQXG4bfUvfnT3+Ojr6Dntri",
-	"Nns0DipAfXjfqzLy4OjoRlnF9/Kc70X0dNzl4znHHWa70qmbfR35Mx5b2JYp4ihyGBLoNw+++YbC8NiI",
-	"Qupd7jrKJurS4VdHRw+zw6sjJ1z/myTFd/ePjvDFgz872fDdv/75P9QQHrOw1tFFG7roqylx4yDYmdX9",
-	"kUN3DHnNshwGlV/ok/u7P+lkzaePHu7+qC2FQl882v1FU94DP3jw7e4P+qUsPqTJn/ZBQbfwSXhPTdK2",
-	"vh7+e2h5eY+sEN5d//09kruplkuu143SHt0am9h5y+em6Td5jyMfllrNRAGH4Zl70278mhLoGsZd5Ss1",
-	"I0eeYUKkuCNPZNMpikFCmZtvP20Zsa9RXGzK3raH7DAVWRpnVdEeYPeRG9HCd4HOkLKdkmUoSiJ08rkE",
-	"i8s97KsHeRgn//7S5ssWs5Aqxnhfj+wa2Pb2k2CxObWCK3zqxBedgXYLrKJwERte4R/IJyZkVlS1j69w",
-	"nlJmmOS2Vw7Ih6jEpVvHbe8WxVp6c4X9ViRh143x303+EaHdSbw/lH7Vt7/sJ6KCuouBSAmkVGBleZ8m",
-	"12NjuaB6qmMxl1SzxOoKPqRJqcymnKKUIkLCKhyjLvTWAjBdOz9Yl4DdGaaAUe4rn0kJKdu5ylrlfXv7",
-	"3q7+FDz3UVI+qC20ZwU5sQeSzkHb5e1PNiC8bxLff6/y9Y1E0YYklM0xfYMPcsR9dCCPnhEeQ2dYqzzS",
-	"B/VIP3yiRL2RSrm38GyFyJdVTupyY47yPO7/YApYEDapLJs1ku1oD8nWVBbFD+7vMb1+RUf67k/74DJS",
-	"aO1rlL+ejXZK4MDm3je531D8Ntrj4W+mmr7UxN0fnDh2NwZDbXKprkgwO8/+umJ4EOND5Wau1CXF9HQy",
-	"TM+6YRZUdy4MtQjarsEeDAWtG/0zC9qBKfBNNXU5q3qiLl6PuUXc1oLMfVm7Qd2MZt2tpVixbqqRu3qG",
-	"bfJllwjl7kj4NqwxT5T2iZLpaxMS/gJsp5AI7sf6oaYNg/Yimm6susXyz7lbNnffQwlcKIbfha7sNIi5",
-	"jzv8/dqF6/z78vjnUOHigU1ndIJbOTS3dWq8huxnsz3LHHX8Pqr33Z4u1zsUD5n65zpuqymQEsrEW9Po",
-	"mnpVCAnFgOW1LLwToHeq3Tap7Z0Qdkpt76PQBCoOCr3cXL+rnVw+yb9gcPWfMlXkgZ9BUPheaJ8E1nTv",
-	"+OMGwm46S/OZzs1f3I7Xy+e87y1oM807U9YX4LeOX9jH3RYOCD1kupqT3m+0W8V4ScNcGKRVPA4FOYVV",
-	"Y5+KJ/pmoyDTdOrqkyoDdO8IOUqGizbb6UWb7tMnaBnkCWWmhEzMmsLlfG2czcwnX864Jhe5Ldmc//XP",
-	"/6GBFmrlswcomcEONnf+bH2O+T3tYzfgbJdleS+F6P6XgmGXNEnrkqvGr9cfTbrc6Rw3l4HOpXWPY6IT",
-	"TpEs0XHJF6oUh7/5v07zrUajmFR0bUkmNsmfGzKuZFvVwmdac86G+LJJhVyo+Q7R49xdP7vo2eN2scZL",
-	"TB95FC3iQYln79SC358l6hC1PRligx0kRvN1UvaA5u+RMpCy4OM09JOlfb9OmC6sq+LCRhc+ydcxJfi5",
-	"8K6kvaIblJ/Dl5U4mLCTrTnfd3CSt8z8/pz0xXd8n1H/tm0gN9vyceWEZVKtmPjDHSbudu99RVUd8PqJ",
-	"e/dhGyBzYytBIMjCjTllFDLU1hIjO8ExZe2jOjXZot7ZnStKWC9q1JSJas8mSzhIvQMJlVxq3Px92aX9",
-	"bQ1P28nervy6kdf3bZoxmrpye5oxukt7Z8z4WowZXb3Cr1K/LKC5oWygKgfHv93A4PFrBRVdEV+ElRIu",
-	"vFrjskIKE+xlhZIu2M6r/IW4BKoVrygz3cgZNlxdOwH5QerigUg0hJFFblOsy96htjNhJ5EiMwKBe3T0",
-	"7bHXrPArkk87hMgbkLlnmTMwPgDi9z5NPPjsOoiL64izPpEUYTt165x3vRHbCjN7lEUMTnMCjFu4jGuK",
-	"rfnPcQP8N72SvqGqgrzDeEA/8dJUW4RTe+Wxj6tz29yl6G0TCkLezfRJjn4T9oxni9AZGmWEAeRCi2RP",
-	"qfQbA4VaydYhMO04Qab9HPhbvKJNcqtOxx/tcPx1c9yn8cOXvjN2/OSzPruqDp/fH9fRscC9rBM5Hbsv",
-	"3Hh54Qz1tdNt6OKLxO/vCoZ8NAXUvwc5v3EjDZL/cvIph4Yz6hziG+8LglvPL3Lqb5nid/J2+Oo8Vr/n",
-	"eV0Sg41Z7e3QLmknZdGnMviXnUojIGgipprNRCZ87PtSGEMBekrjCbNHj55Mg535y0Ja7+xszIJqSa5i",
-	"nzCuTgcvqPYMg2vhZde/o43k6xW0PvXGTlHbz8zhJeNH+mU0TQ95rxbOBvG8gOySiU5JnEGlmp4oxU/i",
-	"JXcGx5aNyeM1aVWoDdXJ/nMW7ZM59zFHvZwtN1SjQfVo0a2S4y1BTEhjgefOZ3DKNTCfcXzCnroUDxSU",
-	"4UqB4kFyyrPLFde5odIS3AoHyWRDpD5C5usyRU4YbQL6z+a4Vyc13+6FR61uwwtPSfC1CAcJ3ffctDo0",
-	"9OH9H0OB/E8wOLdCjMRIoKh1pcKnSbLfmr9/4kvYein8CvSSI+DFur0MDuGSOTt5/pyOW9srlAW1+pra",
-	"fFStDFVWFJAuh0xbUaiSuZLgi+v1VFaD7ZrET9uclf3lcqCnbpWoiJDa0zh06Yu4G3eQ+DmiCn53xfW2",
-	"uP72tMqdtNPNM3Urvrs/1Z66HWWyqQtG6uMfWpHzsmbfK/5PV+TS7YYolzuNnPVcACDlspqqynaVuCbw",
-	"niyiQV3dpjImO32a+usxZ2DSsQpPQyEV1gr9KiRUukXTdDUZHQF6pNCm0C0Dy5a8bGuay4rCglFj/LRq",
-	"rp+9iqtzWKJCrnWlz2I9LLs0YS9nMzbFTdAlMfvXP/8fA54tmK/RbCiJG1xbzZmQOVxDzkiv3aTldkvA",
-	"djRdP0ZyTCp0ukHzvdtAbmED+b+qYrlqCza2Medd+rjbPW5r90BRvnPr2JQcc5OldVuMHO94fdcVIJmp",
-	"sgXj3Y2AhImr9+0Msb2KtcNymc4ljEwb0Z2hF2u3a3OQt6a+3tl672y9n93Wa1Wd1fhrl653lt3PKNJv",
-	"GHf3qaF2Gw0hh03W5k3WXZ/MuZ8zwV2SbzNC0GcNRZ2GEd1/bHvEXilgToM8ZWEeBb8edx73Xzjwtab7",
-	"PY7kLpl5l/a/HEP+ooTc4tZGaUluyozuqzteFEo6VNyEI5savXdJTDox+AH9/cFSmfgaCTtFgy+hcFuS",
-	"wdcq2HxzQUUMzHZRQG3u7gZ65Nxh+AJm9o7ZA+z8wdjb8dFu/7VBSZCbsvOW5OFUvW4TCHSciLHjhqoe",
-	"FZUJoQj+48NDXorJlBpOuDi8OookGfL9nMoZaHClG7p96Eq2fSQf3n/4/wEAAP//",
+	"7H3rbhw3s+CrEL0LaAanZ3Sxk01kBAeK7OTT+XyDJMNn8dmQON2cGUbdZIdkazQnMPA9xD7D2ffYR/me",
+	"ZMEqspt9mYtsSXES/bE13WxeilXFqmJdfosSmRdSMGF0dPhbVFBFc2aYgl8vuTbHpdJS2V8p04niheFS",
+	"RIfRUZpyw68ZYTeGCc2lOCSLOVOMGEkSKQwXJYtJIgvOUjJVMidmzkih2DWXpSYFnbEdTS5fcnF1SeaM",
+	"pkyNyZuC/loyQkVKNJ8Jlh4SShKYAvZBhTRzpkjGtYmrXwuprnRBE0akqh4mNMuYivERoZlhiqVEChYT",
+	"rgklT/f2xuSFMIozTWiaspTQqWEK5rmg2RWZsBkVJKdL24f9T0hDaFEwqp4R5r40c2oIu+HasJRM2FQq",
+	"RrhvRqRIGGE0mceECyJVamdUioxpTRTL5TVLSc6oWMx5xsZRHHEL3F9LppZRHAmas+gwQgBEcaSTOcup",
+	"3Yyc3rxkYmbm0eHB3l4cmWVhW2qjuJhFnz7FsHkvec7NdntHhV4wRaghudSGmDnXJKdi6dcJ87eQsZDf",
+	"0aTUJc38gux+USFkaVdrGwl2Y2CL/VeNfSYDxbIfPkS21YdoOCbvuZnL0li4AfDnMsOBYKdgZiyNCdWk",
+	"LLRRjOYklUyvglcGy26Bi+dlHh3u71lo5Vy4nxXkuDBsxhSA7i2dsTsEHRmkbErLzJD9vb3hfU36PZvM",
+	"pbw6SbuTtjBlIi0kF3breOqnUFAzr2ewqHqII8V+LbliaXRoVMnCWU2lyqnBwb99GvXPxdPj32C/uzM6",
+	"t7tcEa2dnx2QaUNoYjSRYkxO3QzIgps5ocTIKyaeuV+CHL09IVdsaVHGUuaEkYxNDbFYNLD9XbHljiZy",
+	"IepxhoioeakNARax4JoRu3gk4qrhmBw1ZkcNoBuQP1C65Qfw2I6EfMZiqn3PRYiz5One07qrCyHNxVSW",
+	"lloyflXTO5JFvRP/OfoxozcsG1WAbCBGm9g/2f3ShRSaAd/+kaanCE77yzJjJuBPWhQZT6jdhN1ftN2J",
+	"34Ju/6di0+gw+h+79Zmwi2/17gulpMKhurjl9w7wPrMIYhmtqoGWU5PMAVhutE9xdCzFNOPJA08xcaNq",
+	"RCTYv1IpJgzRhhpGBmw8GxOaKUbTJaEkZ/mEqaGd8U9STXiaMnH/U76mGU9JoljKhOE0w+la5PaLAdLQ",
+	"iSzgzKuxVcmM2cmeCMOUoBkOce8TLgW7KVhiz0DN1DVTZEp5VipmmZ+hPNOEKkYyOZtZTi6YbaKYKZVg",
+	"KUD3tTQ/WdJ4KHzQslQJ6yFsR8jXXPNJBuJMTeURnA7LTNL0XMqXVM3Yw+LvRKZLwm4SxlKNBMX/yx6V",
+	"9uz4FEfnUr6iYumoX9//3ChRlmpgAmRBrVBDkzlLyaAIRLCiIaNNLcIqbqzYJVLCxTU3MCkNwhp8mHFL",
+	"kjRNlZWU7BcWn6yIVpq5pQlcxvCZRSK1DCQ3UVqCJXJKNEukSLVlyae20ejINopix24BOqfUrDrqEew5",
+	"5YKLGfm1lIbaXoHvFzLjyRKmD5vgRiqF4Zk9krgFhDYSxBbgKJcfIoTGh+iZ+mHvmflh/3ItU4/ruY3e",
+	"wnD9U8SJuQnhOUa1QxEnNDkZ7OTF+U8kVXRq8N8RZ2Y6mhtT0IKP7D7CNo4ceHom/usP+3t7zxZbTD2A",
+	"d2fWHlpGkgXlxgvNsJEW1IPTn47J9/v7e8OmOLRO/rGDvhMWOaTi/8UegIvkXGs7W8sxRIdfN7Hs/fv3",
+	"o6MacVn/TjZRG49KK2g6vjr4kVFlj6K1ogDAQZdFIZVh6SuWcnoObR6cSzk+2hnKfup6s4MdFfzvDHCb",
+	"ZtmbaXT4j/UTOOc5+4mzLNXRp3h90zcLwVTQtlCyYMpwlJJoNXBLxC+4lR5BCKbpG5EtvRDcAnYcsZuC",
+	"K6YvuOh287xUuI/IFKApPBiTM9we4Gs5NZpYYZDsPNlLd8jgyR5J6VIPY7Jz8HS+QwYHT8lclgqe7C92",
+	"yGCfLBi7Go7JKyvJThgppEalBPQwp4bs75Elo0qPyckUNkIzEwMf8KIzHsJuDVYWZTc0LzK7xCd7adSz",
+	"Xp6uBBfhaWwp2lIxZ9egA1da/9Hbk0b39OqCTpL9gycpmz795tttQI2ScXvw11Z4n0oVrqsx0vHJ7vFz",
+	"8pYXLOOCkb/D607nupx0+36nmSK6nPzCEkM4EPaUw/mxcbK6nFwYR3XNTs9cf/YtGZR2CKlAZOIJu6BJ",
+	"Ikthho0l2EbdSX/69LFNgS+lmI0yfs3SaostaGiSMGRVqFTUfUmYi53wUZlyc5SYPkvPYi5JTlNGKEnm",
+	"VMysLtKkpCsuehADFjeg9jzXUuxo1OCsElbwCzu5gZeud7Sf8DBuwyK2soBtarmXklmRUcFIIvPcIrsU",
+	"7vy1IucQxAe91IblqAQ6UZQbzbKpO89Srukks+CgIFPYv7xyDIAX9oz5hwe7m6xlus2JRXGUZNw+hwGj",
+	"j9viFbB6C+odbdGLDFheGNwq7GoY9dlzao38Hwhw7P7jqt18ce14fXP0N4IRnueloVa4pbYlYbbpIbEb",
+	"PYCZDUnKU7KwwoR9YAUtOK3hgbFSrxnGgQYFaJGSKbBaf54DM7ISwJi8Bk5DrZykmBmTo0yjVH2ZUkMv",
+	"rVhlWyyJM0HgjMYdRMO5bDqinCUEAABn36c4oh63130YUIH9xEsvFGw+UtDsbTAbJP3u1raAUQum+IIM",
+	"6ERb2RZIk6QsYwDfPqpEQH7xFNx+rJxDohhdOQe+yp5koQvGJDK4ZNfm4hI33MnflpABxRqszLZ7etDH",
+	"gZ3ksMp69Z8jp9KMTlIUwmthA2ReYFD1CmOymDPgDYqBPCwF6xsWcXkrvDjHpvYj3ncU+QE9jO2olk1x",
+	"Y5gl1spullLDRtBHz4QqLakfDtXrHQ2Gq42cAmx9brBFYExylOQJo4LESnZyXkGqvWxqqpMBFo1bITvE",
+	"uwqTav1vRxOrb2UoplRngy4n+KS9+oY4s6PJnAtDBtwKVlxpYyelaGKY0kPiZIS2GbSLEb3Hdj3H2M0r",
+	"rmdTn2hWsUXmc+EH2rhD8BborA/2lfmmJUYYKlKqUsLse+Ktf5VFhUyWFWwAMWlFLlMwxgy8IX1HExhj",
+	"OCbnc679kYkGTO3Y8tObG6Dub25ukOtzg9SeLejSQjvLLLKnDI/dv52fvwVzWmmFVpzigDqGEJOcJnMu",
+	"2MiKUXAK2eOM6DKZW2W1z1pq2RRa5C4Q+oewutMXR89fvYCLAjCG5EM08DKtqeVyC68NL5S0571wZ5qR",
+	"JJVgOgCQXPDUKisWbzyf7R49dnXdfQhWiut3vAnWHLK+p3vfd7XWOGL92ws7gjKiVNixE0BBQQb7toWZ",
+	"PTfbI0Wn3rTljZhg2dJ9yO4g1bOuMqei3iDcQg9XbDqxM0EI26MEQNyYx4nTikOlcA3rv+jjD+c1n9/R",
+	"5OR5TKgVHZxBo3EqVDTg7piceIgI7LA6kzMCekDzCDkEIwqoLEAsiln1DEXEQslJxnJLHcyZpdy9QmP0",
+	"wb7Fqv2D70ihuEDh6ujs+OSkwYSgd25VMWHwJpJlmpEZE0xRU5MtTtciYXDPt3/w3SZegsjQx0d+VrIs",
+	"qtuEV7Qo7PcdeLsXZMLMglm2IchJ+pbM7NfufG+amkGESLli9hhZEr0USYd04OvXq/U3txn1QGiD/xC9",
+	"EDMuGLNL/RDF5EP0NqPGnqMfoqaKFDTsxTCZ9Yx9KtG6S7XmM4E4xQP+QwY0zeHStroEqLUDeGX3B95Y",
+	"kAfarXvX3avOtrxihloR+CWdsEyvlvR+6y6quZi/s+XommYlIwXlCi2mUs2o4P/FHeub8swAiCrjtx4T",
+	"HJgkVJAJI6VmKdzfU8NmYEir21rcZOKaKylyZvWyQkm7jJgYRnN3zb4kSamN1frpjRQyX477ZMo3R6WZ",
+	"VyfbdmYfZ3fqWHEA5S8awOgVUapjIAbYFEwWGUNT47f/6+n35P/932/GB8Ntdq2jdzf7aB3Jh+QSHlza",
+	"IwYOrZ+Od9xhYXelM3+i7ZHanPOYnOBVOOpN1THtD28ysP3FnkPHwclmBXHpuKCzqlu2rv1du7YUuKDL",
+	"cbUx51ZN7yGXcJX7zqqAOn212D6NzTa7MP192gn8x/tzi3KaWe6iyYfoyBlx0XqGRs8PUXRL81vTJG8H",
+	"wqm6b0L28eTbwIMiOJzhdq1/0vBKB90mVKGXBLCOkWYFBY7eK2LaL1bYh5xEhatu8Ljq0fojoAHwxlgN",
+	"ePnVfVxFnoAFwS3ySmR4On46PmijA3w2Ji8A7ZBHWvyVBbI2AnoZ4DJoD4EtPbhAFqxxlc4F8cPuaGKY",
+	"yjUZONP7hRty6E9QL347288zNwlA++rK70rIBVxL8pmQdoiQHTwZHwx7xEAgoYtVuoyjMCuowFmPdlcr",
+	"HlmpGaTFH6nmSR9auK7RRrK2e2zyGUPMFBVmBeblzpjsptG8y6jRsPd11/DVTzot4uiSkZ7LMkuBmpYx",
+	"+E0BGniZiFupFs1v4PUxl1n6jEjUsQ9BgveuNq7rAeoIVnh4hWqHk6TthrbFiOro14dWp9juCA8vGbrW",
+	"NvvS22HsufOWKc21YSLpmlHBDsPSH5f9cnDLWFwBYjGXxH1KwqvtbQzVZZF+7pDu01sO2QfBt0ykXMxO",
+	"Kh37d7gMArvDijsAfLf6/Dky/dCz8MErYm7PWG8fqm0JwWHUvWqxrfp3xl9MbC/qHh2/RMeQ21mcKn1h",
+	"la2pKwu5vQwXyQMXrGib7T9KElb0wLSnb4pN47vYzQYg1tqXq4bbofMpE71OcJth1ZGl4OJhw/RWjH/k",
+	"vrZ4+1UiO7TqMwA7p+AQTOFt3CrS6ZtpDRSY8EbC+ww4n1TffxY59h/Owbxtg0PyoUbXD5Fl0R88elyA",
+	"+tkvMG+N4ivWFmB+0NlzdPC6dZ/v2x3chpyOamJoAdedUVxMwVBUdKlMQQ9k4G5Ha6gBcIcdwku5LjK6",
+	"7Ddh+PFcI/Qntdo3HP0ryan3Kt11dfI8+ryDs42B/XgEdqa74ZlTmvNsedF/OQ+fYosVB0gczfg1E+u+",
+	"hwYrP197cf9FQHy/xbF4O0SpT9MQVaKtfR02nsbbLO59D9GunKZr0ospPV++BAfKKUqN2MhbasNDjRuW",
+	"602Xmp2VuAdUKQqc1Q5ygXeNPWbFygfQNuudhevP9dALvDOUegNOs7UueNYSmCu9sFfxQ+H9gvZws2N3",
+	"NwvHqjY0L/p6WGv+as8lfLs18rU7WYW6/sBbdxA04XrqHJadPtELhZdUG6dwrAPE5k087T+Pe4I6elTO",
+	"HY0mby5A0wzv/zSpfVnG5NhpY1STS3x6iRKRD1F4RqTIlhCWBMeO1WUtoyOX8PtyvNbS3AF6c43vuZmf",
+	"VUaEe0LZ9baKFX1hczKAxVdXlVL0eSA8kseDkEegQHfFeivJ3852cUvtoPLCB2cJ7OIWZosvGc118XkW",
+	"C+dh9Jxl/JqpHjlLCnt84ltCjWF5j5bqn3e+3q9cGtGPwTX0F2X+1vYWF8qte1pnOtQyZ2ZuheO03xmC",
+	"VS5Un+FylVGLKstXPZiV8yzjXQu9C6Qb+MVjBMkwdJ5ZFXRW3WWv8iC6dI4ZI55eor10UF1/VNfEAaDt",
+	"Droue7mSLE0i+1iB23aWkgElBzc3w9iFKAwWPMvIhBGjuD0cZpSLYezjGgYo6JZFeMtY9QVoaiBcENv3",
+	"uxuCI0L/+kNPhTqics/bkAUjiQXFQLFpqe0rSzupPayGveDe4ATlIakNVdv7P7XuMuotDVExjmqCct24",
+	"hYc4V+/Qx9UE/MI76XTvYci705d4PaFYwvi1M1OHLkgwJb2eFW7n9dWw/G46vrrvwaOVpaeM6v77TwiT",
+	"tFzPN40rVwTea5BhApp1+5rSTDOMavZ9kcGkFmXwHhh8Hr1zLfAyKUkmxSzApYmUGaOiwWb0Gl9D0M01",
+	"kO4zgi6zOaNCE5pljjPmoXZxW3bVVjDc9M+46NMBtX2MQETWUXH7OdWOpi2QeQa3F0uSyq19AFE624Ll",
+	"rbsq0nwGcUte5rpczDVLLi7Jv5EJ1ezbpxZmTw6IoiKVOZksDdPDQ68pOU5sJEi6XjwDqTXadB5vt8jG",
+	"zUP3reoxRcyNKbSjS4cUGFX49s3ZOTgubOcOaTtvIF2N73FAveGytuAhJ6IoexmJYIvar7n2CmxZDpo0",
+	"viG8/3Yk427XnxHn9StVm36+hG5yenOC336z16Omr93IZ8T+icqQZROZlMWEJlekBAPd5WjkAKdHNMvk",
+	"YuQbXI7JW8WvvZyXcXE1ymRCMx8yyBAz3GmGhJpIIVhiuJi1PKsO9vpTKISYYxeyBRa8A5TpLhn9Y2Ev",
+	"aAcbqp1xwrY2dGmVR2AcVLEvx5ZV7NxKvATfWhW2YunV9fnAgjfJGFXoIOllMiu32JPAfWFfbsHa7xfJ",
+	"ttjRldvXHyxhlQmIZesEKFTsflC54rqu9CGQXVxrYrFVSOgwdilN6riJUCaN61/Vh+hSXz23n1NTKubz",
+	"aOiuf4IdaSt3dlyxE+RQYVwtzSE3mdOiYOIWzuzmszSHfv/oUK+FRX7csJvn/f41ImCNoXcAfEMSamgm",
+	"ZyVzrgFODq/vDsa1lho8VGyqmJ63H+PtZPtpypKMi24X1/Kq/RCvzNotZcYuXIhHZRda9RRTzNQPMjY1",
+	"YShAsJ76Wa0b188gUAWeOWf34Ev/pF5D2ws+HKb9Khit/aoetPvKsar63dgwbXr1ooYt/6GjTNGM06eW",
+	"1pZ2bzbq18I/71ahdmt5tSTvu5bv0CtIloXz/O0RJ8B1eGTkCIyfuWvX4/hLBmfHJ6+GzonXOVzNebGt",
+	"dNHvo9wjms95QemJmMqtb+r/Vn2x6uqtNLJ2wy4F/7UMM9TwrcxSWeXFu25SLZ/f7e976h3Nl6PFuh1V",
+	"bNZr66y7hPwLxLVrRpuOFkyb0YooLbSgHVts3cZdOVBW2r4PalTZ4wD5NRnQmQVUTKalSFw+iFymLNMx",
+	"0VSkE3nDdIypDsDX8hc50TG5llmZ25+psmq6f2BYXmTUYOYqw2YYfO1lQOgckpGxhY6d13Iqc8rtC2f4",
+	"d2Rpe8jpjOnhmNj9J4UsygwQBU7In5mpAcs1Zr1wx/y/oxHXO1H/YDFnvBqX6qNMlcKbWLbC8FPXfo0Z",
+	"qJ6kswMNHFeOq1vwCRdp+DuRYspnJdiK6sCc8CmEmLggn/DIDE6HRt/Bg7qb8KRpPobuo7iObKgx1b/a",
+	"HI0Nq11lHcHnwM7CTEAWPKCXaIZxkujW7aKatjAbd32jzpmgAlIQGcoFcymkgFuiFQPjswOX+3UUwUwy",
+	"HiKS6TlVVv9lNPeOuC5aGgTICc8yp/R0JSYP9qNryjM64Rk3yz4g6TIDu2gQADICVwcafEiSOUuuerzA",
+	"sU3f3dv7OYNsfUE4jqWdBu8DN2DfxbhXz9g6kummyKhwCTZKjoE6eJTh6ekMIO9OxuQFKMkYPtczesgW",
+	"+1HrVTvQDRviJDCtzGKO/sp+maWoh1o5AU9jhqKT99QnprpQDAID0sbDiQ/7rx9dXxSKTflNj7j0aR2W",
+	"/C08eVuAPnl7dEQsi8o4FY7JMBdiHKRWu3Tk/wJ10kuSc0tZaF5170YZu2YZuYSD/qLu89Kq91KQgSVK",
+	"DIEYaZ4yzDRhMY4atDZmPurlzCheME8Dzmo0HJPLUmg6ZZdEsUSq1Gq/BVOjIJNkYUaQcEvOZplPYVm/",
+	"1swYKwdVuntt+vYXid7NfE6v0YUZJj9e5df3YpWSfm6V9Kr7ggKP8qPM0U5AOuBHSNHE8Gs2JmdfBrBn",
+	"JKHCrmUSRJf3A6SfPhHat5PX3uE3W2Dku6r3rpRRzxBB5PcV931Mzjftr4XuhCZXTKQENFBNLivrpVPR",
+	"K0vhZXd72dp9zam60u3IM6pxsiMEGxm8fnNe7a0ZxkReM6V46oNBm2SDaEZ+AgON75/1dF93uWLTVl+z",
+	"nv50/OTJk+9rI0eNoB7AC6pJRnVFQWNyZhtWGeIAEcdf6KUOvl48JQNdTob+ghRi2vF0DSeAUHbT+9zZ",
+	"rEXG01poa4ELXxAv2+AB5G95Az1DTBXVRpWJKXvsfk5D6ZXtTxqfkropuWZK9w83oNMpS0xwupIpAxMT",
+	"pmZLWZHJZW75zYTN6TV3Ml6tiFw96XXLQ2l9a3I/w/ZnjuY2QLnderWgO1pYXudm0wI+hh4VRcadWTbL",
+	"qpb1uru+Y+M+rz8LurdKWtHrpZzNemNr3wOBWJxaPU6DC9hD7uzo9fMf3/znxfOTs6MfX764eHv65vjF",
+	"2dnFyzc//3zy+mfQJyCeHecAZ1iBEyHapLI0u9qkTEHss51XlVhV+1mMaMHJ9d74YHzw3b/1MYK1m2EJ",
+	"cJ2q4dLodKMCwTC2VhwEP0J7vvnmHWKpAkZ6Tc/9Dq3Nqa3xd7cvLq6Z4lO+zUx98gqY8YQxoDv8tnd2",
+	"zrS3tt/AZ3kOSf28ObDb31pP3Naav8Ant9XTeu/cfu/3VherHOFdRFHX1QptBo7VQxeFktfcsjiM/668",
+	"J7x16sKFpTcQBpX9i4QWwGq3Tt/Umv66UIQu4eClbam4WZ5Ber8gBd5Raeb21wQCPX/yFvajtycubdlW",
+	"2b4KJWeK5jk1PHHKoE8YCBjTiiKdG1NUMZ8HPbEX8LydmhC0TgzcvWLCDjDN5AJJO4zePXZJMxoP36ks",
+	"Oox2pX24W2Vs9BGpzqqUc3TMzLng2liWfc3q5aBafIg2Bu8GyAg+rt+j+Tg6jJ7DH533kNAm+pkZfBM4",
+	"PLsGEAXoHJvbH5fupi/CK7/gPexm41u3QcFbsL8FM4fDFiYZti1Tbg6tQIJ2ijYDxOxdmZyRAXUurPZ4",
+	"bpxzzUU0X9m2oeGrA1AXzO9ed5q34buheQ3uRsMA7M32jYmv77q9GZ3mlQGls8bqTaNVe2n9reoV+WfB",
+	"Yupm4UL6O2rPP2wVWC+7sw9fttuGw3baVTl3W82q51Ec/SIn3RHtQ/+uDaXwXQ2bX+QkAAu8DMcMP2rD",
+	"wb3LZNIz2eppFEd5UszLSeP1q+O3ZF5OanOabQbGs86a8HH9vr2u9vt6bfAgWJ1rEM6j/XF7jdV7b9ju",
+	"TM+/CNu0p9jXpp6mSw8cRHT4NuFM+/pozzZoU9nkD5210c7Y2R29hIsmBrdJwQetFVZvGq3aa+xvVa+y",
+	"Fqv9MutW4Tr7+2mvtKdVG8X8gG00q+4egsn5Z8Hs6mZhp9XTKI7wKuO8ateGG75f+0kbiFt8Uk+61TiY",
+	"e/ubcAVbDFEWmilTL0Qq78C+8uNVqw9b9C82bNFZW3tJfUvR9S2z9ucxvG578mifEpwr7yICBUDC47nq",
+	"qCkDxFXqQicIQE+sd5Bmf3XWAhcODZGErDCrdKXgizZI61fNds5pASALf23Rd3szVvVdb8miJ/YsaIih",
+	"uVUYowvuMrIR2BUmcWD02jZ/af9f2SjY7VUzRDcKEMLsH27gpsWw+UWbmQQ9+wwwDTkY87VUkTXHQXoN",
+	"SM39KBk/SsaPkvGjZPwoGT9Kxo+S8aNk/CgZP0rGfynJOLClUzBVQwka7lxRDDeYJBE9qDyvfZtRyPvu",
+	"bkCjw2hvvDfeh/jNggla8OgwejLeGz+xjJ2aOcjYuyA94n2r2T5bQBgaWMmfMRFsAWm3udImxqSGVfkF",
+	"dEWHgleYP93IwG82bpbGUjJjOq6k4Hg1iYUYCOkPMda1nS47DBIajgmoFBqCccbkJ+7qpU6WGEWtkAIx",
+	"bzymAk6MVM+gyqdzdryE+lGXzXqX1aRcGVd3cdMs/BrBhqgqBRQgXR2nAOduUJp2hfN23WS3XYHyU9wN",
+	"0c6WVRCZqcMW4RIWlgzZIJ88efL9cEXJTggCjHqLY64Ncl03lapYw9azgPjpO54FbJKdAUSyYB2wbhDE",
+	"5YoZVcUFeuvV7veG5qybzWIutffqQH8nrl2CnxXDr6mW+823vaNvwKe6JOwWjYO6yZ8+tmpzHuzt3aoW",
+	"11ae862Inoa7fH+lLoRskzs1a5ZZ+uyPLayL+1LLciAr63cH330HYXhkACH1mGwa0v9jEblyb+9Jsnu9",
+	"h8z134FT/LC/t2dfHHyLvOGHf/3zv6Ehe0bCCsGXdeiiq0FMNc5gYy20pwjuPuBV27Ib1EuFT/Y3f9Ko",
+	"NQcfPdn8UV1AFL54uvmLqiim/eDg+80ftAtAfoqjb7YBQbNcaHhPDdzWXw//I7S8fLSkEN5d/+OjRXdd",
+	"5jlVy0po7z0aq9h5Q2e66jf6aEduHPyHv0WF3JyC+BCqCzWTsLAbH3UJQcw+nw1WF8ewaPRO1XOpjLtL",
+	"byQyHlC45XZxe5BauMq9HTu2ZM9iiDWlhuyOFyzLRldCLsTuL4srPbYEPQyLB4RX6Uy3k/Y2MhAfjJ+M",
+	"91G2sBx9VKqMiUSmLO1dDNQ4gf6qLD8EozeDXD3enWki02UM3qkTaeY4QV+17z/O3rx2xTNQntrR5Oz5",
+	"3yH2PoVRQpZ1M1osFqP2BPHzajE4B9fDmByJOhU01rAdtFIDD4mgSsmFy4TeSbQ9xsTnmkxllskFaeZg",
+	"byRdb6WIjqsHOKmYlHW9xIs6Q3JQ2PEC5ugKXnUSto/Ja0lcBKCbpB1V67KVUfrp+On4yfCQUH3lEE+w",
+	"hfuiigkF7hlkV+6KRm9olaS9Kp7xo0yXd1bisZv/21Llxj3/sgE+tWuOf/rCg3O7Caw6H0M20DwXj2ky",
+	"Z6Njb9dZkcBdyBGUf21VGNgfbiic+lbRGb5b1W1ix79dt8FBeHfgW1kItE2KLfojg0aNcJ/6vRKfYmIW",
+	"sodZWrUjZ2YuUytV9NNs3KTY4DR/8HW3uMwhKQUcC8RzHaxJ5LiyVESsWPRtK8niOaIYzfIfPkRh1cQP",
+	"UV+9iw1os7+FXNOuiA3ffbONENVTqPZ3lXQa4gtcf4mWRAA4QA7Ge363Al49bMgzjU38GEc3I20oFxnT",
+	"eoQFBxyjsyJPoeSUZ2w3vGZYZYA4hcx5mlBQ5SEoK8t68tz2+y736NlZ1skTenuN2/b09WpIq5Jyb6Eu",
+	"6RIQYFpmtc1+G1Wpz04Umkmwet1aZaqrPfXgyV3pUlgfjZu5LI2f4/iPr2Ddb9VrIfsI7+tR1zrXmdsp",
+	"bX1rqnlb+BQ1tlZt3C14V5a19bUedkXO2k2sopV3CnlggO4NwsRV0cWgjuCoROJzFuJrTgmycqkqk2qX",
+	"PYah3c28nHdgknwQxtdKYvy5/O7RlHL3tNm66NmOMttEE5BlhwjXCR3xCrMK3nZpp5y2TSpTqNCEUc1G",
+	"jjwlNoWdMfFU3mtzGXhLBN41ED23YjGkFKSmTgU8Ju80hM3qhj4MU0DK7ZYiItNMLrpUjGtaQch3RMef",
+	"p4avTev1B8xT3MrdBN13EzU9rLK/Mjv2X5T37W3B+46lmGYcQ/3+YirgCg7trq03MmnvttMktM/l0n2y",
+	"1e5vyPhO0k9I4OhL0BP7nlO78mzp/CZ0j43c8mVnqUC2n2U+5WdlgSRHYlkJVaXGoHNnB29UBeNZRjK8",
+	"qgOVmee53VPDsmWXKaPrw9ZMuXVKBcnp4QqwoGZe3wB6AEVtPrPW+PbwEtxtBLdHZrUVs/qj8g3vyHc3",
+	"fCOOepPRostNDx9wBfWtMtS42Qj80MmgkuZ2/YVTJylIl8xxyD8BmT8KeFlvLpbfU5h75IqPItzds2Lv",
+	"5fwgItyuS566ncks6wT9V3VTvC9Dc9bjuh1kSYCq44RmAD2wThvp1Gn7veZ5kTHVvnfTCRNUcalXXCAA",
+	"MPVPUt2Lan3v3lMw/UfT2NfkZRREin2WXSwMFvtcCWqdZLKuWtZdSSoft7PRZf2JQHpYwfmckWmZZdDm",
+	"mmYlq4xwQTWuph0uYCAJFZjLrvLdgYQ0dTlVvcr0hrt3X/zhLiSzoDR+B9wv6lUWTHGZVpm0HGjG5AxP",
+	"QLBO5tRokvErRnae7KU7ZPBkj6R0qYcx2Tl4Ot8hg4OnZC5L8I7c2V/skME+WTB2NRyTk6mr527icAAi",
+	"2DVTvoLueHtx8DX4YjZnu1WemgcV6jwD/msy3L+ubNaI+P1My1qI1fcpnu3+hrPdYHU7hRT4cJO/BTO2",
+	"rycskTmr3BRDoxmGWYilT4zrrW/c2dqmlGftu5cVdrb75cBdvvAoN/0BKAqR9a4p6iuQnDrRJJ4W62xt",
+	"Vu/BehX943pqv53EZrkJhMBtpc1Bwm4X79VxfiBcJFnpU7xyTJQHAY45F+A5CR8OvQnfJwrEDOX9iloj",
+	"a+MDunjFX6nm18xi+UfzBQNEe/T++rP6hNxC+a2ZRshSAgYeBNl+jlMIRhV7hTMYw3LRJteaLDENKgo4",
+	"GJfMUFxxhTQtZmOmVCNdatd2slMXBDlzSfIrD9xgnCqpQJfT4WybtP0VaZo+LW0VpbkiBW2/VtZSTQGO",
+	"YS5UIx3Qo4fU4DrutZ+hzN2vo6YXrxHzHOz/ZM6oQdUMacj08brgi/ivI6ONHDhIudDOuHBL9ltJj7u/",
+	"6XLyRgF1b1A3c3kNjBkTOyuZt1O8S+XkXBApAibLp80s2xZnGpm2g7ZLZoZdRouj3zGj7cjuZ+UES5a2",
+	"WF2/3F4D7ra21s1qLBQbqLkYmE2hvp6LFfTQ8nXwHt3j62TZUiGmfSFn+tqYhMt/soWqXaVHaVcaqQi0",
+	"ldD+1qLbOo8PKK8kM4YlnDBz+cbgoJbvhkX/U8zW/sel8bsQ4frz2p+DBrdAMFvRVms+E15CdqtZX2QY",
+	"Ov69/WVbSnGXqN/5tP0uMVXa4IkPJtGdOIkOZuIut9NHBvoo2t25J0hVp8LyzC+U73yOsy9KL9XJ/BQT",
+	"maVBmilvyEHLIbrr6WaKp34DYbOa+R8lyKk17a2T4FTLfDRl3QO9NdICfl6ymA6ih0TnKenjSrtVHy0p",
+	"NuPa4qpVh+bGFJq8O32J1wFon2pPwmWhGtDMyyZ5TOBOXWoGMdgstZzhsi52f1lXe3f1+Tpl4okuWMKn",
+	"lYsVXWq0mVGhF0z5RCeYFITPwBDmI6guF3PNkot//fO/YSAIoMLiZiJhG8jcBUO1KOb3tI/dgrJPhJVy",
+	"txKI9u9rDpu4icsTwyHdDQYaPXqf/lVljmZG0y3URGROhHZYXz/nC0WK3d/cXxt8FPq4YhUhJKoBazQu",
+	"hcvYylLiCu1irkn70r1akkzONrAeF/Jz16xni9tFD5c+eeRpF0IIjfRRLPgKSMJXKNiSIFbYQfpw3meH",
+	"C3B+B4SBOIy9iMM0qXDuY0FXTbghdEa5IINLV+P1EOo7XrpMohxroLrSjOg1OKU842I2HJMjvIedcpal",
+	"mmhDl05UWBKqNh3izjLz+1PSvZ/4uNIHt4Hc7si3O8cNEXJBuH70T/yrnt6+3skXnt27dX70W1sJAkYW",
+	"HswxgYzxhlBjWF44O8EhFG2OyWLOk7k/2dEVBVJSoisRGexhcWcha90kZ8PYOZAYJpJlleVZliaROdve",
+	"1vC8XuzD8q9bJf19SDOGg8hyWzNGc2sfjRlfizGjKVe4Xaqostqu2/EG28nqpLh9bOHXkpVwRXzpuhnb",
+	"Pi6dWIPBAVwHZ1kmBdZacCI/xDJQsSQSChMP0LARE8WM4iwdxs5P2bKGMLE8Horg+jNhxEo7Y3JUi0PV",
+	"gNxO7une94dOsrJfAX/awETOmEgdyZwz7fJf/97axMGdyyCY1ruf9AGlANox7nPa9EZ0Oz7iaX8q78u6",
+	"wWWozXFITZxlYIVa/qXcAP+gV9K3FFUs7RAa4A/cWN5GcKmvPLZxda6bA4MI87KlzULv4Og3Ji9oMg+d",
+	"oTFpAWaHJoYJGhoo5ELUDoFxwwkSmdOEZ1bt2uAVraMHdTr+k0acfhk93Pedsc8RCDncMZn33fvjIh5z",
+	"e5Y1Cuf03RdumYktdPG1yO/uCrp05OOJWgUR7UE6JqeoQWPuWHHFKsqo4pI2JU+7p5zjAVH8Tt4OX53H",
+	"6o809YFfZES8t0O9pY2KlV9K4Pe7lIpBwEJ0OZ3yhLvSR5AAXFohD3Jgt/DRoWlwMt/vTP3JTkakdr1w",
+	"yfm5S5JDM6sELAm74Y53/RFtJF8vo3WV17YNCG1zxs/0y6ia7tJryjM64RnMcpWqdTxnyRXhUys1NcQU",
+	"/Drr8aeDTyq0OgqH2RA0937OBNiWYxepb6Uho8rElFZD6+2ToPsYYi+t0nZa3AUtSzGqXSmveZlTUb9x",
+	"liDChTaMpugzOKGKkYmUGaNiTJ5jhS8IypjSTGOU+YQmVwuqUk0srlDDcSbjFYWa7MxOYRZ9GoYb6y4d",
+	"93yQ/HovvAfLWikFezOF3W4vOd7y0Grg0KePfw4B8q9gcK6ZGLCRQFBrcoUv42S/VX+/pjn7jHSRwbxE",
+	"So5evgR1q1K1yABre8d1Wea4rg4b+xqhMWEmGUMZJMsgsYRgnTuuFKkUbEzeiGzZFlkx60ha3QGudlZu",
+	"5ZPcxFEhM4bzNA5d+nrcjRtAvIuogt9dcH0oqn84qXIj7jTLjD6I7+5r76nbECZTyTDWBsTHP7Ug53jN",
+	"tlf8Xy7IxesNUVg6F5z1MAAQSplOZGmaQlwVeA8WUa6LjC5B9I8rteTkeeyux9DApEoB1TobStn6egJf",
+	"BYeK10iaEDPiENABBQ4Fz/6PsSRDTou6fJkoISzYSozdkwHruTdOCF80PYaC9sGJgX9Uta7jsE5/IoVg",
+	"vtNCsWvOFjomSamNzFOZUw7nECaaqEtHiJTwHHyXklIpPOq4c5wMak68mU7JxB6CWMP2X//8P4TRZE5w",
+	"48HJEu5XFCVcpOyGpQTk2lVSLmbPDGqg17vhxogOQYSOV0i+jwfIAxwg/1uWJJXAmCHHWR1z3sSPx9Pj",
+	"oU6PrWpirKqNvsrSuj4rcuj1rZkxXMw00WUyJ7R5EAAzyeiEZc5pOwi9hgKO7cTIziWsyqq3KdZu0+Eg",
+	"Hkx8fbT1Ptp679zWa6SLHfzqueujZfcOWfot4+6+NNRupSFkN2VJxgVbbd19jg3aORPwknydEQI+qzDq",
+	"JIzo/nPbI7ZKAXMS5CkL8yi4/Xj0uL/nwFeP91uo5NCwhfv3R5C/SL6m1vsRpCW5LTHiV4+0yKVAUNyG",
+	"In0mmMckJs0Y/AD//mSpTHDHN7MGxKUH4wwZo9ds3c3FS9tAr2cF0ObxbqCFzg2Cz9jUPBJ7AJ0/GXkj",
+	"HW32X7PNvoic12QnTnMuVk4B1Ik+cnQle4+xlD15m1Fh51WqLDqMIIL/cHeXFnw8gYZjynev93qSDLl+",
+	"TsSUKSaSbh+qFHUf0aePn/5/AAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

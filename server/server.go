@@ -51,6 +51,9 @@ type Config struct {
 	// CORSAllowedOrigins may call the API from a browser (ParseOrigins);
 	// empty: no CORS headers at all.
 	CORSAllowedOrigins []string
+	// OAuth configures the server's own issuer (the token endpoint of the
+	// client-credentials flow, its keys and metadata).
+	OAuth OAuthConfig
 	// Webhooks are the webhook endpoints' settings (webhooks.go).
 	Webhooks WebhookConfig
 }
@@ -63,6 +66,8 @@ type Server struct {
 	// cursorKey signs list cursors (the same on every replica: Migrate
 	// keeps it in the database).
 	cursorKey []byte
+	// oauth issues service-account tokens (oauth.go).
+	oauth *oauthServer
 }
 
 var _ gen.StrictServerInterface = (*Server)(nil)
@@ -80,11 +85,17 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	if err != nil {
 		return nil, nil, err
 	}
+	iss, err := newIssuer(ctx, cfg.OAuth, st, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	oauth := &oauthServer{issuer: iss, scopes: newScopePolicy(doc)}
 	verifier, err := NewJWTVerifier(ctx, cfg.Auth)
 	if err != nil {
 		return nil, nil, err
 	}
-	validator, err := newRequestValidator(doc, &authenticator{jwt: verifier, store: st}, cfg.BodyLimit)
+	verifier.trustOwn(iss)
+	validator, err := newRequestValidator(doc, &authenticator{jwt: verifier, store: st, scopes: oauth.scopes}, cfg.BodyLimit)
 	if err != nil {
 		verifier.Close()
 		return nil, nil, err
@@ -122,7 +133,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		verifier.Close()
 		return nil, nil, err
 	}
-	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey}
+	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey, oauth: oauth}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
 		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)} //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
@@ -132,7 +143,8 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	// only if some route matches them; these catch-alls make sure one does.
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
-	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, []gen.StrictMiddlewareFunc{withActor}), "")
+	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, []gen.StrictMiddlewareFunc{keepRawRequest, withActor}), "")
+	oauth.serveWellKnown(e)
 	if err := serveWeb(ctx, e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
 		verifier.Close()
 		return nil, nil, err
