@@ -260,3 +260,63 @@ func TestAudit_Retention(t *testing.T) {
 		t.Errorf("no log line says what was pruned:\n%s", s.logs.String())
 	}
 }
+
+// TestAudit_ServiceAccounts: a service account's creation, change, keys and
+// deletion are audited (never its secret), and what it does is audited
+// with actor kind service_account, by its token as by its API key.
+func TestAudit_ServiceAccounts(t *testing.T) {
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect)
+		admin := bearer(f.token("u-admin", "admin@acme.test", "admin"))
+		sa := f.oauthClient(t, "bot", "admin")
+		resp, body := f.do(t, "POST", "/v0/service_accounts/"+sa.clientID+"/api_keys", admin, `{"name":"ci","expires_in":"1d"}`)
+		var key gen.ApiKey
+		if resp.StatusCode != 200 || json.Unmarshal(body, &key) != nil {
+			t.Fatalf("create key: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := f.do(t, "POST", "/v0/users", bearer(f.mustToken(t, sa, "")), `{"email":"by-token@example.com"}`); resp.StatusCode != 200 {
+			t.Fatalf("invite by the account's token: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := f.do(t, "POST", "/v0/users", with(bearer(deref(key.ApiKey)), "X-Blaxel-Workspace", ""), `{"email":"by-key@example.com"}`); resp.StatusCode != 200 {
+			t.Fatalf("invite by the account's key: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := f.do(t, "PUT", "/v0/service_accounts/"+sa.clientID, admin, `{"description":"deploys"}`); resp.StatusCode != 200 {
+			t.Fatalf("update: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := f.do(t, "DELETE", "/v0/service_accounts/"+sa.clientID+"/api_keys/"+deref(key.Id), admin, ""); resp.StatusCode != 200 {
+			t.Fatalf("revoke key: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := f.do(t, "DELETE", "/v0/service_accounts/"+sa.clientID, admin, ""); resp.StatusCode != 200 {
+			t.Fatalf("delete: %d %s", resp.StatusCode, body)
+		}
+		events, _ := f.auditEvents(t, "limit=7")
+		want := []struct {
+			action, target string
+			kind           gen.AuditActorKind
+			actor          string
+		}{
+			{"service_account.deleted", sa.clientID, gen.AuditActorKindUser, "u-admin"},
+			{"api_key.revoked", deref(key.ApiKey)[:9], gen.AuditActorKindUser, "u-admin"},
+			{"service_account.updated", sa.clientID, gen.AuditActorKindUser, "u-admin"},
+			{"invitation.created", "by-key@example.com", gen.AuditActorKindServiceAccount, sa.clientID},
+			{"invitation.created", "by-token@example.com", gen.AuditActorKindServiceAccount, sa.clientID},
+			{"api_key.created", deref(key.ApiKey)[:9], gen.AuditActorKindUser, "u-admin"},
+			{"service_account.created", sa.clientID, gen.AuditActorKindUser, "u-admin"},
+		}
+		if len(events) != len(want) {
+			t.Fatalf("%d events, want %d: %+v", len(events), len(want), events)
+		}
+		for i, w := range want {
+			e := events[i]
+			if string(e.Action) != w.action || e.Target.Id != w.target || e.Actor.Kind != w.kind || e.Actor.Sub != w.actor {
+				t.Errorf("event %d: got %s on %s by %s %s, want %s on %s by %s %s", i, e.Action, e.Target.Id, e.Actor.Kind, e.Actor.Sub, w.action, w.target, w.kind, w.actor)
+			}
+			raw, _ := json.Marshal(e)
+			if strings.Contains(string(raw), sa.secret) || strings.Contains(string(raw), deref(key.ApiKey)) {
+				t.Errorf("event %d carries a secret: %s", i, raw)
+			}
+		}
+		checkFields(t, "updated before", events[2].Before, map[string]any{"description": ""})
+		checkFields(t, "updated after", events[2].After, map[string]any{"description": "deploys"})
+	})
+}

@@ -115,6 +115,9 @@ const (
 	MemberLeft              WebhookEventType = "member.left"
 	MemberRemoved           WebhookEventType = "member.removed"
 	MemberRoleChanged       WebhookEventType = "member.role_changed"
+	ServiceAccountCreated   WebhookEventType = "service_account.created"
+	ServiceAccountDeleted   WebhookEventType = "service_account.deleted"
+	ServiceAccountUpdated   WebhookEventType = "service_account.updated"
 	WebhookEndpointCreated  WebhookEventType = "webhook_endpoint.created"
 	WebhookEndpointDeleted  WebhookEventType = "webhook_endpoint.deleted"
 	WebhookEndpointDisabled WebhookEventType = "webhook_endpoint.disabled"
@@ -151,6 +154,12 @@ func (e WebhookEventType) Valid() bool {
 	case MemberRemoved:
 		return true
 	case MemberRoleChanged:
+		return true
+	case ServiceAccountCreated:
+		return true
+	case ServiceAccountDeleted:
+		return true
+	case ServiceAccountUpdated:
 		return true
 	case WebhookEndpointCreated:
 		return true
@@ -335,10 +344,10 @@ type AuditEvent struct {
 
 // AuditTarget what a change was made to
 type AuditTarget struct {
-	// Id the invitation's email, the member's sub, the workspace's name, the API key's hint (its first characters) or the endpoint's id
+	// Id the invitation's email, the member's sub, the workspace's name, the API key's hint (its first characters), the service account's client ID or the endpoint's id
 	Id string `json:"id"`
 
-	// Type invitation, member, workspace, api_key or webhook_endpoint
+	// Type invitation, member, workspace, api_key, service_account or webhook_endpoint
 	Type string `json:"type"`
 }
 

@@ -23,7 +23,10 @@ func withActor(f gen.StrictHandlerFunc, _ string) gen.StrictHandlerFunc {
 // actorOf is the audit actor of an authenticated principal.
 func actorOf(p *Principal, requestID string) store.Actor {
 	kind := store.ActorUser
-	if p.APIKey != nil {
+	switch {
+	case p.ServiceAccount: // by its token or one of its keys
+		kind = store.ActorServiceAccount
+	case p.APIKey != nil:
 		kind = store.ActorAPIKey
 	}
 	return store.Actor{Kind: kind, Sub: p.Sub, RequestID: requestID}

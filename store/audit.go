@@ -67,6 +67,9 @@ const (
 	ActionWorkspaceDeleted      = "workspace.deleted"
 	ActionAPIKeyCreated         = "api_key.created"
 	ActionAPIKeyRevoked         = "api_key.revoked"
+	ActionServiceAccountCreated = "service_account.created"
+	ActionServiceAccountUpdated = "service_account.updated"
+	ActionServiceAccountDeleted = "service_account.deleted"
 	ActionWebhookCreated        = "webhook_endpoint.created"
 	ActionWebhookUpdated        = "webhook_endpoint.updated"
 	ActionWebhookDeleted        = "webhook_endpoint.deleted"
@@ -81,7 +84,8 @@ var Actions = []string{
 	ActionInvitationCreated, ActionInvitationRefreshed, ActionInvitationAccepted, ActionInvitationDeclined,
 	ActionInvitationRevoked, ActionInvitationExpired, ActionInvitationRoleChanged, ActionMemberRoleChanged,
 	ActionMemberRemoved, ActionMemberLeft, ActionWorkspaceCreated, ActionWorkspaceUpdated, ActionWorkspaceDeleted,
-	ActionAPIKeyCreated, ActionAPIKeyRevoked, ActionWebhookCreated, ActionWebhookUpdated, ActionWebhookDeleted,
+	ActionAPIKeyCreated, ActionAPIKeyRevoked, ActionServiceAccountCreated, ActionServiceAccountUpdated,
+	ActionServiceAccountDeleted, ActionWebhookCreated, ActionWebhookUpdated, ActionWebhookDeleted,
 	ActionWebhookDisabled, ActionWebhookTest,
 }
 
@@ -92,6 +96,8 @@ const (
 	TargetWorkspace  = "workspace"
 	TargetAPIKey     = "api_key"
 	TargetWebhook    = "webhook_endpoint"
+	// TargetServiceAccount's id is the client ID.
+	TargetServiceAccount = "service_account"
 )
 
 // AuditEvent is one immutable audit row. Before and After are JSON objects
@@ -253,6 +259,11 @@ func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error)
 			return total, nil
 		}
 	}
+}
+
+// serviceAccountFields is a service account's audited fields (never its secret).
+func serviceAccountFields(v ServiceAccountView) fields {
+	return fields{"name": v.Name, "description": v.Description, "role": v.Role}
 }
 
 // memberFields is a removed member's audited fields.

@@ -56,7 +56,8 @@ func (s *Store) CreateServiceAccountKey(ctx context.Context, workspaceName, by, 
 		if err := tx.Omit("Workspace").Create(&k).Error; err != nil {
 			return fmt.Errorf("store API key: %w", err)
 		}
-		return nil
+		return appendAudit(tx, auditOf(ws, ActionAPIKeyCreated, TargetAPIKey, k.Hint, nil,
+			fields{"sub": clientID, "id": publicID, "name": name, "expiresIn": expiresIn}))
 	})
 	if err != nil {
 		return "", APIKey{}, err
@@ -111,6 +112,10 @@ func (s *Store) RevokeServiceAccountKey(ctx context.Context, workspaceName, by, 
 		if res.RowsAffected == 0 {
 			return codedf(ErrNotFound, CodeAPIKeyNotFound, "API key %q not found for this service account", keyID)
 		}
-		return nil
+		var k APIKey
+		if err := tx.Select("hint").Where("workspace_id = ? AND public_id = ?", ws.ID, keyID).Take(&k).Error; err != nil {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionAPIKeyRevoked, TargetAPIKey, k.Hint, nil, fields{"sub": clientID, "id": keyID}))
 	})
 }

@@ -153,7 +153,7 @@ func (s *Store) CreateServiceAccount(ctx context.Context, workspaceName, by, nam
 		if err := tx.Omit("Workspace").Create(&m).Error; err != nil {
 			return fmt.Errorf("create service account member: %w", err)
 		}
-		return nil
+		return appendAudit(tx, auditOf(ws, ActionServiceAccountCreated, TargetServiceAccount, clientID, nil, serviceAccountFields(v)))
 	})
 	if err != nil {
 		return "", ServiceAccountView{}, err
@@ -226,6 +226,7 @@ func (s *Store) UpdateServiceAccount(ctx context.Context, workspaceName, by, cli
 		if v, err = serviceAccountIn(tx, ws.ID, clientID); err != nil {
 			return err
 		}
+		before := serviceAccountFields(v)
 		now := s.now()
 		if c.Role != nil && *c.Role != v.Role {
 			if v.Role == RoleAdmin {
@@ -254,6 +255,9 @@ func (s *Store) UpdateServiceAccount(ctx context.Context, workspaceName, by, cli
 				return codedf(ErrConflict, CodeServiceAccountName, "a service account called %q already exists in this workspace", *c.Name)
 			}
 			return fmt.Errorf("update service account: %w", err)
+		}
+		if b, a := changed(before, serviceAccountFields(v)); len(a) > 0 {
+			return appendAudit(tx, auditOf(ws, ActionServiceAccountUpdated, TargetServiceAccount, clientID, b, a))
 		}
 		return nil
 	})
@@ -295,7 +299,7 @@ func (s *Store) DeleteServiceAccount(ctx context.Context, workspaceName, by, cli
 				return fmt.Errorf("delete service account's %s: %w", step.what, err)
 			}
 		}
-		return nil
+		return appendAudit(tx, auditOf(ws, ActionServiceAccountDeleted, TargetServiceAccount, clientID, serviceAccountFields(v), nil))
 	})
 	return v, err
 }
