@@ -89,6 +89,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			tokenCommand(stdout),
 			oauthKeysCommand(stdout, stderr),
 			mailWorkerCommand(stderr),
+			webhookWorkerCommand(stderr),
 			mailStatusCommand(stdout),
 			mailRetryCommand(stdout),
 		},

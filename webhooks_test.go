@@ -454,3 +454,38 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 		t.Errorf("an invite whose audit event failed was kept")
 	}
 }
+
+// TestWebhookWorker: with serve's dispatcher off, the webhook-worker
+// command delivers the events, and stops when its context ends.
+func TestWebhookWorker(t *testing.T) {
+	ca := testCA(t)
+	f := newFixture(t, "sqlite", "--webhook-dispatcher=false", "--webhooks-allow-loopback")
+	rcv := &receiver{}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	ep := f.createEndpoint(t, srv.URL+"/hook", "invitation.created")
+	if resp, b := f.do(t, "POST", "/v0/users", bearer(f.userToken("u-admin", "admin@acme.test")), `{"email":"bob@example.com"}`); resp.StatusCode != 200 {
+		t.Fatalf("invite: %d %s", resp.StatusCode, b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var logs syncBuffer
+	go func() {
+		w := &lineWriter{buf: &logs}
+		done <- run(ctx, f.args(append([]string{"webhook-worker", "--webhook-ca-file", ca}, fastWebhooks...)...), io.Discard, w)
+	}()
+	waitUntil(t, "the worker's delivery", func() bool { b, _ := rcv.received(); return len(b) == 1 })
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("webhook-worker exited %d:\n%s", code, logs.String())
+	}
+	bodies, heads := rcv.received()
+	if events := verifyDeliveries(t, *ep.Secret, bodies, heads); events[0].Data.Target.Id != "bob@example.com" {
+		t.Errorf("delivered %+v", events[0])
+	}
+}
+
+// lineWriter collects a command's stderr for the test's failure message.
+type lineWriter struct{ buf *syncBuffer }
+
+func (w *lineWriter) Write(p []byte) (int, error) { w.buf.WriteString(string(p)); return len(p), nil }
