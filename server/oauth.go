@@ -120,6 +120,10 @@ func (s *Server) OauthToken(ctx context.Context, request gen.OauthTokenRequestOb
 	if err != nil {
 		return nil, fmt.Errorf("sign access token: %w", err)
 	}
+	if st := stateFrom(ctx); st != nil {
+		// The access log names who got a token (sub), as for any caller.
+		st.principal = &Principal{Sub: account.ClientID, BoundWorkspace: account.Workspace.Name, ServiceAccount: true, Scopes: scopes}
+	}
 	noStore, noCache := "no-store", "no-cache"
 	return gen.OauthToken200JSONResponse{
 		Body: gen.OAuthToken{AccessToken: token, TokenType: "Bearer", ExpiresIn: int(s.oauth.issuer.cfg.TokenTTL.Seconds()), Scope: joinScopes(scopes)},
