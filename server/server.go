@@ -144,7 +144,8 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
 	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, []gen.StrictMiddlewareFunc{keepRawRequest, withActor}), "")
-	oauth.serveWellKnown(e)
+	oauth.serveWellKnown(e) //nolint:contextcheck // registers Echo handlers: they run under each request's context, not New's
+
 	if err := serveWeb(ctx, e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
 		verifier.Close()
 		return nil, nil, err
