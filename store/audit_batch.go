@@ -158,7 +158,6 @@ SELECT inv.workspace_id, a.ws, $2, a.kind, a.sub,
        CASE WHEN inv.created_at = inv.updated_at THEN 'invitation.created' ELSE 'invitation.refreshed' END,
        'invitation', inv.email, '', '{"expiresAt":' || to_json($10::text)::text || ',"role":' || to_json(inv.role)::text || '}', a.rid
 FROM inv JOIN unnest($5::text[], $3::text[], $7::text[], $8::text[], $9::text[]) AS a(email, ws, kind, sub, rid) ON a.email = inv.email
-ORDER BY inv.workspace_id, inv.email
 RETURNING id, workspace_id, action
 ), hooked AS (
 INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
