@@ -440,9 +440,10 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 		{"POST", "/v0/webhooks/1/test", ""},
 		{"GET", "/v0/webhooks/1/deliveries", ""},
 		{"POST", "/v0/users", `{"email":"bob@example.com"}`},
+		{"DELETE", "/v0/users/u-member", ""},
 	} {
 		h := h
-		if tc.path == "/v0/users" {
+		if strings.HasPrefix(tc.path, "/v0/users") {
 			h = bearer(f.userToken("u-admin", "admin@acme.test"))
 		}
 		if resp, b := f.do(t, tc.method, tc.path, h, tc.body); resp.StatusCode != 500 {
@@ -452,6 +453,9 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 	st := f.store()
 	if _, err := storetest.PendingInvitation(context.Background(), st, 1, "bob@example.com"); err == nil {
 		t.Errorf("an invite whose audit event failed was kept")
+	}
+	if _, err := st.Membership(context.Background(), "acme", "u-member"); err != nil {
+		t.Errorf("a removal whose audit event failed was kept: %v", err)
 	}
 }
 
