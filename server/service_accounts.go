@@ -77,6 +77,7 @@ func (s *Server) DeleteWorkspaceServiceAccount(ctx context.Context, req gen.Dele
 }
 
 // ListApiKeysForServiceAccount lists its unrevoked keys (never the keys themselves).
+//
 //nolint:revive // var-naming: the generated interface's name (upstream's operationId)
 func (s *Server) ListApiKeysForServiceAccount(ctx context.Context, req gen.ListApiKeysForServiceAccountRequestObject) (gen.ListApiKeysForServiceAccountResponseObject, error) {
 	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
@@ -95,6 +96,7 @@ func (s *Server) ListApiKeysForServiceAccount(ctx context.Context, req gen.ListA
 }
 
 // CreateApiKeyForServiceAccount issues a key and answers it, once.
+//
 //nolint:revive // var-naming: the generated interface's name (upstream's operationId)
 func (s *Server) CreateApiKeyForServiceAccount(ctx context.Context, req gen.CreateApiKeyForServiceAccountRequestObject) (gen.CreateApiKeyForServiceAccountResponseObject, error) {
 	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
@@ -109,6 +111,7 @@ func (s *Server) CreateApiKeyForServiceAccount(ctx context.Context, req gen.Crea
 }
 
 // DeleteApiKeyForServiceAccount revokes a key by its ID.
+//
 //nolint:revive // var-naming: the generated interface's name (upstream's operationId)
 func (s *Server) DeleteApiKeyForServiceAccount(ctx context.Context, req gen.DeleteApiKeyForServiceAccountRequestObject) (gen.DeleteApiKeyForServiceAccountResponseObject, error) {
 	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
