@@ -114,6 +114,41 @@ func (e WorkspaceUserSource) Valid() bool {
 	}
 }
 
+// BulkInviteRequest Additive extension (issue 15) - emails to invite at once.
+type BulkInviteRequest struct {
+	// Emails The emails to invite, one row each; each is checked like a single invite's (a malformed one is that row's invalid_email).
+	Emails []string `json:"emails"`
+
+	// Role admin or member (the default), for every row
+	Role *string `json:"role,omitempty"`
+}
+
+// BulkInviteResponse Additive extension (issue 15) - one result per input row.
+type BulkInviteResponse struct {
+	Results []BulkInviteResult `json:"results"`
+}
+
+// BulkInviteResult One input row's answer: status is what inviting that email alone would have answered, with the invitation (200) or the error.
+type BulkInviteResult struct {
+	// Email the row's email as sent
+	Email string `json:"email"`
+
+	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+	Error *Error `json:"error,omitempty"`
+
+	// Invitation Pending invitation in workspace
+	Invitation *PendingInvitation `json:"invitation,omitempty"`
+
+	// Status the HTTP status a single invite of this email would have had
+	Status int `json:"status"`
+}
+
+// EmailDomainPolicy Additive extension (issue 15) - the email domains a workspace may invite. A domain listed covers itself and its subdomains (example.com covers a.example.com); deny wins over allow; an empty allowlist allows every domain not denied.
+type EmailDomainPolicy struct {
+	Allow *[]string `json:"allow,omitempty"`
+	Deny  *[]string `json:"deny,omitempty"`
+}
+
 // Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type Error struct {
 	// Code HTTP status code of the error
@@ -438,6 +473,9 @@ type WorkspaceUser struct {
 // WorkspaceUserSource Source of the user provisioning
 type WorkspaceUserSource string
 
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
 // ListCursor defines model for ListCursor.
 type ListCursor = string
 
@@ -447,6 +485,9 @@ type ListLimit = int
 // WorkspaceHeader defines model for WorkspaceHeader.
 type WorkspaceHeader = string
 
+// WorkspaceNamePath defines model for WorkspaceNamePath.
+type WorkspaceNamePath = string
+
 // BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
@@ -455,6 +496,9 @@ type Conflict = Error
 
 // Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type Forbidden = Error
+
+// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+type IdempotencyKeyReused = Error
 
 // InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type InternalError = Error
@@ -504,6 +548,18 @@ type InviteWorkspaceUserJSONBody struct {
 type InviteWorkspaceUserParams struct {
 	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
 	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+
+	// IdempotencyKey Additive extension (draft-ietf-httpapi-idempotency-key-header): a unique value the client chooses per intended change (a UUID). Within the key's lifetime (24 h by default), the same key with the same body from the same caller in the same workspace replays the first answer (status and body, with Idempotency-Replayed: true) without acting again; with a different body it is a 422 idempotency_key_reused; while the first request with the key is still running, a 409 idempotency_key_in_use. 5xx and 429 answers are not kept: the key may be retried.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// BulkInviteWorkspaceUsersParams defines parameters for BulkInviteWorkspaceUsers.
+type BulkInviteWorkspaceUsersParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+
+	// IdempotencyKey Additive extension (draft-ietf-httpapi-idempotency-key-header): a unique value the client chooses per intended change (a UUID). Within the key's lifetime (24 h by default), the same key with the same body from the same caller in the same workspace replays the first answer (status and body, with Idempotency-Replayed: true) without acting again; with a different body it is a 422 idempotency_key_reused; while the first request with the key is still running, a 409 idempotency_key_in_use. 5xx and 429 answers are not kept: the key may be retried.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RemoveWorkspaceUserParams defines parameters for RemoveWorkspaceUser.
@@ -552,6 +608,9 @@ type GetWorkspaceParams struct {
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
 
+// BulkInviteWorkspaceUsersJSONRequestBody defines body for BulkInviteWorkspaceUsers for application/json ContentType.
+type BulkInviteWorkspaceUsersJSONRequestBody = BulkInviteRequest
+
 // UpdateWorkspaceUserRoleJSONRequestBody defines body for UpdateWorkspaceUserRole for application/json ContentType.
 type UpdateWorkspaceUserRoleJSONRequestBody UpdateWorkspaceUserRoleJSONBody
 
@@ -563,6 +622,9 @@ type CheckWorkspaceAvailabilityJSONRequestBody CheckWorkspaceAvailabilityJSONBod
 
 // UpdateWorkspaceJSONRequestBody defines body for UpdateWorkspace for application/json ContentType.
 type UpdateWorkspaceJSONRequestBody = Workspace
+
+// SetEmailDomainPolicyJSONRequestBody defines body for SetEmailDomainPolicy for application/json ContentType.
+type SetEmailDomainPolicyJSONRequestBody = EmailDomainPolicy
 
 // AsCheckWorkspaceAvailability200JSONResponseBody0 returns the union data inside the CheckWorkspaceAvailability200JSONResponseBody as a CheckWorkspaceAvailability200JSONResponseBody0
 func (t CheckWorkspaceAvailability200JSONResponseBody) AsCheckWorkspaceAvailability200JSONResponseBody0() (CheckWorkspaceAvailability200JSONResponseBody0, error) {
@@ -732,6 +794,24 @@ type ClientInterface interface {
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 	InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// BulkInviteWorkspaceUsersWithBody Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithBody(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsers(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -839,6 +919,31 @@ type ClientInterface interface {
 	// Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 	DeclineWorkspaceInvitation(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	//
+	// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+	//
+	// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+	GetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetEmailDomainPolicyWithBody Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithBody(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	//
 	// Accepts an invitation to a workspace.
@@ -916,6 +1021,44 @@ func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, params *Invite
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 func (c *Client) InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInviteWorkspaceUserRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BulkInviteWorkspaceUsersWithBody Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *Client) BulkInviteWorkspaceUsersWithBody(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBulkInviteWorkspaceUsersRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BulkInviteWorkspaceUsers Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *Client) BulkInviteWorkspaceUsers(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBulkInviteWorkspaceUsersRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1163,6 +1306,61 @@ func (c *Client) DeclineWorkspaceInvitation(ctx context.Context, workspaceName s
 	return c.Client.Do(req)
 }
 
+// GetEmailDomainPolicy Get the workspace's email-domain policy
+//
+// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+//
+// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+func (c *Client) GetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEmailDomainPolicyRequest(c.Server, workspaceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetEmailDomainPolicyWithBody Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *Client) SetEmailDomainPolicyWithBody(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetEmailDomainPolicyRequestWithBody(c.Server, workspaceName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetEmailDomainPolicy Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *Client) SetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetEmailDomainPolicyRequest(c.Server, workspaceName, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // AcceptWorkspaceInvitation Accept invitation to workspace
 //
 // Accepts an invitation to a workspace.
@@ -1392,6 +1590,83 @@ func NewInviteWorkspaceUserRequestWithBody(server string, params *InviteWorkspac
 			}
 
 			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewBulkInviteWorkspaceUsersRequest calls the generic BulkInviteWorkspaceUsers builder with application/json body
+func NewBulkInviteWorkspaceUsersRequest(server string, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewBulkInviteWorkspaceUsersRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewBulkInviteWorkspaceUsersRequestWithBody constructs an http.Request for the BulkInviteWorkspaceUsers method, with any body, and a specified content type
+func NewBulkInviteWorkspaceUsersRequestWithBody(server string, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/users/bulk")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
 		}
 
 	}
@@ -1820,6 +2095,87 @@ func NewDeclineWorkspaceInvitationRequest(server string, workspaceName string) (
 	return req, nil
 }
 
+// NewGetEmailDomainPolicyRequest constructs an http.Request for the GetEmailDomainPolicy method
+func NewGetEmailDomainPolicyRequest(server string, workspaceName WorkspaceNamePath) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/email-domains", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetEmailDomainPolicyRequest calls the generic SetEmailDomainPolicy builder with application/json body
+func NewSetEmailDomainPolicyRequest(server string, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetEmailDomainPolicyRequestWithBody(server, workspaceName, "application/json", bodyReader)
+}
+
+// NewSetEmailDomainPolicyRequestWithBody constructs an http.Request for the SetEmailDomainPolicy method, with any body, and a specified content type
+func NewSetEmailDomainPolicyRequestWithBody(server string, workspaceName WorkspaceNamePath, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/email-domains", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewAcceptWorkspaceInvitationRequest constructs an http.Request for the AcceptWorkspaceInvitation method
 func NewAcceptWorkspaceInvitationRequest(server string, workspaceName string) (*http.Request, error) {
 	var err error
@@ -1968,6 +2324,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 	InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
+	// BulkInviteWorkspaceUsersWithBodyWithResponse Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithBodyWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error)
+
+	// BulkInviteWorkspaceUsersWithResponse Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error)
+
 	// RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -2084,6 +2458,33 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 	DeclineWorkspaceInvitationWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*DeclineWorkspaceInvitationResponse, error)
+
+	// GetEmailDomainPolicyWithResponse Get the workspace's email-domain policy
+	//
+	// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+	GetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*GetEmailDomainPolicyResponse, error)
+
+	// SetEmailDomainPolicyWithBodyWithResponse Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithBodyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error)
+
+	// SetEmailDomainPolicyWithResponse Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error)
 
 	// AcceptWorkspaceInvitationWithResponse Accept invitation to workspace
 	//
@@ -2316,6 +2717,11 @@ func (r ListWorkspaceUsersResponse) ContentType() string {
 	return ""
 }
 
+// InviteWorkspaceUserResponse200Headers the declared response headers of an HTTP 200 response for InviteWorkspaceUser
+type InviteWorkspaceUserResponse200Headers struct {
+	IdempotencyReplayed *string
+}
+
 // InviteWorkspaceUserResponse401Headers the declared response headers of an HTTP 401 response for InviteWorkspaceUser
 type InviteWorkspaceUserResponse401Headers struct {
 	WWWAuthenticate *string
@@ -2347,10 +2753,14 @@ type InviteWorkspaceUserResponse struct {
 	JSON413 *PayloadTooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *UnsupportedMediaType
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *IdempotencyKeyReused
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *InviteWorkspaceUserResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InviteWorkspaceUserResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -2397,6 +2807,11 @@ func (r InviteWorkspaceUserResponse) GetJSON415() *UnsupportedMediaType {
 	return r.JSON415
 }
 
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r InviteWorkspaceUserResponse) GetJSON422() *IdempotencyKeyReused {
+	return r.JSON422
+}
+
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
 func (r InviteWorkspaceUserResponse) GetJSON429() *TooManyRequests {
 	return r.JSON429
@@ -2430,6 +2845,140 @@ func (r InviteWorkspaceUserResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r InviteWorkspaceUserResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// BulkInviteWorkspaceUsersResponse200Headers the declared response headers of an HTTP 200 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse200Headers struct {
+	IdempotencyReplayed *string
+}
+
+// BulkInviteWorkspaceUsersResponse401Headers the declared response headers of an HTTP 401 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// BulkInviteWorkspaceUsersResponse429Headers the declared response headers of an HTTP 429 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type BulkInviteWorkspaceUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkInviteResponse
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *IdempotencyKeyReused
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *BulkInviteWorkspaceUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *BulkInviteWorkspaceUsersResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *BulkInviteWorkspaceUsersResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON200() *BulkInviteResponse {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON422() *IdempotencyKeyReused {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r BulkInviteWorkspaceUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r BulkInviteWorkspaceUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r BulkInviteWorkspaceUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r BulkInviteWorkspaceUsersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3376,6 +3925,218 @@ func (r DeclineWorkspaceInvitationResponse) ContentType() string {
 	return ""
 }
 
+// GetEmailDomainPolicyResponse401Headers the declared response headers of an HTTP 401 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetEmailDomainPolicyResponse429Headers the declared response headers of an HTTP 429 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetEmailDomainPolicyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmailDomainPolicy
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetEmailDomainPolicyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetEmailDomainPolicyResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON200() *EmailDomainPolicy {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEmailDomainPolicyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEmailDomainPolicyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEmailDomainPolicyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEmailDomainPolicyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetEmailDomainPolicyResponse401Headers the declared response headers of an HTTP 401 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SetEmailDomainPolicyResponse429Headers the declared response headers of an HTTP 429 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type SetEmailDomainPolicyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmailDomainPolicy
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetEmailDomainPolicyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SetEmailDomainPolicyResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON200() *EmailDomainPolicy {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SetEmailDomainPolicyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetEmailDomainPolicyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetEmailDomainPolicyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetEmailDomainPolicyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // AcceptWorkspaceInvitationResponse401Headers the declared response headers of an HTTP 401 response for AcceptWorkspaceInvitation
 type AcceptWorkspaceInvitationResponse401Headers struct {
 	WWWAuthenticate *string
@@ -3648,6 +4409,36 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Contex
 	return ParseInviteWorkspaceUserResponse(rsp)
 }
 
+// BulkInviteWorkspaceUsersWithBodyWithResponse Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *ClientWithResponses) BulkInviteWorkspaceUsersWithBodyWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error) {
+	rsp, err := c.BulkInviteWorkspaceUsersWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBulkInviteWorkspaceUsersResponse(rsp)
+}
+
+// BulkInviteWorkspaceUsersWithResponse Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *ClientWithResponses) BulkInviteWorkspaceUsersWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error) {
+	rsp, err := c.BulkInviteWorkspaceUsers(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBulkInviteWorkspaceUsersResponse(rsp)
+}
+
 // RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 //
 // Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -3841,6 +4632,51 @@ func (c *ClientWithResponses) DeclineWorkspaceInvitationWithResponse(ctx context
 		return nil, err
 	}
 	return ParseDeclineWorkspaceInvitationResponse(rsp)
+}
+
+// GetEmailDomainPolicyWithResponse Get the workspace's email-domain policy
+//
+// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) GetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*GetEmailDomainPolicyResponse, error) {
+	rsp, err := c.GetEmailDomainPolicy(ctx, workspaceName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEmailDomainPolicyResponse(rsp)
+}
+
+// SetEmailDomainPolicyWithBodyWithResponse Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) SetEmailDomainPolicyWithBodyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error) {
+	rsp, err := c.SetEmailDomainPolicyWithBody(ctx, workspaceName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetEmailDomainPolicyResponse(rsp)
+}
+
+// SetEmailDomainPolicyWithResponse Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) SetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error) {
+	rsp, err := c.SetEmailDomainPolicy(ctx, workspaceName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetEmailDomainPolicyResponse(rsp)
 }
 
 // AcceptWorkspaceInvitationWithResponse Accept invitation to workspace
@@ -4173,6 +5009,13 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest IdempotencyKeyReused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -4190,6 +5033,16 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers InviteWorkspaceUserResponse200Headers
+		if values := rsp.Header.Values("Idempotency-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotency-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotencyReplayed = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers InviteWorkspaceUserResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -4202,6 +5055,149 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers InviteWorkspaceUserResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseBulkInviteWorkspaceUsersResponse parses an HTTP response from a BulkInviteWorkspaceUsersWithResponse call
+func ParseBulkInviteWorkspaceUsersResponse(rsp *http.Response) (*BulkInviteWorkspaceUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &BulkInviteWorkspaceUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkInviteResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest IdempotencyKeyReused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers BulkInviteWorkspaceUsersResponse200Headers
+		if values := rsp.Header.Values("Idempotency-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotency-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotencyReplayed = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers BulkInviteWorkspaceUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers BulkInviteWorkspaceUsersResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -5226,6 +6222,230 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 	return response, nil
 }
 
+// ParseGetEmailDomainPolicyResponse parses an HTTP response from a GetEmailDomainPolicyWithResponse call
+func ParseGetEmailDomainPolicyResponse(rsp *http.Response) (*GetEmailDomainPolicyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEmailDomainPolicyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmailDomainPolicy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetEmailDomainPolicyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetEmailDomainPolicyResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetEmailDomainPolicyResponse parses an HTTP response from a SetEmailDomainPolicyWithResponse call
+func ParseSetEmailDomainPolicyResponse(rsp *http.Response) (*SetEmailDomainPolicyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetEmailDomainPolicyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmailDomainPolicy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers SetEmailDomainPolicyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers SetEmailDomainPolicyResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseAcceptWorkspaceInvitationResponse parses an HTTP response from a AcceptWorkspaceInvitationWithResponse call
 func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspaceInvitationResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5461,6 +6681,9 @@ type ServerInterface interface {
 	// InviteWorkspaceUser Invite user to workspace
 	// (POST /users)
 	InviteWorkspaceUser(ctx echo.Context, params InviteWorkspaceUserParams) error
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	// (POST /users/bulk)
+	BulkInviteWorkspaceUsers(ctx echo.Context, params BulkInviteWorkspaceUsersParams) error
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	// (DELETE /users/{subOrEmail})
 	RemoveWorkspaceUser(ctx echo.Context, subOrEmail string, params RemoveWorkspaceUserParams) error
@@ -5488,6 +6711,12 @@ type ServerInterface interface {
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx echo.Context, workspaceName string) error
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	// (GET /workspaces/{workspaceName}/email-domains)
+	GetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	// (PUT /workspaces/{workspaceName}/email-domains)
+	SetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	// (POST /workspaces/{workspaceName}/join)
 	AcceptWorkspaceInvitation(ctx echo.Context, workspaceName string) error
@@ -5591,9 +6820,68 @@ func (w *ServerInterfaceWrapper) InviteWorkspaceUser(ctx echo.Context) error {
 
 		params.XBlaxelWorkspace = &XBlaxelWorkspace
 	}
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.InviteWorkspaceUser(ctx, params)
+	return err
+}
+
+// BulkInviteWorkspaceUsers converts echo context to params.
+func (w *ServerInterfaceWrapper) BulkInviteWorkspaceUsers(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params BulkInviteWorkspaceUsersParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.BulkInviteWorkspaceUsers(ctx, params)
 	return err
 }
 
@@ -5778,6 +7066,38 @@ func (w *ServerInterfaceWrapper) DeclineWorkspaceInvitation(ctx echo.Context) er
 	return err
 }
 
+// GetEmailDomainPolicy converts echo context to params.
+func (w *ServerInterfaceWrapper) GetEmailDomainPolicy(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName WorkspaceNamePath
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetEmailDomainPolicy(ctx, workspaceName)
+	return err
+}
+
+// SetEmailDomainPolicy converts echo context to params.
+func (w *ServerInterfaceWrapper) SetEmailDomainPolicy(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName WorkspaceNamePath
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetEmailDomainPolicy(ctx, workspaceName)
+	return err
+}
+
 // AcceptWorkspaceInvitation converts echo context to params.
 func (w *ServerInterfaceWrapper) AcceptWorkspaceInvitation(ctx echo.Context) error {
 	var err error
@@ -5859,6 +7179,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 
 	router.GET(options.BaseURL+"/users", wrapper.ListWorkspaceUsers, options.OperationMiddlewares["ListWorkspaceUsers"]...)
 	router.POST(options.BaseURL+"/users", wrapper.InviteWorkspaceUser, options.OperationMiddlewares["InviteWorkspaceUser"]...)
+	router.POST(options.BaseURL+"/users/bulk", wrapper.BulkInviteWorkspaceUsers, options.OperationMiddlewares["BulkInviteWorkspaceUsers"]...)
 	router.DELETE(options.BaseURL+"/users/:subOrEmail", wrapper.RemoveWorkspaceUser, options.OperationMiddlewares["RemoveWorkspaceUser"]...)
 	router.PUT(options.BaseURL+"/users/:subOrEmail", wrapper.UpdateWorkspaceUserRole, options.OperationMiddlewares["UpdateWorkspaceUserRole"]...)
 	router.GET(options.BaseURL+"/profile/invitations", wrapper.ListAllPendingInvitations, options.OperationMiddlewares["ListAllPendingInvitations"]...)
@@ -5870,6 +7191,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.DELETE(options.BaseURL+"/workspaces/:workspaceName", wrapper.DeleteWorkspace, options.OperationMiddlewares["DeleteWorkspace"]...)
 	router.GET(options.BaseURL+"/workspaces/:workspaceName", wrapper.GetWorkspace, options.OperationMiddlewares["GetWorkspace"]...)
 	router.PUT(options.BaseURL+"/workspaces/:workspaceName", wrapper.UpdateWorkspace, options.OperationMiddlewares["UpdateWorkspace"]...)
+	router.GET(options.BaseURL+"/workspaces/:workspaceName/email-domains", wrapper.GetEmailDomainPolicy, options.OperationMiddlewares["GetEmailDomainPolicy"]...)
+	router.PUT(options.BaseURL+"/workspaces/:workspaceName/email-domains", wrapper.SetEmailDomainPolicy, options.OperationMiddlewares["SetEmailDomainPolicy"]...)
 	router.POST(options.BaseURL+"/workspaces/availability", wrapper.CheckWorkspaceAvailability, options.OperationMiddlewares["CheckWorkspaceAvailability"]...)
 
 }
@@ -5879,6 +7202,8 @@ type BadRequestJSONResponse Error
 type ConflictJSONResponse Error
 
 type ForbiddenJSONResponse Error
+
+type IdempotencyKeyReusedJSONResponse Error
 
 type InternalErrorJSONResponse Error
 
@@ -6173,15 +7498,25 @@ type InviteWorkspaceUserResponseObject interface {
 	VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error
 }
 
-type InviteWorkspaceUser200JSONResponse PendingInvitation
+type InviteWorkspaceUser200ResponseHeaders struct {
+	IdempotencyReplayed *string
+}
+
+type InviteWorkspaceUser200JSONResponse struct {
+	Body    PendingInvitation
+	Headers InviteWorkspaceUser200ResponseHeaders
+}
 
 func (response InviteWorkspaceUser200JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotencyReplayed != nil {
+		w.Header().Set("Idempotency-Replayed", fmt.Sprint(*response.Headers.IdempotencyReplayed))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -6290,6 +7625,22 @@ func (response InviteWorkspaceUser415JSONResponse) VisitInviteWorkspaceUserRespo
 	return err
 }
 
+type InviteWorkspaceUser422JSONResponse struct {
+	IdempotencyKeyReusedJSONResponse
+}
+
+func (response InviteWorkspaceUser422JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InviteWorkspaceUser429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response InviteWorkspaceUser429JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
@@ -6316,6 +7667,195 @@ func (response InviteWorkspaceUser429JSONResponse) VisitInviteWorkspaceUserRespo
 type InviteWorkspaceUser500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InviteWorkspaceUser500JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsersRequestObject struct {
+	Params BulkInviteWorkspaceUsersParams
+	Body   *BulkInviteWorkspaceUsersJSONRequestBody
+}
+
+type BulkInviteWorkspaceUsersResponseObject interface {
+	VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error
+}
+
+type BulkInviteWorkspaceUsers200ResponseHeaders struct {
+	IdempotencyReplayed *string
+}
+
+type BulkInviteWorkspaceUsers200JSONResponse struct {
+	Body    BulkInviteResponse
+	Headers BulkInviteWorkspaceUsers200ResponseHeaders
+}
+
+func (response BulkInviteWorkspaceUsers200JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotencyReplayed != nil {
+		w.Header().Set("Idempotency-Replayed", fmt.Sprint(*response.Headers.IdempotencyReplayed))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response BulkInviteWorkspaceUsers400JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response BulkInviteWorkspaceUsers401JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response BulkInviteWorkspaceUsers403JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response BulkInviteWorkspaceUsers404JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers409JSONResponse struct{ ConflictJSONResponse }
+
+func (response BulkInviteWorkspaceUsers409JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response BulkInviteWorkspaceUsers413JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response BulkInviteWorkspaceUsers415JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers422JSONResponse struct {
+	IdempotencyKeyReusedJSONResponse
+}
+
+func (response BulkInviteWorkspaceUsers422JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response BulkInviteWorkspaceUsers429JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response BulkInviteWorkspaceUsers500JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -7508,6 +9048,273 @@ func (response DeclineWorkspaceInvitation500JSONResponse) VisitDeclineWorkspaceI
 	return err
 }
 
+type GetEmailDomainPolicyRequestObject struct {
+	WorkspaceName WorkspaceNamePath `json:"workspaceName"`
+}
+
+type GetEmailDomainPolicyResponseObject interface {
+	VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error
+}
+
+type GetEmailDomainPolicy200JSONResponse EmailDomainPolicy
+
+func (response GetEmailDomainPolicy200JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetEmailDomainPolicy400JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetEmailDomainPolicy401JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetEmailDomainPolicy403JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response GetEmailDomainPolicy404JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetEmailDomainPolicy429JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetEmailDomainPolicy500JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicyRequestObject struct {
+	WorkspaceName WorkspaceNamePath `json:"workspaceName"`
+	Body          *SetEmailDomainPolicyJSONRequestBody
+}
+
+type SetEmailDomainPolicyResponseObject interface {
+	VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error
+}
+
+type SetEmailDomainPolicy200JSONResponse EmailDomainPolicy
+
+func (response SetEmailDomainPolicy200JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SetEmailDomainPolicy400JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SetEmailDomainPolicy401JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SetEmailDomainPolicy403JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SetEmailDomainPolicy404JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SetEmailDomainPolicy413JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SetEmailDomainPolicy415JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SetEmailDomainPolicy429JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SetEmailDomainPolicy500JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AcceptWorkspaceInvitationRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -7783,6 +9590,9 @@ type StrictServerInterface interface {
 	// InviteWorkspaceUser Invite user to workspace
 	// (POST /users)
 	InviteWorkspaceUser(ctx context.Context, request InviteWorkspaceUserRequestObject) (InviteWorkspaceUserResponseObject, error)
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	// (POST /users/bulk)
+	BulkInviteWorkspaceUsers(ctx context.Context, request BulkInviteWorkspaceUsersRequestObject) (BulkInviteWorkspaceUsersResponseObject, error)
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	// (DELETE /users/{subOrEmail})
 	RemoveWorkspaceUser(ctx context.Context, request RemoveWorkspaceUserRequestObject) (RemoveWorkspaceUserResponseObject, error)
@@ -7810,6 +9620,12 @@ type StrictServerInterface interface {
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx context.Context, request DeclineWorkspaceInvitationRequestObject) (DeclineWorkspaceInvitationResponseObject, error)
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	// (GET /workspaces/{workspaceName}/email-domains)
+	GetEmailDomainPolicy(ctx context.Context, request GetEmailDomainPolicyRequestObject) (GetEmailDomainPolicyResponseObject, error)
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	// (PUT /workspaces/{workspaceName}/email-domains)
+	SetEmailDomainPolicy(ctx context.Context, request SetEmailDomainPolicyRequestObject) (SetEmailDomainPolicyResponseObject, error)
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	// (POST /workspaces/{workspaceName}/join)
 	AcceptWorkspaceInvitation(ctx context.Context, request AcceptWorkspaceInvitationRequestObject) (AcceptWorkspaceInvitationResponseObject, error)
@@ -7922,6 +9738,54 @@ func (sh *strictHandler) InviteWorkspaceUser(ctx echo.Context, params InviteWork
 		return err
 	} else if validResponse, ok := response.(InviteWorkspaceUserResponseObject); ok {
 		return validResponse.VisitInviteWorkspaceUserResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// BulkInviteWorkspaceUsers operation middleware
+func (sh *strictHandler) BulkInviteWorkspaceUsers(ctx echo.Context, params BulkInviteWorkspaceUsersParams) error {
+	var request BulkInviteWorkspaceUsersRequestObject
+
+	request.Params = params
+
+	var body BulkInviteWorkspaceUsersJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.BulkInviteWorkspaceUsers(ctx.Request().Context(), request.(BulkInviteWorkspaceUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "BulkInviteWorkspaceUsers")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(BulkInviteWorkspaceUsersResponseObject); ok {
+		return validResponse.VisitBulkInviteWorkspaceUsersResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -8244,6 +10108,79 @@ func (sh *strictHandler) DeclineWorkspaceInvitation(ctx echo.Context, workspaceN
 	return nil
 }
 
+// GetEmailDomainPolicy operation middleware
+func (sh *strictHandler) GetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error {
+	var request GetEmailDomainPolicyRequestObject
+
+	request.WorkspaceName = workspaceName
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetEmailDomainPolicy(ctx.Request().Context(), request.(GetEmailDomainPolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetEmailDomainPolicy")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetEmailDomainPolicyResponseObject); ok {
+		return validResponse.VisitGetEmailDomainPolicyResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SetEmailDomainPolicy operation middleware
+func (sh *strictHandler) SetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error {
+	var request SetEmailDomainPolicyRequestObject
+
+	request.WorkspaceName = workspaceName
+
+	var body SetEmailDomainPolicyJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetEmailDomainPolicy(ctx.Request().Context(), request.(SetEmailDomainPolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetEmailDomainPolicy")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetEmailDomainPolicyResponseObject); ok {
+		return validResponse.VisitSetEmailDomainPolicyResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // AcceptWorkspaceInvitation operation middleware
 func (sh *strictHandler) AcceptWorkspaceInvitation(ctx echo.Context, workspaceName string) error {
 	var request AcceptWorkspaceInvitationRequestObject
@@ -8299,115 +10236,138 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H37btw4sverEPo+IDa+7rZz2Q8zDoKF4yQzPuskhuMgezAJbLZU3c2xRGpIqtu9AwP7EOcZzoPtkxxU",
-	"kZKoS1+cizczx/8kbomXYrGq+GOxWPo9ilWWKwnSmujg9yjnmmdgQdOvE2HsUaGN0vgrARNrkVuhZHQQ",
-	"HSaJsGIODK4tSCOUPGCLGWhgVrFYSStkAQMWq1xAwiZaZczOgOUa5kIVhuV8Cg8MuzwR8uqSzYAnoEfs",
-	"bc5/K4BxmTAjphKSA8ZZTCS4NrhUdgaapcLYQfVrofSVyXkMTOnqYczTFPTAPWI8taAhYUrCgAnDOHuy",
-	"vz9iL6XVAgzjSQIJ4xMLmuhc8PSKjWHKJcv4EtvA/6SyjOc5cP2Uga9pZ9wyuBbGQsLGMFEamCiLMSVj",
-	"YMDj2YAJyZROkKJCpmAM05CpOSQsAy4XM5HCKBpEApn7WwF6GQ0iyTOIDiLHgGgQmXgGGcfJyPj1Ccip",
-	"nUUHj/b3B5Fd5ljSWC3kNLq5GdDknYhM2O3mjkuzAM24ZZkyltmZMCzjclmOk+hHziDnHxhWmIKn5YBw",
-	"vriUqsDRYiEJ15amuKzVmGe2oyF99jHCUh+j3RH7IOxMFRb5RsyfqdR1RDNFlEEyYNywIjdWA89YosCs",
-	"4ldKw26xS2RFFh083EduZUL6nxXnhLQwBU2s+1CK089EbpeB50hkJXNIsobfCjCW8dgapuSIncFvhUCB",
-	"Wwg7Y5xZdQXyqf8l2eHpMbuCJY4YBWsMLIWJZciEHWzvCpYPDFMLWfez6/icFcYykvCFMMBwyE4Gq4Ij",
-	"dtigjlviFkkvCSqKMz3GnpyaIKPxvZAhy9mT/Sd1UxdS2YuJKnCyU3FVi6ub1Zr/fx8+T/k1pMOKkY3J",
-	"aMvqzSDSYHIlDZDZec6TM8dO/IW2BCT9yfM8FTHHSdj71eBM/B40+381TKKD6P/s1SZtz701ey+1Vtp1",
-	"1ZzJcO5I4tOJ0hnaCV0zLeM2nhGzfG83g+hIyUkq4jsmMfa9GidINH+F1iAtM5ZbYDswmo4YTzXwZMk4",
-	"yyAbg95Fil8pPRZJAvLbkzznqUhYrCEBaQVPHbko3OVgSDVMrHIy2bW0apUCEnssLWjJU9fFNye4kHCd",
-	"Q4wm3ICeg2YTLtJCA9tJwHKRGsY1sFRNp2iIJGARDbbQEhLi7htlX6Fq3JU8GFXoGHoU2yvyXBgxTmk1",
-	"rrUcCT3ly1Tx5FypE66ncLfyO1bJksF1DJAYp1DiH2jp0V7fDKJzpV5zufTab749bZxp1BoigC04rsk8",
-	"nkHCdvIAQeQNiDFBgdXCImqQCRNyLiwRZQhrUMVUoEryJNG40GMNlCdEGIWdoU64Yew+RSHSywB4yAIV",
-	"lqkJMxArmRg0yWdYaHiIhaKBN7fEnTNuYcUi79iecSGFnLLfCmU5tkp2P1epiJdEPk2C76mQVqS4JAlk",
-	"hLGKVl2yKJcfI8eNj9FT/Wz/qX328HKtUR/UtA1Pqbt+Eh1hniC3jnHjRcSv+R5CHL88f8USzSfW/TsU",
-	"YCfDmbU5z8UQ55GmcejZ00P4b88e7u8/XWxBesDvDtUlt6xiCy5sifloIpHVO2evjtiPDx/u7zYhyDrM",
-	"gZ2+lygcSot/wB1YkUwYg9SixZAde92Usg8fPgwPa8GF/plsirZbKhFieru68xy4xqVoLRQgPpgiz5W2",
-	"kLyGRPBzKnPnVsrb0U5XWNW3hp1VC1SzuXeWy4TrhAG+ZyW+qdYMNl6SUCMOXMxAMl71PqHlZqdEug8M",
-	"oz52R+wcQblfnxxEMwxXoiV7cn1N2vyX62uHDHAHQjhtwZeGTUSaGharBBy6/Pn8/JQAQ2F2B57EHY5P",
-	"xikMWMbjmZAwRBCBT9iVwA1ZEc9QHfvwIO6xHOa4cIjjgEZ39vLwxeuXhOTJ3Ge7DsKCMbg32FmU+r7Q",
-	"Sk7pHT2yiiWKjCOx5EIkOB3C0j5NIIsRe+Za5aCtAL9QJD2CGYzUjZ9MILgxR4MIrnmWpxAdPNn/sauX",
-	"gwj6p5dmhGFxHDo1LEh3JmQCCMEjz9Sk21N0Vi7eJUyjtRt1rqUOg8hzqmdcRcZlPUFuCku+uqJjpMRx",
-	"GBcjYnGDjmOv96HY9xFRz0L/Tsi/f2DY8YsB46lRpcn++9Av5cPjpNYBvwnE2VbSC7CX6lRNWSpkNU2+",
-	"6QNaJmhfTcqiAe0Djo+zXKtxChlqB/iF1++cGr3vPESpevjoB5ZrIUnQ2eG7o+NjFs+45rEFbXZd68Iy",
-	"gxwjVwGkBtgUJOACU6mtIxeFMNiIP3z0Q99GvIS70cEvXpw+VcXU+FeICfr8pFWRV/ul1zzPsX6H3/4F",
-	"G4NdAJoNyY6TUzbF2k7jW2CawEciNMRWIZ+XMu6oDtV+Q3u3dn/4tJyMuiO3y/gYvZRTIQFwqB+jAfsY",
-	"nabc4gbqY7TbELWgYK+EIerv9H2mHH7lxoipdDIlAvvDdniSkVel2uYMIpC4xv4S0SucH3qDLK+pKd91",
-	"56ozLa/B8oRbfsLHkBKzSgvE09MGEzuDag7mb7AcznlaAMu50A4TKj3lUvxDeNM3EaklFlXw3oyY65jF",
-	"XLIxsMJAQg42bmFKUKEui7IJci60khlIO0DNwGEMmAWeeT/YksWFsSpjll8rqbLlKOoZ9duFBP1KQJqY",
-	"7rTQSzahtzSMU9BGGAuS9vktq6wB9eb5st90FAaxriZ9EmgR41gVaKxmivmqLNzvRKhOPHkr02V0YHUB",
-	"PcJU5Mnndumr3rLLPrk5BZkIOT2uNgckOmn6dhId/LIeopyLDDzvbwbri4bzhGWbvEfwn3aZ8B4Z4N71",
-	"cA+uc6HBHNp+7iF/3L5BZODMJTKr3gQx30Bf21Sqf2aIKFOMt7cOh0cnzlvQU6MyEd1qlYklz1mPEbj5",
-	"1FZdP5fhIEXgl4u2mf7DOIa8h6c9bXNXdPA1ZrPBiHWSVHvqthPnM5C9ntHNvGqOymvfJvJW9H/oa6Pc",
-	"fpfCTqWOe3CTP+gI2eTwo6At/irV6aO0ZgoRvFHxPoPPx1X9z1JH63dwK+nGAgfsYy2uHyM00R9L8big",
-	"Fftj9EUivmJsgeQHjb1wXr9bt/mh3cBt1OmwVoYWc/0aJeSEsHXe1TJNLbAdXJAbXCPm7nYULxEmT/my",
-	"H/WV/flC7pABAQst/SvVqW+DUDZ1/CL6vIWzLYH9ckTQ/OvYzAnPRLq8kL2coaquxIoFZBBNxRzkuvpU",
-	"YGV1XAVvsT7egokftlgWbyco9WoaikrfqOSG+itW420G96FHaVeS6Yv0SkpPzRPyqk8canSFys1tuKgJ",
-	"C9ma3UEDNtYj8Q+41pwsK3Zy4RzAPTuxyjGMxXqp8O35FnqZF4DL7pKHq9ztcP0tV87q2GLBTYnvbwHp",
-	"v6Q338TnofmG4twxivfGvA9E1GJdbmJE0qd7n6fC9X759ZJ96IpZYPC0KnLvmeiRK3JtDK0akj8i8+V6",
-	"HBNs593R8etd72RwO3czE3moYOsY2e9D6VG0mcg5P5YTtTUs/rmqsWqdK6yq3USFFAjvaleF2ErO08rL",
-	"sI6olk9ie+Naz2i2HC7WzaiGqd+zrmqSTsCYLxc2XZjhAowdPupv16nkEUrrNu6UwBXb3mjoYaXgJPyG",
-	"7fApMmrAJoWM/YlcphJIzYAZLpOxugYzcIdNFNLyqxqbAZurtMjwZ6LFHKoHFrI85daFvliYalpsYiUl",
-	"lI1TNBMszMB7VRKVcYEvvHPBqyW2kPEpmN0Rw/lnucqLlASFjNVPYGvGCuPOHX3kyF+phdJlbJ6h5IxW",
-	"y1Jts3Qh0RxuLeFnvjwiEPKXr5t971Hf8TZ8UEHOsZBJ+DtWciKmBR0k1gcH4VNygftDiNCBVy8PzbaD",
-	"B3UzUQDdm4+p+WhQe15rSS1fbVRLN9oz4KZPJ9xzMmdhLAayR+FkG7D00vno/anLFutQ1xFxDpJLCgKx",
-	"XEjwQTxkLQ3jacpc2E3gElynEWDj0a4TMjPjGhLyE5L7wRjqRKuUltWxSFMhp72uwkomDudcpHwsUmGX",
-	"fUwyRUpIKnBQD2lfwYOKLJ5BfNU93PFl+jaeH2ZA4X7BcQHqTsP2UUxT2UQwjLFSKXB5q5OW6zzl0h9x",
-	"FsIdJLilzK2eHpe9Px6xl1lul/54r6f30Cz2i9br9kGcK+iIcAf7i5k7kSiHWci6q5UElDpm+RWg9Z6U",
-	"oUEXGuhoI2k8HJNYNR7NL3INE3EdnGVsBaB+DlfeFqOPTw8PGZqoVHDpjYzjLQ+D2y69+r+UOJzkkmUC",
-	"NcvFk/h3wxTmkLJLWugv6jYvGU8SJdkOKqU7xBkakYALLkWJ41ZpZpVKS6/8O6tFDqUOMJijQu2O2GUh",
-	"DZ/AJdMQK50YxlkOehiEouZ2SCFPajpNyxjY+rUBaxEHPWV8TMdNFW4twVwV2zPjcxdlSMSPVjnRPEN6",
-	"MLIuAlicc7JRZS8z7jjXYb/jFI+tmMOIvfsyhj1lMZc4ljGweMbldDVD+vXTcft2eO29q7OFRL6vWu+i",
-	"jJpCx6JyXt28j9j5pvlF7o55fAUyQZnOcsMuq0OKS+LZZbXDuexOL6yd14zrK9M+GePGETt0bGM7b96e",
-	"V3NrdwdMzUFrkZSH1U21cWLGXvHU1O1DT/N1kysmbfW+7ezV0ePHj3+kLRsxpRbQksG4bUu5qTRoxN5h",
-	"wSpGjwRx9IVHQuRYEQnbMcV4tzzp5LEtQ2RDAhyXPXmfS81aYTyrQVuLXe4FK7GNW4AmSrdmRsiJ5sbq",
-	"IraF7m7b/Q6lF9sfN6qyuiibgzb93e3wyQRiG6yubAIc67vguATyVC0ztDdjmPG58Biv3ohcPe71gTm0",
-	"vrW6v3Pl33md28DldunVQHe4QFvnqWkxn8SDwoOAgsEQgJUl63F3HTWjPhcbsu5UK4ReJ2o67T37/0AK",
-	"gjK1up+GFcBF7t3hmxfP3/794sXxu8PnJy8vTs/eHr189+7i5O1PPx2/+Yn2ExRv42igNSx3hDBjE1XY",
-	"PWMT0BSbgXRVoe2mpGLIc8Hm+6NHo0c//L8+Q7B2MlAB1201CkMnIp0VD3LbZxNDOEhOO1zfyuIdZalO",
-	"Z/us1wrvcZO0NYdL+OJiDlpMxDaUPjCuLaJ4DEB65+r2UkdHTxvaDQ4IZhRW6er0tbfW7d0a8xc4wFst",
-	"rXeF9x81tZpYderkj++7oXnOZ+BNPTWRazUXaOJcfEoJjyvv1IUPm2kIjNvsX8Q8J1P7aVtXfov8ded+",
-	"XcXBRiEutLDLdxRgSepwmIu/wfKwsDP8NaZAy1dKZ9xGB9Hh6TH7G+BGt+XaVnI6TMUckuo2Chr4XKup",
-	"5lnGrYj9ZrAM2SSJocZrUmfW5hQygr0/6jnopOft4FDadf7Hh3N3LQY7mKRq4VTbB8FSwSMf1Nd4+F6n",
-	"0UG0p/DhXhUzS0Sq3NsHivA5iA7xf2Esmuw51MNx2+ID52OIDqIj+oO5x/X7BFKg9y/oj877KSCDfwLr",
-	"3gSnC75AKowtTxHalR0oQQiSJ83OaTYbdf0EBW/J/xZQTostERmUbSxYTWqar7Bs6MHqcMZHDfnXneJt",
-	"Rm0oXvOtUTDgX7N8g/D1Tbe52ileeUI6Y6zeNEq1h9Zfqh5R+SwYTF0sHEh/Q236w1KBG7JLffiyXTbs",
-	"tlOuur7QKlY9jwbRr2rc7REflu/aXArf1bz5VY0DttDLsM+wUpsP/l2q4h5iq6fRIMrifFaMG69fH52y",
-	"WTGu/WJYjLxgnTG5x/X79rja7+ux0YNgdL5ASEe7cnuM1fvSQ90hr3wRlmmT2FemJtPftAjOQcsyIaV9",
-	"bbSpDcpUzvUD7zZEir0DsYSqzlfgJymo0Bph9aZRqj3G/lL1KGt8XA6zLhWOs7+d9kh7SrVFrOywLWbV",
-	"IUJAXPksoK4uFjZaPY0GkTuTOK/Ktfnm3q+t0mbiFlVqoluFA9rbdcIRbNFFkRvQth6I0v6sdnXlVaMP",
-	"S/QPNizRGVt7SH1DMeFJgznwsXoU5gK5XbW3CGq0Ka9fNcslEKdCugHQX1u03R7zqrbrkS96AiOCgi5u",
-	"rIqx8ZEHVjWiDoLyKfA5Fj/B/1cWCpi6ikJ3NZ7ODfAP33HTw9as0dbZoGVE0QgzG7iRnuArd2XgKLj7",
-	"RJeJ7pHkPZK8R5L3SPIeSd4jyXskeY8k75HkPZJciyQDXy0nVyhdMhc+1MEKS+ddPkKnNGmnKZfYvT9h",
-	"iw6i/dH+6CF2pHKQPBfRQfR4tD96jPaT2xlh0r1cq4lIYS9cWul0r++glW6cG8ZdQiU1oYOq7g2C/oOq",
-	"ytYeJ57Th2naicAm6x6kDlsRG1sX2auzU62Kjm0V9nnIbj61kgU92t+/VXKArQJJV1136oSSdvMImIJ2",
-	"BpMirdepZjaFEyGvtsynJuyMXVJWi8tBK68WN4xLdvbqiP3w6IcfWCrkVZXxotjffxzvzff75OSv1Nyz",
-	"h/v7WOzR/3e5xZ7965//TdXgKQtzc11W0SnKZ//ipiRAJlVWH0/jaGNuhydutvp4X83qXpD/iao83Fyl",
-	"kTuDKj3eXKlOiEQ1nnz7JBNS9Skedf/ox80Et9Pj3Ayiv2zD0GYypfAMiVS1PLr5pQvhP6F2hqdLv3xC",
-	"DTRFlnG9rDBez5gGkeVT02o0+oSd75EN3myw0tRFJPpA8I59YkLGaVHGsAh3Emi6t8JbaXp8CGa/dWsc",
-	"S9+hWdtcup2U7m4sYfOY/o9m/0jQ7i3eWou3vkaV1uy7sVFt/LediQryIQYmJbBSAcr7NIiuh8ZyQWk6",
-	"h2IqlQYXzXWDu1iz6hIuIMqSsAj7KBOw1QSMly7Ow2UsccAY2EKkKdMQA3kXpQ8FscrHrrSjOXzSqamP",
-	"AvZB2yGeDpJIdCydo7ap27c1df32iGb9uUqWtzJFK25tTsoQhhUxNj3hER179JL4GAZ7WOWZHoW5Wfzs",
-	"fpFFvRWk3Np41kbk24KTMg2YkzzP+z8ZAAuuBSjLJpVl29/CslUZP7HCwy2G1860SPX+sg0vexKgfY/2",
-	"16vRRgsc7PnbW/5bmt8KPe79borxW03afePMsfNYdNEkbvvRMLvItTIRdRDDSvnZ5uqKYlYbKRkmzTBC",
-	"ygcXhhIGZZdgd7uG1vX+lQ3toBPRVowR7kLb1JX5eXNuZ3V23ppxHQO4DsysgJu919RLK5YuqyTXLs9g",
-	"na0A+Z1E91vCD2HqcpK0L7RM35uR8A64jUYi8M+1r1JUCtqK2L01dCt6kJvz8rkbDnRBme6oudDMjQ4x",
-	"V7mh32cuHPWPq+NfA8L1B+6e0w5u4dhcJ3bzCNmPZn0CPWr4Uy/uuzss19oUd5X6fRmXXGUUC23inSG6",
-	"KsEjUkIxzklpC+8N6D20W2e1/SHIRqvtz0iqQPxOZrTb47ug6DYuwro4a2UhhqR5A4Q2yCP2ksez0ImI",
-	"2NAAGmMLzLor1j6HrssjWm2kBw3nwaB9N3qNN9FEd+qs+2xH3feNx75MSb61rXVKVmayhW/jx3JyTJn9",
-	"GyeefXq20lnlDoxLZ1XoGkPhd36pHj0aQ6wy6NwFTTIhg0thnHyxUGlGebe0qyGOjDCzzOeCj20zG/57",
-	"UMJ35+l5zuukz0NWooR6ShsRfV+q4N92KJWBoIGYYjIRMX17IQdNKe6VNAgMpGrLoxfTACN8W0pLjMGG",
-	"LMii477iIozL39BKCP4HRSPfr6H1ITMbTW07osZbxi/FM3u8lSNlhXmeQXzFRCNVSieDScuUYpX+VCyd",
-	"rejKS8Xu2wSIhspL4AnrbZO5bVf5aatsRZYShEezZvaUMkO9kMYCT9xee8w1MH8TdcRewIQXqaXDjAll",
-	"IJgoTfkTFlwnhlIOcCscJau+AIaU+Xw9Pfvd+mLyV9vwlpdd1+9eqdRd7F6VBJ+jrnPRd8tFqyFDN5/+",
-	"HADyf8PWrjZiZEYCoNa0Cl9myX6v/n7DM1jrgT8FnXEkPF36iwWmYdnQTByenNB2a33mqiCHW5WzjbJY",
-	"+U+jcBcuX2eaKWSiJPikay3I6nLq+5sOfJ2Tz8VANjKkrrOo4ScTGjlCu266BhO/hjf+3w5c70rr7w5V",
-	"bpSdZnzonfi83pQergaYbH4L7k8N5Lyt2Qjk2uHLnw3kBusdUS7mGRLK0K0zn8h/rArbBHFVwBoauzDf",
-	"apUxkb6h4yLUnINJ92X+6RqpMIfkd2GhBmuQps/O6z4H5JhCi0IzPSjLeF5/57L+MN4XZvn86tk9XXwh",
-	"JfgsM0Cmy246nhF7O5mwMS6ChHDZv/75X/RpYOZz9xqmJMW/ac6ETOAaEka4duV3gRupQRtI1/cRHRCE",
-	"HqxAvvcLyB0sIP+pCpaoOpFfHavVlI/71eOuVg805RuXjlWXWlZ5WtedLQdrwANTZQasvqjX+MwCGhOX",
-	"B9o5YluZTLtpFN23Q8m10bsytM6oNy0O8s7g672v997X+9V9vbb8itd3b13vPbtf0aTf8rz6qx1Rtx0h",
-	"e9Vty1XeXX8Jsx1raNUmJwRVqyTqOIyE+nP7I7YKnQ6+JtWIP/Tz8ccINfwD38Uo5X6LLbm7hNyU/W+n",
-	"kL8qIVdro7ttfVtldLXudbH+sOEtNLLK3Xof/NuIXQvk708WAuxzG2w0DT71wV1ZBp9jYPXJBSUfMOtN",
-	"AZW5Pxtofx8mVPgUJvZe2cPPMf251Nvp0eb4tU4qj9uq82pqXJa2VSTQdqJPHVdk4ygovcfM2twc7O3x",
-	"XIzcF1BGXOzN93uC8307x3IC2n8ur9mGLmTdRnTz6eZ/AgAA//8=",
+	"7H3rbhs5s+CrEL0LRMZKsuJkFjMOBgfObT7vJBPDSZBvMQlsqrskcdxN9pBsy/oGBs5D7DPsg50nOagi",
+	"u5t90cVJ7JPJ8Z/Eat6KxapiVbFY/CuKVZYrCdKa6PCvaAE8AU1/HieQ5cqCjFenkKd8BQl+TsDEWuRW",
+	"KBkdRkdJIqy4BAZXFqQRSh6yc6sLOGfLBUhmF8IwLs0SNBOG2QUwTZ0xNaNfM6GNLWvMxSW2UVRieAYs",
+	"AGL0K6yeMD41IC1TdgF6KQyMo2Fk4gVkHIEDWWTR4e8RQhB9GkZ2lUN0GBmrhZxH19fXwyjnmmdgu5P8",
+	"FVa7zI8NEs1ndiTAzkYLa3Oei5EIwLyA1cihce+QcVZI8WcB7JKnBdC84lTgDOKFUgYMyxEz0oJMIGHx",
+	"gss5sAFn798fP98bsw/CLoSkdhewemBYKmZgRQZscPCYLdh0xRKY8SK1e8MaaxewYkthF/WXqUpWbKZV",
+	"Vn+KeZrS2PWnpdIXJudxuUimu0QDY7ktcE0T6nToBgrXqaSWQ4bLsEcVVGEZj62Qc8bnXMgnrhlniZjN",
+	"QCNCCERhkUw4e3xwwAKknl3A6kxDYSB5wpYLkUIAmYY/CzC2njFOXxhmrEhTpgsphZwPsdPJT51OhTwr",
+	"DIzZD1dXNKfHBz/5qRrGNTCpLLuA3B5WPWd8xaaIIasFJEh/AinFLXk0jCTPkOZalNsg04xfvQI5t4vo",
+	"8OCHH4ZRJmT5+2GXaIfRK2Hss0IbpXfjwOUCNCAfxUpaIQsYsljlApKaBHINl0IVhuV8Dg8MO38l5MU5",
+	"c7MYszc5R6pFjBgxl7iYnMUEguuDS2JBlgpjh9WvmoCUrj46Qhu6T4ynFjQkTEkY+rWeTMbshUR0GsYT",
+	"5AM+s6AJziVPL9gU5lwS4pWm/3BVeJ4D108Y+JZ2wS2DK2EsJGwKM6UByclVY0rGwIDHiyFSvNIJQlTI",
+	"FIxhGjJ1CQnLgEsirmpR/yxAr+o1dQhYu5STybrFeyUyYXdbO89n3LJMGesEaMblqpznsORYxPwDwwpT",
+	"8LScEK4Xl1IVOFusJOHK0hKXrRrrzAYa0p8/RljrY+TFDbKqsA75C5W6gVglxiEZMm5YkRurgWcsUWDW",
+	"4SulabfQJTKU0Q8niK1MSP+zwhzKwjloQt2Hkpz+4Zirg8B3i1Boud3FCQMeW8OUHLNT+LMQSHBe4Fh1",
+	"AZX4kezo5NjJC1sydgozyxAJg1rqqqWsx9lzeM4KE+xDDKfsaLCqOGZHDei4JWwR9RKhIjnTZ9oXvDx2",
+	"5UKGKGePJ4/rrs6ksmczVeBip+IC1sqgf46epvwK0lGFyMZidGm1qvcbz+CEI1W3UY4l5ea9DLolAHJs",
+	"Ug2/DHuLhpH2SxEd4sawCZJrrGxyJQ3QNv2UJ6duYfEXSjWQ9CfP81TEHGHb/8MggH8F3f5PDbPoMPof",
+	"+7WSs+9Kzf4LrZV2QzUnGFIR8V46UzpDiaXr5cu4jf326ka7HkbPlJylIr5jEGM/qqn3v7jQtKPiVg1s",
+	"AOP5mPFUA09WjLMMsinoPYT4pdJTkSQgbx/kS56KhMUaEpBW8NRUakE5GWJSE6ucNo9AFVEpILBNVe2U",
+	"lIG7QXVrK2dLbip8IhRdXaZcHNJpBsFeqHLQBN8eqm4k3EM9TJiAp3DO0oKWPHXg3fpkCwlXOcS4gRrQ",
+	"l6DZjIu00MAGCVguUqcTpWo+x21AAlbRYAstISGK+k3ZlyiY7ooHjCp0DD1i1YvRS2HENIXSpnC4RkBP",
+	"+CpVPHmn1Cuu53C3PEtkAVcxQOJUbCP+hfss7pbXw+idUq+5XHmJZ24fNs40SgoCgKhbo6YECRvkgf6W",
+	"NxS8GTKpFhacLSDkpbAElCFNjxo6S4cniUY1C1sgPaF+V9gFygE3jb0npE2vArVPFiikcJ8xECuZGOSP",
+	"U6w0OsJK0TA0VU+5hTUqlkN7xgUaAezPQlnudi9uWa5SEa8IfFoEP1IhrUi9JaLBWEU6D0nR84+Rw8bH",
+	"6In+efLE/vzwfMuWWsE2OqHh+kF0gHmAnBbBjScRr3F5Be74xbuXjExQ1mOI4jrSMnoT1PQA/ufPDyeT",
+	"J8sdQA/w3YG6xJZVbMmFLTVuWkhE9eD05TP208OHk72mArhJ48NB30skDqXFv+5CvGfCGIQWJYbs7FFN",
+	"Kvvw4cPoqCZc6F/JJmk79QAVfC9XB0+Ba9x+N6o/hAdT5LnSFpLXkAj+jurcuZTycrQzFDb1vZGCVqQX",
+	"xygCINDTtrtShDEFsIc/7LERQyZNiZ5IlgCaQGi1oXaba9w4rXDaoKvZbw20exmiocm0WpLx94T+xUnF",
+	"C4gvIGGoPzPOkAhS8G0eGDbgoeInwTmvuMWeHpiSVs5otD3Svy1kpmUQPjroGoRDrHDsKlc2UPm7qs21",
+	"5iusTMpPZ6I8yciI9bqcs1RqPxAKWtyaVwht1GeT1pr47yU2a2+Zmv4BMW1E4ao6bfzmy0roB1Ok1ru6",
+	"8oKw2F1WV4v+rLC5iYgb0BUpQdzEX2um5QBbp4qddSb6BqmghP5BaZsdMu8QQ9UNCYRICEWK80cgchlP",
+	"EQtLVaQJW/BLCEzpSmmvN1A2OJhM9pxtCAyQVdfwwJrtjsDzIxtmUFr00CGUOuUOggLNuxK8bU1OQCZC",
+	"zo/rBigqCEn98P7j3buTEostTnRbtShnE2BwwZOo12fQIe2oGr1v3V9glecKFYR1+/M2Crel2GEJ9YOz",
+	"qPWkjK/8ZMbsyNcglwokLFaXoA0T1kA6c2qUNcwU07KjAVzxLE9hHKusrM3Hwce9JywBuWJLrI3ljKep",
+	"Wj5hXDLIcrtyv8mFQ38ZLxk8ICjbE5DekdkkMarf4MaG3/LRNtnWlWYI6lfs8LpvPUuqbq7hW8tlwnXi",
+	"2ImVzoXKeHHWGJA7iA4ueLUNzmhDGZQOrweG0Rh7Y/YOKdMbSqXP2GH3sfcm/3B15ThcWOebS5d8ZdhM",
+	"pKlhsUrAie6AA/aGHsQBxy/TFIYs4/FCSBihxYlf2IWQCTNFvED+7nMLocXpDNQzt0U49/Xpi6Pnr18Q",
+	"9ZHdke05TxYYw+fABstS8VxqJedURp+sYokiLZ1QciYSFHdIq5x4Q8ku9eDsuusQ8jrN33uSnDAaRp60",
+	"o8PHk5+67B0IrWa3tCIMq+PUqWNBStxs5USxx5madUeKTksrsrTpyYg0fTLTY6pnXkXGZb1AbglLvLqq",
+	"U4TEYRitIkJxA45jr4CG+lcfEPUq9KtAvvyBYcfPh4ynRpW2wz9HXjsbHSc1D3hfMK62kp6APVWnas5S",
+	"Iatl8l0fkr1C7nViFg2oqNLhDsu1mqaQIXeUZ13egdoYffAQqerhwY8s10ISobOjt8+Oj1m84JrHFrTZ",
+	"c70Ly9yZn4Qhg9QAm4MEtHQqtnXgIhEGEuXhwY9bdR8ihr594Retirxyh77meY7tO/j2BWwKdgkoNiQ7",
+	"Tk7YHFs7jm95skg5S4SG2CrE80rGHdah1uQz3eh9rQdyLr6P0Qs5FxIAp/oxGrKP0UnKLSqxH6O9BqkF",
+	"FXsprFfrPFXOkcKNEXPZdVixQUsvpTH9iSwV4fpQCaK8hqYs665VZ1leg+UJt/wVn4IzAUoJxNOTBhI7",
+	"k2pO5ldYjdyZbM6Fds4Jpedcin8JL/pmIrWEosrPZMbMDcxiLtkUnPfPKobm4Jxs1rou0ibIS6GVzEDa",
+	"IXIGTmPILPDMH4etWFwYqzJm+ZWSKluNo55Zv1lK0C8FpEmPCkWFbEalNI0T0Ab1C0l++ZZU1oB883TV",
+	"LzoKA4gG4ieBEjGOVYHCaqGYb8pCxxs59XnyRqar0qnfwXuRJ587pG96wyH76KarlDoF580sOvx9sz77",
+	"TmTgcX893Fw1XCesu5PK/h4RUGqqXS39KhcazJHtxx7ixzmwRAZlyEXDmPAd9PXt1NLelSGgTDHdXToc",
+	"PXvlXPU9LWqfdqdZJWLpAK1HCFx/arOuX8twkkI2zqK2L/9RHEPeg9OevrmrOvwaq9lAxCZKqg/sdiPn",
+	"U5C9B6TbcdXS+R333djGc+Mf+dZIt98ksVOt4x69ycc7hGhy+qMgX/M61umDtEYKAbyV8T4Dz8dV+89i",
+	"R+tdiWvhxgqH7GNNrh8jFNEfS/I4ox37Y/RFJL5mbh/C86+qs+fu+OnGfX5od3ATdjqqmaGFXL9HCTkj",
+	"3TrvcpmmHtgAN+QG1gi5ex3GS4TJU77q1/rK8XwlF2uACgtt/WvZqc9AKLs6fh593sbZpsB+OiLV/OvI",
+	"zBnPRLo6k72YoaauxpoNZBhRVOGm9i7scF1z3AVvsD/eAIkfdtgWb0Yo9W4akkrfrOSW9mt2410m96GH",
+	"adeC6avs6uJ/Rce7M6c1el+/N24bwSilg6nfOmiojfVM2u4qHOTMnUT2WGLVCSVW64XC9+d76EVeoFx2",
+	"tzzc5W6m199w56zOz5fclPr9DVT6LxnNd/F52nyDce5Yi/fCvE+JqMm6NGJE0sd7n8fCtb38esU+dMks",
+	"EHhaFbn3TPTQFbk2RlaNyB+R+Xo9jgk2ePvs+PWedzI4y90sRB4y2CZE9vtQehhtIXLOj+VM7awW/6Nq",
+	"sW6fK6yq3UQ+CLt2VYid6DytvAybgGr5JHYXrvWKZqvRctOKaph7m3VdlxSKwXy9sOvCjJZg7Oigv1/H",
+	"ks+QWndxpwSu2LahoUcVgxPxGzbgc0TUkM0KGfvQkEwlkJohM1wmU3UFZuiiHiiy9Q81NUN2qdIiw5+J",
+	"FpdQfbCQ5Sm3LgLWwtzFUcVKSig7p6BmWJqh96r4Y5Rh6VzwbIk9ZHwOZm/McP1ZrvIiJUIhYfUL2Bqx",
+	"ZYSWj/L6N+qhdBmbn5FyxutpqZZZupAoDnem8FNff8PhWQ2k96gPvAwfVirnVMgk/B0rORPzwh09VgcH",
+	"4VdygftDiNCBV28Pzb6DD3U3UaC6Nz9T99Gw9rzWlFoWbWVLN9tT4KaPJ9x3EmdhICSiR+FiG7DuhJx8",
+	"9P7UZYd9qOuIeAeSS4rAtFxI8LG8JC0N42nKXPRt4BLcxBFg47G7LMHMgmtIyE9I7gdjaBCtUnfvQqSp",
+	"kPNeV2FFE0eXXKR8KlJhV31IohN5NQsd1COyK3jQ0IVJ9BwNujp9hueHBVCkY3BcgLzTkH0U2lx2EUxj",
+	"qlQKXN7opOUqT7n0sTaFcAcJbitzu6fXy94fj9kLOhB1x3s9o4disZ+0XrcP4lxFB4SLMFsu3IlEOc1C",
+	"1kOtBaC6tsQvAKX3rIzLPdNARxtJ4+OUyKrx6fIs1zATV32XnjZRyT/CnbeF6OOToyOGIioVXHoh43DL",
+	"wxj3c8/+LyROJzlnmUDOcoGNvmyUwiWk7Jw2+rO6z3PGk0RJNkCmdIc4IyMScHdMXLCs0swqlZZe+bdW",
+	"ixxKHmBwiQy1N2bnhTR8BudMQ6x0YhhnOehRcCMltyOKN1bzeVpehamLDViLelB1xazSW0tlrgoypQAE",
+	"KkHgx+ucaB4hPTqyLgK1OOcko8pRFtxhroN+hykeW3EJY/b2yxD2hMVc4lym4C+drUVIP386bN9MX3vv",
+	"2uxAke+r3rtaRg2hQ1G5rm7dx+zdtvVF7E55fAEyQZrOcsPOq0OKc8LZeWXhnPeE3mxc14zrC9M+GePG",
+	"ATtyaGOD3968q9bW7g0pdEOLpDysbrKNIzP2kqem7h96uq+7XLNo6+2205fPHj169BOZbISUmkBLBKPZ",
+	"lnJTcdCYvcWKVbA4EeL4C4+EyLEiEjYwxXSvPOnksS1vyoQAOCx78D4Xmo3EeForbS10uQJW6jZuA5r5",
+	"mK3AzpAzzY3VRWwL3TXbvYXSq9sfN5qyuiq7BG36hxvw2QxiG+yubAYc27so7QTyVK0yum4JC34pvI5X",
+	"GyIXj3p9YE5b35nd37r6bz3PbcFyu/Z6RXe0RFnnoWkhn8iD4lSB4j9RAStr1vPuOmrGfS42RN2JVqh6",
+	"vVLzee/Z/wdiEKSp9eM0pABucm+Pfnv+9M0/z54fvz16+urF2cnpm2cv3r49e/Xml1+Of/uF7AmKt3Ew",
+	"0B6WO0CYsYkq7L6xCWiKzUC4qhtupoRixHPBLifjg/HBj/+rTxBsXAxkwE2mRmHoRKSz40Fu+2RiqA6S",
+	"0w73t7J6h1mq09k+6bXGe9wEbcPhEhacXYIWM7ELpFUMJUI8BSC+c217oaOjpy39BgcEC4rvd236+tvo",
+	"9m7N+Qsc4K2eNrvC+4+aWl2sO3Xyx/fd0DznM/CinrrItboUKOJcfEqpHlfeqTMfNtMgGGfsn8U8J1H7",
+	"aVdXfgv8Ted+XcbBTiEutLCrtxTpT+xwlItfYXVUuPuTU4r4f6l0xm10GB2dHDN3Ibzl2lZyPkrFJSTV",
+	"pVQU8LlWc82zjFsRe2OwvDtAFEOd16AurM0pZARHP+g56KTv7VsKZHX+nw/v3O1YHGCWqqVjbX8bgyo+",
+	"80F9jY/vdRodRvsKP+5XlzcISJV7+UARPofREf4vjEWRfQn1dJxZfOh8DNFh9Iz+YO5zXZ5AClT+nP7o",
+	"lM8BEfwLWFcSnC74CqkwtjxFaDd2SgmqIHnSHJxWs9HWL1BQSv63AHLabAnIoG5jw2pC0yzCuqEHq4MZ",
+	"HzXkizvV24jaUr3GW6NigL9m/Qbgm7tuY7VTvfKEdOZYlTRqtafWX6ueUfktmExdLZxIf0dt+MNagRuy",
+	"C31Y2K4bDtupV92ja1WrvkfD6A817Y6IH8uyNpbCsho3f6hpgBYqDMcMG7Xx4MtSFfcAW32NhlEW54ti",
+	"2ih+/eyELYpp7RfDauQF68zJfa7L2/Nql9dzow/B7HyFEI524/Ycq/LSQ90BrywI67RB7KtTg+mv/AXn",
+	"oGWdENK+PtrQBnUq5/qhdxsixN6BWKqq1U3kVoPWDKuSRq32HPtr1bOs9eNymnWtcJ79/bRn2lOrTWLl",
+	"gG0yqw4RAuDKbwF0dbWw0+prNIzcmcS7ql4bb658Y5M2EndoUgPdqhzA3m4TzmCHIYrcgLb1RJT2Z7Xr",
+	"G6+bfVijf7Jhjc7c2lPqm4oJTxrMoY/VozAXyO062yJo0Ya8LmrWSyBOhXQToL926Ls953V91zNf9gRG",
+	"BBVd3FgVY+MjD6xqRB0E9VPgl1j9Ff6/tlKA1HUQugw5dG6Af/iBmx62Zos2zwY9oxaNamZDb6QvWOSu",
+	"DDwLLuHSrdZ7TfJek7zXJO81yXtN8l6TvNck7zXJe03yXpPcqEkGvlpOrlDKdiJ8qIMVls67fIROKdJO",
+	"Ui5xeH/CFh1Gk/Fk/BAHUjlInovoMHo0nowfofzkdkE66X6u1UyksB9urXS613fQSjfODeMur6Ka0UFV",
+	"9wZB/0FVJWuPE4/pozTtRGCTdA/y3K6Jja2r7NdJKtdFx7Yq+3Sk159amfoOJpMbZanZKZB03XWnbsKP",
+	"TlyiKcgymBVpvU810/q8EvJix7Sqwi7YOaVXOh+20mtyw7hkpy+fsR8PfvyRpUJeVKmXisnkUbx/Oemj",
+	"k3+j7n5+OJlgtYP/7VKM/vwf//7/qRk8YWGKzvM6AbJPAspNCYBMqpR6Hsbx1iRDj91q9eG+WtX9IPki",
+	"NXm4vUkjiRM1erS9UZ2NkFo8vv1sR1L1MR4Nf/DTdoDbedquh9EPuyC0mdUvPEMiVi2Pbn7vqvCfkDvD",
+	"06XfPyEHmiLLuF5VOl7PnIaR5XPT6jT6hIPvkwzeLrDS1EUk+kDwjnxiQsZpUcawCHcSaLq3wlv54nwI",
+	"Zr90axxL36FY2167nZv2biRh85j+7yb/iNDuJd5Gibe5RZVf85uRUW39bzcRFaRFDkRKIKUCLe/TMLoa",
+	"GcsFZeseiblUGlw01zVasWbdJVxALUvCMhyjzARaAzBduTgPl7HEKcbAlpQ7HmIg76L0oSBW+diVdjSH",
+	"z34491HAPmg71KeDJBIdSeegbfL2TUVdRx5tF2Gtxw+cBCM6eaqS1Y2E15p7nrMy6GFNVE5PQEVHglGG",
+	"rkZ4SJXcr5NT+voLZfAN85p9jrjteylh3dC+2X7fUxyhNLtdLalMjOlYwC/pd6YJBvcTlGWzSsROdhCx",
+	"Vd5vbPBwh+m1cw9Tux92wWVPSlDaCA52EOh96bO/xV3Es/bWfSTwXLQdFzfcRCodeH9apKQLbd5Uipxy",
+	"Vw0nk0l5B9nnKvX5HF3K0RTYwG86/qEJiq7bcxtN/SjOwWQSNOtJlVk/WeHSuFU5SL0gGjZyRbpA2J3S",
+	"ULpov0Ejm+mwlTlu6E9YKLscpQSEZMiSwrEglI00/k1KGBaPx+O9ITOKpjTlCSVgdenCXTo9iiu3C9Bm",
+	"zI7K3VVD7lIMBS9csAESFl2HirmBkZAG1VFUTdPVHqWh8/kGEP9PKCldyi3FIS5duvLqEYUW0N19uE4C",
+	"+oV2x3/tZrxr0lSv4TaTot32NtqTU7ZHHm9nhdvfVb8LG+F+A/vWNzB63Kfyv3dySPRsZcGG9Zcppm80",
+	"qcjXbsNyBwVdJ06mLskecgHj5TNQwdURSot6qS7oqkgjE9KsGb1P+cDDCP6g7grsXleuutG/vn3TCiQv",
+	"prgRQtte6H+cpkbcjV6mWePl6c0OU5oC6ap6Ysrlma+TBCG+PaP+t/bEfggfDiNK+0I9/FsTCv7ca6tQ",
+	"CI7F2jcYKwZtXZS5scek6NFt3eGaf6ERVVe6Gu5uRGw9h3KNG/x96m6B/H15/Gv4Qfrvy7wjx+nSobnO",
+	"p+qFv5/N5ry11PGnXufJ3WlyLV90l6nfl9eBqkSeoUyM7sp/UeVVRkjoalFSysJ7AfqN6YHfmNT2sQdb",
+	"pbYPTajuv3USkt7cIRFU3eVkrq7OWq/QQNK8eEl+6TF7weNFeHZHby8ACmMLzLrMJj51vUvfXfmvhw2f",
+	"/bCdkmTDIZ6J7vSM7LPPx75tfezLmOS2Za1jsjKBPNzO8ZGjY3rZrRFo1GstrTsjcnFa5RlReCKFxO+9",
+	"dF0+mkKsMuikYEgyIYO72JyOQKHijDKlQ5dDHBhhQrfb8PuECYX/a7SEz+C+26XVp7x+a2HESi2hXtJG",
+	"IP2XMvjtTqUSEDQRU8xmIqa393LQ9MSZkgYVA6na9OjJNNARbhfSUsdgIxYkr3OPIAnj0ia13uH4m2oj",
+	"366g9ZGqW0VtO5DVS8Yv1Wf2eSs12RrxvID4golGhrJO4rCWKMUm/RnQOqbo2lwe7kkg1IbK3CsJ6+2T",
+	"ObOrfP01W5McDNWjRTNpWfkwjJDGAk+crT3lGphPADFmz91rbuQTnFHin5nSlLZoyXViKNMPt8JBsu79",
+	"bYTMp8nrsXfrfCBfzeAtc0xstl6p1l1Yr0qCTw3bya+x46bVoKHrT9+HAvnfwbSrhRiJkUBRa0qFL5Nk",
+	"fzWeON/ogT8BnXEEPF35+3zNd+JQTBy9ekXm1uaEkUHq1CpVKiWP9C+ScXdLrU7wVshESfC5Tlsqq3vK",
+	"xl8w5JucfO7qQSMx+SaJeifvxH/6RhXXu+L6u9Mqt9JO81rGnfi8fis9XA1lsvkW+HetyHlZs1WRa98a",
+	"+mxFbrjZEeWuGlEAhwsTo/dzpqqwTSWuihNHYRemOa8SFdPTdS4w3DmYdF/Cva6QClM3fxMSarhB0/RJ",
+	"8d0rfA4ptCk0s3KzjOf1M7H1w+hfmFz7qyfVdmH9lFe7TLycrrpZ8MbszWzGpqvyvWL2H//+/9yrzD5l",
+	"vqGgIbiymjMhE7iChJFeu07LbWbkbmi6fozokFTo4RrN934DuYMN5P+qgiWqzp9bh0g36eN+97ir3QNF",
+	"+datY91d0nWe1k1ny8Ee8MBUCXmrh2wbrxuhMHHPLzhHbCuBeDd7MZ9Z0O4Rk96doXVGvW1zkHemvt77",
+	"eu99vV/d12vLxzO/eel679n9iiL9hufVX+2Iuu0I2a+SHKzz7vrcB+1YQ6u2OSGoWUVRx2Ek1Pftj9jp",
+	"/lHwiGMj/tCvx98j1PBvfAWypPsdTHKX+6NJ+7fHkBQxNyqTZa2LKKEj7zRVS7p64VKPyVWZqMJF3fk+",
+	"gmsmPl9FR5Wn2xf0ggzqZ3NsZcfsSK7Ku5gZX9F7Q0zYXlOeQvee03gnlN3o8yMKEQsnyOW3yqNdgHt4",
+	"lB79cMmaBkAvwiCCjXtwQaLxK0g73rtn1ttl1p0NoMaeUeaF98zkl/KGJhFdOCmDtUpi8E5VJdPVHl2L",
+	"CoTDwAg5Tym6b1qkF3u0U5YXp5YLZaBMtScMMq2AZMiUHgbP2FR8LbwOhrQ3dOH85b0uYZiGGT1rTy6n",
+	"x5NHPfe/xuyIaBaSclCeGsVidUl5ISzadFMvJ56QCGFLmhnqM9THmJ30ZLwpD/7pvj8KD4TNqiJeQNIV",
+	"EG9vU0B8fatsjWy4O+vspsKJG2as0pCwQSnzcfX1KOYGacWQYj1kCVQX65LvTmbdh8HewKx4+2WycosK",
+	"84cScr1B4fK03dSecK3uzQmhpEPFTYyK6tWX+/tLjfD7gP6+s1tMPiviVkHgkybelXHjsxOuD76gtIVm",
+	"syigOvfhDe2XZUOGT2Fm75k9fMj5+2Jvx0fbQ/A7SUBvys7roXH53deBQB7RPnZck8ezoMSgC2tzc7i/",
+	"z3Mxdm+njrnYv5z03C/0/RzLGWj/0H6zD13Iuo/o+tP1fwYAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

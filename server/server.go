@@ -51,6 +51,9 @@ type Config struct {
 	// CORSAllowedOrigins may call the API from a browser (ParseOrigins);
 	// empty: no CORS headers at all.
 	CORSAllowedOrigins []string
+	// IdempotencyTTL is how long an Idempotency-Key is remembered
+	// (idempotency.go); 0 means DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
 }
 
 // Server implements the generated strict server interface.
@@ -73,6 +76,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	}
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
 	}
 	doc, err := LoadSpec(ctx, store.EmailOptions{AllowLocalDomains: cfg.AllowLocalEmailDomains})
 	if err != nil {
@@ -135,7 +141,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		verifier.Close()
 		return nil, nil, err
 	}
-	return e, verifier.Close, nil
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	go srv.sweepIdempotencyKeys(sweepCtx, sweepInterval(cfg.IdempotencyTTL))
+	return e, func() { stopSweep(); verifier.Close() }, nil
 }
 
 // clientIP is how the client's address is found: the TCP peer, or with

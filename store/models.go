@@ -87,7 +87,7 @@ type APIKey struct {
 func (APIKey) TableName() string { return "api_keys" }
 
 func allModels() []any {
-	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &OutboxMessage{}}
+	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &OutboxMessage{}, &EmailDomainRule{}, &IdempotencyRecord{}}
 }
 
 // SourceInvitation marks members who joined by accepting an invitation.
