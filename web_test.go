@@ -233,7 +233,7 @@ func TestHEAD_EveryGETOperation(t *testing.T) {
 		paths++
 		// Path parameters: the fixture's workspace (GetWorkspace's only one),
 		// which the key and the token both reach.
-		if strings.Contains(path, "{") && path != "/workspaces/{workspaceName}" {
+		if strings.Contains(strings.ReplaceAll(path, "{workspaceName}", ""), "{") {
 			t.Fatalf("%s: a GET with path parameters; give this test values for them", path)
 		}
 		t.Run(path, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"controlplane/gen"
 	"controlplane/store"
@@ -111,24 +112,30 @@ func (s *Server) rowError(ctx context.Context, row *gen.BulkInviteResult, apiErr
 
 // takeInviteQuota spends one invitation of the workspace's quota (the one
 // single invites count, README "Limits"), or returns the 429 a single
-// invite over it would get. A limiter that fails lets the row through, as
-// the middleware does.
+// invite over it would get. A workspace over it is refused from the local
+// gate, which a refused row closes, as for single invites; a limiter that
+// fails lets the row through, as the middleware does.
 func (s *Server) takeInviteQuota(ctx context.Context, workspace string) *APIError {
-	q := s.cfg.RateLimits.WorkspaceInvites
-	if s.cfg.RateLimits.Limiter == nil || q.Off() {
+	l := s.limiter
+	if l == nil || l.cfg.WorkspaceInvites.Off() {
 		return nil
 	}
-	res, err := s.cfg.RateLimits.Limiter.Take(ctx, workspace, q)
-	if err != nil {
-		s.log.WarnContext(ctx, "rate limit check failed, row allowed", "quota", q.Name, "err", err)
-		return nil
+	q := l.cfg.WorkspaceInvites
+	wait := l.closed(q, workspace)
+	if wait == 0 {
+		res, err := l.cfg.Limiter.Take(ctx, workspace, q)
+		if err != nil {
+			s.log.WarnContext(ctx, "rate limit check failed, row allowed", "quota", q.Name, "err", err)
+			return nil
+		}
+		if res.Allowed {
+			return nil
+		}
+		wait = res.UntilNext()
+		l.gate.Close(q, workspace, wait, time.Now())
 	}
-	if res.Allowed {
-		return nil
-	}
-	secs := ceilSeconds(res.RetryAfter)
 	apiErr := newError(http.StatusTooManyRequests, "", fmt.Sprintf("rate limit reached: at most %d %s %s; retry in %d s",
-		q.Rate, quotaWhat[q.Name], per(q.Period), secs))
+		q.Rate, quotaWhat[q.Name], per(q.Period), ceilSeconds(wait)))
 	apiErr.quota = q.Name
 	return apiErr
 }

@@ -76,7 +76,7 @@ func (s *Server) idempotent(ctx context.Context, key, workspace, caller, operati
 	answer, runErr := run()
 	status, stored := http.StatusOK, []byte(nil)
 	if runErr == nil {
-		stored, err = json.Marshal(answer)
+		stored, err = marshalAnswer(answer)
 	} else {
 		apiErr := toAPIError(runErr)
 		status = apiErr.Status
@@ -86,7 +86,7 @@ func (s *Server) idempotent(ctx context.Context, key, workspace, caller, operati
 		}
 		errBody := errorBody(done, apiErr)
 		errBody.RequestId = nil // a replay names its own request (replayOf)
-		stored, err = json.Marshal(errBody)
+		stored, err = marshalAnswer(errBody)
 	}
 	if err == nil {
 		err = s.store.FinishIdempotent(done, claim, status, stored)
@@ -121,10 +121,18 @@ func replayOf(ctx context.Context, claim store.IdempotencyClaim) *replayed {
 	if st := stateFrom(ctx); st != nil && st.id != "" {
 		e.RequestId = &st.id
 	}
-	if b, err := json.Marshal(e); err == nil {
+	if b, err := marshalAnswer(e); err == nil {
 		r.body = b
 	}
 	return r
+}
+
+// marshalAnswer writes a body as the strict handlers and Echo do
+// (json.Encoder: a newline after the value), so a replay is byte for byte
+// the first answer.
+func marshalAnswer(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(b, '\n'), err
 }
 
 // sweepIdempotencyKeys deletes expired keys every interval until ctx ends.

@@ -64,6 +64,9 @@ type Server struct {
 	// cursorKey signs list cursors (the same on every replica: Migrate
 	// keeps it in the database).
 	cursorKey []byte
+	// limiter is the rate limiter (nil: off); bulk invites spend the
+	// workspace's invitation quota row by row through it.
+	limiter *rateLimiter
 }
 
 var _ gen.StrictServerInterface = (*Server)(nil)
@@ -129,6 +132,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
+		srv.limiter = limiter
 		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)} //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 	}
 	api := e.Group(APIBasePath, middlewares...)
