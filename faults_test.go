@@ -33,7 +33,7 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 			if name == "sqlite_read" {
 				continue
 			}
-			for _, table := range []string{"outbox_messages", "api_keys", "invitations", "members", "workspaces"} {
+			for _, table := range []string{"outbox_messages", "api_keys", "invitations", "service_accounts", "members", "workspaces"} {
 				if _, err := db.ExecContext(context.Background(), strings.Replace(drop, "%s", table, 1)); err != nil {
 					t.Fatalf("drop %s: %v", table, err)
 				}
@@ -60,6 +60,15 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 			{"UpdateWorkspace", "PUT", "/v0/workspaces/acme", admin, `{"displayName":"X"}`},
 			{"DeleteWorkspace", "DELETE", "/v0/workspaces/acme", everything, ""},
 			{"CheckWorkspaceAvailability", "POST", "/v0/workspaces/availability", everything, `{"name":"beta"}`},
+			{"GetWorkspaceServiceAccounts", "GET", "/v0/service_accounts", everything, ""},
+			{"CreateWorkspaceServiceAccount", "POST", "/v0/service_accounts", everything, `{"name":"ci"}`},
+			{"UpdateWorkspaceServiceAccount", "PUT", "/v0/service_accounts/sa_x", everything, `{"name":"ci"}`},
+			{"DeleteWorkspaceServiceAccount", "DELETE", "/v0/service_accounts/sa_x", everything, ""},
+			{"ListApiKeysForServiceAccount", "GET", "/v0/service_accounts/sa_x/api_keys", everything, ""},
+			{"CreateApiKeyForServiceAccount", "POST", "/v0/service_accounts/sa_x/api_keys", everything, `{}`},
+			{"DeleteApiKeyForServiceAccount", "DELETE", "/v0/service_accounts/sa_x/api_keys/ak_x", everything, ""},
+			// Client credentials sa_x:bls_x (HTTP Basic): the account lookup fails.
+			{"OauthToken", "POST", "/v0/oauth/token", http.Header{"Authorization": {"Basic c2FfeDpibHNfeA=="}, "Content-Type": {"application/json"}}, `{"grant_type":"client_credentials"}`},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				resp, body := f.do(t, tc.method, tc.path, tc.header, tc.body)

@@ -6,7 +6,7 @@
 // CONTROLPLANE_DATA_DIR). Flags win over the environment.
 //
 // One file per command (serve.go, migrate_cmd.go, workspace_cmd.go,
-// apikey_cmd.go, token_cmd.go, mail_cmd.go, observe.go for version); each
+// apikey_cmd.go, token_cmd.go, oauth_keys_cmd.go, mail_cmd.go, observe.go for version); each
 // command's flags fill one config struct through its bind method, and flag
 // groups shared by several commands (dataConfig, logConfig, mailConfig) bind
 // the same way.
@@ -87,6 +87,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			workspaceCommand(stdout, stderr),
 			apikeyCommand(stdout, stderr),
 			tokenCommand(stdout),
+			oauthKeysCommand(stdout, stderr),
 			mailWorkerCommand(stderr),
 			mailStatusCommand(stdout),
 			mailRetryCommand(stdout),

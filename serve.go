@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -57,6 +58,9 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.api.Auth.Issuer, "jwt-issuer", "", "required iss claim of external tokens (empty: not checked)")
 	fs.StringVar(&c.api.Auth.Audience, "jwt-audience", "", "required aud claim (empty: not checked)")
 	fs.BoolVar(&c.api.Auth.RequireEmailVerified, "jwt-require-email-verified", false, `trust a token's email for my-invitations/accept/decline only with "email_verified": true (default: a token without the claim is trusted; false is always refused)`)
+	fs.StringVar(&c.api.OAuth.PublicURL, "public-url", "", "the URL clients reach this server at, e.g. https://api.example.com: the OAuth issuer (iss of the tokens it issues) and the base of /.well-known/oauth-authorization-server's URLs; the same on every replica (default: http:// and the address serve listens on)")
+	fs.DurationVar(&c.api.OAuth.TokenTTL, "oauth-token-ttl", server.DefaultTokenTTL, "lifetime of the access tokens the token endpoint issues (at most 24h)")
+	fs.DurationVar(&c.api.OAuth.KeyRefresh, "oauth-key-refresh", server.DefaultKeyRefresh, "how often the OAuth signing keys are re-read from the database (a rotation reaches every replica within it)")
 	fs.BoolVar(&c.api.AllowLocalEmailDomains, "allow-local-email-domains", false, "development: accept emails at localhost, single-label or all-numeric domains (user@localhost, user@127.0.0.1)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", `comma-separated origins (https://app.example.com) whose pages may call the API from a browser, or "*" for any (default: none, no CORS headers)`)
@@ -120,12 +124,21 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer stopDispatcher()
 	api.MailQueued = wake
-	e, closeServer, err := server.New(ctx, api, st, log)
+	// Listening before the server is built: the default --public-url is
+	// the address actually listened on (--addr may say port 0).
+	ln, err := cfg.http.listen(ctx, cfg.addr)
 	if err != nil {
 		return err
 	}
+	if api.OAuth.PublicURL == "" {
+		api.OAuth.PublicURL = "http://" + ln.Addr().String()
+	}
+	e, closeServer, err := server.New(ctx, api, st, log)
+	if err != nil {
+		return errors.Join(err, ln.Close())
+	}
 	defer closeServer()
-	return cfg.listenAndServe(ctx, e, st.Dialect(), log)
+	return cfg.serveOn(ctx, ln, e, st.Dialect(), log)
 }
 
 // tuneRuntime sets the GC target and starts the CPU profile if asked; the
@@ -201,13 +214,9 @@ func (c *serveConfig) startDispatcher(ctx context.Context, st *store.Store, mon 
 	return d.Wake, func() { cancel(); <-done }, nil
 }
 
-// listenAndServe serves h on --addr until ctx ends, then shuts the HTTP
-// server down gracefully.
-func (c *serveConfig) listenAndServe(ctx context.Context, h http.Handler, dialect string, log *slog.Logger) error {
-	ln, err := c.http.listen(ctx, c.addr)
-	if err != nil {
-		return err
-	}
+// serveOn serves h on ln until ctx ends, then shuts the HTTP server down
+// gracefully.
+func (c *serveConfig) serveOn(ctx context.Context, ln net.Listener, h http.Handler, dialect string, log *slog.Logger) error {
 	srv := c.http.server(h, log)
 	log.Info("listening", "addr", "http://"+ln.Addr().String(), "api", "http://"+ln.Addr().String()+server.APIBasePath,
 		"database", dialect, "dsn", store.RedactDSN(c.data.dsn()))

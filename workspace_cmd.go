@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"text/tabwriter"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
@@ -47,9 +49,42 @@ func workspaceCommand(stdout, stderr io.Writer) *ffcli.Command {
 			return createWorkspace(ctx, cfg, args[0], stdout, stderr)
 		},
 	}
-	return &ffcli.Command{Name: "workspace", ShortUsage: "controlplane workspace create ...", ShortHelp: "manage workspaces",
-		FlagSet: newFlagSet("workspace"), Subcommands: []*ffcli.Command{create},
-		Exec: groupExec(create.ShortUsage)}
+	listFS := newFlagSet("workspace list")
+	var listCfg dataConfig
+	listCfg.bind(listFS)
+	list := &ffcli.Command{
+		Name: "list", ShortUsage: "controlplane workspace list",
+		ShortHelp: "list every workspace: name, display name, members (people), created", FlagSet: listFS, Options: envOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return errors.New("workspace list takes no arguments")
+			}
+			return listWorkspaces(ctx, listCfg, stdout)
+		},
+	}
+	return &ffcli.Command{Name: "workspace", ShortUsage: "controlplane workspace create|list ...", ShortHelp: "manage workspaces",
+		FlagSet: newFlagSet("workspace"), Subcommands: []*ffcli.Command{create, list},
+		Exec: groupExec(create.ShortUsage + "\n       " + list.ShortUsage)}
+}
+
+// listWorkspaces prints one tab-separated line per workspace, by name.
+func listWorkspaces(ctx context.Context, cfg dataConfig, stdout io.Writer) error {
+	return cfg.withStore(ctx, func(st *store.Store) error {
+		workspaces, err := st.AllWorkspaces(ctx)
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		if _, err := fmt.Fprintln(w, "NAME\tDISPLAY NAME\tMEMBERS\tCREATED"); err != nil {
+			return err
+		}
+		for _, ws := range workspaces {
+			if _, err := fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", ws.Name, ws.DisplayName, ws.MemberCount, ws.CreatedAt.UTC().Format(time.RFC3339)); err != nil {
+				return err
+			}
+		}
+		return w.Flush()
+	})
 }
 
 // createWorkspace creates the workspace name with its first admin and

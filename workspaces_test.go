@@ -298,3 +298,28 @@ func TestWorkspaces_AvailabilityRoute(t *testing.T) {
 		t.Errorf("availability of the reserved name: got %d %s (%v)", resp.StatusCode, body, err)
 	}
 }
+
+// TestCLI_WorkspaceList: `workspace list` prints every workspace, by name,
+// with its member count (people: a service account is not counted).
+func TestCLI_WorkspaceList(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	mustCLI(t, e.args("workspace", "create", "zeta", "--admin-sub", "u-z", "--admin-email", "z@zeta.test")...)
+	mustCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u-a", "--admin-email", "a@acme.test", "--display-name", "Acme Inc")...)
+	if _, _, err := e.store().CreateServiceAccount(context.Background(), "acme", "u-a", "ci", "", store.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	out := mustCLI(t, e.args("workspace", "list")...)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "NAME") {
+		t.Fatalf("workspace list:\n%s", out)
+	}
+	for i, want := range [][]string{{"acme", "Acme Inc", "1"}, {"zeta", "zeta", "1"}} {
+		got := strings.Join(strings.Fields(lines[i+1]), " ")
+		if !strings.HasPrefix(got, strings.Join(want, " ")+" ") {
+			t.Errorf("line %d: %q, want it to start with %v", i+1, lines[i+1], want)
+		}
+	}
+	if r := runCLI(t, e.args("workspace", "list", "extra")...); r.code == 0 {
+		t.Errorf("workspace list with an argument succeeded")
+	}
+}

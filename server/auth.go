@@ -31,9 +31,14 @@ type Principal struct {
 	// address (see AuthConfig.RequireEmailVerified).
 	EmailVerified bool
 	Scopes        []string
-	// APIKey is set when the caller authenticated with an API key; the key
-	// binds the caller to one workspace.
+	// APIKey is set when the caller authenticated with an API key.
 	APIKey *store.APIKey
+	// BoundWorkspace, when set, is the one workspace the credential may act
+	// in: an API key's own, or a service-account token's workspace claim.
+	BoundWorkspace string
+	// ServiceAccount: the caller is a service account (Sub is its client
+	// ID), by its token or by one of its API keys.
+	ServiceAccount bool
 }
 
 // ScopeAdmin is the OAuth2 scope that implies every other scope (the seed's
@@ -101,6 +106,9 @@ type tokenClaims struct {
 	EmailVerified optionalBool     `json:"email_verified,omitzero"`
 	Scope         string           `json:"scope,omitempty"`
 	Scp           scopeList        `json:"scp,omitempty"`
+	// Workspace is the service account's workspace, in this server's own
+	// tokens (issuer.go).
+	Workspace string `json:"workspace,omitempty"`
 }
 
 func (c tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date(), nil }
@@ -191,6 +199,10 @@ type JWTVerifier struct {
 	now     func() time.Time
 	// requireEmailVerified: AuthConfig.RequireEmailVerified.
 	requireEmailVerified bool
+	// own is this server's issuer of service-account tokens (trustOwn),
+	// ownParser the parser for its tokens.
+	own       *issuer
+	ownParser *jwt.Parser
 
 	mu    sync.RWMutex
 	cache map[string]cachedToken
@@ -213,7 +225,7 @@ func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(allowedAlgs),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(30 * time.Second),
+		jwt.WithLeeway(tokenLeeway),
 		// Canonical base64url only: leniently decoded, a token with another
 		// last character can carry the same signature bytes.
 		jwt.WithStrictDecoding(),
@@ -261,6 +273,16 @@ func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
 	return v, nil
 }
 
+// trustOwn makes the verifier accept the tokens of this server's own
+// issuer beside the configured one. A token is the issuer's when its iss is
+// the issuer's URL or its kid one of the issuer's keys; it is then verified
+// with those keys alone, and must name a service account and its workspace.
+func (v *JWTVerifier) trustOwn(i *issuer) {
+	v.own = i
+	v.ownParser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(), jwt.WithLeeway(tokenLeeway), jwt.WithStrictDecoding(), jwt.WithIssuer(i.cfg.PublicURL))
+}
+
 // Close stops the background JWKS refresh.
 func (v *JWTVerifier) Close() { v.closeFn() }
 
@@ -301,6 +323,9 @@ func (v *JWTVerifier) Verify(token string) (*Principal, time.Time, error) {
 }
 
 func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
+	if v.isOwn(token) {
+		return v.verifyOwn(token)
+	}
 	var claims tokenClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyfunc); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
@@ -311,12 +336,48 @@ func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 	if claims.Subject == "" {
 		return nil, time.Time{}, errors.New("invalid token: no sub claim")
 	}
+	if store.IsServiceAccountID(claims.Subject) {
+		// Otherwise a person whose IdP sub happened to start with the
+		// prefix would act as that service account's member row.
+		return nil, time.Time{}, fmt.Errorf("invalid token: subjects starting with %q are reserved for this server's service accounts", store.ServiceAccountPrefix)
+	}
 	scopes := append(splitScopes(claims.Scope), claims.Scp...)
 	verified := !v.requireEmailVerified
 	if claims.EmailVerified.present {
 		verified = claims.EmailVerified.value
 	}
 	return &Principal{Sub: claims.Subject, Email: store.NormalizeEmail(claims.Email), EmailVerified: verified, Scopes: scopes},
+		claims.ExpiresAt.Time, nil
+}
+
+// isOwn tells whether token claims to be this server's own (by iss or kid).
+// Read without verifying: it only selects the keys that verify it.
+func (v *JWTVerifier) isOwn(token string) bool {
+	if v.own == nil {
+		return false
+	}
+	var claims tokenClaims
+	t, _, err := jwt.NewParser().ParseUnverified(token, &claims)
+	if err != nil {
+		return false
+	}
+	kid, _ := t.Header["kid"].(string)
+	return claims.Issuer == v.own.cfg.PublicURL || kid != "" && v.own.ownsKID(kid)
+}
+
+// verifyOwn verifies a token of this server's issuer: a service account's.
+func (v *JWTVerifier) verifyOwn(token string) (*Principal, time.Time, error) {
+	var claims tokenClaims
+	if _, err := v.ownParser.ParseWithClaims(token, &claims, v.own.keyfunc); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return nil, time.Time{}, fmt.Errorf("invalid token: %w", errTokenExpired)
+		}
+		return nil, time.Time{}, fmt.Errorf("invalid token: %s", tokenErrorReason(err))
+	}
+	if !store.IsServiceAccountID(claims.Subject) || claims.Workspace == "" {
+		return nil, time.Time{}, errors.New("invalid token: not a service account's (sub and workspace claims)")
+	}
+	return &Principal{Sub: claims.Subject, Scopes: splitScopes(claims.Scope), BoundWorkspace: claims.Workspace, ServiceAccount: true},
 		claims.ExpiresAt.Time, nil
 }
 

@@ -44,6 +44,9 @@ type requestState struct {
 	// response header's value, allocated with the state.
 	id       string
 	idHeader [1]string
+	// clientAuthFailed: the token endpoint refused the client credentials
+	// presented (counted as a failed authentication, ratelimit.go).
+	clientAuthFailed bool
 }
 
 type requestStateKey struct{}
@@ -64,8 +67,9 @@ func PrincipalFrom(ctx context.Context) *Principal {
 
 // authenticator implements the spec's security schemes.
 type authenticator struct {
-	jwt   *JWTVerifier
-	store *store.Store
+	jwt    *JWTVerifier
+	store  *store.Store
+	scopes scopePolicy
 }
 
 // authenticate is the validator's AuthenticationFunc, called once per scheme
@@ -132,7 +136,7 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 			return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
 				message: "internal error: could not check the API key", cause: err}
 		}
-		return &Principal{Sub: key.Sub, APIKey: &key}, nil
+		return &Principal{Sub: key.Sub, APIKey: &key, BoundWorkspace: key.Workspace.Name, ServiceAccount: store.IsServiceAccountID(key.Sub)}, nil
 	}
 	p, _, err := a.jwt.Verify(cred)
 	if err != nil {
@@ -142,5 +146,32 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 		}
 		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: reason, message: err.Error()}
 	}
+	if p.ServiceAccount {
+		return a.activeServiceAccount(r.Context(), p)
+	}
 	return p, nil
+}
+
+// errServiceAccountGone: the token's service account was deleted (or its
+// workspace is not the token's any more).
+var errServiceAccountGone = errors.New("invalid token: service account deleted")
+
+// activeServiceAccount checks, on every request and without a cache, that
+// a service-account token's account still exists in the token's workspace:
+// DeleteWorkspaceServiceAccount then refuses its unexpired tokens at once,
+// on every replica (one read by a unique index; see BenchmarkServiceAccountCheck).
+// The token's scopes are cut to what the account's current role may hold.
+func (a *authenticator) activeServiceAccount(ctx context.Context, p *Principal) (*Principal, *authError) {
+	v, err := a.store.ActiveServiceAccount(ctx, p.Sub)
+	if errors.Is(err, store.ErrNotFound) || err == nil && v.Workspace.Name != p.BoundWorkspace {
+		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: metrics.AuthInvalidToken,
+			message: errServiceAccountGone.Error()}
+	}
+	if err != nil {
+		return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
+			message: "internal error: could not check the service account", cause: err}
+	}
+	own := *p // p is shared through the verifier's cache
+	own.Scopes = a.scopes.forRole(v.Role, p.Scopes)
+	return &own, nil
 }

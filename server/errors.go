@@ -69,7 +69,9 @@ const (
 	KindWorkspaceNotFound    = store.CodeWorkspaceNotFound // 404: no such workspace, or the caller is not in it
 	// The store's own kinds (store.Code…): user_not_found,
 	// invitation_not_found, not_admin, already_member, last_admin,
-	// email_taken; they reach the body through storeKind.
+	// email_taken, service_account_not_found, service_account_name_taken,
+	// api_key_not_found, invalid_expires_in; they reach the body through
+	// storeKind.
 	KindRouteNotFound        = "route_not_found"        // 404: no such operation
 	KindMethodNotAllowed     = "method_not_allowed"     // 405
 	KindConflict             = "conflict"               // 409: conflicts with the current state

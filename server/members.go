@@ -85,8 +85,8 @@ func person(ctx context.Context, needEmail bool) (*Principal, error) {
 	switch {
 	case p == nil:
 		return nil, newError(http.StatusUnauthorized, "", "missing credentials")
-	case p.APIKey != nil:
-		return nil, newError(http.StatusForbidden, KindPersonRequired, "API keys act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
+	case p.BoundWorkspace != "":
+		return nil, newError(http.StatusForbidden, KindPersonRequired, "API keys and service accounts act inside their workspace only: use a user's token for invitations addressed to a person and for leaving a workspace")
 	case needEmail && p.Email == "":
 		return nil, newError(http.StatusForbidden, KindEmailRequired, "the token has no email claim: invitations are matched by the caller's email")
 	case needEmail && !p.EmailVerified:

@@ -90,6 +90,10 @@ func (l *rateLimiter) beforeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		var apiErr *APIError
 		if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized && apiErr.Challenge == invalidTokenChallenge {
 			l.count(c.Request().Context(), q, client)
+		} else if st := stateFrom(c.Request().Context()); st != nil && st.clientAuthFailed {
+			// The token endpoint refused client credentials (oauth.go):
+			// guessing client secrets spends the same quota.
+			l.count(c.Request().Context(), q, client)
 		}
 		return err
 	}

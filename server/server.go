@@ -54,6 +54,9 @@ type Config struct {
 	// IdempotencyTTL is how long an Idempotency-Key is remembered
 	// (idempotency.go); 0 means DefaultIdempotencyTTL.
 	IdempotencyTTL time.Duration
+	// OAuth configures the server's own issuer (the token endpoint of the
+	// client-credentials flow, its keys and metadata).
+	OAuth OAuthConfig
 }
 
 // Server implements the generated strict server interface.
@@ -67,6 +70,8 @@ type Server struct {
 	// limiter is the rate limiter (nil: off); bulk invites spend the
 	// workspace's invitation quota row by row through it.
 	limiter *rateLimiter
+	// oauth issues service-account tokens (oauth.go).
+	oauth *oauthServer
 }
 
 var _ gen.StrictServerInterface = (*Server)(nil)
@@ -87,11 +92,17 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	if err != nil {
 		return nil, nil, err
 	}
+	iss, err := newIssuer(ctx, cfg.OAuth, st, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	oauth := &oauthServer{issuer: iss, scopes: newScopePolicy(doc)}
 	verifier, err := NewJWTVerifier(ctx, cfg.Auth)
 	if err != nil {
 		return nil, nil, err
 	}
-	validator, err := newRequestValidator(doc, &authenticator{jwt: verifier, store: st}, cfg.BodyLimit)
+	verifier.trustOwn(iss)
+	validator, err := newRequestValidator(doc, &authenticator{jwt: verifier, store: st, scopes: oauth.scopes}, cfg.BodyLimit)
 	if err != nil {
 		verifier.Close()
 		return nil, nil, err
@@ -129,7 +140,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		verifier.Close()
 		return nil, nil, err
 	}
-	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey}
+	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey, oauth: oauth}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
 		srv.limiter = limiter
@@ -140,7 +151,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	// only if some route matches them; these catch-alls make sure one does.
 	api.Any("", echo.NotFoundHandler)
 	api.Any("/*", echo.NotFoundHandler)
-	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, nil), "")
+	gen.RegisterHandlersWithBaseURL(api, gen.NewStrictHandler(srv, []gen.StrictMiddlewareFunc{keepRawRequest}), "")
+	oauth.serveWellKnown(e) //nolint:contextcheck // registers Echo handlers: they run under each request's context, not New's
+
 	if err := serveWeb(ctx, e, cfg, doc); err != nil { // last: it adds HEAD to every GET route
 		verifier.Close()
 		return nil, nil, err

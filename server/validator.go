@@ -99,7 +99,7 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		jsonBody, err := v.readBody(req, route.Operation)
 		if err != nil {
-			return err
+			return tokenEndpointError(c, route.Operation, err)
 		}
 		// The state comes with the request (observe.go); the validator
 		// alone (its tests) makes its own.
@@ -117,7 +117,7 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			Options:    v.options,
 		}
 		if err := openapi3filter.ValidateRequest(ctx, input); err != nil {
-			return validationError(err)
+			return tokenEndpointError(c, route.Operation, validationError(err))
 		}
 		// Decoders disagree on a repeated member name (Go's keeps the last,
 		// others the first), so a proxy or log reading the body could see a
@@ -127,7 +127,8 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		// 3.5 times json.Valid, which nobody without credentials should get
 		// to spend.
 		if name, dup := duplicateName(jsonBody); dup {
-			return newError(http.StatusBadRequest, KindInvalidJSON, fmt.Sprintf("request body has the member %q twice in one object", name))
+			return tokenEndpointError(c, route.Operation,
+				newError(http.StatusBadRequest, KindInvalidJSON, fmt.Sprintf("request body has the member %q twice in one object", name)))
 		}
 		c.SetRequest(input.Request)
 		return next(c)
@@ -281,6 +282,19 @@ func validationError(err error) error {
 		return newError(http.StatusBadRequest, kind, msg)
 	}
 	return err
+}
+
+// tokenEndpointError answers the token endpoint's malformed requests as
+// RFC 6749 §5.2 says (400 invalid_request, with error_description), since
+// OAuth clients read that shape; other operations' errors, and the token
+// endpoint's other statuses (413, 415), pass unchanged.
+func tokenEndpointError(c echo.Context, op *openapi3.Operation, err error) error {
+	var apiErr *APIError
+	if op.OperationID != oauthTokenOperation || !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest {
+		return err
+	}
+	resp := invalidRequest("%s", apiErr.Message).response(c.Request().Context())
+	return resp.VisitOauthTokenResponse(c.Response())
 }
 
 // authKinds are the error kinds of the security refusals, by their metrics

@@ -15,9 +15,11 @@ type caller struct {
 
 // workspaceCaller resolves the workspace a request acts on and the caller's
 // role in it. The workspace is the X-Blaxel-Workspace header (the
-// operation's declared parameter), else the API key's own workspace. A workspace that does not exist, that the caller is
-// not a member of, or that an API key is not bound to is "workspace not
-// found" alike, so nothing is revealed about other tenants.
+// operation's declared parameter), else the credential's own workspace (an
+// API key's, a service-account token's). A workspace that does not exist,
+// that the caller is not a member of, or that the credential is not bound
+// to is "workspace not found" alike, so nothing is revealed about other
+// tenants.
 func (s *Server) workspaceCaller(ctx context.Context, header *string) (caller, error) {
 	p, name, err := s.workspaceName(ctx, deref(header))
 	if err != nil {
@@ -39,10 +41,10 @@ func (s *Server) workspaceName(ctx context.Context, header string) (*Principal, 
 		return nil, "", newError(http.StatusUnauthorized, "", "missing credentials")
 	}
 	name := header
-	if p.APIKey != nil {
+	if p.BoundWorkspace != "" {
 		if name == "" {
-			name = p.APIKey.Workspace.Name
-		} else if name != p.APIKey.Workspace.Name {
+			name = p.BoundWorkspace
+		} else if name != p.BoundWorkspace {
 			return nil, "", newError(http.StatusNotFound, KindWorkspaceNotFound, "workspace not found")
 		}
 	}

@@ -15,18 +15,18 @@ import (
 // workspace only. The admin checks of the changes happen in the store,
 // under the workspace's lock.
 
-// ListWorkspaces lists the caller's workspaces by name; an API key's is its
-// own workspace alone.
+// ListWorkspaces lists the caller's workspaces by name; an API key's or a
+// service account's is its own workspace alone.
 func (s *Server) ListWorkspaces(ctx context.Context, _ gen.ListWorkspacesRequestObject) (gen.ListWorkspacesResponseObject, error) {
 	p := PrincipalFrom(ctx)
 	if p == nil {
 		return nil, newError(http.StatusUnauthorized, "", "missing credentials")
 	}
 	out := gen.ListWorkspaces200JSONResponse{}
-	if p.APIKey != nil {
+	if p.BoundWorkspace != "" {
 		// Read again rather than answer the key's cached copy: the display
 		// name may have changed since the key was checked.
-		m, err := s.store.Membership(ctx, p.APIKey.Workspace.Name, p.Sub)
+		m, err := s.store.Membership(ctx, p.BoundWorkspace, p.Sub)
 		if errors.Is(err, store.ErrNotFound) {
 			return out, nil
 		}
@@ -49,8 +49,8 @@ func (s *Server) ListWorkspaces(ctx context.Context, _ gen.ListWorkspacesRequest
 // person: the name is required (the store's rule), displayName optional,
 // the other fields of upstream's Workspace are ignored.
 func (s *Server) CreateWorkspace(ctx context.Context, req gen.CreateWorkspaceRequestObject) (gen.CreateWorkspaceResponseObject, error) {
-	if p := PrincipalFrom(ctx); p != nil && p.APIKey != nil {
-		return nil, newError(http.StatusForbidden, KindPersonRequired, "API keys act inside their workspace only: use a person's token to create a workspace")
+	if p := PrincipalFrom(ctx); p != nil && p.BoundWorkspace != "" {
+		return nil, newError(http.StatusForbidden, KindPersonRequired, "API keys and service accounts act inside their workspace only: use a person's token to create a workspace")
 	}
 	// The email becomes the admin member's, as invitations match members by it.
 	p, err := person(ctx, true)

@@ -59,12 +59,14 @@ func (s *Store) CreateAPIKey(ctx context.Context, workspaceName, sub string) (st
 	return key, k, nil
 }
 
-// LookupAPIKey returns the unrevoked key matching the clear-text key, with its
-// workspace. Returns ErrNotFound for unknown and revoked keys alike.
+// LookupAPIKey returns the unrevoked, unexpired key matching the clear-text
+// key, with its workspace. Returns ErrNotFound for unknown, revoked and
+// expired keys alike.
 func (s *Store) LookupAPIKey(ctx context.Context, key string) (APIKey, error) {
 	var k APIKey
 	err := s.read.WithContext(ctx).Joins("Workspace").
-		Where("api_keys.hash = ? AND api_keys.revoked_at IS NULL", HashAPIKey(key)).Take(&k).Error
+		Where("api_keys.hash = ? AND api_keys.revoked_at IS NULL AND (api_keys.expires_at IS NULL OR api_keys.expires_at > ?)",
+			HashAPIKey(key), s.now()).Take(&k).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return APIKey{}, errorf(ErrNotFound, "API key not found or revoked")
 	}

@@ -86,6 +86,10 @@ func findMember(tx *gorm.DB, workspaceID int64, subOrEmail string) (Member, erro
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return Member{}, codedf(ErrNotFound, CodeUserNotFound, "user not found")
 	}
+	if err == nil && m.Source == SourceServiceAccount {
+		// Its member row goes with the account (service_accounts.go).
+		return Member{}, codedf(ErrNotFound, CodeUserNotFound, "%q is a service account, not a user: change or delete it through /service_accounts", subOrEmail)
+	}
 	return m, err
 }
 

@@ -98,7 +98,13 @@ func (w *walk) take(pos ListPosition) (bool, error) {
 }
 
 func (w *walk) members(tx *gorm.DB, workspaceID int64, after *ListPosition, fn func(UserEntry, ListPosition) error) error {
-	q := tx.Table("members").Select("id, created_at, sub, email, role, source").Where("workspace_id = ?", workspaceID)
+	// Service accounts are members too (service_accounts.go) but are never
+	// shown as people: /service_accounts lists them. A literal, not a bound
+	// parameter: PostgreSQL's generic plan for "source <> $2", with source
+	// nearly always '' (one distinct value), estimates no row at all and
+	// sorts instead of walking idx_members_list (TestLists_Plans).
+	q := tx.Table("members").Select("id, created_at, sub, email, role, source").
+		Where("workspace_id = ? AND source <> '"+SourceServiceAccount+"'", workspaceID)
 	if after != nil {
 		q = q.Where("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
 	}

@@ -81,8 +81,9 @@ func recountMembers(db *gorm.DB) error {
 				return fmt.Errorf("recount members: %w", err)
 			}
 		}
-		err := tx.Exec(`UPDATE workspaces SET member_count = (SELECT COUNT(*) FROM members WHERE members.workspace_id = workspaces.id)
-WHERE member_count <> (SELECT COUNT(*) FROM members WHERE members.workspace_id = workspaces.id)`).Error
+		// People only: a service account's member row is not counted.
+		people := `(SELECT COUNT(*) FROM members WHERE members.workspace_id = workspaces.id AND members.source <> '` + SourceServiceAccount + `')`
+		err := tx.Exec(`UPDATE workspaces SET member_count = ` + people + ` WHERE member_count <> ` + people).Error
 		if err != nil {
 			return fmt.Errorf("recount members: %w", err)
 		}

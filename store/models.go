@@ -78,6 +78,14 @@ type APIKey struct {
 	Hash        []byte `gorm:"not null;uniqueIndex"`
 	Hint        string `gorm:"not null"` // first characters, to tell keys apart in listings
 	RevokedAt   *time.Time
+	// PublicID names the key in the API (ak_…); keys made by the CLI for
+	// people, before service accounts existed, have none ('').
+	PublicID string `gorm:"not null;default:'';uniqueIndex:idx_api_keys_public_id,where:public_id <> ''"`
+	Name     string `gorm:"not null;default:''"`
+	// ExpiresIn is the lifetime asked for ("30d"), answered as upstream's
+	// ApiKey.expires_in; ExpiresAt is when the key stops working (nil: never).
+	ExpiresIn string `gorm:"not null;default:''"`
+	ExpiresAt *time.Time
 	Audit
 
 	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
@@ -87,7 +95,7 @@ type APIKey struct {
 func (APIKey) TableName() string { return "api_keys" }
 
 func allModels() []any {
-	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &OutboxMessage{}, &EmailDomainRule{}, &IdempotencyRecord{}}
+	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &ServiceAccount{}, &OutboxMessage{}, &SigningKey{}, &EmailDomainRule{}, &IdempotencyRecord{}}
 }
 
 // SourceInvitation marks members who joined by accepting an invitation.

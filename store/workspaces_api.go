@@ -56,6 +56,16 @@ func (s *Store) WorkspacesOf(ctx context.Context, sub string) ([]Workspace, erro
 	return workspaces, nil
 }
 
+// AllWorkspaces lists every workspace by name (the CLI's `workspace list`,
+// for operators; the API lists a caller's own).
+func (s *Store) AllWorkspaces(ctx context.Context) ([]Workspace, error) {
+	workspaces := []Workspace{}
+	if err := s.read.WithContext(ctx).Order("name").Find(&workspaces).Error; err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	return workspaces, nil
+}
+
 // WorkspaceNameTaken tells whether a workspace called name exists.
 func (s *Store) WorkspaceNameTaken(ctx context.Context, name string) (bool, error) {
 	var n int64
@@ -102,7 +112,7 @@ func (s *Store) UpdateWorkspace(ctx context.Context, workspaceName string, displ
 // DeleteWorkspace deletes a workspace (admins only) with everything that
 // belongs to it, in one transaction: the emails still queued for its
 // invitations (so none is sent for a workspace that is gone), its
-// invitations, API keys and members. The foreign keys would cascade too;
+// invitations, API keys, service accounts and members. The foreign keys would cascade too;
 // deleting explicitly keeps that true on a database whose constraints an
 // older version created differently, and makes the order (children first)
 // plain. Returns the workspace as it was; errors as UpdateWorkspace.
@@ -128,6 +138,7 @@ func (s *Store) DeleteWorkspace(ctx context.Context, workspaceName, by string) (
 			{"API keys", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&APIKey{}).Error }},
 			{"email-domain policy", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&EmailDomainRule{}).Error }},
 			{"idempotency keys", func() error { return tx.Where("workspace = ?", ws.Name).Delete(&IdempotencyRecord{}).Error }},
+			{"service accounts", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&ServiceAccount{}).Error }},
 			{"members", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&Member{}).Error }},
 			{"workspace", func() error { return tx.Delete(&Workspace{}, ws.ID).Error }},
 		}
