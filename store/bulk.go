@@ -87,9 +87,12 @@ func (s *Store) runBulkBatch(ctx context.Context, jobs []*inviteJob) {
 		hooks = b.hooks
 	}
 	if s.committer != nil {
+		// Never cancelled once running (see groupCommitter.runJob): an
+		// interrupted statement could roll back the shared transaction.
+		jobCtx := context.WithoutCancel(ctx)
 		err := s.committer.do(ctx, func(tx *gorm.DB) error {
 			return settle(jobs, hooks, s.log, func(picked []*inviteJob) error {
-				return runSQLiteBatch(context.Background(), tx, s.now(), picked)
+				return runSQLiteBatch(jobCtx, tx, s.now(), picked)
 			})
 		})
 		if err != nil {

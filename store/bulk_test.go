@@ -13,8 +13,9 @@ import (
 )
 
 // bulkSetup gives workspace name the same state: a member, a pending
-// invitation, one that has expired (after clk advances), a domain policy.
-func bulkSetup(t *testing.T, st *store.Store, clk *clock, name string) {
+// invitation, one that expires first (once the clock advances), a domain
+// policy.
+func bulkSetup(t *testing.T, st *store.Store, name string) {
 	t.Helper()
 	ctx := context.Background()
 	mustWorkspace(t, st, name)
@@ -41,8 +42,8 @@ func bulkSetup(t *testing.T, st *store.Store, clk *clock, name string) {
 func TestInviteMany_SameAsSingleInvites(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, clk *clock) {
 		ctx := context.Background()
-		bulkSetup(t, st, clk, "acme")
-		bulkSetup(t, st, clk, "beta")
+		bulkSetup(t, st, "acme")
+		bulkSetup(t, st, "beta")
 		clk.Advance(2 * time.Hour) // stale@ has expired, pending@ has not
 		emails := []string{"new@example.com", "Pending@Example.com", "plain@example.com", "stale@example.com",
 			"x@blocked.test", "x@sub.blocked.test", "", "NEW@example.com", "ADMIN"}
