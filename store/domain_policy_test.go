@@ -185,6 +185,26 @@ func TestDomainPolicy_RaceWithInvites(t *testing.T) {
 					t.Errorf("%s: refused, but an invitation exists: %+v", email, inv)
 				}
 			}
+			if st.Dialect() == "postgres" {
+				// Serialisation itself: every invitation written must have
+				// committed before the change took the workspace lock. A
+				// transaction gets its ID when it first locks or writes a
+				// row (the invites' FOR SHARE, the change's FOR UPDATE), so
+				// an invitation of the domain written after the change
+				// (a check made outside the invite's transaction) would
+				// carry a newer ID than the policy's rows.
+				var late int
+				err := st.DBs()["postgres"].QueryRowContext(ctx, `SELECT count(*) FROM invitations i
+WHERE i.workspace_id = $1 AND i.email LIKE $2
+  AND i.xmin::text::bigint > (SELECT min(r.xmin::text::bigint) FROM email_domain_rules r WHERE r.workspace_id = $1)`,
+					ws.ID, fmt.Sprintf("r%d-%%", round)).Scan(&late)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if late > 0 {
+					t.Errorf("round %d: %d invitations of the denied domain written after the policy change", round, late)
+				}
+			}
 			// After the change, the domain is refused.
 			if _, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: fmt.Sprintf("after%d@blocked.test", round), TTL: time.Hour}); !errors.Is(err, store.ErrForbidden) {
 				t.Errorf("after the policy: %v, want domain_not_allowed", err)
