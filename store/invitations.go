@@ -26,7 +26,9 @@ type InviteParams struct {
 // re-invite starts a fresh one. The database's partial unique index, not a
 // read-then-write check, guarantees at most one pending row per email.
 // Returns ErrNotFound if the workspace does not exist or the caller is not a
-// member, ErrForbidden if the caller is not an admin, ErrConflict if the
+// member, ErrForbidden if the caller is not an admin (not_admin) or the
+// workspace's email-domain policy refuses the email (domain_not_allowed,
+// domain_policy.go), ErrConflict if the
 // email already belongs to a member, ErrInvalid for an empty email.
 //
 // The rules are below, written once: upsertBatch is the statement that
@@ -129,7 +131,8 @@ func (p InviteParams) upsertArgs(now time.Time) []any {
 }
 
 // inviteSlow handles what the batch statement leaves: unknown workspace
-// or caller, a caller who is not an admin, a member's email, and an expired
+// or caller, a caller who is not an admin, an email the domain policy
+// refuses, a member's email, and an expired
 // pending invitation (moved to history before a fresh one is created).
 func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invitation) error {
 	var ws Workspace
