@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -37,8 +42,13 @@ func (sa serviceAccount) basic() string {
 // createServiceAccount makes a service account of role in acme, as its admin.
 func (f *fixture) oauthClient(t *testing.T, name, role string) serviceAccount {
 	t.Helper()
-	resp, body := f.do(t, "POST", "/v0/service_accounts", bearer(f.token("u-admin", "admin@acme.test", "admin")),
-		`{"name":"`+name+`","role":"`+role+`"}`)
+	return f.oauthClientAs(t, f.token("u-admin", "admin@acme.test", "admin"), name, role)
+}
+
+// oauthClientAs makes it with the given admin credential.
+func (f *fixture) oauthClientAs(t *testing.T, admin, name, role string) serviceAccount {
+	t.Helper()
+	resp, body := f.do(t, "POST", "/v0/service_accounts", bearer(admin), `{"name":"`+name+`","role":"`+role+`"}`)
 	var got gen.ServiceAccountWithSecret
 	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil || deref(got.ClientId) == "" || deref(got.ClientSecret) == "" {
 		t.Fatalf("create service account: %d %s", resp.StatusCode, body)
@@ -542,4 +552,42 @@ func TestOAuth_FailedClientAuthenticationLimited(t *testing.T) {
 	check429(t, f.send(t, f.srv, "POST", "/v0/oauth/token", h, `{"grant_type":"client_credentials"}`), `"failed-auth";q=3;w=60`)
 	// The quota is the address's: an API key from it is refused too.
 	check429(t, f.send(t, f.srv, "GET", "/v0/users", bearer(f.adminKey), ""), `"failed-auth";q=3;w=60`)
+}
+
+// TestOAuth_BesideExternalIssuer: with an external issuer configured, its
+// tokens and this server's own service-account tokens are both accepted,
+// each verified with its own issuer's keys; the external issuer's tokens
+// may not use the sa_ prefix.
+func TestOAuth_BesideExternalIssuer(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
+	keyFile := filepath.Join(t.TempDir(), "issuer.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, "sqlite", "--jwt-public-key", keyFile, "--jwt-issuer", "https://idp.example")
+	external := func(sub string) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": "https://idp.example", "sub": sub,
+			"scope": "admin", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	sa := f.oauthClientAs(t, external("u-admin"), "deployer", "admin")
+	if got := f.send(t, f.srv, "GET", "/v0/users", bearer(external("u-admin")), ""); got.status != 200 {
+		t.Errorf("external token: %d %s", got.status, got.message)
+	}
+	if got := f.send(t, f.srv, "GET", "/v0/users", saHeaders(f.mustToken(t, sa, "")), ""); got.status != 200 {
+		t.Errorf("own token beside the external issuer: %d %s", got.status, got.message)
+	}
+	if got := f.send(t, f.srv, "GET", "/v0/users", bearer(external(sa.clientID)), ""); got.status != 401 || !strings.Contains(got.message, "reserved") {
+		t.Errorf("external token with sub %s: %d %s, want 401 reserved", sa.clientID, got.status, got.message)
+	}
+	// A token signed by the external issuer's key but claiming to be ours.
+	forged, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": f.srv.URL, "sub": sa.clientID, "workspace": "acme",
+		"scope": "admin", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)
+	if got := f.send(t, f.srv, "GET", "/v0/users", saHeaders(forged), ""); got.status != 401 {
+		t.Errorf("external key claiming this server's issuer: %d %s, want 401", got.status, got.message)
+	}
 }

@@ -120,6 +120,10 @@ func (s *Server) OauthToken(ctx context.Context, request gen.OauthTokenRequestOb
 	if err != nil {
 		return nil, fmt.Errorf("sign access token: %w", err)
 	}
+	if st := stateFrom(ctx); st != nil {
+		// The access log names who got a token (sub), as for any caller.
+		st.principal = &Principal{Sub: account.ClientID, BoundWorkspace: account.Workspace.Name, ServiceAccount: true, Scopes: scopes}
+	}
 	noStore, noCache := "no-store", "no-cache"
 	return gen.OauthToken200JSONResponse{
 		Body: gen.OAuthToken{AccessToken: token, TokenType: "Bearer", ExpiresIn: int(s.oauth.issuer.cfg.TokenTTL.Seconds()), Scope: joinScopes(scopes)},
@@ -152,15 +156,15 @@ func readTokenRequest(r *http.Request, request gen.OauthTokenRequestObject) (tok
 		return req, invalidRequest("send the parameters as a JSON or application/x-www-form-urlencoded body")
 	}
 	req.bodyCredentials = secret != ""
-	headers := r.Header.Values(echo.HeaderAuthorization)
-	if len(headers) > 1 {
-		return req, invalidRequest("the Authorization header sent more than once")
+	header, err := authorizationHeader(r)
+	if err != nil {
+		return req, invalidRequest("%s", err.Error())
 	}
-	if len(headers) == 0 || headers[0] == "" {
+	if header == "" {
 		req.clientID, req.secret = clientID, secret
 		return req, nil
 	}
-	id, sec, oerr := basicCredentials(headers[0])
+	id, sec, oerr := basicCredentials(header)
 	if oerr != nil {
 		return req, oerr
 	}
@@ -169,6 +173,29 @@ func readTokenRequest(r *http.Request, request gen.OauthTokenRequestObject) (tok
 	}
 	req.basic, req.clientID, req.secret = true, id, sec
 	return req, nil
+}
+
+// authorizationHeader is the client's authorization: Authorization, or
+// X-Blaxel-Authorization as Blaxel's SDKs name it (credentialHeaders), ""
+// when neither is sent. Two different values are refused, as on every
+// other operation (errTwoCredentials).
+func authorizationHeader(r *http.Request) (string, error) {
+	var value, key string
+	for _, h := range credentialHeaders {
+		for _, v := range r.Header.Values(h) {
+			if v == "" {
+				continue
+			}
+			// The same credential twice, scheme case and spacing aside, is one.
+			scheme, cred, _ := strings.Cut(v, " ")
+			k := strings.ToLower(scheme) + " " + strings.TrimSpace(cred)
+			if value != "" && k != key {
+				return "", errTwoCredentials
+			}
+			value, key = v, k
+		}
+	}
+	return value, nil
 }
 
 // basicCredentials reads RFC 6749 §2.3.1 HTTP Basic client authentication:
