@@ -81,6 +81,15 @@ func TestDomainPolicy_Invite(t *testing.T) {
 			}
 		}
 
+		// The policy is checked before membership.
+		if _, err := storetest.AddMember(ctx, st, "acme", "m-other", "m@other.test", store.RoleMember, "admin-acme"); err != nil {
+			t.Fatal(err)
+		}
+		var se *store.Error
+		if _, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "m@other.test", TTL: time.Hour}); !errors.As(err, &se) || se.Code != store.CodeDomainNotAllowed {
+			t.Errorf("a member's email at a refused domain: %v, want domain_not_allowed", err)
+		}
+
 		// Only a denylist: everything else is allowed.
 		if _, err := st.SetDomainPolicy(ctx, "acme", "admin-acme", store.EmailDomainPolicy{Deny: []string{"spam.test"}}); err != nil {
 			t.Fatal(err)
