@@ -510,6 +510,9 @@ func TestOAuth_KeyRotation(t *testing.T) {
 				t.Errorf("token signed %s the rotation, verified with the JWKS: %v", name, err)
 			}
 		}
+		if r := runCLI(t, f.args("oauth-keys", "rotate", "--delay", "-1s")...); r.code == 0 || !strings.Contains(r.stderr, "must not be negative") {
+			t.Errorf("rotate with a negative delay: %+v", r)
+		}
 		list := mustCLI(t, f.args("oauth-keys", "list")...)
 		if !strings.Contains(list, oldKID) || !strings.Contains(list, newKID) {
 			t.Errorf("oauth-keys list:\n%s", list)

@@ -75,6 +75,11 @@ func TestSDK_TypeScript(t *testing.T) {
 	if !strings.Contains(out, `"op":"listWorkspaceUsers (client credentials)","status":200`) {
 		t.Errorf("the SDK's output with client credentials:\n%s", out)
 	}
+	// One token for both calls: the SDK reuses it until half of exp − iat
+	// has passed, which needs both claims (it asks on every call without).
+	if n := strings.Count(f.srv.logs.String(), "operation=OauthToken"); n != 1 {
+		t.Errorf("the SDK asked for %d tokens for two calls, want 1", n)
+	}
 	out = runSDK(ctx, t, dir, "client-credentials-refused", "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE=acme",
 		credentials(serviceAccount{clientID: sa.clientID, secret: "bls_wrong"}))
 	if !strings.Contains(out, `"thrown":"invalid_client"`) {

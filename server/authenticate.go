@@ -159,7 +159,8 @@ var errServiceAccountGone = errors.New("invalid token: service account deleted")
 // activeServiceAccount checks, on every request and without a cache, that
 // a service-account token's account still exists in the token's workspace:
 // DeleteWorkspaceServiceAccount then refuses its unexpired tokens at once,
-// on every replica (one read by a unique index; see BenchmarkServiceAccountCheck).
+// on every replica (store.ActiveServiceAccount: one statement by the unique
+// client_id; BenchmarkServiceAccountCheck measures it).
 // The token's scopes are cut to what the account's current role may hold.
 func (a *authenticator) activeServiceAccount(ctx context.Context, p *Principal) (*Principal, *authError) {
 	v, err := a.store.ActiveServiceAccount(ctx, p.Sub)

@@ -77,6 +77,8 @@ func (s *Server) DeleteWorkspaceServiceAccount(ctx context.Context, req gen.Dele
 }
 
 // ListApiKeysForServiceAccount lists its unrevoked keys (never the keys themselves).
+//
+//nolint:revive // var-naming: the generated interface's name (upstream's operationId)
 func (s *Server) ListApiKeysForServiceAccount(ctx context.Context, req gen.ListApiKeysForServiceAccountRequestObject) (gen.ListApiKeysForServiceAccountResponseObject, error) {
 	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
 	if err != nil {
@@ -94,6 +96,8 @@ func (s *Server) ListApiKeysForServiceAccount(ctx context.Context, req gen.ListA
 }
 
 // CreateApiKeyForServiceAccount issues a key and answers it, once.
+//
+//nolint:revive // var-naming: the generated interface's name (upstream's operationId)
 func (s *Server) CreateApiKeyForServiceAccount(ctx context.Context, req gen.CreateApiKeyForServiceAccountRequestObject) (gen.CreateApiKeyForServiceAccountResponseObject, error) {
 	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
 	if err != nil {
@@ -107,6 +111,8 @@ func (s *Server) CreateApiKeyForServiceAccount(ctx context.Context, req gen.Crea
 }
 
 // DeleteApiKeyForServiceAccount revokes a key by its ID.
+//
+//nolint:revive // var-naming: the generated interface's name (upstream's operationId)
 func (s *Server) DeleteApiKeyForServiceAccount(ctx context.Context, req gen.DeleteApiKeyForServiceAccountRequestObject) (gen.DeleteApiKeyForServiceAccountResponseObject, error) {
 	p, workspace, err := s.workspaceName(ctx, deref(req.Params.XBlaxelWorkspace))
 	if err != nil {
@@ -135,16 +141,16 @@ func toServiceAccount(v store.ServiceAccountView) gen.ServiceAccount {
 // subTypeServiceAccount is ApiKey.sub_type for a service account's key.
 const subTypeServiceAccount = "service_account"
 
-// toAPIKey renders a key; clear is the key itself, only when just created.
-func toAPIKey(k store.APIKey, clear string) gen.ApiKey {
+// toAPIKey renders a key; plain is the key itself, only when just created.
+func toAPIKey(k store.APIKey, plain string) gen.ApiKey {
 	subType := subTypeServiceAccount
 	out := gen.ApiKey{Id: &k.PublicID, Name: &k.Name, Sub: &k.Sub, SubType: &subType,
 		CreatedAt: timeString(k.CreatedAt), UpdatedAt: timeString(k.UpdatedAt), CreatedBy: &k.CreatedBy, UpdatedBy: &k.UpdatedBy}
 	if k.ExpiresIn != "" {
 		out.ExpiresIn = &k.ExpiresIn
 	}
-	if clear != "" {
-		out.ApiKey = &clear
+	if plain != "" {
+		out.ApiKey = &plain
 	}
 	return out
 }

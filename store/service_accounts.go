@@ -37,7 +37,7 @@ const SourceServiceAccount = "service_account"
 const (
 	CodeServiceAccountNotFound = "service_account_not_found"
 	CodeServiceAccountName     = "service_account_name_taken"
-	CodeAPIKeyNotFound         = "api_key_not_found"
+	CodeAPIKeyNotFound         = "api_key_not_found" //nolint:gosec // G101: an error kind, not a credential
 	CodeInvalidExpiresIn       = "invalid_expires_in"
 )
 
