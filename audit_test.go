@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -318,5 +319,48 @@ func TestAudit_ServiceAccounts(t *testing.T) {
 		}
 		checkFields(t, "updated before", events[2].Before, map[string]any{"description": ""})
 		checkFields(t, "updated after", events[2].After, map[string]any{"description": "deploys"})
+	})
+}
+
+// TestAudit_BulkAndDomainPolicy: a bulk invite appends one event per
+// invitation it makes (written by its batch), with the request's actor and
+// ID; changing the email-domain policy appends its event, with the lists
+// before and after.
+func TestAudit_BulkAndDomainPolicy(t *testing.T) {
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect)
+		admin := bearer(f.token("u-admin", "admin@acme.test", "admin"))
+		resp, body := f.do(t, "PUT", "/v0/workspaces/acme/email-domains", admin, `{"deny":["blocked.test"]}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("policy: %d %s", resp.StatusCode, body)
+		}
+		events, _ := f.auditEvents(t, "limit=1")
+		if e := events[0]; e.Action != "workspace.email_domains_updated" || e.Target.Id != "acme" || deref(e.RequestId) != resp.Header.Get("X-Request-Id") {
+			t.Errorf("policy event: %+v", e)
+		} else {
+			if (*e.After)["deny"] == nil || fmt.Sprint((*e.After)["deny"]) != "[blocked.test]" || fmt.Sprint((*e.Before)["deny"]) != "[]" {
+				t.Errorf("policy event fields: before %v after %v", *e.Before, *e.After)
+			}
+		}
+		var emails []string
+		for i := range 150 { // more than one SQLite batch statement (128 rows)
+			emails = append(emails, fmt.Sprintf(`"b%d@example.com"`, i))
+		}
+		emails = append(emails, `"x@blocked.test"`, `"member@acme.test"`)
+		resp, body = f.do(t, "POST", "/v0/users/bulk", admin, `{"emails":[`+strings.Join(emails, ",")+`]}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("bulk: %d %s", resp.StatusCode, body)
+		}
+		events, _ = f.auditEvents(t, "action=invitation.created&limit=1000")
+		seen := map[string]bool{}
+		for _, e := range events {
+			if deref(e.RequestId) != resp.Header.Get("X-Request-Id") || e.Actor.Sub != "u-admin" || e.Actor.Kind != gen.AuditActorKindUser || seen[e.Target.Id] {
+				t.Errorf("bulk event %+v", e)
+			}
+			seen[e.Target.Id] = true
+		}
+		if len(events) != 150 || seen["x@blocked.test"] || seen["member@acme.test"] {
+			t.Errorf("%d invitation.created events, want one per invited row (150), none for the refused rows", len(events))
+		}
 	})
 }

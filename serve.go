@@ -51,6 +51,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.log.bind(fs)
 	c.metrics.bind(fs)
 	fs.DurationVar(&c.api.InviteTTL, "invite-ttl", server.DefaultInviteTTL, "how long an invitation stays acceptable")
+	fs.DurationVar(&c.api.IdempotencyTTL, "idempotency-ttl", server.DefaultIdempotencyTTL, "how long an Idempotency-Key is remembered (its answer replayed); expired keys are swept")
 	fs.Int64Var(&c.api.BodyLimit, "body-limit", server.DefaultBodyLimit, "largest accepted request body, in bytes")
 	fs.StringVar(&c.api.Auth.JWKSURL, "jwks-url", "", "trust JWTs signed by the keys at this JWKS URL")
 	fs.StringVar(&c.api.Auth.JWKSFile, "jwks-file", "", "trust JWTs signed by the keys in this JWKS file")

@@ -103,29 +103,30 @@ func (e WebhookDeliveryOutcome) Valid() bool {
 
 // Defines values for WebhookEventType.
 const (
-	ApiKeyCreated           WebhookEventType = "api_key.created"
-	ApiKeyRevoked           WebhookEventType = "api_key.revoked"
-	InvitationAccepted      WebhookEventType = "invitation.accepted"
-	InvitationCreated       WebhookEventType = "invitation.created"
-	InvitationDeclined      WebhookEventType = "invitation.declined"
-	InvitationExpired       WebhookEventType = "invitation.expired"
-	InvitationRefreshed     WebhookEventType = "invitation.refreshed"
-	InvitationRevoked       WebhookEventType = "invitation.revoked"
-	InvitationRoleChanged   WebhookEventType = "invitation.role_changed"
-	MemberLeft              WebhookEventType = "member.left"
-	MemberRemoved           WebhookEventType = "member.removed"
-	MemberRoleChanged       WebhookEventType = "member.role_changed"
-	ServiceAccountCreated   WebhookEventType = "service_account.created"
-	ServiceAccountDeleted   WebhookEventType = "service_account.deleted"
-	ServiceAccountUpdated   WebhookEventType = "service_account.updated"
-	WebhookEndpointCreated  WebhookEventType = "webhook_endpoint.created"
-	WebhookEndpointDeleted  WebhookEventType = "webhook_endpoint.deleted"
-	WebhookEndpointDisabled WebhookEventType = "webhook_endpoint.disabled"
-	WebhookEndpointUpdated  WebhookEventType = "webhook_endpoint.updated"
-	WebhookTest             WebhookEventType = "webhook.test"
-	WorkspaceCreated        WebhookEventType = "workspace.created"
-	WorkspaceDeleted        WebhookEventType = "workspace.deleted"
-	WorkspaceUpdated        WebhookEventType = "workspace.updated"
+	ApiKeyCreated                WebhookEventType = "api_key.created"
+	ApiKeyRevoked                WebhookEventType = "api_key.revoked"
+	InvitationAccepted           WebhookEventType = "invitation.accepted"
+	InvitationCreated            WebhookEventType = "invitation.created"
+	InvitationDeclined           WebhookEventType = "invitation.declined"
+	InvitationExpired            WebhookEventType = "invitation.expired"
+	InvitationRefreshed          WebhookEventType = "invitation.refreshed"
+	InvitationRevoked            WebhookEventType = "invitation.revoked"
+	InvitationRoleChanged        WebhookEventType = "invitation.role_changed"
+	MemberLeft                   WebhookEventType = "member.left"
+	MemberRemoved                WebhookEventType = "member.removed"
+	MemberRoleChanged            WebhookEventType = "member.role_changed"
+	ServiceAccountCreated        WebhookEventType = "service_account.created"
+	ServiceAccountDeleted        WebhookEventType = "service_account.deleted"
+	ServiceAccountUpdated        WebhookEventType = "service_account.updated"
+	WebhookEndpointCreated       WebhookEventType = "webhook_endpoint.created"
+	WebhookEndpointDeleted       WebhookEventType = "webhook_endpoint.deleted"
+	WebhookEndpointDisabled      WebhookEventType = "webhook_endpoint.disabled"
+	WebhookEndpointUpdated       WebhookEventType = "webhook_endpoint.updated"
+	WebhookTest                  WebhookEventType = "webhook.test"
+	WorkspaceCreated             WebhookEventType = "workspace.created"
+	WorkspaceDeleted             WebhookEventType = "workspace.deleted"
+	WorkspaceEmailDomainsUpdated WebhookEventType = "workspace.email_domains_updated"
+	WorkspaceUpdated             WebhookEventType = "workspace.updated"
 )
 
 // Valid indicates whether the value is a known member of the WebhookEventType enum.
@@ -174,6 +175,8 @@ func (e WebhookEventType) Valid() bool {
 	case WorkspaceCreated:
 		return true
 	case WorkspaceDeleted:
+		return true
+	case WorkspaceEmailDomainsUpdated:
 		return true
 	case WorkspaceUpdated:
 		return true
@@ -349,6 +352,41 @@ type AuditTarget struct {
 
 	// Type invitation, member, workspace, api_key, service_account or webhook_endpoint
 	Type string `json:"type"`
+}
+
+// BulkInviteRequest Additive extension (issue 15) - emails to invite at once.
+type BulkInviteRequest struct {
+	// Emails The emails to invite, one row each; each is checked like a single invite's (a malformed one is that row's invalid_email).
+	Emails []string `json:"emails"`
+
+	// Role admin or member (the default), for every row
+	Role *string `json:"role,omitempty"`
+}
+
+// BulkInviteResponse Additive extension (issue 15) - one result per input row.
+type BulkInviteResponse struct {
+	Results []BulkInviteResult `json:"results"`
+}
+
+// BulkInviteResult One input row's answer: status is what inviting that email alone would have answered, with the invitation (200) or the error.
+type BulkInviteResult struct {
+	// Email the row's email as sent
+	Email string `json:"email"`
+
+	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+	Error *Error `json:"error,omitempty"`
+
+	// Invitation Pending invitation in workspace
+	Invitation *PendingInvitation `json:"invitation,omitempty"`
+
+	// Status the HTTP status a single invite of this email would have had
+	Status int `json:"status"`
+}
+
+// EmailDomainPolicy Additive extension (issue 15) - the email domains a workspace may invite. A domain listed covers itself and its subdomains (example.com covers a.example.com); deny wins over allow; an empty allowlist allows every domain not denied.
+type EmailDomainPolicy struct {
+	Allow *[]string `json:"allow,omitempty"`
+	Deny  *[]string `json:"deny,omitempty"`
 }
 
 // Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
@@ -879,6 +917,9 @@ type WorkspaceUser struct {
 // WorkspaceUserSource Source of the user provisioning
 type WorkspaceUserSource string
 
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
 // ListCursor defines model for ListCursor.
 type ListCursor = string
 
@@ -894,6 +935,9 @@ type WebhookId = int64
 // WorkspaceHeader defines model for WorkspaceHeader.
 type WorkspaceHeader = string
 
+// WorkspaceNamePath defines model for WorkspaceNamePath.
+type WorkspaceNamePath = string
+
 // BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
@@ -902,6 +946,9 @@ type Conflict = Error
 
 // Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type Forbidden = Error
+
+// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+type IdempotencyKeyReused = Error
 
 // InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type InternalError = Error
@@ -1050,6 +1097,18 @@ type InviteWorkspaceUserJSONBody struct {
 type InviteWorkspaceUserParams struct {
 	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
 	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+
+	// IdempotencyKey Additive extension (draft-ietf-httpapi-idempotency-key-header): a unique value the client chooses per intended change (a UUID). Within the key's lifetime (24 h by default), the same key with the same body from the same caller in the same workspace replays the first answer (status and body, with Idempotency-Replayed: true) without acting again; with a different body it is a 422 idempotency_key_reused; while the first request with the key is still running, a 409 idempotency_key_in_use. 5xx and 429 answers are not kept: the key may be retried.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// BulkInviteWorkspaceUsersParams defines parameters for BulkInviteWorkspaceUsers.
+type BulkInviteWorkspaceUsersParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+
+	// IdempotencyKey Additive extension (draft-ietf-httpapi-idempotency-key-header): a unique value the client chooses per intended change (a UUID). Within the key's lifetime (24 h by default), the same key with the same body from the same caller in the same workspace replays the first answer (status and body, with Idempotency-Replayed: true) without acting again; with a different body it is a 422 idempotency_key_reused; while the first request with the key is still running, a 409 idempotency_key_in_use. 5xx and 429 answers are not kept: the key may be retried.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RemoveWorkspaceUserParams defines parameters for RemoveWorkspaceUser.
@@ -1152,6 +1211,9 @@ type CreateApiKeyForServiceAccountJSONRequestBody CreateApiKeyForServiceAccountJ
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
 
+// BulkInviteWorkspaceUsersJSONRequestBody defines body for BulkInviteWorkspaceUsers for application/json ContentType.
+type BulkInviteWorkspaceUsersJSONRequestBody = BulkInviteRequest
+
 // UpdateWorkspaceUserRoleJSONRequestBody defines body for UpdateWorkspaceUserRole for application/json ContentType.
 type UpdateWorkspaceUserRoleJSONRequestBody UpdateWorkspaceUserRoleJSONBody
 
@@ -1169,6 +1231,9 @@ type CheckWorkspaceAvailabilityJSONRequestBody CheckWorkspaceAvailabilityJSONBod
 
 // UpdateWorkspaceJSONRequestBody defines body for UpdateWorkspace for application/json ContentType.
 type UpdateWorkspaceJSONRequestBody = Workspace
+
+// SetEmailDomainPolicyJSONRequestBody defines body for SetEmailDomainPolicy for application/json ContentType.
+type SetEmailDomainPolicyJSONRequestBody = EmailDomainPolicy
 
 // AsCheckWorkspaceAvailability200JSONResponseBody0 returns the union data inside the CheckWorkspaceAvailability200JSONResponseBody as a CheckWorkspaceAvailability200JSONResponseBody0
 func (t CheckWorkspaceAvailability200JSONResponseBody) AsCheckWorkspaceAvailability200JSONResponseBody0() (CheckWorkspaceAvailability200JSONResponseBody0, error) {
@@ -1454,6 +1519,24 @@ type ClientInterface interface {
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 	InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// BulkInviteWorkspaceUsersWithBody Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithBody(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsers(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -1624,6 +1707,31 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 	DeclineWorkspaceInvitation(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	//
+	// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+	//
+	// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+	GetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetEmailDomainPolicyWithBody Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithBody(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	//
@@ -1958,6 +2066,44 @@ func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, params *Invite
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 func (c *Client) InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInviteWorkspaceUserRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BulkInviteWorkspaceUsersWithBody Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *Client) BulkInviteWorkspaceUsersWithBody(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBulkInviteWorkspaceUsersRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BulkInviteWorkspaceUsers Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *Client) BulkInviteWorkspaceUsers(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBulkInviteWorkspaceUsersRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2339,6 +2485,61 @@ func (c *Client) UpdateWorkspace(ctx context.Context, workspaceName string, body
 // Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 func (c *Client) DeclineWorkspaceInvitation(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeclineWorkspaceInvitationRequest(c.Server, workspaceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetEmailDomainPolicy Get the workspace's email-domain policy
+//
+// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+//
+// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+func (c *Client) GetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEmailDomainPolicyRequest(c.Server, workspaceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetEmailDomainPolicyWithBody Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *Client) SetEmailDomainPolicyWithBody(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetEmailDomainPolicyRequestWithBody(c.Server, workspaceName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetEmailDomainPolicy Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *Client) SetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetEmailDomainPolicyRequest(c.Server, workspaceName, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3135,6 +3336,83 @@ func NewInviteWorkspaceUserRequestWithBody(server string, params *InviteWorkspac
 			req.Header.Set("X-Blaxel-Workspace", headerParam0)
 		}
 
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewBulkInviteWorkspaceUsersRequest calls the generic BulkInviteWorkspaceUsers builder with application/json body
+func NewBulkInviteWorkspaceUsersRequest(server string, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewBulkInviteWorkspaceUsersRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewBulkInviteWorkspaceUsersRequestWithBody constructs an http.Request for the BulkInviteWorkspaceUsers method, with any body, and a specified content type
+func NewBulkInviteWorkspaceUsersRequestWithBody(server string, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/users/bulk")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
 	}
 
 	return req, nil
@@ -3894,6 +4172,87 @@ func NewDeclineWorkspaceInvitationRequest(server string, workspaceName string) (
 	return req, nil
 }
 
+// NewGetEmailDomainPolicyRequest constructs an http.Request for the GetEmailDomainPolicy method
+func NewGetEmailDomainPolicyRequest(server string, workspaceName WorkspaceNamePath) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/email-domains", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetEmailDomainPolicyRequest calls the generic SetEmailDomainPolicy builder with application/json body
+func NewSetEmailDomainPolicyRequest(server string, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetEmailDomainPolicyRequestWithBody(server, workspaceName, "application/json", bodyReader)
+}
+
+// NewSetEmailDomainPolicyRequestWithBody constructs an http.Request for the SetEmailDomainPolicy method, with any body, and a specified content type
+func NewSetEmailDomainPolicyRequestWithBody(server string, workspaceName WorkspaceNamePath, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/email-domains", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewAcceptWorkspaceInvitationRequest constructs an http.Request for the AcceptWorkspaceInvitation method
 func NewAcceptWorkspaceInvitationRequest(server string, workspaceName string) (*http.Request, error) {
 	var err error
@@ -4168,6 +4527,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 	InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
+	// BulkInviteWorkspaceUsersWithBodyWithResponse Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithBodyWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error)
+
+	// BulkInviteWorkspaceUsersWithResponse Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error)
+
 	// RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -4356,6 +4733,33 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 	DeclineWorkspaceInvitationWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*DeclineWorkspaceInvitationResponse, error)
+
+	// GetEmailDomainPolicyWithResponse Get the workspace's email-domain policy
+	//
+	// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+	GetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*GetEmailDomainPolicyResponse, error)
+
+	// SetEmailDomainPolicyWithBodyWithResponse Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithBodyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error)
+
+	// SetEmailDomainPolicyWithResponse Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error)
 
 	// AcceptWorkspaceInvitationWithResponse Accept invitation to workspace
 	//
@@ -5550,6 +5954,11 @@ func (r ListWorkspaceUsersResponse) ContentType() string {
 	return ""
 }
 
+// InviteWorkspaceUserResponse200Headers the declared response headers of an HTTP 200 response for InviteWorkspaceUser
+type InviteWorkspaceUserResponse200Headers struct {
+	IdempotencyReplayed *string
+}
+
 // InviteWorkspaceUserResponse401Headers the declared response headers of an HTTP 401 response for InviteWorkspaceUser
 type InviteWorkspaceUserResponse401Headers struct {
 	WWWAuthenticate *string
@@ -5581,10 +5990,14 @@ type InviteWorkspaceUserResponse struct {
 	JSON413 *PayloadTooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *UnsupportedMediaType
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *IdempotencyKeyReused
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *InviteWorkspaceUserResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InviteWorkspaceUserResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5631,6 +6044,11 @@ func (r InviteWorkspaceUserResponse) GetJSON415() *UnsupportedMediaType {
 	return r.JSON415
 }
 
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r InviteWorkspaceUserResponse) GetJSON422() *IdempotencyKeyReused {
+	return r.JSON422
+}
+
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
 func (r InviteWorkspaceUserResponse) GetJSON429() *TooManyRequests {
 	return r.JSON429
@@ -5664,6 +6082,140 @@ func (r InviteWorkspaceUserResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r InviteWorkspaceUserResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// BulkInviteWorkspaceUsersResponse200Headers the declared response headers of an HTTP 200 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse200Headers struct {
+	IdempotencyReplayed *string
+}
+
+// BulkInviteWorkspaceUsersResponse401Headers the declared response headers of an HTTP 401 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// BulkInviteWorkspaceUsersResponse429Headers the declared response headers of an HTTP 429 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type BulkInviteWorkspaceUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkInviteResponse
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *IdempotencyKeyReused
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *BulkInviteWorkspaceUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *BulkInviteWorkspaceUsersResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *BulkInviteWorkspaceUsersResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON200() *BulkInviteResponse {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON422() *IdempotencyKeyReused {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r BulkInviteWorkspaceUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r BulkInviteWorkspaceUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r BulkInviteWorkspaceUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r BulkInviteWorkspaceUsersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7246,6 +7798,218 @@ func (r DeclineWorkspaceInvitationResponse) ContentType() string {
 	return ""
 }
 
+// GetEmailDomainPolicyResponse401Headers the declared response headers of an HTTP 401 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetEmailDomainPolicyResponse429Headers the declared response headers of an HTTP 429 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetEmailDomainPolicyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmailDomainPolicy
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetEmailDomainPolicyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetEmailDomainPolicyResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON200() *EmailDomainPolicy {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEmailDomainPolicyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEmailDomainPolicyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEmailDomainPolicyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEmailDomainPolicyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetEmailDomainPolicyResponse401Headers the declared response headers of an HTTP 401 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SetEmailDomainPolicyResponse429Headers the declared response headers of an HTTP 429 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type SetEmailDomainPolicyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmailDomainPolicy
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetEmailDomainPolicyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SetEmailDomainPolicyResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON200() *EmailDomainPolicy {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SetEmailDomainPolicyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetEmailDomainPolicyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetEmailDomainPolicyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetEmailDomainPolicyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // AcceptWorkspaceInvitationResponse401Headers the declared response headers of an HTTP 401 response for AcceptWorkspaceInvitation
 type AcceptWorkspaceInvitationResponse401Headers struct {
 	WWWAuthenticate *string
@@ -7728,6 +8492,36 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Contex
 	return ParseInviteWorkspaceUserResponse(rsp)
 }
 
+// BulkInviteWorkspaceUsersWithBodyWithResponse Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *ClientWithResponses) BulkInviteWorkspaceUsersWithBodyWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error) {
+	rsp, err := c.BulkInviteWorkspaceUsersWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBulkInviteWorkspaceUsersResponse(rsp)
+}
+
+// BulkInviteWorkspaceUsersWithResponse Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *ClientWithResponses) BulkInviteWorkspaceUsersWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error) {
+	rsp, err := c.BulkInviteWorkspaceUsers(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBulkInviteWorkspaceUsersResponse(rsp)
+}
+
 // RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 //
 // Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -8041,6 +8835,51 @@ func (c *ClientWithResponses) DeclineWorkspaceInvitationWithResponse(ctx context
 		return nil, err
 	}
 	return ParseDeclineWorkspaceInvitationResponse(rsp)
+}
+
+// GetEmailDomainPolicyWithResponse Get the workspace's email-domain policy
+//
+// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) GetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*GetEmailDomainPolicyResponse, error) {
+	rsp, err := c.GetEmailDomainPolicy(ctx, workspaceName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEmailDomainPolicyResponse(rsp)
+}
+
+// SetEmailDomainPolicyWithBodyWithResponse Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) SetEmailDomainPolicyWithBodyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error) {
+	rsp, err := c.SetEmailDomainPolicyWithBody(ctx, workspaceName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetEmailDomainPolicyResponse(rsp)
+}
+
+// SetEmailDomainPolicyWithResponse Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) SetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error) {
+	rsp, err := c.SetEmailDomainPolicy(ctx, workspaceName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetEmailDomainPolicyResponse(rsp)
 }
 
 // AcceptWorkspaceInvitationWithResponse Accept invitation to workspace
@@ -9404,6 +10243,13 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest IdempotencyKeyReused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9421,6 +10267,16 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers InviteWorkspaceUserResponse200Headers
+		if values := rsp.Header.Values("Idempotency-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotency-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotencyReplayed = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers InviteWorkspaceUserResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -9433,6 +10289,149 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers InviteWorkspaceUserResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseBulkInviteWorkspaceUsersResponse parses an HTTP response from a BulkInviteWorkspaceUsersWithResponse call
+func ParseBulkInviteWorkspaceUsersResponse(rsp *http.Response) (*BulkInviteWorkspaceUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &BulkInviteWorkspaceUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkInviteResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest IdempotencyKeyReused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers BulkInviteWorkspaceUsersResponse200Headers
+		if values := rsp.Header.Values("Idempotency-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotency-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotencyReplayed = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers BulkInviteWorkspaceUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers BulkInviteWorkspaceUsersResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -11108,6 +12107,230 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers DeclineWorkspaceInvitationResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetEmailDomainPolicyResponse parses an HTTP response from a GetEmailDomainPolicyWithResponse call
+func ParseGetEmailDomainPolicyResponse(rsp *http.Response) (*GetEmailDomainPolicyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEmailDomainPolicyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmailDomainPolicy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetEmailDomainPolicyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetEmailDomainPolicyResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetEmailDomainPolicyResponse parses an HTTP response from a SetEmailDomainPolicyWithResponse call
+func ParseSetEmailDomainPolicyResponse(rsp *http.Response) (*SetEmailDomainPolicyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetEmailDomainPolicyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmailDomainPolicy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers SetEmailDomainPolicyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers SetEmailDomainPolicyResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {

@@ -108,29 +108,30 @@ func (e WebhookDeliveryOutcome) Valid() bool {
 
 // Defines values for WebhookEventType.
 const (
-	ApiKeyCreated           WebhookEventType = "api_key.created"
-	ApiKeyRevoked           WebhookEventType = "api_key.revoked"
-	InvitationAccepted      WebhookEventType = "invitation.accepted"
-	InvitationCreated       WebhookEventType = "invitation.created"
-	InvitationDeclined      WebhookEventType = "invitation.declined"
-	InvitationExpired       WebhookEventType = "invitation.expired"
-	InvitationRefreshed     WebhookEventType = "invitation.refreshed"
-	InvitationRevoked       WebhookEventType = "invitation.revoked"
-	InvitationRoleChanged   WebhookEventType = "invitation.role_changed"
-	MemberLeft              WebhookEventType = "member.left"
-	MemberRemoved           WebhookEventType = "member.removed"
-	MemberRoleChanged       WebhookEventType = "member.role_changed"
-	ServiceAccountCreated   WebhookEventType = "service_account.created"
-	ServiceAccountDeleted   WebhookEventType = "service_account.deleted"
-	ServiceAccountUpdated   WebhookEventType = "service_account.updated"
-	WebhookEndpointCreated  WebhookEventType = "webhook_endpoint.created"
-	WebhookEndpointDeleted  WebhookEventType = "webhook_endpoint.deleted"
-	WebhookEndpointDisabled WebhookEventType = "webhook_endpoint.disabled"
-	WebhookEndpointUpdated  WebhookEventType = "webhook_endpoint.updated"
-	WebhookTest             WebhookEventType = "webhook.test"
-	WorkspaceCreated        WebhookEventType = "workspace.created"
-	WorkspaceDeleted        WebhookEventType = "workspace.deleted"
-	WorkspaceUpdated        WebhookEventType = "workspace.updated"
+	ApiKeyCreated                WebhookEventType = "api_key.created"
+	ApiKeyRevoked                WebhookEventType = "api_key.revoked"
+	InvitationAccepted           WebhookEventType = "invitation.accepted"
+	InvitationCreated            WebhookEventType = "invitation.created"
+	InvitationDeclined           WebhookEventType = "invitation.declined"
+	InvitationExpired            WebhookEventType = "invitation.expired"
+	InvitationRefreshed          WebhookEventType = "invitation.refreshed"
+	InvitationRevoked            WebhookEventType = "invitation.revoked"
+	InvitationRoleChanged        WebhookEventType = "invitation.role_changed"
+	MemberLeft                   WebhookEventType = "member.left"
+	MemberRemoved                WebhookEventType = "member.removed"
+	MemberRoleChanged            WebhookEventType = "member.role_changed"
+	ServiceAccountCreated        WebhookEventType = "service_account.created"
+	ServiceAccountDeleted        WebhookEventType = "service_account.deleted"
+	ServiceAccountUpdated        WebhookEventType = "service_account.updated"
+	WebhookEndpointCreated       WebhookEventType = "webhook_endpoint.created"
+	WebhookEndpointDeleted       WebhookEventType = "webhook_endpoint.deleted"
+	WebhookEndpointDisabled      WebhookEventType = "webhook_endpoint.disabled"
+	WebhookEndpointUpdated       WebhookEventType = "webhook_endpoint.updated"
+	WebhookTest                  WebhookEventType = "webhook.test"
+	WorkspaceCreated             WebhookEventType = "workspace.created"
+	WorkspaceDeleted             WebhookEventType = "workspace.deleted"
+	WorkspaceEmailDomainsUpdated WebhookEventType = "workspace.email_domains_updated"
+	WorkspaceUpdated             WebhookEventType = "workspace.updated"
 )
 
 // Valid indicates whether the value is a known member of the WebhookEventType enum.
@@ -179,6 +180,8 @@ func (e WebhookEventType) Valid() bool {
 	case WorkspaceCreated:
 		return true
 	case WorkspaceDeleted:
+		return true
+	case WorkspaceEmailDomainsUpdated:
 		return true
 	case WorkspaceUpdated:
 		return true
@@ -354,6 +357,41 @@ type AuditTarget struct {
 
 	// Type invitation, member, workspace, api_key, service_account or webhook_endpoint
 	Type string `json:"type"`
+}
+
+// BulkInviteRequest Additive extension (issue 15) - emails to invite at once.
+type BulkInviteRequest struct {
+	// Emails The emails to invite, one row each; each is checked like a single invite's (a malformed one is that row's invalid_email).
+	Emails []string `json:"emails"`
+
+	// Role admin or member (the default), for every row
+	Role *string `json:"role,omitempty"`
+}
+
+// BulkInviteResponse Additive extension (issue 15) - one result per input row.
+type BulkInviteResponse struct {
+	Results []BulkInviteResult `json:"results"`
+}
+
+// BulkInviteResult One input row's answer: status is what inviting that email alone would have answered, with the invitation (200) or the error.
+type BulkInviteResult struct {
+	// Email the row's email as sent
+	Email string `json:"email"`
+
+	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+	Error *Error `json:"error,omitempty"`
+
+	// Invitation Pending invitation in workspace
+	Invitation *PendingInvitation `json:"invitation,omitempty"`
+
+	// Status the HTTP status a single invite of this email would have had
+	Status int `json:"status"`
+}
+
+// EmailDomainPolicy Additive extension (issue 15) - the email domains a workspace may invite. A domain listed covers itself and its subdomains (example.com covers a.example.com); deny wins over allow; an empty allowlist allows every domain not denied.
+type EmailDomainPolicy struct {
+	Allow *[]string `json:"allow,omitempty"`
+	Deny  *[]string `json:"deny,omitempty"`
 }
 
 // Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
@@ -884,6 +922,9 @@ type WorkspaceUser struct {
 // WorkspaceUserSource Source of the user provisioning
 type WorkspaceUserSource string
 
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
 // ListCursor defines model for ListCursor.
 type ListCursor = string
 
@@ -899,6 +940,9 @@ type WebhookId = int64
 // WorkspaceHeader defines model for WorkspaceHeader.
 type WorkspaceHeader = string
 
+// WorkspaceNamePath defines model for WorkspaceNamePath.
+type WorkspaceNamePath = string
+
 // BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
@@ -907,6 +951,9 @@ type Conflict = Error
 
 // Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type Forbidden = Error
+
+// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+type IdempotencyKeyReused = Error
 
 // InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
 type InternalError = Error
@@ -1055,6 +1102,18 @@ type InviteWorkspaceUserJSONBody struct {
 type InviteWorkspaceUserParams struct {
 	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
 	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+
+	// IdempotencyKey Additive extension (draft-ietf-httpapi-idempotency-key-header): a unique value the client chooses per intended change (a UUID). Within the key's lifetime (24 h by default), the same key with the same body from the same caller in the same workspace replays the first answer (status and body, with Idempotency-Replayed: true) without acting again; with a different body it is a 422 idempotency_key_reused; while the first request with the key is still running, a 409 idempotency_key_in_use. 5xx and 429 answers are not kept: the key may be retried.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// BulkInviteWorkspaceUsersParams defines parameters for BulkInviteWorkspaceUsers.
+type BulkInviteWorkspaceUsersParams struct {
+	// XBlaxelWorkspace The workspace the request acts on. Required with a token; with an API key it may be left out (the key's own workspace), and must otherwise name that workspace. A workspace that does not exist or that the caller is not in is answered 404 workspace_not_found alike.
+	XBlaxelWorkspace *WorkspaceHeader `json:"X-Blaxel-Workspace,omitempty"`
+
+	// IdempotencyKey Additive extension (draft-ietf-httpapi-idempotency-key-header): a unique value the client chooses per intended change (a UUID). Within the key's lifetime (24 h by default), the same key with the same body from the same caller in the same workspace replays the first answer (status and body, with Idempotency-Replayed: true) without acting again; with a different body it is a 422 idempotency_key_reused; while the first request with the key is still running, a 409 idempotency_key_in_use. 5xx and 429 answers are not kept: the key may be retried.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RemoveWorkspaceUserParams defines parameters for RemoveWorkspaceUser.
@@ -1157,6 +1216,9 @@ type CreateApiKeyForServiceAccountJSONRequestBody CreateApiKeyForServiceAccountJ
 // InviteWorkspaceUserJSONRequestBody defines body for InviteWorkspaceUser for application/json ContentType.
 type InviteWorkspaceUserJSONRequestBody InviteWorkspaceUserJSONBody
 
+// BulkInviteWorkspaceUsersJSONRequestBody defines body for BulkInviteWorkspaceUsers for application/json ContentType.
+type BulkInviteWorkspaceUsersJSONRequestBody = BulkInviteRequest
+
 // UpdateWorkspaceUserRoleJSONRequestBody defines body for UpdateWorkspaceUserRole for application/json ContentType.
 type UpdateWorkspaceUserRoleJSONRequestBody UpdateWorkspaceUserRoleJSONBody
 
@@ -1174,6 +1236,9 @@ type CheckWorkspaceAvailabilityJSONRequestBody CheckWorkspaceAvailabilityJSONBod
 
 // UpdateWorkspaceJSONRequestBody defines body for UpdateWorkspace for application/json ContentType.
 type UpdateWorkspaceJSONRequestBody = Workspace
+
+// SetEmailDomainPolicyJSONRequestBody defines body for SetEmailDomainPolicy for application/json ContentType.
+type SetEmailDomainPolicyJSONRequestBody = EmailDomainPolicy
 
 // AsCheckWorkspaceAvailability200JSONResponseBody0 returns the union data inside the CheckWorkspaceAvailability200JSONResponseBody as a CheckWorkspaceAvailability200JSONResponseBody0
 func (t CheckWorkspaceAvailability200JSONResponseBody) AsCheckWorkspaceAvailability200JSONResponseBody0() (CheckWorkspaceAvailability200JSONResponseBody0, error) {
@@ -1459,6 +1524,24 @@ type ClientInterface interface {
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 	InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// BulkInviteWorkspaceUsersWithBody Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithBody(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsers(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -1629,6 +1712,31 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 	DeclineWorkspaceInvitation(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	//
+	// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+	//
+	// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+	GetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetEmailDomainPolicyWithBody Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithBody(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	//
@@ -1963,6 +2071,44 @@ func (c *Client) InviteWorkspaceUserWithBody(ctx context.Context, params *Invite
 // Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 func (c *Client) InviteWorkspaceUser(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInviteWorkspaceUserRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BulkInviteWorkspaceUsersWithBody Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *Client) BulkInviteWorkspaceUsersWithBody(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBulkInviteWorkspaceUsersRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BulkInviteWorkspaceUsers Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *Client) BulkInviteWorkspaceUsers(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBulkInviteWorkspaceUsersRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2344,6 +2490,61 @@ func (c *Client) UpdateWorkspace(ctx context.Context, workspaceName string, body
 // Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 func (c *Client) DeclineWorkspaceInvitation(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeclineWorkspaceInvitationRequest(c.Server, workspaceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetEmailDomainPolicy Get the workspace's email-domain policy
+//
+// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+//
+// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+func (c *Client) GetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEmailDomainPolicyRequest(c.Server, workspaceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetEmailDomainPolicyWithBody Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *Client) SetEmailDomainPolicyWithBody(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetEmailDomainPolicyRequestWithBody(c.Server, workspaceName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetEmailDomainPolicy Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *Client) SetEmailDomainPolicy(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetEmailDomainPolicyRequest(c.Server, workspaceName, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3140,6 +3341,83 @@ func NewInviteWorkspaceUserRequestWithBody(server string, params *InviteWorkspac
 			req.Header.Set("X-Blaxel-Workspace", headerParam0)
 		}
 
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewBulkInviteWorkspaceUsersRequest calls the generic BulkInviteWorkspaceUsers builder with application/json body
+func NewBulkInviteWorkspaceUsersRequest(server string, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewBulkInviteWorkspaceUsersRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewBulkInviteWorkspaceUsersRequestWithBody constructs an http.Request for the BulkInviteWorkspaceUsers method, with any body, and a specified content type
+func NewBulkInviteWorkspaceUsersRequestWithBody(server string, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/users/bulk")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XBlaxelWorkspace != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Blaxel-Workspace", *params.XBlaxelWorkspace, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Blaxel-Workspace", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
 	}
 
 	return req, nil
@@ -3899,6 +4177,87 @@ func NewDeclineWorkspaceInvitationRequest(server string, workspaceName string) (
 	return req, nil
 }
 
+// NewGetEmailDomainPolicyRequest constructs an http.Request for the GetEmailDomainPolicy method
+func NewGetEmailDomainPolicyRequest(server string, workspaceName WorkspaceNamePath) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/email-domains", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetEmailDomainPolicyRequest calls the generic SetEmailDomainPolicy builder with application/json body
+func NewSetEmailDomainPolicyRequest(server string, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetEmailDomainPolicyRequestWithBody(server, workspaceName, "application/json", bodyReader)
+}
+
+// NewSetEmailDomainPolicyRequestWithBody constructs an http.Request for the SetEmailDomainPolicy method, with any body, and a specified content type
+func NewSetEmailDomainPolicyRequestWithBody(server string, workspaceName WorkspaceNamePath, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "workspaceName", workspaceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/email-domains", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewAcceptWorkspaceInvitationRequest constructs an http.Request for the AcceptWorkspaceInvitation method
 func NewAcceptWorkspaceInvitationRequest(server string, workspaceName string) (*http.Request, error) {
 	var err error
@@ -4173,6 +4532,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /users (the `InviteWorkspaceUser` operationId).
 	InviteWorkspaceUserWithResponse(ctx context.Context, params *InviteWorkspaceUserParams, body InviteWorkspaceUserJSONRequestBody, reqEditors ...RequestEditorFn) (*InviteWorkspaceUserResponse, error)
 
+	// BulkInviteWorkspaceUsersWithBodyWithResponse Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithBodyWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error)
+
+	// BulkInviteWorkspaceUsersWithResponse Invite many users to the workspace
+	//
+	// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+	BulkInviteWorkspaceUsersWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error)
+
 	// RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 	//
 	// Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -4361,6 +4738,33 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /workspaces/{workspaceName}/decline (the `DeclineWorkspaceInvitation` operationId).
 	DeclineWorkspaceInvitationWithResponse(ctx context.Context, workspaceName string, reqEditors ...RequestEditorFn) (*DeclineWorkspaceInvitationResponse, error)
+
+	// GetEmailDomainPolicyWithResponse Get the workspace's email-domain policy
+	//
+	// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+	GetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*GetEmailDomainPolicyResponse, error)
+
+	// SetEmailDomainPolicyWithBodyWithResponse Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithBodyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error)
+
+	// SetEmailDomainPolicyWithResponse Set the workspace's email-domain policy
+	//
+	// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+	SetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error)
 
 	// AcceptWorkspaceInvitationWithResponse Accept invitation to workspace
 	//
@@ -5555,6 +5959,11 @@ func (r ListWorkspaceUsersResponse) ContentType() string {
 	return ""
 }
 
+// InviteWorkspaceUserResponse200Headers the declared response headers of an HTTP 200 response for InviteWorkspaceUser
+type InviteWorkspaceUserResponse200Headers struct {
+	IdempotencyReplayed *string
+}
+
 // InviteWorkspaceUserResponse401Headers the declared response headers of an HTTP 401 response for InviteWorkspaceUser
 type InviteWorkspaceUserResponse401Headers struct {
 	WWWAuthenticate *string
@@ -5586,10 +5995,14 @@ type InviteWorkspaceUserResponse struct {
 	JSON413 *PayloadTooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *UnsupportedMediaType
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *IdempotencyKeyReused
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *InviteWorkspaceUserResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InviteWorkspaceUserResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5636,6 +6049,11 @@ func (r InviteWorkspaceUserResponse) GetJSON415() *UnsupportedMediaType {
 	return r.JSON415
 }
 
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r InviteWorkspaceUserResponse) GetJSON422() *IdempotencyKeyReused {
+	return r.JSON422
+}
+
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
 func (r InviteWorkspaceUserResponse) GetJSON429() *TooManyRequests {
 	return r.JSON429
@@ -5669,6 +6087,140 @@ func (r InviteWorkspaceUserResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r InviteWorkspaceUserResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// BulkInviteWorkspaceUsersResponse200Headers the declared response headers of an HTTP 200 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse200Headers struct {
+	IdempotencyReplayed *string
+}
+
+// BulkInviteWorkspaceUsersResponse401Headers the declared response headers of an HTTP 401 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// BulkInviteWorkspaceUsersResponse429Headers the declared response headers of an HTTP 429 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type BulkInviteWorkspaceUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BulkInviteResponse
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *IdempotencyKeyReused
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *BulkInviteWorkspaceUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *BulkInviteWorkspaceUsersResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *BulkInviteWorkspaceUsersResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON200() *BulkInviteResponse {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON422() *IdempotencyKeyReused {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r BulkInviteWorkspaceUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r BulkInviteWorkspaceUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r BulkInviteWorkspaceUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r BulkInviteWorkspaceUsersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7251,6 +7803,218 @@ func (r DeclineWorkspaceInvitationResponse) ContentType() string {
 	return ""
 }
 
+// GetEmailDomainPolicyResponse401Headers the declared response headers of an HTTP 401 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetEmailDomainPolicyResponse429Headers the declared response headers of an HTTP 429 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type GetEmailDomainPolicyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmailDomainPolicy
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetEmailDomainPolicyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetEmailDomainPolicyResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON200() *EmailDomainPolicy {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEmailDomainPolicyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEmailDomainPolicyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEmailDomainPolicyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEmailDomainPolicyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetEmailDomainPolicyResponse401Headers the declared response headers of an HTTP 401 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// SetEmailDomainPolicyResponse429Headers the declared response headers of an HTTP 429 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type SetEmailDomainPolicyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmailDomainPolicy
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetEmailDomainPolicyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SetEmailDomainPolicyResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON200() *EmailDomainPolicy {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SetEmailDomainPolicyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetEmailDomainPolicyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetEmailDomainPolicyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetEmailDomainPolicyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // AcceptWorkspaceInvitationResponse401Headers the declared response headers of an HTTP 401 response for AcceptWorkspaceInvitation
 type AcceptWorkspaceInvitationResponse401Headers struct {
 	WWWAuthenticate *string
@@ -7733,6 +8497,36 @@ func (c *ClientWithResponses) InviteWorkspaceUserWithResponse(ctx context.Contex
 	return ParseInviteWorkspaceUserResponse(rsp)
 }
 
+// BulkInviteWorkspaceUsersWithBodyWithResponse Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *ClientWithResponses) BulkInviteWorkspaceUsersWithBodyWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error) {
+	rsp, err := c.BulkInviteWorkspaceUsersWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBulkInviteWorkspaceUsersResponse(rsp)
+}
+
+// BulkInviteWorkspaceUsersWithResponse Invite many users to the workspace
+//
+// Invites up to 1,000 emails at once, with one role (member unless given). The answer is 200 with one result per input row, in order: the row's invitation, or the error that inviting that email alone would have given (invalid_email, already_member, domain_not_allowed, duplicate_email, rate_limited, ...), so one bad row never fails the others. An email repeated in the list (compared case-insensitively) is invited once; its later rows are answered duplicate_email.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/bulk (the `BulkInviteWorkspaceUsers` operationId).
+func (c *ClientWithResponses) BulkInviteWorkspaceUsersWithResponse(ctx context.Context, params *BulkInviteWorkspaceUsersParams, body BulkInviteWorkspaceUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*BulkInviteWorkspaceUsersResponse, error) {
+	rsp, err := c.BulkInviteWorkspaceUsers(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBulkInviteWorkspaceUsersResponse(rsp)
+}
+
 // RemoveWorkspaceUserWithResponse Remove user from workspace or revoke invitation
 //
 // Removes a user from the workspace (or revokes an invitation if the user has not accepted the invitation yet).
@@ -8046,6 +8840,51 @@ func (c *ClientWithResponses) DeclineWorkspaceInvitationWithResponse(ctx context
 		return nil, err
 	}
 	return ParseDeclineWorkspaceInvitationResponse(rsp)
+}
+
+// GetEmailDomainPolicyWithResponse Get the workspace's email-domain policy
+//
+// The allowlist and denylist of email domains that invitations to this workspace are checked against. Any member may read it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{workspaceName}/email-domains (the `GetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) GetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, reqEditors ...RequestEditorFn) (*GetEmailDomainPolicyResponse, error) {
+	rsp, err := c.GetEmailDomainPolicy(ctx, workspaceName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEmailDomainPolicyResponse(rsp)
+}
+
+// SetEmailDomainPolicyWithBodyWithResponse Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) SetEmailDomainPolicyWithBodyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error) {
+	rsp, err := c.SetEmailDomainPolicyWithBody(ctx, workspaceName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetEmailDomainPolicyResponse(rsp)
+}
+
+// SetEmailDomainPolicyWithResponse Set the workspace's email-domain policy
+//
+// Replaces the policy (admins only). An invitation (single or bulk) to an email whose domain is denied, or, when the allowlist is not empty, not allowed, is refused with 403 domain_not_allowed. A listed domain also covers its subdomains; deny wins over allow. Pending invitations already sent are not touched.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /workspaces/{workspaceName}/email-domains (the `SetEmailDomainPolicy` operationId).
+func (c *ClientWithResponses) SetEmailDomainPolicyWithResponse(ctx context.Context, workspaceName WorkspaceNamePath, body SetEmailDomainPolicyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetEmailDomainPolicyResponse, error) {
+	rsp, err := c.SetEmailDomainPolicy(ctx, workspaceName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetEmailDomainPolicyResponse(rsp)
 }
 
 // AcceptWorkspaceInvitationWithResponse Accept invitation to workspace
@@ -9409,6 +10248,13 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest IdempotencyKeyReused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9426,6 +10272,16 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers InviteWorkspaceUserResponse200Headers
+		if values := rsp.Header.Values("Idempotency-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotency-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotencyReplayed = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers InviteWorkspaceUserResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -9438,6 +10294,149 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		response.Headers401 = &headers
 	case rsp.StatusCode == 429:
 		var headers InviteWorkspaceUserResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseBulkInviteWorkspaceUsersResponse parses an HTTP response from a BulkInviteWorkspaceUsersWithResponse call
+func ParseBulkInviteWorkspaceUsersResponse(rsp *http.Response) (*BulkInviteWorkspaceUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &BulkInviteWorkspaceUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BulkInviteResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest IdempotencyKeyReused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers BulkInviteWorkspaceUsersResponse200Headers
+		if values := rsp.Header.Values("Idempotency-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotency-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotencyReplayed = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers BulkInviteWorkspaceUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers BulkInviteWorkspaceUsersResponse429Headers
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -11140,6 +12139,230 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 	return response, nil
 }
 
+// ParseGetEmailDomainPolicyResponse parses an HTTP response from a GetEmailDomainPolicyWithResponse call
+func ParseGetEmailDomainPolicyResponse(rsp *http.Response) (*GetEmailDomainPolicyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEmailDomainPolicyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmailDomainPolicy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetEmailDomainPolicyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetEmailDomainPolicyResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetEmailDomainPolicyResponse parses an HTTP response from a SetEmailDomainPolicyWithResponse call
+func ParseSetEmailDomainPolicyResponse(rsp *http.Response) (*SetEmailDomainPolicyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetEmailDomainPolicyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmailDomainPolicy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers SetEmailDomainPolicyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers SetEmailDomainPolicyResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseAcceptWorkspaceInvitationResponse parses an HTTP response from a AcceptWorkspaceInvitationWithResponse call
 func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspaceInvitationResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -11402,6 +12625,9 @@ type ServerInterface interface {
 	// InviteWorkspaceUser Invite user to workspace
 	// (POST /users)
 	InviteWorkspaceUser(ctx echo.Context, params InviteWorkspaceUserParams) error
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	// (POST /users/bulk)
+	BulkInviteWorkspaceUsers(ctx echo.Context, params BulkInviteWorkspaceUsersParams) error
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	// (DELETE /users/{subOrEmail})
 	RemoveWorkspaceUser(ctx echo.Context, subOrEmail string, params RemoveWorkspaceUserParams) error
@@ -11447,6 +12673,12 @@ type ServerInterface interface {
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx echo.Context, workspaceName string) error
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	// (GET /workspaces/{workspaceName}/email-domains)
+	GetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	// (PUT /workspaces/{workspaceName}/email-domains)
+	SetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	// (POST /workspaces/{workspaceName}/join)
 	AcceptWorkspaceInvitation(ctx echo.Context, workspaceName string) error
@@ -11875,9 +13107,68 @@ func (w *ServerInterfaceWrapper) InviteWorkspaceUser(ctx echo.Context) error {
 
 		params.XBlaxelWorkspace = &XBlaxelWorkspace
 	}
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.InviteWorkspaceUser(ctx, params)
+	return err
+}
+
+// BulkInviteWorkspaceUsers converts echo context to params.
+func (w *ServerInterfaceWrapper) BulkInviteWorkspaceUsers(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params BulkInviteWorkspaceUsersParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Blaxel-Workspace" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Blaxel-Workspace")]; found {
+		var XBlaxelWorkspace WorkspaceHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Blaxel-Workspace, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Blaxel-Workspace", valueList[0], &XBlaxelWorkspace, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Blaxel-Workspace: %s", err))
+		}
+
+		params.XBlaxelWorkspace = &XBlaxelWorkspace
+	}
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.BulkInviteWorkspaceUsers(ctx, params)
 	return err
 }
 
@@ -12270,6 +13561,38 @@ func (w *ServerInterfaceWrapper) DeclineWorkspaceInvitation(ctx echo.Context) er
 	return err
 }
 
+// GetEmailDomainPolicy converts echo context to params.
+func (w *ServerInterfaceWrapper) GetEmailDomainPolicy(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName WorkspaceNamePath
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetEmailDomainPolicy(ctx, workspaceName)
+	return err
+}
+
+// SetEmailDomainPolicy converts echo context to params.
+func (w *ServerInterfaceWrapper) SetEmailDomainPolicy(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "workspaceName" -------------
+	var workspaceName WorkspaceNamePath
+
+	err = runtime.BindStyledParameterWithOptions("simple", "workspaceName", ctx.Param("workspaceName"), &workspaceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter workspaceName: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetEmailDomainPolicy(ctx, workspaceName)
+	return err
+}
+
 // AcceptWorkspaceInvitation converts echo context to params.
 func (w *ServerInterfaceWrapper) AcceptWorkspaceInvitation(ctx echo.Context) error {
 	var err error
@@ -12351,6 +13674,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 
 	router.GET(options.BaseURL+"/users", wrapper.ListWorkspaceUsers, options.OperationMiddlewares["ListWorkspaceUsers"]...)
 	router.POST(options.BaseURL+"/users", wrapper.InviteWorkspaceUser, options.OperationMiddlewares["InviteWorkspaceUser"]...)
+	router.POST(options.BaseURL+"/users/bulk", wrapper.BulkInviteWorkspaceUsers, options.OperationMiddlewares["BulkInviteWorkspaceUsers"]...)
 	router.DELETE(options.BaseURL+"/users/:subOrEmail", wrapper.RemoveWorkspaceUser, options.OperationMiddlewares["RemoveWorkspaceUser"]...)
 	router.PUT(options.BaseURL+"/users/:subOrEmail", wrapper.UpdateWorkspaceUserRole, options.OperationMiddlewares["UpdateWorkspaceUserRole"]...)
 	router.GET(options.BaseURL+"/profile/invitations", wrapper.ListAllPendingInvitations, options.OperationMiddlewares["ListAllPendingInvitations"]...)
@@ -12362,6 +13686,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.DELETE(options.BaseURL+"/workspaces/:workspaceName", wrapper.DeleteWorkspace, options.OperationMiddlewares["DeleteWorkspace"]...)
 	router.GET(options.BaseURL+"/workspaces/:workspaceName", wrapper.GetWorkspace, options.OperationMiddlewares["GetWorkspace"]...)
 	router.PUT(options.BaseURL+"/workspaces/:workspaceName", wrapper.UpdateWorkspace, options.OperationMiddlewares["UpdateWorkspace"]...)
+	router.GET(options.BaseURL+"/workspaces/:workspaceName/email-domains", wrapper.GetEmailDomainPolicy, options.OperationMiddlewares["GetEmailDomainPolicy"]...)
+	router.PUT(options.BaseURL+"/workspaces/:workspaceName/email-domains", wrapper.SetEmailDomainPolicy, options.OperationMiddlewares["SetEmailDomainPolicy"]...)
 	router.POST(options.BaseURL+"/workspaces/availability", wrapper.CheckWorkspaceAvailability, options.OperationMiddlewares["CheckWorkspaceAvailability"]...)
 	router.GET(options.BaseURL+"/service_accounts", wrapper.GetWorkspaceServiceAccounts, options.OperationMiddlewares["GetWorkspaceServiceAccounts"]...)
 	router.POST(options.BaseURL+"/service_accounts", wrapper.CreateWorkspaceServiceAccount, options.OperationMiddlewares["CreateWorkspaceServiceAccount"]...)
@@ -12386,6 +13712,8 @@ type BadRequestJSONResponse Error
 type ConflictJSONResponse Error
 
 type ForbiddenJSONResponse Error
+
+type IdempotencyKeyReusedJSONResponse Error
 
 type InternalErrorJSONResponse Error
 
@@ -13911,15 +15239,25 @@ type InviteWorkspaceUserResponseObject interface {
 	VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error
 }
 
-type InviteWorkspaceUser200JSONResponse PendingInvitation
+type InviteWorkspaceUser200ResponseHeaders struct {
+	IdempotencyReplayed *string
+}
+
+type InviteWorkspaceUser200JSONResponse struct {
+	Body    PendingInvitation
+	Headers InviteWorkspaceUser200ResponseHeaders
+}
 
 func (response InviteWorkspaceUser200JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotencyReplayed != nil {
+		w.Header().Set("Idempotency-Replayed", fmt.Sprint(*response.Headers.IdempotencyReplayed))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -14028,6 +15366,22 @@ func (response InviteWorkspaceUser415JSONResponse) VisitInviteWorkspaceUserRespo
 	return err
 }
 
+type InviteWorkspaceUser422JSONResponse struct {
+	IdempotencyKeyReusedJSONResponse
+}
+
+func (response InviteWorkspaceUser422JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InviteWorkspaceUser429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response InviteWorkspaceUser429JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
@@ -14054,6 +15408,195 @@ func (response InviteWorkspaceUser429JSONResponse) VisitInviteWorkspaceUserRespo
 type InviteWorkspaceUser500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InviteWorkspaceUser500JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsersRequestObject struct {
+	Params BulkInviteWorkspaceUsersParams
+	Body   *BulkInviteWorkspaceUsersJSONRequestBody
+}
+
+type BulkInviteWorkspaceUsersResponseObject interface {
+	VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error
+}
+
+type BulkInviteWorkspaceUsers200ResponseHeaders struct {
+	IdempotencyReplayed *string
+}
+
+type BulkInviteWorkspaceUsers200JSONResponse struct {
+	Body    BulkInviteResponse
+	Headers BulkInviteWorkspaceUsers200ResponseHeaders
+}
+
+func (response BulkInviteWorkspaceUsers200JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotencyReplayed != nil {
+		w.Header().Set("Idempotency-Replayed", fmt.Sprint(*response.Headers.IdempotencyReplayed))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response BulkInviteWorkspaceUsers400JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response BulkInviteWorkspaceUsers401JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response BulkInviteWorkspaceUsers403JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response BulkInviteWorkspaceUsers404JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers409JSONResponse struct{ ConflictJSONResponse }
+
+func (response BulkInviteWorkspaceUsers409JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response BulkInviteWorkspaceUsers413JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response BulkInviteWorkspaceUsers415JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers422JSONResponse struct {
+	IdempotencyKeyReusedJSONResponse
+}
+
+func (response BulkInviteWorkspaceUsers422JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response BulkInviteWorkspaceUsers429JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BulkInviteWorkspaceUsers500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response BulkInviteWorkspaceUsers500JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -16052,6 +17595,273 @@ func (response DeclineWorkspaceInvitation500JSONResponse) VisitDeclineWorkspaceI
 	return err
 }
 
+type GetEmailDomainPolicyRequestObject struct {
+	WorkspaceName WorkspaceNamePath `json:"workspaceName"`
+}
+
+type GetEmailDomainPolicyResponseObject interface {
+	VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error
+}
+
+type GetEmailDomainPolicy200JSONResponse EmailDomainPolicy
+
+func (response GetEmailDomainPolicy200JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetEmailDomainPolicy400JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetEmailDomainPolicy401JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetEmailDomainPolicy403JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response GetEmailDomainPolicy404JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetEmailDomainPolicy429JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetEmailDomainPolicy500JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicyRequestObject struct {
+	WorkspaceName WorkspaceNamePath `json:"workspaceName"`
+	Body          *SetEmailDomainPolicyJSONRequestBody
+}
+
+type SetEmailDomainPolicyResponseObject interface {
+	VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error
+}
+
+type SetEmailDomainPolicy200JSONResponse EmailDomainPolicy
+
+func (response SetEmailDomainPolicy200JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SetEmailDomainPolicy400JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SetEmailDomainPolicy401JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SetEmailDomainPolicy403JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SetEmailDomainPolicy404JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SetEmailDomainPolicy413JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SetEmailDomainPolicy415JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SetEmailDomainPolicy429JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetEmailDomainPolicy500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SetEmailDomainPolicy500JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AcceptWorkspaceInvitationRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -16354,6 +18164,9 @@ type StrictServerInterface interface {
 	// InviteWorkspaceUser Invite user to workspace
 	// (POST /users)
 	InviteWorkspaceUser(ctx context.Context, request InviteWorkspaceUserRequestObject) (InviteWorkspaceUserResponseObject, error)
+	// BulkInviteWorkspaceUsers Invite many users to the workspace
+	// (POST /users/bulk)
+	BulkInviteWorkspaceUsers(ctx context.Context, request BulkInviteWorkspaceUsersRequestObject) (BulkInviteWorkspaceUsersResponseObject, error)
 	// RemoveWorkspaceUser Remove user from workspace or revoke invitation
 	// (DELETE /users/{subOrEmail})
 	RemoveWorkspaceUser(ctx context.Context, request RemoveWorkspaceUserRequestObject) (RemoveWorkspaceUserResponseObject, error)
@@ -16399,6 +18212,12 @@ type StrictServerInterface interface {
 	// DeclineWorkspaceInvitation Decline invitation to workspace
 	// (POST /workspaces/{workspaceName}/decline)
 	DeclineWorkspaceInvitation(ctx context.Context, request DeclineWorkspaceInvitationRequestObject) (DeclineWorkspaceInvitationResponseObject, error)
+	// GetEmailDomainPolicy Get the workspace's email-domain policy
+	// (GET /workspaces/{workspaceName}/email-domains)
+	GetEmailDomainPolicy(ctx context.Context, request GetEmailDomainPolicyRequestObject) (GetEmailDomainPolicyResponseObject, error)
+	// SetEmailDomainPolicy Set the workspace's email-domain policy
+	// (PUT /workspaces/{workspaceName}/email-domains)
+	SetEmailDomainPolicy(ctx context.Context, request SetEmailDomainPolicyRequestObject) (SetEmailDomainPolicyResponseObject, error)
 	// AcceptWorkspaceInvitation Accept invitation to workspace
 	// (POST /workspaces/{workspaceName}/join)
 	AcceptWorkspaceInvitation(ctx context.Context, request AcceptWorkspaceInvitationRequestObject) (AcceptWorkspaceInvitationResponseObject, error)
@@ -16846,6 +18665,54 @@ func (sh *strictHandler) InviteWorkspaceUser(ctx echo.Context, params InviteWork
 		return err
 	} else if validResponse, ok := response.(InviteWorkspaceUserResponseObject); ok {
 		return validResponse.VisitInviteWorkspaceUserResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// BulkInviteWorkspaceUsers operation middleware
+func (sh *strictHandler) BulkInviteWorkspaceUsers(ctx echo.Context, params BulkInviteWorkspaceUsersParams) error {
+	var request BulkInviteWorkspaceUsersRequestObject
+
+	request.Params = params
+
+	var body BulkInviteWorkspaceUsersJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.BulkInviteWorkspaceUsers(ctx.Request().Context(), request.(BulkInviteWorkspaceUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "BulkInviteWorkspaceUsers")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(BulkInviteWorkspaceUsersResponseObject); ok {
+		return validResponse.VisitBulkInviteWorkspaceUsersResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -17368,6 +19235,79 @@ func (sh *strictHandler) DeclineWorkspaceInvitation(ctx echo.Context, workspaceN
 	return nil
 }
 
+// GetEmailDomainPolicy operation middleware
+func (sh *strictHandler) GetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error {
+	var request GetEmailDomainPolicyRequestObject
+
+	request.WorkspaceName = workspaceName
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetEmailDomainPolicy(ctx.Request().Context(), request.(GetEmailDomainPolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetEmailDomainPolicy")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetEmailDomainPolicyResponseObject); ok {
+		return validResponse.VisitGetEmailDomainPolicyResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SetEmailDomainPolicy operation middleware
+func (sh *strictHandler) SetEmailDomainPolicy(ctx echo.Context, workspaceName WorkspaceNamePath) error {
+	var request SetEmailDomainPolicyRequestObject
+
+	request.WorkspaceName = workspaceName
+
+	var body SetEmailDomainPolicyJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetEmailDomainPolicy(ctx.Request().Context(), request.(SetEmailDomainPolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetEmailDomainPolicy")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetEmailDomainPolicyResponseObject); ok {
+		return validResponse.VisitSetEmailDomainPolicyResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // AcceptWorkspaceInvitation operation middleware
 func (sh *strictHandler) AcceptWorkspaceInvitation(ctx echo.Context, workspaceName string) error {
 	var request AcceptWorkspaceInvitationRequestObject
@@ -17423,196 +19363,221 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rbhw3s+CrEL0LaAanZ3Sxk01kBAeK7OTT+XyDJMNn8dmQON2cGUbdZIdkazQnMPA9xD7D2ffYR/me",
-	"ZMEqspt9mYtsSXES/bE13WyySFYVq4p1+S1KZF5IwYTR0eFvUUEVzZlhCn695Nocl0pLZX+lTCeKF4ZL",
-	"ER1GR2nKDb9mhN0YJjSX4pAs5kwxYiRJpDBclCwmiSw4S8lUyZyYOSOFYtdclpoUdMZ2NLl8ycXVJZkz",
-	"mjI1Jm8K+mvJCBUp0XwmWHpIKEkABOyDCmnmTJGMaxNXvxZSXemCJoxIVT1MaJYxFeMjQjPDFEuJFCwm",
-	"XBNKnu7tjckLYRRnmtA0ZSmhU8MUwLmg2RWZsBkVJKdL24f9T0hDaFEwqp4R5r40c2oIu+HasJRM2FQq",
-	"RrhvRqRIGGE0mceECyJVaiEqRca0Jorl8pqlJGdULOY8Y+Mojrhd3F9LppZRHAmas+gwwgWI4kgnc5ZT",
-	"uxk5vXnJxMzMo8ODvb04MsvCttRGcTGLPn2KYfNe8pyb7faOCr1gilBDcqkNMXOuSU7F0s8T4LcrY1d+",
-	"R5NSlzTzE7L7RYWQpZ2tbSTYjYEt9l819pkMFMt++BDZVh+i4Zi852YuS2PXDRZ/LjMcCHYKIGNpTKgm",
-	"ZaGNYjQnqWR61XplMO3WcvG8zKPD/T27WjkX7me1clwYNmMKlu4tnbE7XDoySNmUlpkh+3t7w/sC+j2b",
-	"zKW8Okm7QNs1ZSItJBd263jqQSiomdcQLKoe4kixX0uuWBodGlWyEKqpVDk1OPi3T6N+WDw9/g32uwvR",
-	"ud3limgtfHZApg2hidFEijE5dRCQBTdzQomRV0w8c78EOXp7Qq7Y0qKMpcwJIxmbGmKxaGD7u2LLHU3k",
-	"QtTjDBFR81IbAixiwTUjdvJIxFXDMTlqQEcNoBuQP1C65Qfw2I6EfMZiqn3PRYiz5One07qrCyHNxVSW",
-	"lloyflXTO5JFvRP/OfoxozcsG1UL2UCMNrF/svulCyk0A779I01PcTntL8uMmYA/aVFkPKF2E3Z/0XYn",
-	"fgu6/Z+KTaPD6H/s1mfCLr7Vuy+UkgqH6uKW3zvA+8wiiGW0ql60nJpkDovlRvsUR8dSTDOePDCIiRtV",
-	"IyLB/pVKMWGINtQwMmDj2ZjQTDGaLgklOcsnTA0txD9JNeFpysT9g3xNM56SRLGUCcNphuBa5PaTAdLQ",
-	"iSzgzKuxVcmMWWBPhGFK0AyHuHeAS8FuCpbYM1Azdc0UmVKelYpZ5mcozzShipFMzmaWkwtmmyhmSiVY",
-	"Cqv7WpqfLGk8FD5oWaqE9RC2I+RrrvkkA3GmpvIITodlJml6LuVLqmbsYfF3ItMlYTcJY6lGguL/ZY9K",
-	"e3Z8iqNzKV9RsXTUr+8fNkqUpRoAgCyoFWpoMmcpGRSBCFY0ZLSpRVjFjRW7REq4uOYGgNIgrMGHGbck",
-	"SdNUWUnJfmHxyYpopZlbmsBpDJ9ZJFLLQHITpSVYIqdEs0SKVFuWfGobjY5soyh27BZW55SaVUc9LntO",
-	"ueBiRn4tpaG2V+D7hcx4sgTwYRPcSKUwPLNHErcLoY0EsQU4yuWHCFfjQ/RM/bD3zPywf7mWqcc1bKO3",
-	"MFw/iAiYAwjPMaodijihyclgJy/OfyKpolOD/444M9PR3JiCFnxk9xG2ceSWpwfwX3/Y39t7ttgC9GC9",
-	"O1D71TKSLCg3XmiGjbRLPTj96Zh8v7+/N2yKQ+vkHzvoO2GRQyr+X+wBuEjOtbbQWo4hOvy6iWXv378f",
-	"HdWIy/p3sonaeFRaQdPx1cGPjCp7FK0VBWAddFkUUhmWvmIpp+fQ5sG5lOOjnaHsp643O9hRwf/OALdp",
-	"lr2ZRof/WA/AOc/ZT5xlqY4+xeubvlkIpoK2hZIFU4ajlESrgVsifsGt9AhCME3fiGzpheDWYscRuym4",
-	"YvqCi243z0uF+4hMAZrCgzE5w+0BvpZTo4kVBsnOk710hwye7JGULvUwJjsHT+c7ZHDwlMxlqeDJ/mKH",
-	"DPbJgrGr4Zi8spLshJFCalRKQA9zasj+HlkyqvSYnExhIzQzMfABLzrjIezmYGVRdkPzIrNTfLKXRj3z",
-	"5enK5SI8jS1FWyrm7Bp04ErrP3p70uieXl3QSbJ/8CRl06fffLvNUqNk3B78tRXep1KF82qMdHyye/yc",
-	"vOUFy7hg5O/wutO5Lifdvt9ppoguJ7+wxBAOhD3lcH5sBFaXkwvjqK7Z6Znrz74lg9IOIRWITDxhFzRJ",
-	"ZCnMsDEF26gL9KdPH9sU+FKK2Sjj1yytttguDU0ShqwKlYq6LwmwWICPypSbo8T0WXoWc0lymjJCSTKn",
-	"YmZ1kSYlXXHRgxgwuQG157mWYkejBmeVsIJfWOAGXrre0R7gYdxei9jKArap5V5KZkVGBSOJzHOL7FK4",
-	"89eKnEMQH/RSG5ajEuhEUW40y6buPEu5ppPMLgcFmcL+5ZVjWHhhz5h/+GV3wFqm2wQsiqMk4/Y5DBh9",
-	"3BavgNXbpd7RFr3IgOWFwa3CroZRnz2n1sj/gQuO3X9ctZsvrh2vb47+RjDC87w01Aq31LYkzDY9JHaj",
-	"BwDZkKQ8JQsrTNgHVtCC0xoeGCv1mmEcaFCAFimZAqv15zkwIysBjMlr4DTUykmKmTE5yjRK1ZcpNfTS",
-	"ilW2xZI4EwRCNO4gGsKy6YhylhBYADj7PsUR9bi97sOACuwnXnqhYPORgmZvA2iQ9Ltb21qMWjDFF2RA",
-	"J9rKtkCaJGUZg/Xto0pcyC8Gwe3HShgSxehKGPgqe5JdXTAmkcEluzYXl7jhTv62hAwo1mBltt3Tgz4O",
-	"7CSHVdar/xw5lWZ0kqIQXgsbIPMCg6pnGJPFnAFvUAzkYSlY37CIy1vhxTk2tR/xvqPID+jX2I5q2RQ3",
-	"hllirexmKTVsBH30AFRpSf3rUL3e0WC42sgpwNbnBlsExiRHSZ4wqpVYyU7Oq5VqT5ua6mSASeNWyA7x",
-	"rsKkWv/b0cTqWxmKKdXZoMsJPmnPviHO7Ggy58KQAbeCFVfaWKAUTQwD2cmfBzyx7BdY+I72iubJc+KE",
-	"iLadtIsyved6PYnYAR7X4FZHXud0A9sNsqsLP/LGPYW3QJl9u1UZfFqCh6EipSolzL4n3l5Y2WDIZFmt",
-	"JqAyrQhsCuabgTe972gCYwzH5HzOtT9k0eSpHSN/enMD/OCbmxs8J7hB/pAt6NLuT5ZZ8kgZHtR/Oz9/",
-	"Cwa40m4VgjigjoXEJKfJnAs2soIXnFv2ACS6TOZWve2zr1rGhja8C9yOQ5jd6Yuj569ewNUCmE/yIZqE",
-	"mdbU8sWF158XSloJQbhT0EiSSjA2wJJc8NSqNxbTPGfuHlZ2dt19CGaK83fcDOYcMsune9939dw4Yv3b",
-	"CzuCUqVU2LETWUGlBou4XTN70rZHik69McybPcEWpvuw361Uz7zKnIp6g3AL/bpi04mFBFfY0hwscQOO",
-	"E6dHh2rkmsPioo+jnNcnw44mJ89jQq2w4UwgjXOkogF3K+UESkRgh9WZnBHQHJqHziGYXUDJAWJRzCp0",
-	"KFQWSk4yllvqYI6/uJuIxuiDfYtV+wffkUJxgeLY0dnxyUnItrB3bpU3yywEiwnLNCMzJpiipiZbBNci",
-	"YXAzuH/w3SZegsjQx0d+VrIsqvuHV7Qo7Ped9XYvyISZBbNsQ5CT9C2Z2a+dRNA0ToPQkXLF7MGzJHop",
-	"kg7pwNevV2t8bjPqgdBq/yF6IWZcMGan+iGKyYfobUaNPXk/RE2lKmjYi2Ey6xn7VKI9mGrNZwJxigf8",
-	"hwxomsM1b3VtUOsT8MruD7yxSx7ow+5dd6862/KKGWqF5pd0wjK9Wjb8rTup5mT+zpaja5qVjBSUK7Sx",
-	"SjWjgv8Xd6xvyjMDS1SZy/WY4MAkoYJMGCk1S+HGnxo2A9Nb3dbiJhPXXEmRM6vJFUraacTEMJq7i/kl",
-	"SUptZE4MvZFC5stxnxT65qg08+pk285Q5CxVHbsPoPxFYzF6hZrqGIhhbQomi4yhcfLb//X0e/L//u83",
-	"44PhNrvW0dSbfbSO5ENyCQ8u7REDh9ZPxzvusLC70oGfaHukNmEekxO8PEdNqzqm/eFNBra/2HPoODjZ",
-	"rOguHRd04pFl69rfzmtLgQu6HFcbc24V+x5yCWe57+wQaAWoJtun49lmF6a/TwvAf7w/tyinmeUumnyI",
-	"jpzZF+1taCb9EEW3NNg1jfh2IATVfROyjyffBj4XweEM93H9QMMrHXSbUIV+FcA6RpoVFDh6r8xpv1hh",
-	"UXISFc66weOqR+uPgMaCN8ZqrJef3cdV5AlYENw7r0SGp+On44M2OsBnY/IC0A55pMVfWSBrI6DJAS6D",
-	"vhFY34MrZ8Eal+9cED/sjiaGqVyTgTPWX7ghh/4E9eK3sxY9c0AA2leXhFdCLuAik8+EtEOE7ODJ+GDY",
-	"IwYCCV2s0n4qBcSprGipteKRlZpBWvyRap70oYXrGq0qa7vHJp8xxExRYVZgXu7Mzw6M5u1HjYa9r7um",
-	"sn7SaRFHl4z0XJZZCtS0jMHTCtCgR9sDP5G5zNJnRKJWfggSvHfOcV0PUEewwsMrVDucJG03tC1GVEe/",
-	"PrQ6xXZHeHgt0bXP2ZfecmPPnbdMaa4NE0nX8AqWG5b+uOyXg1vm5WohFnNJ3KckvAzfxrRdFunnDuk+",
-	"veWQfSv4lomUi9lJpXT/DtdHYKlYcWuA71afP0emf/Xs+uClMrdnrLco1caF4DDqXs7YVv07468ythd1",
-	"j45foivJ7WxUlb6wyjrVlYXcXoaT5IHTVrTN9h8lCSt61rSnb4pN47vYzcZCrLVIVw23Q+dTJnrd5jav",
-	"VUeWgquKDeCtGP/IfW3x9qtEdmjVZzJ2bsThMoX3d6tIpw/SelEA4I2E9xnrfFJ9/1nk2H84B3DbBofk",
-	"Q42uHyLLoj949LgA9bNfYN4axVfMLcD8oLPn6BJ26z7ftzu4DTkd1cTQWlx3RnExBUNR0aUyBT2QgbtP",
-	"rVcNFnfYIbyU6yKjy34Thh/PNUIPVKt9w9G/kpx6L99dVyfPo887ONsY2I9HYGe6G545pTnPlhf91/nw",
-	"KbZYcYDE0YxfM7Hue2iw8vO1V/1ftIjvtzgWb4co9Wkaokq0tXfExtN4m8m97yHalWC6Jr2Y0vPlS3C5",
-	"nKLUiI28pTY81Lhhud50DdqZiXtAlaLAWe0gF3g72WNWrLwGbbNeKFx/rofexTtDqTfgNFvrgmctgbnS",
-	"C3sVPxTeL2gPNzt2t7lwrGpD86Kvh7XmrzYs4dutka/dySrU9QfeuoOgua6nzsXZ6RO9q/CSauMUjnUL",
-	"sXkTT/vP454wkP4LRjB5cwGaZnghqEnt/TImx04bo5pc4tNLlIh8UMMzIkW2hEAmOHasLmsZHbmE35fj",
-	"tZbmzqI35/iem/lZZUS4J5Rdb6tY0Rc2JwOYfHVVKUWfz8IjeTwIeQQKdFest5L87WwXt9QOKr99cK/A",
-	"Lm5htviS0VwXn2excD5Jz1nGr5nqkbOksMcnviXUGJb3aKn+eefr/coJEj0fXEN/UeZvbW9xody6p3Wm",
-	"Qy1zZuZWOE77vSNY5XT1GU5aGbWosnzVg1k5zzLetdC70LuBnzzGnAxDd5tVYWrVXfYqn6NL55gx4ukl",
-	"2ksH1fVHdU0cLLTdQddlL1eSpUlkHytw285SMqDk4OZmGLughsGCZxmZMGIUt4fDjHIxjH0kxAAF3bII",
-	"bxmrvgBNDQQYYvt+B0VwROiff+ipUMdg7nkbsmAksUsxUGxaavvK0k5qD6th73JvcJvyK6kNVdt7TLXu",
-	"MuotDVExjmqCct24iYc4V+/Qx9UE/MI76XTvYci705d4PaFYwvi1M1OHTksAkl7PCrfzE2tYfjcdX933",
-	"4APL0lNGdf/9JwRWWq7nm8aVKwLvNcgwAc26fU1pphnGQfu+yGBSizJ4Dwxekt4dF3iZlCSTYhbg0kTK",
-	"jFHRYDN6jXci6OYaSPcZQSfbnFGhCc0yxxnzULu4LbtqKxgO/DMu+nRAbR/jIiLrqLj9nGpH03aReQa3",
-	"F0uSyq29BlE624Llrbsq0nwGkU5e5rpczDVLLi7Jv5EJ1ezbp3bNnhwQRUUqczJZGqaHh15TcpzYSJB0",
-	"vXgGUmu06TzebpKNm4fuW9VjipgbU2hHlw4pMA7x7Zuzc3Bc2M6B0nbeQLoa3+OAesNpbcFDTkRR9jIS",
-	"wRa1J3TtFdiyHDRpfENCgNuRjLtdf0acn7BUbfr5ErrJ6c0JfvvNXo+avnYjnxH7JypDlk1kUhYTmlyR",
-	"Egx0l6ORWzg9olkmFyPf4HJM3ip+7eW8jIurUSYTmvkgQ4aY4U4zJNRECsESw8Ws5Vl1sNefdCHEHDuR",
-	"LbDgHaBMd8roUQt7QTvYUO2ME7a1oUurPALjoIp9ObasYudW4iX41qqwFUuvrs8HdnmTjFGFDpJeJrNy",
-	"iz0J3Bf25Ras/X6RbIsdXbl9/eEVVpmA6LdOSEPF7geVK67rSh8C2cW1JhZbhYQOY5cEpY60CGXSuP5V",
-	"fYhO+NVz+zk1pWI+84bu+ifYkbZygMcZO0EOFcbV0hxykzktCiZu4f5uPktz6PePDvVamOTHDbt53u9f",
-	"IwLWGHoHwDckoYZmclYy5xrg5PD67mBca6nBQ8Wmiul5+zHeTrafpizJuOh2cS2v2g/xyqzdUmbswgWF",
-	"VHahVU8xKU39IGNTEwYPBPOpn9W6cf0MQlvgmfN+D770T+o5tBzjg7btN/VY7Tf1iG2f+hDo9qsA9var",
-	"NR16xle/GxumTa+W1bgZeOgoV1ybPiW3ttt7I1S/Tv95dxS1k8yrJXnftaOHPkayLJwfcY9wAo7IIyNH",
-	"YErNXbseN2IyODs+eTV0LsHOfWvOi21llX6P5x5Bf84LSk/EVG597/+36otVF3mlkbVTdyn4r2WYIYdv",
-	"ZeTKKp/gdUC1PIi3vz2qdzRfjhbrdlSxWa/ltO4S8j8Q164Z7TpaMG1GK6LE0B53bLF1G+fnQPVpe1Ko",
-	"UWXdA+TXZEBndqFiMi1F4vJR5DJlmY6JpiKdyBumY0y1AJ6bv8iJjsm1zMrc/kyVVfr9A8PyIqMGM2cZ",
-	"NsPgby9RQueQDI0tdOx8oFOZU25fOMbmyNL2kNMZ08MxsftPClmUGSAKnLc/M1MvLNeYdcMJDf+OJmHv",
-	"kv2DxZzxalyqD0ZVCm+w2QrDT137NUalGkhnVRo4rhxXd+oTLtLwdyLFlM9KsDzVYT7hUwhYcSFD4QEc",
-	"nDWNvoMHdTfhudV8DN1HcR0nUWOqf7U5Ghxmu8rWgs+BnYWZiOzygJajGcZpopO4i5Hawgjd9bQ6Z4IK",
-	"SIFkKBfMpbACbok2EYwPDxz411EEM8l4iEim51RZbZrR3Lv1umhtEEcnPMucCtWVv/yyH11TntEJz7hZ",
-	"9i2SLjOwsgbhJCNwnKDBhySZs+Sqx6cc2/Td5L2fM8gWGAT3WNpp8D5wKvZdjHu1lq3jom6KjAqX4KPk",
-	"GPaDRxmens6c8u5kTF6Ayo3BeD2jh2yxH7VetcPmsCECgWltFnP0fvbTLEU91EoAPI0Zii7jU58Y60Ix",
-	"CDNIGw8nPu1A/ej6olBsym96xKVP67Dkb+HJ21rok7dHR8SyqIxT4ZgMcyHOQWq3S0f+L1DDvSQ5t5SF",
-	"xlr3bpSxa5aRSzjoL+o+LwlNUynIwBIlBlSMNE8ZZrqwGEcN2i4zH0NzZhQvmKcBZ4MajsllKTSdskui",
-	"WCJVanXpgqlRkMmyMCNI+CVns8yn0Kxfa2aMlYMqS0BtSPfXkt5pfU6v0SEagB+v8hJ8sUrlP7cqf9V9",
-	"QYFH+VHmaHUgneXHlaKJ4ddsTM6+bMGekYQKO5dJEN3evyD99ImrfTt57R1+swVGvqt670oZNYS4RH5f",
-	"cd/H5HzT/trVndDkiomUgD6ryWVlC3UKf2V3vOxuL1u7rzlVV7odx0Y1AjvCZSOD12/Oq701w5jIa6YU",
-	"T31oaZNsEM3IT2Du8f2znu7rLlds2upL29Ofjp88efJ9bTKpEdQv8IJqklFdUdCYnNmGVYY6QMTxF/q8",
-	"g+cYT8lAl5Ohv26FmHo8XUMAcJUdeJ8LzVpkPK2FttZy4QviZRs8gPydcaBniKmi2qgyMWWPFdFpKL2y",
-	"/UnjU1I3JddM6f7hBnQ6ZYkJTlcyZWCwwtRwKSsyucwtv5mwOb3mTsarFZGrJ71Ofiitb03uZ9j+zNHc",
-	"hlVut14t6I4Wltc5aFqLj4FMRZFxZ+TNsqplPe+uJ9q4z4fQLt1bJa3o9VLOZr2Ruu+BQCxOrR6nwQXs",
-	"IXd29Pr5j2/+8+L5ydnRjy9fXLw9fXP84uzs4uWbn38+ef0z6BMQHY8wwBlWICBEm1SWZleblCmIpLZw",
-	"VYldtYdiRAtOrvfGB+OD7/6tjxGs3QxLgOtUDZfGpxtjCGa2teIgeCXa88037xBLFX7Sa8jud49tgrbG",
-	"e96+uLhmik/5NpD65BkA8YQxoDv8thc6Zyhc22/gAT2HpILeuNjtb61fb2vOX+Dh2+ppva9vvy99q4tV",
-	"bvUuPqnruIU2A8fqoYtCyWtuWRxGk1e+GN46deGC3BsIg8r+RUILYLVbp49qgb8usKFLOHgFXCpulmeQ",
-	"XjBIwXdUmrn9NYGw0Z+8vf7o7YlLm7ZVtrFCyZmieU4NT5wy6BMWAsa0YlLnxhRVBOlBTyQHPG+nRgSt",
-	"E8OAr5iwA0wzuUDSDmOBj10KjsbDdyqLDqNdaR/uVhkjfXyrsyrlHN08cy64NpZlX7N6OqgWH6KNwTsV",
-	"MoKP6/doPo4Oo+fwR+c9JNSJfmYG3wTu064BxBQ6N+n2x6W7N4zwAjF4D7vZ+NZtUPAW7G8B5HDYApBh",
-	"2zLl5tAKJGinaDNAzB6WyRkZUOcQa4/nxjnXnETzlW0bGr46C+pSA7jXnebt9d3QvF7uRsNg2ZvtG4Cv",
-	"77q9GZ3mlQGlM8fqTaNVe2r9reoZ+WfBZOpm4UT6O2rDH7YKrJdd6MOX7bbhsJ12Vc7fVrPqeRRHv8hJ",
-	"d0T70L9rr1L4rl6bX+QkWBZ4GY4ZftReB/cuk0kPsNXTKI7ypJiXk8brV8dvybyc1OY02wyMZ5054eP6",
-	"fXte7ff13OBBMDvXIISj/XF7jtV7b9jugOdfhG3aIPa1qcF06YmD+BDfJoS0r482tEGbyiZ/6KyNFmJn",
-	"d/QSLpoY3CYFH7RmWL1ptGrPsb9VPctarPbTrFuF8+zvpz3TnlZtFPMDttGsunsIgPPPAujqZmGn1dMo",
-	"jvAq47xq1143fL/2k/YibvFJDXSrcQB7+5twBlsMURaaKVNPRCrvDr/y41WzD1v0TzZs0Zlbe0p9U9H1",
-	"LbP25zG8bvsFaZ+SnCvvcAIFSMLjueqoKQPEVepEJwhAT6x3kGZ/dQ4EF1wNcYmsMKt0peCL9pLWr5rt",
-	"nAsErCz8tUXf7c1Y1Xe9JYueSLagIQb6VkGRLlTMyEaYWJgSgtFr2/yl/X9lo2C3V0GIThkghNk/3MBN",
-	"i2HzizYzCXr2+WQacjBmf6nidI6DZB2QGvxRMn6UjB8l40fJ+FEyfpSMHyXjR8n4UTJ+lIz/UpJxYEun",
-	"YKqGEjjcuaIYbjDlInpQeV77NqOQd97dgEaH0d54b7wP0aAFE7Tg0WH0ZLw3fmIZOzVzkLF3QXrE+1az",
-	"fe6BMNCwkj9jItgCknhzpU2MKRKr8g/o2A4FtzB/u5GB32zcLM2lZMZ0XEnB8WoSCzEQkili5Gw7+XYY",
-	"cjQcE1ApNIT2jMlP3NVrnSwxJlshBWLeekwsnBipnkGVUefseAn1qy6b9TYroFwZWXdx0yw8G8GGqCqh",
-	"FCBdHfUA525QGneF83bdZLddAfNT3A34zpZVSJqpgyDhEhamDLklnzx58v1wRclQCCmMeotzrg2ZXQdK",
-	"VSxiayggGvuOoYBNshBAXAzWIeuGVFyugKgqbtBbL3e/N9BnHTSLudTeqwP9nbh26YJWDL+mWu833/aO",
-	"vgGf6pK0WzQO6jZ/+tiqDXqwt3erWmBbec634oMa7vL9lcJwZZvcqVkzzdJnf6RiXVyYWpYDOV6/O/ju",
-	"OwjqIwMI0MfU1VBMAIvYlXt7T5Ld6z1krv8OnOKH/b09++LgW+QNP/zrn/8NDdkzElYovqwDIV0NZKoR",
-	"go212J7icvctXrUtu0G9Vvhkf/MnjVp38NGTzR/VBUzhi6ebv6iKctoPDr7f/EG7AOWnOPpmmyVolisN",
-	"76mB2/rr4X+ElpePlhTCu+t/fLTorss8p2pZCe29R2MViW/oTFf9Rh/tyI2D//C3qJCbExofQnWjZkoX",
-	"duNjOCEkuqo0AtXNMcgavVP1XCrj7tIbaZEHFG65XRQgJCquMnnHji3ZsxgiV6khu+MFy7LRlZALsfvL",
-	"4kqPLUEPw1IE4VU60+0UwI18xgfjJ+N9lC0sRx+VKmMikSlLeyczhGImtr8qZxDBWNAg8493Z5rIdBmD",
-	"d+pEmjkC6KsG/sfZm9euFAfKUzuanD3/O0TypzBKyLJuRovFYtQGED+vJoMwuB7G5EjUiaWxhu6glWh4",
-	"SARVSi5cXvVO2u4xplHXZCqzTC5IM6N7I4V7K+F0XD1AoGJS1vUaL+p8y0FhyQuA0RXc6qR/H5PXkrh4",
-	"QgekHVXrspWf+un46fjJ8JBQfeUQT7CF+6KKMAXuGeRq7opGb2iV8r0qxfGjTJd3VmKym03cUuXGPf+y",
-	"AT61a55/+sKDczsAVp2PIRtonovHNJmz0bG366xIBy/kCMrPtuoV7A83FG59q+gM363qNrHj367b4CC8",
-	"u+VbWYi0TYot+iODRo1yn0i+Ep9iYhayh1latSNnZi5TK1X002zcpNjgNH/webe4zCEpBRwLxHMdrHDk",
-	"uLJURKyY9G0r2eI5ohjN8h8+RGHVxg9RX/WMDWizv4Vc067IDd99s40Q1VMo93eVdBriC1x/iZZEADhA",
-	"DsZ7frcCXj1syDONTfwYRzcjbSgXGdN6hOULHKOzIk+h5JRnbDe8ZlhlgDiFPHyaUFDlISgry3qy5vb7",
-	"Lvfo2VnWyTp6e43b9vT1akirUnxvoS7pEhBgWma1zX4bVanPThSaSbAk3lplqqs99eDJXelSWG2Nm7ks",
-	"jYdx/MdXsO636raQfYT39ahrnevM7ZS2vjnVvC18ihpbKxPEFrwry9r6Wg+7ImftJlbRyjtlQTBA9wbX",
-	"xFXxxaCO4KhE4nMW4mtOCbJyqSqTapc9hqHdzSyfd2CSfBDG10qJ/Ln87tGUcve02bro2Y4y20QTkGWH",
-	"CNcJHfEKswredmmnnLZNKlOo94RRzUaOPCU2hZ0x8VTea3MZeEsE3jUQPbdiMSQopKZOLDwm7zSEzeqG",
-	"PgwgIOV2CxuRaSYXXSrGOa0g5Dui489Tw9cmCfsDZj1uZYKC7rtpnx5W2V+Za/svyvv2tuB9x1JMM46h",
-	"fn8xFXAFh3bX1huZtHfbaRLa53LpPtlq9zdkfCfpJyRw9CXoiX3PqZ15tnR+E7rHRm75srNUINvPMp9A",
-	"tLJAkiOxrISqUmPQubODN2qM8SwjGV7VgcrM89zuqWHZssuU0fVha6bcOqWCVPdwBVhQM69vAP0CRW0+",
-	"s9b49vAS3G0Et0dmtRWz+qPyDe/Idzd8I456U9uiy00PH3AF/a0y1LjZCPzQyaCS5nb9hVMnKUiXzHHI",
-	"PwGZPwp4WW8ult9TmHvkio8i3N2zYu/l/CAi3K5LxbqdySzrBP1XVVi8L0MT6nHdDrIkQA1zQjNYPbBO",
-	"G+nUafu95nmRMdW+d9MJE1RxqVdcIMBi6p+kuhfV+t69pwD8R9PY1+RlFESKfZZdLAwW+1wJap1ksq72",
-	"1l1JKh+3s9Fl/YlAeljB+ZyRaZll0OaaZiWrjHBBba+mHS5gIAkVmMuu8t2BhDR1cVa9yvSGu3df/OEu",
-	"JLOg0H5nuV/UsyyY4jKtMmm5pRmTMzwBwTqZU6NJxq8Y2Xmyl+6QwZM9ktKlHsZk5+DpfIcMDp6SuSzB",
-	"O3Jnf7FDBvtkwdjVcExOpq46vInDAYhg10z5erzj7cXB1+CL2YR2qzw1DyrUeQb812S4f13ZrBHx+5mW",
-	"tRCr71M82/0Nod1gdTuFhPpwk78FM7avJyyROavcFEOjGYZZiKVPjOutb9zZ2qaUZ+27lxV2tvvlwF2+",
-	"8Cg3/QEoCpH1rinqK5CcOtEknhbrbG1W78HqF/3jemq/ncRmuQmEwG2lzUHCbhfv1XF+IFwkWelTvHJM",
-	"lAcBjjkX4DkJHw69Cd8nCsQM5f2KWiNr4wO6eMVfqebXzGL5R/MFA0R79P76s/qE3EL5rZlGyFICBh4E",
-	"2X6OUwhGFXuFMxjDctEm15osMQ0qCjgYl8xQXHFlOS1mY6ZUI11q13ayUxcEOXNJ8isP3GCcKqlAl9Mh",
-	"tE3a/oo0TZ+WtorSXJGCtl8ra6mmsI5hLlQj3aJHD6nBddxrP0OZu19HTS9eI+a5tf+TOaMGVTOkIdPH",
-	"64Iv4r+OjDZy4CDlQjvjwi3ZbyU97v6my8kbBdS9Qd3M5TUwZkzsrGTeTvEulZNzQaQImCyfNrNsW5xp",
-	"ZNoO2i6ZGXYZLY5+x4y2I7uflRMsgNpidf1ye71wt7W1blZjodhAzcXAbArV+lysoF8tX1Xv0T2+TpYt",
-	"FWLaF3Kmr41JuPwnW6jaVXqUdqWRikBbCe1vLbqt8/iA8koyY1jCCTOXbwwOavluWPQ/xWztf1wavwsR",
-	"rj+v/TlocAtcZivaas1nwkvIbjbrSxZDx7+3v2xLKe4S9Tuftt8lpkobPPHBJLoTJ9EBJO5yO31koI+i",
-	"3Z17glR1KizP/EL5zuc4+6L0Up3MTzGRWRqkmfKGHLQcoruebqZ46jcQNmuj/1GCnFpgb50Ep5rmoynr",
-	"HuitkRbw85LFdBA9JDpPSR9X2q36aEmxGdcWV606NDem0OTd6Uu8DkD7VBsIl4VqQDMvm+QxgTt1qRnE",
-	"YLPUcobLunT+ZV073tXn6xSdJ7pgCZ9WLlZ0qdFmRoVeMOUTnWBSED4DQ5iPoLpczDVLLv71z/+GgSCA",
-	"CoubiYRtIHMXDNWimN/TPnYLyj4RVsrdSiDavy8YNnETlyeGQ7obDDR69D79q8oczYymW6iJyJwI7bC+",
-	"fs4XihS7v7m/Nvgo9HHFKkJIVAPWaFwKl7GVpcQV2sVck/ale7UkmZxtYD0u5OeuWc8Wt4t+Xfrkkafd",
-	"FcLVSB/Fgq+AJHyFgi0JYoUdpA/nfXa4AOd3QBiIw9iLOEyTCuc+FnTVhBtCZ5QLMrh0NV4Pob7jpcsk",
-	"yrEGqivNiF6DU8ozLmbDMTnCe9gpZ1mqiTZ06USFJaFq0yHuLDO/PyXd+4mPM31wG8jtjny7c9wQIReE",
-	"60f/xL/q6e3rnXzh2b1b50e/tZUgYGThwRwTyBhvCDWG5YWzExxC0eaYLOY8mfuTHV1RICUluhKRwR4W",
-	"dxay1k1yNoydA4lhIllWWZ5laRKZs+1tDc/ryT4s/7pV0t+HNGO4FVlua8Zobu2jMeNrMWY05Qq3SxVV",
-	"Vtt1O95gO1mdFLePLfxashKuiC9dN2Pbx6UTazA4gOvgLMukwFoLTuSHWAYqlkRCYeIBGjZiophRnKXD",
-	"2PkpW9YQJpbHQxFcfyaMWGlnTI5qcagakFvgnu59f+gkK/sV8KcNTOSMidSRzDnTLv/1761NHNy5DIJp",
-	"vftJH1AKVjvGfU6b3ohux0c87U/lfVk3uAy1OQ6pibMMrFDLv5Qb4B/0SvqWooqlHUID/IEby9sILvWV",
-	"xzauznVzYBBhXra0WegdHP3G5AVN5qEzNCYtwOzQxDBBQwOFXIjaITBuOEEic5rwzKpdG7yidfSgTsd/",
-	"0ojTL6OH+74z9jkCIYc7JvO+e39cxGNuz7JG4Zy++8ItM7GFLr4W+d1dQZeOfDxRqyCiPUjH5BQ1aMwd",
-	"K65YRRlVXNKm5Gn3lHM8IIrfydvhq/NY/ZGmPvCLjIj3dqi3tFGx8ksJ/H6nUjEImIgup1OecFf6CBKA",
-	"SyvkQQ7sFj46NA1O5vuF1J/sZERq1wuXnJ+7JDk0s0rAkrAb7njXH9FG8vUyWld5bduA0DZn/Ey/jKrp",
-	"Lr2mPKMTngGUq1St4zlLrgifWqmpIabg11mPPx18UqHVUTjMhqC593MmwLYcu0h9Kw0ZVSamtBpab58E",
-	"3ccQe2mVttPiLmhZilHtSnnNy5yK+o2zBBEutGE0RZ/BCVWMTKTMGBVj8hwrfEFQxpRmGqPMJzS5WlCV",
-	"amJxhRqOkIxXFGqykJ0CFH0ahhvrLh33fJD8ei+8B8taKQV7M4Xdbk853vLQauDQp49/DgHyr2BwrpkY",
-	"sJFAUGtyhS/jZL9Vf7+mOfuMdJEBXCIlRy9fgrpVqVpkgLW947osc1xXh419jdCYMJOMoQySZZBYQrDO",
-	"HVeKVAo2Jm9EtmyLrJh1JK3uAFc7K7fySW7iqJAZw3kahy59Pe7GjUW8i6iC311wfSiqfzipciPuNMuM",
-	"Pojv7mvvqdsQJlPJMNYGxMc/tSDneM22V/xfLsjF6w1RWDoXnPUwABBKmU5kaZpCXBV4DxZRrouMLkH0",
-	"jyu15OR57K7H0MCkSgHVOhtK2fp6Al8Fh4rXSJoQM+IQ0C0KHAqe/R9jSYacFnX5MlFCWLCVGLsnA9Zz",
-	"b5wQvmh6DAXtgxMD/6hqXcdhnf5ECsF8p4Vi15wtdEySUhuZpzKnHM4hTDRRl44QKeE5+C4lpVJ41HHn",
-	"OBnUnHgznZKJPQSxhu2//vl/CKPJnODGg5Ml3K8oSrhI2Q1LCci1q6RczJ4Z1ECvd8ONER2CCB2vkHwf",
-	"D5AHOED+tyxJKoExQ46zOua8iR+Pp8dDnR5b1cRYVRt9laV1fVbk0OtbM2O4mGmiy2ROaPMgAGaS0QnL",
-	"nNN2EHoNBRzbiZGdS1iVVW9TrN2mw0E8mPj6aOt9tPXeua3XSBc7+NVz10fL7h2y9FvG3X1pqN1KQ8hu",
-	"ypKMC7bauvscG7RzJuAl+TojBHxWYdRJGNH957ZHbJUC5iTIUxbmUXD78ehxf8+Brx7vt1DJoWEL9++P",
-	"IH+RfE2t9yNIS3JbYsSvHmmRS4FLcRuK9JlgHpOYNGPwA/z7k6UywR3fzBoQlx6MM2SMXrN1NxcvbQO9",
-	"nhVAm8e7gRY6Nwg+Y1PzSOzB6vzJyBvpaLP/mm32ReS8JjtxmnOxEgRQJ/rI0ZXsPcZS9uRtRoWFq1RZ",
-	"dBhBBP/h7i4t+HgCDceU717v9SQZcv2ciClTTCTdPlQp6j6iTx8//f8AAAD//w==",
+	"7H3tcty2luCroHq3St017NaHnbs3cqWmFNvJ1VwnVkl2ebauXRKaRHcjAgFeAlSrJ+WqeYh9htn32EeZ",
+	"J9nCOQAJkugP2bLiJPqTyE0QBA7OOTjf59dBqvJCSSaNHhz/OlgwmrES/jzNWF4ow2S6OmeFoCuW2Z8z",
+	"ptOSF4YrOTgenGQZN/yGEXZrmNRcyWNyZcqKXZHlgkliFlwTKvWSlYRrYhaMlDAZUTP414yX2vgRc35j",
+	"31HwRNOckWAR47+z1TNCp5pJQ5RZsHLJNZsMkoFOFyyndnFMVvng+B8Du4LBh2RgVgUbHA+0KbmcDz5+",
+	"/JgMClrSnJn+Jv/OVrvsjwyzks7MmDMzGy+MKWjBxzxY5jVbjRGMo2NCSSX5PytGbqioGOwrFdzuIF0o",
+	"pZkmhYWMNExmLCPpgso5I0NK3r49fTGakHfcLLiE967Zak8TwWfM8JyR4dFTsiDTFcnYjFbCjJIGatds",
+	"RZbcLJpfpipbkVmp8uanlAoB325+WqryWhc09Yek+0c01Iaayp5pBpMm+KHwnDy2HBN7DCMYoCpDaGq4",
+	"nBM6p1w+w9coyfhsxkoLEFgiNxZNKHl6dEQCoF5es9VlySrNsmdkueCCBSsr2T8rpk2zY7t9rok2XAhS",
+	"VlJyOU/spAff9ibl8rLSbEK+ub2FPT09+tZtVRNaMiKVIdesMMf1zDldkamFkCk5yyz+cYspeOSDZCBp",
+	"bnGug7ktNM3p7Ssm52YxOD765ptkkHPp/33YR9pk8Ipr87wqtSp3o8DlgpXM0lGqpOGyYglJVcFZ1qBA",
+	"UbIbripNCjpne5pcveLy+orgLibkdUEt1lqIaD6X9jApSWEJOAeVQIJEcG2S+l8NAqmy/hERLcGfCBWG",
+	"lSwjSrLEnfXBwYS8lBacmtDM0gGdGVbCOpdUXJMpm1MJgFcl/M+eCi0KRstnhLk3zYIawm65NiwjUzZT",
+	"JbPohMOIkikjjKaLxGK8KjO7okoKpjUpWa5uWEZyRiUgV32o/6xYuWrOFAGw9igPDtYd3iuec7Pb2Tk6",
+	"o4bkShtkoDmVK7/PxFOshfyeJpWuqPAbsudFpVSV3a0dJNmtgSP2b7XOmQxLJr57P7Cj3g8cu7Gkyg0C",
+	"f6EEfojUbJxlCaGaVIU2JaM5yRTT6+AlYNsdcPHc8ujDAwutnEv3zxpylhfOWQmgO6Nzdo+gI0PHK8nh",
+	"wcHoSy36HZsulLo+jdyWFqZMZoXi0h4dz/wSCmoWzQqW9QzJwDI3Xtqr1zLTcFUzVebU4Mf/8nQQX4un",
+	"x78hd+qt6M0i5Pp4PSM3panRRMkJOXcr8BzbqGtW829JTs5OkeEazxkFmxlisWjYXFtqKZvvjBBR80oH",
+	"Fzmxm0cirgdOyElrddQAugH5A6VbfgA/w8XqLjR8zmWIs+TpwdNmqkupzOVMVZZaBL9ma5n4v4+/F/SW",
+	"iXENyBZi9Im9HvczzdmZPdUeyO0TL/0sg2ljiBDOthEZIoJOyXShpGYg53xPs3M8WPsvey0wCX/SohA8",
+	"pXZt+79ou8Bfg2n/Z8lmg+PB/9hvpMR9fKr3X5alKvFTfSz3WAQUKCyqWpZfNseXU5M6+QS/9jEZPFdy",
+	"Jnj6wEtM3Vd1I0CkVQkiiZV1GBmyyXxCqCgZzVaEkpzlU1aO7Ip/UOWUZxmTX37JN1TwjKQly5g0nApd",
+	"y1V+M0CkOlUF3L6BLKcEs4tty7rnIE09DKg7shBZUl3D066iLwz6wwGhcBgIE6pgJaxvZGVfYPGhIMt1",
+	"QFN2z9KwUlKBy/vim60kuy1YaiUQzcobVpIZ5aIqmb16DOUChUqh5nN7j0pmh5TMVKVkGWDUz8r8YBnT",
+	"Q9GAVlWZsghbdWz0hms+FcwrZQjrAdzNK6Fo9kapV7Scs4elWUALdpsylqGOovl/WEHF3twfk8EbpX6i",
+	"cuU4nv7ya6OktJwCFgDYXVpRk2VkWAQCcNGSkGeWSEtuGCpTXN5wA4vSICrDi6gq0iwrrZxq37D4ZAXk",
+	"yiwsH8BtjJ6BOrIK5GZZWSZl7xnNUiUzbenj3A4an9hBgyTU9c+pWSdoIdhzyq0WRf5ZKUPx9qKGFErw",
+	"dAXLh0NwX6qk4cKpciXTRoHQCFz06v0AofF+8Kz87uCZ+e7wasuVWq9tfAafiy8RF+YWhFIE1Q5FnMjq",
+	"JODTl29+IKDDk4gmb88RjtHp8Dqy8H9+d3hw8Gy5w9IDePdW7aFlFFlSbrzKAgdpQT08/+E5+fbw8GDU",
+	"FkY3SZ/2o2+lRQ5V8v94CPaec63tai3HkL07qo1l7969G580iMviJ9lGbRQPrJjv+Orwe0ZLe/1uFH8A",
+	"DroqClUalv3EMk7fwJgH51KOj/Y+ZV91s9mPnRTcGaCoEK9ng+N/bF7AG56zHzgTmR58TDYPfb2UrAzG",
+	"FqW9RA1HyZDWH+4oWAW3sjtInTR7LcXKS50dYCcDdlvwkulLLvvTvKjwunZMAYbCDxNygccDfC2nRhMr",
+	"ipO9JwfZHhk+OSAZXelRQvaOni720NylqhJ+OVzukeEhWTJ2PZqQn6weMWWkUBpVQtCCnRJ4eEBWjJZ6",
+	"Qk5ncBCaGbSUecUFL2G3B6sJsFuaF8Ju8clBNojsl2drwUV4lliKRuvQDVggapvLydlpa3p6fUmn6eHR",
+	"k4zNnn7zl11AjYpBVKWYqTLcV+tLz0/3n78gZ7xggktG0B7Vm1xX0/7cbzUria6mv7DUEA6EPeNwf2xd",
+	"rK6ml8ZRXXvSCzeffUqGlf2EKkFk4im7pGmqKmlGrS3YQYOIRfdDlwJfKTkfC37DsvqILWhomjJkVajS",
+	"NXMpWItd8EmVcXOSmpidbblQJKcZI9RZaQdJh5KuuYwgBmxuSO19rpXc06g/WxW44Jd2cUOvUexpv+BR",
+	"0oVFYmUBO9Ryr1KJQlDJSKry3CK7cjZcEDlHID7olTYsRxXciaLcaCZm7j7LuKZTAfZYkCnsX940AYB3",
+	"lnQHdrdYy3TbCxskg1Rw+zt8MGJ0X4NXwOotqPe0RS8yZHlh8KhwqtEgZk1rVOB/IMBx+g/rTvPljeP1",
+	"7a+/lozwPK8MtcIttSMJs0OPiT3oIaxsRDKekaUVJuwPoHTY2xp+MFbqNaMk0BoBLTIyA1br73NgRlYC",
+	"mJCfgdNQKyeVzEzIidAoVV9l1NArK1bZESviDEC4okkP0XAt264oZ4cCAMDd9zEZUI/bm14MqMC+4qUX",
+	"ChY3Jak4C1aDpN8/2g4wGsG0dnGgIwdIk2RMMIBvjCoRkJ+9BHcea9eQloyuXQNfZ82z0AVTHhlesRtz",
+	"eYUH7uRvS8iAYi1WZsc9PYpxYCc5rLMd/vvYqTTj08ybkLywATIvMKhmh4l3wrGSgTysJIt9FnF5J7x4",
+	"g0PtSzx2FfkPehjbr1o2xY1hllhrq2VGDRvDHJEFNTp8FA714z0NZsOtnAIsre5joc3NUZInjBoSa9nJ",
+	"mxpS3W1TU98MsGk8CtUj3nWY1Oh/e5pYfUugmFLfDbqaJiS2+5Y4s6fJgktDhtwKVuAfSxe0pKlhIDv5",
+	"+4Cnlv0CC9/TXtE8fUGcENG1UvdRJnqvN5tI3MKTZrn1lde73cBehezq0n9565nCU6DM2Gl9X4nrU7sa",
+	"Ftg9t/t2udYVI4ffjMgYDwH0M9gWszKlkinrM2QcGbeud2dJLBGSUi3BG/UM/muVhHTB0muWoRBMiZVU",
+	"hMMKe9BWSmgMqfb2ch6vUi3tIaHudQlfQ9eGYbnueKieHB1EjjKnt6c4uPZv+H/Xo2lZ0hVwKCUi506z",
+	"HLxq7tBR7Ggc05bB4s1WquXWg3XQ3HaqaN2++7EC+JmuhHG+96ICKPaPFUch1XpobmKQrdVVwjR04uHX",
+	"2an/wNat2sniMoxf/Z73dRwT56HnGiUVQCEr3qGD1AKXUGGhsFSVyMiCgsrkfXu1ONPQMhkeHRyMatZg",
+	"Vd81NLDGfATLc1/WxN65MZbCvI12B8U7CVjNtlfOmMy4nJ82L1iZFIAUX+/f3rw581DsUCLeutzvJoDg",
+	"gmZxH1wPtQf112Pn/tIOeaFyyuU6e9c2DDee7ZAM5rG7aOyOOV25zUzIiRsBPl6WkVTdsFI7TQHNkgZu",
+	"Hj/R0Ekxk1TlfjSdBD+OnpGMyRVZ2tEK5F0h1PIZoZKghA//Bp8y/KUdZ3ALsSp6xqSLrOjIvXZ8ixpb",
+	"gRRPtvG2PjezS73HCT/GztNjdUcDNlRmtMyQnIh31tXOAPRu4LUOMhWtJb0ZXChD74Hf0wS+MZqQNxYz",
+	"nbbng1gQuk9deMs3t7dI4dygoCqWdGUFBSGsnJYxZN0BBYwSt8QhdbJsQnKaLrhk45LRDBQoq4kRXaUL",
+	"S98xN6uVsNHhc4lXBMbTnL88efHTS8A+sOPnI/QMM62pFdCX3pC7LJVVVaVTx4wimQKrN4DkkmeW3Vlc",
+	"9SpCH3vs7vrnENI67N+J1ciMAqn96cG3ffIOmFZ7WjgRNG+oEid2tpMVsmIHM6vydb80OPdeGe8jA6eM",
+	"jvFMB6nIvqqcyuaA8Ag9XHHo1K4EIWyFPwBxax2nzqAb2jM3aC2XMdH2TaOi7Gly+iIh1Gq9zhbfUmhq",
+	"GnDBKc6ygQjssFqoOQETVlv7OQb7P1jbgFhKVqgSo81IUaqpYLmlDh985wISWl8fHlqsOjz6KylKLtEu",
+	"cHLx/PQ0lJ9xdm4IBiFKlhAmNCNzJllJTUO2uFyLhAFHOTz661bZB5Ahdi/8WKqqqMMLfqJFYd/vwds9",
+	"IFNmlsyyDUlOszMyt2871bTtGQbhLOMlsxrQiuiVTHukA2//vN706A6j+RC6zN8PXso5l4zZrb4fJOT9",
+	"4ExQY4XY94O2dS8YGMWwqNR5rtAxSbXmc9l3AJNhRy4NDVvwyJ4PPLEgDwyz7ln/rHrH8hMzNKOGvqJT",
+	"hipA3Ejxa39T7c38na3GGCRaUF6is0+Vcyr5f3DH+mZcGABR7bfVE4IfJimVZMrQm24USalhc/ABNWMt",
+	"bjJ5w0slcyZNYinDbiMhhtHcxeetSFppo3Ji6K2SKl9NYuaQ1yeVWdQ3224eCy+5dR0QgPKXLWBEtev6",
+	"GkB9omCqEAy9ZH/5X0+/Jf/v/34zORrtcmo9k3F7js6VfEyu4IcrH8B8/sPzPXdZ2FPprZ9oe6W21zwh",
+	"pxhDhya/+pr2lzcZ2vkSz6GT4GYbJUQrxwWdnm7ZuvZBehi5S1eT+mDeqGsWgWJrl4fOII7m6HqzMWOj",
+	"HXZp4nPaBfzbuzcW5TSz3EWT94MT539E5QH9de8Hgzt6jtreZPshXKp7J2QfT/4SyGLB5QzBMPFFwyMd",
+	"TJvSEsMrgXWMNSsocPSo8cO+sca14SQq3HWLx9U/bb4CWgBvfasFL7+7D+vIE7BgrfEjQIank6eToy46",
+	"wGsT8hLQzmn1XBNVIGsjYFIEXAbDV+AG7pkp6hg8Lon/7J4mhpW5JkNvuXCfHPkb1NuBnDLyzC0C0L6O",
+	"VrmWagkRNXwulf1EyA6eTI5GETEQSOhynRmutoQ52ym6DKWLLgdp8XuqeRpDCzc1mvc3To9DPuET85JK",
+	"swbzcucHdctou+EbNIw+7vts4qTTIY4+GekFqMSWmlYJGrcsGkTMjqCILpTInhGF5uFjkOB9jK6beog6",
+	"ghUefkK1w0nS9kC7YkR99etjq1PsdoWH/vG+kcU+9C4Ee++csVJbZVmmfQ8guBBY9v0qLgd3/Jw1IJYL",
+	"RdyrJIzK2sXHWhXZp37SvXrHT8Yg2LewPHwcwxr7E7ivvdll3f1zYuLQs/DB6CZu71jv2ggsY81l1I8S",
+	"ABtL9GS8T313Uffk+SuM47ybs6TWF9a5SfqykDvLcJNctgKVtx//SZqyIgLTyNwUhyb3cZotQGx0jTYh",
+	"ojuh8zmT0ej57bDqyVLgM7+rwRK/f+Letnj7VSI7jIr5Ll02UQimMJBkHenEVtoABRa8lfA+Ac6n9fuf",
+	"RI7xyzlYtx1wTN436Pp+YFn0e48el6B+xgXmnVF8zd7ehcHR9WQvMDb5znO+605wF3I6aYihA1x3R3E5",
+	"A0NR0aeyEmYgQxfY00ANgDvqEV7GdSHoKm7C8N9zgzARxWrfcPWvJadoFJib6vTF4NMuzi4GxvEI7Ez3",
+	"wzNnNOdidRmPK4NXccSaCyQZQM7upvcxqXfd6xtjzj4LiO92uBbvhijNbRqiymDnML2tt/Eum3sXIdq1",
+	"y3RDdvVXv4LY/xlKjc5x7Sy1rUwl7y3ZFI/T20nX92I/colhMhGzYh2+bodFV+HmczNEgXeBUm/AaXbW",
+	"BS86AnOtF0YVPxTeL2mEmz13YUVwrWpD8yI2w0bzV3ct4dOdka87yTrU9RfepougDddzl1/k9IkoFF5R",
+	"bZzCsQkQ2w/xPH4fR7JB45EuYPLmEjTNMDJFkyYMc0KeO22ManKFv7p6Bj638RlRUqwgnxmuHavLWkZH",
+	"ruDfV5ONluYe0Nt7fMfN4qI2InwhlN1sq1gzFw4nQ9h87apUMhY890geD0IegQLdF+utJH8328UdtYM6",
+	"gQzi/HCKO5gtPudrbopPs1i44NgXTPAbVkbkLCXt9YlPCTWG5REt1f/ee/uwjsZ3xTNwoHeUea/tHRzK",
+	"HT+tMx1qlTOzsMJxFg/TY3X07ydECwsKKZs/RTAr50LwvoXeFwnxm8fkx1EY97kuW732Za8Lfr1yEYJj",
+	"nl2hvXRYuz9qN3EAaHuCbsooV1KVSVWMFbhjZxkZUnJ0eztKXHbdcMmFIFNGoPIHFjIZJT4lb4iCblWE",
+	"XsZ6LkBTA3UGcHw8Un7XqKQ6XOvA25AlI6kFxbBks0rbR5Z2MntZjaLg3hK/6yGpDS13D93t+DKaIw1R",
+	"MRk0BOWmcRsPca45oQ/rCfiljxbt+2HI2/NXLkSSpYzfODN1GD0LS9KbWeFuAcsty++266v/HJIxWHbO",
+	"qI77P6G+guV6fmhShyLwqEGGSRjWn2tGhWZYDsXPRYbTRpRBPzCE6/u8EOBlShGh5DzApalSglHZYjN6",
+	"Q5g86OYY/vfMxYLljEpNqBCOM+ahdnFXdtVVMNzyL7iM6YDa/oxAdAFontsvqHY0nTS1hlYkUzuHr6N0",
+	"tgPL2+Qq0nwOKbde5rpaLjRLL6/Iv5Ap1ewvTy3MnhyRkspM5WS6MkyPjr2m5DixUSDpevEMpNbBtvt4",
+	"t022PA/9p2XEFLEwptCOLh1SYEL82euLNxC4sFskv528hXQNvicB9Ybb2oGHnMqiijISyZZNSk4Tnt6x",
+	"HLRpfEtdoLuRjPOuN9XPyi79fA7dNCGN30RCJDcf5DNi/0RlyLIJoVQxpek1qcBAdzUeO8DpMURvjv2A",
+	"qwk5K/mNl/MEl9djoVIqfLY7Q8xwtxkSaqqkZFBFrBNZdXQQr70UYo7dyA5Y8BZQpr9lTO2As6A9bKhP",
+	"xgnb2tCVVR6BcdCSfT62rGPnVuIl+FRDBQ3H0mv3+dCCNxWMYlxvLZNZucXeBO4N+3AH1v5lkWyHE117",
+	"fPE8P6tMQBp2L7euZvfDOhTXTaWPgeySRhNLrEJCR4mrhdbEyIcyadL8q34Rs8Hq3+3r1FQl8wW4dD8+",
+	"wX5pp0ws3LET5FBhXC/NITdZ0KJg8g55WOaTNId4ok6o18ImP2w5zTfx+BoZsMYwOgDeISk1VKh5xVxo",
+	"gJPDG9/BpNFSgx9LNiuZXnR/Ru9k99eMpYLL/hQ36rr7I7rMuiOVYJcuO7G2C637FWvTNT8INjNhFluw",
+	"n+a3RjdufoMcy85vYOO9dMH9l81bLlErmNv/0uyyk8MVjO0+aebtPgnW1En/CrfVfRTsrvtow4SeNTbP",
+	"JoZpE9XDWr6Dhy7IgLCJqcGNZd+bqeJa/6d5MZowmp9W5F3f0h5GIamqcJHGEfEFQpXHRo3B2Jq7cZFA",
+	"YzK8eH7608gFDbsArwUvdpVm4jHREVVgwQtKT+VM7RwZ8Lf6jXWuvsqoJuzbVXltQo/5TmYwUUcNb1pU",
+	"J8Z4d/9Sc6L5arzcdKIlm0dtq82UUKqIuHHtwgzjJdNmvCahGS12zy227hIeHShH3ViLclzb/wD5NRnS",
+	"uQVUQmaVTF3ppFxlTOiEaCqzqbplOsGqQBDb+Yua6oTcKFHl9p9ZyW9Y/YNheSGowRKbhs2xTomXOWFy",
+	"qJrKljpxUdKOc9YJrY4s7Qw5nTM9mhB7/qRQRSUAUeBG/pGZBrC+gpkTK/4VjcY+aPs7izmT9bjUXJ1l",
+	"Jb1JZycMP3fjN5idmkU6u9PQceWk9rpPuczCf6dKzvi8wlTCOhEo/BVSWlxSUXhFB3dNa+7gh2aa8BZr",
+	"/wzTD5Imk6LBVP9oe+ES2O06awz+DuwsLBRowQN6kGZYUgDDyF0W1Q5m6n4s1hsmqYQKhYZyyVytS+CW",
+	"aDXBUiZBiP8mimAmnWA1ZqIXtLT6NqO5D/x1hUWwsDMXwilZfQnNg/3khnJBp1xws4oBCTJs1SxMOBlD",
+	"aAUNXsS050jUOY6J+freLRhUAgzSfyzttHgfhB37KSZRvWbnzKnbQlDpalFVHBOD8CrD29MZXN6eTshL",
+	"UMoxXS/y9ZAtxlHrp25iHQ7ERWAFtuUC46P9NivZfGrtAuq66BSDyme+buVlySARIWv9OPUVcpqfbi6L",
+	"ks34bayq+iYs+Vt483YAfXp2ckIsixKcSsdkmKvGEdSAvXLk/xJ14CuSc0tZaM51z8aC3TBBruCiv2zm",
+	"vCI0y5QkQ0uUmHIx1jxjWJQJi0midVP4LJsLU/KCeRpwVqrRhFxVUtMZuyIlS1WZWW27YOU4KHldmDHU",
+	"41TzufC1tpvHmhlj5aDaVtCY2r3j0oe1Q0IxPLGLn6yLI3y5zijwpqwCr1lBgUf5ryzQLkF64EdI0dTw",
+	"GzYhF58HsGckpdLuZRoUYokDJE6fCO27yWtv8Z0dMPJtPXtfymhWiCDy54rnPiFvtp2vhe6UptdMZgQ0",
+	"Xk2uamupMwnUlsmrSCr9xnPNaXmtu5luVONixwg2Mvz59Zv6bM0ogVTskmc++bRNNohm5AcwCPn5WWT6",
+	"Zso1h7berXv+w/MnT5582xhVGgT1AF5STQTVNQVNyIUdWBdTBUScfGZUPMSW8YwMdTUdeYcslH/B2zVc",
+	"AELZLe9TV7MRGc8boa0DLnxAvGyDF5D3Kgd6hpyVVJuySk0VsTM6DSUq25+2XiXNUHLDSh3/3JDOZiw1",
+	"we1KZgxMWljFNGOFUKsc+jmwBb3hTsZrFJHrJ9EwQJTWdyb3Cxx/4WhuC5S7o9cLuuOl5XVuNR3gY6pT",
+	"UQjuzMBC1CObffdj1SaxKEMLurNSWdHrlZrPo7m874BALE6t/06LC9hL7uLk5xffv/73yxenFyffv3p5",
+	"eXb++vnLi4vLV69//PH05x9Bn4D8eVwD3GEFLoRok6nK7GuTsRJyre266grw2q9iTAtObg4mR5Ojv/5L",
+	"jBFsPAxLgJtUDVdxrp+FCIa4jeIgxC3a+80P7xFLnaASNXXHA2jbS9sQXw/GtBtW8hnfZaV1TRS74ilj",
+	"QHf4bnR1zpS4cd4gRnoB9W+9+bE/38bI386ePyMGuDPT5mjgeLR9Z4p1gfcug6kf2oU2A8fqYYqiVDfc",
+	"sjjMN6+jNbx16tKlwbcQBpX9y5QWwGp3rnTYWf6m1Ic+4aCTuCq5WV1AJdygWuxJhf0FppBY+oO36J+c",
+	"nboKnzsVxixKNS9pnlPDU6cM+tq6gDGdrNWFMUWdY3oUyfWA37tVfEHrxEThaybtB2ZCLZG0w2zh565I",
+	"R+vHt6UYHA/2lf1xvy5u7DNgnVUp5xgImnPJtbEs+4Y120G1+BhtDD7skBH8uXmO5uPB8eAF/NF7DrXf",
+	"Bj8yg0+CAGs3ALIOXSB19+XKeRYH6GIMnsNptt51BxQ8BftbsHK4bGGR4dgq4+bYCiRop+gyQCx0KdSc",
+	"DKkLmbXXc+uea2+i/ciODQ1fPYC64gHucW94F75bhjfgbg0MwN4e31r45qm7h9EbXhtQenusn7RGdbcW",
+	"H9XsyP8WbKYZFm4kPlF3/eGowHrZX334sDs2/GxvXF2evjOs/n2QDH5R0/4X7Y/+WRdK4bMGNr+oaQAW",
+	"eBh+M3ypCwf3TKg0stj610EyyNNiUU1bj396fkYW1bQxp9lhYDzr7Ql/bp5399V93uwNfgh25waE6+i+",
+	"3N1j/dwbtnvL8w/CMd0lxsY0y3SV9IMMEj8mXGlsju5qgzG1Tf7YWRvtip3d0Uu4dYOPzgudHdZPWqO6",
+	"e4yPanbZiNV+m82ocJ/xebo7jYzqopj/YBfNat9DsDj/W7C6Zlg4af3rIBmgK+NNPa4LN3y+8ZUuEHd4",
+	"pVl0Z3Cw9u474Q52+ERVaFaaZiOq9AHza19et/twRHyz4Yje3rpbim1FN15m7e9jeNyNHNK+ewYvfUgK",
+	"dCoLr+d6orYMkNRVfp0gADOx6Efa8zVVElz6NWQussKs05WCN7ogbR61x7kgCYAs/LXD3N3DWDd3cyTL",
+	"SK5bMBBTgeu0SZdMZlQrkSwsGsHojR3+yv5/7aDgtNetEMM2QAizf7gPty2G7Te6zCSY2VecacnBWB+m",
+	"zuR5HpTzgC4Wj5Lxo2T8KBk/SsaPkvGjZPwoGT9Kxo+S8aNk/KeSjANbOgVTNXRr4y4UxXCDRRkxgsrz",
+	"2jNBoUWK84AOjgcHk4PJIeSLFkzSgg+OB08mB5MnlrFTswAZex+kR/S3mt2rE4SpiLX8mRDJllDmm5fa",
+	"YLeIplMRhr5Db0hsNWJUEDebtLtIlkowndRScLKexEIMxNrvw1h57jApaTQhoFJoSP6ZkB+4a+w+XWHW",
+	"dokUiC1WsPRwalT5DNqRu2DHK2i1eNVuzF0vyvWbd46bdof6ARxIWZecAqRr8iLg3qUlzZmB5oNrgreb",
+	"IfvdVtkfk35KuFjVSWumSZMEJyxsGapPPnny5NvRmt7ikHQ4iHbx3phUu2kpdV+jnVcB+dr3vArfFwEz",
+	"Z7BlZj/p4mrNiuo+PNHG+ofRVKBNq1kulPZRHRjvxLUrKLTm8xva+n/zl+jXt+BT07t+h8EWeZ8DtkN1",
+	"4lbr7qODgzu1rdwpcr6TQdTuYhBtaomQbXOndntPS5/xXEbJbg2QPdRZwSqwfz36618h7Y8MIYUfi1tD",
+	"uwHst1odHDxJ928OkLn+K3CK7w4PDuyDo78gb/juv//zv2Age0ZKJr57P7Cfej+4alIlMRgDonoKrLmw",
+	"uW3oUwR3DHj1sewH7dThlcPtr7TassJLT7a/1PQXhzeebn+j7h9tXzj6dvsL3V7JH5PBN7uAoN1ZO/RT",
+	"A7f17uF/hJaXD5YUQt/1Pz5YdNdVntNyVQvt0auxztU3dK7reQcf7JdbF//xr4NCbS95fAyN+NpFX9it",
+	"z/KEpOm6KZa9kFwaNkan6oUqjfOltwonDyl4uV2eoO9QjgFjiWNL9i6G3FZqyP5kyYQYX0u1lPu/LK/1",
+	"xBL0KGxWELrSme4WCW5VPD6aPJkcomxhOfq4KgWTqcpYFt0MtPSB+eqqQgSzRYPaQD6caaqyVQLRqVNl",
+	"FrhA3+D23y5e/+yadaA8tafJxYu/Q65/Bl8JWdbteLlcjrsLxNfrzeAa3AwTciKb0tPY4n7YKUU8IpKW",
+	"pVq6yuu9wt4TLLSuyUwJoZakXfO9VeS9U5I6qX/ARSWkaloLXzYVmYMeyJewRtdMqVcgfkJ+VsRlHLpF",
+	"2q9qXXUqWD+dPJ08GR0Tqq8d4km2dG/UOajAPYNqzn3R6DWti8LXzTq+V9nq3roh9+uNW6rceuaf94FW",
+	"lqkpK/bxMy/O3Raw7n4M2UD7XnxO0wUbP/d2nTUF46UaQ6f0TkeDw9GWHuNnJZ3js3XTpvb7d5s2uAjv",
+	"D3xre2Z3SbFDf2QYlJQv61LztfiUELNUEWZp1Y6cmYXKrFQRp9mkTbHBbf7g++5wmWNSSbgWiOc62APJ",
+	"cWVVErlm03dtuo73SMmoyL97PwgbDL8fxPprbEGbwx3kmjO6Eopmb5R6Rcs5gv3wm12EqEhP999U0mmJ",
+	"L+D+kh2JAHCAHE0O/GkFvHrUkmdah/ghGdyOtaFcCqb1GBscOEZnRZ6iVDMu2H7oZlhngDiHSn2aUFDl",
+	"ISlLiEhd3XjsckTPFqJXl/TuGred6evVkNYVAd9BXdIVIMCsEo3NfhdVKWYnCs0k2L11ozLV154ieHJf",
+	"uhT2Y+NmoSrj1zj5/StY98L51zJ9qWKE9/Woaz135m5KW2xPDW8Lf0WNrVMJYgfeJURXX4uwK3LRHWIV",
+	"rbzXOAQTdG8RJq7hPCZ1BFclEp+zEN9wSpCVq7I2qfbZY5ja3a4Deg8myQdhfJ2iyZ/K7x5NKfdPmx1H",
+	"z26U2SWagCx7RLhJ6EjWmFXQ26Wdcto1qcygIxRmNRs19pTYFnYmxFN51OYy9JYI9DUQvbBiMZQwpKYp",
+	"PTwhbzWkzeqWPgxLQMrttz4iM4Gdn9tUjHtaQ8j3RMefpoZvLCP2O6yL3KkVBdP3C0M9rLK/thr3n5T3",
+	"HezA+54rORMcU/3+ZCrgGg7t3NZbmbQP22kT2qdy6Zhstf8rMr7T7CMSOMYSRHLfc2p3LlYubkJHbOTQ",
+	"FBwtFcj2hfAlRmsLJDmRq1qoqjQmnTs7eKsLGReCCHTVgcrM89yeqWFi1WfKGPqwM1Pu3FJBMXxwARbU",
+	"LBoPoAfQoMtnNhrfHl6Cu4vg9sisdmJWv1e+4QP57odvJINo8VsMuYnwgT1d90lqeTaCOHQyrKW5fe9w",
+	"6hUF6ZM5fvIPQOaPAp6I1mL5LYW5R674KMLdPyv2Uc4PIsLtu1Ksu5nMRC/pv+7T4mMZ2queNOOgSgJ0",
+	"OSdUAPTAOm2UU6ft+5rnhWBl1++mUyZpyZVe40AAYOofVPlFVOsvHj0Fy380jX1NUUZBptgn2cXCZLFP",
+	"laA2SSabunPdl6TyYTcbnYgXAomwgjcLRmaVEDDmhoqK1Ua4oPtX2w4XMJCUSqxlV8fuQEGapn2rXmd6",
+	"w9P7UvzhPiSzoBV/D9wvm10WrOQqqytpOdBMyAXegGCdzKnRRPBrRvaeHGR7ZPjkgGR0pUcJ2Tt6utgj",
+	"w6OnZKEqiI7cO1zukeEhWTJ2PZqQ05nrH2+S8ANEshtW+o69k93FwZ8hFrO92p3q1DyoUOcZ8J+T4f55",
+	"ZbNWxu8nWtZCrP6S4tn+r7jaLVa3cyioD578HZixfTxlqcpZHaYYGs0wzUKufGFcb33jztY2o1x0fS9r",
+	"7GxflgP3+cKj3PQ7oChE1vumqK9Acuplk3habKq1Wb0Hu1/Ev+up/W4Sm+UmkAK3kzYHBbtdvlcv+IFw",
+	"mYrKl3jlWCgPEhxzLiFyEl4ceRO+LxSIFcrjilqrauMDhnglX6nm165i+XuLBQNEe4z++qPGhNxB+W2Y",
+	"RshSAgYeJNl+SlAIZhV7hTP4huWiba41XWEZVBRwMC+ZobjiGndazMZKqUa50q7dYqcuCXLuiuTXEbjB",
+	"d+qiAn1Oh6tt0/Z95I9ueeU0Y3mhoN8paDP3p5v6QrZ1XueaorVxPa6jzALkw+qpRrljGjykztcLyP00",
+	"dhsAfXzOCkFXmIgS+7R7LTyo+pV7z5FYGzHq5XwkAXekf7Co2KB9hzJk9nvzWxztwNBbxH7OKs2+zlvE",
+	"kfbWeyQoHNGtG3HHS6SWgfenlbhen8DpL5WqsB88TA4ODpAoMB9fpj7jTkkGwi8Zukungq9i8WmXXOka",
+	"5HJNjg4Ogtewb01hH8miMqRUy4SA/JyxEnMrS7Xc08HtAy2TIUcaOv5AnXh4iqI4NY50qVBQ7KMSGZpF",
+	"sRj20Cf+wKiEUAGNii5x7YmrvHUplbmEHqosS0hWIQky/1Jp/wYhzD6eTCajhGgFW5rSzC7ZmQRnAC9o",
+	"u2AWrIRgHbe+khXoGHKaBSSLDC1iQbeglGo25lJbcdSKpmI1ctmS9qMA/2cQCiSogTLdS5fm6pqVdxfd",
+	"v4e/r8R15C7Wv7PLeBMHbLb4G2UyhgvAT8T48XZS+PK36qPj/fECe4ALLKdy1ZQ/aukma66y4ML6VVfT",
+	"1yWIyFusvLm6AX0I+ymUKu92VlGlMy+BJh/oNnzWbm5hJaRWg4tg7IqZUZ+v4tfvX7/p2OmqKXYm7+gL",
+	"cXNZA7i7uji3W4+hx0+jCoC3EtrouhR9Dy3fzPYxK63pUaFKxLTPlMO/Nqbgyo7tYOGuq5J1G3zVBNrp",
+	"I3Nni8mmQEuULwXDzonYMGRrTm4nZNKi/zk2Sfn90vh92EHi7WTegOF0iWA2ilCt+Vx65u920zeUhGkq",
+	"MPFvnabSsUX3ifqt75bj6kFmLZ44eCj7xamzX8BKXExZ9shAHwMw7z0As24PZXnmZxokfGnRz6rq2Cu4",
+	"mBAlsqC6o/efoMMOo+R1u7Ji3C+HE7/08/5OAic7y9659ly9zUcP0hegt1Y13k+r0dZD9JDoPCV9WOsu",
+	"itFSyeZcW1y16tDCmEKTt+ev0AuPbqHuIlzxxyEVXjbJnWlOabRmoW3rCgZapqevRokv1uba4l4YKjNa",
+	"ZsThqia6YCmf1ZHNdKVbFkRXXwxrcfE5+J984vLVcqFZevnf//lf8CHIW8aeojJlW8jc5SB3KOa3DIC8",
+	"A2WfSivl7iQQHX6pNWzjJs5YzKHKHOb3Ptqe/qwyR7uQ+A5qIjInQnusL875QpFi/1f315bQwBhXrBNz",
+	"Zf3BBo0r6Qqls4y4/vZY4tk+dI9WRKj5FtbjMm3vm/XsENTj4RKTR572IYTQyB7Fgq+AJHxjoB0JYo0d",
+	"JIbzvihrgPN7IAwkYcpjElYnh3sf+6hrwg2hc8olGV651urH0Fb5yhXw5th63HVExmD9GeWCy/loQk4w",
+	"/GnGmcg00YaunKiwIrTcdok7y8xvT0lf/MbHnT64DeRuV749OW6IVEvC9WNawJ/19vZtxj7z7t5v2pLc",
+	"2UoQMLLwYk7Aea4NocawvHB2gmOyXDCZkOWCpwt/s2MEKFSCxgheMjyAcUSqRjfJ2ShxcZvguqubK6jK",
+	"pCpnu9saXjSbfVj+dada+w9pxnAQWe1qxmgf7aMx42sxZrTlCndKNVXWx3U33mAnWR/KFGML/6xYBS7i",
+	"KzfNxM5x5cQazMnjOrjLhJLY4siJ/JBCSOUKI3vIEA0bCSmZKTnLRolLD7KsIezngpciRNxOGbHSzoSc",
+	"NOJQ/UFuF/f04NtjJ1nZt4A/bWEiF0xmjmTeMO3aTvzW2sTRvcsg2E0jTvqAUgDtBM85a8fPuBMf8yze",
+	"QeOqGXAVanMcOgIIAVao1Z8q+v536pK+o6hiaYfQAH/AY3kXwaVxeeySYdQMBwYRlkPNmhCUOr5+Ql7S",
+	"dBHmIGGtIGzKQAyTNDRQqKVs4vCTVu4BMqcpF1bt2pKMpAcPmuvzBy308Hn08KV9xr40L7ROwcja+0+D",
+	"QTzm9i5r9auLRn3tVlwhzKyxyO98BX068mm8nT7E9iKdkHPUoLFku7xmNWXU6cDbapZ+oVYfAVH8RtEO",
+	"n0B9XxZXv6eZz7cmY+KjHZojbTWK/lwC/7JbqRkEbERXsxlPues4CH03lBXyoPVEBx8dmgY385ddqb/Z",
+	"yZg0oReuJw53telcID1ht9zxrt+jjeTrZbSu4emudRi6nPET4zLqofv0hnJBp1zAKtepWs8XLL0mfGal",
+	"ppaYgm+LSDwdvFKj1Un4mS256u8WTIJtOXEFcqw0ZMoqNZXV0KJzEgwfQ+yldbVsi7ugZZWMatdBc1Hl",
+	"VDZPnCWIcKkNoxnGDE5pychUKcGonJAX2FgTYptnVGgs7jKl6fWSlpkmkN1hOK5ksqY/ol3ZOawipmG4",
+	"b91n4J6vTbM5Cu/BikUryV7P4LS7W052vLRaOPTxwx9DgPwzGJwbJgZsJBDU2lzh8zjZr/XfP9OcfUKV",
+	"5mBdMiMnr16BulWrWmRI59i+c1bJ1LUHrpuyJ741d0KYSSeQIGcZJHbubUq2VjJTkk3IaylWXZEVi31l",
+	"tQ9wfbByp4zzNo4KBalcpHEY0hcJN24B8T6yCn5zwfWhqP7hpMqtuNPu7v0gsbs/+0jdljCZKYa5NiA+",
+	"/qEFOcdrdnXxf74gl2w2RGHHegjWw3R36CA+VZVpC3F1vRuwiHJdCLoC0T+p1ZLTF4lzj6GBqawkNMlu",
+	"KWWb2/h8FRwq2SBpQs6IQ0AHFLgUPPt/jp2Qclo0XUNlBYnRVmLs3wy5ypho3xCFElYV1An5RU3DGwP/",
+	"MCwvwHGSEC4NmyMoUyUl85MWJbvhbKkTklbaqBzTmu1XsL5T07FJZoTnELuUVmWJVx13gZNBq6fXsxmZ",
+	"2ksQW8f/93/+H8JouiB48BBkCf6VkhIuM3bLMgJy7TopF4tW+yuzJem6bwyOQYRO1ki+jxfIA1wg/1tV",
+	"JFPAmCGHvin10saPx9vjoW6PnVpR/cjCokPI4DdZWjc3IwijvjUzhsu5JrpKF4S2LwJgJoJOmXBB20Gh",
+	"Eeib3O1H4ELC6mK223Lttl0O8sHE10db76Ot995tvUa53MGvnrs+WnbvkaXfMe/uc1Pt1hpC9jOWCi7Z",
+	"euvuCxzQrZmATvJNRgh4rcao0zCj+49tj9ipjtppUB40rKPgzuMx4v4LJ756vN9BJYeBHdz/cgQJmf9j",
+	"p7utjSgBl7cQaikwvi4jGZMr33wcqwe4OYJyWa4HeU+UhypS6YKl11Y+m9u3DPaYc+W9croiJaMZ4Saq",
+	"ykMJghfwvTOrx64+PfrMQuHMUvkXpdH+gtfElYFaviJDlhdmBSmO2scAS/ByaWZGj8T6FfTitQpQL2E1",
+	"ICZ3lHdUiaBwlg/W8shAm2DMEZR3C5jDUHM5F1ClYFqJ6xHclL4A3BISZd16uLZEy1mWEFUmiFWmRdfc",
+	"yWAW9xIsS+Tr03FNSjarNMMSweTpwZNIHbsJOfFpue6jVGhFUnUD9a2N1emmjk88AxZClrAzK8/AHBNy",
+	"1m88Xjv+IXHHMg+7NqOqdBFrOHfxJRnE/Wtla3jDw2lnd2VOVBNtVMkyMvQ8355+OU6ptriiQbBOSMbq",
+	"AoHZ6DE5509czuPi83jlFhHmF4U9e9ZE5kNltbvqE/jWozrBlURQ3EWp8MXsHuuwtcsIBfj3B6vGhie+",
+	"nREgLj2YciMYvWGbgi9e2QF6MyuAMY/hDR10bhG8YDPzSOwBdP5g5I10tD0E3w77LHLe0NfI6kBrlwAW",
+	"0Rg5fi/oLRPkuZKmVIKcCSrtuqpSDI4HUIToeH+fFnwyhYETyvdvDiJ1Et08p3LGSibT/hxlJZs5Bh8/",
+	"fPz/AQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

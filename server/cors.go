@@ -21,11 +21,12 @@ var corsAllowHeaders = []string{
 }
 
 // corsExposeHeaders are the response headers a page may read: request IDs
-// for support, the rate-limit fields for backing off, Link for paging and
-// WWW-Authenticate for what a 401 means (none is CORS-safelisted).
+// for support, the rate-limit fields for backing off, Link for paging,
+// WWW-Authenticate for what a 401 means and Idempotency-Replayed for a
+// replayed answer (none is CORS-safelisted).
 var corsExposeHeaders = []string{
 	echo.HeaderXRequestID, echo.HeaderRetryAfter, "RateLimit", "RateLimit-Policy",
-	"Link", echo.HeaderWWWAuthenticate,
+	"Link", echo.HeaderWWWAuthenticate, IdempotencyReplayedHeader,
 }
 
 // corsMaxAge is how long a browser may reuse a preflight answer, in

@@ -81,6 +81,11 @@ const (
 	KindTooManyRequests      = "too_many_requests"      // 429: a rate limit was reached
 	KindInternal             = "internal_error"         // 500: logged with the request ID
 	KindClientClosedRequest  = "client_closed_request"  // 499: only in the access log
+	// Issue 15: bulk invites, Idempotency-Key, email-domain policy.
+	KindDomainNotAllowed     = store.CodeDomainNotAllowed // 403: the workspace's email-domain policy refuses the email
+	KindDuplicateEmail       = "duplicate_email"          // 400: a bulk row repeats an earlier row's email
+	KindIdempotencyKeyInUse  = "idempotency_key_in_use"   // 409: the key's first request is still running
+	KindIdempotencyKeyReused = "idempotency_key_reused"   // 422: the key was used with another body
 )
 
 // defaultKind is the kind of an error that names none, by status: the one
@@ -94,6 +99,7 @@ var defaultKind = map[int]string{
 	http.StatusConflict:              KindConflict,
 	http.StatusRequestEntityTooLarge: KindPayloadTooLarge,
 	http.StatusUnsupportedMediaType:  KindUnsupportedMediaType,
+	http.StatusUnprocessableEntity:   KindIdempotencyKeyReused,
 	http.StatusTooManyRequests:       KindTooManyRequests,
 	http.StatusInternalServerError:   KindInternal,
 	StatusClientClosedRequest:        KindClientClosedRequest,
@@ -217,6 +223,13 @@ func writeError(c echo.Context, e *APIError) {
 		}
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 	}
+	// HEAD answers get the same headers as GET's (Content-Type included);
+	// net/http drops the body.
+	_ = c.JSON(e.Status, errorBody(c.Request().Context(), e))
+}
+
+// errorBody is the Error JSON of e, with the request's ID when ctx has one.
+func errorBody(ctx context.Context, e *APIError) gen.Error {
 	kind := e.Kind
 	if kind == "" {
 		kind = defaultKind[e.Status]
@@ -224,14 +237,12 @@ func writeError(c echo.Context, e *APIError) {
 	if kind == "" {
 		kind = KindInternal
 	}
-	// HEAD answers get the same headers as GET's (Content-Type included);
-	// net/http drops the body.
 	status, message := e.Status, e.Message
 	body := gen.Error{Code: &status, Error: kind, Message: &message}
-	if st := stateFrom(c.Request().Context()); st != nil && st.id != "" {
+	if st := stateFrom(ctx); st != nil && st.id != "" {
 		body.RequestId = &st.id
 	}
-	_ = c.JSON(e.Status, body)
+	return body
 }
 
 // storeKind is the kind a store error names, or "" for the status's default.

@@ -21,20 +21,40 @@ func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspac
 	if err != nil {
 		return nil, err
 	}
+	if req.Params.IdempotencyKey == nil { // the hot path: nothing more than the invite
+		inv, err := s.invite(ctx, workspace, p.Sub, *req.Body.Email)
+		if err != nil {
+			return nil, err
+		}
+		return gen.InviteWorkspaceUser200JSONResponse{Body: inv}, nil
+	}
+	inv, replay, err := s.idempotent(ctx, *req.Params.IdempotencyKey, workspace, p.Sub, "InviteWorkspaceUser", req.Body,
+		func() (any, error) { return s.invite(ctx, workspace, p.Sub, *req.Body.Email) })
+	switch {
+	case err != nil:
+		return nil, err
+	case replay != nil:
+		return replay, nil
+	}
+	return gen.InviteWorkspaceUser200JSONResponse{Body: inv.(gen.PendingInvitation)}, nil
+}
+
+// invite is one invitation, answered as the API shows it.
+func (s *Server) invite(ctx context.Context, workspace, caller, email string) (gen.PendingInvitation, error) {
 	inv, err := s.store.Invite(ctx, store.InviteParams{
 		Workspace: workspace,
-		Caller:    p.Sub,
-		Email:     *req.Body.Email,
+		Caller:    caller,
+		Email:     email,
 		Role:      store.RoleMember,
 		TTL:       s.cfg.InviteTTL,
 	})
 	if err != nil {
-		return nil, err
+		return gen.PendingInvitation{}, err
 	}
 	if s.cfg.MailQueued != nil {
 		s.cfg.MailQueued()
 	}
-	return gen.InviteWorkspaceUser200JSONResponse(toPendingInvitation(inv, workspace)), nil
+	return toPendingInvitation(inv, workspace), nil
 }
 
 func toPendingInvitation(inv store.Invitation, workspace string) gen.PendingInvitation {

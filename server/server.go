@@ -51,6 +51,9 @@ type Config struct {
 	// CORSAllowedOrigins may call the API from a browser (ParseOrigins);
 	// empty: no CORS headers at all.
 	CORSAllowedOrigins []string
+	// IdempotencyTTL is how long an Idempotency-Key is remembered
+	// (idempotency.go); 0 means DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
 	// OAuth configures the server's own issuer (the token endpoint of the
 	// client-credentials flow, its keys and metadata).
 	OAuth OAuthConfig
@@ -66,6 +69,9 @@ type Server struct {
 	// cursorKey signs list cursors (the same on every replica: Migrate
 	// keeps it in the database).
 	cursorKey []byte
+	// limiter is the rate limiter (nil: off); bulk invites spend the
+	// workspace's invitation quota row by row through it.
+	limiter *rateLimiter
 	// oauth issues service-account tokens (oauth.go).
 	oauth *oauthServer
 }
@@ -80,6 +86,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	}
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
 	}
 	doc, err := LoadSpec(ctx, store.EmailOptions{AllowLocalDomains: cfg.AllowLocalEmailDomains})
 	if err != nil {
@@ -136,6 +145,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey, oauth: oauth}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
+		srv.limiter = limiter
 		middlewares = []echo.MiddlewareFunc{limiter.beforeAuth, validator.middleware, limiter.afterAuth(srv)} //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 	}
 	api := e.Group(APIBasePath, middlewares...)
@@ -150,7 +160,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		verifier.Close()
 		return nil, nil, err
 	}
-	return e, verifier.Close, nil
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	go srv.sweepIdempotencyKeys(sweepCtx, sweepInterval(cfg.IdempotencyTTL))
+	return e, func() { stopSweep(); verifier.Close() }, nil
 }
 
 // clientIP is how the client's address is found: the TCP peer, or with

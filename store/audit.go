@@ -65,6 +65,7 @@ const (
 	ActionWorkspaceCreated      = "workspace.created"
 	ActionWorkspaceUpdated      = "workspace.updated"
 	ActionWorkspaceDeleted      = "workspace.deleted"
+	ActionDomainPolicyUpdated   = "workspace.email_domains_updated"
 	ActionAPIKeyCreated         = "api_key.created"
 	ActionAPIKeyRevoked         = "api_key.revoked"
 	ActionServiceAccountCreated = "service_account.created"
@@ -83,7 +84,7 @@ const (
 var Actions = []string{
 	ActionInvitationCreated, ActionInvitationRefreshed, ActionInvitationAccepted, ActionInvitationDeclined,
 	ActionInvitationRevoked, ActionInvitationExpired, ActionInvitationRoleChanged, ActionMemberRoleChanged,
-	ActionMemberRemoved, ActionMemberLeft, ActionWorkspaceCreated, ActionWorkspaceUpdated, ActionWorkspaceDeleted,
+	ActionMemberRemoved, ActionMemberLeft, ActionWorkspaceCreated, ActionWorkspaceUpdated, ActionWorkspaceDeleted, ActionDomainPolicyUpdated,
 	ActionAPIKeyCreated, ActionAPIKeyRevoked, ActionServiceAccountCreated, ActionServiceAccountUpdated,
 	ActionServiceAccountDeleted, ActionWebhookCreated, ActionWebhookUpdated, ActionWebhookDeleted,
 	ActionWebhookDisabled, ActionWebhookTest,
@@ -264,6 +265,11 @@ func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error)
 // serviceAccountFields is a service account's audited fields (never its secret).
 func serviceAccountFields(v ServiceAccountView) fields {
 	return fields{"name": v.Name, "description": v.Description, "role": v.Role}
+}
+
+// domainPolicyFields is an email-domain policy's audited fields.
+func domainPolicyFields(p EmailDomainPolicy) fields {
+	return fields{"allow": append([]string{}, p.Allow...), "deny": append([]string{}, p.Deny...)}
 }
 
 // memberFields is a removed member's audited fields.

@@ -27,7 +27,9 @@ type InviteParams struct {
 // re-invite starts a fresh one. The database's partial unique index, not a
 // read-then-write check, guarantees at most one pending row per email.
 // Returns ErrNotFound if the workspace does not exist or the caller is not a
-// member, ErrForbidden if the caller is not an admin, ErrConflict if the
+// member, ErrForbidden if the caller is not an admin (not_admin) or the
+// workspace's email-domain policy refuses the email (domain_not_allowed,
+// domain_policy.go), ErrConflict if the
 // email already belongs to a member, ErrInvalid for an empty email.
 //
 // The rules are below, written once: upsertBatch is the statement that
@@ -43,18 +45,10 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	if err := ctx.Err(); err != nil {
 		return Invitation{}, err
 	}
-	p.Email = NormalizeEmail(p.Email)
+	p, err := p.prepare()
 	p.actor = ActorFrom(ctx)
-	if p.Role == "" {
-		p.Role = RoleMember
-	}
-	if p.Email == "" {
-		// The member-email checks skip empty emails (service accounts have
-		// one each; see memberByEmail): an invitation needs a real one.
-		return Invitation{}, codedf(ErrInvalid, CodeInvalidEmail, "the email to invite must not be empty")
-	}
-	if !storable(p.Workspace) || !storable(p.Caller) {
-		return Invitation{}, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
+	if err != nil {
+		return Invitation{}, err
 	}
 	var inv Invitation
 	found, err := s.invites.invite(ctx, p, &inv)
@@ -71,10 +65,29 @@ func (s *Store) Invite(ctx context.Context, p InviteParams) (Invitation, error) 
 	return inv, nil
 }
 
+// prepare normalises an invite's email and role and refuses what no
+// statement should see (Invite and InviteMany alike).
+func (p InviteParams) prepare() (InviteParams, error) {
+	p.Email = NormalizeEmail(p.Email)
+	if p.Role == "" {
+		p.Role = RoleMember
+	}
+	if p.Email == "" {
+		// The member-email checks skip empty emails (service accounts have
+		// one each; see memberByEmail): an invitation needs a real one.
+		return p, codedf(ErrInvalid, CodeInvalidEmail, "the email to invite must not be empty")
+	}
+	if !storable(p.Workspace) || !storable(p.Caller) {
+		return p, codedf(ErrNotFound, CodeWorkspaceNotFound, "workspace not found")
+	}
+	return p, nil
+}
+
 // upsertBatch is the invite statement (also inviteOne's, for one row): from
 // is the invites as a table j(ws, caller, email, role); expires, created and
 // updated are the placeholders of the expiry and the time. The caller must
-// be an admin of the workspace and the email not a member's; a pending
+// be an admin of the workspace, the email not a member's and allowed by the
+// workspace's email-domain policy (domainAllowed); a pending
 // invitation is refreshed (keeping its role) unless it has expired (then no
 // row, and the slow path moves it to history). The WHERE is also what lets
 // SQLite parse INSERT … SELECT … ON CONFLICT; the conflict target spells out
@@ -101,6 +114,7 @@ FROM ` + from + `
 JOIN workspaces w ON w.name = j.ws
 WHERE EXISTS (SELECT 1 FROM members m WHERE m.workspace_id = w.id AND m.sub = j.caller AND m.role = 'admin' LIMIT 1 OFFSET 0)
   AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = j.email AND x.email <> '' LIMIT 1 OFFSET 0)
+  AND ` + domainAllowed + `
 ORDER BY w.id, j.email
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
@@ -119,7 +133,8 @@ func (p InviteParams) upsertArgs(now time.Time) []any {
 }
 
 // inviteSlow handles what the batch statement leaves: unknown workspace
-// or caller, a caller who is not an admin, a member's email, and an expired
+// or caller, a caller who is not an admin, an email the domain policy
+// refuses, a member's email, and an expired
 // pending invitation (moved to history before a fresh one is created).
 func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invitation) error {
 	var ws Workspace
@@ -136,6 +151,9 @@ func (s *Store) inviteSlow(tx *gorm.DB, p InviteParams, now time.Time, inv *Invi
 	}
 	if caller.Role != RoleAdmin {
 		return codedf(ErrForbidden, CodeNotAdmin, "only workspace admins may invite")
+	}
+	if err := checkDomainPolicy(tx, ws.ID, p.Email); err != nil {
+		return err
 	}
 	var members int64
 	if err := tx.Model(&Member{}).Where(memberByEmail, ws.ID, p.Email).Count(&members).Error; err != nil {

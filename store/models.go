@@ -95,7 +95,7 @@ type APIKey struct {
 func (APIKey) TableName() string { return "api_keys" }
 
 func allModels() []any {
-	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &ServiceAccount{}, &OutboxMessage{}, &SigningKey{},
+	return []any{&Workspace{}, &Member{}, &Invitation{}, &APIKey{}, &ServiceAccount{}, &OutboxMessage{}, &SigningKey{}, &EmailDomainRule{}, &IdempotencyRecord{},
 		&AuditEvent{}, &WebhookEndpoint{}, &WebhookMessage{}, &WebhookAttempt{}}
 }
 

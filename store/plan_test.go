@@ -19,12 +19,14 @@ import (
 
 // tables are the tables that grow with use; a statement may read them only
 // through an index lookup.
-var tables = []string{"workspaces", "members", "invitations", "api_keys", "outbox_messages"}
+var tables = []string{"workspaces", "members", "invitations", "api_keys", "outbox_messages", "email_domain_rules", "idempotency_keys"}
 
 // boundedByWorkspace are the indexes whose workspace_id range is small
 // whatever the workspace's size (idx_members_admins holds its admins only;
-// a workspace has at most store.MaxWebhooks webhook endpoints).
-var boundedByWorkspace = []string{"idx_members_admins", "idx_webhook_endpoints_workspace"}
+// a workspace has at most 2 × store.MaxDomainRules email-domain rules, and
+// the invite statement's "any rule?" check reads one of them; at most
+// store.MaxWebhooks webhook endpoints).
+var boundedByWorkspace = []string{"idx_members_admins", "sqlite_autoindex_email_domain_rules_1", "email_domain_rules_pkey", "idx_webhook_endpoints_workspace"}
 
 var (
 	// SQLite names tables by their alias in plans; what is not a table here
@@ -201,6 +203,37 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		renamed := "Acme Corp"
 		_, err = st.UpdateWorkspace(ctx, "acme", &renamed, "admin-acme")
 		must("rename", err)
+		// Issue 15: the email-domain policy, bulk invites, idempotency keys.
+		_, err = st.SetDomainPolicy(ctx, "acme", "admin-acme", store.EmailDomainPolicy{Allow: []string{"acme.test"}, Deny: []string{"no.acme.test"}})
+		must("set a domain policy", err)
+		_, err = st.DomainPolicy(ctx, "acme", "admin-acme")
+		must("read the domain policy", err)
+		must("invite under a policy", invite("grace@acme.test", time.Hour))
+		if err := invite("x@no.acme.test", time.Hour); err == nil {
+			t.Fatal("inviting a denied domain: got no error")
+		}
+		for i, r := range st.InviteMany(ctx, []store.InviteParams{
+			{Workspace: "acme", Caller: "admin-acme", Email: "heidi@acme.test", TTL: time.Hour},
+			{Workspace: "acme", Caller: "admin-acme", Email: "y@other.test", TTL: time.Hour},
+		}) {
+			if (i == 0) != (r.Err == nil) {
+				t.Fatalf("bulk row %d: %v", i, r.Err)
+			}
+		}
+		scope := store.IdempotencyScope{Workspace: "acme", Caller: "admin-acme", Key: "k"}
+		claim, err := st.BeginIdempotent(ctx, scope, []byte("h"), time.Hour)
+		must("claim a key", err)
+		_, err = st.BeginIdempotent(ctx, scope, []byte("h"), time.Hour)
+		must("find the key in use", err)
+		must("record the answer", st.FinishIdempotent(ctx, claim, 200, []byte("{}")))
+		other, err := st.BeginIdempotent(ctx, store.IdempotencyScope{Workspace: "acme", Caller: "admin-acme", Key: "k2"}, []byte("h"), time.Hour)
+		must("claim another key", err)
+		must("release a key", st.ReleaseIdempotent(ctx, other))
+		clk.Advance(2 * time.Hour)
+		_, err = st.BeginIdempotent(ctx, scope, []byte("h2"), time.Hour)
+		must("take over an expired key", err)
+		_, err = st.SweepIdempotencyKeys(ctx)
+		must("sweep keys", err)
 
 		type stmt struct {
 			sql  string

@@ -148,6 +148,8 @@ func (s *Store) DeleteWorkspace(ctx context.Context, workspaceName, by string) (
 			}},
 			{"invitations", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&Invitation{}).Error }},
 			{"API keys", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&APIKey{}).Error }},
+			{"email-domain policy", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&EmailDomainRule{}).Error }},
+			{"idempotency keys", func() error { return tx.Where("workspace = ?", ws.Name).Delete(&IdempotencyRecord{}).Error }},
 			{"service accounts", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&ServiceAccount{}).Error }},
 			{"members", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&Member{}).Error }},
 			{"workspace", func() error { return tx.Delete(&Workspace{}, ws.ID).Error }},
