@@ -189,11 +189,8 @@ func (s *Store) SetDomainPolicy(ctx context.Context, workspaceName, by string, p
 		return EmailDomainPolicy{}, err
 	}
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		old, err := readDomainPolicy(tx, ws.ID)

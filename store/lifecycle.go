@@ -110,11 +110,8 @@ func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, erro
 // Returns ErrNotFound when neither exists, ErrConflict for the last admin.
 func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error {
 	return s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		m, err := findMember(tx, ws.ID, subOrEmail)
@@ -139,6 +136,17 @@ func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by st
 		}
 		return invitationAudit(tx, ws, inv, ActionInvitationRevoked)
 	})
+}
+
+// lockAsAdmin locks the workspace called workspaceName for a change and
+// checks that by is still one of its admins (requireAdmin): the prologue of
+// every admin-only change. Errors as lockWorkspace and requireAdmin.
+func lockAsAdmin(tx *gorm.DB, workspaceName, by string) (Workspace, error) {
+	ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+	if err != nil {
+		return Workspace{}, err
+	}
+	return ws, requireAdmin(tx, ws.ID, by)
 }
 
 // requireAdmin checks, under the workspace lock, that the caller is still an
@@ -212,11 +220,8 @@ func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role,
 	}
 	var entry UserEntry
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		now := s.now()

@@ -40,11 +40,8 @@ func (s *Store) CreateServiceAccountKey(ctx context.Context, workspaceName, by, 
 	publicID = publicID[:len(APIKeyIDPrefix)+16] // 80 bits: an ID, not a secret
 	var k APIKey
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		if _, err := serviceAccountIn(tx, ws.ID, clientID); err != nil {
@@ -89,11 +86,8 @@ func (s *Store) ServiceAccountKeys(ctx context.Context, workspaceName, by, clien
 // UpdateServiceAccount, and ErrNotFound (api_key_not_found).
 func (s *Store) RevokeServiceAccountKey(ctx context.Context, workspaceName, by, clientID, keyID string) error {
 	return s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		if _, err := serviceAccountIn(tx, ws.ID, clientID); err != nil {

@@ -133,11 +133,8 @@ func (s *Store) CreateServiceAccount(ctx context.Context, workspaceName, by, nam
 	}
 	var v ServiceAccountView
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		audit := Audit{CreatedBy: by, UpdatedBy: by}
@@ -217,11 +214,8 @@ func (s *Store) UpdateServiceAccount(ctx context.Context, workspaceName, by, cli
 	}
 	var v ServiceAccountView
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		if v, err = serviceAccountIn(tx, ws.ID, clientID); err != nil {
@@ -272,11 +266,8 @@ func (s *Store) UpdateServiceAccount(ctx context.Context, workspaceName, by, cli
 func (s *Store) DeleteServiceAccount(ctx context.Context, workspaceName, by, clientID string) (ServiceAccountView, error) {
 	var v ServiceAccountView
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		if v, err = serviceAccountIn(tx, ws.ID, clientID); err != nil {

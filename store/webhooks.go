@@ -193,11 +193,8 @@ func RedactURL(raw string) string {
 // by is checked to be its admin (errors as requireAdmin).
 func (s *Store) adminTx(ctx context.Context, workspaceName, by string, fn func(tx *gorm.DB, ws Workspace) error) error {
 	return s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		ws, err := lockAsAdmin(tx, workspaceName, by)
 		if err != nil {
-			return err
-		}
-		if err := requireAdmin(tx, ws.ID, by); err != nil {
 			return err
 		}
 		return fn(tx, ws)
