@@ -125,7 +125,7 @@ const lockWorkspacesShared = `SELECT 1 FROM workspaces WHERE name = ANY($1::text
 // inviteBatchPostgres is the batch as one data-modifying CTE: invitations
 // and their queued emails.
 var inviteBatchPostgres = `
-WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS j(ws, caller, email, role)`, "$1", "$2", "$2", invitationColumns) + `
+WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS j(ws, caller, email, role)`, lockOrder, "$1", "$2", "$2", invitationColumns) + `
 ), queued AS (
 ` + enqueueEmails(`SELECT id, 'pending', $2, $2, $2 FROM inv`) + `
 )` + auditBatchPostgres + `

@@ -76,7 +76,7 @@ func init() {
 		}
 		// Arguments: expiry, now, now, then the rows.
 		inviteBatchSQLite[i] = upsertBatch(`(SELECT column1 AS ws, column2 AS caller, column3 AS email, column4 AS role
-FROM (VALUES `+strings.Join(rows, ", ")+`)) j`, "?", "?", "?", returningSQLite)
+FROM (VALUES `+strings.Join(rows, ", ")+`)) j`, "", "?", "?", "?", returningSQLite)
 		// Arguments: now three times, then the ids.
 		enqueueBatchSQLite[i] = enqueueEmails(`SELECT column1, 'pending', ?, ?, ? FROM (VALUES ` + strings.Join(ids, ", ") + `) WHERE column1 IS NOT NULL`)
 	}

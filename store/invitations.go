@@ -104,9 +104,8 @@ func (p InviteParams) prepare() (InviteParams, error) {
 // all workspaces) made a workspace look cheap to read; as subplans each
 // check is planned with all its columns bound. (LIMIT 1 only because SQLite
 // accepts OFFSET only after a LIMIT; PostgreSQL drops it.)
-// Rows are written in (workspace, email) order so that two batches holding
-// some of the same emails lock them in the same order and cannot deadlock.
-func upsertBatch(from, expires, created, updated, returning string) string {
+// order is lockOrder for PostgreSQL's batches, or empty.
+func upsertBatch(from, order, expires, created, updated, returning string) string {
 	return `
 INSERT INTO invitations (workspace_id, email, role, status, invited_by, expires_at, created_at, updated_at, created_by, updated_by)
 SELECT w.id, j.email, j.role, 'pending', j.caller, ` + expires + `, ` + created + `, ` + updated + `, j.caller, j.caller
@@ -115,7 +114,7 @@ JOIN workspaces w ON w.name = j.ws
 WHERE EXISTS (SELECT 1 FROM members m WHERE m.workspace_id = w.id AND m.sub = j.caller AND m.role = 'admin' LIMIT 1 OFFSET 0)
   AND NOT EXISTS (SELECT 1 FROM members x WHERE x.workspace_id = w.id AND x.email = j.email AND x.email <> '' LIMIT 1 OFFSET 0)
   AND ` + domainAllowed + `
-ORDER BY w.id, j.email
+` + order + `
 ON CONFLICT (workspace_id, email) WHERE status = 'pending'
 DO UPDATE SET expires_at = excluded.expires_at, updated_at = excluded.updated_at, updated_by = excluded.updated_by
 WHERE invitations.expires_at > excluded.updated_at
@@ -124,7 +123,13 @@ RETURNING ` + returning
 
 // inviteOne is the slow path's final write: upsertBatch for one row, with
 // GORM's ? placeholders. Arguments: upsertArgs.
-var inviteOne = upsertBatch(`(SELECT ? AS ws, ? AS caller, ? AS email, ? AS role) j`, "?", "?", "?", invitationColumns)
+var inviteOne = upsertBatch(`(SELECT ? AS ws, ? AS caller, ? AS email, ? AS role) j`, "", "?", "?", "?", invitationColumns)
+
+// lockOrder writes a PostgreSQL batch's rows in (workspace, email) order, so
+// that two batches holding some of the same emails lock them in the same
+// order and cannot deadlock. SQLite's batches, on its single writer, have
+// nothing to deadlock with and skip the sort.
+const lockOrder = "ORDER BY w.id, j.email"
 
 // upsertArgs are the arguments of inviteOne, in placeholder order
 // (positional: GORM parses named arguments on every call).
