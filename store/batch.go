@@ -88,13 +88,13 @@ func notFound(batch []*inviteJob) {
 }
 
 // deliver hands each returned row to the job with its email. A row without
-// UpdatedBy (SQLite returns less, see returningSQLite) gets the job's caller,
-// which is what the statement wrote.
+// UpdatedBy (SQLite returns less, see returningSQLite: a row created now)
+// gets the job's role and caller, which is what the statement wrote.
 func deliver(batch []*inviteJob, inv Invitation) {
 	for _, job := range batch {
 		if job.p.Email == inv.Email && !job.found {
 			if inv.UpdatedBy == "" {
-				inv.UpdatedBy = job.p.Caller
+				inv.UpdatedBy, inv.CreatedBy, inv.InvitedBy, inv.Role = job.p.Caller, job.p.Caller, job.p.Caller, job.p.Role
 			}
 			job.inv, job.found = inv, true
 			return

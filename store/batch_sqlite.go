@@ -85,10 +85,12 @@ FROM (VALUES `+strings.Join(rows, ", ")+`)) j`, "", "?", "?", "?", returningSQLi
 // returningSQLite leaves out what every row of the batch has in common:
 // status pending, expiry, updated_at and updated_by are the statement's
 // (inserted or refreshed alike), and created_at is now whenever it equals
-// updated_at. Only the rare other rows (refreshed invitations created
-// earlier) are read back whole. Turning SQLite's time text back into
-// time.Time was a fifth of the writer's work per invite.
-const returningSQLite = `id, workspace_id, email, role, invited_by, created_by, created_at = updated_at`
+// updated_at; a row created now also has its job's role and caller (as
+// inviter and creator). Only the rare other rows (refreshed invitations
+// created earlier) are read back whole. Turning SQLite's time text back
+// into time.Time was a fifth of the writer's work per invite; RETURNING
+// costs per column and row.
+const returningSQLite = `id, workspace_id, email, created_at = updated_at`
 
 // readBackInvitationSQLite reads a refreshed invitation whole (see returningSQLite).
 const readBackInvitationSQLite = "SELECT " + invitationColumns + " FROM invitations WHERE id = ?"
@@ -123,7 +125,7 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 	for r.Next() {
 		inv := Invitation{Status: InvitationPending, ExpiresAt: expires}
 		var createdNow bool
-		if err := r.Scan(&inv.ID, &inv.WorkspaceID, &inv.Email, &inv.Role, &inv.InvitedBy, &inv.CreatedBy, &createdNow); err != nil {
+		if err := r.Scan(&inv.ID, &inv.WorkspaceID, &inv.Email, &createdNow); err != nil {
 			r.Close() //nolint:errcheck // already failing: the first error is the one to report
 			return fmt.Errorf("invite batch: %w", err)
 		}
@@ -133,7 +135,7 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 			continue
 		}
 		inv.CreatedAt, inv.UpdatedAt = now, now
-		deliver(batch, inv) // sets UpdatedBy: the job's caller, as the statement did
+		deliver(batch, inv) // sets role and callers: the job's, as the statement wrote them
 	}
 	if err := errors.Join(r.Err(), r.Close()); err != nil {
 		return fmt.Errorf("invite batch: %w", err)
