@@ -118,28 +118,36 @@ func mailWorkerCommand(stderr io.Writer) *ffcli.Command {
 	}
 }
 
-// mailWorker delivers the outbox until ctx ends, logging and exposing
-// metrics as serve does, so a separate worker is observed like the
-// dispatcher inside serve.
+// mailWorker delivers the outbox until ctx ends, observed as serve is.
 func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) error {
-	log, mon, err := startObserved(ctx, cfg.log, cfg.metrics, stderr)
+	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
+		d, err := cfg.mail.dispatcher(st, cfg.data.dataDir, log)
+		if err != nil {
+			return err
+		}
+		mon.watchMail(d)
+		mon.serve(st, log)
+		d.Run(ctx)
+		return nil
+	})
+}
+
+// runWorker runs a worker command (mail-worker, webhook-worker): logging
+// and metrics as serve has them (a separate worker is observed like the
+// dispatcher inside serve), the store, then run until ctx ends.
+func runWorker(ctx context.Context, data dataConfig, lc logConfig, mc metricsConfig, stderr io.Writer,
+	run func(st *store.Store, mon *metricsServer, log *slog.Logger) error) error {
+	log, mon, err := startObserved(ctx, lc, mc, stderr)
 	if err != nil {
 		return err
 	}
 	defer mon.close(ctx, log)
-	st, err := cfg.data.open(ctx, mon.hooks(), log)
+	st, err := data.open(ctx, mon.hooks(), log)
 	if err != nil {
 		return err
 	}
 	defer closeLogged(log, "store", st.Close)
-	d, err := cfg.mail.dispatcher(st, cfg.data.dataDir, log)
-	if err != nil {
-		return err
-	}
-	mon.watchMail(d)
-	mon.serve(st, log)
-	d.Run(ctx)
-	return nil
+	return run(st, mon, log)
 }
 
 // mailStatusConfig is every flag of mail-status.

@@ -8,8 +8,11 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"controlplane/store"
 )
 
 // webhookWorkerConfig is every flag of webhook-worker.
@@ -42,23 +45,15 @@ func webhookWorkerCommand(stderr io.Writer) *ffcli.Command {
 // webhookWorker delivers the webhook outbox (and applies --audit-retention)
 // until ctx ends, observed as serve is.
 func webhookWorker(ctx context.Context, cfg webhookWorkerConfig, stderr io.Writer) error {
-	log, mon, err := startObserved(ctx, cfg.log, cfg.metrics, stderr)
-	if err != nil {
-		return err
-	}
-	defer mon.close(ctx, log)
-	st, err := cfg.data.open(ctx, mon.hooks(), log)
-	if err != nil {
-		return err
-	}
-	defer closeLogged(log, "store", st.Close)
-	mon.serve(st, log)
-	cfg.hooks.dispatch = true // the worker's one job, whatever --webhook-dispatcher says
-	_, stop, err := cfg.hooks.start(ctx, st, mon, log)
-	if err != nil {
-		return err
-	}
-	<-ctx.Done()
-	stop()
-	return nil
+	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
+		mon.serve(st, log)
+		cfg.hooks.dispatch = true // the worker's one job, whatever --webhook-dispatcher says
+		_, stop, err := cfg.hooks.start(ctx, st, mon, log)
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		stop()
+		return nil
+	})
 }

@@ -3,13 +3,11 @@ package mail
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
-	mathrand "math/rand/v2"
 	"time"
 
+	"controlplane/outbox"
 	"controlplane/store"
 )
 
@@ -80,9 +78,7 @@ type Dispatcher struct {
 	sender Sender
 	cfg    DispatcherConfig
 	log    *slog.Logger
-	token  string
-	wake   chan struct{}
-	now    func() time.Time
+	loop   outbox.Loop[store.OutboxItem]
 	// outcome, if set, hears the outcome of every attempt (OnOutcome).
 	outcome func(outcome string)
 }
@@ -107,99 +103,42 @@ func (d *Dispatcher) report(outcome string) {
 }
 
 // NewDispatcher returns a dispatcher sending outbox messages through sender.
-func NewDispatcher(outbox Outbox, sender Sender, cfg DispatcherConfig, log *slog.Logger) *Dispatcher {
+func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Logger) *Dispatcher {
 	cfg.defaults()
 	if log == nil {
 		log = slog.Default()
 	}
-	token := make([]byte, 12)
-	rand.Read(token)
-	return &Dispatcher{outbox: outbox, sender: sender, cfg: cfg, log: log,
-		token: hex.EncodeToString(token), wake: make(chan struct{}, 1), now: time.Now}
+	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
+	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
+		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log}
+	d.loop.Start()
+	return d
 }
 
 // Wake asks the dispatcher to look for due messages now (after an invite
 // commits) instead of at the next poll. It never blocks.
-func (d *Dispatcher) Wake() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
+func (d *Dispatcher) Wake() { d.loop.Wake() }
 
-// Run delivers messages until ctx ends. The message being sent when ctx ends
-// is finished; claimed messages not yet started are released for others.
-// It returns nothing: a failed claim is logged and retried at the next poll
-// (the database may come back), so the only way out is ctx ending.
+// Run delivers messages until ctx ends (outbox.Loop.Run): the message being
+// sent when ctx ends is finished, claimed messages not yet started are
+// released for others.
 func (d *Dispatcher) Run(ctx context.Context) {
 	d.logCounts(ctx, "mail dispatcher started")
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			d.log.Info("mail dispatcher stopped")
-			return
-		case <-timer.C:
-		case <-d.wake:
-		}
-		for {
-			n, err := d.RunOnce(ctx)
-			if err != nil && ctx.Err() == nil {
-				d.log.Error("mail dispatcher: claim failed", "err", err)
-			}
-			if n < d.cfg.BatchSize || ctx.Err() != nil {
-				break
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(d.cfg.PollInterval)
-	}
+	d.loop.Run(ctx)
 }
 
 // RunOnce claims one batch and processes it, returning how many messages it
-// claimed.
-func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
-	items, err := d.outbox.ClaimOutbox(ctx, d.token, d.cfg.BatchSize, d.cfg.Lease)
-	if err != nil {
-		return 0, err
-	}
-	// Outcomes are recorded even while shutting down, so they use a context
-	// that ctx's cancellation does not reach.
-	bg := context.WithoutCancel(ctx)
-	for i, item := range items {
-		// A message is started only while at least half of its lease
-		// remains, so a slow batch cannot outlive its claim and let another
-		// dispatcher send the same message: sends must finish within half
-		// the lease (1 minute by default; an SMTP send times out well before).
-		leaseLeft := item.ClaimedUntil != nil && item.ClaimedUntil.Sub(d.now()) >= d.cfg.Lease/2
-		if ctx.Err() != nil || !leaseLeft {
-			if err := d.outbox.ReleaseOutbox(bg, d.token); err != nil {
-				d.log.Error("mail dispatcher: release claims", "err", err)
-			}
-			return i, nil
-		}
-		d.deliver(bg, item)
-	}
-	// No outbox counts here: counting every status reads the whole table
-	// (a million sent rows: a full scan per batch). The start line has
-	// them, `controlplane mail-status` and the metrics' capped gauges too.
-	if len(items) > 0 {
-		d.log.Debug("mail batch done", "messages", len(items))
-	}
-	return len(items), nil
-}
+// claimed. No outbox counts here: counting every status reads the whole
+// table (a million sent rows: a full scan per batch). The start line has
+// them, `controlplane mail-status` and the metrics' capped gauges too.
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) { return d.loop.RunOnce(ctx) }
 
 func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	log := d.log.With("outbox_id", item.ID, "invitation_id", item.InvitationID, "attempt", item.Attempts)
-	now := d.now()
+	now := d.loop.Now()
 	if item.InvitationStatus != store.InvitationPending || !item.InvitationExpiresAt.After(now) {
-		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxCancelled, "invitation is no longer pending"))
+		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.loop.Token(), store.OutboxCancelled, "invitation is no longer pending"))
 		d.report(OutcomeCancelled)
 		log.Info("mail cancelled: invitation no longer pending", "invitation_status", item.InvitationStatus)
 		return
@@ -214,11 +153,11 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	giveUpAt := item.QueuedSince().Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
-		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.token))
+		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.loop.Token()))
 		d.report(OutcomeSent)
 		log.Info("mail sent", "message_id", msg.MessageID)
 	case IsPermanent(err) || !now.Before(giveUpAt):
-		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.token, store.OutboxFailed, err.Error()))
+		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.loop.Token(), store.OutboxFailed, err.Error()))
 		d.report(OutcomeFailed)
 		log.Error("mail failed for good (controlplane mail-retry requeues it)", "err", err, "permanent", IsPermanent(err),
 			"queued_for", now.Sub(item.QueuedSince()).Round(time.Second).String())
@@ -229,7 +168,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 		if next.After(giveUpAt) {
 			next = giveUpAt
 		}
-		d.record(log, d.outbox.RetryOutbox(ctx, item.ID, d.token, next, err.Error()))
+		d.record(log, d.outbox.RetryOutbox(ctx, item.ID, d.loop.Token(), next, err.Error()))
 		d.report(OutcomeRetry)
 		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
 	}
@@ -259,16 +198,9 @@ func (d *Dispatcher) message(item store.OutboxItem) (Message, error) {
 		MessageID: MessageIDFor(item.ID, d.cfg.MessageIDDomain), AcceptURL: link}, nil
 }
 
-// backoff is exponential with jitter: base·2^(attempt-1), capped, then a
-// random point in its upper half, so retries of many messages spread out.
+// backoff is outbox.Backoff on this dispatcher's schedule.
 func (d *Dispatcher) backoff(attempt int) time.Duration {
-	wait := d.cfg.BackoffMax
-	if attempt < 32 {
-		if w := d.cfg.BackoffBase << (attempt - 1); w > 0 && w < wait {
-			wait = w
-		}
-	}
-	return wait/2 + mathrand.N(wait/2+1) //nolint:gosec // G404: jitter that spreads retries out, not a secret
+	return outbox.Backoff(d.cfg.BackoffBase, d.cfg.BackoffMax, attempt)
 }
 
 func (d *Dispatcher) logCounts(ctx context.Context, msg string) {

@@ -102,28 +102,37 @@ type OutboxItem struct {
 	WorkspaceDisplayName string
 }
 
+// claimDue claims up to limit due pending messages of table
+// (outbox_messages or webhook_messages, which share the claim columns) for
+// token until lease ends, counting the attempt, and returns their ids.
+// status = 'pending' is a literal so that the table's partial claim index
+// (idx_outbox_claim, idx_webhook_claim) can serve it (see
+// memberByEmail).
+func (s *Store) claimDue(tx *gorm.DB, table, token string, limit int, lease time.Duration, now time.Time) ([]int64, error) {
+	lock := ""
+	if s.dialect == Postgres {
+		lock = "FOR UPDATE SKIP LOCKED"
+	}
+	var ids []int64
+	err := tx.Raw(`
+UPDATE `+table+` SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+  SELECT id FROM `+table+`
+  WHERE status = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
+  ORDER BY next_attempt_at, id LIMIT ? `+lock+`
+) RETURNING id`, now.Add(lease), token, now, now, now, limit).Scan(&ids).Error
+	return ids, err
+}
+
 // ClaimOutbox claims up to limit due messages for lease under token, in one
 // statement that commits the claim, so nothing is locked while sending. On
 // PostgreSQL, FOR UPDATE SKIP LOCKED lets concurrent dispatchers take
 // different rows; on SQLite the single writer serialises claims.
 func (s *Store) ClaimOutbox(ctx context.Context, token string, limit int, lease time.Duration) ([]OutboxItem, error) {
 	now := s.now()
-	lock := ""
-	if s.dialect == Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
 	var items []OutboxItem
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		var ids []int64
-		// status = 'pending' is a literal so that the partial index
-		// idx_outbox_claim can serve it (see memberByEmail).
-		err := tx.Raw(`
-UPDATE outbox_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (
-  SELECT id FROM outbox_messages
-  WHERE status = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
-  ORDER BY next_attempt_at, id LIMIT ? `+lock+`
-) RETURNING id`, now.Add(lease), token, now, now, now, limit).Scan(&ids).Error
+		ids, err := s.claimDue(tx, "outbox_messages", token, limit, lease, now)
 		if err != nil || len(ids) == 0 {
 			return err
 		}

@@ -389,20 +389,9 @@ type WebhookItem struct {
 // claim; FOR UPDATE SKIP LOCKED on PostgreSQL), and reads their events.
 func (s *Store) ClaimWebhooks(ctx context.Context, token string, limit int, lease time.Duration) ([]WebhookItem, error) {
 	now := s.now()
-	lock := ""
-	if s.dialect == Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
 	var items []WebhookItem
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		var ids []int64
-		err := tx.Raw(`
-UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (
-  SELECT id FROM webhook_messages
-  WHERE status = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
-  ORDER BY next_attempt_at, id LIMIT ? `+lock+`
-) RETURNING id`, now.Add(lease), token, now, now, now, limit).Scan(&ids).Error
+		ids, err := s.claimDue(tx, "webhook_messages", token, limit, lease, now)
 		if err != nil || len(ids) == 0 {
 			return err
 		}

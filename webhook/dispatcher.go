@@ -4,16 +4,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,6 +19,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"controlplane/outbox"
 	"controlplane/store"
 )
 
@@ -89,22 +87,22 @@ type Dispatcher struct {
 	cfg     Config
 	log     *slog.Logger
 	client  *http.Client
-	token   string
-	wake    chan struct{}
-	now     func() time.Time
+	loop    outbox.Loop[store.WebhookItem]
 	outcome func(string)
 }
 
-// NewDispatcher returns a dispatcher delivering outbox's messages.
-func NewDispatcher(outbox Outbox, cfg Config, log *slog.Logger) *Dispatcher {
+// NewDispatcher returns a dispatcher delivering box's messages.
+func NewDispatcher(box Outbox, cfg Config, log *slog.Logger) *Dispatcher {
 	cfg.defaults()
 	if log == nil {
 		log = slog.Default()
 	}
-	token := make([]byte, 12)
-	rand.Read(token)
-	return &Dispatcher{outbox: outbox, cfg: cfg, log: log, client: newClient(cfg), token: hex.EncodeToString(token),
-		wake: make(chan struct{}, 1), now: time.Now}
+	d := &Dispatcher{outbox: box, cfg: cfg, log: log, client: newClient(cfg)}
+	d.loop = outbox.Loop[store.WebhookItem]{Name: "webhook dispatcher", Claim: box.ClaimWebhooks, Release: box.ReleaseWebhooks,
+		ClaimedUntil: func(item store.WebhookItem) *time.Time { return item.ClaimedUntil },
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log}
+	d.loop.Start()
+	return d
 }
 
 // newClient is the delivery client: the SSRF check on every connection,
@@ -131,73 +129,25 @@ func newClient(cfg Config) *http.Client {
 func (d *Dispatcher) OnOutcome(fn func(outcome string)) { d.outcome = fn }
 
 // Wake asks the dispatcher to look for due messages now. It never blocks.
-func (d *Dispatcher) Wake() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
+func (d *Dispatcher) Wake() { d.loop.Wake() }
 
-// Run delivers messages until ctx ends (the attempt in flight finishes,
-// claimed messages not started are released).
+// Run delivers messages until ctx ends (outbox.Loop.Run: the attempt in
+// flight finishes, claimed messages not started are released).
 func (d *Dispatcher) Run(ctx context.Context) {
 	d.log.Info("webhook dispatcher started")
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			d.log.Info("webhook dispatcher stopped")
-			return
-		case <-timer.C:
-		case <-d.wake:
-		}
-		for {
-			n, err := d.RunOnce(ctx)
-			if err != nil && ctx.Err() == nil {
-				d.log.Error("webhook dispatcher: claim failed", "err", err)
-			}
-			if n < d.cfg.BatchSize || ctx.Err() != nil {
-				break
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(d.cfg.PollInterval)
-	}
+	d.loop.Run(ctx)
 }
 
 // RunOnce claims one batch and delivers it, returning how many it claimed.
-func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
-	items, err := d.outbox.ClaimWebhooks(ctx, d.token, d.cfg.BatchSize, d.cfg.Lease)
-	if err != nil {
-		return 0, err
-	}
-	bg := context.WithoutCancel(ctx)
-	for i, item := range items {
-		leaseLeft := item.ClaimedUntil != nil && item.ClaimedUntil.Sub(d.now()) >= d.cfg.Lease/2
-		if ctx.Err() != nil || !leaseLeft {
-			if err := d.outbox.ReleaseWebhooks(bg, d.token); err != nil {
-				d.log.Error("webhook dispatcher: release claims", "err", err)
-			}
-			return i, nil
-		}
-		d.deliver(bg, item)
-	}
-	return len(items), nil
-}
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) { return d.loop.RunOnce(ctx) }
 
 // deliver makes one attempt and records it. Logs name the endpoint by id
 // and the host only: a URL may carry a token, and the secret never leaves.
 func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 	log := d.log.With("webhook_message", item.ID, "endpoint", item.EndpointID, "attempt", item.Attempts, "event_type", item.EventType)
-	started := d.now()
+	started := d.loop.Now()
 	status, err := d.send(ctx, item, started)
-	r := store.WebhookResult{Started: started, StatusCode: status, Latency: d.now().Sub(started)}
+	r := store.WebhookResult{Started: started, StatusCode: status, Latency: d.loop.Now().Sub(started)}
 	giveUpAt := item.CreatedAt.Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
@@ -211,7 +161,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 			r.Next = giveUpAt
 		}
 	}
-	disabled, rerr := d.outbox.RecordWebhookAttempt(ctx, item, d.token, r, d.cfg.DisableAfter)
+	disabled, rerr := d.outbox.RecordWebhookAttempt(ctx, item, d.loop.Token(), r, d.cfg.DisableAfter)
 	if rerr != nil {
 		log.Error("webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", "err", rerr)
 	}
@@ -282,13 +232,7 @@ func cause(err error) error {
 	return err
 }
 
-// backoff is exponential with jitter, as the email dispatcher's.
+// backoff is outbox.Backoff on this dispatcher's schedule (the email one's).
 func (d *Dispatcher) backoff(attempt int) time.Duration {
-	wait := d.cfg.BackoffMax
-	if attempt >= 1 && attempt < 32 {
-		if w := d.cfg.BackoffBase << (attempt - 1); w > 0 && w < wait {
-			wait = w
-		}
-	}
-	return wait/2 + mathrand.N(wait/2+1) //nolint:gosec // G404: jitter that spreads retries out, not a secret
+	return outbox.Backoff(d.cfg.BackoffBase, d.cfg.BackoffMax, attempt)
 }
