@@ -134,10 +134,11 @@ func (l *Loop[T]) RunOnce(ctx context.Context) (int, error) {
 func (l *Loop[T]) Token() string { return l.token }
 
 // Backoff is the wait before the next attempt after attempt failures:
-// exponential with jitter, base·2^(attempt-1) capped at max, then a random
-// point in its upper half, so that retries of many messages spread out.
-func Backoff(base, max time.Duration, attempt int) time.Duration {
-	wait := max
+// exponential with jitter, base·2^(attempt-1) capped at ceiling, then a
+// random point in its upper half, so that retries of many messages spread
+// out.
+func Backoff(base, ceiling time.Duration, attempt int) time.Duration {
+	wait := ceiling
 	if attempt >= 1 && attempt < 32 {
 		if w := base << (attempt - 1); w > 0 && w < wait {
 			wait = w
