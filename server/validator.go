@@ -145,7 +145,7 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) (
 	if req.ContentLength > v.bodyLimit {
 		return nil, newError(http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body larger than %d bytes", v.bodyLimit))
 	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, v.bodyLimit+1))
+	body, err := readAtMost(req.Body, req.ContentLength, v.bodyLimit+1)
 	if err != nil {
 		return nil, newError(http.StatusBadRequest, "", "could not read the request body")
 	}
@@ -171,6 +171,27 @@ func (v *requestValidator) readBody(req *http.Request, op *openapi3.Operation) (
 		return nil, newError(http.StatusBadRequest, KindInvalidJSON, "request body is not valid JSON (exactly one JSON value expected)")
 	}
 	return body, nil
+}
+
+// readAtMost reads r to its end, but not past limit bytes. A declared
+// length (Content-Length, already checked against the limit) sizes the
+// buffer once, where io.ReadAll would grow it from 512 bytes. A body
+// shorter than declared is an error, as net/http reports a truncated one;
+// a longer one (not possible through net/http) is read on to the limit.
+func readAtMost(r io.Reader, declared, limit int64) ([]byte, error) {
+	r = io.LimitReader(r, limit)
+	if declared <= 0 || declared >= limit {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, declared+1) // +1: room to see a longer body
+	if _, err := io.ReadFull(r, buf[:declared]); err != nil {
+		return nil, err
+	}
+	if n, _ := io.ReadFull(r, buf[declared:]); n == 0 {
+		return buf[:declared], nil
+	}
+	rest, err := io.ReadAll(r)
+	return append(buf, rest...), err
 }
 
 // duplicateName returns a member name that occurs twice in one object of

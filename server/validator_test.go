@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -56,5 +58,28 @@ func BenchmarkDuplicateName(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadAtMost: a declared length sizes the buffer; the body read is the
+// same as io.ReadAll under the limit would give, and a truncated one fails.
+func TestReadAtMost(t *testing.T) {
+	for _, c := range []struct {
+		body            string
+		declared, limit int64
+		want            string
+		err             bool
+	}{
+		{"hello", 5, 100, "hello", false},
+		{"hello", -1, 100, "hello", false}, // unknown length
+		{"hello", 3, 100, "hello", false},  // longer than declared: read on
+		{"hel", 5, 100, "", true},          // truncated
+		{strings.Repeat("x", 200), 5, 100, strings.Repeat("x", 100), false},
+		{"", 0, 100, "", false},
+	} {
+		got, err := readAtMost(bytes.NewReader([]byte(c.body)), c.declared, c.limit)
+		if (err != nil) != c.err || (!c.err && string(got) != c.want) {
+			t.Errorf("%q declared %d limit %d: got %q, %v", c.body, c.declared, c.limit, got, err)
+		}
 	}
 }
