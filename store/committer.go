@@ -206,9 +206,10 @@ func (g *groupCommitter) run() {
 			syncing = false
 		}
 		if want := min(last, g.maxBatch); !syncing && len(tx.batch)+len(pending) < want {
-			wait, cancel := context.WithTimeout(context.Background(), cohortWait)
-			g.collect(tx, &pending, want, wait.Done())
-			cancel()
+			expired := make(chan struct{})
+			timer := time.AfterFunc(cohortWait, func() { close(expired) })
+			g.collect(tx, &pending, want, expired)
+			timer.Stop()
 		}
 		g.apply(tx, pending)
 		if syncing { // the batch is full: its commit waits for the fsync
