@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -562,13 +557,7 @@ func TestOAuth_FailedClientAuthenticationLimited(t *testing.T) {
 // each verified with its own issuer's keys; the external issuer's tokens
 // may not use the sa_ prefix.
 func TestOAuth_BesideExternalIssuer(t *testing.T) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
-	keyFile := filepath.Join(t.TempDir(), "issuer.pem")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, "sqlite", "--jwt-public-key", keyFile, "--jwt-issuer", "https://idp.example")
+	f, priv := newExternalIssuerFixture(t)
 	external := func(sub string) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": "https://idp.example", "sub": sub,
 			"scope": "admin", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)

@@ -98,16 +98,23 @@ func TestSecurity_EveryOperation(t *testing.T) {
 	})
 }
 
-// TestSecurity_ExternalIssuer: configuring an external issuer turns the
-// development issuer off; tokens of the external one are accepted.
-func TestSecurity_ExternalIssuer(t *testing.T) {
+// newExternalIssuerFixture serves SQLite with an external issuer
+// (https://idp.example) whose Ed25519 key it returns, for signing its tokens.
+func newExternalIssuerFixture(t *testing.T) (*fixture, ed25519.PrivateKey) {
+	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(nil)
 	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
 	keyFile := filepath.Join(t.TempDir(), "issuer.pem")
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, "sqlite", "--jwt-public-key", keyFile, "--jwt-issuer", "https://idp.example")
+	return newFixture(t, "sqlite", "--jwt-public-key", keyFile, "--jwt-issuer", "https://idp.example"), priv
+}
+
+// TestSecurity_ExternalIssuer: configuring an external issuer turns the
+// development issuer off; tokens of the external one are accepted.
+func TestSecurity_ExternalIssuer(t *testing.T) {
+	f, priv := newExternalIssuerFixture(t)
 
 	devToken := f.token("u-admin", "admin@acme.test", "workspaces:invite")
 	if resp, body := f.do(t, "POST", "/v0/users", bearer(devToken), `{"email":"a@b.co"}`); resp.StatusCode != 401 {
