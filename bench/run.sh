@@ -145,6 +145,24 @@ to_ms() {
 		printf "%.3f", n }'
 }
 
+# --- a quiet machine ---------------------------------------------------------
+# The load generator and the servers share the CPUs, so anything else
+# running skews every number (a forgotten `controlplane serve` from an
+# earlier experiment costs a few percent each, even idle). Measure how busy
+# the machine is for a second before starting, and say so in the report.
+# cpu_idle_ticks: "idle total" jiffies over all CPUs (idle + iowait).
+cpu_idle_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+read -r i0 a0 < <(cpu_idle_ticks)
+sleep 1
+read -r i1 a1 < <(cpu_idle_ticks)
+BUSY_BEFORE=$(awk -v i=$((i1 - i0)) -v a=$((a1 - a0)) 'BEGIN {printf "%.0f", (a > 0 ? 100 - i * 100 / a : 0)}')
+QUIET_NOTE="machine ${BUSY_BEFORE}% busy before the run"
+if [ "$BUSY_BEFORE" -ge 10 ]; then
+	QUIET_NOTE="$QUIET_NOTE (NOT quiet: the numbers are low)"
+	say "bench: the machine is ${BUSY_BEFORE}% busy before the run; other processes skew every number. Busiest:"
+	ps -eo pid,pcpu,args --sort=-pcpu | head -n 6 | cut -c1-150 >&2 || true
+fi
+
 # --- build -------------------------------------------------------------------
 say "bench: building server and baseline into $TMP"
 "$GO" build -o "$TMP/controlplane" .
@@ -322,6 +340,7 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo "make bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, ${cpu_model:-unknown CPU}, $("$GO" env GOVERSION), commit $rev"
 	echo "wrk -t$THREADS -c$CONNS -d$DURATION --timeout $TIMEOUT --latency (+ $WARMUP warm-up), $ROUNDS interleaved rounds, loopback, load generator on the same CPUs"
 	echo "server: --log-level warn --mail-dispatcher=false --rate-limits=false${BENCH_SERVE_FLAGS:+ $BENCH_SERVE_FLAGS}; every request invites a new email; $PG_NOTE"
+	echo "$QUIET_NOTE"
 	echo
 	bl_rps=$(col baseline 3 | median)
 	bl_p99=$(col baseline 5 | median)
