@@ -49,7 +49,7 @@ func (b *sqliteInvites) runGroup(tx *gorm.DB, jobs []*txJob) error {
 		batch[i] = job.item.(*inviteJob)
 	}
 	return settle(batch, b.hooks, b.log, func(picked []*inviteJob) error {
-		return b.run(context.Background(), tx, b.now(), picked)
+		return b.run(tx.Statement.Context, tx, b.now(), picked) // the writer's context: its txState
 	})
 }
 

@@ -60,6 +60,30 @@ type groupCommitter struct {
 	hooks       Hooks
 	log         *slog.Logger
 	close       sync.Once
+	// state is what the open transaction has learnt (see txState); only
+	// the writer goroutine touches it.
+	state *txState
+}
+
+// txState is what the writer's open transaction has learnt that later
+// group steps of the same transaction can reuse. The writer holds SQLite's
+// write lock from BEGIN IMMEDIATE to COMMIT, so only this transaction's own
+// jobs can change what it read: it is fresh at every BEGIN and forgotten
+// after every job that is not a group's (such a job may write anything).
+// Group steps read it through their context (txStateFrom).
+type txState struct {
+	// webhooksChecked: webhooksAny holds whether any enabled webhook
+	// endpoint exists (anyEnabledWebhook).
+	webhooksChecked, webhooksAny bool
+}
+
+type txStateKey struct{}
+
+// txStateFrom returns the writer transaction's state that ctx carries, or
+// nil (a job run outside a group step: it must not rely on one).
+func txStateFrom(ctx context.Context) *txState {
+	st, _ := ctx.Value(txStateKey{}).(*txState)
+	return st
 }
 
 // walFile is what the syncer needs of the WAL file (an *os.File); tests
@@ -200,6 +224,7 @@ func (g *groupCommitter) run() {
 			first.result <- fmt.Errorf("begin transaction: %w", err)
 			continue
 		}
+		g.state = &txState{}
 		tx := &openTx{}
 		pending := g.drain(first, g.maxBatch)
 		if syncing && g.collect(tx, &pending, g.maxBatch, g.syncIdle) {
@@ -315,6 +340,7 @@ func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
 			continue
 		}
 		results[i] = g.runJob(job)
+		*g.state = txState{} // the job may have written anything
 		if results[i] != nil {
 			// SQLite may have rolled the whole transaction back by itself
 			// (disk full, I/O error): then the savepoint is gone too.
@@ -432,7 +458,7 @@ func (g *groupCommitter) runGroups(jobs []*txJob, results []error) (aborted erro
 		if err := g.exec("SAVEPOINT batch"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		err := g.runJob(&txJob{ctx: context.Background(), fn: func(tx *gorm.DB) error {
+		err := g.runJob(&txJob{ctx: context.WithValue(context.Background(), txStateKey{}, g.state), fn: func(tx *gorm.DB) error {
 			return job.group.runGroup(tx, members)
 		}})
 		if err != nil {

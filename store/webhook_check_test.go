@@ -1,0 +1,117 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// TestAnyEnabledWebhook_OncePerTransaction: an invite batch in a writer
+// transaction without enabled endpoints queues nothing and remembers that
+// for the transaction's later batches; once the state is forgotten (as the
+// writer does after any job that is not a group's), the next batch sees a
+// new endpoint and queues its messages. Without the state (a batch run as a
+// plain job) the webhook statement always runs.
+func TestAnyEnabledWebhook_OncePerTransaction(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "hooks.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := st.CreateWorkspace(ctx, "hooked", "", "admin", "admin@hooked.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := 0
+	batch := func(n int) []*inviteJob {
+		jobs := make([]*inviteJob, n)
+		for i := range jobs {
+			seq++
+			jobs[i] = &inviteJob{p: InviteParams{Workspace: "hooked", Caller: "admin", Email: fmt.Sprintf("u%d@hooked.test", seq), Role: RoleMember, TTL: time.Hour}}
+		}
+		return jobs
+	}
+	messages := func(tx *gorm.DB) int64 {
+		var n int64
+		if err := tx.Model(&WebhookMessage{}).Count(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	err = st.committer.do(ctx, func(tx *gorm.DB) error {
+		state := &txState{}
+		inTx := context.WithValue(ctx, txStateKey{}, state)
+		if err := runSQLiteBatch(inTx, tx, st.now(), batch(3)); err != nil {
+			return err
+		}
+		if !state.webhooksChecked || state.webhooksAny || messages(tx) != 0 {
+			return fmt.Errorf("no endpoint: checked %v, any %v, %d messages", state.webhooksChecked, state.webhooksAny, messages(tx))
+		}
+		endpoint := WebhookEndpoint{WorkspaceID: ws.ID, URL: "https://hooks.test/", Secret: "whsec_test"}
+		if err := tx.Omit("Workspace").Create(&endpoint).Error; err != nil {
+			return err
+		}
+		// Remembered: this batch skips its webhook statement.
+		if err := runSQLiteBatch(inTx, tx, st.now(), batch(2)); err != nil {
+			return err
+		}
+		if n := messages(tx); n != 0 {
+			return fmt.Errorf("state remembered, yet %d messages", n)
+		}
+		*state = txState{} // what the writer does after a job that is not a group's
+		if err := runSQLiteBatch(inTx, tx, st.now(), batch(4)); err != nil {
+			return err
+		}
+		if !state.webhooksAny || messages(tx) != 4 {
+			return fmt.Errorf("after the endpoint: any %v, %d messages, want 4", state.webhooksAny, messages(tx))
+		}
+		// A batch without the writer's state runs the statement itself.
+		if err := runSQLiteBatch(ctx, tx, st.now(), batch(1)); err != nil {
+			return err
+		}
+		if n := messages(tx); n != 5 {
+			return fmt.Errorf("without state: %d messages, want 5", n)
+		}
+		return errRollbackForTest // leave nothing behind
+	})
+	if !errors.Is(err, errRollbackForTest) {
+		t.Fatal(err)
+	}
+}
+
+var errRollbackForTest = errors.New("rolled back on purpose")
+
+// TestWriterState_FreshAfterPlainJob: what a transaction learnt is gone
+// once a job that is not a group's has run (it may have written anything).
+func TestWriterState_FreshAfterPlainJob(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	g := st.committer
+	// Jobs run on the writer goroutine, the only one touching g.state.
+	if err := g.do(ctx, func(*gorm.DB) error {
+		g.state.webhooksChecked, g.state.webhooksAny = true, true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var checked bool
+	if err := g.do(ctx, func(*gorm.DB) error { checked = g.state.webhooksChecked; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if checked {
+		t.Fatal("the writer's transaction state survived a plain job")
+	}
+}
