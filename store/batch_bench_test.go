@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -17,29 +15,15 @@ import (
 // take per second.
 func BenchmarkSQLiteInviteBatch(b *testing.B) {
 	ctx := context.Background()
-	st, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.CreateWorkspace(ctx, "bench", "", "admin", "admin@bench.test"); err != nil {
-		b.Fatal(err)
-	}
+	st, _ := openSQLiteWithWorkspace(b, "bench")
 	const batchSize = 64
 	g := st.committer
-	seq := 0
+	fresh := freshInvites("bench")
 	b.ReportAllocs()
 	cpu0 := processCPU()
 	b.ResetTimer()
 	for b.Loop() {
-		jobs := make([]*inviteJob, batchSize)
-		for i := range jobs {
-			seq++
-			jobs[i] = &inviteJob{p: InviteParams{Workspace: "bench", Caller: "admin", Email: fmt.Sprintf("u%d@bench.test", seq), Role: RoleMember, TTL: time.Hour}}
-		}
+		jobs := fresh(batchSize)
 		err := g.do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, st.now(), jobs) })
 		if err != nil {
 			b.Fatal(err)

@@ -19,27 +19,8 @@ import (
 // plain job) the webhook statement always runs.
 func TestAnyEnabledWebhook_OncePerTransaction(t *testing.T) {
 	ctx := context.Background()
-	st, err := Open(ctx, filepath.Join(t.TempDir(), "hooks.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ws, err := st.CreateWorkspace(ctx, "hooked", "", "admin", "admin@hooked.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seq := 0
-	batch := func(n int) []*inviteJob {
-		jobs := make([]*inviteJob, n)
-		for i := range jobs {
-			seq++
-			jobs[i] = &inviteJob{p: InviteParams{Workspace: "hooked", Caller: "admin", Email: fmt.Sprintf("u%d@hooked.test", seq), Role: RoleMember, TTL: time.Hour}}
-		}
-		return jobs
-	}
+	st, ws := openSQLiteWithWorkspace(t, "hooked")
+	batch := freshInvites("hooked")
 	messages := func(tx *gorm.DB) int64 {
 		var n int64
 		if err := tx.Model(&WebhookMessage{}).Count(&n).Error; err != nil {
@@ -47,7 +28,7 @@ func TestAnyEnabledWebhook_OncePerTransaction(t *testing.T) {
 		}
 		return n
 	}
-	err = st.committer.do(ctx, func(tx *gorm.DB) error {
+	err := st.committer.do(ctx, func(tx *gorm.DB) error {
 		state := &txState{}
 		inTx := context.WithValue(ctx, txStateKey{}, state)
 		if err := runSQLiteBatch(inTx, tx, st.now(), batch(3)); err != nil {
@@ -94,11 +75,7 @@ var errRollbackForTest = errors.New("rolled back on purpose")
 // once a job that is not a group's has run (it may have written anything).
 func TestWriterState_FreshAfterPlainJob(t *testing.T) {
 	ctx := context.Background()
-	st, err := Open(ctx, filepath.Join(t.TempDir(), "state.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, _ := openSQLiteWithWorkspace(t, "state")
 	g := st.committer
 	// Jobs run on the writer goroutine, the only one touching g.state.
 	if err := g.do(ctx, func(*gorm.DB) error {
@@ -113,5 +90,39 @@ func TestWriterState_FreshAfterPlainJob(t *testing.T) {
 	}
 	if checked {
 		t.Fatal("the writer's transaction state survived a plain job")
+	}
+}
+
+// openSQLiteWithWorkspace opens a migrated SQLite store in tb's temporary
+// directory (closed at cleanup) with one workspace, whose admin is "admin".
+func openSQLiteWithWorkspace(tb testing.TB, workspace string) (*Store, Workspace) {
+	tb.Helper()
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(tb.TempDir(), "test.db"), Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	ws, err := st.CreateWorkspace(ctx, workspace, "", "admin", "admin@"+workspace+".test")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st, ws
+}
+
+// freshInvites returns a maker of invite jobs by the workspace's admin
+// (openSQLiteWithWorkspace), each for an email not used before.
+func freshInvites(workspace string) func(n int) []*inviteJob {
+	seq := 0
+	return func(n int) []*inviteJob {
+		jobs := make([]*inviteJob, n)
+		for i := range jobs {
+			seq++
+			jobs[i] = &inviteJob{p: InviteParams{Workspace: workspace, Caller: "admin", Email: fmt.Sprintf("u%d@%s.test", seq, workspace), Role: RoleMember, TTL: time.Hour}}
+		}
+		return jobs
 	}
 }
