@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +125,56 @@ func freshInvites(workspace string) func(n int) []*inviteJob {
 			jobs[i] = &inviteJob{p: InviteParams{Workspace: workspace, Caller: "admin", Email: fmt.Sprintf("u%d@%s.test", seq, workspace), Role: RoleMember, TTL: time.Hour}}
 		}
 		return jobs
+	}
+}
+
+// TestAnyEnabledWebhook_Plan: the probe reads the partial index of enabled
+// endpoints (one entry), not the table, whose disabled endpoints may be many.
+func TestAnyEnabledWebhook_Plan(t *testing.T) {
+	st, ws := openSQLiteWithWorkspace(t, "plan")
+	ctx := context.Background()
+	err := st.committer.do(ctx, func(tx *gorm.DB) error {
+		now := st.now()
+		for i := range 50 {
+			e := WebhookEndpoint{WorkspaceID: ws.ID, URL: fmt.Sprintf("https://h%d.test/", i), Secret: "whsec_test", DisabledAt: &now}
+			if err := tx.Omit("Workspace").Create(&e).Error; err != nil {
+				return err
+			}
+		}
+		return tx.Exec("ANALYZE").Error
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	err = st.committer.do(ctx, func(tx *gorm.DB) error {
+		rows, err := tx.ConnPool.QueryContext(ctx, "EXPLAIN QUERY PLAN "+anyEnabledWebhookSQL)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				return err
+			}
+			plan = append(plan, detail)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(plan, "\n"), "INDEX idx_webhook_endpoints_enabled") {
+		t.Fatalf("plan of %s:\n%s\nwant it to read idx_webhook_endpoints_enabled", anyEnabledWebhookSQL, strings.Join(plan, "\n"))
+	}
+	var enabled bool
+	if err := st.committer.do(ctx, func(tx *gorm.DB) error {
+		var err error
+		enabled, err = anyEnabledWebhook(ctx, tx, &txState{})
+		return err
+	}); err != nil || enabled {
+		t.Fatalf("50 disabled endpoints: enabled %v, err %v", enabled, err)
 	}
 }

@@ -40,7 +40,10 @@ const (
 // every type. The secret is stored as is: signing needs it (HMAC); the API
 // shows it once, at creation.
 type WebhookEndpoint struct {
-	ID             int64  `gorm:"primaryKey"`
+	// idx_webhook_endpoints_enabled holds the enabled endpoints only, so
+	// "is any endpoint enabled?" (anyEnabledWebhookSQL) reads one entry
+	// however many endpoints are disabled.
+	ID             int64  `gorm:"primaryKey;index:idx_webhook_endpoints_enabled,where:disabled_at IS NULL"`
 	WorkspaceID    int64  `gorm:"not null;index:idx_webhook_endpoints_workspace"`
 	URL            string `gorm:"not null"`
 	Description    string `gorm:"not null;default:''"`
