@@ -7,7 +7,9 @@
 # the same wrk settings, rounds interleaved (baseline, sqlite, postgres; ...).
 # Every request invites a different email (bench/invite.lua). Prints one table:
 # medians over the rounds of req/s, p50, p99 and server CPU per request, the
-# summed errors, and the ratios to the baseline of the same run.
+# summed errors, the ratios to the baseline of the same run, and whether each
+# server meets its goal (SQLite >= 0.30, PostgreSQL >= 0.20 of the baseline's
+# req/s, p99 at most 4x, no errors); a note when the VM is in its fast state.
 #
 # Then the cases of issue 10's goals (BENCH_SCALE=1), on a second server per
 # database whose data bench/seed loads with bulk SQL before it starts
@@ -344,7 +346,8 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo
 	bl_rps=$(col baseline 3 | median)
 	bl_p99=$(col baseline 5 | median)
-	printf '%-9s %10s %9s %9s %11s %7s %9s %9s\n' target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors "rps/base" "p99/base"
+	bl_cpu=$(col baseline 6 | median)
+	printf '%-9s %10s %9s %9s %11s %7s %9s %9s %7s %4s\n' target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors "rps/base" "p99/base" goal met
 	for name in "${TARGETS[@]}"; do
 		rps=$(col "$name" 3 | median)
 		p50=$(col "$name" 4 | median)
@@ -352,10 +355,21 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 		cpu=$(col "$name" 6 | median)
 		errs=$(col "$name" 7 | awk '{s += $1} END {print s + 0}')
 		awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v e="$errs" -v br="$bl_rps" -v bp="$bl_p99" 'BEGIN {
-			printf "%-9s %10.0f %9.2f %9.2f %11.1f %7d %9.2f %9.2f\n", n, r, a, b, c, e, (br > 0 ? r / br : 0), (bp > 0 ? b / bp : 0) }'
+			ratio = (br > 0 ? r / br : 0); tail = (bp > 0 ? b / bp : 0)
+			goal = (n == "sqlite" ? 0.30 : (n == "postgres" ? 0.20 : 0))
+			met = "-"
+			if (goal > 0) met = (ratio >= goal && tail <= 4 && e == 0 ? "yes" : "NO")
+			printf "%-9s %10.0f %9.2f %9.2f %11.1f %7d %9.2f %9.2f %7s %4s\n", n, r, a, b, c, e, ratio, tail,
+				(goal > 0 ? sprintf(">=%.2f", goal) : "-"), met }'
 	done
 	echo
 	echo "medians over rounds; errors = socket errors + non-2xx, summed over rounds; rps/base and p99/base = server median / baseline median of this run; CPU = utime+stime of the server process per request"
+	echo "goal (README, Performance): rps/base at least the goal, p99/base at most 4, no errors"
+	# The baseline's cost is nearly all the kernel's loopback networking,
+	# which this VM's host sometimes makes half as expensive; the server's
+	# Go and SQLite work does not get cheaper in proportion, so every
+	# build's ratio reads lower then (README, Performance).
+	awk -v c="$bl_cpu" 'BEGIN { if (c > 0 && c < 20) printf "note: the baseline used %.1f us of CPU per request (under 20): the VM is in its fast state, where every build reads lower ratios (README, Performance); compare CPU per request and A/B pairs, not ratios across runs\n", c }'
 }
 
 # --- issue 10: cost that does not grow with the data ------------------------
