@@ -315,7 +315,7 @@ type AuditActorKind string
 
 // AuditEvent One immutable audit event: who (actor) did what (action) to what (target), with the changed fields before and after. Never a secret. Also the `data` of every webhook event.
 type AuditEvent struct {
-	// Action an event type (README, "Event catalogue")
+	// Action an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	Action WebhookEventType `json:"action"`
 
 	// Actor who made a change
@@ -681,7 +681,7 @@ type WebhookDelivery struct {
 	// Error what went wrong, when something did
 	Error *string `json:"error,omitempty"`
 
-	// EventType an event type (README, "Event catalogue")
+	// EventType an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	EventType WebhookEventType `json:"eventType"`
 
 	// LatencyMs milliseconds until the answer (or the failure)
@@ -760,11 +760,11 @@ type WebhookEvent struct {
 	// Timestamp when the event happened
 	Timestamp time.Time `json:"timestamp"`
 
-	// Type an event type (README, "Event catalogue")
+	// Type an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	Type WebhookEventType `json:"type"`
 }
 
-// WebhookEventType an event type (README, "Event catalogue")
+// WebhookEventType an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 type WebhookEventType string
 
 // Workspace Tenant container that groups all Blaxel resources (agents, functions, models, etc.) with shared team access control and billing.

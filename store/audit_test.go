@@ -96,3 +96,47 @@ func TestAudit_FailedChangeAppendsNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestAudit_WorkspaceDeletedIsAuditOnly: deleting a workspace records
+// workspace.deleted in the audit log, but no endpoint receives it (README,
+// "Event catalogue"): the workspace's endpoints, subscribed to it or to
+// every type, go with it in the same transaction, their queued messages
+// too, and another workspace's endpoint hears nothing of it.
+func TestAudit_WorkspaceDeletedIsAuditOnly(t *testing.T) {
+	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
+		ctx := context.Background()
+		gone := mustWorkspace(t, st, "gone")
+		mustWorkspace(t, st, "other")
+		url := "https://hooks.example.com/x"
+		endpoint := func(ws string, types *[]string) store.WebhookEndpoint {
+			t.Helper()
+			ep, err := st.CreateWebhook(ctx, ws, "admin-"+ws, store.WebhookInput{URL: &url, EventTypes: types})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ep
+		}
+		deletedOnly := endpoint("gone", &[]string{store.ActionWorkspaceDeleted})
+		everything := endpoint("gone", nil)
+		elsewhere := endpoint("other", nil)
+		if _, err := st.DeleteWorkspace(ctx, "gone", "admin-gone"); err != nil {
+			t.Fatal(err)
+		}
+		events, err := st.ListAudit(ctx, store.AuditFilter{WorkspaceID: gone.ID, Action: store.ActionWorkspaceDeleted, Limit: 5})
+		if err != nil || len(events) != 1 || events[0].TargetID != "gone" {
+			t.Errorf("workspace.deleted events: %+v, %v; want one", events, err)
+		}
+		for name, ep := range map[string]store.WebhookEndpoint{"subscribed to workspace.deleted": deletedOnly,
+			"subscribed to every type": everything, "of another workspace": elsewhere} {
+			msgs, err := st.WebhookMessages(ctx, ep.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				if m.EventType == store.ActionWorkspaceDeleted || ep.ID != elsewhere.ID {
+					t.Errorf("endpoint %s: message %+v queued; want none for the deleted workspace", name, m)
+				}
+			}
+		}
+	})
+}
