@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark of the invite path (issue 5), run by `make bench`.
+# Load benchmark of the invite path, run by `make bench`.
 #
 # Builds the server and the bare-Echo baseline (bench/baseline), starts the
 # baseline, the server on a fresh SQLite data directory and the server on a
@@ -11,7 +11,7 @@
 # server meets its goal (SQLite >= 0.30, PostgreSQL >= 0.20 of the baseline's
 # req/s, p99 at most 4x, no errors); a note when the VM is in its fast state.
 #
-# Then the cases of issue 10's goals (BENCH_SCALE=1), on a second server per
+# Then the cases of the scale goals (BENCH_SCALE=1), on a second server per
 # database whose data bench/seed loads with bulk SQL before it starts
 # (workspaces: small = 1 member; big = 20,000 members and 100,000
 # invitations; list100 / list10k = 100 / 10,000 entries; inv-1 … inv-1000,
@@ -372,7 +372,7 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	awk -v c="$bl_cpu" 'BEGIN { if (c > 0 && c < 20) printf "note: the baseline used %.1f us of CPU per request (under 20): the VM is in its fast state, where every build reads lower ratios (README, Performance); compare CPU per request and A/B pairs, not ratios across runs\n", c }'
 }
 
-# --- issue 10: cost that does not grow with the data ------------------------
+# --- scale: cost that does not grow with the data ------------------------
 [ "$SCALE" = 0 ] && exit 0
 SCALE_RESULTS="$TMP/scale.tsv"
 : >"$SCALE_RESULTS"
@@ -423,7 +423,7 @@ case_args() {
 	users-10k-deep) c_script=get.lua c_ws=list10k c_path=${DEEP_PATH[$2]:-} ;;
 	# today's unpaged 10,000-entry list takes seconds with 64 in flight
 	users-10k-all) c_script=get.lua c_ws=list10k c_path=/v0/users c_timeout=30s ;;
-	# 64 in flight of 1,000 entries each took over 2 s before issue 10
+	# 64 in flight of 1,000 entries each took over 2 s before the scale work
 	profile-1k) c_script=get.lua c_path=/v0/profile/invitations c_token=${INVITEE_TOKEN[$2]} c_timeout=30s ;;
 	esac
 }
@@ -521,7 +521,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	done
 done
 
-# --- report (issue 10) ------------------------------------------------------
+# --- report ------------------------------------------------------
 scol() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n {print $c}' "$SCALE_RESULTS"; }
 label() {
 	case $1 in
@@ -557,7 +557,7 @@ goal() {
 }
 {
 	echo
-	echo "issue 10 (cost that does not grow with the data): wrk -t$THREADS -c$CONNS -d$SCALE_DURATION --timeout $TIMEOUT (30s for the unpaged list and my invitations) (+ $SCALE_WARMUP warm-up), $ROUNDS interleaved rounds, same serve flags, data seeded by bench/seed"
+	echo "scale cases (cost that does not grow with the data): wrk -t$THREADS -c$CONNS -d$SCALE_DURATION --timeout $TIMEOUT (30s for the unpaged list and my invitations) (+ $SCALE_WARMUP warm-up), $ROUNDS interleaved rounds, same serve flags, data seeded by bench/seed"
 	printf '%-34s %-8s %8s %8s %9s %6s %7s %10s %10s %5s\n' case db "req/s" "p50 ms" "p99 ms" errors "RSS MB" measure goal met
 	for db in "${SCALE_DBS[@]}"; do
 		for c in $(cases "$db"); do

@@ -354,7 +354,7 @@ type AuditTarget struct {
 	Type string `json:"type"`
 }
 
-// BulkInviteRequest Additive extension (issue 15) - emails to invite at once.
+// BulkInviteRequest Additive extension - emails to invite at once.
 type BulkInviteRequest struct {
 	// Emails The emails to invite, one row each; each is checked like a single invite's (a malformed one is that row's invalid_email).
 	Emails []string `json:"emails"`
@@ -363,7 +363,7 @@ type BulkInviteRequest struct {
 	Role *string `json:"role,omitempty"`
 }
 
-// BulkInviteResponse Additive extension (issue 15) - one result per input row.
+// BulkInviteResponse Additive extension - one result per input row.
 type BulkInviteResponse struct {
 	Results []BulkInviteResult `json:"results"`
 }
@@ -383,7 +383,7 @@ type BulkInviteResult struct {
 	Status int `json:"status"`
 }
 
-// EmailDomainPolicy Additive extension (issue 15) - the email domains a workspace may invite. A domain listed covers itself and its subdomains (example.com covers a.example.com); deny wins over allow; an empty allowlist allows every domain not denied.
+// EmailDomainPolicy Additive extension - the email domains a workspace may invite. A domain listed covers itself and its subdomains (example.com covers a.example.com); deny wins over allow; an empty allowlist allows every domain not denied.
 type EmailDomainPolicy struct {
 	Allow *[]string `json:"allow,omitempty"`
 	Deny  *[]string `json:"deny,omitempty"`

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"controlplane/outbox"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/outbox"
+	"github.com/membership-api/controlplane/store"
 )
 
 // Outbox is what the dispatcher needs from the database.

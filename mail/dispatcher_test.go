@@ -14,10 +14,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"controlplane/mail"
-	"controlplane/mail/smtptest"
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/mail"
+	"github.com/membership-api/controlplane/mail/smtptest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -20,8 +20,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"controlplane/mail"
-	"controlplane/mail/smtptest"
+	"github.com/membership-api/controlplane/mail"
+	"github.com/membership-api/controlplane/mail/smtptest"
 )
 
 // senderFor returns an SMTP sender delivering to srv.

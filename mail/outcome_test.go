@@ -8,9 +8,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"controlplane/mail"
-	"controlplane/mail/smtptest"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/mail"
+	"github.com/membership-api/controlplane/mail/smtptest"
+	"github.com/membership-api/controlplane/store"
 )
 
 // TestDispatcher_OnOutcome: every attempt is reported once with its

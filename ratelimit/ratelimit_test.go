@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/ratelimit"
+	"github.com/membership-api/controlplane/ratelimit"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -3,8 +3,8 @@ package server
 import (
 	"github.com/labstack/echo/v4"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // withActor is the strict handlers' middleware that tells the store who

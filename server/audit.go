@@ -8,9 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"controlplane/gen"
-	"controlplane/store"
-	"controlplane/webhook"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/webhook"
 )
 
 // listAudit names the audit list in its cursors' MAC.

@@ -20,7 +20,7 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // Principal is the authenticated caller.

@@ -24,7 +24,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"controlplane/server"
+	"github.com/membership-api/controlplane/server"
 )
 
 // issuerKey is a signing key with its algorithm, the JWK of its public half

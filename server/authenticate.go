@@ -8,8 +8,8 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 
-	"controlplane/metrics"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/metrics"
+	"github.com/membership-api/controlplane/store"
 )
 
 // Security scheme names declared in openapi/controlplane.yml.

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/ratelimit"
-	"controlplane/server"
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/ratelimit"
+	"github.com/membership-api/controlplane/server"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // benchServer is the full handler stack (validator, auth, handler, store) on

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // BulkInviteWorkspaceUsers invites up to 1,000 emails at once (admins

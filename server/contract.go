@@ -12,7 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 	yaml "go.yaml.in/yaml/v3"
 
-	"controlplane/openapi"
+	"github.com/membership-api/controlplane/openapi"
 )
 
 // Where the contract is served: under APIBasePath, next to the operations it

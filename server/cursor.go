@@ -11,7 +11,7 @@ import (
 	"net/url"
 	"time"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // A list cursor is the position of the last entry of a page, signed:

@@ -4,8 +4,8 @@ import (
 	"context"
 	"net/http"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // GetEmailDomainPolicy answers a workspace's email-domain policy (any member).

@@ -8,8 +8,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // APIError is an error with the HTTP status, the kind and the message the
@@ -81,7 +81,7 @@ const (
 	KindTooManyRequests      = "too_many_requests"      // 429: a rate limit was reached
 	KindInternal             = "internal_error"         // 500: logged with the request ID
 	KindClientClosedRequest  = "client_closed_request"  // 499: only in the access log
-	// Issue 15: bulk invites, Idempotency-Key, email-domain policy.
+	// bulk invites, Idempotency-Key, email-domain policy.
 	KindDomainNotAllowed     = store.CodeDomainNotAllowed // 403: the workspace's email-domain policy refuses the email
 	KindDuplicateEmail       = "duplicate_email"          // 400: a bulk row repeats an earlier row's email
 	KindIdempotencyKeyInUse  = "idempotency_key_in_use"   // 409: the key's first request is still running

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"time"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // DefaultIdempotencyTTL is how long an Idempotency-Key is remembered.

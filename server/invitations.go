@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"time"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // InviteWorkspaceUser invites an email to the caller's workspace (admins only).

@@ -19,7 +19,7 @@ import (
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // Defaults of OAuthConfig's zero fields; the serve flags take theirs from here.

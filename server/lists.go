@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"runtime"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // listResponse writes a list as a JSON array while the store reads it, so

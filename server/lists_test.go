@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // A list whose reading fails after its first entries went out cannot turn

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // ListWorkspaceUsers lists members, then pending invitations (any member

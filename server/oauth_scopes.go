@@ -6,7 +6,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // scopePolicy says which scopes a service account may hold, read from the

@@ -14,7 +14,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 
-	"controlplane/metrics"
+	"github.com/membership-api/controlplane/metrics"
 )
 
 // HeaderRequestID carries a request's ID, from the client (kept when it is

@@ -15,10 +15,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"controlplane/gen"
-	"controlplane/metrics"
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/metrics"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // lockedBuffer is a log destination the handler and the test share.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"strconv"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // invitationTypeWorkspace is the only PendingInvitationRender type this server has.

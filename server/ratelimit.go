@@ -14,7 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"controlplane/ratelimit"
+	"github.com/membership-api/controlplane/ratelimit"
 )
 
 // RateLimits configures request rate limiting (README, Limits). A nil

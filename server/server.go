@@ -13,9 +13,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
-	"controlplane/gen"
-	"controlplane/metrics"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/metrics"
+	"github.com/membership-api/controlplane/store"
 )
 
 // Defaults of Config's zero fields; the serve flags take theirs from here,

@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // The service-account operations (upstream's /service_accounts…). They act

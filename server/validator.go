@@ -18,9 +18,9 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/labstack/echo/v4"
 
-	"controlplane/gen"
-	"controlplane/metrics"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/metrics"
+	"github.com/membership-api/controlplane/store"
 )
 
 // APIBasePath is where the spec's operations are served, as upstream

@@ -4,9 +4,9 @@ import (
 	"context"
 	"net/http"
 
-	"controlplane/gen"
-	"controlplane/store"
-	"controlplane/webhook"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/webhook"
 )
 
 // WebhookConfig holds the webhook endpoints' settings.
@@ -19,7 +19,7 @@ type WebhookConfig struct {
 	Queued func()
 }
 
-// The webhook operations (issue 16): admins only; the admin checks of the
+// The webhook operations: admins only; the admin checks of the
 // changes happen in the store, under the workspace lock.
 
 // ListWebhookEndpoints lists the workspace's endpoints, without secrets.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"net/http"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // caller is an authenticated principal acting in one workspace.

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"net/http"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
-// The workspace operations (issue 14). Membership decides visibility as in
+// The workspace operations. Membership decides visibility as in
 // the /users operations: a workspace the caller is not in is answered 404
 // workspace_not_found like one that does not exist; an API key sees its own
 // workspace only. The admin checks of the changes happen in the store,

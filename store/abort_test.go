@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // TestAbort_CancelledCallsDoNotHurtOthers races callers whose contexts are
@@ -19,7 +19,7 @@ import (
 // are cut off mid-flight) against a steady caller whose context never is,
 // on a pool of two connections so every connection passes through many
 // hands. The steady caller must never fail: a connection whose statement
-// was cancelled is discarded or reset, never handed on dirty (issue 9: on
+// was cancelled is discarded or reset, never handed on dirty (on
 // PostgreSQL it got "driver: bad connection").
 func TestAbort_CancelledCallsDoNotHurtOthers(t *testing.T) {
 	storetest.EachDialect(t, func(t *testing.T, dialect string) {

@@ -9,7 +9,7 @@ import (
 	"gorm.io/gorm"
 )
 
-// The audit log (issue 16): every change to membership, invitations, roles,
+// The audit log: every change to membership, invitations, roles,
 // API keys, webhook endpoints and workspace settings appends one immutable
 // AuditEvent in the transaction of the change, so a change and its event
 // commit or roll back together. appendAudit is the one way in; it also

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // TestAudit_InviteBatches: concurrent invites (batched) each append

@@ -12,7 +12,7 @@ import (
 // statement, a savepoint and a share of a commit each (SQLite), or a
 // transaction, a round trip and a WAL flush each (PostgreSQL). Per invite
 // that is the difference between the database's per-statement overhead and
-// its per-row cost, which is what let the invite path scale (issue 5).
+// its per-row cost, which is what let the invite path scale.
 //
 // There is no waiting window: a batch is the first invite that comes and
 // those already waiting beside it. A lone invite is a batch of one. Every

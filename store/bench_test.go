@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // BenchmarkStore_Invite measures the store write of one invite (invitation

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // TestOpen_DSNForms: a DSN meant for another database is refused with the
 // accepted forms, and creates nothing; SQLite paths in every accepted form
-// open, colons included (issue 9: "mysql://foo" became a SQLite file
+// open, colons included ("mysql://foo" became a SQLite file
 // "mysql:/foo").
 func TestOpen_DSNForms(t *testing.T) {
 	t.Chdir(t.TempDir()) // a relative file the old code made would land here

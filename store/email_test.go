@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // TestCheckEmail: the one email rule, in its production form and with local

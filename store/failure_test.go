@@ -17,8 +17,8 @@ import (
 
 	"gorm.io/gorm"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // syncedBuffer collects log output written from the writer's goroutine.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 func mustInvite(t *testing.T, st *store.Store, ws store.Workspace, email string) store.Invitation {

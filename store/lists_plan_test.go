@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // The lists' statements read their order from an index (no sort, no scan

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // listUsers reads a workspace's whole user list.

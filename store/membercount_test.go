@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // storedAndCounted returns the workspace's stored MemberCount and its

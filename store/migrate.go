@@ -46,7 +46,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 // with it; the outbox's (status, next_attempt_at) by idx_outbox_claim; the
 // invitations' email index by idx_invitations_pending_email_list, which
 // starts with email and serves every lookup by email (all of them are of
-// pending invitations): one index less to write per invite (issue 10: the
+// pending invitations): one index less to write per invite (the
 // SQLite invite path had gained the two list indexes).
 var replacedIndexes = []string{"idx_api_keys_workspace_id", "idx_outbox_due", "idx_invitations_email"}
 

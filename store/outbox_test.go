@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // queueEmail invites email to workspace ws (made by mustWorkspace), which

@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // The plan tests catch, without timing anything, a per-request statement
 // whose cost grows with the workspace: one that reads a whole table, or a
 // whole workspace's members or invitations when it wants one of them
-// (issue 10: an email check that could not use the partial index on member
+// (an email check that could not use the partial index on member
 // email read all 20,000 members of a workspace per invite).
 
 // tables are the tables that grow with use; a statement may read them only
@@ -203,7 +203,7 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		renamed := "Acme Corp"
 		_, err = st.UpdateWorkspace(ctx, "acme", &renamed, "admin-acme")
 		must("rename", err)
-		// Issue 15: the email-domain policy, bulk invites, idempotency keys.
+		// the email-domain policy, bulk invites, idempotency keys.
 		_, err = st.SetDomainPolicy(ctx, "acme", "admin-acme", store.EmailDomainPolicy{Allow: []string{"acme.test"}, Deny: []string{"no.acme.test"}})
 		must("set a domain policy", err)
 		_, err = st.DomainPolicy(ctx, "acme", "admin-acme")

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // seedMembers adds n members (emails m1@big.test … mN@big.test) to the
@@ -28,7 +28,7 @@ SELECT ?, 'sub-' || i, 'm' || i || '@big.test', 'member', '', CURRENT_TIMESTAMP,
 
 // BenchmarkStore_InviteScale compares an invite into a workspace of 20,000
 // members with one into a workspace of one: the "not already a member" check
-// must be an index lookup, so the two should cost the same (issue 10).
+// must be an index lookup, so the two should cost the same.
 func BenchmarkStore_InviteScale(b *testing.B) {
 	for _, dialect := range storetest.Dialects {
 		b.Run(dialect, func(b *testing.B) {

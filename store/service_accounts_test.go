@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"controlplane/store"
-	"controlplane/store/storetest"
+	"github.com/membership-api/controlplane/store"
+	"github.com/membership-api/controlplane/store/storetest"
 )
 
 func TestParseExpiresIn(t *testing.T) {

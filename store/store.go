@@ -284,7 +284,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // went back to the pool, and database/sql found out only when handing it to
 // the next request; with a busy pool its three tries could all draw such
 // connections, and an unrelated request failed with "driver: bad
-// connection" (issue 9). Validated on the way back, a broken connection is
+// connection". Validated on the way back, a broken connection is
 // closed at once and a fresh one opened for whoever waits.
 type validatingConnector struct{ driver.Connector }
 

@@ -16,7 +16,7 @@ import (
 	"gorm.io/gorm"
 )
 
-// Webhooks (issue 16): admins register endpoints per workspace; every audit
+// Webhooks: admins register endpoints per workspace; every audit
 // event of the workspace that an enabled endpoint subscribes to becomes a
 // WebhookMessage in the event's own transaction (appendAudit, and the
 // invite batches), which a dispatcher (package webhook) delivers like the

@@ -19,8 +19,8 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"controlplane/outbox"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/outbox"
+	"github.com/membership-api/controlplane/store"
 )
 
 // Outbox is what the dispatcher needs from the database.

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"controlplane/gen"
-	"controlplane/store"
+	"github.com/membership-api/controlplane/gen"
+	"github.com/membership-api/controlplane/store"
 )
 
 // MessageID is the webhook-id of every attempt of message id.

@@ -1,7 +1,7 @@
 // Command baseline is the bare-Echo reference for `make bench`: it serves
 // POST /v0/users, decodes {"email": "..."} with encoding/json and answers 200
 // with a fixed PendingInvitation. No middleware, no logging, no storage: the
-// ceiling the real invite path is compared against (issue 5).
+// ceiling the real invite path is compared against.
 package main
 
 import (

@@ -1,4 +1,4 @@
-// Command seed loads the large workspaces `make bench` measures (issue 10)
+// Command seed loads the large workspaces `make bench` measures
 // into a controlplane database with set-based SQL: one INSERT … SELECT per
 // table and kind of row, all in one transaction, so 200,000 rows take seconds
 // instead of the minutes the API would need. It migrates the schema first
@@ -36,7 +36,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/libtnb/sqlite"         // the project's SQLite driver, registered as sqlite.DriverName
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // workspaceSet is one or more workspaces seeded alike. A set of one is named

@@ -14,7 +14,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // The helpers below set up and inspect a store's database where its API has

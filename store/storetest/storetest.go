@@ -15,7 +15,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to create test databases
 
-	"controlplane/store"
+	"github.com/membership-api/controlplane/store"
 )
 
 // PostgresEnv names the environment variable holding the PostgreSQL DSN the
