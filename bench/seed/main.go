@@ -74,7 +74,7 @@ func main() {
 		os.Exit(2)
 	}
 	start := time.Now()
-	n, err := run(context.Background(), *dsn)
+	n, err := run(context.Background(), *dsn, sets)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "seed:", err)
 		os.Exit(1)
@@ -82,7 +82,9 @@ func main() {
 	fmt.Fprintf(os.Stderr, "seed: %d rows in %.1fs\n", n, time.Since(start).Seconds())
 }
 
-func run(ctx context.Context, dsn string) (int64, error) {
+// run migrates the database at dsn and seeds the given workspace sets in one
+// transaction, returning the number of rows written.
+func run(ctx context.Context, dsn string, sets []workspaceSet) (int64, error) {
 	s, err := store.Open(ctx, dsn, store.Options{MaxOpenConns: 1})
 	if err != nil {
 		return 0, err
@@ -159,6 +161,24 @@ func run(ctx context.Context, dsn string) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// rows is how many rows of each table seeding the sets writes: per
+// workspace, the admin and members-1 members who joined through an accepted
+// invitation, plus the pending, closed and invitee invitations.
+func rows(sets []workspaceSet) map[string]int64 {
+	n := map[string]int64{}
+	for _, set := range sets {
+		c := int64(set.count)
+		n["workspaces"] += c
+		n["members"] += c * int64(set.members)
+		inv := int64(set.members - 1 + set.pending + set.closed)
+		if set.invitee != "" {
+			inv++
+		}
+		n["invitations"] += c * inv
+	}
+	return n
 }
 
 // atMacro matches @T(N) in statements: the time N seconds after the base.
