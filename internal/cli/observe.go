@@ -1,7 +1,8 @@
 package cli
 
-// Observability of `serve` and `mail-worker`: the version, the log level
-// and format, and the Prometheus metrics listener (README, Operating it).
+// Observability of `serve` and the worker commands (`mail-worker`,
+// `webhook-worker`): the version, the log level and format, and the
+// Prometheus metrics listener (README, Operating it).
 
 import (
 	"context"
