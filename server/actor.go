@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/labstack/echo/v4"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/store"
 )
@@ -21,7 +22,7 @@ func withActor(f gen.StrictHandlerFunc, _ string) gen.StrictHandlerFunc {
 }
 
 // actorOf is the audit actor of an authenticated principal.
-func actorOf(p *Principal, requestID string) store.Actor {
+func actorOf(p *auth.Principal, requestID string) store.Actor {
 	kind := store.ActorUser
 	switch {
 	case p.ServiceAccount: // by its token or one of its keys

@@ -67,7 +67,7 @@ func (s *Server) ListAuditEvents(ctx context.Context, req gen.ListAuditEventsReq
 	}
 	// One more than the page tells whether a next page exists.
 	f.Limit++
-	events, err := s.store.ListAudit(ctx, f)
+	events, err := s.audit.ListAudit(ctx, f)
 	if err != nil {
 		return nil, err
 	}

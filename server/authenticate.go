@@ -8,13 +8,14 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/metrics"
 	"github.com/membership-api/controlplane/store"
 )
 
 // Security scheme names declared in openapi/controlplane.yml.
 const (
-	schemeOAuth2 = "OAuth2"
+	schemeOAuth2 = auth.SchemeOAuth2
 	schemeAPIKey = "ApiKeyAuth" //nolint:gosec // G101: the YAML's name for the scheme, not a credential
 )
 
@@ -38,7 +39,7 @@ func (e *authError) Error() string { return e.message }
 // operation lists.
 type requestState struct {
 	resolved  bool
-	principal *Principal
+	principal *auth.Principal
 	err       *authError
 	// id is the request's ID (observe.go); idHeader holds it as the
 	// response header's value, allocated with the state.
@@ -58,7 +59,7 @@ func stateFrom(ctx context.Context) *requestState {
 
 // PrincipalFrom returns the authenticated caller, or nil for operations the
 // spec leaves unsecured.
-func PrincipalFrom(ctx context.Context) *Principal {
+func PrincipalFrom(ctx context.Context) *auth.Principal {
 	if st := stateFrom(ctx); st != nil {
 		return st.principal
 	}
@@ -67,9 +68,9 @@ func PrincipalFrom(ctx context.Context) *Principal {
 
 // authenticator implements the spec's security schemes.
 type authenticator struct {
-	jwt    *JWTVerifier
-	store  *store.Store
-	scopes scopePolicy
+	jwt         *auth.JWTVerifier
+	credentials Credentials
+	scopes      auth.ScopePolicy
 }
 
 // authenticate is the validator's AuthenticationFunc, called once per scheme
@@ -112,7 +113,7 @@ func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.
 }
 
 // resolve classifies and verifies the request's credential.
-func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
+func (a *authenticator) resolve(r *http.Request) (*auth.Principal, *authError) {
 	cred, err := bearerCredential(r)
 	if errors.Is(err, errTwoCredentials) {
 		// Answered before either credential is checked, so sending two
@@ -127,7 +128,7 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 			message: "missing credentials: send \"Authorization: Bearer <token or API key>\""}
 	}
 	if store.IsAPIKey(cred) {
-		key, err := a.store.LookupAPIKey(r.Context(), cred)
+		key, err := a.credentials.LookupAPIKey(r.Context(), cred)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: metrics.AuthUnknownAPIKey,
@@ -136,12 +137,12 @@ func (a *authenticator) resolve(r *http.Request) (*Principal, *authError) {
 			return nil, &authError{status: http.StatusInternalServerError, applies: true, presented: true,
 				message: "internal error: could not check the API key", cause: err}
 		}
-		return &Principal{Sub: key.Sub, APIKey: &key, BoundWorkspace: key.Workspace.Name, ServiceAccount: store.IsServiceAccountID(key.Sub)}, nil
+		return &auth.Principal{Sub: key.Sub, APIKey: &key, BoundWorkspace: key.Workspace.Name, ServiceAccount: store.IsServiceAccountID(key.Sub)}, nil
 	}
 	p, _, err := a.jwt.Verify(cred)
 	if err != nil {
 		reason := metrics.AuthInvalidToken
-		if errors.Is(err, errTokenExpired) {
+		if errors.Is(err, auth.ErrTokenExpired) {
 			reason = metrics.AuthExpiredToken
 		}
 		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: reason, message: err.Error()}
@@ -162,8 +163,8 @@ var errServiceAccountGone = errors.New("invalid token: service account deleted")
 // on every replica (store.ActiveServiceAccount: one statement by the unique
 // client_id; BenchmarkServiceAccountCheck measures it).
 // The token's scopes are cut to what the account's current role may hold.
-func (a *authenticator) activeServiceAccount(ctx context.Context, p *Principal) (*Principal, *authError) {
-	v, err := a.store.ActiveServiceAccount(ctx, p.Sub)
+func (a *authenticator) activeServiceAccount(ctx context.Context, p *auth.Principal) (*auth.Principal, *authError) {
+	v, err := a.credentials.ActiveServiceAccount(ctx, p.Sub)
 	if errors.Is(err, store.ErrNotFound) || err == nil && v.Workspace.Name != p.BoundWorkspace {
 		return nil, &authError{status: http.StatusUnauthorized, applies: true, presented: true, reason: metrics.AuthInvalidToken,
 			message: errServiceAccountGone.Error()}
@@ -173,6 +174,6 @@ func (a *authenticator) activeServiceAccount(ctx context.Context, p *Principal) 
 			message: "internal error: could not check the service account", cause: err}
 	}
 	own := *p // p is shared through the verifier's cache
-	own.Scopes = a.scopes.forRole(v.Role, p.Scopes)
+	own.Scopes = a.scopes.ForRole(v.Role, p.Scopes)
 	return &own, nil
 }

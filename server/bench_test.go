@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/ratelimit"
 	"github.com/membership-api/controlplane/server"
 	"github.com/membership-api/controlplane/store"
@@ -31,16 +32,16 @@ func benchServerWith(b *testing.B, dialect string, limits server.RateLimits) (ht
 	if _, err := st.CreateWorkspace(context.Background(), "bench", "", "bench-admin", "admin@bench.test"); err != nil {
 		b.Fatal(err)
 	}
-	dev, err := server.LoadDevIssuer(b.TempDir())
+	dev, err := auth.LoadDevIssuer(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok, err := dev.Sign(server.TokenRequest{Sub: "bench-admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
+	tok, err := dev.Sign(auth.TokenRequest{Sub: "bench-admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, closeFn, err := server.New(context.Background(), server.Config{Auth: server.AuthConfig{DevIssuer: dev}, RateLimits: limits}, st, log)
+	e, closeFn, err := server.New(context.Background(), server.Config{Auth: auth.AuthConfig{DevIssuer: dev}, RateLimits: limits}, st, log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,25 +98,6 @@ func BenchmarkRejectedInvite(b *testing.B) {
 			}
 		}
 	})
-}
-
-// BenchmarkJWTVerify measures one EdDSA token verification.
-func BenchmarkJWTVerify(b *testing.B) {
-	dev, err := server.LoadDevIssuer(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok, _ := dev.Sign(server.TokenRequest{Sub: "s", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
-	v, err := server.NewJWTVerifier(context.Background(), server.AuthConfig{DevIssuer: dev})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, err := v.Verify(tok); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 // BenchmarkRateLimitChecks measures what the rate limits add to a request

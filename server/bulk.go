@@ -32,7 +32,7 @@ func (s *Server) BulkInviteWorkspaceUsers(ctx context.Context, req gen.BulkInvit
 	// One read up front: a caller who may not invite at all gets that
 	// answer once (not 1,000 times), before any of the workspace's
 	// invitation quota is spent. The store checks again in each write.
-	m, err := s.store.Membership(ctx, workspace, p.Sub)
+	m, err := s.workspaces.Membership(ctx, workspace, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +85,7 @@ func (s *Server) bulkInvite(ctx context.Context, workspace, caller, role string,
 		rows = append(rows, i)
 	}
 	invited := false
-	for j, res := range s.store.InviteMany(ctx, params) {
+	for j, res := range s.members.InviteMany(ctx, params) {
 		row := &results[rows[j]]
 		if res.Err != nil {
 			apiErr := toAPIError(res.Err)

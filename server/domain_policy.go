@@ -14,7 +14,7 @@ func (s *Server) GetEmailDomainPolicy(ctx context.Context, req gen.GetEmailDomai
 	if err != nil {
 		return nil, err
 	}
-	policy, err := s.store.DomainPolicy(ctx, name, p.Sub)
+	policy, err := s.workspaces.DomainPolicy(ctx, name, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +30,7 @@ func (s *Server) SetEmailDomainPolicy(ctx context.Context, req gen.SetEmailDomai
 	if err != nil {
 		return nil, err
 	}
-	policy, err := s.store.SetDomainPolicy(ctx, name, p.Sub, store.EmailDomainPolicy{Allow: derefList(req.Body.Allow), Deny: derefList(req.Body.Deny)})
+	policy, err := s.workspaces.SetDomainPolicy(ctx, name, p.Sub, store.EmailDomainPolicy{Allow: derefList(req.Body.Allow), Deny: derefList(req.Body.Deny)})
 	if err != nil {
 		return nil, err
 	}

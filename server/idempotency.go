@@ -55,7 +55,7 @@ func (s *Server) idempotent(ctx context.Context, key, workspace, caller, operati
 	fingerprint := sha256.New()
 	fingerprint.Write([]byte(operation + "\x00"))
 	fingerprint.Write(requestBody)
-	claim, err := s.store.BeginIdempotent(ctx, store.IdempotencyScope{Workspace: workspace, Caller: caller, Key: key},
+	claim, err := s.idempotency.BeginIdempotent(ctx, store.IdempotencyScope{Workspace: workspace, Caller: caller, Key: key},
 		fingerprint.Sum(nil), s.cfg.IdempotencyTTL)
 	if err != nil {
 		return nil, nil, err
@@ -89,7 +89,7 @@ func (s *Server) idempotent(ctx context.Context, key, workspace, caller, operati
 		stored, err = marshalAnswer(errBody)
 	}
 	if err == nil {
-		err = s.store.FinishIdempotent(done, claim, status, stored)
+		err = s.idempotency.FinishIdempotent(done, claim, status, stored)
 	}
 	if err != nil {
 		// The operation's answer stands; only its replay is lost. The key
@@ -102,7 +102,7 @@ func (s *Server) idempotent(ctx context.Context, key, workspace, caller, operati
 // releaseKey frees a claimed key; a failure leaves it busy until its lease
 // ends.
 func (s *Server) releaseKey(ctx context.Context, claim store.IdempotencyClaim) {
-	if err := s.store.ReleaseIdempotent(ctx, claim); err != nil {
+	if err := s.idempotency.ReleaseIdempotent(ctx, claim); err != nil {
 		s.log.ErrorContext(ctx, "idempotency key: could not be freed after a failed request", "err", err)
 	}
 }
@@ -145,7 +145,7 @@ func (s *Server) sweepIdempotencyKeys(ctx context.Context, interval time.Duratio
 			return
 		case <-t.C:
 		}
-		n, err := s.store.SweepIdempotencyKeys(ctx)
+		n, err := s.idempotency.SweepIdempotencyKeys(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "idempotency keys: sweep failed", "err", err)
 		} else if n > 0 {

@@ -41,7 +41,7 @@ func (s *Server) InviteWorkspaceUser(ctx context.Context, req gen.InviteWorkspac
 
 // invite is one invitation, answered as the API shows it.
 func (s *Server) invite(ctx context.Context, workspace, caller, email string) (gen.PendingInvitation, error) {
-	inv, err := s.store.Invite(ctx, store.InviteParams{
+	inv, err := s.members.Invite(ctx, store.InviteParams{
 		Workspace: workspace,
 		Caller:    caller,
 		Email:     email,

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/store"
 )
@@ -24,7 +25,7 @@ func (s *Server) ListWorkspaceUsers(ctx context.Context, req gen.ListWorkspaceUs
 	}
 	return usersListResponse{listResponse{ctx: ctx, log: s.log, paging: pg,
 		each: func(add func(any) error) (*store.ListPosition, error) {
-			return s.store.EachUser(ctx, c.Workspace.ID, pg.after, pg.limit, func(u store.UserEntry, _ store.ListPosition) error {
+			return s.members.EachUser(ctx, c.Workspace.ID, pg.after, pg.limit, func(u store.UserEntry, _ store.ListPosition) error {
 				return add(toWorkspaceUser(u))
 			})
 		}}}, nil
@@ -37,7 +38,7 @@ func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspac
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.RemoveUser(ctx, workspace, subOrEmail(req.SubOrEmail), p.Sub); err != nil {
+	if err := s.members.RemoveUser(ctx, workspace, subOrEmail(req.SubOrEmail), p.Sub); err != nil {
 		return nil, err
 	}
 	return gen.RemoveWorkspaceUser200Response{}, nil
@@ -50,7 +51,7 @@ func (s *Server) UpdateWorkspaceUserRole(ctx context.Context, req gen.UpdateWork
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.store.UpdateRole(ctx, workspace, subOrEmail(req.SubOrEmail), req.Body.Role, p.Sub)
+	u, err := s.members.UpdateRole(ctx, workspace, subOrEmail(req.SubOrEmail), req.Body.Role, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +81,7 @@ func toWorkspaceUser(u store.UserEntry) gen.WorkspaceUser {
 // that email must be verified: whoever can show an invitation's address
 // can join the workspace, so an address the IdP says it has not checked
 // (a self-registered account) must not be enough.
-func person(ctx context.Context, needEmail bool) (*Principal, error) {
+func person(ctx context.Context, needEmail bool) (*auth.Principal, error) {
 	p := PrincipalFrom(ctx)
 	switch {
 	case p == nil:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/store"
 )
@@ -99,7 +100,7 @@ func (s *Server) OauthToken(ctx context.Context, request gen.OauthTokenRequestOb
 	if oerr != nil {
 		return oerr.response(ctx), nil
 	}
-	account, err := s.store.AuthenticateServiceAccount(ctx, req.clientID, req.secret)
+	account, err := s.serviceAccounts.AuthenticateServiceAccount(ctx, req.clientID, req.secret)
 	if errors.Is(err, store.ErrNotFound) {
 		// Presented and refused: counts against the client address's
 		// failed-authentication quota (ratelimit.go), as a wrong API key does.
@@ -111,22 +112,22 @@ func (s *Server) OauthToken(ctx context.Context, request gen.OauthTokenRequestOb
 	if err != nil {
 		return nil, err
 	}
-	scopes, bad := s.oauth.scopes.grant(account.Role, req.scope)
+	scopes, bad := s.oauth.scopes.Grant(account.Role, req.scope)
 	if bad != "" {
 		return oauthError{http.StatusBadRequest, OAuthInvalidScope,
 			fmt.Sprintf("scope %q is not one a service account with role %s may hold (README, Machine identities)", bad, account.Role)}.response(ctx), nil
 	}
-	token, _, err := s.oauth.issuer.sign(serviceAccountToken{clientID: account.ClientID, workspace: account.Workspace.Name, scopes: scopes})
+	token, _, err := s.oauth.issuer.Sign(auth.ServiceAccountToken{ClientID: account.ClientID, Workspace: account.Workspace.Name, Scopes: scopes})
 	if err != nil {
 		return nil, fmt.Errorf("sign access token: %w", err)
 	}
 	if st := stateFrom(ctx); st != nil {
 		// The access log names who got a token (sub), as for any caller.
-		st.principal = &Principal{Sub: account.ClientID, BoundWorkspace: account.Workspace.Name, ServiceAccount: true, Scopes: scopes}
+		st.principal = &auth.Principal{Sub: account.ClientID, BoundWorkspace: account.Workspace.Name, ServiceAccount: true, Scopes: scopes}
 	}
 	noStore, noCache := "no-store", "no-cache"
 	return gen.OauthToken200JSONResponse{
-		Body: gen.OAuthToken{AccessToken: token, TokenType: "Bearer", ExpiresIn: int(s.oauth.issuer.cfg.TokenTTL.Seconds()), Scope: joinScopes(scopes)},
+		Body: gen.OAuthToken{AccessToken: token, TokenType: "Bearer", ExpiresIn: int(s.oauth.issuer.Config().TokenTTL.Seconds()), Scope: auth.JoinScopes(scopes)},
 		// RFC 6749 §5.1: the answer holds a credential; nothing may cache it.
 		Headers: gen.OauthToken200ResponseHeaders{CacheControl: &noStore, Pragma: &noCache},
 	}, nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/metrics"
 	"github.com/membership-api/controlplane/store"
@@ -47,17 +48,17 @@ func TestRequestID_OnEveryLogLine(t *testing.T) {
 	if _, err := st.CreateWorkspace(context.Background(), "acme", "", "admin", "admin@acme.test"); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := LoadDevIssuer(t.TempDir())
+	dev, err := auth.LoadDevIssuer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := dev.Sign(TokenRequest{Sub: "admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
+	tok, err := dev.Sign(auth.TokenRequest{Sub: "admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs lockedBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	e, closeFn, err := New(context.Background(), Config{Auth: AuthConfig{DevIssuer: dev}}, st, log)
+	e, closeFn, err := New(context.Background(), Config{Auth: auth.AuthConfig{DevIssuer: dev}}, st, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func (s *Server) ListAllPendingInvitations(ctx context.Context, req gen.ListAllP
 	}
 	return invitationsListResponse{listResponse{ctx: ctx, log: s.log, paging: pg,
 		each: func(add func(any) error) (*store.ListPosition, error) {
-			return s.store.EachPendingInvitationFor(ctx, p.Email, pg.after, pg.limit, func(v store.InvitationView, _ store.ListPosition) error {
+			return s.members.EachPendingInvitationFor(ctx, p.Email, pg.after, pg.limit, func(v store.InvitationView, _ store.ListPosition) error {
 				return add(toPendingInvitationRender(v))
 			})
 		}}}, nil
@@ -38,7 +38,7 @@ func (s *Server) AcceptWorkspaceInvitation(ctx context.Context, req gen.AcceptWo
 	if err != nil {
 		return nil, err
 	}
-	ws, err := s.store.Accept(ctx, req.WorkspaceName, p.Sub, p.Email)
+	ws, err := s.members.Accept(ctx, req.WorkspaceName, p.Sub, p.Email)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (s *Server) DeclineWorkspaceInvitation(ctx context.Context, req gen.Decline
 	if err != nil {
 		return nil, err
 	}
-	inv, ws, err := s.store.Decline(ctx, req.WorkspaceName, p.Email, p.Sub)
+	inv, ws, err := s.members.Decline(ctx, req.WorkspaceName, p.Email, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (s *Server) LeaveWorkspace(ctx context.Context, req gen.LeaveWorkspaceReque
 	if err != nil {
 		return nil, err
 	}
-	ws, err := s.store.Leave(ctx, req.WorkspaceName, p.Sub)
+	ws, err := s.members.Leave(ctx, req.WorkspaceName, p.Sub)
 	if err != nil {
 		return nil, err
 	}

@@ -160,7 +160,7 @@ func (l *rateLimiter) afterAuth(s *Server) echo.MiddlewareFunc {
 				if wait := l.closed(q, workspace); wait > 0 {
 					// Only a member learns that the workspace is over its
 					// quota; anyone else gets the handler's 404 as always.
-					if _, err := s.store.Membership(ctx, workspace, p.Sub); err != nil {
+					if _, err := s.workspaces.Membership(ctx, workspace, p.Sub); err != nil {
 						return next(c)
 					}
 					return tooManyRequests(c, q, wait)

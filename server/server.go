@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/metrics"
 	"github.com/membership-api/controlplane/store"
@@ -32,7 +33,7 @@ type Config struct {
 	// BodyLimit caps request bodies, in bytes.
 	BodyLimit int64
 	// Auth selects the trusted JWT issuer.
-	Auth AuthConfig
+	Auth auth.AuthConfig
 	// MailQueued, if set, is called after an invitation email was queued,
 	// so the in-process mail dispatcher sends it without waiting for a poll.
 	MailQueued func()
@@ -56,16 +57,22 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// OAuth configures the server's own issuer (the token endpoint of the
 	// client-credentials flow, its keys and metadata).
-	OAuth OAuthConfig
+	OAuth auth.OAuthConfig
 	// Webhooks are the webhook endpoints' settings (webhooks.go).
 	Webhooks WebhookConfig
 }
 
 // Server implements the generated strict server interface.
 type Server struct {
-	cfg   Config
-	store *store.Store
-	log   *slog.Logger
+	cfg Config
+	// The store, by the groups of operations each handler uses (stores.go).
+	workspaces      Workspaces
+	members         Members
+	serviceAccounts ServiceAccounts
+	webhooks        Webhooks
+	audit           Audit
+	idempotency     Idempotency
+	log             *slog.Logger
 	// cursorKey signs list cursors (the same on every replica: Migrate
 	// keeps it in the database).
 	cursorKey []byte
@@ -79,8 +86,9 @@ type Server struct {
 var _ gen.StrictServerInterface = (*Server)(nil)
 
 // New builds the Echo instance serving the API under /v0 plus /healthz and
-// /readyz. The returned close function stops background work (JWKS refresh).
-func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*echo.Echo, func(), error) {
+// /readyz, on st (a *store.Store, or in handler tests a fake). The returned
+// close function stops background work (JWKS refresh).
+func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Echo, func(), error) {
 	if cfg.InviteTTL <= 0 {
 		cfg.InviteTTL = DefaultInviteTTL
 	}
@@ -94,17 +102,17 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 	if err != nil {
 		return nil, nil, err
 	}
-	iss, err := newIssuer(ctx, cfg.OAuth, st, log)
+	iss, err := auth.NewIssuer(ctx, cfg.OAuth, st, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	oauth := &oauthServer{issuer: iss, scopes: newScopePolicy(doc)}
-	verifier, err := NewJWTVerifier(ctx, cfg.Auth)
+	oauth := &oauthServer{issuer: iss, scopes: auth.NewScopePolicy(doc)}
+	verifier, err := auth.NewJWTVerifier(ctx, cfg.Auth)
 	if err != nil {
 		return nil, nil, err
 	}
-	verifier.trustOwn(iss)
-	validator, err := newRequestValidator(doc, &authenticator{jwt: verifier, store: st, scopes: oauth.scopes}, cfg.BodyLimit)
+	verifier.TrustOwnIssuer(iss)
+	validator, err := newRequestValidator(doc, &authenticator{jwt: verifier, credentials: st, scopes: oauth.scopes}, cfg.BodyLimit)
 	if err != nil {
 		verifier.Close()
 		return nil, nil, err
@@ -142,7 +150,8 @@ func New(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*e
 		verifier.Close()
 		return nil, nil, err
 	}
-	srv := &Server{cfg: cfg, store: st, log: log, cursorKey: cursorKey, oauth: oauth}
+	srv := &Server{cfg: cfg, workspaces: st, members: st, serviceAccounts: st, webhooks: st, audit: st, idempotency: st,
+		log: log, cursorKey: cursorKey, oauth: oauth}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
 		srv.limiter = limiter

@@ -18,7 +18,7 @@ func (s *Server) GetWorkspaceServiceAccounts(ctx context.Context, req gen.GetWor
 	if err != nil {
 		return nil, err
 	}
-	list, err := s.store.ServiceAccounts(ctx, workspace, p.Sub)
+	list, err := s.serviceAccounts.ServiceAccounts(ctx, workspace, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (s *Server) CreateWorkspaceServiceAccount(ctx context.Context, req gen.Crea
 	if err != nil {
 		return nil, err
 	}
-	secret, v, err := s.store.CreateServiceAccount(ctx, workspace, p.Sub, req.Body.Name, deref(req.Body.Description), roleOf(req.Body.Role))
+	secret, v, err := s.serviceAccounts.CreateServiceAccount(ctx, workspace, p.Sub, req.Body.Name, deref(req.Body.Description), roleOf(req.Body.Role))
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,7 @@ func (s *Server) UpdateWorkspaceServiceAccount(ctx context.Context, req gen.Upda
 		role := string(*req.Body.Role)
 		change.Role = &role
 	}
-	v, err := s.store.UpdateServiceAccount(ctx, workspace, p.Sub, req.ClientId, change)
+	v, err := s.serviceAccounts.UpdateServiceAccount(ctx, workspace, p.Sub, req.ClientId, change)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (s *Server) DeleteWorkspaceServiceAccount(ctx context.Context, req gen.Dele
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.store.DeleteServiceAccount(ctx, workspace, p.Sub, req.ClientId)
+	v, err := s.serviceAccounts.DeleteServiceAccount(ctx, workspace, p.Sub, req.ClientId)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func (s *Server) ListApiKeysForServiceAccount(ctx context.Context, req gen.ListA
 	if err != nil {
 		return nil, err
 	}
-	keys, err := s.store.ServiceAccountKeys(ctx, workspace, p.Sub, req.ClientId)
+	keys, err := s.serviceAccounts.ServiceAccountKeys(ctx, workspace, p.Sub, req.ClientId)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (s *Server) CreateApiKeyForServiceAccount(ctx context.Context, req gen.Crea
 	if err != nil {
 		return nil, err
 	}
-	key, k, err := s.store.CreateServiceAccountKey(ctx, workspace, p.Sub, req.ClientId, deref(req.Body.Name), deref(req.Body.ExpiresIn))
+	key, k, err := s.serviceAccounts.CreateServiceAccountKey(ctx, workspace, p.Sub, req.ClientId, deref(req.Body.Name), deref(req.Body.ExpiresIn))
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func (s *Server) DeleteApiKeyForServiceAccount(ctx context.Context, req gen.Dele
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.RevokeServiceAccountKey(ctx, workspace, p.Sub, req.ClientId, req.ApiKeyId); err != nil {
+	if err := s.serviceAccounts.RevokeServiceAccountKey(ctx, workspace, p.Sub, req.ClientId, req.ApiKeyId); err != nil {
 		return nil, err
 	}
 	return gen.DeleteApiKeyForServiceAccount200Response{}, nil

@@ -28,7 +28,7 @@ func (s *Server) ListWebhookEndpoints(ctx context.Context, req gen.ListWebhookEn
 	if err != nil {
 		return nil, err
 	}
-	endpoints, err := s.store.Webhooks(ctx, c.Workspace.ID)
+	endpoints, err := s.webhooks.Webhooks(ctx, c.Workspace.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func (s *Server) CreateWebhookEndpoint(ctx context.Context, req gen.CreateWebhoo
 	if err := s.checkWebhookURL(&req.Body.Url); err != nil {
 		return nil, err
 	}
-	e, err := s.store.CreateWebhook(ctx, name, p.Sub, store.WebhookInput{URL: &req.Body.Url,
+	e, err := s.webhooks.CreateWebhook(ctx, name, p.Sub, store.WebhookInput{URL: &req.Body.Url,
 		Description: req.Body.Description, EventTypes: eventTypes(req.Body.EventTypes)})
 	if err != nil {
 		return nil, err
@@ -65,7 +65,7 @@ func (s *Server) UpdateWebhookEndpoint(ctx context.Context, req gen.UpdateWebhoo
 	if err := s.checkWebhookURL(req.Body.Url); err != nil {
 		return nil, err
 	}
-	e, err := s.store.UpdateWebhook(ctx, name, req.WebhookId, p.Sub, store.WebhookInput{URL: req.Body.Url,
+	e, err := s.webhooks.UpdateWebhook(ctx, name, req.WebhookId, p.Sub, store.WebhookInput{URL: req.Body.Url,
 		Description: req.Body.Description, EventTypes: eventTypes(req.Body.EventTypes), Enabled: req.Body.Enabled})
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func (s *Server) DeleteWebhookEndpoint(ctx context.Context, req gen.DeleteWebhoo
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.DeleteWebhook(ctx, name, req.WebhookId, p.Sub); err != nil {
+	if err := s.webhooks.DeleteWebhook(ctx, name, req.WebhookId, p.Sub); err != nil {
 		return nil, err
 	}
 	return gen.DeleteWebhookEndpoint204Response{}, nil
@@ -91,7 +91,7 @@ func (s *Server) SendWebhookTestEvent(ctx context.Context, req gen.SendWebhookTe
 	if err != nil {
 		return nil, err
 	}
-	msg, ev, err := s.store.SendWebhookTest(ctx, name, req.WebhookId, p.Sub)
+	msg, ev, err := s.webhooks.SendWebhookTest(ctx, name, req.WebhookId, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func (s *Server) ListWebhookDeliveries(ctx context.Context, req gen.ListWebhookD
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.store.Webhook(ctx, c.Workspace.ID, req.WebhookId)
+	e, err := s.webhooks.Webhook(ctx, c.Workspace.ID, req.WebhookId)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func (s *Server) ListWebhookDeliveries(ctx context.Context, req gen.ListWebhookD
 	if req.Params.Limit != nil {
 		limit = *req.Params.Limit
 	}
-	attempts, err := s.store.WebhookAttempts(ctx, e.ID, limit)
+	attempts, err := s.webhooks.WebhookAttempts(ctx, e.ID, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -4,12 +4,13 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/store"
 )
 
 // caller is an authenticated principal acting in one workspace.
 type caller struct {
-	*Principal
+	*auth.Principal
 	store.Membership
 }
 
@@ -25,7 +26,7 @@ func (s *Server) workspaceCaller(ctx context.Context, header *string) (caller, e
 	if err != nil {
 		return caller{}, err
 	}
-	m, err := s.store.Membership(ctx, name, p.Sub)
+	m, err := s.workspaces.Membership(ctx, name, p.Sub)
 	if err != nil {
 		return caller{}, err
 	}
@@ -35,7 +36,7 @@ func (s *Server) workspaceCaller(ctx context.Context, header *string) (caller, e
 // workspaceName returns the caller and the name of the workspace the request
 // acts on (header: the X-Blaxel-Workspace value, "" when absent), without
 // looking anything up.
-func (s *Server) workspaceName(ctx context.Context, header string) (*Principal, string, error) {
+func (s *Server) workspaceName(ctx context.Context, header string) (*auth.Principal, string, error) {
 	p := PrincipalFrom(ctx)
 	if p == nil {
 		return nil, "", newError(http.StatusUnauthorized, "", "missing credentials")

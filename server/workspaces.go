@@ -26,7 +26,7 @@ func (s *Server) ListWorkspaces(ctx context.Context, _ gen.ListWorkspacesRequest
 	if p.BoundWorkspace != "" {
 		// Read again rather than answer the key's cached copy: the display
 		// name may have changed since the key was checked.
-		m, err := s.store.Membership(ctx, p.BoundWorkspace, p.Sub)
+		m, err := s.workspaces.Membership(ctx, p.BoundWorkspace, p.Sub)
 		if errors.Is(err, store.ErrNotFound) {
 			return out, nil
 		}
@@ -35,7 +35,7 @@ func (s *Server) ListWorkspaces(ctx context.Context, _ gen.ListWorkspacesRequest
 		}
 		return append(out, toWorkspace(m.Workspace)), nil
 	}
-	workspaces, err := s.store.WorkspacesOf(ctx, p.Sub)
+	workspaces, err := s.workspaces.WorkspacesOf(ctx, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func (s *Server) CreateWorkspace(ctx context.Context, req gen.CreateWorkspaceReq
 	if req.Body != nil {
 		name, displayName = deref(req.Body.Name), deref(req.Body.DisplayName)
 	}
-	ws, err := s.store.CreateWorkspace(ctx, name, displayName, p.Sub, p.Email,
+	ws, err := s.workspaces.CreateWorkspace(ctx, name, displayName, p.Sub, p.Email,
 		store.EmailOptions{AllowLocalDomains: s.cfg.AllowLocalEmailDomains})
 	if err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func (s *Server) GetWorkspace(ctx context.Context, req gen.GetWorkspaceRequestOb
 	if err != nil {
 		return nil, err
 	}
-	m, err := s.store.Membership(ctx, name, p.Sub)
+	m, err := s.workspaces.Membership(ctx, name, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (s *Server) UpdateWorkspace(ctx context.Context, req gen.UpdateWorkspaceReq
 	if req.Body != nil {
 		displayName = req.Body.DisplayName
 	}
-	ws, err := s.store.UpdateWorkspace(ctx, name, displayName, p.Sub)
+	ws, err := s.workspaces.UpdateWorkspace(ctx, name, displayName, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func (s *Server) DeleteWorkspace(ctx context.Context, req gen.DeleteWorkspaceReq
 	if err != nil {
 		return nil, err
 	}
-	ws, err := s.store.DeleteWorkspace(ctx, name, p.Sub)
+	ws, err := s.workspaces.DeleteWorkspace(ctx, name, p.Sub)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func (s *Server) CheckWorkspaceAvailability(ctx context.Context, req gen.CheckWo
 	if store.WorkspaceNameReserved(name) {
 		reason, message = gen.ForbiddenReserved, "this name is reserved"
 	} else {
-		taken, err := s.store.WorkspaceNameTaken(ctx, name)
+		taken, err := s.workspaces.WorkspaceNameTaken(ctx, name)
 		if err != nil {
 			return nil, err
 		}

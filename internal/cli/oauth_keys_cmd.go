@@ -10,7 +10,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/membership-api/controlplane/server"
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/store"
 )
 
@@ -22,7 +22,7 @@ type oauthKeysRotateConfig struct {
 
 func (c *oauthKeysRotateConfig) bind(fs *flag.FlagSet) {
 	c.data.bind(fs)
-	fs.DurationVar(&c.delay, "delay", server.MinRotationDelay(server.DefaultKeyRefresh),
+	fs.DurationVar(&c.delay, "delay", auth.MinRotationDelay(auth.DefaultKeyRefresh),
 		"how long the new key is published before it signs: at least the JWKS max-age plus serve's --oauth-key-refresh, so every verifier knows it first")
 }
 
@@ -53,20 +53,20 @@ func oauthKeysCommand(stdout, stderr io.Writer) *ffcli.Command {
 // rotateOAuthKey adds the next signing key. The key it follows keeps
 // signing until the new one starts and stays published until its last
 // token expired (serve computes both from the keys' times); keys retired
-// longer than server.RetiredKeyRetention ago are deleted.
+// longer than auth.RetiredKeyRetention ago are deleted.
 func rotateOAuthKey(ctx context.Context, cfg oauthKeysRotateConfig, stdout, stderr io.Writer) error {
 	if cfg.delay < 0 {
 		return fmt.Errorf("--delay %s must not be negative", cfg.delay)
 	}
-	if minimum := server.MinRotationDelay(server.DefaultKeyRefresh); cfg.delay < minimum {
+	if minimum := auth.MinRotationDelay(auth.DefaultKeyRefresh); cfg.delay < minimum {
 		note(stderr, "warning: --delay %s is under %s (JWKS max-age plus the default key refresh): a verifier that cached the JWKS or a replica that has not re-read the keys may refuse the new key's first tokens\n", cfg.delay, minimum)
 	}
-	key, err := server.NewSigningKey("cli")
+	key, err := auth.NewSigningKey("cli")
 	if err != nil {
 		return err
 	}
 	return cfg.data.withStore(ctx, func(st *store.Store) error {
-		stored, err := st.AddSigningKey(ctx, key, cfg.delay, time.Now().Add(-server.RetiredKeyRetention))
+		stored, err := st.AddSigningKey(ctx, key, cfg.delay, time.Now().Add(-auth.RetiredKeyRetention))
 		if err != nil {
 			return err
 		}

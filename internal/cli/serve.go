@@ -19,6 +19,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/server"
 	"github.com/membership-api/controlplane/store"
 )
@@ -60,8 +61,8 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.api.Auth.Audience, "jwt-audience", "", "required aud claim (empty: not checked)")
 	fs.BoolVar(&c.api.Auth.RequireEmailVerified, "jwt-require-email-verified", false, `trust a token's email for my-invitations/accept/decline only with "email_verified": true (default: a token without the claim is trusted; false is always refused)`)
 	fs.StringVar(&c.api.OAuth.PublicURL, "public-url", "", "the URL clients reach this server at, e.g. https://api.example.com: the OAuth issuer (iss of the tokens it issues) and the base of /.well-known/oauth-authorization-server's URLs; the same on every replica (default: http:// and the address serve listens on)")
-	fs.DurationVar(&c.api.OAuth.TokenTTL, "oauth-token-ttl", server.DefaultTokenTTL, "lifetime of the access tokens the token endpoint issues (at most 24h)")
-	fs.DurationVar(&c.api.OAuth.KeyRefresh, "oauth-key-refresh", server.DefaultKeyRefresh, "how often the OAuth signing keys are re-read from the database (a rotation reaches every replica within it)")
+	fs.DurationVar(&c.api.OAuth.TokenTTL, "oauth-token-ttl", auth.DefaultTokenTTL, "lifetime of the access tokens the token endpoint issues (at most 24h)")
+	fs.DurationVar(&c.api.OAuth.KeyRefresh, "oauth-key-refresh", auth.DefaultKeyRefresh, "how often the OAuth signing keys are re-read from the database (a rotation reaches every replica within it)")
 	fs.BoolVar(&c.api.AllowLocalEmailDomains, "allow-local-email-domains", false, "development: accept emails at localhost, single-label or all-numeric domains (user@localhost, user@127.0.0.1)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", `comma-separated origins (https://app.example.com) whose pages may call the API from a browser, or "*" for any (default: none, no CORS headers)`)
@@ -100,7 +101,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer closeLogged(log, "--cpu-profile", stopProfile)
 	api := cfg.api
-	if api.Auth, err = cfg.auth(log); err != nil {
+	if api.Auth, err = cfg.authConfig(log); err != nil {
 		return err
 	}
 	st, err := cfg.data.open(ctx, mon.hooks(), log)
@@ -171,24 +172,24 @@ func (c *serveConfig) tuneRuntime() (stop func() error, err error) {
 	return func() error { pprof.StopCPUProfile(); return f.Close() }, nil
 }
 
-// auth is the issuer configuration: the one external issuer the flags name,
-// else the development issuer (with a warning, as it must not reach
-// production).
-func (c *serveConfig) auth(log *slog.Logger) (server.AuthConfig, error) {
-	auth := c.api.Auth
-	if n := countSet(auth.JWKSURL, auth.JWKSFile, auth.PublicKeyFile); n > 1 {
-		return auth, errors.New("set only one of --jwks-url, --jwks-file, --jwt-public-key")
+// authConfig is the issuer configuration: the one external issuer the
+// flags name, else the development issuer (with a warning, as it must not
+// reach production).
+func (c *serveConfig) authConfig(log *slog.Logger) (auth.AuthConfig, error) {
+	issuers := c.api.Auth
+	if n := countSet(issuers.JWKSURL, issuers.JWKSFile, issuers.PublicKeyFile); n > 1 {
+		return issuers, errors.New("set only one of --jwks-url, --jwks-file, --jwt-public-key")
 	}
-	if auth.External() {
-		return auth, nil
+	if issuers.External() {
+		return issuers, nil
 	}
-	dev, err := server.LoadDevIssuer(c.data.dataDir)
+	dev, err := auth.LoadDevIssuer(c.data.dataDir)
 	if err != nil {
-		return auth, err
+		return issuers, err
 	}
-	auth.DevIssuer = dev
+	issuers.DevIssuer = dev
 	log.Warn("no external JWT issuer configured: trusting the built-in development issuer (tokens from `controlplane token`); set --jwks-url, --jwks-file or --jwt-public-key in production")
-	return auth, nil
+	return issuers, nil
 }
 
 func countSet(values ...string) int {

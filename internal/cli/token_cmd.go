@@ -11,7 +11,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/membership-api/controlplane/server"
+	"github.com/membership-api/controlplane/auth"
 )
 
 // tokenConfig is every flag of `token`. It reads only the issuer key, so it
@@ -49,11 +49,11 @@ func printToken(cfg tokenConfig, stdout io.Writer) error {
 	if cfg.sub == "" {
 		return errors.New("--sub is required")
 	}
-	dev, err := server.LoadDevIssuer(cfg.dataDir)
+	dev, err := auth.LoadDevIssuer(cfg.dataDir)
 	if err != nil {
 		return err
 	}
-	tok, err := dev.Sign(server.TokenRequest{Sub: cfg.sub, Email: cfg.email, Scopes: strings.Fields(cfg.scope), TTL: cfg.ttl}, time.Now())
+	tok, err := dev.Sign(auth.TokenRequest{Sub: cfg.sub, Email: cfg.email, Scopes: strings.Fields(cfg.scope), TTL: cfg.ttl}, time.Now())
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"slices"
@@ -9,7 +9,7 @@ import (
 	"github.com/membership-api/controlplane/store"
 )
 
-// scopePolicy says which scopes a service account may hold, read from the
+// ScopePolicy says which scopes a service account may hold, read from the
 // loaded spec (never a list written here): an admin may hold every scope of
 // the OAuth2 scheme's clientCredentials flow and by default gets "admin"
 // (which implies all); a member may hold every scope but "admin" and by
@@ -17,14 +17,23 @@ import (
 // The role is the account's member role; the store still decides what a
 // member may do in its workspace (a member holding workspaces:invite is
 // refused an invitation as any member is).
-type scopePolicy struct {
+type ScopePolicy struct {
 	all           []string // the clientCredentials flow's scopes, sorted
 	memberDefault []string
 }
 
-func newScopePolicy(doc *openapi3.T) scopePolicy {
-	var p scopePolicy
-	if ref := doc.Components.SecuritySchemes[schemeOAuth2]; ref != nil && ref.Value != nil && ref.Value.Flows != nil && ref.Value.Flows.ClientCredentials != nil {
+// SchemeOAuth2 is the name of the spec's OAuth2 security scheme, whose
+// clientCredentials flow lists the scopes a service account may hold.
+const SchemeOAuth2 = "OAuth2"
+
+// All is every scope of the OAuth2 scheme's clientCredentials flow, sorted
+// (the metadata's scopes_supported).
+func (p ScopePolicy) All() []string { return p.all }
+
+// NewScopePolicy reads the policy from the loaded spec.
+func NewScopePolicy(doc *openapi3.T) ScopePolicy {
+	var p ScopePolicy
+	if ref := doc.Components.SecuritySchemes[SchemeOAuth2]; ref != nil && ref.Value != nil && ref.Value.Flows != nil && ref.Value.Flows.ClientCredentials != nil {
 		for s := range ref.Value.Flows.ClientCredentials.Scopes {
 			p.all = append(p.all, s)
 		}
@@ -38,7 +47,7 @@ func newScopePolicy(doc *openapi3.T) scopePolicy {
 				security = *op.Security
 			}
 			for _, req := range security {
-				for _, s := range req[schemeOAuth2] {
+				for _, s := range req[SchemeOAuth2] {
 					required[s] = true
 				}
 			}
@@ -53,7 +62,7 @@ func newScopePolicy(doc *openapi3.T) scopePolicy {
 }
 
 // allowed tells whether a service account of role may hold scope.
-func (p scopePolicy) allowed(role, scope string) bool {
+func (p ScopePolicy) allowed(role, scope string) bool {
 	if scope == ScopeAdmin && role != store.RoleAdmin {
 		return false
 	}
@@ -61,10 +70,10 @@ func (p scopePolicy) allowed(role, scope string) bool {
 	return ok
 }
 
-// grant returns the scopes a token for role carries: requested (a
+// Grant returns the scopes a token for role carries: requested (a
 // space-separated scope parameter) when every one is allowed, the role's
 // default when none is requested. bad is the first scope refused.
-func (p scopePolicy) grant(role, requested string) (scopes []string, bad string) {
+func (p ScopePolicy) Grant(role, requested string) (scopes []string, bad string) {
 	asked := splitScopes(requested)
 	if len(asked) == 0 {
 		if role == store.RoleAdmin {
@@ -83,15 +92,15 @@ func (p scopePolicy) grant(role, requested string) (scopes []string, bad string)
 	return scopes, ""
 }
 
-// forRole drops what role may no longer hold from a token's scopes: a
+// ForRole drops what role may no longer hold from a token's scopes: a
 // service account demoted to member since its token was issued loses
 // "admin" at once.
-func (p scopePolicy) forRole(role string, scopes []string) []string {
+func (p ScopePolicy) ForRole(role string, scopes []string) []string {
 	if role == store.RoleAdmin || !slices.Contains(scopes, ScopeAdmin) {
 		return scopes
 	}
 	return slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == ScopeAdmin })
 }
 
-// joinScopes is a scope parameter: scopes separated by U+0020 (RFC 6749 §3.3).
-func joinScopes(scopes []string) string { return strings.Join(scopes, " ") }
+// JoinScopes is a scope parameter: scopes separated by U+0020 (RFC 6749 §3.3).
+func JoinScopes(scopes []string) string { return strings.Join(scopes, " ") }

@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"context"
@@ -44,7 +44,7 @@ func TestIssuer_Rotation(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
 		cfg := OAuthConfig{PublicURL: "https://cp.example", TokenTTL: time.Hour, KeyRefresh: time.Minute}
-		i, err := newIssuer(ctx, cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		i, err := NewIssuer(ctx, cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestIssuer_Rotation(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A second replica starting does not add a first key of its own.
-		if _, err := newIssuer(ctx, cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		if _, err := NewIssuer(ctx, cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			t.Fatal(err)
 		}
 
@@ -80,7 +80,7 @@ func TestIssuer_Rotation(t *testing.T) {
 		// The last token the old key signs: by a replica that reads the
 		// keys one refresh after the switch.
 		clock.Set(rotated.Add(delay + cfg.KeyRefresh))
-		last, _, err := i.sign(serviceAccountToken{clientID: "sa_x", workspace: "acme", scopes: []string{"admin"}})
+		last, _, err := i.Sign(ServiceAccountToken{ClientID: "sa_x", Workspace: "acme", Scopes: []string{"admin"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +91,7 @@ func TestIssuer_Rotation(t *testing.T) {
 		if _, _, err := jwt.NewParser().ParseUnverified(last, &claims); err != nil {
 			t.Fatal(err)
 		}
-		// (sign used the new key here; a slow replica's token under the old
+		// (Sign used the new key here; a slow replica's token under the old
 		// key would carry the same exp.)
 		lastValid := claims.ExpiresAt.Add(tokenLeeway)
 		clock.Set(lastValid.Add(-time.Second))
@@ -124,33 +124,4 @@ func TestIssuer_Rotation(t *testing.T) {
 			t.Errorf("generations after pruning: %v, want [2 3]", gens)
 		}
 	})
-}
-
-// BenchmarkServiceAccountCheck measures the per-request check of a
-// service-account token (ActiveServiceAccount: one read by the unique
-// client_id index, its workspace preloaded), which has no cache so that a
-// deletion is seen at once.
-func BenchmarkServiceAccountCheck(b *testing.B) {
-	for _, dialect := range storetest.Dialects {
-		b.Run(dialect, func(b *testing.B) {
-			st := storetest.Open(b, dialect, store.Options{})
-			ctx := context.Background()
-			if _, err := st.CreateWorkspace(ctx, "acme", "", "u-admin", "admin@acme.test"); err != nil {
-				b.Fatal(err)
-			}
-			_, sa, err := st.CreateServiceAccount(ctx, "acme", "u-admin", "deployer", "", store.RoleAdmin)
-			if err != nil {
-				b.Fatal(err)
-			}
-			a := &authenticator{store: st}
-			p := &Principal{Sub: sa.ClientID, BoundWorkspace: "acme", ServiceAccount: true, Scopes: []string{"admin"}}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if _, aerr := a.activeServiceAccount(ctx, p); aerr != nil {
-					b.Fatal(aerr)
-				}
-			}
-		})
-	}
 }

@@ -1,4 +1,4 @@
-package server_test
+package auth_test
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/membership-api/controlplane/server"
+	"github.com/membership-api/controlplane/auth"
 )
 
 // issuerKey is a signing key with its algorithm, the JWK of its public half
@@ -101,15 +101,15 @@ func TestJWTVerifier_ExternalIssuers(t *testing.T) {
 	defer srv.Close()
 
 	const iss, aud = "https://idp.example", "controlplane"
-	configs := map[string]func(k issuerKey) server.AuthConfig{
-		"JWKSFile": func(issuerKey) server.AuthConfig { return server.AuthConfig{JWKSFile: jwksFile} },
-		"JWKSURL":  func(issuerKey) server.AuthConfig { return server.AuthConfig{JWKSURL: srv.URL} },
-		"PEM": func(k issuerKey) server.AuthConfig {
+	configs := map[string]func(k issuerKey) auth.AuthConfig{
+		"JWKSFile": func(issuerKey) auth.AuthConfig { return auth.AuthConfig{JWKSFile: jwksFile} },
+		"JWKSURL":  func(issuerKey) auth.AuthConfig { return auth.AuthConfig{JWKSURL: srv.URL} },
+		"PEM": func(k issuerKey) auth.AuthConfig {
 			path := filepath.Join(dir, k.jwk["kid"]+".pem")
 			if err := os.WriteFile(path, k.pem, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			return server.AuthConfig{PublicKeyFile: path}
+			return auth.AuthConfig{PublicKeyFile: path}
 		},
 	}
 	for name, cfgFor := range configs {
@@ -117,7 +117,7 @@ func TestJWTVerifier_ExternalIssuers(t *testing.T) {
 			t.Run(name+"/"+k.alg.Alg(), func(t *testing.T) {
 				cfg := cfgFor(k)
 				cfg.Issuer, cfg.Audience = iss, aud
-				v, err := server.NewJWTVerifier(context.Background(), cfg)
+				v, err := auth.NewJWTVerifier(context.Background(), cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -152,7 +152,7 @@ func TestJWTVerifier_KeyConfusion(t *testing.T) {
 	if err := os.WriteFile(path, keys[1].pem, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v, err := server.NewJWTVerifier(context.Background(), server.AuthConfig{PublicKeyFile: path})
+	v, err := auth.NewJWTVerifier(context.Background(), auth.AuthConfig{PublicKeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,13 +169,13 @@ func TestJWTVerifier_KeyConfusion(t *testing.T) {
 }
 
 // verifierFor is a verifier trusting k's public key as a PEM file.
-func verifierFor(t *testing.T, k issuerKey, cfg server.AuthConfig) *server.JWTVerifier {
+func verifierFor(t *testing.T, k issuerKey, cfg auth.AuthConfig) *auth.JWTVerifier {
 	t.Helper()
 	cfg.PublicKeyFile = filepath.Join(t.TempDir(), "key.pem")
 	if err := os.WriteFile(cfg.PublicKeyFile, k.pem, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v, err := server.NewJWTVerifier(context.Background(), cfg)
+	v, err := auth.NewJWTVerifier(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func verifierFor(t *testing.T, k issuerKey, cfg server.AuthConfig) *server.JWTVe
 // one that matches nothing; repeated spaces are harmless.
 func TestJWTVerifier_ScopesSplitOnSpaceOnly(t *testing.T) {
 	k := newIssuerKeys(t)[2]
-	v := verifierFor(t, k, server.AuthConfig{})
+	v := verifierFor(t, k, auth.AuthConfig{})
 	exp := time.Now().Add(time.Hour).Unix()
 	for _, tc := range []struct {
 		claim, value string
@@ -221,7 +221,7 @@ func TestJWTVerifier_ScopesSplitOnSpaceOnly(t *testing.T) {
 // included, are accepted.
 func TestJWTVerifier_NumericDatesOnly(t *testing.T) {
 	k := newIssuerKeys(t)[2]
-	v := verifierFor(t, k, server.AuthConfig{})
+	v := verifierFor(t, k, auth.AuthConfig{})
 	now := time.Now()
 	exp, past := now.Add(time.Hour).Unix(), now.Add(-time.Minute).Unix()
 	str := func(n int64) string { return strconv.FormatInt(n, 10) }
@@ -246,7 +246,7 @@ func TestJWTVerifier_NumericDatesOnly(t *testing.T) {
 // refused so that one token has one spelling.
 func TestJWTVerifier_StrictBase64(t *testing.T) {
 	k := newIssuerKeys(t)[2] // Ed25519: 64 signature bytes, 86 characters, 4 unused bits at the end
-	v := verifierFor(t, k, server.AuthConfig{})
+	v := verifierFor(t, k, auth.AuthConfig{})
 	tok := k.sign(t, jwt.MapClaims{"sub": "u", "exp": time.Now().Add(time.Hour).Unix()})
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	last := strings.IndexByte(alphabet, tok[len(tok)-1])
@@ -272,8 +272,8 @@ func TestJWTVerifier_StrictBase64(t *testing.T) {
 // requires the claim; the development issuer vouches for the email it puts in.
 func TestJWTVerifier_EmailVerified(t *testing.T) {
 	k := newIssuerKeys(t)[2]
-	lenient := verifierFor(t, k, server.AuthConfig{})
-	strict := verifierFor(t, k, server.AuthConfig{RequireEmailVerified: true})
+	lenient := verifierFor(t, k, auth.AuthConfig{})
+	strict := verifierFor(t, k, auth.AuthConfig{RequireEmailVerified: true})
 	exp := time.Now().Add(time.Hour).Unix()
 	for _, tc := range []struct {
 		name            string
@@ -293,7 +293,7 @@ func TestJWTVerifier_EmailVerified(t *testing.T) {
 		}
 		tok := k.sign(t, c)
 		for _, v := range []struct {
-			v    *server.JWTVerifier
+			v    *auth.JWTVerifier
 			want bool
 		}{{lenient, tc.lenient}, {strict, tc.strict}} {
 			p, _, err := v.v.Verify(tok)
@@ -312,16 +312,16 @@ func TestJWTVerifier_EmailVerified(t *testing.T) {
 		}
 	}
 
-	dev, err := server.LoadDevIssuer(t.TempDir())
+	dev, err := auth.LoadDevIssuer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	devVerifier, err := server.NewJWTVerifier(context.Background(), server.AuthConfig{DevIssuer: dev, RequireEmailVerified: true})
+	devVerifier, err := auth.NewJWTVerifier(context.Background(), auth.AuthConfig{DevIssuer: dev, RequireEmailVerified: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for email, want := range map[string]bool{"u@example.com": true, "": false} {
-		tok, err := dev.Sign(server.TokenRequest{Sub: "u", Email: email, TTL: time.Hour}, time.Now())
+		tok, err := dev.Sign(auth.TokenRequest{Sub: "u", Email: email, TTL: time.Hour}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,3 +336,22 @@ func TestJWTVerifier_EmailVerified(t *testing.T) {
 type jsonNull struct{}
 
 func (jsonNull) MarshalJSON() ([]byte, error) { return []byte("null"), nil }
+
+// BenchmarkJWTVerify measures one EdDSA token verification.
+func BenchmarkJWTVerify(b *testing.B) {
+	dev, err := auth.LoadDevIssuer(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, _ := dev.Sign(auth.TokenRequest{Sub: "s", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
+	v, err := auth.NewJWTVerifier(context.Background(), auth.AuthConfig{DevIssuer: dev})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

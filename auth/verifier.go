@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -22,47 +21,6 @@ import (
 
 	"github.com/membership-api/controlplane/store"
 )
-
-// Principal is the authenticated caller.
-type Principal struct {
-	Sub   string
-	Email string
-	// EmailVerified tells whether Email may be trusted as the caller's
-	// address (see AuthConfig.RequireEmailVerified).
-	EmailVerified bool
-	Scopes        []string
-	// APIKey is set when the caller authenticated with an API key.
-	APIKey *store.APIKey
-	// BoundWorkspace, when set, is the one workspace the credential may act
-	// in: an API key's own, or a service-account token's workspace claim.
-	BoundWorkspace string
-	// ServiceAccount: the caller is a service account (Sub is its client
-	// ID), by its token or by one of its API keys.
-	ServiceAccount bool
-}
-
-// ScopeAdmin is the OAuth2 scope that implies every other scope (the seed's
-// default security requirement is `OAuth2: [admin]`).
-const ScopeAdmin = "admin"
-
-// HasScopes tells whether the principal holds every scope in required.
-func (p *Principal) HasScopes(required []string) bool {
-	for _, r := range required {
-		if !p.hasScope(r) {
-			return false
-		}
-	}
-	return true
-}
-
-func (p *Principal) hasScope(scope string) bool {
-	for _, s := range p.Scopes {
-		if s == scope || s == ScopeAdmin {
-			return true
-		}
-	}
-	return false
-}
 
 // AuthConfig selects the JWT issuer the server trusts.
 type AuthConfig struct {
@@ -199,9 +157,9 @@ type JWTVerifier struct {
 	now     func() time.Time
 	// requireEmailVerified: AuthConfig.RequireEmailVerified.
 	requireEmailVerified bool
-	// own is this server's issuer of service-account tokens (trustOwn),
-	// ownParser the parser for its tokens.
-	own       *issuer
+	// own is this server's issuer of service-account tokens
+	// (TrustOwnIssuer), ownParser the parser for its tokens.
+	own       *Issuer
 	ownParser *jwt.Parser
 
 	mu    sync.RWMutex
@@ -273,11 +231,11 @@ func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
 	return v, nil
 }
 
-// trustOwn makes the verifier accept the tokens of this server's own
+// TrustOwnIssuer makes the verifier accept the tokens of this server's own
 // issuer beside the configured one. A token is the issuer's when its iss is
 // the issuer's URL or its kid one of the issuer's keys; it is then verified
 // with those keys alone, and must name a service account and its workspace.
-func (v *JWTVerifier) trustOwn(i *issuer) {
+func (v *JWTVerifier) TrustOwnIssuer(i *Issuer) {
 	v.own = i
 	v.ownParser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(), jwt.WithLeeway(tokenLeeway), jwt.WithStrictDecoding(), jwt.WithIssuer(i.cfg.PublicURL))
@@ -329,7 +287,7 @@ func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 	var claims tokenClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyfunc); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return nil, time.Time{}, fmt.Errorf("invalid token: %w", errTokenExpired)
+			return nil, time.Time{}, fmt.Errorf("invalid token: %w", ErrTokenExpired)
 		}
 		return nil, time.Time{}, fmt.Errorf("invalid token: %s", tokenErrorReason(err))
 	}
@@ -370,7 +328,7 @@ func (v *JWTVerifier) verifyOwn(token string) (*Principal, time.Time, error) {
 	var claims tokenClaims
 	if _, err := v.ownParser.ParseWithClaims(token, &claims, v.own.keyfunc); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return nil, time.Time{}, fmt.Errorf("invalid token: %w", errTokenExpired)
+			return nil, time.Time{}, fmt.Errorf("invalid token: %w", ErrTokenExpired)
 		}
 		return nil, time.Time{}, fmt.Errorf("invalid token: %s", tokenErrorReason(err))
 	}
@@ -381,9 +339,10 @@ func (v *JWTVerifier) verifyOwn(token string) (*Principal, time.Time, error) {
 		claims.ExpiresAt.Time, nil
 }
 
-// errTokenExpired: the token is past its exp (metrics tell it apart from
-// other refusals: a client that does not refresh, not someone guessing).
-var errTokenExpired = errors.New("token expired")
+// ErrTokenExpired is wrapped by Verify's error when the token is past its
+// exp (metrics tell it apart from other refusals: a client that does not
+// refresh, not someone guessing).
+var ErrTokenExpired = errors.New("token expired")
 
 // tokenErrorReason keeps the client-facing reason short and fixed.
 func tokenErrorReason(err error) string {
@@ -430,49 +389,4 @@ func readPublicKey(path string) (crypto.PublicKey, error) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("%s: unsupported key type %T (use Ed25519, ECDSA P-256 or RSA)", path, key)
-}
-
-// credentialHeaders carry the bearer credential: Blaxel's SDKs and CLI send
-// "X-Blaxel-Authorization: Bearer <key or token>"; everything else sends
-// the standard "Authorization: Bearer".
-var credentialHeaders = []string{"X-Blaxel-Authorization", "Authorization"}
-
-// errTwoCredentials: the request carries two different credentials. Which
-// one counts would depend on who reads the request (a proxy, a log, this
-// server), so neither does; it is the client's mistake, not a failed
-// authentication (400, not 401).
-var errTwoCredentials = errors.New("two different credentials sent (Authorization and X-Blaxel-Authorization, or one of them twice): send one")
-
-// bearerCredential extracts the bearer credential, or "" when none is sent.
-// The same credential in both headers is fine (some clients set both); any
-// two different values are errTwoCredentials, checked before the form so that
-// a second credential of another kind (Basic) is not silently ignored.
-func bearerCredential(r *http.Request) (string, error) {
-	var header, value, cred string
-	var ok bool
-	for _, h := range credentialHeaders {
-		for _, v := range r.Header.Values(h) {
-			if v == "" {
-				continue
-			}
-			c, isBearer := bearerToken(v)
-			same := v == value || isBearer && ok && c == cred
-			if header != "" && !same {
-				return "", errTwoCredentials
-			}
-			header, value, cred, ok = h, v, c, isBearer
-		}
-	}
-	if header != "" && !ok {
-		return "", fmt.Errorf("the %s header must be \"Bearer <token or API key>\"", header)
-	}
-	return cred, nil
-}
-
-// bearerToken returns the credential of a "Bearer <credential>" header value
-// (the scheme name is case-insensitive, RFC 9110 §11.1).
-func bearerToken(v string) (string, bool) {
-	scheme, cred, ok := strings.Cut(v, " ")
-	cred = strings.TrimSpace(cred)
-	return cred, ok && strings.EqualFold(scheme, "Bearer") && cred != ""
 }

@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"context"
@@ -76,12 +76,22 @@ type issuerKey struct {
 	public  ed25519.PublicKey
 }
 
-// issuer signs service-account access tokens and publishes its keys. Keys
+// KeyStore holds the issuer's signing keys (store.Store is one): in the
+// database, so every replica signs and verifies alike.
+type KeyStore interface {
+	// EnsureFirstSigningKey stores key as the first generation, signing at
+	// once, unless a key exists already (then it does nothing).
+	EnsureFirstSigningKey(ctx context.Context, key store.SigningKey) error
+	// SigningKeys returns every signing key, oldest generation first.
+	SigningKeys(ctx context.Context) ([]store.SigningKey, error)
+}
+
+// Issuer signs service-account access tokens and publishes its keys. Keys
 // live in the database (store.SigningKey), so every replica signs and
 // verifies alike; each re-reads them every KeyRefresh.
-type issuer struct {
+type Issuer struct {
 	cfg   OAuthConfig
-	store *store.Store
+	store KeyStore
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -89,9 +99,9 @@ type issuer struct {
 	keys []issuerKey // by generation
 }
 
-// newIssuer loads the signing keys, making the first one if there is none,
+// NewIssuer loads the signing keys, making the first one if there is none,
 // and re-reads them every cfg.KeyRefresh until ctx ends.
-func newIssuer(ctx context.Context, cfg OAuthConfig, st *store.Store, log *slog.Logger) (*issuer, error) {
+func NewIssuer(ctx context.Context, cfg OAuthConfig, st KeyStore, log *slog.Logger) (*Issuer, error) {
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = DefaultTokenTTL
 	}
@@ -108,7 +118,7 @@ func newIssuer(ctx context.Context, cfg OAuthConfig, st *store.Store, log *slog.
 	if u, err := url.Parse(cfg.PublicURL); err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http" || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("--public-url %q must be an absolute http(s) URL without query or fragment, e.g. https://api.example.com", cfg.PublicURL)
 	}
-	i := &issuer{cfg: cfg, store: st, log: log, now: time.Now}
+	i := &Issuer{cfg: cfg, store: st, log: log, now: time.Now}
 	first, err := NewSigningKey("serve")
 	if err != nil {
 		return nil, err
@@ -142,7 +152,7 @@ func NewSigningKey(by string) (store.SigningKey, error) {
 		PrivateKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), CreatedBy: by}, nil
 }
 
-func (i *issuer) refresh(ctx context.Context) {
+func (i *Issuer) refresh(ctx context.Context) {
 	t := time.NewTicker(i.cfg.KeyRefresh)
 	defer t.Stop()
 	for {
@@ -158,7 +168,7 @@ func (i *issuer) refresh(ctx context.Context) {
 }
 
 // load reads the keys from the database.
-func (i *issuer) load(ctx context.Context) error {
+func (i *Issuer) load(ctx context.Context) error {
 	stored, err := i.store.SigningKeys(ctx)
 	if err != nil {
 		return err
@@ -188,7 +198,7 @@ func (i *issuer) load(ctx context.Context) error {
 // retiredFor is how long a key stays published after the next key started
 // signing: a replica may sign with it until its next refresh, the token
 // then lives TokenTTL, and verifiers allow tokenLeeway past exp.
-func (i *issuer) retiredFor() time.Duration {
+func (i *Issuer) retiredFor() time.Duration {
 	return i.cfg.KeyRefresh + i.cfg.TokenTTL + tokenLeeway
 }
 
@@ -216,7 +226,7 @@ func keyState(keys []issuerKey, now time.Time, retiredFor time.Duration) (signin
 }
 
 // signingKey is the key that signs now.
-func (i *issuer) signingKey(now time.Time) (issuerKey, error) {
+func (i *Issuer) signingKey(now time.Time) (issuerKey, error) {
 	i.mu.RLock()
 	defer i.mu.RUnlock()
 	signing, _ := keyState(i.keys, now, i.retiredFor())
@@ -227,7 +237,7 @@ func (i *issuer) signingKey(now time.Time) (issuerKey, error) {
 }
 
 // publishedKeys are the keys tokens may be verified with now.
-func (i *issuer) publishedKeys(now time.Time) []issuerKey {
+func (i *Issuer) publishedKeys(now time.Time) []issuerKey {
 	i.mu.RLock()
 	defer i.mu.RUnlock()
 	_, published := keyState(i.keys, now, i.retiredFor())
@@ -241,7 +251,7 @@ func (i *issuer) publishedKeys(now time.Time) []issuerKey {
 }
 
 // keyfunc finds the published key a token names by kid.
-func (i *issuer) keyfunc(t *jwt.Token) (any, error) {
+func (i *Issuer) keyfunc(t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
 	for _, k := range i.publishedKeys(i.now()) {
 		if k.KID == kid {
@@ -253,7 +263,7 @@ func (i *issuer) keyfunc(t *jwt.Token) (any, error) {
 
 // ownsKID tells whether kid is one of this issuer's published keys: how a
 // token is recognised as this server's own, beside its iss.
-func (i *issuer) ownsKID(kid string) bool {
+func (i *Issuer) ownsKID(kid string) bool {
 	for _, k := range i.publishedKeys(i.now()) {
 		if k.KID == kid {
 			return true
@@ -262,15 +272,19 @@ func (i *issuer) ownsKID(kid string) bool {
 	return false
 }
 
-// serviceAccountToken is what a token is issued for.
-type serviceAccountToken struct {
-	clientID, workspace string
-	scopes              []string
+// Config is the issuer's configuration, its defaults filled in.
+func (i *Issuer) Config() OAuthConfig { return i.cfg }
+
+// ServiceAccountToken is what a token is issued for.
+type ServiceAccountToken struct {
+	ClientID  string
+	Workspace string
+	Scopes    []string
 }
 
-// sign issues an access token: EdDSA with the current key, its kid in the
-// header.
-func (i *issuer) sign(req serviceAccountToken) (token string, exp time.Time, err error) {
+// Sign issues an access token: EdDSA with the current key, its kid in the
+// header. It fails when no key signs yet.
+func (i *Issuer) Sign(req ServiceAccountToken) (token string, exp time.Time, err error) {
 	now := i.now()
 	key, err := i.signingKey(now)
 	if err != nil {
@@ -279,12 +293,12 @@ func (i *issuer) sign(req serviceAccountToken) (token string, exp time.Time, err
 	exp = now.Add(i.cfg.TokenTTL)
 	claims := tokenClaims{
 		Issuer:    i.cfg.PublicURL,
-		Subject:   req.clientID,
+		Subject:   req.ClientID,
 		IssuedAt:  &numericDate{*jwt.NewNumericDate(now)},
 		NotBefore: &numericDate{*jwt.NewNumericDate(now)},
 		ExpiresAt: &numericDate{*jwt.NewNumericDate(exp)},
-		Scope:     joinScopes(req.scopes),
-		Workspace: req.workspace,
+		Scope:     JoinScopes(req.Scopes),
+		Workspace: req.Workspace,
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	tok.Header["kid"] = key.KID
@@ -292,9 +306,9 @@ func (i *issuer) sign(req serviceAccountToken) (token string, exp time.Time, err
 	return signed, exp, err
 }
 
-// jwks is the JSON Web Key Set of the published keys (public parts only),
+// JWKS is the JSON Web Key Set of the published keys (public parts only),
 // written by jwkset.
-func (i *issuer) jwks(ctx context.Context) ([]byte, error) {
+func (i *Issuer) JWKS(ctx context.Context) ([]byte, error) {
 	set := jwkset.NewMemoryStorage()
 	for _, k := range i.publishedKeys(i.now()) {
 		jwk, err := jwkset.NewJWKFromKey(k.public, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{

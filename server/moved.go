@@ -1,0 +1,19 @@
+package server
+
+import "github.com/membership-api/controlplane/auth"
+
+// Forwarding declarations of names that moved to package auth. They exist
+// only until the end-to-end tests (e2e/) use auth's names; then delete this
+// file.
+
+// AuthConfig is auth.AuthConfig.
+type AuthConfig = auth.AuthConfig
+
+// TokenRequest is auth.TokenRequest.
+type TokenRequest = auth.TokenRequest
+
+// DevIssuerName is auth.DevIssuerName.
+const DevIssuerName = auth.DevIssuerName
+
+// LoadDevIssuer is auth.LoadDevIssuer.
+var LoadDevIssuer = auth.LoadDevIssuer
