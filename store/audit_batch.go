@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/membership-api/controlplane/store/internal/commit"
 	"gorm.io/gorm"
 )
 
@@ -87,7 +88,7 @@ FROM (VALUES ` + strings.Join(rows, ", ") + `) WHERE column1 IS NOT NULL`
 
 // auditSQLiteBatch writes the events of the invites a SQLite batch settled
 // (their jobs are found), then queues their webhook messages.
-func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error {
+func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, memo *commit.Memo, now time.Time, batch []*inviteJob) error {
 	const cols = auditBatchSQLiteColumns
 	n := 0
 	for _, job := range batch {
@@ -128,8 +129,8 @@ func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*
 		return fmt.Errorf("audit invite batch: %w", err)
 	}
 	first := last - written + 1
-	if st := txStateFrom(ctx); st != nil {
-		enabled, err := anyEnabledWebhook(ctx, tx, st)
+	if memo != nil {
+		enabled, err := anyEnabledWebhook(ctx, tx, memo)
 		if err != nil || !enabled {
 			return err
 		}
@@ -143,21 +144,29 @@ func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*
 // anyEnabledWebhookSQL tells whether any webhook endpoint is enabled.
 const anyEnabledWebhookSQL = `SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL)`
 
+// webhooksEnabled is what an invite batch keeps in its writer
+// transaction's memo (commit.Memo): whether any webhook endpoint is enabled.
+type webhooksEnabled bool
+
 // anyEnabledWebhook answers, once per writer transaction, whether any
 // enabled webhook endpoint exists; when none does, the invite batches of
 // that transaction skip their webhook statement. The writer applies a
-// transaction's invites in steps of up to applyEvery, each with its own
+// transaction's invites in steps of up to 16, each with its own
 // statements, and the webhook statement cost about 7% of the SQLite invite
 // path's throughput under make bench (README, Performance); this probe
-// costs one statement per transaction instead.
-func anyEnabledWebhook(ctx context.Context, tx *gorm.DB, st *txState) (bool, error) {
-	if !st.webhooksChecked {
-		if err := tx.ConnPool.QueryRowContext(ctx, anyEnabledWebhookSQL).Scan(&st.webhooksAny); err != nil {
-			return false, fmt.Errorf("check for webhook endpoints: %w", err)
-		}
-		st.webhooksChecked = true
+// costs one statement per transaction instead. The answer is kept in the
+// transaction's memo, which the writer empties after any job that is not
+// an invite batch (it may have added an endpoint).
+func anyEnabledWebhook(ctx context.Context, tx *gorm.DB, memo *commit.Memo) (bool, error) {
+	if known, ok := memo.Load().(webhooksEnabled); ok {
+		return bool(known), nil
 	}
-	return st.webhooksAny, nil
+	var enabled bool
+	if err := tx.ConnPool.QueryRowContext(ctx, anyEnabledWebhookSQL).Scan(&enabled); err != nil {
+		return false, fmt.Errorf("check for webhook endpoints: %w", err)
+	}
+	memo.Store(webhooksEnabled(enabled))
+	return enabled, nil
 }
 
 // auditBatchPostgres are the parts of inviteBatchPostgres's CTE after inv

@@ -31,7 +31,7 @@ type inviteBatcher interface {
 	// slow path must decide; err is set only when the invite cannot be
 	// answered at all (the store is closed, the transaction failed).
 	invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error)
-	// close stops taking invites; later ones get errClosed.
+	// close stops taking invites; later ones get commit.ErrClosed.
 	close()
 }
 

@@ -24,7 +24,7 @@ func BenchmarkSQLiteInviteBatch(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		jobs := fresh(batchSize)
-		err := g.do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, st.now(), jobs) })
+		err := g.Do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, nil, st.now(), jobs) })
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -4,25 +4,20 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/membership-api/controlplane/store/internal/commit"
 )
 
-// postgresInvites runs the batches on workers of its own, each batch on its
-// own connection: a worker takes the first invite that comes, adds those
-// already waiting (up to maxBatch) and runs them.
+// postgresInvites runs the batches on the workers of a commit.Batcher,
+// each batch on its own connection.
 type postgresInvites struct {
-	jobs     chan *inviteJob
-	closed   chan struct{}
-	closing  sync.Once
-	workers  sync.WaitGroup
-	maxBatch int
-	now      func() time.Time
-	hooks    Hooks
-	log      *slog.Logger
+	batcher *commit.Batcher[*inviteJob]
+	now     func() time.Time
+	hooks   Hooks
+	log     *slog.Logger
 	// run is Store.runPostgresBatch; tests put a failing one in its place
 	// before the first invite.
 	run func(ctx context.Context, now time.Time, batch []*inviteJob) error
@@ -36,52 +31,21 @@ func init() { batchTimeout.Store(int64(10 * time.Second)) }
 
 func newPostgresInvites(workers, maxBatch int, now func() time.Time, hooks Hooks, log *slog.Logger,
 	run func(ctx context.Context, now time.Time, batch []*inviteJob) error) *postgresInvites {
-	b := &postgresInvites{jobs: make(chan *inviteJob), closed: make(chan struct{}), maxBatch: maxBatch,
-		now: now, hooks: hooks, log: log, run: run}
-	b.workers.Add(workers)
-	for range workers {
-		go b.work()
-	}
+	b := &postgresInvites{now: now, hooks: hooks, log: log, run: run}
+	b.batcher = commit.NewBatcher(workers, maxBatch, b.runBatch)
 	return b
 }
 
 func (b *postgresInvites) invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
 	job := &inviteJob{p: p, done: make(chan struct{})}
-	select {
-	case b.jobs <- job:
-	case <-b.closed:
-		return false, errClosed
-	case <-ctx.Done():
-		return false, ctx.Err()
+	if err := b.batcher.Submit(ctx, job); err != nil {
+		return false, err
 	}
 	// Once taken, the batch runs to its commit whatever this caller does:
 	// waiting for it keeps the answer true to what was stored.
 	<-job.done
 	*inv = job.inv
 	return job.found, nil
-}
-
-func (b *postgresInvites) work() {
-	defer b.workers.Done()
-	batch := make([]*inviteJob, 0, b.maxBatch)
-	for {
-		select {
-		case job := <-b.jobs:
-			batch = append(batch[:0], job)
-		case <-b.closed:
-			return
-		}
-	collect:
-		for len(batch) < b.maxBatch {
-			select {
-			case job := <-b.jobs:
-				batch = append(batch, job)
-			default:
-				break collect
-			}
-		}
-		b.runBatch(batch)
-	}
 }
 
 func (b *postgresInvites) runBatch(batch []*inviteJob) {
@@ -101,11 +65,8 @@ func (b *postgresInvites) runBatch(batch []*inviteJob) {
 	_ = settle(batch, b.hooks, b.log, func(picked []*inviteJob) error { return b.run(ctx, now, picked) })
 }
 
-// close stops the workers after their current batch; later invites get errClosed.
-func (b *postgresInvites) close() {
-	b.closing.Do(func() { close(b.closed) })
-	b.workers.Wait()
-}
+// close stops the workers after their current batch; later invites get commit.ErrClosed.
+func (b *postgresInvites) close() { b.batcher.Close() }
 
 // batchColumns are the per-invite inputs of the batch statement, in order.
 func batchColumns(batch []*inviteJob) (workspaces, callers, emails, roles []string) {

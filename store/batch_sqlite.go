@@ -9,47 +9,48 @@ import (
 	"strings"
 	"time"
 
+	"github.com/membership-api/controlplane/store/internal/commit"
 	"gorm.io/gorm"
 )
 
 // sqliteInvites batches invites inside the group committer's transactions:
-// each invite is a job of one group (jobGroup), so the invites a
+// each invite is a job of one group (commit.Group), so the invites a
 // transaction takes, all those queued beside each other, run as one batch
-// statement; the writer's pipelining (committer.go) decides how many.
+// statement; the writer's pipelining (internal/commit) decides how many.
 type sqliteInvites struct {
-	committer *groupCommitter
+	committer *commit.Committer
 	now       func() time.Time
 	hooks     Hooks
 	log       *slog.Logger
 	// run is runSQLiteBatch; tests put a failing or panicking one in its place.
-	run func(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error
+	run func(ctx context.Context, tx *gorm.DB, memo *commit.Memo, now time.Time, batch []*inviteJob) error
 }
 
 // sqliteInviteJob is an invite and its job for the committer, allocated
 // together.
 type sqliteInviteJob struct {
 	inviteJob
-	tx txJob
+	tx commit.Job
 }
 
 func (b *sqliteInvites) invite(ctx context.Context, p InviteParams, inv *Invitation) (found bool, err error) {
 	job := &sqliteInviteJob{inviteJob: inviteJob{p: p}}
-	job.tx = txJob{ctx: ctx, group: b, item: &job.inviteJob}
-	if err := b.committer.doGrouped(&job.tx); err != nil {
+	job.tx = commit.Job{Ctx: ctx, Group: b, Item: &job.inviteJob}
+	if err := b.committer.DoGrouped(&job.tx); err != nil {
 		return false, err
 	}
 	*inv = job.inv
 	return job.found, nil
 }
 
-// runGroup is called by the writer with the invites of one transaction.
-func (b *sqliteInvites) runGroup(tx *gorm.DB, jobs []*txJob) error {
+// RunGroup is called by the writer with the invites of one transaction.
+func (b *sqliteInvites) RunGroup(tx *gorm.DB, memo *commit.Memo, jobs []*commit.Job) error {
 	batch := make([]*inviteJob, len(jobs))
 	for i, job := range jobs {
-		batch[i] = job.item.(*inviteJob)
+		batch[i] = job.Item.(*inviteJob)
 	}
 	return settle(batch, b.hooks, b.log, func(picked []*inviteJob) error {
-		return b.run(tx.Statement.Context, tx, b.now(), picked) // the writer's context: its txState
+		return b.run(tx.Statement.Context, tx, memo, b.now(), picked)
 	})
 }
 
@@ -100,9 +101,9 @@ func paddedSize(n int) int { return bits.Len(uint(n - 1)) }
 
 // runSQLiteBatch runs a batch inside the group committer's transaction: one
 // statement for the invitations, one for their emails.
-func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*inviteJob) error {
+func runSQLiteBatch(ctx context.Context, tx *gorm.DB, memo *commit.Memo, now time.Time, batch []*inviteJob) error {
 	for len(batch) > maxInviteBatch {
-		if err := runSQLiteBatch(ctx, tx, now, batch[:maxInviteBatch]); err != nil {
+		if err := runSQLiteBatch(ctx, tx, memo, now, batch[:maxInviteBatch]); err != nil {
 			return err
 		}
 		batch = batch[maxInviteBatch:]
@@ -159,5 +160,5 @@ func runSQLiteBatch(ctx context.Context, tx *gorm.DB, now time.Time, batch []*in
 	if _, err := tx.ConnPool.ExecContext(ctx, enqueueBatchSQLite[size], args...); err != nil {
 		return fmt.Errorf("queue invitation emails: %w", err)
 	}
-	return auditSQLiteBatch(ctx, tx, now, batch)
+	return auditSQLiteBatch(ctx, tx, memo, now, batch)
 }

@@ -88,12 +88,12 @@ func (s *Store) runBulkBatch(ctx context.Context, jobs []*inviteJob) {
 		hooks = b.hooks
 	}
 	if s.committer != nil {
-		// Never cancelled once running (see groupCommitter.runJob): an
+		// Never cancelled once running (see commit.Committer): an
 		// interrupted statement could roll back the shared transaction.
 		jobCtx := context.WithoutCancel(ctx)
-		err := s.committer.do(ctx, func(tx *gorm.DB) error {
+		err := s.committer.Do(ctx, func(tx *gorm.DB) error {
 			return settle(jobs, hooks, s.log, func(picked []*inviteJob) error {
-				return runSQLiteBatch(jobCtx, tx, s.now(), picked)
+				return runSQLiteBatch(jobCtx, tx, nil, s.now(), picked)
 			})
 		})
 		if err != nil {

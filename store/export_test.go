@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/membership-api/controlplane/store/internal/commit"
 	"gorm.io/gorm"
 )
 
@@ -26,7 +27,7 @@ func (s *Store) InviteBatchForTest(ctx context.Context, ps []InviteParams) error
 	if s.committer == nil {
 		return s.runPostgresBatch(ctx, s.now(), jobs)
 	}
-	return s.committer.do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, s.now(), jobs) })
+	return s.committer.Do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, nil, s.now(), jobs) })
 }
 
 // ExecForTest runs one SQL statement on the writer (test setup: bulk seeding
@@ -36,7 +37,7 @@ func (s *Store) ExecForTest(ctx context.Context, sql string, args ...any) error 
 	if s.committer == nil {
 		return s.write.WithContext(ctx).Exec(sql, args...).Error
 	}
-	return s.committer.do(ctx, func(tx *gorm.DB) error { return tx.Exec(sql, args...).Error })
+	return s.committer.Do(ctx, func(tx *gorm.DB) error { return tx.Exec(sql, args...).Error })
 }
 
 // CapturedStatement is one SQL statement GORM ran, with its arguments.
@@ -60,7 +61,7 @@ func (s *Store) CaptureStatementsForTest() func() []CapturedStatement {
 	}
 	dbs := []*gorm.DB{s.read} // on PostgreSQL also s.write
 	if s.committer != nil {
-		dbs = append(dbs, s.committer.db) // SQLite's writes run on the committer's own handle
+		dbs = append(dbs, s.committer.DB()) // SQLite's writes run on the committer's own handle
 	}
 	for _, db := range dbs {
 		cb := db.Callback()
@@ -172,16 +173,16 @@ func (s *Store) WorkspaceForTest(ctx context.Context, name string) (Workspace, e
 }
 
 // ErrClosedForTest is what writes get once the store is closed.
-var ErrClosedForTest = errClosed
+var ErrClosedForTest = commit.ErrClosed
 
 // WriteForTest runs fn as a job of the SQLite group committer.
 func (s *Store) WriteForTest(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.committer.do(ctx, fn)
+	return s.committer.Do(ctx, fn)
 }
 
 // brokenWAL is the WAL file of a disk that stops taking writes.
 type brokenWAL struct {
-	walFile
+	commit.WALFile
 	syncs atomic.Int32
 }
 
@@ -194,11 +195,12 @@ func (w *brokenWAL) Sync() error {
 // syncs counts those tried. Call it while no write is in flight (the next
 // write's hand-offs to the writer and the syncer order it before their reads).
 func (s *Store) BreakWALForTest() (syncs func() int, repair func()) {
-	g := s.committer
-	walFile := g.wal
-	broken := &brokenWAL{walFile: walFile}
-	g.wal = broken
-	return func() int { return int(broken.syncs.Load()) }, func() { g.wal = walFile }
+	var broken *brokenWAL
+	repair = s.committer.ReplaceWALForTest(func(wal commit.WALFile) commit.WALFile {
+		broken = &brokenWAL{WALFile: wal}
+		return broken
+	})
+	return func() int { return int(broken.syncs.Load()) }, repair
 }
 
 // FailInviteBatchesForTest makes every invite batch run fail instead of its
@@ -206,7 +208,7 @@ func (s *Store) BreakWALForTest() (syncs func() int, repair func()) {
 func (s *Store) FailInviteBatchesForTest(fail func() error) {
 	switch b := s.invites.(type) {
 	case *sqliteInvites:
-		b.run = func(context.Context, *gorm.DB, time.Time, []*inviteJob) error { return fail() }
+		b.run = func(context.Context, *gorm.DB, *commit.Memo, time.Time, []*inviteJob) error { return fail() }
 	case *postgresInvites:
 		b.run = func(context.Context, time.Time, []*inviteJob) error { return fail() }
 	}

@@ -137,7 +137,7 @@ func TestCommitter_PanickingJobFailsAlone(t *testing.T) {
 }
 
 // Close answers every job: the one running and those it took with their
-// commit, the ones still queued with errClosed; later ones get errClosed.
+// commit, the ones still queued with commit.ErrClosed; later ones get commit.ErrClosed.
 func TestCommitter_CloseAnswersQueuedJobs(t *testing.T) {
 	t.Parallel()
 	st := storetest.Open(t, "sqlite", store.Options{})
@@ -171,7 +171,7 @@ func TestCommitter_CloseAnswersQueuedJobs(t *testing.T) {
 		select {
 		case err := <-answers:
 			if err != nil && !errors.Is(err, store.ErrClosedForTest) {
-				t.Errorf("answer %d: got %v, want nil or errClosed", i, err)
+				t.Errorf("answer %d: got %v, want nil or commit.ErrClosed", i, err)
 			}
 		case <-timeout:
 			t.Fatalf("only %d of %d jobs answered after Close", i, queued+1)
@@ -186,10 +186,10 @@ func TestCommitter_CloseAnswersQueuedJobs(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 	if err := st.WriteForTest(ctx, func(*gorm.DB) error { return nil }); !errors.Is(err, store.ErrClosedForTest) {
-		t.Errorf("job after Close: got %v, want errClosed", err)
+		t.Errorf("job after Close: got %v, want commit.ErrClosed", err)
 	}
 	if err := st.Ping(ctx); !errors.Is(err, store.ErrClosedForTest) {
-		t.Errorf("Ping after Close: got %v, want errClosed", err)
+		t.Errorf("Ping after Close: got %v, want commit.ErrClosed", err)
 	}
 }
 

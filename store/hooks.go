@@ -14,7 +14,7 @@ type Hooks struct {
 	// (SQLite: per group-committed transaction; PostgreSQL: per batch).
 	InviteBatch func(size int)
 	// SQLiteCommit gets how long a group commit's COMMIT took (the WAL
-	// write, without the fsync: synchronous=NORMAL, see groupCommitter).
+	// write, without the fsync: synchronous=NORMAL, see commit.Committer).
 	SQLiteCommit func(time.Duration)
 	// SQLiteFsync gets how long an fsync of the WAL file took; the callers
 	// of the transactions it covers were waiting for it.
@@ -27,20 +27,13 @@ func (h Hooks) inviteBatch(size int) {
 	}
 }
 
-// since reports the time elapsed from start to fn, when fn is set.
-func since(fn func(time.Duration), start time.Time) {
-	if fn != nil {
-		fn(time.Since(start))
-	}
-}
-
 // DBs returns the connection pools that serve requests, by name, for pool
 // statistics: "postgres", or "sqlite_read" (the readers) and "sqlite_write"
 // (the group committer's one connection).
 func (s *Store) DBs() map[string]*sql.DB {
 	if s.committer != nil {
 		r, _ := s.read.DB()
-		return map[string]*sql.DB{"sqlite_read": r, "sqlite_write": s.committer.pool}
+		return map[string]*sql.DB{"sqlite_read": r, "sqlite_write": s.committer.Pool()}
 	}
 	db, _ := s.write.DB()
 	return map[string]*sql.DB{string(s.dialect): db}

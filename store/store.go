@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/libtnb/sqlite"
+	"github.com/membership-api/controlplane/store/internal/commit"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -79,7 +80,7 @@ func codedf(kind error, code, format string, args ...any) error {
 type Store struct {
 	write     *gorm.DB // PostgreSQL only (SQLite writes through committer)
 	read      *gorm.DB
-	committer *groupCommitter // SQLite only: every write transaction goes through it
+	committer *commit.Committer // SQLite only: every write transaction goes through it
 	invites   inviteBatcher   // the common case of Invite, batched (batch.go)
 	dialect   Dialect
 	now       func() time.Time
@@ -228,7 +229,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// The time parameters pin one text format for times on every
 		// connection; synchronous(FULL) makes each commit durable (fsync)
 		// on every connection but the group committer's, which switches to
-		// NORMAL and fsyncs the WAL itself before answering (committer.go).
+		// NORMAL and fsyncs the WAL itself before answering (internal/commit).
 		params := "_texttotime=1&_inttotime=1&_time_format=sqlite&_pragma=journal_mode(WAL)" +
 			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_pragma=temp_store(memory)"
 		s.migrateDSN = path + "?_txlock=immediate&" + params
@@ -246,11 +247,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		rDB.SetConnMaxIdleTime(0)
 		pool, err := sql.Open(sqlite.DriverName, path+"?"+params)
 		if err == nil {
-			s.committer, err = newGroupCommitter(ctx, pool, s.now, opts.Hooks, s.log, func(conn gorm.ConnPool) (*gorm.DB, error) {
+			s.committer, err = commit.New(ctx, pool, func(conn gorm.ConnPool) (*gorm.DB, error) {
 				c := cfg(true)
 				c.DisableAutomaticPing = true // a *sql.Conn has no Ping that GORM's statement cache can reach
 				return gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), c)
-			})
+			}, commit.Options{OnCommit: opts.Hooks.SQLiteCommit, OnFsync: opts.Hooks.SQLiteFsync, Log: s.log})
 			if err != nil {
 				err = errors.Join(err, pool.Close())
 			}
@@ -363,7 +364,7 @@ func (s *Store) gormConfig(prepare bool) *gorm.Config {
 // sqlite3_interrupt).
 func (s *Store) Ping(ctx context.Context) error {
 	if s.committer != nil {
-		if err := s.committer.running(); err != nil {
+		if err := s.committer.Running(); err != nil {
 			return err
 		}
 	}
@@ -382,7 +383,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	ctx, cancel := detach(ctx)
 	defer cancel()
 	if s.committer != nil {
-		return s.committer.do(ctx, fn)
+		return s.committer.Do(ctx, fn)
 	}
 	return s.write.WithContext(ctx).Transaction(fn)
 }

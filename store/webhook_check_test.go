@@ -9,15 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membership-api/controlplane/store/internal/commit"
 	"gorm.io/gorm"
 )
 
 // TestAnyEnabledWebhook_OncePerTransaction: an invite batch in a writer
 // transaction without enabled endpoints queues nothing and remembers that
-// for the transaction's later batches; once the state is forgotten (as the
-// writer does after any job that is not a group's), the next batch sees a
-// new endpoint and queues its messages. Without the state (a batch run as a
-// plain job) the webhook statement always runs.
+// in the transaction's memo for its later batches; once the memo is emptied
+// (as the writer does after any job that is not a group's), the next batch
+// sees a new endpoint and queues its messages. Without a memo (a batch run
+// as a plain job) the webhook statement always runs.
 func TestAnyEnabledWebhook_OncePerTransaction(t *testing.T) {
 	ctx := context.Background()
 	st, ws := openSQLiteWithWorkspace(t, "hooked")
@@ -29,35 +30,34 @@ func TestAnyEnabledWebhook_OncePerTransaction(t *testing.T) {
 		}
 		return n
 	}
-	err := st.committer.do(ctx, func(tx *gorm.DB) error {
-		state := &txState{}
-		inTx := context.WithValue(ctx, txStateKey{}, state)
-		if err := runSQLiteBatch(inTx, tx, st.now(), batch(3)); err != nil {
+	err := st.committer.Do(ctx, func(tx *gorm.DB) error {
+		memo := &commit.Memo{}
+		if err := runSQLiteBatch(ctx, tx, memo, st.now(), batch(3)); err != nil {
 			return err
 		}
-		if !state.webhooksChecked || state.webhooksAny || messages(tx) != 0 {
-			return fmt.Errorf("no endpoint: checked %v, any %v, %d messages", state.webhooksChecked, state.webhooksAny, messages(tx))
+		if known, ok := memo.Load().(webhooksEnabled); !ok || bool(known) || messages(tx) != 0 {
+			return fmt.Errorf("no endpoint: memo %v, %d messages", memo.Load(), messages(tx))
 		}
 		endpoint := WebhookEndpoint{WorkspaceID: ws.ID, URL: "https://hooks.test/", Secret: "whsec_test"}
 		if err := tx.Omit("Workspace").Create(&endpoint).Error; err != nil {
 			return err
 		}
 		// Remembered: this batch skips its webhook statement.
-		if err := runSQLiteBatch(inTx, tx, st.now(), batch(2)); err != nil {
+		if err := runSQLiteBatch(ctx, tx, memo, st.now(), batch(2)); err != nil {
 			return err
 		}
 		if n := messages(tx); n != 0 {
 			return fmt.Errorf("state remembered, yet %d messages", n)
 		}
-		*state = txState{} // what the writer does after a job that is not a group's
-		if err := runSQLiteBatch(inTx, tx, st.now(), batch(4)); err != nil {
+		*memo = commit.Memo{} // what the writer does after a job that is not a group's
+		if err := runSQLiteBatch(ctx, tx, memo, st.now(), batch(4)); err != nil {
 			return err
 		}
-		if !state.webhooksAny || messages(tx) != 4 {
-			return fmt.Errorf("after the endpoint: any %v, %d messages, want 4", state.webhooksAny, messages(tx))
+		if known, _ := memo.Load().(webhooksEnabled); !bool(known) || messages(tx) != 4 {
+			return fmt.Errorf("after the endpoint: memo %v, %d messages, want 4", memo.Load(), messages(tx))
 		}
-		// A batch without the writer's state runs the statement itself.
-		if err := runSQLiteBatch(ctx, tx, st.now(), batch(1)); err != nil {
+		// A batch without the writer's memo runs the statement itself.
+		if err := runSQLiteBatch(ctx, tx, nil, st.now(), batch(1)); err != nil {
 			return err
 		}
 		if n := messages(tx); n != 5 {
@@ -71,28 +71,6 @@ func TestAnyEnabledWebhook_OncePerTransaction(t *testing.T) {
 }
 
 var errRollbackForTest = errors.New("rolled back on purpose")
-
-// TestWriterState_FreshAfterPlainJob: what a transaction learnt is gone
-// once a job that is not a group's has run (it may have written anything).
-func TestWriterState_FreshAfterPlainJob(t *testing.T) {
-	ctx := context.Background()
-	st, _ := openSQLiteWithWorkspace(t, "state")
-	g := st.committer
-	// Jobs run on the writer goroutine, the only one touching g.state.
-	if err := g.do(ctx, func(*gorm.DB) error {
-		g.state.webhooksChecked, g.state.webhooksAny = true, true
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var checked bool
-	if err := g.do(ctx, func(*gorm.DB) error { checked = g.state.webhooksChecked; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if checked {
-		t.Fatal("the writer's transaction state survived a plain job")
-	}
-}
 
 // openSQLiteWithWorkspace opens a migrated SQLite store in tb's temporary
 // directory (closed at cleanup) with one workspace, whose admin is "admin".
@@ -133,7 +111,7 @@ func freshInvites(workspace string) func(n int) []*inviteJob {
 func TestAnyEnabledWebhook_Plan(t *testing.T) {
 	st, ws := openSQLiteWithWorkspace(t, "plan")
 	ctx := context.Background()
-	err := st.committer.do(ctx, func(tx *gorm.DB) error {
+	err := st.committer.Do(ctx, func(tx *gorm.DB) error {
 		now := st.now()
 		for i := range 50 {
 			e := WebhookEndpoint{WorkspaceID: ws.ID, URL: fmt.Sprintf("https://h%d.test/", i), Secret: "whsec_test", DisabledAt: &now}
@@ -147,7 +125,7 @@ func TestAnyEnabledWebhook_Plan(t *testing.T) {
 		t.Fatal(err)
 	}
 	var plan []string
-	err = st.committer.do(ctx, func(tx *gorm.DB) error {
+	err = st.committer.Do(ctx, func(tx *gorm.DB) error {
 		rows, err := tx.ConnPool.QueryContext(ctx, "EXPLAIN QUERY PLAN "+anyEnabledWebhookSQL)
 		if err != nil {
 			return err
@@ -170,9 +148,9 @@ func TestAnyEnabledWebhook_Plan(t *testing.T) {
 		t.Fatalf("plan of %s:\n%s\nwant it to read idx_webhook_endpoints_enabled", anyEnabledWebhookSQL, strings.Join(plan, "\n"))
 	}
 	var enabled bool
-	if err := st.committer.do(ctx, func(tx *gorm.DB) error {
+	if err := st.committer.Do(ctx, func(tx *gorm.DB) error {
 		var err error
-		enabled, err = anyEnabledWebhook(ctx, tx, &txState{})
+		enabled, err = anyEnabledWebhook(ctx, tx, &commit.Memo{})
 		return err
 	}); err != nil || enabled {
 		t.Fatalf("50 disabled endpoints: enabled %v, err %v", enabled, err)

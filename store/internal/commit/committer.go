@@ -1,4 +1,4 @@
-package store
+package commit
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -16,14 +15,14 @@ import (
 	"gorm.io/gorm"
 )
 
-// errClosed is returned for writes submitted after Close.
-var errClosed = errors.New("store is closed")
+// ErrClosed is returned for writes submitted after Close.
+var ErrClosed = errors.New("store is closed")
 
-// groupCommitter runs SQLite write transactions on one dedicated connection
+// Committer runs SQLite write transactions on one dedicated connection
 // and commits concurrently submitted ones together (group commit): while one
 // transaction commits, the next requests queue up, and the following
 // transaction runs them all, each inside its own SAVEPOINT so that one
-// failing rolls back alone. Jobs of one group (jobGroup: the invites, which
+// failing rolls back alone. Jobs of one Group (the store's invites, which
 // share one batch statement) run together in one savepoint. One commit
 // serves the whole batch. The committer knows nothing of what the jobs do.
 //
@@ -42,12 +41,12 @@ var errClosed = errors.New("store is closed")
 // It also keeps statements prepared: database/sql re-prepares statements for
 // every *sql.Tx, so transactions here are plain BEGIN/COMMIT on a connection
 // whose prepared statements live as long as it does.
-type groupCommitter struct {
+type Committer struct {
 	db       *gorm.DB // bound to conn
 	pool     *sql.DB
 	conn     *sql.Conn
-	wal      walFile // the WAL file, for fsync
-	jobs     chan *txJob
+	wal      WALFile // the WAL file, for fsync
+	jobs     chan *Job
 	synced   chan *openTx  // a committed transaction waiting for its fsync
 	syncIdle chan struct{} // the syncer finished one
 	// fsyncFailed holds the first fsync error; no write is accepted after it.
@@ -56,66 +55,90 @@ type groupCommitter struct {
 	done        chan struct{}
 	syncDone    chan struct{}
 	maxBatch    int
-	now         func() time.Time
-	hooks       Hooks
-	log         *slog.Logger
+	opts        Options
 	close       sync.Once
-	// state is what the open transaction has learnt (see txState); only
-	// the writer goroutine touches it.
-	state *txState
+	// memo is what the open transaction's group steps have learnt (see
+	// Memo); only the writer goroutine touches it.
+	memo Memo
 }
 
-// txState is what the writer's open transaction has learnt that later
-// group steps of the same transaction can reuse. The writer holds SQLite's
-// write lock from BEGIN IMMEDIATE to COMMIT, so only this transaction's own
-// jobs can change what it read: it is fresh at every BEGIN and forgotten
-// after every job that is not a group's (such a job may write anything).
-// Group steps read it through their context (txStateFrom).
-type txState struct {
-	// webhooksChecked: webhooksAny holds whether any enabled webhook
-	// endpoint exists (anyEnabledWebhook).
-	webhooksChecked, webhooksAny bool
+// Options are what a Committer reports to and through; zero fields are
+// skipped (the hooks) or defaulted (Log: slog.Default()).
+type Options struct {
+	// OnCommit gets how long a group commit's COMMIT took (the WAL write,
+	// without the fsync).
+	OnCommit func(time.Duration)
+	// OnFsync gets how long an fsync of the WAL file took; the callers of
+	// the transactions it covers were waiting for it.
+	OnFsync func(time.Duration)
+	// Log gets a panic in a job (a bug).
+	Log *slog.Logger
 }
 
-type txStateKey struct{}
+// Memo is what the writer's open transaction has learnt that later group
+// steps of the same transaction can reuse (the store keeps there whether
+// any webhook endpoint is enabled). The writer holds SQLite's write lock
+// from BEGIN IMMEDIATE to COMMIT, so only this transaction's own jobs can
+// change what it read: the memo is empty at every BEGIN and emptied after
+// every job that is not a group's (such a job may write anything). Its
+// content is the group's: the committer only empties it.
+type Memo struct{ value any }
 
-// txStateFrom returns the writer transaction's state that ctx carries, or
-// nil (a job run outside a group step: it must not rely on one).
-func txStateFrom(ctx context.Context) *txState {
-	st, _ := ctx.Value(txStateKey{}).(*txState)
-	return st
+// Load returns what Store put, or nil.
+func (m *Memo) Load() any {
+	if m == nil {
+		return nil
+	}
+	return m.value
 }
 
-// walFile is what the syncer needs of the WAL file (an *os.File); tests
+// Store keeps v until the memo is emptied; on a nil Memo (a group step run
+// outside the writer's groups) it does nothing.
+func (m *Memo) Store(v any) {
+	if m != nil {
+		m.value = v
+	}
+}
+
+// WALFile is what the syncer needs of the WAL file (an *os.File); tests
 // put one whose Sync fails in its place.
-type walFile interface {
+type WALFile interface {
 	Sync() error
 	Close() error
 }
 
-// txJob is one write submitted to the committer: fn, run alone in its own
-// savepoint, or one member of a group, run with the other queued members of
-// that group in one call (see jobGroup).
-type txJob struct {
-	ctx    context.Context
-	fn     func(tx *gorm.DB) error
-	group  jobGroup // set instead of fn
-	item   any      // the group's own data for this job
+// Job is one write submitted to the committer: Fn, run alone in its own
+// savepoint, or one member of a Group, run with the other queued members of
+// that group in one call.
+type Job struct {
+	Ctx    context.Context
+	Fn     func(tx *gorm.DB) error
+	Group  Group // set instead of Fn
+	Item   any   // the group's own data for this job
 	result chan error
 }
 
-// jobGroup runs jobs that cost less together than one by one (one
-// statement for many rows). runGroup gets every queued job of the group
-// that a transaction takes, runs inside a savepoint of its own, and tells
-// its callers through the jobs' items what it settled: its error (or
-// panic) rolls back the group's work alone, and its jobs are then answered
-// like every other job, by the commit and the fsync.
-type jobGroup interface {
-	runGroup(tx *gorm.DB, jobs []*txJob) error
+// Group runs jobs that cost less together than one by one (one statement
+// for many rows). RunGroup gets every queued job of the group that a
+// transaction takes, runs inside a savepoint of its own, and tells its
+// callers through the jobs' items what it settled: its error (or panic)
+// rolls back the group's work alone, and its jobs are then answered like
+// every other job, by the commit and the fsync. memo is the transaction's
+// (see Memo).
+type Group interface {
+	RunGroup(tx *gorm.DB, memo *Memo, jobs []*Job) error
 }
 
-func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, hooks Hooks, log *slog.Logger,
-	open func(conn gorm.ConnPool) (*gorm.DB, error)) (*groupCommitter, error) {
+// maxBatch bounds the jobs of one transaction.
+const maxBatch = 256
+
+// New starts a committer on a connection of its own from pool (which it
+// closes on Close); open wraps that connection in the GORM handle the jobs
+// get.
+func New(ctx context.Context, pool *sql.DB, open func(conn gorm.ConnPool) (*gorm.DB, error), opts Options) (*Committer, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
 	conn, err := pool.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -128,68 +151,39 @@ func newGroupCommitter(ctx context.Context, pool *sql.DB, now func() time.Time, 
 	if err != nil {
 		return nil, errors.Join(err, wal.Close(), conn.Close())
 	}
-	g := &groupCommitter{db: db, pool: pool, conn: conn, wal: wal, jobs: make(chan *txJob),
+	g := &Committer{db: db, pool: pool, conn: conn, wal: wal, jobs: make(chan *Job),
 		synced: make(chan *openTx, 1), syncIdle: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{}),
-		syncDone: make(chan struct{}), maxBatch: 256, now: now, hooks: hooks, log: log}
+		syncDone: make(chan struct{}), maxBatch: maxBatch, opts: opts}
 	go g.run() //nolint:contextcheck // ctx is for opening; the committer runs until Close
 
 	go g.sync()
 	return g, nil
 }
 
-// openWAL switches conn to synchronous=NORMAL (the syncer fsyncs instead)
-// and opens the WAL file SQLite actually writes: its own resolved path of
-// the database (symlinks followed) plus "-wal", checked to be the same file.
-// Reading once creates the WAL file if this is the first connection; it then
-// lives as long as conn (SQLite deletes it only when the last connection
-// closes; resets and checkpoints rewind or truncate it in place).
-func openWAL(ctx context.Context, conn *sql.Conn) (*os.File, error) {
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
-		return nil, err
-	}
-	var seq int
-	var name, file string
-	if err := conn.QueryRowContext(ctx, "SELECT seq, name, file FROM pragma_database_list WHERE name = 'main'").Scan(&seq, &name, &file); err != nil {
-		return nil, fmt.Errorf("find the database file: %w", err)
-	}
-	var tables int
-	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&tables); err != nil {
-		return nil, err
-	}
-	path := file + "-wal"
-	wal, err := os.OpenFile(path, os.O_RDWR, 0) //nolint:gosec // G304: SQLite's own path of the database it opened, plus "-wal"
-	if err != nil {
-		return nil, fmt.Errorf("open WAL file for fsync: %w", err)
-	}
-	opened, err1 := wal.Stat()
-	live, err2 := os.Stat(path)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("open WAL file for fsync: %w", errors.Join(err, wal.Close()))
-	}
-	if !os.SameFile(opened, live) {
-		return nil, errors.Join(fmt.Errorf("open WAL file for fsync: %s changed while opening", path), wal.Close())
-	}
-	return wal, nil
-}
+// DB is the writer connection's GORM handle (tests register callbacks on it).
+func (g *Committer) DB() *gorm.DB { return g.db }
 
-// do runs fn in a write transaction and returns once it is committed (or
+// Pool is the pool the writer connection came from (for its statistics).
+func (g *Committer) Pool() *sql.DB { return g.pool }
+
+// Do runs fn in a write transaction and returns once it is committed (or
 // rolled back, with fn's error).
-func (g *groupCommitter) do(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return g.submit(&txJob{ctx: ctx, fn: fn, result: make(chan error, 1)})
+func (g *Committer) Do(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return g.submit(&Job{Ctx: ctx, Fn: fn, result: make(chan error, 1)})
 }
 
-// doGrouped runs job, whose group and item are set, in the next
-// transaction with the other jobs of its group (see jobGroup).
-func (g *groupCommitter) doGrouped(job *txJob) error {
+// DoGrouped runs job, whose Group and Item are set, in the next
+// transaction with the other jobs of its group (see Group).
+func (g *Committer) DoGrouped(job *Job) error {
 	job.result = make(chan error, 1)
 	return g.submit(job)
 }
 
-func (g *groupCommitter) submit(job *txJob) error {
+func (g *Committer) submit(job *Job) error {
 	select {
 	case g.jobs <- job:
 	case <-g.closed:
-		return errClosed
+		return ErrClosed
 	}
 	return <-job.result
 }
@@ -201,13 +195,13 @@ func (g *groupCommitter) submit(job *txJob) error {
 // waiting; it commits once the fsync is done and the transaction holds as
 // many jobs as the previous one (waiting at most cohortWait for them), or
 // as soon as the batch is full.
-func (g *groupCommitter) run() {
+func (g *Committer) run() {
 	defer close(g.done)
 	defer close(g.synced) // after the last commit: the syncer finishes and stops
 	syncing := false      // a committed transaction waits for its fsync
 	last := 0             // jobs in the previous transaction
 	for {
-		var first *txJob
+		var first *Job
 		select {
 		case first = <-g.jobs:
 		case <-g.syncIdle:
@@ -224,7 +218,7 @@ func (g *groupCommitter) run() {
 			first.result <- fmt.Errorf("begin transaction: %w", err)
 			continue
 		}
-		g.state = &txState{}
+		g.memo = Memo{}
 		tx := &openTx{}
 		pending := g.drain(first, g.maxBatch)
 		if syncing && g.collect(tx, &pending, g.maxBatch, g.syncIdle) {
@@ -248,7 +242,7 @@ func (g *groupCommitter) run() {
 // collect takes the jobs that arrive into the open transaction, running
 // them applyEvery at a time, until it holds limit jobs or done fires;
 // it reports whether done fired. Jobs not yet run are left in pending.
-func (g *groupCommitter) collect(tx *openTx, pending *[]*txJob, limit int, done <-chan struct{}) bool {
+func (g *Committer) collect(tx *openTx, pending *[]*Job, limit int, done <-chan struct{}) bool {
 	for len(tx.batch)+len(*pending) < limit {
 		if len(*pending) >= applyEvery {
 			g.apply(tx, *pending)
@@ -285,8 +279,8 @@ const cohortWait = 2 * time.Millisecond
 const applyEvery = 16
 
 // drain returns first and the jobs already waiting, at most limit in all.
-func (g *groupCommitter) drain(first *txJob, limit int) []*txJob {
-	jobs := []*txJob{first}
+func (g *Committer) drain(first *Job, limit int) []*Job {
+	jobs := []*Job{first}
 	for len(jobs) < limit {
 		select {
 		case job := <-g.jobs:
@@ -300,7 +294,7 @@ func (g *groupCommitter) drain(first *txJob, limit int) []*txJob {
 
 // openTx is the write transaction being built and the jobs it holds.
 type openTx struct {
-	batch   []*txJob
+	batch   []*Job
 	results []error
 	aborted error // set when the transaction can no longer be trusted
 }
@@ -308,7 +302,7 @@ type openTx struct {
 // exec runs a transaction-control statement straight on the connection's
 // statement cache: they run several times per write, and GORM's statement
 // building is most of their cost.
-func (g *groupCommitter) exec(sql string) error {
+func (g *Committer) exec(sql string) error {
 	_, err := g.db.ConnPool.ExecContext(context.Background(), sql)
 	return err
 }
@@ -316,21 +310,21 @@ func (g *groupCommitter) exec(sql string) error {
 // apply runs jobs inside the open transaction: each group's jobs in one
 // call, every other job inside its own SAVEPOINT so that one failing rolls
 // back alone.
-func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
+func (g *Committer) apply(tx *openTx, jobs []*Job) {
 	results := make([]error, len(jobs))
 	aborted := tx.aborted
 	if aborted == nil {
 		aborted = g.runGroups(jobs, results)
 	}
 	for i, job := range jobs {
-		if job.group != nil {
+		if job.Group != nil {
 			continue
 		}
 		if aborted != nil {
 			results[i] = aborted
 			continue
 		}
-		if err := job.ctx.Err(); err != nil {
+		if err := job.Ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
@@ -339,8 +333,8 @@ func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
 			results[i] = aborted
 			continue
 		}
-		results[i] = g.runJob(job)
-		*g.state = txState{} // the job may have written anything
+		results[i] = g.runJob(job.Ctx, job.Fn)
+		g.memo = Memo{} // the job may have written anything
 		if results[i] != nil {
 			// SQLite may have rolled the whole transaction back by itself
 			// (disk full, I/O error): then the savepoint is gone too.
@@ -361,12 +355,12 @@ func (g *groupCommitter) apply(tx *openTx, jobs []*txJob) {
 
 // commit ends the transaction. Committed, it goes to the syncer (true);
 // otherwise it is rolled back and its jobs are answered at once (false).
-func (g *groupCommitter) commit(tx *openTx) (syncing bool) {
+func (g *Committer) commit(tx *openTx) (syncing bool) {
 	err := tx.aborted
 	if err == nil {
 		start := time.Now()
 		err = g.exec("COMMIT")
-		since(g.hooks.SQLiteCommit, start)
+		since(g.opts.OnCommit, start)
 	}
 	if err != nil {
 		g.exec("ROLLBACK") //nolint:errcheck // the jobs' answer is err; a failed COMMIT may have ended the transaction already
@@ -390,14 +384,14 @@ func (g *groupCommitter) commit(tx *openTx) (syncing bool) {
 // first missing frame, so nothing committed after it can be promised
 // either. Every later transaction is answered with the first error (the
 // process must be restarted, as PostgreSQL does after a failed fsync).
-func (g *groupCommitter) sync() {
+func (g *Committer) sync() {
 	defer close(g.syncDone)
 	var failed error
 	for tx := range g.synced {
 		if failed == nil {
 			start := time.Now()
 			err := g.wal.Sync()
-			since(g.hooks.SQLiteFsync, start)
+			since(g.opts.OnFsync, start)
 			if err != nil {
 				failed = fmt.Errorf("committed but not made durable: fsync of the SQLite WAL failed, writes are stopped until the server restarts: %w", err)
 				g.fsyncFailed.Store(&failed)
@@ -415,9 +409,16 @@ func (g *groupCommitter) sync() {
 	}
 }
 
-func reply(batch []*txJob, results []error) {
+func reply(batch []*Job, results []error) {
 	for i, job := range batch {
 		job.result <- results[i]
+	}
+}
+
+// since reports the time elapsed from start to fn, when fn is set.
+func since(fn func(time.Duration), start time.Time) {
+	if fn != nil {
+		fn(time.Since(start))
 	}
 }
 
@@ -425,28 +426,28 @@ func reply(batch []*txJob, results []error) {
 // its first job came) in one call inside its own savepoint; a failing group
 // rolls back alone. It returns an error only when the transaction can no
 // longer be trusted, and records it for the grouped jobs.
-func (g *groupCommitter) runGroups(jobs []*txJob, results []error) (aborted error) {
+func (g *Committer) runGroups(jobs []*Job, results []error) (aborted error) {
 	defer func() {
 		if aborted != nil {
 			for i, job := range jobs {
-				if job.group != nil && results[i] == nil {
+				if job.Group != nil && results[i] == nil {
 					results[i] = aborted
 				}
 			}
 		}
 	}()
-	var ran []jobGroup // almost always one: the invites
+	var ran []Group // almost always one: the invites
 	for i, job := range jobs {
-		if job.group == nil || slices.Contains(ran, job.group) {
+		if job.Group == nil || slices.Contains(ran, job.Group) {
 			continue
 		}
-		ran = append(ran, job.group)
-		var members []*txJob
+		ran = append(ran, job.Group)
+		var members []*Job
 		for j := i; j < len(jobs); j++ {
-			if jobs[j].group != job.group {
+			if jobs[j].Group != job.Group {
 				continue
 			}
-			if err := jobs[j].ctx.Err(); err != nil {
+			if err := jobs[j].Ctx.Err(); err != nil {
 				results[j] = err
 				continue
 			}
@@ -458,9 +459,9 @@ func (g *groupCommitter) runGroups(jobs []*txJob, results []error) (aborted erro
 		if err := g.exec("SAVEPOINT batch"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		err := g.runJob(&txJob{ctx: context.WithValue(context.Background(), txStateKey{}, g.state), fn: func(tx *gorm.DB) error {
-			return job.group.runGroup(tx, members)
-		}})
+		err := g.runJob(context.Background(), func(tx *gorm.DB) error {
+			return job.Group.RunGroup(tx, &g.memo, members)
+		})
 		if err != nil {
 			if err := g.exec("ROLLBACK TO batch"); err != nil {
 				return fmt.Errorf("transaction aborted: %w", err)
@@ -481,21 +482,21 @@ func (g *groupCommitter) runGroups(jobs []*txJob, results []error) (aborted erro
 // once started it runs without its context's cancellation: the driver
 // answers a cancelled statement with sqlite3_interrupt, which may roll back
 // the whole shared transaction, every other job's work with it.
-func (g *groupCommitter) runJob(job *txJob) (err error) {
+func (g *Committer) runJob(ctx context.Context, fn func(tx *gorm.DB) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic in write transaction: %v", r)
-			g.log.Error("panic in a write transaction; the job is rolled back, the others go on", "panic", r, "stack", string(debug.Stack()))
+			g.opts.Log.Error("panic in a write transaction; the job is rolled back, the others go on", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	return job.fn(g.db.WithContext(context.WithoutCancel(job.ctx)))
+	return fn(g.db.WithContext(context.WithoutCancel(ctx)))
 }
 
-// running returns errClosed once Close was called, else nil.
-func (g *groupCommitter) running() error {
+// Running returns ErrClosed once Close was called, else nil.
+func (g *Committer) Running() error {
 	select {
 	case <-g.closed:
-		return errClosed
+		return ErrClosed
 	default:
 		return nil
 	}
@@ -503,10 +504,20 @@ func (g *groupCommitter) running() error {
 
 // Close stops the writer after the batch in progress and releases its
 // connection. Every job submitted is answered: those in the transaction
-// being built by its commit, those still waiting with errClosed.
-func (g *groupCommitter) Close() error {
+// being built by its commit, those still waiting with ErrClosed.
+func (g *Committer) Close() error {
 	g.close.Do(func() { close(g.closed) })
 	<-g.done
 	<-g.syncDone
 	return errors.Join(g.wal.Close(), g.conn.Close(), g.pool.Close())
+}
+
+// ReplaceWALForTest puts wrap(the WAL file) in the syncer's hands until
+// restore (a disk that stops taking writes). Call it while no write is in
+// flight: the next write's hand-offs to the writer and the syncer order it
+// before their reads.
+func (g *Committer) ReplaceWALForTest(wrap func(WALFile) WALFile) (restore func()) {
+	wal := g.wal
+	g.wal = wrap(wal)
+	return func() { g.wal = wal }
 }
