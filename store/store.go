@@ -81,7 +81,7 @@ type Store struct {
 	write     *gorm.DB // PostgreSQL only (SQLite writes through committer)
 	read      *gorm.DB
 	committer *commit.Committer // SQLite only: every write transaction goes through it
-	invites   inviteBatcher   // the common case of Invite, batched (batch.go)
+	invites   inviteBatcher     // the common case of Invite, batched (batch.go)
 	dialect   Dialect
 	now       func() time.Time
 	log       *slog.Logger
