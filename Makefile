@@ -9,7 +9,7 @@ export TEST_POSTGRES_DSN
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 export TEST_REDIS_URL
 
-.PHONY: run build test generate check-generated check-contract lint bench bench-micro
+.PHONY: run build test generate check-generated check-contract lint bench bench-ab bench-micro
 
 run:
 	$(GO) run . serve
@@ -64,6 +64,21 @@ lint:
 # BENCH_SCALE_WARMUP (1s). About 8 minutes with the defaults.
 bench:
 	GO=$(GO) bash bench/run.sh
+
+# A/B load benchmark of the invite path (bench/ab.sh): builds BASE (a commit;
+# HEAD by default, so the uncommitted work tree is compared with the last
+# commit; BASE=HEAD~1 with a clean tree compares the last commit with its
+# parent) and the work tree, starts both at once on fresh SQLite data and
+# fresh PostgreSQL databases, and runs pairs of wrk runs alternating which
+# goes first. Prints per database each build's medians (req/s, p99, CPU
+# per request), the per-pair ratios head/base with their spread and the
+# verdict against the goal of 0.97 (informational: the exit status says
+# only whether the benchmark ran). Knobs: BASE (HEAD), BENCH_AB_PAIRS (6),
+# BENCH_DURATION (6s), BENCH_CONNECTIONS (64), BENCH_POSTGRES_DSN (admin
+# DSN; empty skips PostgreSQL), BENCH_SERVE_FLAGS. About 4 minutes with the
+# defaults (2 databases x 6 pairs x 2 runs x 8 s with warm-up, plus builds).
+bench-ab:
+	GO=$(GO) bash bench/ab.sh '$(BASE)'
 
 # Go microbenchmarks of the hot pieces (benchstat-friendly).
 bench-micro:
