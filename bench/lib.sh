@@ -66,10 +66,18 @@ bench_cleanup() {
 	exit "$rc"
 }
 
+# free_port: a port nobody listens on, below the kernel's range of
+# ephemeral ports (32768 on Linux), so that the clients of whatever else
+# runs on the machine (tests connecting to PostgreSQL by the thousand) do
+# not take it between this check and the server's bind.
 free_port() {
-	local p
+	local p low first=10000 span
+	read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+	span=$((low - first))
+	# a machine whose ephemeral ports start low leaves no such room
+	[ "$span" -gt 1000 ] || { first=20000 span=40000; }
 	for _ in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((first + RANDOM % span))
 		if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return
@@ -79,17 +87,17 @@ free_port() {
 	exit 1
 }
 
-# wait_ready URL PID: waits until GET URL answers 200 (fails if PID exits).
-wait_ready() {
+# await_ready URL PID: waits up to 30 s until GET URL answers 200; returns
+# 0 then, 1 when PID exits first, 2 when time runs out.
+await_ready() {
 	local url=$1 pid=$2 code
 	for _ in $(seq 1 300); do
-		kill -0 "$pid" 2>/dev/null || { say "bench: process $pid exited before $url was ready"; exit 1; }
+		kill -0 "$pid" 2>/dev/null || return 1
 		code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-		[ "$code" = 200 ] && return
+		[ "$code" = 200 ] && return 0
 		sleep 0.1
 	done
-	say "bench: $url not ready after 30s"
-	exit 1
+	return 2
 }
 
 CLK_TCK=$(getconf CLK_TCK)
@@ -195,22 +203,38 @@ new_pg_db() {
 
 # serve NAME BINARY DIR [--db DSN]: starts `BINARY serve` on DIR (log in
 # TMP/NAME.log) and waits until it is ready; sets URL[NAME] and PID[NAME].
+# A port taken between free_port and the bind gets two more tries on
+# other ports.
 serve() {
-	local name=$1 bin=$2 dir=$3 port
+	local name=$1 bin=$2 dir=$3 port rc attempt
 	shift 3
-	port=$(free_port)
-	# --log-level warn: the info level writes an access-log line per request,
-	# which would be measured too; warn keeps only problems.
-	# --mail-dispatcher=false: the measured path ends with the invitation and
-	# its outbox row committed; delivering the outbox is mail-worker's job.
-	# --rate-limits=false: one admin inviting thousands a second is exactly
-	# what the limits refuse; the benchmark measures the path behind them.
-	"$bin" serve --data-dir "$dir" --addr "127.0.0.1:$port" --log-level warn --mail-dispatcher=false --rate-limits=false "$@" "${SERVE_EXTRA[@]}" \
-		>"$TMP/$name.log" 2>&1 &
-	PID[$name]=$!
-	PIDS+=("${PID[$name]}")
-	URL[$name]="http://127.0.0.1:$port"
-	wait_ready "${URL[$name]}/readyz" "${PID[$name]}"
+	for attempt in 1 2 3; do
+		port=$(free_port)
+		# --log-level warn: the info level writes an access-log line per request,
+		# which would be measured too; warn keeps only problems.
+		# --mail-dispatcher=false: the measured path ends with the invitation and
+		# its outbox row committed; delivering the outbox is mail-worker's job.
+		# --rate-limits=false: one admin inviting thousands a second is exactly
+		# what the limits refuse; the benchmark measures the path behind them.
+		"$bin" serve --data-dir "$dir" --addr "127.0.0.1:$port" --log-level warn --mail-dispatcher=false --rate-limits=false "$@" "${SERVE_EXTRA[@]}" \
+			>"$TMP/$name.log" 2>&1 &
+		PID[$name]=$!
+		PIDS+=("${PID[$name]}")
+		URL[$name]="http://127.0.0.1:$port"
+		rc=0
+		await_ready "${URL[$name]}/readyz" "${PID[$name]}" || rc=$?
+		[ "$rc" = 0 ] && return
+		if [ "$rc" = 1 ] && [ "$attempt" -lt 3 ] && grep -q 'address already in use' "$TMP/$name.log"; then
+			say "bench: port $port was taken before $name could bind it; trying another"
+			stop_server "$name"
+			continue
+		fi
+		case $rc in
+		1) say "bench: $name (process ${PID[$name]}) exited before ${URL[$name]}/readyz was ready" ;;
+		*) say "bench: $name not ready at ${URL[$name]}/readyz after 30s" ;;
+		esac
+		exit 1
+	done
 }
 
 # start_invite_server NAME BINARY [--db DSN]: the invite case's server: a
