@@ -22,7 +22,7 @@ import (
 	"github.com/membership-api/controlplane/store"
 )
 
-// Defaults of OAuthConfig's zero fields; the serve flags take theirs from here.
+// Defaults of IssuerConfig's zero fields; the serve flags take theirs from here.
 const (
 	DefaultTokenTTL   = time.Hour
 	DefaultKeyRefresh = 30 * time.Second
@@ -55,9 +55,9 @@ func MinRotationDelay(refresh time.Duration) time.Duration {
 	return JWKSMaxAge + refresh
 }
 
-// OAuthConfig configures the server's own OAuth 2.0 issuer (the token
+// IssuerConfig configures the server's own OAuth 2.0 issuer (the token
 // endpoint of the client-credentials flow).
-type OAuthConfig struct {
+type IssuerConfig struct {
 	// PublicURL is the issuer identifier (the tokens' iss) and the base of
 	// the metadata's URLs: the URL clients reach the server at, the same on
 	// every replica.
@@ -90,7 +90,7 @@ type KeyStore interface {
 // live in the database (store.SigningKey), so every replica signs and
 // verifies alike; each re-reads them every KeyRefresh.
 type Issuer struct {
-	cfg   OAuthConfig
+	cfg   IssuerConfig
 	store KeyStore
 	log   *slog.Logger
 	now   func() time.Time
@@ -101,7 +101,7 @@ type Issuer struct {
 
 // NewIssuer loads the signing keys, making the first one if there is none,
 // and re-reads them every cfg.KeyRefresh until ctx ends.
-func NewIssuer(ctx context.Context, cfg OAuthConfig, st KeyStore, log *slog.Logger) (*Issuer, error) {
+func NewIssuer(ctx context.Context, cfg IssuerConfig, st KeyStore, log *slog.Logger) (*Issuer, error) {
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = DefaultTokenTTL
 	}
@@ -273,7 +273,7 @@ func (i *Issuer) ownsKID(kid string) bool {
 }
 
 // Config is the issuer's configuration, its defaults filled in.
-func (i *Issuer) Config() OAuthConfig { return i.cfg }
+func (i *Issuer) Config() IssuerConfig { return i.cfg }
 
 // ServiceAccountToken is what a token is issued for.
 type ServiceAccountToken struct {

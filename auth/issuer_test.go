@@ -43,7 +43,7 @@ func TestIssuer_Rotation(t *testing.T) {
 		st := storetest.Open(t, dialect, store.Options{Now: clock.Now})
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
-		cfg := OAuthConfig{PublicURL: "https://cp.example", TokenTTL: time.Hour, KeyRefresh: time.Minute}
+		cfg := IssuerConfig{PublicURL: "https://cp.example", TokenTTL: time.Hour, KeyRefresh: time.Minute}
 		i, err := NewIssuer(ctx, cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)

@@ -14,7 +14,7 @@ type Principal struct {
 	Sub   string
 	Email string
 	// EmailVerified tells whether Email may be trusted as the caller's
-	// address (see AuthConfig.RequireEmailVerified).
+	// address (see VerifierConfig.RequireEmailVerified).
 	EmailVerified bool
 	Scopes        []string
 	// APIKey is set when the caller authenticated with an API key.

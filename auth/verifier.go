@@ -22,8 +22,8 @@ import (
 	"github.com/membership-api/controlplane/store"
 )
 
-// AuthConfig selects the JWT issuer the server trusts.
-type AuthConfig struct {
+// VerifierConfig selects the JWT issuer the verifier trusts.
+type VerifierConfig struct {
 	// JWKSURL, JWKSFile and PublicKeyFile name the external issuer's keys;
 	// set at most one. With none set the built-in development issuer is used.
 	JWKSURL       string
@@ -42,7 +42,7 @@ type AuthConfig struct {
 }
 
 // External tells whether an external issuer is configured.
-func (c AuthConfig) External() bool {
+func (c VerifierConfig) External() bool {
 	return c.JWKSURL != "" || c.JWKSFile != "" || c.PublicKeyFile != ""
 }
 
@@ -155,7 +155,7 @@ type JWTVerifier struct {
 	parser  *jwt.Parser
 	closeFn func()
 	now     func() time.Time
-	// requireEmailVerified: AuthConfig.RequireEmailVerified.
+	// requireEmailVerified: VerifierConfig.RequireEmailVerified.
 	requireEmailVerified bool
 	// own is this server's issuer of service-account tokens
 	// (TrustOwnIssuer), ownParser the parser for its tokens.
@@ -179,7 +179,7 @@ const (
 
 // NewJWTVerifier builds the verifier for cfg. A JWKS URL is fetched now and
 // refreshed in the background until Close.
-func NewJWTVerifier(ctx context.Context, cfg AuthConfig) (*JWTVerifier, error) {
+func NewJWTVerifier(ctx context.Context, cfg VerifierConfig) (*JWTVerifier, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(allowedAlgs),
 		jwt.WithExpirationRequired(),

@@ -101,15 +101,15 @@ func TestJWTVerifier_ExternalIssuers(t *testing.T) {
 	defer srv.Close()
 
 	const iss, aud = "https://idp.example", "controlplane"
-	configs := map[string]func(k issuerKey) auth.AuthConfig{
-		"JWKSFile": func(issuerKey) auth.AuthConfig { return auth.AuthConfig{JWKSFile: jwksFile} },
-		"JWKSURL":  func(issuerKey) auth.AuthConfig { return auth.AuthConfig{JWKSURL: srv.URL} },
-		"PEM": func(k issuerKey) auth.AuthConfig {
+	configs := map[string]func(k issuerKey) auth.VerifierConfig{
+		"JWKSFile": func(issuerKey) auth.VerifierConfig { return auth.VerifierConfig{JWKSFile: jwksFile} },
+		"JWKSURL":  func(issuerKey) auth.VerifierConfig { return auth.VerifierConfig{JWKSURL: srv.URL} },
+		"PEM": func(k issuerKey) auth.VerifierConfig {
 			path := filepath.Join(dir, k.jwk["kid"]+".pem")
 			if err := os.WriteFile(path, k.pem, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			return auth.AuthConfig{PublicKeyFile: path}
+			return auth.VerifierConfig{PublicKeyFile: path}
 		},
 	}
 	for name, cfgFor := range configs {
@@ -152,7 +152,7 @@ func TestJWTVerifier_KeyConfusion(t *testing.T) {
 	if err := os.WriteFile(path, keys[1].pem, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.NewJWTVerifier(context.Background(), auth.AuthConfig{PublicKeyFile: path})
+	v, err := auth.NewJWTVerifier(context.Background(), auth.VerifierConfig{PublicKeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestJWTVerifier_KeyConfusion(t *testing.T) {
 }
 
 // verifierFor is a verifier trusting k's public key as a PEM file.
-func verifierFor(t *testing.T, k issuerKey, cfg auth.AuthConfig) *auth.JWTVerifier {
+func verifierFor(t *testing.T, k issuerKey, cfg auth.VerifierConfig) *auth.JWTVerifier {
 	t.Helper()
 	cfg.PublicKeyFile = filepath.Join(t.TempDir(), "key.pem")
 	if err := os.WriteFile(cfg.PublicKeyFile, k.pem, 0o600); err != nil {
@@ -188,7 +188,7 @@ func verifierFor(t *testing.T, k issuerKey, cfg auth.AuthConfig) *auth.JWTVerifi
 // one that matches nothing; repeated spaces are harmless.
 func TestJWTVerifier_ScopesSplitOnSpaceOnly(t *testing.T) {
 	k := newIssuerKeys(t)[2]
-	v := verifierFor(t, k, auth.AuthConfig{})
+	v := verifierFor(t, k, auth.VerifierConfig{})
 	exp := time.Now().Add(time.Hour).Unix()
 	for _, tc := range []struct {
 		claim, value string
@@ -221,7 +221,7 @@ func TestJWTVerifier_ScopesSplitOnSpaceOnly(t *testing.T) {
 // included, are accepted.
 func TestJWTVerifier_NumericDatesOnly(t *testing.T) {
 	k := newIssuerKeys(t)[2]
-	v := verifierFor(t, k, auth.AuthConfig{})
+	v := verifierFor(t, k, auth.VerifierConfig{})
 	now := time.Now()
 	exp, past := now.Add(time.Hour).Unix(), now.Add(-time.Minute).Unix()
 	str := func(n int64) string { return strconv.FormatInt(n, 10) }
@@ -246,7 +246,7 @@ func TestJWTVerifier_NumericDatesOnly(t *testing.T) {
 // refused so that one token has one spelling.
 func TestJWTVerifier_StrictBase64(t *testing.T) {
 	k := newIssuerKeys(t)[2] // Ed25519: 64 signature bytes, 86 characters, 4 unused bits at the end
-	v := verifierFor(t, k, auth.AuthConfig{})
+	v := verifierFor(t, k, auth.VerifierConfig{})
 	tok := k.sign(t, jwt.MapClaims{"sub": "u", "exp": time.Now().Add(time.Hour).Unix()})
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	last := strings.IndexByte(alphabet, tok[len(tok)-1])
@@ -272,8 +272,8 @@ func TestJWTVerifier_StrictBase64(t *testing.T) {
 // requires the claim; the development issuer vouches for the email it puts in.
 func TestJWTVerifier_EmailVerified(t *testing.T) {
 	k := newIssuerKeys(t)[2]
-	lenient := verifierFor(t, k, auth.AuthConfig{})
-	strict := verifierFor(t, k, auth.AuthConfig{RequireEmailVerified: true})
+	lenient := verifierFor(t, k, auth.VerifierConfig{})
+	strict := verifierFor(t, k, auth.VerifierConfig{RequireEmailVerified: true})
 	exp := time.Now().Add(time.Hour).Unix()
 	for _, tc := range []struct {
 		name            string
@@ -316,7 +316,7 @@ func TestJWTVerifier_EmailVerified(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devVerifier, err := auth.NewJWTVerifier(context.Background(), auth.AuthConfig{DevIssuer: dev, RequireEmailVerified: true})
+	devVerifier, err := auth.NewJWTVerifier(context.Background(), auth.VerifierConfig{DevIssuer: dev, RequireEmailVerified: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func BenchmarkJWTVerify(b *testing.B) {
 		b.Fatal(err)
 	}
 	tok, _ := dev.Sign(auth.TokenRequest{Sub: "s", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
-	v, err := auth.NewJWTVerifier(context.Background(), auth.AuthConfig{DevIssuer: dev})
+	v, err := auth.NewJWTVerifier(context.Background(), auth.VerifierConfig{DevIssuer: dev})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func benchServerWith(b *testing.B, dialect string, limits server.RateLimits) (ht
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, closeFn, err := server.New(context.Background(), server.Config{Auth: auth.AuthConfig{DevIssuer: dev}, RateLimits: limits}, st, log)
+	e, closeFn, err := server.New(context.Background(), server.Config{Auth: auth.VerifierConfig{DevIssuer: dev}, RateLimits: limits}, st, log)
 	if err != nil {
 		b.Fatal(err)
 	}

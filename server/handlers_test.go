@@ -204,7 +204,7 @@ func newHandlerFixture(t *testing.T) *handlerFixture {
 		t.Fatal(err)
 	}
 	f := &handlerFixture{st: newFakeStore(), dev: dev}
-	cfg := server.Config{Auth: auth.AuthConfig{DevIssuer: dev}, MailQueued: func() { f.mailQueued.Add(1) }}
+	cfg := server.Config{Auth: auth.VerifierConfig{DevIssuer: dev}, MailQueued: func() { f.mailQueued.Add(1) }}
 	e, closeFn, err := server.New(ctx, cfg, f.st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,8 @@ import "github.com/membership-api/controlplane/auth"
 // only until the end-to-end tests (e2e/) use auth's names; then delete this
 // file.
 
-// AuthConfig is auth.AuthConfig.
-type AuthConfig = auth.AuthConfig
+// AuthConfig is auth.VerifierConfig.
+type AuthConfig = auth.VerifierConfig
 
 // TokenRequest is auth.TokenRequest.
 type TokenRequest = auth.TokenRequest

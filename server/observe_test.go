@@ -58,7 +58,7 @@ func TestRequestID_OnEveryLogLine(t *testing.T) {
 	}
 	var logs lockedBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	e, closeFn, err := New(context.Background(), Config{Auth: auth.AuthConfig{DevIssuer: dev}}, st, log)
+	e, closeFn, err := New(context.Background(), Config{Auth: auth.VerifierConfig{DevIssuer: dev}}, st, log)
 	if err != nil {
 		t.Fatal(err)
 	}

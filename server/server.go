@@ -33,7 +33,7 @@ type Config struct {
 	// BodyLimit caps request bodies, in bytes.
 	BodyLimit int64
 	// Auth selects the trusted JWT issuer.
-	Auth auth.AuthConfig
+	Auth auth.VerifierConfig
 	// MailQueued, if set, is called after an invitation email was queued,
 	// so the in-process mail dispatcher sends it without waiting for a poll.
 	MailQueued func()
@@ -57,7 +57,7 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// OAuth configures the server's own issuer (the token endpoint of the
 	// client-credentials flow, its keys and metadata).
-	OAuth auth.OAuthConfig
+	OAuth auth.IssuerConfig
 	// Webhooks are the webhook endpoints' settings (webhooks.go).
 	Webhooks WebhookConfig
 }

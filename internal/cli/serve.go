@@ -175,7 +175,7 @@ func (c *serveConfig) tuneRuntime() (stop func() error, err error) {
 // authConfig is the issuer configuration: the one external issuer the
 // flags name, else the development issuer (with a warning, as it must not
 // reach production).
-func (c *serveConfig) authConfig(log *slog.Logger) (auth.AuthConfig, error) {
+func (c *serveConfig) authConfig(log *slog.Logger) (auth.VerifierConfig, error) {
 	issuers := c.api.Auth
 	if n := countSet(issuers.JWKSURL, issuers.JWKSFile, issuers.PublicKeyFile); n > 1 {
 		return issuers, errors.New("set only one of --jwks-url, --jwks-file, --jwt-public-key")
