@@ -61,10 +61,11 @@ func (s *Store) CutOffForTest(how string) (open int, err error) {
 	return open, nil
 }
 
-// SetWriteTimeoutForTest shortens the bound of detached writes until the
-// returned function restores it. Tests using it must not run in parallel.
-func SetWriteTimeoutForTest(d time.Duration) (restore func()) {
-	old := writeTimeout
-	writeTimeout = d
-	return func() { writeTimeout = old }
+// SetWriteTimeoutForTest shortens the bound of s's detached writes until
+// the returned function restores it. Call it while none of s's writes is
+// in flight.
+func (s *Store) SetWriteTimeoutForTest(d time.Duration) (restore func()) {
+	old := s.writeTimeout
+	s.writeTimeout = d
+	return func() { s.writeTimeout = old }
 }

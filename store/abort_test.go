@@ -143,7 +143,7 @@ func TestPostgres_DetachedWriteHonoursItsTimeout(t *testing.T) {
 	dsn := storetest.DSN(t, "postgres")
 	st := storetest.OpenDSN(t, dsn, store.Options{})
 	mustWorkspace(t, st, "acme")
-	defer store.SetWriteTimeoutForTest(300 * time.Millisecond)()
+	defer st.SetWriteTimeoutForTest(300 * time.Millisecond)()
 
 	locker, err := sql.Open("pgx", dsn)
 	if err != nil {

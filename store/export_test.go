@@ -214,11 +214,14 @@ func (s *Store) FailInviteBatchesForTest(fail func() error) {
 	}
 }
 
-// SetBatchTimeoutForTest shortens batchTimeout until the returned function
-// restores it; every PostgreSQL store's batches get it meanwhile.
-func SetBatchTimeoutForTest(d time.Duration) (restore func()) {
-	old := batchTimeout.Swap(int64(d))
-	return func() { batchTimeout.Store(old) }
+// SetBatchTimeoutForTest shortens the bound of s's PostgreSQL invite
+// batches until the returned function restores it. Call it while none of
+// s's invites is in flight.
+func (s *Store) SetBatchTimeoutForTest(d time.Duration) (restore func()) {
+	b := s.invites.(*postgresInvites)
+	old := b.timeout
+	b.timeout = d
+	return func() { b.timeout = old }
 }
 
 // HoldWorkspaceLockForTest holds the workspace's row FOR UPDATE (as accept
@@ -242,3 +245,43 @@ func (s *Store) HoldWorkspaceLockForTest(name string, hold time.Duration) (wait 
 	}
 	return func() error { return <-done }, nil
 }
+
+// InviteByBatchForTest runs p alone as one batch statement (no slow path
+// behind it): found tells whether the statement settled it, as the
+// batchers would answer. The actor is ctx's.
+func (s *Store) InviteByBatchForTest(ctx context.Context, p InviteParams) (found bool, inv Invitation, err error) {
+	p, err = p.prepare()
+	if err != nil {
+		return false, Invitation{}, err
+	}
+	p.actor = ActorFrom(ctx)
+	jobs := []*inviteJob{{p: p}}
+	if s.committer == nil {
+		err = s.runPostgresBatch(ctx, s.now(), jobs)
+	} else {
+		err = s.committer.Do(ctx, func(tx *gorm.DB) error { return runSQLiteBatch(ctx, tx, nil, s.now(), jobs) })
+	}
+	return jobs[0].found, jobs[0].inv, err
+}
+
+// InviteBySlowPathForTest decides p with the slow path alone (inviteSlow,
+// every rule in Go), in a transaction of its own.
+func (s *Store) InviteBySlowPathForTest(ctx context.Context, p InviteParams) (Invitation, error) {
+	p, err := p.prepare()
+	if err != nil {
+		return Invitation{}, err
+	}
+	p.actor = ActorFrom(ctx)
+	var inv Invitation
+	err = s.inTx(ctx, func(tx *gorm.DB) error { return s.inviteSlow(tx, p, s.now(), &inv) })
+	return inv, err
+}
+
+// InviteActionForTest is inviteAction: the event an invite that left inv writes.
+func InviteActionForTest(inv Invitation) string { return inviteAction(inv) }
+
+// InviteStaleForTest is inviteStale: whether an invite must not refresh pending.
+func InviteStaleForTest(pending Invitation, now time.Time) bool { return inviteStale(pending, now) }
+
+// InviteAfterForTest is inviteAfter: an invite's audited fields.
+func InviteAfterForTest(role string, expires time.Time) string { return inviteAfter(role, expires) }

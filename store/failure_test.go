@@ -232,7 +232,7 @@ func TestInvite_FailedBatchFallsBackWithTheSameAnswers(t *testing.T) {
 			var unlock func() error
 			switch mode {
 			case "timeout":
-				t.Cleanup(store.SetBatchTimeoutForTest(100 * time.Millisecond))
+				t.Cleanup(st.SetBatchTimeoutForTest(100 * time.Millisecond))
 				var err error
 				if unlock, err = st.HoldWorkspaceLockForTest("acme", 300*time.Millisecond); err != nil {
 					t.Fatal(err)

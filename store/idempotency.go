@@ -66,7 +66,7 @@ type IdempotencyClaim struct {
 }
 
 // idempotencyLease is how long a running request holds its key before it
-// is presumed lost. Writes are bounded well below it (writeTimeout), and a
+// is presumed lost. Writes are bounded well below it (defaultWriteTimeout), and a
 // bulk invite of 1,000 rows takes well under a second.
 const idempotencyLease = time.Minute
 

@@ -65,30 +65,6 @@ func (m OutboxMessage) QueuedSince() time.Time {
 	return m.CreatedAt
 }
 
-// enqueueEmails is the one statement that queues invitation emails: rows
-// yields (invitation_id, status, next_attempt_at, created_at, updated_at).
-// The partial unique index idx_outbox_unsent keeps at most one unsent
-// message per invitation, so a re-invite (or fifty) before the send queues
-// one email. Used as is by the slow path (enqueueSQL) and in the batch
-// statements (batch_sqlite.go, batch_postgres.go).
-func enqueueEmails(rows string) string {
-	return `INSERT INTO outbox_messages (invitation_id, status, next_attempt_at, created_at, updated_at)
-` + rows + `
-ON CONFLICT (invitation_id) WHERE status = 'pending'
-DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at`
-}
-
-var enqueueSQL = enqueueEmails(`VALUES (?, 'pending', ?, ?, ?)`)
-
-// enqueueInvitationEmail queues the invitation's email inside tx.
-func enqueueInvitationEmail(tx *gorm.DB, invitationID int64, now time.Time) error {
-	err := tx.Exec(enqueueSQL, invitationID, now, now, now).Error
-	if err != nil {
-		return fmt.Errorf("queue invitation email: %w", err)
-	}
-	return nil
-}
-
 // OutboxItem is a claimed message with what rendering it needs.
 type OutboxItem struct {
 	OutboxMessage

@@ -85,6 +85,9 @@ type Store struct {
 	dialect   Dialect
 	now       func() time.Time
 	log       *slog.Logger
+	// writeTimeout bounds a detached write (defaultWriteTimeout; tests
+	// shorten it).
+	writeTimeout time.Duration
 	// migrateDSN opens the connection Migrate runs on (SQLite; closed after).
 	migrateDSN string
 }
@@ -124,12 +127,6 @@ type Options struct {
 	// transaction, a bug); nil means slog.Default().
 	Logger *slog.Logger
 }
-
-// maxInviteBatch bounds the invites in one batch statement.
-const (
-	maxInviteBatchLog2 = 7
-	maxInviteBatch     = 1 << maxInviteBatchLog2
-)
 
 // Dialect names the database behind the store: "sqlite" or "postgres".
 func (s *Store) Dialect() string { return string(s.dialect) }
@@ -190,7 +187,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }, log: opts.Logger}
+	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }, log: opts.Logger, writeTimeout: defaultWriteTimeout}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -331,7 +328,7 @@ func finishStartedReads(db *gorm.DB) error {
 			return
 		}
 		if _, ok := ctx.Deadline(); ok {
-			// A detached write (writeTimeout) or a caller's own bound: no
+			// A detached write (Store.writeTimeout) or a caller's own bound: no
 			// client cancellation reaches it, and its deadline must hold,
 			// e.g. for SELECT … FOR UPDATE waiting on a lock (on PostgreSQL
 			// reads and writes share this handle).
@@ -380,7 +377,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // concurrent commits itself). The transaction runs detached from ctx's
 // cancellation (see detach).
 func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	ctx, cancel := detach(ctx)
+	ctx, cancel := s.detach(ctx)
 	defer cancel()
 	if s.committer != nil {
 		return s.committer.Do(ctx, fn)
@@ -388,15 +385,15 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return s.write.WithContext(ctx).Transaction(fn)
 }
 
-// writeTimeout bounds a write once it is detached from its caller: one
-// stuck behind a lock or a dead connection fails (and rolls back whole)
-// instead of holding its connection for ever.
-var writeTimeout = 15 * time.Second // a variable for tests only
+// defaultWriteTimeout bounds a write once it is detached from its caller
+// (Store.writeTimeout): one stuck behind a lock or a dead connection fails
+// (and rolls back whole) instead of holding its connection for ever.
+const defaultWriteTimeout = 15 * time.Second
 
 // detach decides what a write does when its caller goes away (a client
 // that disconnects or half-closes cancels its request's context): a write
 // whose caller has gone before it reaches the store does not start, and one
-// that has reached it runs to its commit or its rollback, under writeTimeout. So a write is whole or absent, never
+// that has reached it runs to its commit or its rollback, under its write timeout. So a write is whole or absent, never
 // cut at a point its caller cannot see, and one client leaving cannot
 // interrupt a transaction other callers share (SQLite's group commit: an
 // interrupt there rolls back everyone's work). Completing is also what a
@@ -404,12 +401,12 @@ var writeTimeout = 15 * time.Second // a variable for tests only
 // invites return the pending invitation, accepting twice is a no-op, and
 // every other change is answered by the state it left (404 or the same
 // role). The HTTP server reports such requests as 499 (server/errors.go).
-func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+func (s *Store) detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	if err := ctx.Err(); err != nil {
 		// Not started: stay cancelled (a context that is already done).
 		return ctx, func() {}
 	}
-	return context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	return context.WithTimeout(context.WithoutCancel(ctx), s.writeTimeout)
 }
 
 // Close releases every connection.
