@@ -13,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // Clients that go away: a client that sends a whole request and
@@ -116,20 +114,16 @@ var serverErrorLine = regexp.MustCompile(`(?m)^.*(level=ERROR|status=5\d\d).*$`)
 // at once. Before they were handled, about half of them were answered 500 with an
 // ERROR line ("context canceled").
 func TestAbort_ClientGoesAway(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		// Limits off: every request must reach the code that meets the
 		// cancellation (a 429 is answered before it).
 		f := newFixture(t, dialect, "--rate-limits=false")
-		st := f.store()
-		ctx := context.Background()
-		before, err := storetest.CountRows(ctx, st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		before := f.countRows(t)
 		addr := strings.TrimPrefix(f.srv.URL, "http://")
 		credentials := []http.Header{
-			bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite")), // no database read before the write
-			bearer(f.adminKey), // the key is looked up with the request's context
+			f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:invite")), // no database read before the write
+			f.bearer(f.adminKey), // the key is looked up with the request's context
 		}
 		// n invites and n lists (reads: a list's client leaving before it
 		// is read saves the work, and is logged 499).
@@ -175,10 +169,7 @@ func TestAbort_ClientGoesAway(t *testing.T) {
 		// Whole or nothing: each invite wrote its invitation and its
 		// email, or neither. Equal counts say so for each invite, as an
 		// email row needs its invitation and an invitation has one email.
-		after, err := storetest.CountRows(ctx, st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		after := f.countRows(t)
 		postOK := 0
 		for _, s := range posts {
 			if s == 200 {

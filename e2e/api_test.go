@@ -2,15 +2,9 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"io"
-	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,106 +19,17 @@ import (
 	"github.com/membership-api/controlplane/store/storetest"
 )
 
-// fixture is a running deployment with two workspaces and their principals:
-// acme (admin u-admin, member u-member) and other (admin u-other).
-type fixture struct {
-	*env
-	srv                                       *runningServer
-	adminKey, memberKey, otherKey, revokedKey string
-}
-
-func newFixture(t *testing.T, dialect string, serveArgs ...string) *fixture {
-	t.Helper()
-	e := newEnv(t, dialect)
-	mustCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u-admin", "--admin-email", "Admin@Acme.test", "--display-name", "Acme")...)
-	mustCLI(t, e.args("workspace", "create", "other", "--admin-sub", "u-other", "--admin-email", "other@other.test")...)
-	st := e.store()
-	if _, err := storetest.AddMember(context.Background(), st, "acme", "u-member", "member@acme.test", store.RoleMember, "test"); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{env: e}
-	f.adminKey = mustCLI(t, e.args("apikey", "create", "--workspace", "acme", "--sub", "u-admin")...)
-	f.memberKey = mustCLI(t, e.args("apikey", "create", "--workspace", "acme", "--sub", "u-member")...)
-	f.otherKey = mustCLI(t, e.args("apikey", "create", "--workspace", "other", "--sub", "u-other")...)
-	f.revokedKey = mustCLI(t, e.args("apikey", "create", "--workspace", "acme", "--sub", "u-admin")...)
-	mustCLI(t, e.args("apikey", "revoke", f.revokedKey)...)
-	f.srv = e.start(serveArgs...)
-	return f
-}
-
-// do sends a raw request (validated against the spec like every other).
-func (f *fixture) do(t *testing.T, method, path string, header http.Header, body string) (*http.Response, []byte) {
-	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(context.Background(), method, f.srv.URL+path, r)
-	if err != nil {
-		// A malformed escape: send the path exactly as written.
-		if req, err = http.NewRequestWithContext(context.Background(), method, f.srv.URL, r); err != nil {
-			t.Fatal(err)
-		}
-		req.URL.Opaque = path
-	}
-	maps.Copy(req.Header, header)
-	resp, err := httpClient(t).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
-}
-
-// devKeySign signs arbitrary claims with the deployment's development issuer
-// key and the given method, to build tokens the CLI would never issue.
-func (f *fixture) devKeySign(t *testing.T, claims jwt.MapClaims) string {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(f.dataDir, "dev-issuer-ed25519.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(raw)
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-func claimsFor(sub string, scopes string, exp time.Time) jwt.MapClaims {
-	return jwt.MapClaims{"iss": server.DevIssuerName, "sub": sub, "scope": scopes, "exp": exp.Unix(), "iat": time.Now().Unix()}
-}
-
-func bearer(cred string) http.Header {
-	return http.Header{"Authorization": {"Bearer " + cred}, "Content-Type": {"application/json"}, server.WorkspaceHeader: {"acme"}}
-}
-
-func with(h http.Header, key, value string) http.Header {
-	h = h.Clone()
-	if value == "" {
-		h.Del(key)
-	} else {
-		h.Set(key, value)
-	}
-	return h
-}
-
 func TestInvite_EndToEnd(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		ctx := context.Background()
 		c := f.srv.client(t)
-		tok := f.token("u-admin", "admin@acme.test", "workspaces:invite")
+		tok := f.token(f.adminSub, f.adminEmail, "workspaces:invite")
 
 		before := time.Now().UTC().Truncate(time.Second)
 		resp, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("New.User@Example.COM")},
-			withAuth("Authorization", tok, "acme"))
+			withAuth("Authorization", tok, f.ws))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,8 +39,8 @@ func TestInvite_EndToEnd(t *testing.T) {
 		inv := resp.JSON200
 		for name, got := range map[string]*string{"email": inv.Email, "role": inv.Role, "invitedBy": inv.InvitedBy,
 			"workspace": inv.Workspace, "createdBy": inv.CreatedBy, "updatedBy": inv.UpdatedBy} {
-			want := map[string]string{"email": "new.user@example.com", "role": "member", "invitedBy": "u-admin",
-				"workspace": "acme", "createdBy": "u-admin", "updatedBy": "u-admin"}[name]
+			want := map[string]string{"email": "new.user@example.com", "role": "member", "invitedBy": f.adminSub,
+				"workspace": f.ws, "createdBy": f.adminSub, "updatedBy": f.adminSub}[name]
 			if got == nil || *got != want {
 				t.Errorf("%s: got %v, want %q", name, deref(got), want)
 			}
@@ -148,7 +53,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 
 		t.Run("SDKHeadersWithAPIKey", func(t *testing.T) {
 			// As Blaxel's SDKs send it: X-Blaxel-Authorization, workspace header, version header.
-			h := http.Header{"X-Blaxel-Authorization": {"Bearer " + f.adminKey}, server.WorkspaceHeader: {"acme"},
+			h := http.Header{"X-Blaxel-Authorization": {"Bearer " + f.adminKey}, server.WorkspaceHeader: {f.ws},
 				"Blaxel-Version": {"2026-09-22"}, "User-Agent": {"blaxel/sdk/python/0.2.0"}, "Content-Type": {"application/json"}}
 			resp, body := f.do(t, "POST", "/v0/users", h, `{"email":"sdk@example.com"}`)
 			if resp.StatusCode != 200 {
@@ -156,13 +61,13 @@ func TestInvite_EndToEnd(t *testing.T) {
 			}
 			// Without the workspace header the key's own workspace is used.
 			resp, body = f.do(t, "POST", "/v0/users", with(h, server.WorkspaceHeader, ""), `{"email":"sdk2@example.com"}`)
-			if resp.StatusCode != 200 || !strings.Contains(string(body), `"workspace":"acme"`) {
+			if resp.StatusCode != 200 || !strings.Contains(string(body), `"workspace":"`+f.ws+`"`) {
 				t.Fatalf("got %d %s", resp.StatusCode, body)
 			}
 		})
 
 		t.Run("AdminScopeImpliesAll", func(t *testing.T) {
-			resp, body := f.do(t, "POST", "/v0/users", bearer(f.token("u-admin", "", "admin")), `{"email":"adm@example.com"}`)
+			resp, body := f.do(t, "POST", "/v0/users", f.bearer(f.token(f.adminSub, "", "admin")), `{"email":"adm@example.com"}`)
 			if resp.StatusCode != 200 {
 				t.Fatalf("got %d %s", resp.StatusCode, body)
 			}
@@ -170,7 +75,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 
 		t.Run("ReinviteReturnsSameInvitation", func(t *testing.T) {
 			resp, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
-				withAuth("Authorization", tok, "acme"))
+				withAuth("Authorization", tok, f.ws))
 			if err != nil || resp.StatusCode() != 200 {
 				t.Fatalf("got %v %d", err, resp.StatusCode())
 			}
@@ -178,17 +83,18 @@ func TestInvite_EndToEnd(t *testing.T) {
 				t.Errorf("createdAt: got %s, want the pending invitation's %s", deref(resp.JSON200.CreatedAt), deref(inv.CreatedAt))
 			}
 			st := f.store()
-			ws, _ := st.Membership(ctx, "acme", "u-admin")
+			ws, _ := st.Membership(ctx, f.ws, f.adminSub)
 			if _, err := storetest.PendingInvitation(ctx, st, ws.Workspace.ID, "NEW.USER@example.com"); err != nil {
 				t.Errorf("pending invitation not stored: %v", err)
 			}
 		})
 
 		t.Run("Restart", func(t *testing.T) {
-			f.srv.stop()
-			f.srv = f.start()
-			resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
-				withAuth("Authorization", tok, "acme"))
+			// A server started afresh on the database (the shared one keeps
+			// serving the other tests) knows the invitation only from it.
+			restarted := f.start()
+			resp, err := restarted.client(t).InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: ptr("new.user@example.com")},
+				withAuth("Authorization", tok, f.ws))
 			if err != nil || resp.StatusCode() != 200 {
 				t.Fatalf("after restart: %v %d", err, resp.StatusCode())
 			}
@@ -209,18 +115,12 @@ func TestInvite_EndToEnd(t *testing.T) {
 	})
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return "<nil>"
-	}
-	return *s
-}
-
 // TestInvite_Concurrent sends 50 identical invites at once over HTTP.
 func TestInvite_Concurrent(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		h := bearer(f.token("u-admin", "", "workspaces:invite"))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		h := f.bearer(f.token(f.adminSub, "", "workspaces:invite"))
 		const n = 50
 		var wg sync.WaitGroup
 		bodies := make([]string, n)
@@ -245,10 +145,7 @@ func TestInvite_Concurrent(t *testing.T) {
 				t.Errorf("invite %d: %d %s", i, statuses[i], bodies[i])
 			}
 		}
-		counts, err := storetest.CountRows(context.Background(), f.store())
-		if err != nil {
-			t.Fatal(err)
-		}
+		counts := f.countRows(t)
 		if counts["invitations"] != 1 {
 			t.Errorf("invitations: got %d rows, want exactly 1", counts["invitations"])
 		}
@@ -258,38 +155,39 @@ func TestInvite_Concurrent(t *testing.T) {
 // TestInvite_BadInputs: every bad request gets its documented 4xx with an
 // Error body (checked by the validating client) and changes nothing.
 func TestInvite_BadInputs(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		good := bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite"))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		good := f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:invite"))
 		otherIssuer, err := server.LoadDevIssuer(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
-		forged, _ := otherIssuer.Sign(server.TokenRequest{Sub: "u-admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
-		expired := f.devKeySign(t, claimsFor("u-admin", "workspaces:invite", time.Now().Add(-time.Hour)))
-		wrongIssuer := f.devKeySign(t, jwt.MapClaims{"iss": "https://evil.example", "sub": "u-admin", "scope": "workspaces:invite", "exp": time.Now().Add(time.Hour).Unix()})
-		noExp := f.devKeySign(t, jwt.MapClaims{"iss": server.DevIssuerName, "sub": "u-admin", "scope": "workspaces:invite"})
+		forged, _ := otherIssuer.Sign(server.TokenRequest{Sub: f.adminSub, Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
+		expired := f.devKeySign(t, claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(-time.Hour)))
+		wrongIssuer := f.devKeySign(t, jwt.MapClaims{"iss": "https://evil.example", "sub": f.adminSub, "scope": "workspaces:invite", "exp": time.Now().Add(time.Hour).Unix()})
+		noExp := f.devKeySign(t, jwt.MapClaims{"iss": server.DevIssuerName, "sub": f.adminSub, "scope": "workspaces:invite"})
 		noSub := f.devKeySign(t, claimsFor("", "workspaces:invite", time.Now().Add(time.Hour)))
 		seg := func(v any) string { b, _ := json.Marshal(v); return base64.RawURLEncoding.EncodeToString(b) }
-		noneAlg := seg(map[string]string{"alg": "none", "typ": "JWT"}) + "." + seg(claimsFor("u-admin", "workspaces:invite", time.Now().Add(time.Hour))) + "."
+		noneAlg := seg(map[string]string{"alg": "none", "typ": "JWT"}) + "." + seg(claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(time.Hour))) + "."
 		dev, _ := server.LoadDevIssuer(f.dataDir)
-		hmac, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claimsFor("u-admin", "workspaces:invite", time.Now().Add(time.Hour))).
+		hmac, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(time.Hour))).
 			SignedString([]byte(dev.PublicKey()))
 		// Dates must be JSON numbers (RFC 7519 NumericDate), not strings.
 		dateAsString := func(claim string, at time.Time) string {
-			c := claimsFor("u-admin", "workspaces:invite", time.Now().Add(time.Hour))
+			c := claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(time.Hour))
 			c[claim] = strconv.FormatInt(at.Unix(), 10)
 			return f.devKeySign(t, c)
 		}
 		// Scopes are separated by U+0020 only: "workspaces:list<NBSP>admin" is one unknown scope, not admin.
-		nbspScope := f.devKeySign(t, claimsFor("u-admin", "workspaces:list\u00a0admin", time.Now().Add(time.Hour)))
-		nbspScp := claimsFor("u-admin", "", time.Now().Add(time.Hour))
+		nbspScope := f.devKeySign(t, claimsFor(f.adminSub, "workspaces:list\u00a0admin", time.Now().Add(time.Hour)))
+		nbspScp := claimsFor(f.adminSub, "", time.Now().Add(time.Hour))
 		nbspScp["scp"] = "workspaces:list\u00a0admin"
 		// Two different credentials, in two headers or one header twice.
 		twoCredentials := with(good, "X-Blaxel-Authorization", "Bearer "+f.adminKey)
 		twoAuthorizations := good.Clone()
-		twoAuthorizations["Authorization"] = []string{"Bearer " + f.token("u-admin", "", "workspaces:invite"), "Bearer " + f.adminKey}
-		bearerAndBasic := with(bearer(f.adminKey), "X-Blaxel-Authorization", "Basic dTpw")
+		twoAuthorizations["Authorization"] = []string{"Bearer " + f.token(f.adminSub, "", "workspaces:invite"), "Bearer " + f.adminKey}
+		bearerAndBasic := with(f.bearer(f.adminKey), "X-Blaxel-Authorization", "Basic dTpw")
 		long := func(n int) string { return strings.Repeat("a", n) }
 
 		f.checkBadInputs(t, []badInput{
@@ -336,32 +234,32 @@ func TestInvite_BadInputs(t *testing.T) {
 			{"NoCredentials", "POST", "/v0/users", with(good, "Authorization", ""), `{"email":"a@b.co"}`, 401},
 			{"BasicAuth", "POST", "/v0/users", with(good, "Authorization", "Basic dTpw"), `{"email":"a@b.co"}`, 401},
 			{"EmptyBearer", "POST", "/v0/users", with(good, "Authorization", "Bearer "), `{"email":"a@b.co"}`, 401},
-			{"GarbageToken", "POST", "/v0/users", bearer("abc.def.ghi"), `{"email":"a@b.co"}`, 401},
-			{"ExpiredToken", "POST", "/v0/users", bearer(expired), `{"email":"a@b.co"}`, 401},
-			{"ForgedToken", "POST", "/v0/users", bearer(forged), `{"email":"a@b.co"}`, 401},
-			{"NoneAlgToken", "POST", "/v0/users", bearer(noneAlg), `{"email":"a@b.co"}`, 401},
-			{"HMACKeyConfusion", "POST", "/v0/users", bearer(hmac), `{"email":"a@b.co"}`, 401},
-			{"WrongIssuer", "POST", "/v0/users", bearer(wrongIssuer), `{"email":"a@b.co"}`, 401},
-			{"NoExpiry", "POST", "/v0/users", bearer(noExp), `{"email":"a@b.co"}`, 401},
-			{"NoSubject", "POST", "/v0/users", bearer(noSub), `{"email":"a@b.co"}`, 401},
-			{"ExpAsString", "POST", "/v0/users", bearer(dateAsString("exp", time.Now().Add(time.Hour))), `{"email":"a@b.co"}`, 401},
-			{"NbfAsString", "POST", "/v0/users", bearer(dateAsString("nbf", time.Now().Add(-time.Minute))), `{"email":"a@b.co"}`, 401},
-			{"IatAsString", "POST", "/v0/users", bearer(dateAsString("iat", time.Now().Add(-time.Minute))), `{"email":"a@b.co"}`, 401},
-			{"ScopeNoBreakSpace", "POST", "/v0/users", bearer(nbspScope), `{"email":"a@b.co"}`, 403},
-			{"ScpNoBreakSpace", "POST", "/v0/users", bearer(f.devKeySign(t, nbspScp)), `{"email":"a@b.co"}`, 403},
+			{"GarbageToken", "POST", "/v0/users", f.bearer("abc.def.ghi"), `{"email":"a@b.co"}`, 401},
+			{"ExpiredToken", "POST", "/v0/users", f.bearer(expired), `{"email":"a@b.co"}`, 401},
+			{"ForgedToken", "POST", "/v0/users", f.bearer(forged), `{"email":"a@b.co"}`, 401},
+			{"NoneAlgToken", "POST", "/v0/users", f.bearer(noneAlg), `{"email":"a@b.co"}`, 401},
+			{"HMACKeyConfusion", "POST", "/v0/users", f.bearer(hmac), `{"email":"a@b.co"}`, 401},
+			{"WrongIssuer", "POST", "/v0/users", f.bearer(wrongIssuer), `{"email":"a@b.co"}`, 401},
+			{"NoExpiry", "POST", "/v0/users", f.bearer(noExp), `{"email":"a@b.co"}`, 401},
+			{"NoSubject", "POST", "/v0/users", f.bearer(noSub), `{"email":"a@b.co"}`, 401},
+			{"ExpAsString", "POST", "/v0/users", f.bearer(dateAsString("exp", time.Now().Add(time.Hour))), `{"email":"a@b.co"}`, 401},
+			{"NbfAsString", "POST", "/v0/users", f.bearer(dateAsString("nbf", time.Now().Add(-time.Minute))), `{"email":"a@b.co"}`, 401},
+			{"IatAsString", "POST", "/v0/users", f.bearer(dateAsString("iat", time.Now().Add(-time.Minute))), `{"email":"a@b.co"}`, 401},
+			{"ScopeNoBreakSpace", "POST", "/v0/users", f.bearer(nbspScope), `{"email":"a@b.co"}`, 403},
+			{"ScpNoBreakSpace", "POST", "/v0/users", f.bearer(f.devKeySign(t, nbspScp)), `{"email":"a@b.co"}`, 403},
 			{"TwoCredentials", "POST", "/v0/users", twoCredentials, `{"email":"a@b.co"}`, 400},
 			{"TwoAuthorizationHeaders", "POST", "/v0/users", twoAuthorizations, `{"email":"a@b.co"}`, 400},
 			{"BearerAndBasic", "POST", "/v0/users", bearerAndBasic, `{"email":"a@b.co"}`, 400},
-			{"UnknownAPIKey", "POST", "/v0/users", bearer(store.APIKeyPrefix + "doesnotexist"), `{"email":"a@b.co"}`, 401},
-			{"RevokedAPIKey", "POST", "/v0/users", bearer(f.revokedKey), `{"email":"a@b.co"}`, 401},
-			{"TokenWithoutScope", "POST", "/v0/users", bearer(f.token("u-admin", "", "workspaces:list")), `{"email":"a@b.co"}`, 403},
-			{"PlainMemberToken", "POST", "/v0/users", bearer(f.token("u-member", "", "workspaces:invite")), `{"email":"a@b.co"}`, 403},
-			{"PlainMemberKey", "POST", "/v0/users", bearer(f.memberKey), `{"email":"a@b.co"}`, 403},
-			{"KeyOfAnotherWorkspace", "POST", "/v0/users", bearer(f.otherKey), `{"email":"a@b.co"}`, 404},
-			{"UnknownWorkspace", "POST", "/v0/users", with(good, server.WorkspaceHeader, "nope"), `{"email":"a@b.co"}`, 404},
-			{"NotAMember", "POST", "/v0/users", bearer(f.token("u-other", "", "workspaces:invite")), `{"email":"a@b.co"}`, 404},
+			{"UnknownAPIKey", "POST", "/v0/users", f.bearer(store.APIKeyPrefix + "doesnotexist"), `{"email":"a@b.co"}`, 401},
+			{"RevokedAPIKey", "POST", "/v0/users", f.bearer(f.revokedKey), `{"email":"a@b.co"}`, 401},
+			{"TokenWithoutScope", "POST", "/v0/users", f.bearer(f.token(f.adminSub, "", "workspaces:list")), `{"email":"a@b.co"}`, 403},
+			{"PlainMemberToken", "POST", "/v0/users", f.bearer(f.token(f.memberSub, "", "workspaces:invite")), `{"email":"a@b.co"}`, 403},
+			{"PlainMemberKey", "POST", "/v0/users", f.bearer(f.memberKey), `{"email":"a@b.co"}`, 403},
+			{"KeyOfAnotherWorkspace", "POST", "/v0/users", f.bearer(f.otherKey), `{"email":"a@b.co"}`, 404},
+			{"UnknownWorkspace", "POST", "/v0/users", with(good, server.WorkspaceHeader, f.uniq("nope")), `{"email":"a@b.co"}`, 404},
+			{"NotAMember", "POST", "/v0/users", f.bearer(f.token(f.otherSub, "", "workspaces:invite")), `{"email":"a@b.co"}`, 404},
 			{"NoWorkspace", "POST", "/v0/users", with(good, server.WorkspaceHeader, ""), `{"email":"a@b.co"}`, 400},
-			{"AlreadyMember", "POST", "/v0/users", good, `{"email":"ADMIN@acme.test"}`, 409},
+			{"AlreadyMember", "POST", "/v0/users", good, `{"email":"ADMIN@` + f.ws + `.test"}`, 409},
 			{"WrongMethod", "PATCH", "/v0/users", good, `{"email":"a@b.co"}`, 405},
 			{"UnknownRoute", "POST", "/v0/usersx", good, `{"email":"a@b.co"}`, 404},
 			{"NoVersionPrefix", "POST", "/users", good, `{"email":"a@b.co"}`, 404},
@@ -370,38 +268,4 @@ func TestInvite_BadInputs(t *testing.T) {
 			t.Errorf("a credential reached the log:\n%s", logs)
 		}
 	})
-}
-
-// badInput is one request that must be refused.
-type badInput struct {
-	name, method, path string
-	header             http.Header
-	body               string
-	status             int
-}
-
-// checkBadInputs sends each request and checks it gets its status (the
-// validating client checks the Error body) and that no row changed.
-func (f *fixture) checkBadInputs(t *testing.T, cases []badInput) {
-	t.Helper()
-	st := f.store()
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before, err := storetest.CountRows(context.Background(), st)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, body := f.do(t, tc.method, tc.path, tc.header, tc.body)
-			if resp.StatusCode != tc.status {
-				t.Errorf("got %d %s, want %d", resp.StatusCode, body, tc.status)
-			}
-			after, err := storetest.CountRows(context.Background(), st)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !maps.Equal(before, after) {
-				t.Errorf("rows changed: before %v, after %v", before, after)
-			}
-		})
-	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/store"
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // auditToken is an admin's token for the audit log and webhooks.
@@ -24,7 +23,7 @@ func (f *fixture) auditToken(sub, email string) string {
 // validated against the YAML).
 func (f *fixture) auditEvents(t *testing.T, q string) ([]gen.AuditEvent, *http.Response) {
 	t.Helper()
-	resp, body := f.do(t, "GET", "/v0/audit?"+q, bearer(f.auditToken("u-admin", "admin@acme.test")), "")
+	resp, body := f.do(t, "GET", "/v0/audit?"+q, f.bearer(f.auditToken(f.adminSub, f.adminEmail)), "")
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /v0/audit?%s: %d %s", q, resp.StatusCode, body)
 	}
@@ -39,20 +38,21 @@ func (f *fixture) auditEvents(t *testing.T, q string) ([]gen.AuditEvent, *http.R
 // exactly its event (action, target, actor and its kind, request ID, the
 // changed fields), newest first; a refused change appends none.
 func TestAudit_EveryLifecycleAction(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
-		key := bearer(f.adminKey)
-		carol := bearer(f.userToken("u-carol", "carol@example.com"))
-		erin := bearer(f.userToken("u-erin", "erin@example.com"))
-		member := bearer(f.userToken("u-member", "member@acme.test"))
-		wsAdmin := bearer(f.token("u-admin", "admin@acme.test", "workspaces:update"))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
+		key := f.bearer(f.adminKey)
+		carol := f.bearer(f.userToken(f.uniq("u-carol"), "carol@example.com"))
+		erin := f.bearer(f.userToken(f.uniq("u-erin"), "erin@example.com"))
+		member := f.bearer(f.userToken(f.memberSub, f.memberEmail))
+		wsAdmin := f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:update"))
 
 		// What the fixture's CLI did: the workspace and the API keys, by the CLI.
 		events, _ := f.auditEvents(t, "limit=1000")
 		counts := map[string]int{}
 		for _, e := range events {
-			if e.Actor.Kind != gen.AuditActorKindCli || e.Workspace != "acme" || e.RequestId != nil {
+			if e.Actor.Kind != gen.AuditActorKindCli || e.Workspace != f.ws || e.RequestId != nil {
 				t.Errorf("fixture event %+v: want the CLI's, in acme, without request ID", e)
 			}
 			counts[string(e.Action)]++
@@ -71,18 +71,18 @@ func TestAudit_EveryLifecycleAction(t *testing.T) {
 			kind               gen.AuditActorKind
 			before, after      map[string]any
 		}{
-			{"Invite", "POST", "/v0/users", admin, `{"email":"carol@example.com"}`, "invitation.created", "carol@example.com", "u-admin", gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
-			{"Reinvite", "POST", "/v0/users", key, `{"email":"carol@example.com"}`, "invitation.refreshed", "carol@example.com", "u-admin", gen.AuditActorKindApiKey, nil, map[string]any{"role": "member"}},
-			{"InvitationRole", "PUT", "/v0/users/carol@example.com", admin, `{"role":"admin"}`, "invitation.role_changed", "carol@example.com", "u-admin", gen.AuditActorKindUser, map[string]any{"role": "member"}, map[string]any{"role": "admin"}},
-			{"Accept", "POST", "/v0/workspaces/acme/join", carol, "", "invitation.accepted", "carol@example.com", "u-carol", gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "accepted", "sub": "u-carol", "role": "admin"}},
-			{"MemberRole", "PUT", "/v0/users/u-carol", key, `{"role":"member"}`, "member.role_changed", "u-carol", "u-admin", gen.AuditActorKindApiKey, map[string]any{"role": "admin"}, map[string]any{"role": "member"}},
-			{"Remove", "DELETE", "/v0/users/u-carol", admin, "", "member.removed", "u-carol", "u-admin", gen.AuditActorKindUser, map[string]any{"role": "member", "email": "carol@example.com"}, nil},
-			{"InviteDave", "POST", "/v0/users", admin, `{"email":"dave@example.com"}`, "invitation.created", "dave@example.com", "u-admin", gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
-			{"Revoke", "DELETE", "/v0/users/dave@example.com", admin, "", "invitation.revoked", "dave@example.com", "u-admin", gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "revoked"}},
-			{"InviteErin", "POST", "/v0/users", admin, `{"email":"erin@example.com"}`, "invitation.created", "erin@example.com", "u-admin", gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
-			{"Decline", "POST", "/v0/workspaces/acme/decline", erin, "", "invitation.declined", "erin@example.com", "u-erin", gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "declined"}},
-			{"Leave", "DELETE", "/v0/workspaces/acme/leave", member, "", "member.left", "u-member", "u-member", gen.AuditActorKindUser, map[string]any{"role": "member", "email": "member@acme.test"}, nil},
-			{"Rename", "PUT", "/v0/workspaces/acme", wsAdmin, `{"displayName":"Acme Corp"}`, "workspace.updated", "acme", "u-admin", gen.AuditActorKindUser, map[string]any{"displayName": "Acme"}, map[string]any{"displayName": "Acme Corp"}},
+			{"Invite", "POST", "/v0/users", admin, `{"email":"carol@example.com"}`, "invitation.created", "carol@example.com", f.adminSub, gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
+			{"Reinvite", "POST", "/v0/users", key, `{"email":"carol@example.com"}`, "invitation.refreshed", "carol@example.com", f.adminSub, gen.AuditActorKindApiKey, nil, map[string]any{"role": "member"}},
+			{"InvitationRole", "PUT", "/v0/users/carol@example.com", admin, `{"role":"admin"}`, "invitation.role_changed", "carol@example.com", f.adminSub, gen.AuditActorKindUser, map[string]any{"role": "member"}, map[string]any{"role": "admin"}},
+			{"Accept", "POST", "/v0/workspaces/" + f.ws + "/join", carol, "", "invitation.accepted", "carol@example.com", f.uniq("u-carol"), gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "accepted", "sub": f.uniq("u-carol"), "role": "admin"}},
+			{"MemberRole", "PUT", "/v0/users/" + f.uniq("u-carol"), key, `{"role":"member"}`, "member.role_changed", f.uniq("u-carol"), f.adminSub, gen.AuditActorKindApiKey, map[string]any{"role": "admin"}, map[string]any{"role": "member"}},
+			{"Remove", "DELETE", "/v0/users/" + f.uniq("u-carol"), admin, "", "member.removed", f.uniq("u-carol"), f.adminSub, gen.AuditActorKindUser, map[string]any{"role": "member", "email": "carol@example.com"}, nil},
+			{"InviteDave", "POST", "/v0/users", admin, `{"email":"dave@example.com"}`, "invitation.created", "dave@example.com", f.adminSub, gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
+			{"Revoke", "DELETE", "/v0/users/dave@example.com", admin, "", "invitation.revoked", "dave@example.com", f.adminSub, gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "revoked"}},
+			{"InviteErin", "POST", "/v0/users", admin, `{"email":"erin@example.com"}`, "invitation.created", "erin@example.com", f.adminSub, gen.AuditActorKindUser, nil, map[string]any{"role": "member"}},
+			{"Decline", "POST", "/v0/workspaces/" + f.ws + "/decline", erin, "", "invitation.declined", "erin@example.com", f.uniq("u-erin"), gen.AuditActorKindUser, map[string]any{"status": "pending"}, map[string]any{"status": "declined"}},
+			{"Leave", "DELETE", "/v0/workspaces/" + f.ws + "/leave", member, "", "member.left", f.memberSub, f.memberSub, gen.AuditActorKindUser, map[string]any{"role": "member", "email": f.memberEmail}, nil},
+			{"Rename", "PUT", "/v0/workspaces/" + f.ws, wsAdmin, `{"displayName":"Acme Corp"}`, "workspace.updated", f.ws, f.adminSub, gen.AuditActorKindUser, map[string]any{"displayName": "Acme"}, map[string]any{"displayName": "Acme Corp"}},
 		}
 		for _, s := range steps {
 			resp, body := f.do(t, s.method, s.path, s.header, s.body)
@@ -103,7 +103,7 @@ func TestAudit_EveryLifecycleAction(t *testing.T) {
 			e := fresh[0]
 			last = e.Id
 			if string(e.Action) != s.action || e.Target.Id != s.target || e.Actor.Sub != s.actor || e.Actor.Kind != s.kind ||
-				e.Workspace != "acme" || deref(e.RequestId) != resp.Header.Get("X-Request-Id") {
+				e.Workspace != f.ws || deref(e.RequestId) != resp.Header.Get("X-Request-Id") {
 				t.Errorf("%s: got %+v (request %s), want %s on %s by %s (%s)", s.name, e, resp.Header.Get("X-Request-Id"), s.action, s.target, s.kind, s.actor)
 			}
 			if time.Since(e.Time) > time.Minute || time.Until(e.Time) > time.Second {
@@ -115,30 +115,29 @@ func TestAudit_EveryLifecycleAction(t *testing.T) {
 
 		// Refused changes append nothing (nor change any other row).
 		f.checkBadInputs(t, []badInput{
-			{"LastAdmin", "DELETE", "/v0/users/u-admin", admin, "", 409},
-			{"AlreadyMember", "POST", "/v0/users", admin, `{"email":"admin@acme.test"}`, 409},
-			{"NotAdmin", "PUT", "/v0/workspaces/acme", bearer(f.token("u-x", "x@x.test", "workspaces:update")), `{"displayName":"X"}`, 404},
+			{"LastAdmin", "DELETE", "/v0/users/" + f.adminSub, admin, "", 409},
+			{"AlreadyMember", "POST", "/v0/users", admin, `{"email":"` + f.adminEmail + `"}`, 409},
+			{"NotAdmin", "PUT", "/v0/workspaces/" + f.ws, f.bearer(f.token(f.uniq("u-x"), "x@x.test", "workspaces:update")), `{"displayName":"X"}`, 404},
 		})
 
 		// Deleting a workspace: its event stays, readable from the store (its
 		// admins can no longer ask the API for a workspace that is gone).
-		resp, body := f.do(t, "DELETE", "/v0/workspaces/other", bearer(f.token("u-other", "other@other.test", "workspaces:delete")), "")
+		st := f.store()
+		membership, err := st.Membership(context.Background(), f.otherWS, f.otherSub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherID := membership.Workspace.ID
+		resp, body := f.do(t, "DELETE", "/v0/workspaces/"+f.otherWS, f.bearer(f.token(f.otherSub, f.otherEmail, "workspaces:delete")), "")
 		if resp.StatusCode != 200 {
 			t.Fatalf("delete other: %d %s", resp.StatusCode, body)
 		}
-		st := f.store()
-		var otherID int64
-		for _, id := range []int64{1, 2, 3} {
-			evs, err := st.ListAudit(context.Background(), store.AuditFilter{WorkspaceID: id, Action: store.ActionWorkspaceDeleted, Limit: 5})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(evs) == 1 && evs[0].Workspace == "other" && evs[0].ActorSub == "u-other" && evs[0].RequestID == resp.Header.Get("X-Request-Id") {
-				otherID = id
-			}
+		evs, err := st.ListAudit(context.Background(), store.AuditFilter{WorkspaceID: otherID, Action: store.ActionWorkspaceDeleted, Limit: 5})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if otherID == 0 {
-			t.Errorf("no workspace.deleted event for other")
+		if len(evs) != 1 || evs[0].Workspace != f.otherWS || evs[0].ActorSub != f.otherSub || evs[0].RequestID != resp.Header.Get("X-Request-Id") {
+			t.Errorf("workspace.deleted events of other: got %+v, want one by its admin with the request's ID", evs)
 		}
 	})
 }
@@ -174,27 +173,28 @@ func checkFields(t *testing.T, what string, got *map[string]any, want map[string
 // a member (403), another workspace (404), a bad parameter or a cursor made
 // for other filters (400).
 func TestAudit_ListFiltersAndPages(t *testing.T) {
-	f := newFixture(t, "sqlite")
-	admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+	t.Parallel()
+	f := newTenant(t, "sqlite")
+	admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 	start := time.Now().UTC()
 	for _, email := range []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com"} {
 		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"`+email+`"}`); resp.StatusCode != 200 {
 			t.Fatalf("invite: %d %s", resp.StatusCode, body)
 		}
 	}
-	if resp, body := f.do(t, "POST", "/v0/users", bearer(f.memberKey), `{"email":"x@example.com"}`); resp.StatusCode != 403 {
+	if resp, body := f.do(t, "POST", "/v0/users", f.bearer(f.memberKey), `{"email":"x@example.com"}`); resp.StatusCode != 403 {
 		t.Fatalf("member invite: %d %s", resp.StatusCode, body)
 	}
 
 	// Filtered by action and actor, two at a time, following Link.
 	var emails []string
-	q := "action=invitation.created&actor=u-admin&limit=2&since=" + url.QueryEscape(start.Format(time.RFC3339Nano))
+	q := "action=invitation.created&actor=" + f.adminSub + "&limit=2&since=" + url.QueryEscape(start.Format(time.RFC3339Nano))
 	pages := 0
 	for q != "" {
 		events, resp := f.auditEvents(t, q)
 		pages++
 		for _, e := range events {
-			if e.Action != "invitation.created" || e.Actor.Sub != "u-admin" {
+			if e.Action != "invitation.created" || e.Actor.Sub != f.adminSub {
 				t.Errorf("filtered list holds %+v", e)
 			}
 			emails = append(emails, e.Target.Id)
@@ -222,18 +222,19 @@ func TestAudit_ListFiltersAndPages(t *testing.T) {
 	link := resp.Header.Get("Link")
 	cursor := link[strings.Index(link, "cursor=")+len("cursor=") : strings.Index(link, ">")]
 	f.checkBadInputs(t, []badInput{
-		{"CursorOtherFilters", "GET", "/v0/audit?limit=1&action=member.left&cursor=" + cursor, bearer(f.auditToken("u-admin", "")), "", 400},
-		{"BadSince", "GET", "/v0/audit?since=yesterday", bearer(f.auditToken("u-admin", "")), "", 400},
-		{"NoWorkspace", "GET", "/v0/audit", with(bearer(f.auditToken("u-admin", "")), "X-Blaxel-Workspace", ""), "", 400},
-		{"Member", "GET", "/v0/audit", bearer(f.auditToken("u-member", "")), "", 403},
-		{"MemberKey", "GET", "/v0/audit", bearer(f.memberKey), "", 403},
-		{"OtherWorkspace", "GET", "/v0/audit", with(bearer(f.auditToken("u-admin", "")), "X-Blaxel-Workspace", "other"), "", 404},
+		{"CursorOtherFilters", "GET", "/v0/audit?limit=1&action=member.left&cursor=" + cursor, f.bearer(f.auditToken(f.adminSub, "")), "", 400},
+		{"BadSince", "GET", "/v0/audit?since=yesterday", f.bearer(f.auditToken(f.adminSub, "")), "", 400},
+		{"NoWorkspace", "GET", "/v0/audit", with(f.bearer(f.auditToken(f.adminSub, "")), "X-Blaxel-Workspace", ""), "", 400},
+		{"Member", "GET", "/v0/audit", f.bearer(f.auditToken(f.memberSub, "")), "", 403},
+		{"MemberKey", "GET", "/v0/audit", f.bearer(f.memberKey), "", 403},
+		{"OtherWorkspace", "GET", "/v0/audit", with(f.bearer(f.auditToken(f.adminSub, "")), "X-Blaxel-Workspace", f.otherWS), "", 404},
 	})
 }
 
 // TestAudit_Retention: serve --audit-retention prunes events older than it
 // at start, and keeps the newer ones.
 func TestAudit_Retention(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sqlite")
 	mustCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u-admin", "--admin-email", "admin@acme.test")...)
 	st := e.store()
@@ -266,19 +267,20 @@ func TestAudit_Retention(t *testing.T) {
 // deletion are audited (never its secret), and what it does is audited
 // with actor kind service_account, by its token as by its API key.
 func TestAudit_ServiceAccounts(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.token("u-admin", "admin@acme.test", "admin"))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.token(f.adminSub, f.adminEmail, "admin"))
 		sa := f.oauthClient(t, "bot", "admin")
 		resp, body := f.do(t, "POST", "/v0/service_accounts/"+sa.clientID+"/api_keys", admin, `{"name":"ci","expires_in":"1d"}`)
 		var key gen.ApiKey
 		if resp.StatusCode != 200 || json.Unmarshal(body, &key) != nil {
 			t.Fatalf("create key: %d %s", resp.StatusCode, body)
 		}
-		if resp, body := f.do(t, "POST", "/v0/users", bearer(f.mustToken(t, sa, "")), `{"email":"by-token@example.com"}`); resp.StatusCode != 200 {
+		if resp, body := f.do(t, "POST", "/v0/users", f.bearer(f.mustToken(t, sa, "")), `{"email":"by-token@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("invite by the account's token: %d %s", resp.StatusCode, body)
 		}
-		if resp, body := f.do(t, "POST", "/v0/users", with(bearer(deref(key.ApiKey)), "X-Blaxel-Workspace", ""), `{"email":"by-key@example.com"}`); resp.StatusCode != 200 {
+		if resp, body := f.do(t, "POST", "/v0/users", with(f.bearer(deref(key.ApiKey)), "X-Blaxel-Workspace", ""), `{"email":"by-key@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("invite by the account's key: %d %s", resp.StatusCode, body)
 		}
 		if resp, body := f.do(t, "PUT", "/v0/service_accounts/"+sa.clientID, admin, `{"description":"deploys"}`); resp.StatusCode != 200 {
@@ -296,13 +298,13 @@ func TestAudit_ServiceAccounts(t *testing.T) {
 			kind           gen.AuditActorKind
 			actor          string
 		}{
-			{"service_account.deleted", sa.clientID, gen.AuditActorKindUser, "u-admin"},
-			{"api_key.revoked", deref(key.ApiKey)[:9], gen.AuditActorKindUser, "u-admin"},
-			{"service_account.updated", sa.clientID, gen.AuditActorKindUser, "u-admin"},
+			{"service_account.deleted", sa.clientID, gen.AuditActorKindUser, f.adminSub},
+			{"api_key.revoked", deref(key.ApiKey)[:9], gen.AuditActorKindUser, f.adminSub},
+			{"service_account.updated", sa.clientID, gen.AuditActorKindUser, f.adminSub},
 			{"invitation.created", "by-key@example.com", gen.AuditActorKindServiceAccount, sa.clientID},
 			{"invitation.created", "by-token@example.com", gen.AuditActorKindServiceAccount, sa.clientID},
-			{"api_key.created", deref(key.ApiKey)[:9], gen.AuditActorKindUser, "u-admin"},
-			{"service_account.created", sa.clientID, gen.AuditActorKindUser, "u-admin"},
+			{"api_key.created", deref(key.ApiKey)[:9], gen.AuditActorKindUser, f.adminSub},
+			{"service_account.created", sa.clientID, gen.AuditActorKindUser, f.adminSub},
 		}
 		if len(events) != len(want) {
 			t.Fatalf("%d events, want %d: %+v", len(events), len(want), events)
@@ -327,15 +329,16 @@ func TestAudit_ServiceAccounts(t *testing.T) {
 // ID; changing the email-domain policy appends its event, with the lists
 // before and after.
 func TestAudit_BulkAndDomainPolicy(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.token("u-admin", "admin@acme.test", "admin"))
-		resp, body := f.do(t, "PUT", "/v0/workspaces/acme/email-domains", admin, `{"deny":["blocked.test"]}`)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.token(f.adminSub, f.adminEmail, "admin"))
+		resp, body := f.do(t, "PUT", "/v0/workspaces/"+f.ws+"/email-domains", admin, `{"deny":["blocked.test"]}`)
 		if resp.StatusCode != 200 {
 			t.Fatalf("policy: %d %s", resp.StatusCode, body)
 		}
 		events, _ := f.auditEvents(t, "limit=1")
-		if e := events[0]; e.Action != "workspace.email_domains_updated" || e.Target.Id != "acme" || deref(e.RequestId) != resp.Header.Get("X-Request-Id") {
+		if e := events[0]; e.Action != "workspace.email_domains_updated" || e.Target.Id != f.ws || deref(e.RequestId) != resp.Header.Get("X-Request-Id") {
 			t.Errorf("policy event: %+v", e)
 		} else {
 			if (*e.After)["deny"] == nil || fmt.Sprint((*e.After)["deny"]) != "[blocked.test]" || fmt.Sprint((*e.Before)["deny"]) != "[]" {
@@ -346,7 +349,7 @@ func TestAudit_BulkAndDomainPolicy(t *testing.T) {
 		for i := range 150 { // more than one SQLite batch statement (128 rows)
 			emails = append(emails, fmt.Sprintf(`"b%d@example.com"`, i))
 		}
-		emails = append(emails, `"x@blocked.test"`, `"member@acme.test"`)
+		emails = append(emails, `"x@blocked.test"`, `"`+f.memberEmail+`"`)
 		resp, body = f.do(t, "POST", "/v0/users/bulk", admin, `{"emails":[`+strings.Join(emails, ",")+`]}`)
 		if resp.StatusCode != 200 {
 			t.Fatalf("bulk: %d %s", resp.StatusCode, body)
@@ -354,12 +357,12 @@ func TestAudit_BulkAndDomainPolicy(t *testing.T) {
 		events, _ = f.auditEvents(t, "action=invitation.created&limit=1000")
 		seen := map[string]bool{}
 		for _, e := range events {
-			if deref(e.RequestId) != resp.Header.Get("X-Request-Id") || e.Actor.Sub != "u-admin" || e.Actor.Kind != gen.AuditActorKindUser || seen[e.Target.Id] {
+			if deref(e.RequestId) != resp.Header.Get("X-Request-Id") || e.Actor.Sub != f.adminSub || e.Actor.Kind != gen.AuditActorKindUser || seen[e.Target.Id] {
 				t.Errorf("bulk event %+v", e)
 			}
 			seen[e.Target.Id] = true
 		}
-		if len(events) != 150 || seen["x@blocked.test"] || seen["member@acme.test"] {
+		if len(events) != 150 || seen["x@blocked.test"] || seen[f.memberEmail] {
 			t.Errorf("%d invitation.created events, want one per invited row (150), none for the refused rows", len(events))
 		}
 	})

@@ -20,11 +20,13 @@ import (
 // a bounded amount of memory, and /healthz answers meanwhile.
 // HEADER_FLOOD_CONNS=1000 reproduces the attack's size (figures in the log).
 func TestLimits_HeaderFlood(t *testing.T) {
+	// Not parallel: it measures this process's heap and RSS, which other
+	// tests' servers and clients share.
 	conns := 200
 	if n, err := strconv.Atoi(os.Getenv("HEADER_FLOOD_CONNS")); err == nil {
 		conns = n
 	}
-	f := newFixture(t, "sqlite")
+	f := newTenant(t, "sqlite")
 	u, err := url.Parse(f.srv.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 // POST /users/bulk to the bulk operation, not to the /users/{subOrEmail}
 // template, and leaves every other /users/... path to the template.
 func TestBulkInvite_Route(t *testing.T) {
+	t.Parallel()
 	router, err := gorillamux.NewRouter(loadSpec(t))
 	if err != nil {
 		t.Fatal(err)
@@ -48,8 +49,9 @@ func TestBulkInvite_Route(t *testing.T) {
 // way (an invitation comes back), and the static path shadows the template
 // for its other methods, as /workspaces/availability does (README).
 func TestBulkInvite_Served(t *testing.T) {
-	f := newFixture(t, "sqlite")
-	admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+	t.Parallel()
+	f := newTenant(t, "sqlite")
+	admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 	resp, body := f.do(t, "POST", "/v0/users/bulk", admin, `{"emails":["bulk@example.com"]}`)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"invitation"`) {
 		t.Fatalf("POST /v0/users/bulk: %d %s", resp.StatusCode, body)
@@ -112,19 +114,20 @@ func (f *fixture) bulkInvite(t *testing.T, h http.Header, body string) []gen.Bul
 // POST /users at a time. Row by row, the bulk answer is the single one:
 // status, error kind, and the invitation's fields.
 func TestBulkInvite_SameAsSingleInvites(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		ctx := context.Background()
 		st := f.store()
-		creator := f.workspaceToken("u-boss", "boss@corp.test")
-		for _, ws := range []string{"bulk-a", "bulk-b"} {
+		creator := f.workspaceToken(f.uniq("u-boss"), "boss@corp.test")
+		for _, ws := range []string{f.uniq("bulk-a"), f.uniq("bulk-b")} {
 			if resp, body := f.do(t, "POST", "/v0/workspaces", creator, `{"name":"`+ws+`"}`); resp.StatusCode != 200 {
 				t.Fatalf("create %s: %d %s", ws, resp.StatusCode, body)
 			}
-			if _, err := storetest.AddMember(ctx, st, ws, "u-plain", "plain@example.com", store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, ws, f.uniq("u-plain"), "plain@example.com", store.RoleMember, "test"); err != nil {
 				t.Fatal(err)
 			}
-			h := with(f.workspaceToken("u-boss", "boss@corp.test"), "X-Blaxel-Workspace", ws)
+			h := with(f.workspaceToken(f.uniq("u-boss"), "boss@corp.test"), "X-Blaxel-Workspace", ws)
 			if resp, body := f.do(t, "PUT", "/v0/workspaces/"+ws+"/email-domains", h, `{"deny":["blocked.test"]}`); resp.StatusCode != 200 {
 				t.Fatalf("policy %s: %d %s", ws, resp.StatusCode, body)
 			}
@@ -141,12 +144,12 @@ func TestBulkInvite_SameAsSingleInvites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows := f.bulkInvite(t, with(f.workspaceToken("u-boss", "boss@corp.test"), "X-Blaxel-Workspace", "bulk-a"), string(body))
+		rows := f.bulkInvite(t, with(f.workspaceToken(f.uniq("u-boss"), "boss@corp.test"), "X-Blaxel-Workspace", f.uniq("bulk-a")), string(body))
 		if len(rows) != len(emails) {
 			t.Fatalf("%d rows answered for %d sent", len(rows), len(emails))
 		}
 		seen := map[string]bool{}
-		hb := with(f.workspaceToken("u-boss", "boss@corp.test"), "X-Blaxel-Workspace", "bulk-b")
+		hb := with(f.workspaceToken(f.uniq("u-boss"), "boss@corp.test"), "X-Blaxel-Workspace", f.uniq("bulk-b"))
 		for i, email := range emails {
 			row := rows[i]
 			if row.Email != email {
@@ -178,14 +181,14 @@ func TestBulkInvite_SameAsSingleInvites(t *testing.T) {
 				continue
 			}
 			if deref(got.Email) != deref(want.Email) || deref(got.Role) != deref(want.Role) || deref(got.InvitedBy) != deref(want.InvitedBy) ||
-				deref(got.Workspace) != "bulk-a" || deref(want.Workspace) != "bulk-b" {
+				deref(got.Workspace) != f.uniq("bulk-a") || deref(want.Workspace) != f.uniq("bulk-b") {
 				t.Errorf("row %d %q: invitation %+v, single %+v", i, email, got, want)
 			}
 		}
 		// The rows refused wrote nothing: one pending invitation per
 		// distinct email invited in each workspace.
-		for _, ws := range []string{"bulk-a", "bulk-b"} {
-			m, err := st.Membership(ctx, ws, "u-boss")
+		for _, ws := range []string{f.uniq("bulk-a"), f.uniq("bulk-b")} {
+			m, err := st.Membership(ctx, ws, f.uniq("u-boss"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -202,8 +205,9 @@ func TestBulkInvite_SameAsSingleInvites(t *testing.T) {
 // quota are answered 429 one by one, as single invites over it would be;
 // the rows before them are invited.
 func TestBulkInvite_RateLimitedRows(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-workspace-invites", "3/h")
-	admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+	admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 	rows := f.bulkInvite(t, admin, `{"emails":["r1@example.com","r2@example.com","bad","r3@example.com","r4@example.com","r5@example.com"]}`)
 	want := []int{200, 200, 400, 200, 429, 429}
 	for i, row := range rows {
@@ -221,9 +225,10 @@ func TestBulkInvite_RateLimitedRows(t *testing.T) {
 
 // TestBulkInvite_Errors: the answers for the whole request.
 func TestBulkInvite_Errors(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		tooMany := make([]string, store.MaxBulkInvites+1)
 		for i := range tooMany {
 			tooMany[i] = fmt.Sprintf("u%d@x.test", i)
@@ -239,15 +244,15 @@ func TestBulkInvite_Errors(t *testing.T) {
 			{"TooMany", "POST", "/v0/users/bulk", admin, string(tooManyBody), 400},
 			{"BadRole", "POST", "/v0/users/bulk", admin, `{"emails":["a@x.test"],"role":"owner"}`, 400},
 			{"NoCredentials", "POST", "/v0/users/bulk", with(admin, "Authorization", ""), `{"emails":["a@x.test"]}`, 401},
-			{"Member", "POST", "/v0/users/bulk", bearer(f.userToken("u-member", "member@acme.test")), `{"emails":["a@x.test"]}`, 403},
-			{"NoScope", "POST", "/v0/users/bulk", bearer(f.token("u-admin", "admin@acme.test", "workspaces:list")), `{"emails":["a@x.test"]}`, 403},
-			{"OtherWorkspace", "POST", "/v0/users/bulk", bearer(f.otherKey), `{"emails":["a@x.test"]}`, 404},
+			{"Member", "POST", "/v0/users/bulk", f.bearer(f.userToken(f.memberSub, f.memberEmail)), `{"emails":["a@x.test"]}`, 403},
+			{"NoScope", "POST", "/v0/users/bulk", f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:list")), `{"emails":["a@x.test"]}`, 403},
+			{"OtherWorkspace", "POST", "/v0/users/bulk", f.bearer(f.otherKey), `{"emails":["a@x.test"]}`, 404},
 			{"TooLarge", "POST", "/v0/users/bulk", admin, huge, 413},
 			{"NotJSON", "POST", "/v0/users/bulk", with(admin, "Content-Type", "text/plain"), `emails`, 415},
 		})
 		// The whole request is over the caller's quota: 429.
 		g := newFixture(t, dialect, "--rate-limit-caller", "1/h")
-		h := bearer(g.userToken("u-admin", "admin@acme.test"))
+		h := g.bearer(g.userToken(g.adminSub, g.adminEmail))
 		if resp, body := g.do(t, "POST", "/v0/users/bulk", h, `{"emails":["q1@x.test"]}`); resp.StatusCode != 200 {
 			t.Fatalf("first: %d %s", resp.StatusCode, body)
 		}

@@ -15,6 +15,7 @@ import (
 // workspace against a running server; the client's dependencies stay out of
 // the server's (no Echo, no kin-openapi, no server package).
 func TestClientModule(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a separate module (-short)")
 	}
@@ -26,8 +27,8 @@ func TestClientModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, "sqlite")
-	token := f.userToken("u-admin", "admin@acme.test")
+	f := newTenant(t, "sqlite")
+	token := f.userToken(f.adminSub, f.adminEmail)
 
 	dir := t.TempDir()
 	write := func(name, content string) {
@@ -56,7 +57,7 @@ import (
 func main() {
 	auth := func(_ context.Context, req *http.Request) error {
 		req.Header.Set("Authorization", "Bearer "+os.Getenv("CP_TOKEN"))
-		req.Header.Set("X-Blaxel-Workspace", "acme")
+		req.Header.Set("X-Blaxel-Workspace", os.Getenv("CP_WORKSPACE"))
 		return nil
 	}
 	c, err := client.NewClientWithResponses(os.Getenv("CP_URL"), client.WithRequestEditorFn(auth))
@@ -85,7 +86,7 @@ func main() {
 		t.Helper()
 		cmd := exec.CommandContext(context.Background(), goBin, args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "CP_URL="+f.srv.URL+"/v0", "CP_TOKEN="+token, "GOFLAGS=-mod=mod")
+		cmd.Env = append(os.Environ(), "CP_URL="+f.srv.URL+"/v0", "CP_TOKEN="+token, "CP_WORKSPACE="+f.ws, "GOFLAGS=-mod=mod")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -101,7 +102,7 @@ func main() {
 		}
 	}
 	out := goCmd("run", ".")
-	if !strings.Contains(out, "from-client@example.com") || !strings.Contains(out, "admin@acme.test") {
+	if !strings.Contains(out, "from-client@example.com") || !strings.Contains(out, f.adminEmail) {
 		t.Errorf("the consumer's list does not hold the invitee and the admin:\n%s", out)
 	}
 }

@@ -38,15 +38,6 @@ func recordPair(operationID string, status int) {
 	seenPairs.Store(operationID+" "+strconv.Itoa(status), struct{}{})
 }
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	code := m.Run()
-	if coverage := checkCoverage(); code == 0 {
-		code = coverage
-	}
-	os.Exit(code)
-}
-
 // checkCoverage compares the declared pairs with the seen ones.
 func checkCoverage() int {
 	selective := testing.Short() || os.Getenv("TEST_POSTGRES_DSN") == ""

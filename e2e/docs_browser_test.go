@@ -92,8 +92,9 @@ func (w *pageWatch) snapshot() (problems, urls []string) {
 // Screenshots are kept in the test's artifact directory (go test -artifacts
 // keeps them; docs.png is the rendered list, docs-try-it.png the answer).
 func TestDocs_Browser(t *testing.T) {
+	t.Parallel()
 	chromium := chromiumPath(t)
-	f := newFixture(t, "sqlite")
+	f := newTenant(t, "sqlite")
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
@@ -207,7 +208,7 @@ func TestDocs_Browser(t *testing.T) {
 	checkTryItResponse(ctx, t, watch, f.srv.URL+server.APIBasePath+"/users")
 
 	// The invitation is real: the API lists it.
-	resp, body := f.do(t, http.MethodGet, "/v0/users", bearer(f.adminKey), "")
+	resp, body := f.do(t, http.MethodGet, "/v0/users", f.bearer(f.adminKey), "")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), invitee) {
 		t.Errorf("after try it, GET /v0/users: %d %s, want the invitee listed", resp.StatusCode, body)
 	}

@@ -16,24 +16,25 @@ import (
 // it, single and bulk invites are refused with 403 domain_not_allowed
 // (subdomains covered, deny wins), and clearing it lifts the refusal.
 func TestDomainPolicy_EndToEnd(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := f.workspaceToken("u-admin", "admin@acme.test")
-		member := f.workspaceToken("u-member", "member@acme.test")
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.workspaceToken(f.adminSub, f.adminEmail)
+		member := f.workspaceToken(f.memberSub, f.memberEmail)
 
-		resp, body := f.do(t, "GET", "/v0/workspaces/acme/email-domains", member, "")
+		resp, body := f.do(t, "GET", "/v0/workspaces/"+f.ws+"/email-domains", member, "")
 		if resp.StatusCode != 200 || string(body) != `{"allow":[],"deny":[]}`+"\n" {
 			t.Errorf("no policy yet: %d %s", resp.StatusCode, body)
 		}
-		resp, body = f.do(t, "PUT", "/v0/workspaces/acme/email-domains", admin, `{"allow":["Example.com","*.corp.test","example.com"],"deny":["ext.example.com"]}`)
+		resp, body = f.do(t, "PUT", "/v0/workspaces/"+f.ws+"/email-domains", admin, `{"allow":["Example.com","*.corp.test","example.com"],"deny":["ext.example.com"]}`)
 		if resp.StatusCode != 200 || string(body) != `{"allow":["corp.test","example.com"],"deny":["ext.example.com"]}`+"\n" {
 			t.Fatalf("set: %d %s", resp.StatusCode, body)
 		}
-		if resp, got := f.do(t, "GET", "/v0/workspaces/acme/email-domains", bearer(f.memberKey), ""); resp.StatusCode != 200 || string(got) != string(body) {
+		if resp, got := f.do(t, "GET", "/v0/workspaces/"+f.ws+"/email-domains", f.bearer(f.memberKey), ""); resp.StatusCode != 200 || string(got) != string(body) {
 			t.Errorf("read back by a member's API key: %d %s, want %s", resp.StatusCode, got, body)
 		}
 
-		invite := bearer(f.userToken("u-admin", "admin@acme.test"))
+		invite := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		for email, allowed := range map[string]bool{"a@example.com": true, "a@eu.example.com": true, "a@corp.test": true,
 			"a@ext.example.com": false, "a@x.ext.example.com": false, "a@gmail.com": false, "a@myexample.com": false} {
 			a := f.inviteOne(t, invite, email)
@@ -50,7 +51,7 @@ func TestDomainPolicy_EndToEnd(t *testing.T) {
 		// Refused invites wrote nothing.
 		f.checkBadInputs(t, []badInput{{"Refused", "POST", "/v0/users", invite, `{"email":"c@gmail.com"}`, 403}})
 
-		if resp, body := f.do(t, "PUT", "/v0/workspaces/acme/email-domains", admin, `{}`); resp.StatusCode != 200 || string(body) != `{"allow":[],"deny":[]}`+"\n" {
+		if resp, body := f.do(t, "PUT", "/v0/workspaces/"+f.ws+"/email-domains", admin, `{}`); resp.StatusCode != 200 || string(body) != `{"allow":[],"deny":[]}`+"\n" {
 			t.Errorf("clear: %d %s", resp.StatusCode, body)
 		}
 		if a := f.inviteOne(t, invite, "c@gmail.com"); a.status != 200 {
@@ -61,11 +62,12 @@ func TestDomainPolicy_EndToEnd(t *testing.T) {
 
 // TestDomainPolicy_Errors: who may read and change it, and what is refused.
 func TestDomainPolicy_Errors(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := f.workspaceToken("u-admin", "admin@acme.test")
-		member := f.workspaceToken("u-member", "member@acme.test")
-		const path = "/v0/workspaces/acme/email-domains"
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.workspaceToken(f.adminSub, f.adminEmail)
+		member := f.workspaceToken(f.memberSub, f.memberEmail)
+		path := "/v0/workspaces/" + f.ws + "/email-domains"
 		tooMany := make([]string, 101)
 		for i := range tooMany {
 			tooMany[i] = fmt.Sprintf("d%d.test", i)
@@ -84,23 +86,24 @@ func TestDomainPolicy_Errors(t *testing.T) {
 			{"NoCredentialsGet", "GET", path, with(admin, "Authorization", ""), "", 401},
 			{"NoCredentialsPut", "PUT", path, with(admin, "Authorization", ""), `{}`, 401},
 			{"MemberPut", "PUT", path, member, `{"deny":["x.test"]}`, 403},
-			{"NoScopeGet", "GET", path, bearer(f.token("u-admin", "admin@acme.test", "workspaces:list")), "", 403},
-			{"NoScopePut", "PUT", path, bearer(f.token("u-admin", "admin@acme.test", "workspaces:get")), `{}`, 403},
-			{"OtherWorkspaceGet", "GET", "/v0/workspaces/other/email-domains", admin, "", 404},
-			{"OtherWorkspacePut", "PUT", "/v0/workspaces/other/email-domains", admin, `{}`, 404},
-			{"KeyOfOtherWorkspace", "GET", path, bearer(f.otherKey), "", 404},
+			{"NoScopeGet", "GET", path, f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:list")), "", 403},
+			{"NoScopePut", "PUT", path, f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:get")), `{}`, 403},
+			{"OtherWorkspaceGet", "GET", "/v0/workspaces/" + f.otherWS + "/email-domains", admin, "", 404},
+			{"OtherWorkspacePut", "PUT", "/v0/workspaces/" + f.otherWS + "/email-domains", admin, `{}`, 404},
+			{"KeyOfOtherWorkspace", "GET", path, f.bearer(f.otherKey), "", 404},
 			{"TooLarge", "PUT", path, admin, `{"allow":["` + strings.Repeat("a", 70000) + `"]}`, 413},
 			{"NotJSON", "PUT", path, with(admin, "Content-Type", "text/plain"), `x`, 415},
 		})
 		g := newFixture(t, dialect, "--rate-limit-caller", "1/h")
-		h := g.workspaceToken("u-admin", "admin@acme.test")
+		h := g.workspaceToken(g.adminSub, g.adminEmail)
+		gPath := "/v0/workspaces/" + g.ws + "/email-domains"
 		for _, m := range []string{"GET", "PUT"} {
 			body := ""
 			if m == "PUT" {
 				body = `{}`
 			}
-			g.do(t, m, path, h, body) // spends the hour's one request, or is refused
-			if resp, got := g.do(t, m, path, h, body); resp.StatusCode != 429 {
+			g.do(t, m, gPath, h, body) // spends the hour's one request, or is refused
+			if resp, got := g.do(t, m, gPath, h, body); resp.StatusCode != 429 {
 				t.Errorf("%s over the caller quota: %d %s, want 429", m, resp.StatusCode, got)
 			}
 		}
@@ -112,19 +115,20 @@ func TestDomainPolicy_Errors(t *testing.T) {
 // has its pending invitation, a 403 domain_not_allowed has none), and after
 // the change every invite of the domain is refused.
 func TestDomainPolicy_RaceWithInvites(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--rate-limits=false") // many requests at once: not a rate-limit test
 		ctx := context.Background()
 		st := f.store()
-		m, err := st.Membership(ctx, "acme", "u-admin")
+		m, err := st.Membership(ctx, f.ws, f.adminSub)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ws := m.Workspace
-		admin := f.workspaceToken("u-admin", "admin@acme.test")
-		invite := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.workspaceToken(f.adminSub, f.adminEmail)
+		invite := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		for round := range 5 {
-			if resp, body := f.do(t, "PUT", "/v0/workspaces/acme/email-domains", admin, `{}`); resp.StatusCode != 200 {
+			if resp, body := f.do(t, "PUT", "/v0/workspaces/"+f.ws+"/email-domains", admin, `{}`); resp.StatusCode != 200 {
 				t.Fatalf("clear: %d %s", resp.StatusCode, body)
 			}
 			const n = 12
@@ -148,7 +152,7 @@ func TestDomainPolicy_RaceWithInvites(t *testing.T) {
 				})
 			}
 			wg.Go(func() {
-				if resp, body := f.do(t, "PUT", "/v0/workspaces/acme/email-domains", admin, `{"deny":["race.test"]}`); resp.StatusCode != 200 {
+				if resp, body := f.do(t, "PUT", "/v0/workspaces/"+f.ws+"/email-domains", admin, `{"deny":["race.test"]}`); resp.StatusCode != 200 {
 					t.Errorf("deny: %d %s", resp.StatusCode, body)
 				}
 			})

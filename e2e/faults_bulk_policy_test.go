@@ -5,17 +5,16 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // TestFaults_BulkAndDomainPolicy: as TestFaults_BrokenDatabase, for the bulk
 // invite and the email-domain policy: with the tables gone behind the
 // server's back, each answers the spec's 500 without the database's words.
 func TestFaults_BulkAndDomainPolicy(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect)
-		admin := f.workspaceToken("u-admin", "admin@acme.test")
+		admin := f.workspaceToken(f.adminSub, f.adminEmail)
 		drop := "DROP TABLE %s"
 		if dialect == "postgres" {
 			drop = "DROP TABLE %s CASCADE"
@@ -33,8 +32,8 @@ func TestFaults_BulkAndDomainPolicy(t *testing.T) {
 		}
 		for _, tc := range []struct{ name, method, path, body string }{
 			{"BulkInviteWorkspaceUsers", "POST", "/v0/users/bulk", `{"emails":["a@example.com"]}`},
-			{"GetEmailDomainPolicy", "GET", "/v0/workspaces/acme/email-domains", ""},
-			{"SetEmailDomainPolicy", "PUT", "/v0/workspaces/acme/email-domains", `{"deny":["x.test"]}`},
+			{"GetEmailDomainPolicy", "GET", "/v0/workspaces/" + f.ws + "/email-domains", ""},
+			{"SetEmailDomainPolicy", "PUT", "/v0/workspaces/" + f.ws + "/email-domains", `{"deny":["x.test"]}`},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				resp, body := f.do(t, tc.method, tc.path, admin, tc.body)

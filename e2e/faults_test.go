@@ -15,11 +15,12 @@ import (
 // reaches the database answers the spec's 500 with an Error body, and the
 // server logs the cause; nothing panics and the server keeps serving.
 func TestFaults_BrokenDatabase(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect)
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
-		invitee := bearer(f.userToken("u-carol", "carol@example.com"))
-		everything := bearer(f.token("u-admin", "admin@acme.test", "admin")) // the scope that implies all
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
+		invitee := f.bearer(f.userToken(f.uniq("u-carol"), "carol@example.com"))
+		everything := f.bearer(f.token(f.adminSub, f.adminEmail, "admin")) // the scope that implies all
 		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"carol@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
 		}
@@ -48,17 +49,17 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 		}{
 			{"InviteWorkspaceUser", "POST", "/v0/users", admin, `{"email":"dave@example.com"}`},
 			{"ListWorkspaceUsers", "GET", "/v0/users", admin, ""},
-			{"UpdateWorkspaceUserRole", "PUT", "/v0/users/u-member", admin, `{"role":"admin"}`},
-			{"RemoveWorkspaceUser", "DELETE", "/v0/users/u-member", admin, ""},
+			{"UpdateWorkspaceUserRole", "PUT", "/v0/users/" + f.memberSub, admin, `{"role":"admin"}`},
+			{"RemoveWorkspaceUser", "DELETE", "/v0/users/" + f.memberSub, admin, ""},
 			{"ListAllPendingInvitations", "GET", "/v0/profile/invitations", invitee, ""},
-			{"AcceptWorkspaceInvitation", "POST", "/v0/workspaces/acme/join", invitee, ""},
-			{"DeclineWorkspaceInvitation", "POST", "/v0/workspaces/acme/decline", invitee, ""},
-			{"LeaveWorkspace", "DELETE", "/v0/workspaces/acme/leave", bearer(f.userToken("u-member", "member@acme.test")), ""},
+			{"AcceptWorkspaceInvitation", "POST", "/v0/workspaces/" + f.ws + "/join", invitee, ""},
+			{"DeclineWorkspaceInvitation", "POST", "/v0/workspaces/" + f.ws + "/decline", invitee, ""},
+			{"LeaveWorkspace", "DELETE", "/v0/workspaces/" + f.ws + "/leave", f.bearer(f.userToken(f.memberSub, f.memberEmail)), ""},
 			{"ListWorkspaces", "GET", "/v0/workspaces", admin, ""},
 			{"CreateWorkspace", "POST", "/v0/workspaces", everything, `{"name":"beta"}`},
-			{"GetWorkspace", "GET", "/v0/workspaces/acme", everything, ""},
-			{"UpdateWorkspace", "PUT", "/v0/workspaces/acme", admin, `{"displayName":"X"}`},
-			{"DeleteWorkspace", "DELETE", "/v0/workspaces/acme", everything, ""},
+			{"GetWorkspace", "GET", "/v0/workspaces/" + f.ws, everything, ""},
+			{"UpdateWorkspace", "PUT", "/v0/workspaces/" + f.ws, admin, `{"displayName":"X"}`},
+			{"DeleteWorkspace", "DELETE", "/v0/workspaces/" + f.ws, everything, ""},
 			{"CheckWorkspaceAvailability", "POST", "/v0/workspaces/availability", everything, `{"name":"beta"}`},
 			{"GetWorkspaceServiceAccounts", "GET", "/v0/service_accounts", everything, ""},
 			{"CreateWorkspaceServiceAccount", "POST", "/v0/service_accounts", everything, `{"name":"ci"}`},
@@ -96,17 +97,18 @@ func TestFaults_BrokenDatabase(t *testing.T) {
 // the CLI, an older version) cannot be accepted by a second person with that
 // address: 409, and nothing changes.
 func TestAccept_EmailOfAnotherMember(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"dora@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
 		}
-		if _, err := storetest.AddMember(context.Background(), f.store(), "acme", "u-dora-first", "dora@example.com", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(context.Background(), f.store(), f.ws, f.uniq("u-dora-first"), "dora@example.com", store.RoleMember, "test"); err != nil {
 			t.Fatal(err)
 		}
 		f.checkBadInputs(t, []badInput{
-			{"AcceptTakenEmail", "POST", "/v0/workspaces/acme/join", bearer(f.userToken("u-dora-second", "dora@example.com")), "", 409},
+			{"AcceptTakenEmail", "POST", "/v0/workspaces/" + f.ws + "/join", f.bearer(f.userToken(f.uniq("u-dora-second"), "dora@example.com")), "", 409},
 		})
 	})
 }

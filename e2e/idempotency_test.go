@@ -19,29 +19,24 @@ import (
 // success and for an error; another body is a 422; another caller or
 // operation has keys of its own; no key acts every time.
 func TestIdempotency_Replay(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		ctx := context.Background()
 		st := f.store()
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		keyed := with(admin, "Idempotency-Key", "invite-bob-1")
 
 		first, firstBody := f.do(t, "POST", "/v0/users", keyed, `{"email":"bob@example.com"}`)
 		if first.StatusCode != 200 || first.Header.Get(server.IdempotencyReplayedHeader) != "" {
 			t.Fatalf("first: %d %q %s", first.StatusCode, first.Header.Get(server.IdempotencyReplayedHeader), firstBody)
 		}
-		before, err := storetest.CountRows(ctx, st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		before := f.countRows(t)
 		again, againBody := f.do(t, "POST", "/v0/users", keyed, `{ "email" : "bob@example.com" }`) // same JSON, other spacing
 		if again.StatusCode != 200 || again.Header.Get(server.IdempotencyReplayedHeader) != "true" || string(againBody) != string(firstBody) {
 			t.Errorf("replay: %d %q %s, want 200 true %s", again.StatusCode, again.Header.Get(server.IdempotencyReplayedHeader), againBody, firstBody)
 		}
-		after, err := storetest.CountRows(ctx, st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		after := f.countRows(t)
 		if after["invitations"] != before["invitations"] || after["outbox_messages"] != before["outbox_messages"] {
 			t.Errorf("a replay acted again: %v → %v", before, after)
 		}
@@ -55,8 +50,8 @@ func TestIdempotency_Replay(t *testing.T) {
 
 		// An error answer is replayed too, with the replay's own request ID.
 		memberKey := with(admin, "Idempotency-Key", "invite-member")
-		r1, b1 := f.do(t, "POST", "/v0/users", memberKey, `{"email":"member@acme.test"}`)
-		r2, b2 := f.do(t, "POST", "/v0/users", memberKey, `{"email":"member@acme.test"}`)
+		r1, b1 := f.do(t, "POST", "/v0/users", memberKey, `{"email":"`+f.memberEmail+`"}`)
+		r2, b2 := f.do(t, "POST", "/v0/users", memberKey, `{"email":"`+f.memberEmail+`"}`)
 		var e1, e2 gen.Error
 		if err := json.Unmarshal(b1, &e1); err != nil {
 			t.Fatal(err)
@@ -71,20 +66,20 @@ func TestIdempotency_Replay(t *testing.T) {
 
 		// The key belongs to the caller: an API key of the same member
 		// is the same caller (its sub); another admin is not.
-		if resp, body := f.do(t, "POST", "/v0/users", with(bearer(f.adminKey), "Idempotency-Key", "invite-bob-1"), `{"email":"bob@example.com"}`); resp.StatusCode != 200 || resp.Header.Get(server.IdempotencyReplayedHeader) != "true" {
+		if resp, body := f.do(t, "POST", "/v0/users", with(f.bearer(f.adminKey), "Idempotency-Key", "invite-bob-1"), `{"email":"bob@example.com"}`); resp.StatusCode != 200 || resp.Header.Get(server.IdempotencyReplayedHeader) != "true" {
 			t.Errorf("same member by API key: %d %q %s, want a replay", resp.StatusCode, resp.Header.Get(server.IdempotencyReplayedHeader), body)
 		}
-		if _, err := storetest.AddMember(ctx, st, "acme", "u-admin2", "admin2@acme.test", store.RoleAdmin, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, f.ws, f.uniq("u-admin2"), "admin2@"+f.ws+".test", store.RoleAdmin, "test"); err != nil {
 			t.Fatal(err)
 		}
-		if resp, body := f.do(t, "POST", "/v0/users", with(bearer(f.userToken("u-admin2", "admin2@acme.test")), "Idempotency-Key", "invite-bob-1"), `{"email":"dave@example.com"}`); resp.StatusCode != 200 || resp.Header.Get(server.IdempotencyReplayedHeader) != "" {
+		if resp, body := f.do(t, "POST", "/v0/users", with(f.bearer(f.userToken(f.uniq("u-admin2"), "admin2@"+f.ws+".test")), "Idempotency-Key", "invite-bob-1"), `{"email":"dave@example.com"}`); resp.StatusCode != 200 || resp.Header.Get(server.IdempotencyReplayedHeader) != "" {
 			t.Errorf("another caller's same key: %d %q %s, want a fresh 200", resp.StatusCode, resp.Header.Get(server.IdempotencyReplayedHeader), body)
 		}
 
 		// Bulk: replayed whole.
 		bulkKey := with(admin, "Idempotency-Key", "bulk-1")
-		b1r, b1b := f.do(t, "POST", "/v0/users/bulk", bulkKey, `{"emails":["e1@example.com","bad","member@acme.test"]}`)
-		b2r, b2b := f.do(t, "POST", "/v0/users/bulk", bulkKey, `{"emails":["e1@example.com","bad","member@acme.test"]}`)
+		b1r, b1b := f.do(t, "POST", "/v0/users/bulk", bulkKey, `{"emails":["e1@example.com","bad","`+f.memberEmail+`"]}`)
+		b2r, b2b := f.do(t, "POST", "/v0/users/bulk", bulkKey, `{"emails":["e1@example.com","bad","`+f.memberEmail+`"]}`)
 		if b1r.StatusCode != 200 || b2r.StatusCode != 200 || b2r.Header.Get(server.IdempotencyReplayedHeader) != "true" || string(b1b) != string(b2b) {
 			t.Errorf("bulk replay: %d %s then %d %q %s", b1r.StatusCode, b1b, b2r.StatusCode, b2r.Header.Get(server.IdempotencyReplayedHeader), b2b)
 		}
@@ -95,10 +90,11 @@ func TestIdempotency_Replay(t *testing.T) {
 // still runs gets 409 idempotency_key_in_use. The first is held as running
 // by claiming its key beside the server, as a request in flight would.
 func TestIdempotency_InUse(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		st := f.store()
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		for _, tc := range []struct {
 			operation, path string
 			body            any
@@ -112,7 +108,7 @@ func TestIdempotency_InUse(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := sha256.Sum256(append([]byte(tc.operation+"\x00"), b...))
-			claim, err := st.BeginIdempotent(context.Background(), store.IdempotencyScope{Workspace: "acme", Caller: "u-admin", Key: "held-" + tc.operation}, h[:], time.Hour)
+			claim, err := st.BeginIdempotent(context.Background(), store.IdempotencyScope{Workspace: f.ws, Caller: f.adminSub, Key: "held-" + tc.operation}, h[:], time.Hour)
 			if err != nil || claim.Outcome != store.IdempotencyClaimed {
 				t.Fatalf("hold the key: %v %v", claim.Outcome, err)
 			}
@@ -132,16 +128,17 @@ func TestIdempotency_InUse(t *testing.T) {
 // one runs (one invitation, one queued email), every other is a 409 or a
 // replay of its answer.
 func TestIdempotency_RaceOneKey(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--rate-limits=false") // many requests at once: not a rate-limit test
 		ctx := context.Background()
 		st := f.store()
-		m, err := st.Membership(ctx, "acme", "u-admin")
+		m, err := st.Membership(ctx, f.ws, f.adminSub)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ws := m.Workspace
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		for round, path := range []string{"/v0/users", "/v0/users/bulk", "/v0/users"} {
 			email := "race" + string(rune('a'+round)) + "@example.com"
 			body := `{"email":"` + email + `"}`
@@ -149,10 +146,7 @@ func TestIdempotency_RaceOneKey(t *testing.T) {
 				body = `{"emails":["` + email + `"]}`
 			}
 			key := with(admin, "Idempotency-Key", "race-"+email)
-			before, err := storetest.CountRows(ctx, st)
-			if err != nil {
-				t.Fatal(err)
-			}
+			before := f.countRows(t)
 			const n = 24
 			statuses := make([]int, n)
 			replayed := make([]bool, n)
@@ -184,10 +178,7 @@ func TestIdempotency_RaceOneKey(t *testing.T) {
 					t.Errorf("%s: replay %s differs from the answer %s", path, bodies[i], first)
 				}
 			}
-			after, err := storetest.CountRows(ctx, st)
-			if err != nil {
-				t.Fatal(err)
-			}
+			after := f.countRows(t)
 			if _, err := storetest.PendingInvitation(ctx, st, ws.ID, email); err != nil ||
 				after["invitations"] != before["invitations"]+1 || after["outbox_messages"] != before["outbox_messages"]+1 {
 				t.Errorf("%s: rows %v → %v, want one invitation and one email more", path, before, after)
@@ -199,9 +190,10 @@ func TestIdempotency_RaceOneKey(t *testing.T) {
 // TestIdempotency_Expiry: past --idempotency-ttl a key is forgotten (the
 // same key with another body runs) and the sweeper deletes expired keys.
 func TestIdempotency_Expiry(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--idempotency-ttl", "1ms")
-		admin := with(bearer(f.userToken("u-admin", "admin@acme.test")), "Idempotency-Key", "short-lived")
+		admin := with(f.bearer(f.userToken(f.adminSub, f.adminEmail)), "Idempotency-Key", "short-lived")
 		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"one@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("first: %d %s", resp.StatusCode, body)
 		}
@@ -211,13 +203,9 @@ func TestIdempotency_Expiry(t *testing.T) {
 			t.Errorf("after expiry, another body: %d %q %s, want a fresh 200", resp.StatusCode, resp.Header.Get(server.IdempotencyReplayedHeader), body)
 		}
 		// The sweeper runs every second with this TTL.
-		st := f.store()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			rows, err := storetest.CountRows(context.Background(), st)
-			if err != nil {
-				t.Fatal(err)
-			}
+			rows := f.countRows(t)
 			if rows["idempotency_keys"] == 0 {
 				break
 			}
@@ -233,8 +221,9 @@ func TestIdempotency_Expiry(t *testing.T) {
 // quota is a 200 and is kept; a single invite refused by the rate limit is
 // answered before the key is claimed, so it is never replayed.
 func TestIdempotency_RateLimits(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-workspace-invites", "1/h")
-	admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+	admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 	if a := f.inviteOne(t, admin, "spend@example.com"); a.status != 200 {
 		t.Fatalf("spend the quota: %+v", a)
 	}

@@ -27,34 +27,35 @@ const personScopes = "invitations:list workspaces:accept workspaces:decline work
 // and changes nothing; a token without the claim is trusted by default (see
 // README "Auth model"), as is a token saying true.
 func TestIdentity_EmailVerified(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
-		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"carol@example.com"}`); resp.StatusCode != 200 {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
+		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"`+f.mail("carol")+`"}`); resp.StatusCode != 200 {
 			t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
 		}
 		carol := func(verified any) http.Header {
-			c := claimsFor("u-carol", personScopes, time.Now().Add(time.Hour))
-			c["email"] = "carol@example.com"
+			c := claimsFor(f.uniq("u-carol"), personScopes, time.Now().Add(time.Hour))
+			c["email"] = f.mail("carol")
 			if verified != nil {
 				c["email_verified"] = verified
 			}
-			return with(bearer(f.devKeySign(t, c)), server.WorkspaceHeader, "")
+			return with(f.bearer(f.devKeySign(t, c)), server.WorkspaceHeader, "")
 		}
 		unverified, unverifiedString := carol(false), carol("false")
 		f.checkBadInputs(t, []badInput{
 			{"MyInvitationsUnverified", "GET", "/v0/profile/invitations", unverified, "", 403},
-			{"AcceptUnverified", "POST", "/v0/workspaces/acme/join", unverified, "", 403},
-			{"DeclineUnverified", "POST", "/v0/workspaces/acme/decline", unverified, "", 403},
-			{"AcceptUnverifiedString", "POST", "/v0/workspaces/acme/join", unverifiedString, "", 403},
-			{"AcceptNotABoolean", "POST", "/v0/workspaces/acme/join", carol("no"), "", 401},
+			{"AcceptUnverified", "POST", "/v0/workspaces/" + f.ws + "/join", unverified, "", 403},
+			{"DeclineUnverified", "POST", "/v0/workspaces/" + f.ws + "/decline", unverified, "", 403},
+			{"AcceptUnverifiedString", "POST", "/v0/workspaces/" + f.ws + "/join", unverifiedString, "", 403},
+			{"AcceptNotABoolean", "POST", "/v0/workspaces/" + f.ws + "/join", carol("no"), "", 401},
 		})
 
 		resp, body := f.do(t, "GET", "/v0/profile/invitations", carol(nil), "")
-		if resp.StatusCode != 200 || !strings.Contains(string(body), `"carol@example.com"`) {
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"`+f.mail("carol")+`"`) {
 			t.Errorf("token without email_verified: got %d %s, want carol's invitation", resp.StatusCode, body)
 		}
-		resp, body = f.do(t, "POST", "/v0/workspaces/acme/join", carol(true), "")
+		resp, body = f.do(t, "POST", "/v0/workspaces/"+f.ws+"/join", carol(true), "")
 		if resp.StatusCode != 200 {
 			t.Errorf("verified token: got %d %s, want 200", resp.StatusCode, body)
 		}
@@ -65,10 +66,11 @@ func TestIdentity_EmailVerified(t *testing.T) {
 // different credentials are a 400 before either is checked, whatever the
 // operation; the same credential in both headers passes the security step.
 func TestIdentity_TwoCredentials(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	all := "admin " + personScopes
-	tok := f.token("u-admin", "admin@acme.test", all)
-	forEachOperation(t, func(method, url string, op *openapi3.Operation) {
+	tok := f.token(f.adminSub, f.adminEmail, all)
+	forEachOperation(t, f.ws, func(method, url string, op *openapi3.Operation) {
 		t.Run(op.OperationID, func(t *testing.T) {
 			if op.Responses.Status(http.StatusBadRequest) == nil {
 				t.Fatalf("%s declares no 400 in openapi/controlplane.yml", op.OperationID)
@@ -78,16 +80,16 @@ func TestIdentity_TwoCredentials(t *testing.T) {
 				body = `{}`
 			}
 			for name, h := range map[string]http.Header{
-				"token and key":       with(bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.adminKey),
-				"two tokens":          with(bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.token("u-member", "member@acme.test", all)),
-				"key and revoked key": with(bearer(f.adminKey), "X-Blaxel-Authorization", "Bearer "+f.revokedKey),
+				"token and key":       with(f.bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.adminKey),
+				"two tokens":          with(f.bearer(tok), "X-Blaxel-Authorization", "Bearer "+f.token(f.memberSub, f.memberEmail, all)),
+				"key and revoked key": with(f.bearer(f.adminKey), "X-Blaxel-Authorization", "Bearer "+f.revokedKey),
 			} {
 				resp, b := f.do(t, method, url, h, body)
 				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "two different credentials") {
 					t.Errorf("%s: got %d %s, want 400", name, resp.StatusCode, b)
 				}
 			}
-			resp, b := f.do(t, method, url, with(bearer(tok), "X-Blaxel-Authorization", "bearer  "+tok), body)
+			resp, b := f.do(t, method, url, with(f.bearer(tok), "X-Blaxel-Authorization", "bearer  "+tok), body)
 			if s := resp.StatusCode; s == http.StatusUnauthorized || s == http.StatusForbidden || strings.Contains(string(b), "credentials") {
 				t.Errorf("the same token in both headers: got %d %s, want past the security step", s, b)
 			}
@@ -101,6 +103,7 @@ func TestIdentity_TwoCredentials(t *testing.T) {
 // TestIdentity_EmailRuleCLI: `workspace create` applies the API's email rule
 // and fails with one line, creating nothing.
 func TestIdentity_EmailRuleCLI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sqlite")
 	for _, email := range []string{"not an email", "admin@localhost", "admin@127.0.0.1", strings.Repeat("a", 65) + "@acme.test"} {
 		r := runCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u1", "--admin-email", email)...)
@@ -117,6 +120,7 @@ func TestIdentity_EmailRuleCLI(t *testing.T) {
 // TestIdentity_AllowLocalEmailDomains: server.Config.AllowLocalEmailDomains
 // lets development addresses through the API; the rest of the rule holds.
 func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.Open(t, "sqlite", store.Options{})
 	if _, err := st.CreateWorkspace(ctx, "acme", "", "u-admin", "admin@localhost", store.EmailOptions{AllowLocalDomains: true}); err != nil {
@@ -172,6 +176,7 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 // only when told to, and --jwt-require-email-verified refuses a token that
 // does not say its email is verified.
 func TestIdentity_Flags(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sqlite")
 	if r := runCLI(t, e.args("workspace", "create", "dev", "--admin-sub", "u1", "--admin-email", "u1@localhost")...); r.code == 0 {
 		t.Fatalf("u1@localhost accepted without --allow-local-email-domains: %+v", r)

@@ -19,7 +19,6 @@ import (
 
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/server"
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // testRedisURL is the Redis the shared-limit tests use (.ci/run starts one);
@@ -102,12 +101,13 @@ func check429(t *testing.T, got limited, policy string) {
 }
 
 func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--rate-limit-workspace-invites", "3/h")
-		admin := bearer(f.token("u-admin", "admin@acme.test", "workspaces:invite"))
+		admin := f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:invite"))
 		// A caller who is not a member of acme gets 404s that must not
 		// spend acme's budget.
-		stranger := bearer(f.token("u-other", "other@other.test", "workspaces:invite"))
+		stranger := f.bearer(f.token(f.otherSub, f.otherEmail, "workspaces:invite"))
 		for i := range 5 {
 			if got := f.send(t, f.srv, "POST", "/v0/users", stranger, fmt.Sprintf(`{"email":"s%d@x.test"}`, i)); got.status != 404 {
 				t.Fatalf("stranger: got %d, want 404", got.status)
@@ -118,18 +118,11 @@ func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
 				t.Fatalf("invite %d: got %d %s, want 200", i, got.status, got.message)
 			}
 		}
-		st := f.store()
-		before, err := storetest.CountRows(context.Background(), st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		before := f.countRows(t)
 		check429(t, f.send(t, f.srv, "POST", "/v0/users", admin, `{"email":"p4@x.test"}`), `"workspace-invites";q=3;w=3600`)
 		// The same admin through an API key: the quota is the workspace's.
-		check429(t, f.send(t, f.srv, "POST", "/v0/users", bearer(f.adminKey), `{"email":"p5@x.test"}`), `"workspace-invites";q=3;w=3600`)
-		after, err := storetest.CountRows(context.Background(), st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		check429(t, f.send(t, f.srv, "POST", "/v0/users", f.bearer(f.adminKey), `{"email":"p5@x.test"}`), `"workspace-invites";q=3;w=3600`)
+		after := f.countRows(t)
 		if !maps.Equal(before, after) {
 			t.Errorf("a refused invite changed rows: before %v, after %v", before, after)
 		}
@@ -139,10 +132,10 @@ func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
 			t.Errorf("stranger while acme is over its quota: got %d %s, want 404", got.status, got.message)
 		}
 		// Other changes in the workspace and invites elsewhere go on.
-		if got := f.send(t, f.srv, "POST", "/v0/users", with(stranger, server.WorkspaceHeader, "other"), `{"email":"o@x.test"}`); got.status != 200 {
+		if got := f.send(t, f.srv, "POST", "/v0/users", with(stranger, server.WorkspaceHeader, f.otherWS), `{"email":"o@x.test"}`); got.status != 200 {
 			t.Errorf("invite into another workspace: got %d %s, want 200", got.status, got.message)
 		}
-		role := with(bearer(f.token("u-admin", "", "workspaces:update")), "Content-Type", "application/json")
+		role := with(f.bearer(f.token(f.adminSub, "", "workspaces:update")), "Content-Type", "application/json")
 		if got := f.send(t, f.srv, "PUT", "/v0/users/p0@x.test", role, `{"role":"admin"}`); got.status != 200 {
 			t.Errorf("role change: got %d %s, want 200", got.status, got.message)
 		}
@@ -153,25 +146,27 @@ func TestRateLimits_InvitesPerWorkspace(t *testing.T) {
 // never spend the quota of the workspace a header names: anyone could
 // otherwise exhaust another workspace's budget with no-op joins of their own.
 func TestRateLimits_WorkspaceQuotaNotSpentThroughHeader(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-workspace-writes", "2/h")
-	other := with(bearer(f.token("u-other", "other@other.test", personScopes)), server.WorkspaceHeader, "acme")
+	other := with(f.bearer(f.token(f.otherSub, f.otherEmail, personScopes)), server.WorkspaceHeader, f.ws)
 	for range 4 {
-		if got := f.send(t, f.srv, "POST", "/v0/workspaces/other/join", other, ""); got.status != 200 {
+		if got := f.send(t, f.srv, "POST", "/v0/workspaces/"+f.otherWS+"/join", other, ""); got.status != 200 {
 			t.Fatalf("no-op join of the caller's own workspace: got %d %s, want 200", got.status, got.message)
 		}
 	}
-	role := with(bearer(f.token("u-admin", "", "workspaces:update")), "Content-Type", "application/json")
+	role := with(f.bearer(f.token(f.adminSub, "", "workspaces:update")), "Content-Type", "application/json")
 	for range 2 {
-		if got := f.send(t, f.srv, "PUT", "/v0/users/u-member", role, `{"role":"member"}`); got.status != 200 {
+		if got := f.send(t, f.srv, "PUT", "/v0/users/"+f.memberSub, role, `{"role":"member"}`); got.status != 200 {
 			t.Fatalf("acme's admin: got %d %s, want 200", got.status, got.message)
 		}
 	}
-	check429(t, f.send(t, f.srv, "PUT", "/v0/users/u-member", role, `{"role":"member"}`), `"workspace-writes";q=2;w=3600`)
+	check429(t, f.send(t, f.srv, "PUT", "/v0/users/"+f.memberSub, role, `{"role":"member"}`), `"workspace-writes";q=2;w=3600`)
 }
 
 func TestRateLimits_Caller(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-caller", "3/m")
-	list := bearer(f.token("u-admin", "", "workspaces:list"))
+	list := f.bearer(f.token(f.adminSub, "", "workspaces:list"))
 	for i := range 3 {
 		got := f.send(t, f.srv, "GET", "/v0/users", list, "")
 		if got.status != 200 {
@@ -184,17 +179,18 @@ func TestRateLimits_Caller(t *testing.T) {
 	check429(t, f.send(t, f.srv, "GET", "/v0/users", list, ""), `"caller";q=3;w=60`)
 	// Another principal of the same workspace has its own budget, and so
 	// has an API key of the same member.
-	if got := f.send(t, f.srv, "GET", "/v0/users", bearer(f.token("u-member", "", "workspaces:list")), ""); got.status != 200 {
+	if got := f.send(t, f.srv, "GET", "/v0/users", f.bearer(f.token(f.memberSub, "", "workspaces:list")), ""); got.status != 200 {
 		t.Errorf("other caller: got %d, want 200", got.status)
 	}
-	if got := f.send(t, f.srv, "GET", "/v0/users", bearer(f.adminKey), ""); got.status != 200 {
+	if got := f.send(t, f.srv, "GET", "/v0/users", f.bearer(f.adminKey), ""); got.status != 200 {
 		t.Errorf("API key: got %d, want 200", got.status)
 	}
 }
 
 func TestRateLimits_FailedAuthentication(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "3/m", "--trusted-proxies", "127.0.0.0/8")
-	good := bearer(f.token("u-admin", "", "workspaces:list"))
+	good := f.bearer(f.token(f.adminSub, "", "workspaces:list"))
 	from := func(h http.Header, ip string) http.Header { return with(h, "X-Forwarded-For", ip) }
 	// Requests without any credential are not guesses and do not count.
 	for range 5 {
@@ -203,10 +199,10 @@ func TestRateLimits_FailedAuthentication(t *testing.T) {
 		}
 	}
 	// A guess hidden behind an empty first Authorization line counts too.
-	hidden := from(bearer(""), "203.0.113.7")
+	hidden := from(f.bearer(""), "203.0.113.7")
 	hidden["Authorization"] = []string{"", "Bearer bl_guessed"}
 	for i := range 3 {
-		h := from(bearer("bl_guessed"), "203.0.113.7")
+		h := from(f.bearer("bl_guessed"), "203.0.113.7")
 		if i == 0 {
 			h = hidden
 		}
@@ -227,18 +223,19 @@ func TestRateLimits_FailedAuthentication(t *testing.T) {
 	// is ignored: every address it names shares the peer's budget.
 	g := newFixture(t, "sqlite", "--rate-limit-failed-auth", "2/m")
 	for i := range 2 {
-		g.send(t, g.srv, "GET", "/v0/users", from(bearer("bl_guessed"), fmt.Sprintf("198.51.100.%d", i)), "")
+		g.send(t, g.srv, "GET", "/v0/users", from(g.bearer("bl_guessed"), fmt.Sprintf("198.51.100.%d", i)), "")
 	}
-	check429(t, g.send(t, g.srv, "GET", "/v0/users", from(bearer(g.adminKey), "198.51.100.9"), ""), `"failed-auth";q=2;w=60`)
+	check429(t, g.send(t, g.srv, "GET", "/v0/users", from(g.bearer(g.adminKey), "198.51.100.9"), ""), `"failed-auth";q=2;w=60`)
 }
 
 func TestRateLimits_Off(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limits=false", "--rate-limit-caller", "1/h", "--rate-limit-failed-auth", "1/h")
 	for range 3 {
-		f.send(t, f.srv, "GET", "/v0/users", bearer("bl_guessed"), "")
+		f.send(t, f.srv, "GET", "/v0/users", f.bearer("bl_guessed"), "")
 	}
 	for range 3 {
-		got := f.send(t, f.srv, "GET", "/v0/users", bearer(f.adminKey), "")
+		got := f.send(t, f.srv, "GET", "/v0/users", f.bearer(f.adminKey), "")
 		if got.status != 200 || got.policy != "" {
 			t.Fatalf("got %d with RateLimit-Policy %q, want 200 without limits", got.status, got.policy)
 		}
@@ -247,11 +244,12 @@ func TestRateLimits_Off(t *testing.T) {
 
 // Two replicas on one database and one Redis enforce one budget between them.
 func TestRateLimits_SharedThroughRedis(t *testing.T) {
+	t.Parallel()
 	url := testRedisURL(t)
 	prefix := uniquePrefix(t)
 	f := newFixture(t, "postgres", "--redis", url, "--redis-prefix", prefix, "--rate-limit-caller", "4/m")
 	second := f.env.start("--redis", url, "--redis-prefix", prefix, "--rate-limit-caller", "4/m")
-	list := bearer(f.adminKey)
+	list := f.bearer(f.adminKey)
 	replicas := []*runningServer{f.srv, second}
 	for i := range 4 {
 		if got := f.send(t, replicas[i%2], "GET", "/v0/users", list, ""); got.status != 200 {
@@ -266,8 +264,9 @@ func TestRateLimits_SharedThroughRedis(t *testing.T) {
 // With Redis unreachable the replica still answers, never 5xx, and still
 // limits (counting on its own), saying so in its log.
 func TestRateLimits_RedisDown(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--redis", "redis://127.0.0.1:1/0", "--rate-limit-caller", "3/m")
-	list := bearer(f.adminKey)
+	list := f.bearer(f.adminKey)
 	for i := range 3 {
 		if got := f.send(t, f.srv, "GET", "/v0/users", list, ""); got.status != 200 {
 			t.Fatalf("request %d: got %d %s, want 200", i, got.status, got.message)
@@ -283,17 +282,18 @@ func TestRateLimits_RedisDown(t *testing.T) {
 // complete 429 once the client's address is over the failed-auth quota
 // (each declares it), and the refusal changes nothing.
 func TestRateLimits_EveryOperation(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "1/h")
-	if got := f.send(t, f.srv, "GET", "/v0/users", bearer("bl_guessed"), ""); got.status != 401 {
+	if got := f.send(t, f.srv, "GET", "/v0/users", f.bearer("bl_guessed"), ""); got.status != 401 {
 		t.Fatalf("guess: got %d, want 401", got.status)
 	}
 	var cases []badInput
-	forEachOperation(t, func(method, url string, op *openapi3.Operation) {
+	forEachOperation(t, f.ws, func(method, url string, op *openapi3.Operation) {
 		body := ""
 		if op.RequestBody != nil {
 			body = `{"email":"a@b.co","role":"admin"}`
 		}
-		cases = append(cases, badInput{op.OperationID, method, url, bearer(f.token("u-admin", "admin@acme.test", "admin")), body, 429})
+		cases = append(cases, badInput{op.OperationID, method, url, f.bearer(f.token(f.adminSub, f.adminEmail, "admin")), body, 429})
 	})
 	f.checkBadInputs(t, cases)
 	for _, c := range cases {
@@ -302,15 +302,15 @@ func TestRateLimits_EveryOperation(t *testing.T) {
 }
 
 // forEachOperation calls fn with every operation of the YAML and a URL for
-// it (path parameters set to "acme").
-func forEachOperation(t *testing.T, fn func(method, url string, op *openapi3.Operation)) {
+// it (path parameters set to ws).
+func forEachOperation(t *testing.T, ws string, fn func(method, url string, op *openapi3.Operation)) {
 	t.Helper()
 	param := regexp.MustCompile(`\{[^}]+\}`)
 	count := 0
 	for path, item := range loadSpec(t).Paths.Map() {
 		for method, op := range item.Operations() {
 			count++
-			fn(method, server.APIBasePath+param.ReplaceAllString(path, "acme"), op)
+			fn(method, server.APIBasePath+param.ReplaceAllString(path, ws), op)
 		}
 	}
 	if count == 0 {

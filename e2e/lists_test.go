@@ -89,21 +89,22 @@ func emailsOf(t *testing.T, entries []json.RawMessage) []string {
 // the very bytes the generated response wrote (json.Encoder of the array).
 // With limit, pages of that size follow Link headers to the same list.
 func TestLists_PagesAndUnpaged(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--rate-limits=false")
 		st := f.store()
 		ctx := context.Background()
-		want := []string{"admin@acme.test", "member@acme.test"}
+		want := []string{f.adminEmail, f.memberEmail}
 		for i := range 5 {
 			email := fmt.Sprintf("m%d@acme.test", i)
-			if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("u-m%d", i), email, store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, f.ws, fmt.Sprintf("u-m%d", i), email, store.RoleMember, "test"); err != nil {
 				t.Fatal(err)
 			}
 			want = append(want, email)
 		}
 		for i := range 6 {
 			email := fmt.Sprintf("i%d@example.com", i)
-			if _, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "u-admin", Email: email, TTL: time.Hour}); err != nil {
+			if _, err := st.Invite(ctx, store.InviteParams{Workspace: f.ws, Caller: f.adminSub, Email: email, TTL: time.Hour}); err != nil {
 				t.Fatal(err)
 			}
 			want = append(want, email)
@@ -117,7 +118,7 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 
 		all, body, next := f.getList(t, "/v0/users", admin)
 		if next != "" {
@@ -160,7 +161,7 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 		}
 
 		// My invitations: the same, with workspace and member count.
-		bob := bearer(f.userToken("u-bob", "bob@example.com"))
+		bob := f.bearer(f.userToken("u-bob", "bob@example.com"))
 		mine, mineBody, next := f.getList(t, "/v0/profile/invitations", bob)
 		if len(mine) != 3 || next != "" {
 			t.Fatalf("bob's invitations: %s, next %q", mineBody, next)
@@ -180,7 +181,7 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 				t.Errorf("invitations limit %d: %s", limit, got)
 			}
 		}
-		if _, body, _ := f.getList(t, "/v0/profile/invitations?limit=5", bearer(f.userToken("u-nobody", "nobody@example.com"))); string(body) != "[]\n" {
+		if _, body, _ := f.getList(t, "/v0/profile/invitations?limit=5", f.bearer(f.userToken("u-nobody", "nobody@example.com"))); string(body) != "[]\n" {
 			t.Errorf("no invitations: %q, want []", body)
 		}
 	})
@@ -191,21 +192,22 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 // changed during it appears exactly once and in the order it had; nothing
 // appears twice.
 func TestLists_PagingWhileOthersWrite(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--rate-limits=false")
 		st := f.store()
 		ctx := context.Background()
 		for i := range 20 {
-			if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("u-m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, f.ws, fmt.Sprintf("u-m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "test"); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := range 40 {
-			if _, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "u-admin", Email: fmt.Sprintf("i%02d@example.com", i), TTL: time.Hour}); err != nil {
+			if _, err := st.Invite(ctx, store.InviteParams{Workspace: f.ws, Caller: f.adminSub, Email: fmt.Sprintf("i%02d@example.com", i), TTL: time.Hour}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		before, _, _ := f.getList(t, "/v0/users", admin)
 		c := f.srv.client(t)
 		accepted := map[string]bool{}
@@ -213,7 +215,7 @@ func TestLists_PagingWhileOthersWrite(t *testing.T) {
 		between := func(page int) {
 			email := fmt.Sprintf("new%d@example.com", page)
 			r, err := c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &email},
-				withAuth("Authorization", f.userToken("u-admin", "admin@acme.test"), "acme"))
+				withAuth("Authorization", f.userToken(f.adminSub, f.adminEmail), f.ws))
 			if err != nil || r.StatusCode() != 200 {
 				t.Errorf("invite during the walk: %v %v", err, r.StatusCode())
 			}
@@ -221,7 +223,7 @@ func TestLists_PagingWhileOthersWrite(t *testing.T) {
 			// and ones ahead of it.
 			for _, i := range []int{page, 39 - page} {
 				invitee := fmt.Sprintf("i%02d@example.com", i)
-				a, err := c.AcceptWorkspaceInvitationWithResponse(ctx, "acme", withAuth("Authorization", f.userToken("u-"+invitee, invitee), ""))
+				a, err := c.AcceptWorkspaceInvitationWithResponse(ctx, f.ws, withAuth("Authorization", f.userToken("u-"+invitee, invitee), ""))
 				if err != nil || a.StatusCode() != 200 {
 					t.Errorf("accept during the walk: %v %v", err, a.StatusCode())
 				}
@@ -266,23 +268,24 @@ func TestLists_PagingWhileOthersWrite(t *testing.T) {
 // a cursor is good only for the list, workspace and caller it was made for,
 // and only as it was made.
 func TestLists_BadPaging(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--rate-limits=false")
 		st := f.store()
 		ctx := context.Background()
-		if _, err := storetest.AddMember(ctx, st, "other", "u-other2", "other2@other.test", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, f.otherWS, "u-other2", "other2@other.test", store.RoleMember, "test"); err != nil {
 			t.Fatal(err)
 		}
-		for ws, admin := range map[string]string{"acme": "u-admin", "other": "u-other"} {
+		for ws, admin := range map[string]string{f.ws: f.adminSub, f.otherWS: f.otherSub} {
 			if _, err := st.Invite(ctx, store.InviteParams{Workspace: ws, Caller: admin, Email: "bob@example.com", TTL: time.Hour}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
-		member := bearer(f.userToken("u-member", "member@acme.test"))
-		other := with(bearer(f.userToken("u-other", "other@other.test")), "X-Blaxel-Workspace", "other")
-		bob := bearer(f.userToken("u-bob", "bob@example.com"))
-		carol := bearer(f.userToken("u-carol", "carol@example.com"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
+		member := f.bearer(f.userToken(f.memberSub, f.memberEmail))
+		other := with(f.bearer(f.userToken(f.otherSub, f.otherEmail)), "X-Blaxel-Workspace", f.otherWS)
+		bob := f.bearer(f.userToken("u-bob", "bob@example.com"))
+		carol := f.bearer(f.userToken("u-carol", "carol@example.com"))
 		cursorOf := func(path string, h http.Header) string {
 			t.Helper()
 			_, _, next := f.getList(t, path, h)
@@ -336,8 +339,8 @@ func TestLists_BadPaging(t *testing.T) {
 }
 
 // seedUsers gives workspace ws n more entries, half members and half
-// pending invitations, 16 at a time.
-func seedUsers(tb testing.TB, st *store.Store, ws string, n int) {
+// pending invitations (invited by admin), 16 at a time.
+func seedUsers(tb testing.TB, st *store.Store, ws, admin string, n int) {
 	tb.Helper()
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -351,7 +354,7 @@ func seedUsers(tb testing.TB, st *store.Store, ws string, n int) {
 				if i%2 == 0 {
 					_, err = storetest.AddMember(ctx, st, ws, fmt.Sprintf("seed-%d", i), fmt.Sprintf("seed-%d@%s.test", i, ws), store.RoleMember, "seed")
 				} else {
-					_, err = st.Invite(ctx, store.InviteParams{Workspace: ws, Caller: "u-admin", Email: fmt.Sprintf("invitee-%d@example.com", i), TTL: time.Hour})
+					_, err = st.Invite(ctx, store.InviteParams{Workspace: ws, Caller: admin, Email: fmt.Sprintf("invitee-%d@example.com", i), TTL: time.Hour})
 				}
 				if err != nil {
 					errs <- err
@@ -395,6 +398,8 @@ func heapPeak(stop <-chan struct{}) <-chan uint64 {
 // body took 8–9 MB while in flight: 64 of them over 500 MB of heap.) The
 // server runs in this process; the clients discard what they read.
 func TestLists_UnpagedMemory(t *testing.T) {
+	// Not parallel: it measures this process's heap, which other tests'
+	// servers and clients share.
 	if testing.Short() {
 		t.Skip("seeds 10,000 entries")
 	}
@@ -404,11 +409,11 @@ func TestLists_UnpagedMemory(t *testing.T) {
 	// machine's speed, not streaming (make bench measures RSS at the
 	// default). At 100, garbage stays about the size of the live heap.
 	f := newFixture(t, "sqlite", "--rate-limits=false", "--gc-percent", "100")
-	seedUsers(t, f.store(), "acme", 10_000)
-	tok := f.userToken("u-admin", "admin@acme.test")
+	seedUsers(t, f.store(), f.ws, f.adminSub, 10_000)
+	tok := f.userToken(f.adminSub, f.adminEmail)
 	get := func() (int64, error) {
 		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, f.srv.URL+"/v0/users", nil)
-		req.Header = bearer(tok)
+		req.Header = f.bearer(tok)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return 0, err

@@ -14,13 +14,12 @@ import (
 
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/mail/smtptest"
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 func (f *fixture) invite(t *testing.T, email string) {
 	t.Helper()
 	resp, err := f.srv.client(t).InviteWorkspaceUserWithResponse(context.Background(), nil,
-		gen.InviteWorkspaceUserJSONRequestBody{Email: ptr(email)}, withAuth("Authorization", f.token("u-admin", "admin@acme.test", "workspaces:invite"), "acme"))
+		gen.InviteWorkspaceUserJSONRequestBody{Email: ptr(email)}, withAuth("Authorization", f.token(f.adminSub, f.adminEmail, "workspaces:invite"), f.ws))
 	if err != nil || resp.StatusCode() != 200 {
 		t.Fatalf("invite %s: %v %d %s", email, err, resp.StatusCode(), resp.Body)
 	}
@@ -48,7 +47,8 @@ func freeSMTPPort(t *testing.T) int {
 // with SMTP down at invite time, the invite still succeeds and the email
 // goes out once SMTP is back.
 func TestMail_EndToEnd(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		port := freeSMTPPort(t) // SMTP is down when the server starts and the invite is made
 		f := newFixture(t, dialect, smtpFlags(port)...)
 		f.invite(t, "Bob@Example.com")
@@ -56,7 +56,7 @@ func TestMail_EndToEnd(t *testing.T) {
 		srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
 		msgs := srv.WaitFor(t, 1, 30*time.Second)
 		m := msgs[0]
-		if len(m.To) != 1 || m.To[0] != "bob@example.com" || !strings.Contains(m.Text, "https://app.blaxel.test/acme/join?email=bob%40example.com") ||
+		if len(m.To) != 1 || m.To[0] != "bob@example.com" || !strings.Contains(m.Text, "https://app.blaxel.test/"+f.ws+"/join?email=bob%40example.com") ||
 			!strings.Contains(m.Header.Get("Subject"), "Acme") || m.HTML == "" {
 			t.Errorf("message: to %v subject %q\n%s", m.To, m.Header.Get("Subject"), m.Text)
 		}
@@ -76,6 +76,7 @@ func TestMail_EndToEnd(t *testing.T) {
 // TestMail_FileDefault: with no SMTP configured the email is an .eml file in
 // the data directory and its accept link is logged.
 func TestMail_FileDefault(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--mail-poll-interval", "20ms")
 	f.invite(t, "bob@example.com")
 	deadline := time.Now().Add(20 * time.Second)
@@ -99,6 +100,7 @@ func TestMail_FileDefault(t *testing.T) {
 // TestMail_Worker: serve without its dispatcher; the mail-worker command
 // delivers instead.
 func TestMail_Worker(t *testing.T) {
+	t.Parallel()
 	srv := smtptest.Start(t)
 	f := newFixture(t, "sqlite", "--mail-dispatcher=false")
 	f.invite(t, "bob@example.com")
@@ -124,7 +126,8 @@ func TestMail_Worker(t *testing.T) {
 // --mail-give-up-after becomes failed (mail-status says which and why);
 // `mail-retry` requeues it once SMTP is back and it is delivered once.
 func TestMail_GiveUpThenRetry(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		port := freeSMTPPort(t) // SMTP is down
 		f := newFixture(t, dialect, append(smtpFlags(port), "--mail-give-up-after", "300ms")...)
 		f.invite(t, "bob@example.com")
@@ -144,14 +147,14 @@ func TestMail_GiveUpThenRetry(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		status := mustCLI(t, f.args("mail-status")...)
-		for _, want := range []string{"pending 0\nsent 0\nfailed 1\ncancelled 0\noldest_pending_age 0s\n", "acme", "bob@example.com", "mail: connect to 127.0.0.1:" + strconv.Itoa(port)} {
+		for _, want := range []string{"pending 0\nsent 0\nfailed 1\ncancelled 0\noldest_pending_age 0s\n", f.ws, "bob@example.com", "mail: connect to 127.0.0.1:" + strconv.Itoa(port)} {
 			if !strings.Contains(status, want) {
 				t.Errorf("mail-status lacks %q:\n%s", want, status)
 			}
 		}
 
 		// Refused requeues change nothing.
-		for _, args := range [][]string{{"--workspace", "nope"}, {"--id", "999999"}, {"--workspace", "acme", "--id", "1"}, {"--id", "-1"}, {"extra"}} {
+		for _, args := range [][]string{{"--workspace", "nope"}, {"--id", "999999"}, {"--workspace", f.ws, "--id", "1"}, {"--id", "-1"}, {"extra"}} {
 			if r := runCLI(t, f.args(append([]string{"mail-retry"}, args...)...)...); r.code == 0 || r.stderr == "" {
 				t.Errorf("mail-retry %v: exit %d, stderr %q; want an error", args, r.code, r.stderr)
 			}
@@ -161,7 +164,7 @@ func TestMail_GiveUpThenRetry(t *testing.T) {
 		}
 
 		srv := smtptest.StartOn(t, "127.0.0.1:"+strconv.Itoa(port))
-		if out := mustCLI(t, f.args("mail-retry", "--workspace", "acme")...); out != "requeued 1" {
+		if out := mustCLI(t, f.args("mail-retry", "--workspace", f.ws)...); out != "requeued 1" {
 			t.Errorf("mail-retry: %q, want \"requeued 1\"", out)
 		}
 		msgs := srv.WaitFor(t, 1, 30*time.Second)
@@ -181,6 +184,7 @@ func TestMail_GiveUpThenRetry(t *testing.T) {
 // TestMail_RetryFlagsMustBePositive: a zero duration would silently mean the
 // default (72h for --mail-give-up-after), so it is refused.
 func TestMail_RetryFlagsMustBePositive(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sqlite")
 	for _, flag := range []string{"--mail-give-up-after", "--mail-backoff-base", "--mail-lease"} {
 		// Bounded: a worker that accepted the flag would run until ctx ends, exit 0.

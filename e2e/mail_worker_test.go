@@ -17,6 +17,7 @@ import (
 // with the version, the metrics address, each delivery), and
 // --metrics-addr serves the mail, outbox and SQLite series of its own work.
 func TestMailWorker_Observed(t *testing.T) {
+	t.Parallel()
 	srv := smtptest.Start(t)
 	f := newFixture(t, "sqlite", "--mail-dispatcher=false")
 	f.invite(t, "bob@example.com")

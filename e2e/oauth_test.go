@@ -19,7 +19,6 @@ import (
 
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/server"
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // serviceAccount is a service account made through the API, with the
@@ -37,13 +36,13 @@ func (sa serviceAccount) basic() string {
 // createServiceAccount makes a service account of role in acme, as its admin.
 func (f *fixture) oauthClient(t *testing.T, name, role string) serviceAccount {
 	t.Helper()
-	return f.oauthClientAs(t, f.token("u-admin", "admin@acme.test", "admin"), name, role)
+	return f.oauthClientAs(t, f.token(f.adminSub, f.adminEmail, "admin"), name, role)
 }
 
 // oauthClientAs makes it with the given admin credential.
 func (f *fixture) oauthClientAs(t *testing.T, admin, name, role string) serviceAccount {
 	t.Helper()
-	resp, body := f.do(t, "POST", "/v0/service_accounts", bearer(admin), `{"name":"`+name+`","role":"`+role+`"}`)
+	resp, body := f.do(t, "POST", "/v0/service_accounts", f.bearer(admin), `{"name":"`+name+`","role":"`+role+`"}`)
 	var got gen.ServiceAccountWithSecret
 	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil || deref(got.ClientId) == "" || deref(got.ClientSecret) == "" {
 		t.Fatalf("create service account: %d %s", resp.StatusCode, body)
@@ -107,12 +106,13 @@ func unverifiedClaims(t *testing.T, token string) (jwt.MapClaims, map[string]any
 // saHeaders are a service account token's request headers: no workspace
 // header (the token names its workspace).
 func saHeaders(token string) http.Header {
-	return with(bearer(token), server.WorkspaceHeader, "")
+	return http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
 }
 
 func TestOAuth_ClientCredentials(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		admin := f.oauthClient(t, "deployer", "admin")
 		member := f.oauthClient(t, "reader", "member")
 
@@ -130,7 +130,7 @@ func TestOAuth_ClientCredentials(t *testing.T) {
 		claims, header := unverifiedClaims(t, a.token.AccessToken)
 		iat, _ := claims.GetIssuedAt()
 		exp, _ := claims.GetExpirationTime()
-		if claims["sub"] != admin.clientID || claims["workspace"] != "acme" || claims["scope"] != "admin" ||
+		if claims["sub"] != admin.clientID || claims["workspace"] != f.ws || claims["scope"] != "admin" ||
 			claims["iss"] != f.srv.URL || header["kid"] == "" || header["alg"] != "EdDSA" ||
 			iat == nil || exp == nil || exp.Sub(iat.Time) != time.Hour {
 			t.Errorf("claims %v, header %v", claims, header)
@@ -189,10 +189,10 @@ func TestOAuth_ClientCredentials(t *testing.T) {
 // TestOAuth_Errors: every RFC 6749 §5.2 refusal, in the shape OAuth clients
 // and Blaxel's SDK read ({"error": …, "error_description": …}), changing nothing.
 func TestOAuth_Errors(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		sa := f.oauthClient(t, "deployer", "admin")
-		st := f.store()
 		wrong := serviceAccount{clientID: sa.clientID, secret: sa.secret + "x"}
 		unknown := serviceAccount{clientID: "sa_doesnotexist", secret: sa.secret}
 		const grant = `{"grant_type":"client_credentials"}`
@@ -228,10 +228,7 @@ func TestOAuth_Errors(t *testing.T) {
 			{"TooLarge", sa.basic(), json, `{"grant_type":"client_credentials","x":"` + strings.Repeat("a", server.DefaultBodyLimit) + `"}`, 413, "payload_too_large"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				before, err := storetest.CountRows(context.Background(), st)
-				if err != nil {
-					t.Fatal(err)
-				}
+				before := f.countRows(t)
 				a := f.requestToken(t, tc.authorization, tc.contentType, tc.body)
 				if a.status != tc.status || a.err.Error != tc.code {
 					t.Errorf("got %d %s, want %d %s", a.status, a.body, tc.status, tc.code)
@@ -244,8 +241,8 @@ func TestOAuth_Errors(t *testing.T) {
 				if tc.status == 401 && a.header.Get("WWW-Authenticate") != `Basic realm="controlplane"` {
 					t.Errorf("WWW-Authenticate %q, want Basic", a.header.Get("WWW-Authenticate"))
 				}
-				if after, err := storetest.CountRows(context.Background(), st); err != nil || !mapsEqual(before, after) {
-					t.Errorf("rows changed: %v → %v (%v)", before, after, err)
+				if after := f.countRows(t); !mapsEqual(before, after) {
+					t.Errorf("rows changed: %v → %v", before, after)
 				}
 			})
 		}
@@ -267,7 +264,8 @@ func mapsEqual(a, b map[string]int64) bool {
 // TestOAuth_ScopesEnforced: a token narrowed to workspaces:list lists but
 // cannot invite, although its account is an admin.
 func TestOAuth_ScopesEnforced(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	sa := f.oauthClient(t, "deployer", "admin")
 	token := f.mustToken(t, sa, "workspaces:list")
 	if resp, body := f.do(t, "GET", "/v0/users", saHeaders(token), ""); resp.StatusCode != 200 {
@@ -287,8 +285,9 @@ func TestOAuth_ScopesEnforced(t *testing.T) {
 // unexpired token at once (the verifier looks the account up on every
 // request; the token cache does not hide it), on every replica.
 func TestOAuth_DeletedAccount(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		sa := f.oauthClient(t, "deployer", "admin")
 		token := f.mustToken(t, sa, "")
 		// A second replica on the same database, sharing the keys.
@@ -298,7 +297,7 @@ func TestOAuth_DeletedAccount(t *testing.T) {
 				t.Fatalf("before the deletion (%s): %d %s", srv.URL, got.status, got.message)
 			}
 		}
-		if resp, body := f.do(t, "DELETE", "/v0/service_accounts/"+sa.clientID, bearer(f.token("u-admin", "admin@acme.test", "admin")), ""); resp.StatusCode != 200 {
+		if resp, body := f.do(t, "DELETE", "/v0/service_accounts/"+sa.clientID, f.bearer(f.token(f.adminSub, f.adminEmail, "admin")), ""); resp.StatusCode != 200 {
 			t.Fatalf("delete: %d %s", resp.StatusCode, body)
 		}
 		for _, srv := range []*runningServer{f.srv, replica} {
@@ -316,14 +315,15 @@ func TestOAuth_DeletedAccount(t *testing.T) {
 // TestOAuth_BoundToWorkspace: a service account of acme cannot act in
 // other, whatever header it sends (404 as for any foreign workspace).
 func TestOAuth_BoundToWorkspace(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	token := f.mustToken(t, f.oauthClient(t, "deployer", "admin"), "")
 	for _, tc := range []struct{ method, path, body string }{
 		{"GET", "/v0/users", ""},
 		{"POST", "/v0/users", `{"email":"x@example.com"}`},
 		{"GET", "/v0/service_accounts", ""},
 	} {
-		if resp, body := f.do(t, tc.method, tc.path, with(bearer(token), server.WorkspaceHeader, "other"), tc.body); resp.StatusCode != 404 {
+		if resp, body := f.do(t, tc.method, tc.path, with(f.bearer(token), server.WorkspaceHeader, f.otherWS), tc.body); resp.StatusCode != 404 {
 			t.Errorf("%s %s naming other: %d %s, want 404", tc.method, tc.path, resp.StatusCode, body)
 		}
 	}
@@ -333,14 +333,15 @@ func TestOAuth_BoundToWorkspace(t *testing.T) {
 // development one) whose sub starts with sa_ is refused, so nobody acts as
 // a service account's member row through their identity provider.
 func TestOAuth_ReservedSubject(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	sa := f.oauthClient(t, "deployer", "admin")
-	got := f.send(t, f.srv, "GET", "/v0/users", bearer(f.token(sa.clientID, "", "admin")), "")
+	got := f.send(t, f.srv, "GET", "/v0/users", f.bearer(f.token(sa.clientID, "", "admin")), "")
 	if got.status != 401 || got.kind != "invalid_token" || !strings.Contains(got.message, "reserved") {
 		t.Errorf("development token with sub %s: %d %s %s, want 401 invalid_token", sa.clientID, got.status, got.kind, got.message)
 	}
 	// A token claiming this server's issuer but signed by another key.
-	forged := f.devKeySign(t, jwt.MapClaims{"iss": f.srv.URL, "sub": sa.clientID, "workspace": "acme", "scope": "admin",
+	forged := f.devKeySign(t, jwt.MapClaims{"iss": f.srv.URL, "sub": sa.clientID, "workspace": f.ws, "scope": "admin",
 		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
 	if got := f.send(t, f.srv, "GET", "/v0/users", saHeaders(forged), ""); got.status != 401 || got.kind != "invalid_token" {
 		t.Errorf("forged own token: %d %s %s, want 401 invalid_token", got.status, got.kind, got.message)
@@ -368,6 +369,7 @@ func getJSON(t *testing.T, url string, v any) http.Header {
 // TestOAuth_Metadata: RFC 8414 metadata naming this server's token
 // endpoint and keys, every URL under --public-url.
 func TestOAuth_Metadata(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--public-url", "https://api.example.com/")
 	var md struct {
 		Issuer        string   `json:"issuer"`
@@ -430,7 +432,8 @@ func verifyWithJWKS(t *testing.T, set jose.JSONWebKeySet, token string) (josejwt
 // TestOAuth_JWKS: the published keys verify the tokens with another JOSE
 // library, and nothing private is published.
 func TestOAuth_JWKS(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	token := f.mustToken(t, f.oauthClient(t, "deployer", "admin"), "")
 	set, kids := jwksKIDs(t, f.srv.URL)
 	if len(kids) != 1 {
@@ -457,7 +460,8 @@ func TestOAuth_JWKS(t *testing.T) {
 // after the switch, on a replica too, and the old key stays published while
 // they are valid (when it leaves the JWKS: TestKeyState in server/).
 func TestOAuth_KeyRotation(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--oauth-key-refresh", "100ms", "--oauth-token-ttl", "1m")
 		replica := f.start("--public-url", f.srv.URL, "--oauth-key-refresh", "100ms", "--oauth-token-ttl", "1m")
 		sa := f.oauthClient(t, "deployer", "admin")
@@ -530,6 +534,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // against the address's failed-authentication quota like wrong API keys;
 // a request without credentials does not.
 func TestOAuth_FailedClientAuthenticationLimited(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "3/m")
 	sa := f.oauthClient(t, "deployer", "admin")
 	wrong := serviceAccount{clientID: sa.clientID, secret: "bls_guessed"}
@@ -549,7 +554,7 @@ func TestOAuth_FailedClientAuthenticationLimited(t *testing.T) {
 	h := http.Header{"Authorization": {sa.basic()}, "Content-Type": {"application/json"}}
 	check429(t, f.send(t, f.srv, "POST", "/v0/oauth/token", h, `{"grant_type":"client_credentials"}`), `"failed-auth";q=3;w=60`)
 	// The quota is the address's: an API key from it is refused too.
-	check429(t, f.send(t, f.srv, "GET", "/v0/users", bearer(f.adminKey), ""), `"failed-auth";q=3;w=60`)
+	check429(t, f.send(t, f.srv, "GET", "/v0/users", f.bearer(f.adminKey), ""), `"failed-auth";q=3;w=60`)
 }
 
 // TestOAuth_BesideExternalIssuer: with an external issuer configured, its
@@ -557,6 +562,7 @@ func TestOAuth_FailedClientAuthenticationLimited(t *testing.T) {
 // each verified with its own issuer's keys; the external issuer's tokens
 // may not use the sa_ prefix.
 func TestOAuth_BesideExternalIssuer(t *testing.T) {
+	t.Parallel()
 	f, priv := newExternalIssuerFixture(t)
 	external := func(sub string) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": "https://idp.example", "sub": sub,
@@ -566,18 +572,18 @@ func TestOAuth_BesideExternalIssuer(t *testing.T) {
 		}
 		return tok
 	}
-	sa := f.oauthClientAs(t, external("u-admin"), "deployer", "admin")
-	if got := f.send(t, f.srv, "GET", "/v0/users", bearer(external("u-admin")), ""); got.status != 200 {
+	sa := f.oauthClientAs(t, external(f.adminSub), "deployer", "admin")
+	if got := f.send(t, f.srv, "GET", "/v0/users", f.bearer(external(f.adminSub)), ""); got.status != 200 {
 		t.Errorf("external token: %d %s", got.status, got.message)
 	}
 	if got := f.send(t, f.srv, "GET", "/v0/users", saHeaders(f.mustToken(t, sa, "")), ""); got.status != 200 {
 		t.Errorf("own token beside the external issuer: %d %s", got.status, got.message)
 	}
-	if got := f.send(t, f.srv, "GET", "/v0/users", bearer(external(sa.clientID)), ""); got.status != 401 || !strings.Contains(got.message, "reserved") {
+	if got := f.send(t, f.srv, "GET", "/v0/users", f.bearer(external(sa.clientID)), ""); got.status != 401 || !strings.Contains(got.message, "reserved") {
 		t.Errorf("external token with sub %s: %d %s, want 401 reserved", sa.clientID, got.status, got.message)
 	}
 	// A token signed by the external issuer's key but claiming to be ours.
-	forged, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": f.srv.URL, "sub": sa.clientID, "workspace": "acme",
+	forged, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": f.srv.URL, "sub": sa.clientID, "workspace": f.ws,
 		"scope": "admin", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)
 	if got := f.send(t, f.srv, "GET", "/v0/users", saHeaders(forged), ""); got.status != 401 {
 		t.Errorf("external key claiming this server's issuer: %d %s, want 401", got.status, got.message)

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/membership-api/controlplane/internal/cli"
-
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // scrape is one read of /metrics: every sample by its series, e.g.
@@ -90,30 +88,31 @@ func (s scrape) labelValues() []string {
 // and that no label value is an email, a workspace, a sub, a credential or
 // a raw path.
 func TestMetrics_Walk(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--metrics-addr", "127.0.0.1:0", "--rate-limit-failed-auth", "2/h")
 		url := metricsURL(t, f.srv)
 		before := scrapeMetrics(t, url)
-		admin := f.token("u-admin", "admin@acme.test", "workspaces:invite")
-		noScope := f.token("u-admin", "admin@acme.test", "workspaces:list")
-		expired := f.devKeySign(t, claimsFor("u-admin", "workspaces:invite", time.Now().Add(-time.Hour)))
+		admin := f.token(f.adminSub, f.adminEmail, "workspaces:invite")
+		noScope := f.token(f.adminSub, f.adminEmail, "workspaces:list")
+		expired := f.devKeySign(t, claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(-time.Hour)))
 
 		status := func(resp *http.Response, _ []byte) int { return resp.StatusCode }
 		checks := []struct {
 			what         string
 			status, want int
 		}{
-			{"invite", status(f.do(t, "POST", "/v0/users", bearer(admin), `{"email":"Walk@Example.com"}`)), 200},
-			{"invite with an API key", status(f.do(t, "POST", "/v0/users", with(bearer(f.adminKey), "X-Blaxel-Workspace", ""), `{"email":"key@example.com"}`)), 200},
-			{"no credential", status(f.do(t, "GET", "/v0/users", with(bearer(admin), "Authorization", ""), "")), 401},
-			{"token without the scope", status(f.do(t, "POST", "/v0/users", bearer(noScope), `{"email":"x@example.com"}`)), 403},
-			{"remove by email", status(f.do(t, "DELETE", "/v0/users/walk@example.com", bearer(admin), "")), 403},
-			{"unknown route", status(f.do(t, "GET", "/v0/no/such/route", bearer(admin), "")), 404},
+			{"invite", status(f.do(t, "POST", "/v0/users", f.bearer(admin), `{"email":"Walk@Example.com"}`)), 200},
+			{"invite with an API key", status(f.do(t, "POST", "/v0/users", with(f.bearer(f.adminKey), "X-Blaxel-Workspace", ""), `{"email":"key@example.com"}`)), 200},
+			{"no credential", status(f.do(t, "GET", "/v0/users", with(f.bearer(admin), "Authorization", ""), "")), 401},
+			{"token without the scope", status(f.do(t, "POST", "/v0/users", f.bearer(noScope), `{"email":"x@example.com"}`)), 403},
+			{"remove by email", status(f.do(t, "DELETE", "/v0/users/walk@example.com", f.bearer(admin), "")), 403},
+			{"unknown route", status(f.do(t, "GET", "/v0/no/such/route", f.bearer(admin), "")), 404},
 			// Last: two refused credentials spend the failed-auth quota
 			// of 2/h, which then closes this address.
-			{"expired token", status(f.do(t, "GET", "/v0/users", bearer(expired), "")), 401},
-			{"revoked API key", status(f.do(t, "GET", "/v0/users", bearer(f.revokedKey), "")), 401},
-			{"after the failed-auth quota", status(f.do(t, "GET", "/v0/users", bearer(admin), "")), 429},
+			{"expired token", status(f.do(t, "GET", "/v0/users", f.bearer(expired), "")), 401},
+			{"revoked API key", status(f.do(t, "GET", "/v0/users", f.bearer(f.revokedKey), "")), 401},
+			{"after the failed-auth quota", status(f.do(t, "GET", "/v0/users", f.bearer(admin), "")), 429},
 		}
 		for _, c := range checks {
 			if c.status != c.want {
@@ -187,7 +186,7 @@ func TestMetrics_Walk(t *testing.T) {
 
 		secrets := []string{admin, noScope, expired, f.adminKey, f.revokedKey}
 		for _, v := range after.labelValues() {
-			for _, bad := range []string{"@", "acme", "u-admin", "walk", "Bearer", "bl_", "/v0/users/"} {
+			for _, bad := range []string{"@", f.ws, f.adminSub, "walk", "Bearer", "bl_", "/v0/users/"} {
 				if strings.Contains(strings.ToLower(v), strings.ToLower(bad)) {
 					t.Errorf("label value %q contains %q (an email, workspace, sub, credential or raw path)", v, bad)
 				}
@@ -204,10 +203,11 @@ func TestMetrics_Walk(t *testing.T) {
 // TestMetrics_OutboxGauges: with no dispatcher the queued email waits, and
 // the outbox gauges say so.
 func TestMetrics_OutboxGauges(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--metrics-addr", "127.0.0.1:0", "--mail-dispatcher=false")
-	admin := f.token("u-admin", "admin@acme.test", "workspaces:invite")
+	admin := f.token(f.adminSub, f.adminEmail, "workspaces:invite")
 	for _, email := range []string{"a@example.com", "b@example.com"} {
-		if resp, body := f.do(t, "POST", "/v0/users", bearer(admin), `{"email":"`+email+`"}`); resp.StatusCode != 200 {
+		if resp, body := f.do(t, "POST", "/v0/users", f.bearer(admin), `{"email":"`+email+`"}`); resp.StatusCode != 200 {
 			t.Fatalf("invite: %d %s", resp.StatusCode, body)
 		}
 	}
@@ -224,7 +224,8 @@ func TestMetrics_OutboxGauges(t *testing.T) {
 // TestMetrics_OffByDefault: without --metrics-addr nothing listens for
 // metrics, and the API does not serve them either.
 func TestMetrics_OffByDefault(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	if metricsLine.MatchString(f.srv.logs.String()) {
 		t.Errorf("a metrics listener started without --metrics-addr:\n%s", f.srv.logs.String())
 	}
@@ -240,8 +241,9 @@ func TestMetrics_OffByDefault(t *testing.T) {
 // character is replaced; without one the server makes one. No credential
 // reaches the log.
 func TestRequestID(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--mail-dispatcher=false") // the dispatcher logs recipients; this test looks for the invitee's email in request lines
-	admin := f.token("u-admin", "admin@acme.test", "workspaces:invite")
+	admin := f.token(f.adminSub, f.adminEmail, "workspaces:invite")
 	generated := regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 	type answer struct {
@@ -249,7 +251,7 @@ func TestRequestID(t *testing.T) {
 	}
 	send := func(id, method, path, cred, body string) answer {
 		t.Helper()
-		h := bearer(cred)
+		h := f.bearer(cred)
 		if id != "" {
 			h.Set("X-Request-Id", id)
 		}
@@ -296,7 +298,7 @@ func TestRequestID(t *testing.T) {
 		t.Fatalf("log lines with the given ID: %q, want the access line", access)
 	}
 	for _, want := range []string{"msg=request", "operation=InviteWorkspaceUser", "method=POST", "route=/v0/users", "status=200",
-		"latency=", "bytes=", "remote=127.0.0.1", "user_agent=", "sub=u-admin", "workspace=acme"} {
+		"latency=", "bytes=", "remote=127.0.0.1", "user_agent=", "sub=" + f.adminSub, "workspace=" + f.ws} {
 		if !strings.Contains(access[0], want) {
 			t.Errorf("access line %q lacks %q", access[0], want)
 		}
@@ -314,6 +316,7 @@ func TestRequestID(t *testing.T) {
 // TestLogFormat_JSON: --log-format json writes one JSON object per line,
 // the access line with the same fields as text.
 func TestLogFormat_JSON(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sqlite")
 	mustCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u-admin", "--admin-email", "admin@acme.test")...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -356,6 +359,7 @@ func TestLogFormat_JSON(t *testing.T) {
 // TestVersion: `version` and `--version` print the module version, the VCS
 // revision and the Go version on one line; a bad --log-format is refused.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	line := regexp.MustCompile(`^controlplane \S+ revision \S+( \(modified\))? go1\.\d+`)
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		if out := mustCLI(t, args...); !line.MatchString(out) {

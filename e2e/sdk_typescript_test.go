@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // TestSDK_TypeScript: Blaxel's official TypeScript SDK (@blaxel/core,
@@ -24,6 +22,7 @@ import (
 // the calls and checks each answer. Needs Node.js and npm and the npm
 // registry (npm ci); skipped without node unless CI=true.
 func TestSDK_TypeScript(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("installs an npm package (-short)")
 	}
@@ -55,7 +54,7 @@ func TestSDK_TypeScript(t *testing.T) {
 	f := newFixture(t, "sqlite", "--mail-dispatcher=false")
 	node := func(credential, mode string) string {
 		t.Helper()
-		return runSDK(ctx, t, dir, mode, "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE=acme",
+		return runSDK(ctx, t, dir, mode, "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE="+f.ws,
 			"BL_API_KEY="+credential, "SDK_INVITEE=sdk-user@example.com")
 	}
 	out := node(f.adminKey, "admin")
@@ -70,8 +69,8 @@ func TestSDK_TypeScript(t *testing.T) {
 	credentials := func(sa serviceAccount) string {
 		return "BL_CLIENT_CREDENTIALS=" + base64.StdEncoding.EncodeToString([]byte(sa.clientID+":"+sa.secret))
 	}
-	out = runSDK(ctx, t, dir, "client-credentials", "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE=acme",
-		credentials(sa), "SDK_EXPECT_EMAIL=member@acme.test")
+	out = runSDK(ctx, t, dir, "client-credentials", "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE="+f.ws,
+		credentials(sa), "SDK_EXPECT_EMAIL="+f.memberEmail)
 	if !strings.Contains(out, `"op":"listWorkspaceUsers (client credentials)","status":200`) {
 		t.Errorf("the SDK's output with client credentials:\n%s", out)
 	}
@@ -80,16 +79,13 @@ func TestSDK_TypeScript(t *testing.T) {
 	if n := strings.Count(f.srv.logs.String(), "operation=OauthToken"); n != 1 {
 		t.Errorf("the SDK asked for %d tokens for two calls, want 1", n)
 	}
-	out = runSDK(ctx, t, dir, "client-credentials-refused", "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE=acme",
+	out = runSDK(ctx, t, dir, "client-credentials-refused", "BL_API_URL="+f.srv.URL+"/v0", "BL_WORKSPACE="+f.ws,
 		credentials(serviceAccount{clientID: sa.clientID, secret: "bls_wrong"}))
 	if !strings.Contains(out, `"thrown":"invalid_client"`) {
 		t.Errorf("the SDK's output with wrong client credentials:\n%s", out)
 	}
-	node(f.userToken("u-member", "member@acme.test"), "leave")
-	rows, err := storetest.CountRows(context.Background(), f.store())
-	if err != nil {
-		t.Fatal(err)
-	}
+	node(f.userToken(f.memberSub, f.memberEmail), "leave")
+	rows := f.countRows(t)
 	// The fixture has acme's admin and member and other's admin, and the
 	// service account's member row.
 	if rows["members"] != 3 {

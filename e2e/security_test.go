@@ -38,17 +38,18 @@ var unsecured = map[string]string{
 // credentials → 401; a valid token without the declared scopes → 403; a
 // token with the declared scopes, or an API key, passes the security step.
 func TestSecurity_EveryOperation(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	doc := loadSpec(t)
 	// DeleteWorkspace acts on a workspace of its own: on acme it would take
 	// the fixture's keys (and the workspace) from the operations after it.
-	if _, err := f.store().CreateWorkspace(context.Background(), "doomed", "", "u-admin", "admin@acme.test"); err != nil {
+	if _, err := f.store().CreateWorkspace(context.Background(), f.uniq("doomed"), "", f.adminSub, f.adminEmail); err != nil {
 		t.Fatal(err)
 	}
-	forEachOperation(t, func(method, url string, op *openapi3.Operation) {
+	forEachOperation(t, f.ws, func(method, url string, op *openapi3.Operation) {
 		t.Run(op.OperationID, func(t *testing.T) {
 			if op.OperationID == "DeleteWorkspace" {
-				url = strings.Replace(url, "/acme", "/doomed", 1)
+				url = strings.Replace(url, "/"+f.ws, "/"+f.uniq("doomed"), 1)
 			}
 			body := ""
 			if op.RequestBody != nil {
@@ -73,22 +74,22 @@ func TestSecurity_EveryOperation(t *testing.T) {
 				}
 			}
 
-			resp, b := f.do(t, method, url, with(bearer("x"), "Authorization", ""), body)
+			resp, b := f.do(t, method, url, with(f.bearer("x"), "Authorization", ""), body)
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Errorf("no credentials: got %d %s, want 401", resp.StatusCode, b)
 			}
 			if len(oauthScopes) > 0 {
-				resp, b = f.do(t, method, url, bearer(f.token("u-admin", "admin@acme.test", "unrelated:scope")), body)
+				resp, b = f.do(t, method, url, f.bearer(f.token(f.adminSub, f.adminEmail, "unrelated:scope")), body)
 				if resp.StatusCode != http.StatusForbidden {
 					t.Errorf("token without %v: got %d %s, want 403", oauthScopes, resp.StatusCode, b)
 				}
-				resp, b = f.do(t, method, url, bearer(f.token("u-admin", "admin@acme.test", strings.Join(oauthScopes, " "))), body)
+				resp, b = f.do(t, method, url, f.bearer(f.token(f.adminSub, f.adminEmail, strings.Join(oauthScopes, " "))), body)
 				if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 					t.Errorf("token with %v: got %d %s, want past the security step", oauthScopes, resp.StatusCode, b)
 				}
 			}
 			if slices.ContainsFunc(security, func(r openapi3.SecurityRequirement) bool { _, ok := r["ApiKeyAuth"]; return ok }) {
-				resp, b = f.do(t, method, url, bearer(f.adminKey), body)
+				resp, b = f.do(t, method, url, f.bearer(f.adminKey), body)
 				want403 := apiKeyRefused[op.OperationID]
 				if (resp.StatusCode == http.StatusForbidden) != want403 || resp.StatusCode == http.StatusUnauthorized {
 					t.Errorf("API key: got %d %s (refused by design: %v)", resp.StatusCode, b, want403)
@@ -114,15 +115,16 @@ func newExternalIssuerFixture(t *testing.T) (*fixture, ed25519.PrivateKey) {
 // TestSecurity_ExternalIssuer: configuring an external issuer turns the
 // development issuer off; tokens of the external one are accepted.
 func TestSecurity_ExternalIssuer(t *testing.T) {
+	t.Parallel()
 	f, priv := newExternalIssuerFixture(t)
 
-	devToken := f.token("u-admin", "admin@acme.test", "workspaces:invite")
-	if resp, body := f.do(t, "POST", "/v0/users", bearer(devToken), `{"email":"a@b.co"}`); resp.StatusCode != 401 {
+	devToken := f.token(f.adminSub, f.adminEmail, "workspaces:invite")
+	if resp, body := f.do(t, "POST", "/v0/users", f.bearer(devToken), `{"email":"a@b.co"}`); resp.StatusCode != 401 {
 		t.Errorf("development token with an external issuer configured: got %d %s, want 401", resp.StatusCode, body)
 	}
-	external, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": "https://idp.example", "sub": "u-admin",
+	external, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": "https://idp.example", "sub": f.adminSub,
 		"scope": "workspaces:invite", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(priv)
-	if resp, body := f.do(t, "POST", "/v0/users", bearer(external), `{"email":"a@b.co"}`); resp.StatusCode != 200 {
+	if resp, body := f.do(t, "POST", "/v0/users", f.bearer(external), `{"email":"a@b.co"}`); resp.StatusCode != 200 {
 		t.Errorf("external token: got %d %s, want 200", resp.StatusCode, body)
 	}
 	if strings.Contains(f.srv.logs.String(), "trusting the built-in development issuer") {

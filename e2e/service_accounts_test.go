@@ -11,7 +11,6 @@ import (
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/server"
 	"github.com/membership-api/controlplane/store"
-	"github.com/membership-api/controlplane/store/storetest"
 )
 
 // serviceAccountScopes are the scopes of the /service_accounts operations.
@@ -19,7 +18,7 @@ var serviceAccountScopes = []string{"workspaces:get", "workspaces:update", "apiK
 
 // saEditor is the generated client's editor for sub, with those scopes, in acme.
 func (f *fixture) saEditor(sub, email string) gen.RequestEditorFn {
-	return withAuth("Authorization", f.token(sub, email, serviceAccountScopes...), "acme")
+	return withAuth("Authorization", f.token(sub, email, serviceAccountScopes...), f.ws)
 }
 
 // createServiceAccount creates one through the generated client and returns
@@ -63,13 +62,14 @@ func (f *fixture) createServiceAccountKey(t *testing.T, c *gen.ClientWithRespons
 // that it is never shown as a person, and that deleting it or a key stops
 // its credentials at once.
 func TestServiceAccounts_EndToEnd(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		ctx := context.Background()
 		c := f.srv.client(t)
-		admin := f.saEditor("u-admin", "admin@acme.test")
-		member := f.saEditor("u-member", "member@acme.test")
-		membersBefore := f.memberCount(t, "acme", "u-admin")
+		admin := f.saEditor(f.adminSub, f.adminEmail)
+		member := f.saEditor(f.memberSub, f.memberEmail)
+		membersBefore := f.memberCount(t, f.ws, f.adminSub)
 
 		// Create: the secret once, role member unless asked.
 		readerID, readerSecret := f.createServiceAccount(t, c, admin, "reader", "")
@@ -77,7 +77,7 @@ func TestServiceAccounts_EndToEnd(t *testing.T) {
 			t.Fatalf("client ID %q / secret %q lack their prefixes", readerID, readerSecret)
 		}
 		botID, _ := f.createServiceAccount(t, c, admin, "bot", "admin")
-		if got := f.memberCount(t, "acme", "u-admin"); got != membersBefore {
+		if got := f.memberCount(t, f.ws, f.adminSub); got != membersBefore {
 			t.Errorf("member_count %d after creating service accounts, want %d (people only)", got, membersBefore)
 		}
 
@@ -142,8 +142,8 @@ func TestServiceAccounts_EndToEnd(t *testing.T) {
 			t.Fatalf("revoke key: %v %d %s", err, r.StatusCode(), r.Body)
 		}
 		f.checkBadInputs(t, []badInput{
-			{"RevokedKey", "GET", "/v0/users", with(bearer(deref(readerKey.ApiKey)), server.WorkspaceHeader, ""), "", 401},
-			{"RevokeTwice", "DELETE", "/v0/service_accounts/" + readerID + "/api_keys/" + deref(readerKey.Id), bearer(f.token("u-admin", "admin@acme.test", serviceAccountScopes...)), "", 404},
+			{"RevokedKey", "GET", "/v0/users", with(f.bearer(deref(readerKey.ApiKey)), server.WorkspaceHeader, ""), "", 401},
+			{"RevokeTwice", "DELETE", "/v0/service_accounts/" + readerID + "/api_keys/" + deref(readerKey.Id), f.bearer(f.token(f.adminSub, f.adminEmail, serviceAccountScopes...)), "", 404},
 		})
 
 		// Delete the admin account: its key stops at once, its member row goes.
@@ -152,13 +152,13 @@ func TestServiceAccounts_EndToEnd(t *testing.T) {
 			t.Fatalf("delete: %v %s", err, del.Body)
 		}
 		f.checkBadInputs(t, []badInput{
-			{"DeletedAccountKey", "GET", "/v0/users", with(bearer(deref(botKey.ApiKey)), server.WorkspaceHeader, ""), "", 401},
-			{"DeleteTwice", "DELETE", "/v0/service_accounts/" + botID, bearer(f.token("u-admin", "admin@acme.test", serviceAccountScopes...)), "", 404},
+			{"DeletedAccountKey", "GET", "/v0/users", with(f.bearer(deref(botKey.ApiKey)), server.WorkspaceHeader, ""), "", 401},
+			{"DeleteTwice", "DELETE", "/v0/service_accounts/" + botID, f.bearer(f.token(f.adminSub, f.adminEmail, serviceAccountScopes...)), "", 404},
 		})
-		if _, err := f.store().Membership(ctx, "acme", botID); err == nil {
+		if _, err := f.store().Membership(ctx, f.ws, botID); err == nil {
 			t.Errorf("the deleted account is still a member")
 		}
-		if got := f.memberCount(t, "acme", "u-admin"); got != membersBefore {
+		if got := f.memberCount(t, f.ws, f.adminSub); got != membersBefore {
 			t.Errorf("member_count %d after deleting, want %d", got, membersBefore)
 		}
 	})
@@ -169,20 +169,21 @@ func TestServiceAccounts_EndToEnd(t *testing.T) {
 // (checked by the validating client against the README's table) and no row
 // changed.
 func TestServiceAccounts_Refusals(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		c := f.srv.client(t)
-		adminEd := f.saEditor("u-admin", "admin@acme.test")
+		adminEd := f.saEditor(f.adminSub, f.adminEmail)
 		id, _ := f.createServiceAccount(t, c, adminEd, "ci", "")
 		key := deref(f.createServiceAccountKey(t, c, adminEd, id, "").ApiKey)
 		id2, _ := f.createServiceAccount(t, c, adminEd, "ci-2", "")
-		otherID, _ := f.createServiceAccount(t, c, withAuth("Authorization", f.token("u-other", "other@other.test", serviceAccountScopes...), "other"), "theirs", "")
+		otherID, _ := f.createServiceAccount(t, c, withAuth("Authorization", f.token(f.otherSub, f.otherEmail, serviceAccountScopes...), f.otherWS), "theirs", "")
 
-		admin := bearer(f.token("u-admin", "admin@acme.test", serviceAccountScopes...))
-		member := bearer(f.token("u-member", "member@acme.test", serviceAccountScopes...))
-		asAccount := with(bearer(key), server.WorkspaceHeader, "")
+		admin := f.bearer(f.token(f.adminSub, f.adminEmail, serviceAccountScopes...))
+		member := f.bearer(f.token(f.memberSub, f.memberEmail, serviceAccountScopes...))
+		asAccount := with(f.bearer(key), server.WorkspaceHeader, "")
 		sa := "/v0/service_accounts/" + id
-		stranger := bearer(f.token("u-stranger", "s@example.com", serviceAccountScopes...))
+		stranger := f.bearer(f.token(f.uniq("u-stranger"), "s@example.com", serviceAccountScopes...))
 		huge := `{"name":"x","pad":"` + strings.Repeat("x", 100<<10) + `"}`
 		f.checkBadInputs(t, []badInput{
 			{"NoName", "POST", "/v0/service_accounts", admin, `{"description":"x"}`, 400},
@@ -222,23 +223,23 @@ func TestServiceAccounts_Refusals(t *testing.T) {
 			{"RenameToTaken", "PUT", "/v0/service_accounts/" + id2, admin, `{"name":"ci"}`, 409},
 			{"Stranger", "GET", "/v0/service_accounts", stranger, "", 404},
 			// An account's member row is not a user's: the user operations refuse it.
-			{"RemoveAccountAsUser", "DELETE", "/v0/users/" + id, bearer(f.userToken("u-admin", "admin@acme.test")), "", 404},
-			{"PromoteAccountAsUser", "PUT", "/v0/users/" + id, bearer(f.userToken("u-admin", "admin@acme.test")), `{"role":"admin"}`, 404},
+			{"RemoveAccountAsUser", "DELETE", "/v0/users/" + id, f.bearer(f.userToken(f.adminSub, f.adminEmail)), "", 404},
+			{"PromoteAccountAsUser", "PUT", "/v0/users/" + id, f.bearer(f.userToken(f.adminSub, f.adminEmail)), `{"role":"admin"}`, 404},
 			// An account acts inside its workspace only, and never as a person.
-			{"AccountInAnotherWorkspace", "GET", "/v0/users", with(asAccount, server.WorkspaceHeader, "other"), "", 404},
-			{"AccountLeaves", "DELETE", "/v0/workspaces/acme/leave", asAccount, "", 403},
+			{"AccountInAnotherWorkspace", "GET", "/v0/users", with(asAccount, server.WorkspaceHeader, f.otherWS), "", 404},
+			{"AccountLeaves", "DELETE", "/v0/workspaces/" + f.ws + "/leave", asAccount, "", 403},
 			{"AccountsInvitations", "GET", "/v0/profile/invitations", asAccount, "", 403},
-			{"AccountCreatesWorkspace", "POST", "/v0/workspaces", asAccount, `{"name":"machines"}`, 403},
+			{"AccountCreatesWorkspace", "POST", "/v0/workspaces", asAccount, `{"name":"` + f.uniq("machines") + `"}`, 403},
 			{"MemberAccountCreatesAccount", "POST", "/v0/service_accounts", asAccount, `{"name":"child"}`, 403},
 		})
 		// The only admin may not be removed by demoting or deleting it: an
 		// admin account of a workspace whose person admin left.
 		botID, _ := f.createServiceAccount(t, c, adminEd, "bot", "admin")
 		ctx := context.Background()
-		if _, err := f.store().UpdateRole(ctx, "acme", "u-admin", store.RoleMember, "u-admin"); err != nil {
+		if _, err := f.store().UpdateRole(ctx, f.ws, f.adminSub, store.RoleMember, f.adminSub); err != nil {
 			t.Fatalf("demote the person admin (the account is an admin too): %v", err)
 		}
-		botAdmin := bearer(f.createServiceAccountKeyRaw(t, botID))
+		botAdmin := f.bearer(f.createServiceAccountKeyRaw(t, botID))
 		f.checkBadInputs(t, []badInput{
 			{"DemoteLastAdminAccount", "PUT", "/v0/service_accounts/" + botID, with(botAdmin, server.WorkspaceHeader, ""), `{"role":"member"}`, 409},
 			{"DeleteLastAdminAccount", "DELETE", "/v0/service_accounts/" + botID, with(botAdmin, server.WorkspaceHeader, ""), "", 409},
@@ -250,7 +251,7 @@ func TestServiceAccounts_Refusals(t *testing.T) {
 // whoever is admin now is beside the point of the test using it).
 func (f *fixture) createServiceAccountKeyRaw(t *testing.T, clientID string) string {
 	t.Helper()
-	key, _, err := f.store().CreateServiceAccountKey(context.Background(), "acme", clientID, clientID, "", "")
+	key, _, err := f.store().CreateServiceAccountKey(context.Background(), f.ws, clientID, clientID, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,13 +261,14 @@ func (f *fixture) createServiceAccountKeyRaw(t *testing.T, clientID string) stri
 // TestServiceAccounts_ExpiredKey: a key past its expiry is refused like a
 // revoked one (its expiry moved into the past in the database: no waiting).
 func TestServiceAccounts_ExpiredKey(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		c := f.srv.client(t)
-		adminEd := f.saEditor("u-admin", "admin@acme.test")
+		adminEd := f.saEditor(f.adminSub, f.adminEmail)
 		id, _ := f.createServiceAccount(t, c, adminEd, "ci", "")
 		k := f.createServiceAccountKey(t, c, adminEd, id, "1h")
-		h := with(bearer(deref(k.ApiKey)), server.WorkspaceHeader, "")
+		h := with(f.bearer(deref(k.ApiKey)), server.WorkspaceHeader, "")
 		if resp, body := f.do(t, "GET", "/v0/users", h, ""); resp.StatusCode != 200 {
 			t.Fatalf("fresh key: %d %s", resp.StatusCode, body)
 		}
@@ -295,9 +297,10 @@ func TestServiceAccounts_ExpiredKey(t *testing.T) {
 // TestServiceAccounts_RaceSameName: concurrent creations of one name make
 // exactly one account; the others get 409 (the unique index decides).
 func TestServiceAccounts_RaceSameName(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
-		admin := bearer(f.token("u-admin", "admin@acme.test", serviceAccountScopes...))
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
+		admin := f.bearer(f.token(f.adminSub, f.adminEmail, serviceAccountScopes...))
 		const n = 12
 		codes := make(chan int, n)
 		var wg sync.WaitGroup
@@ -316,10 +319,7 @@ func TestServiceAccounts_RaceSameName(t *testing.T) {
 		if count[200] != 1 || count[409] != n-1 {
 			t.Errorf("statuses %v, want one 200 and %d 409", count, n-1)
 		}
-		rows, err := storetest.CountRows(context.Background(), f.store())
-		if err != nil {
-			t.Fatal(err)
-		}
+		rows := f.countRows(t)
 		if rows["service_accounts"] != 1 {
 			t.Errorf("%d service accounts, want 1", rows["service_accounts"])
 		}
@@ -329,37 +329,32 @@ func TestServiceAccounts_RaceSameName(t *testing.T) {
 // TestServiceAccounts_DeletedWithWorkspace: deleting a workspace takes its
 // service accounts, their member rows and keys with it, in one transaction.
 func TestServiceAccounts_DeletedWithWorkspace(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
+		f := newTenant(t, dialect)
 		ctx := context.Background()
 		st := f.store()
-		if _, err := st.CreateWorkspace(ctx, "doomed", "", "u-admin", "admin@acme.test"); err != nil {
+		if _, err := st.CreateWorkspace(ctx, f.uniq("doomed"), "", f.adminSub, f.adminEmail); err != nil {
 			t.Fatal(err)
 		}
-		_, v, err := st.CreateServiceAccount(ctx, "doomed", "u-admin", "ci", "", store.RoleAdmin)
+		_, v, err := st.CreateServiceAccount(ctx, f.uniq("doomed"), f.adminSub, "ci", "", store.RoleAdmin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, _, err := st.CreateServiceAccountKey(ctx, "doomed", "u-admin", v.ClientID, "", "")
+		key, _, err := st.CreateServiceAccountKey(ctx, f.uniq("doomed"), f.adminSub, v.ClientID, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		before, err := storetest.CountRows(ctx, st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, body := f.do(t, "DELETE", "/v0/workspaces/doomed", bearer(f.token("u-admin", "admin@acme.test", "workspaces:delete")), "")
+		before := f.countRows(t)
+		resp, body := f.do(t, "DELETE", "/v0/workspaces/"+f.uniq("doomed"), f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:delete")), "")
 		if resp.StatusCode != 200 {
 			t.Fatalf("delete workspace: %d %s", resp.StatusCode, body)
 		}
-		after, err := storetest.CountRows(ctx, st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		after := f.countRows(t)
 		if before["service_accounts"]-after["service_accounts"] != 1 || before["api_keys"]-after["api_keys"] != 1 || before["members"]-after["members"] != 2 {
 			t.Errorf("rows before %v, after %v: want the account, its key and both member rows gone", before, after)
 		}
-		if resp, body := f.do(t, "GET", "/v0/users", with(bearer(key), server.WorkspaceHeader, ""), ""); resp.StatusCode != 401 {
+		if resp, body := f.do(t, "GET", "/v0/users", with(f.bearer(key), server.WorkspaceHeader, ""), ""); resp.StatusCode != 401 {
 			t.Errorf("the gone workspace's account key: %d %s, want 401", resp.StatusCode, body)
 		}
 	})

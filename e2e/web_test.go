@@ -82,7 +82,8 @@ func specJSON(t *testing.T, doc *openapi3.T) string {
 }
 
 func TestContract_Served(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	embedded, err := gen.GetSpec()
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +169,8 @@ func TestContract_Served(t *testing.T) {
 }
 
 func TestDocs_Page(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	resp, page := rawDo(t, http.MethodGet, f.srv.URL+server.DocsPath, nil)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /docs: got %d %q, want 200 text/html", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -223,16 +225,17 @@ func TestDocs_Page(t *testing.T) {
 // GET, as the GET with no body: same status and headers, the same security
 // (no token: 401 with WWW-Authenticate).
 func TestHEAD_EveryGETOperation(t *testing.T) {
-	f := newFixture(t, "sqlite")
-	token := f.token("u-admin", "admin@acme.test", "admin")
-	_, sa, err := f.store().CreateServiceAccount(context.Background(), "acme", "u-admin", "ci", "", "")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
+	token := f.token(f.adminSub, f.adminEmail, "admin")
+	_, sa, err := f.store().CreateServiceAccount(context.Background(), f.ws, f.adminSub, "ci", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Path parameters: the fixture's workspace and a service account of it,
 	// which the key and the token both reach; a webhook endpoint that does
 	// not exist (a 404 for HEAD as for GET).
-	params := strings.NewReplacer("{workspaceName}", "acme", "{clientId}", sa.ClientID, "{webhookId}", "1")
+	params := strings.NewReplacer("{workspaceName}", f.ws, "{clientId}", sa.ClientID, "{webhookId}", "1")
 	paths := 0
 	for path, item := range loadSpec(t).Paths.Map() {
 		if item.Get == nil {
@@ -244,7 +247,7 @@ func TestHEAD_EveryGETOperation(t *testing.T) {
 			t.Fatalf("%s: a GET with path parameters; give this test values for them", path)
 		}
 		t.Run(path, func(t *testing.T) {
-			for name, h := range map[string]http.Header{"api key": bearer(f.adminKey), "token": bearer(token), "no credentials": with(bearer(""), "Authorization", "")} {
+			for name, h := range map[string]http.Header{"api key": f.bearer(f.adminKey), "token": f.bearer(token), "no credentials": with(f.bearer(""), "Authorization", "")} {
 				get, _ := f.do(t, http.MethodGet, url, h, "") // validated against the YAML
 				head, body := rawDo(t, http.MethodHead, f.srv.URL+url, h)
 				if head.StatusCode != get.StatusCode {
@@ -294,8 +297,9 @@ func allowFor(item *openapi3.PathItem) string {
 // 204 with the same Allow. Neither needs credentials, and neither counts as
 // a failed authentication.
 func TestMethods_AllowFromTheYAML(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--rate-limit-failed-auth", "1/h")
-	concrete := strings.NewReplacer("{subOrEmail}", "member@acme.test", "{workspaceName}", "acme")
+	concrete := strings.NewReplacer("{subOrEmail}", f.memberEmail, "{workspaceName}", f.ws)
 	for path, item := range loadSpec(t).Paths.Map() {
 		url := server.APIBasePath + concrete.Replace(path)
 		want := allowFor(item)
@@ -322,12 +326,13 @@ func TestMethods_AllowFromTheYAML(t *testing.T) {
 		t.Errorf("OPTIONS on an unknown route: got %d, want 404", resp.StatusCode)
 	}
 	// None of that spent the one failed authentication allowed per hour.
-	if resp, body := f.do(t, http.MethodGet, "/v0/users", bearer(f.adminKey), ""); resp.StatusCode != http.StatusOK {
+	if resp, body := f.do(t, http.MethodGet, "/v0/users", f.bearer(f.adminKey), ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the 405s and OPTIONS: got %d %s, want 200", resp.StatusCode, body)
 	}
 }
 
 func TestCORS(t *testing.T) {
+	t.Parallel()
 	const origin = "https://app.example.test"
 	// One failed authentication per hour: preflights must go on being
 	// answered once the address is refused everything else.
@@ -373,7 +378,7 @@ func TestCORS(t *testing.T) {
 
 	// A page of the allowed origin reads the answers, errors included, and
 	// the headers it needs to back off and report.
-	for name, h := range map[string]http.Header{"ok": bearer(f.adminKey), "401": with(bearer(""), "Authorization", "")} {
+	for name, h := range map[string]http.Header{"ok": f.bearer(f.adminKey), "401": with(f.bearer(""), "Authorization", "")} {
 		resp, _ := f.do(t, http.MethodGet, "/v0/users", with(h, "Origin", origin), "")
 		if resp.Header.Get("Access-Control-Allow-Origin") != origin {
 			t.Errorf("%s: Allow-Origin %q, want %s", name, resp.Header.Get("Access-Control-Allow-Origin"), origin)
@@ -391,15 +396,15 @@ func TestCORS(t *testing.T) {
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.Header.Get("Access-Control-Allow-Methods") != "" {
 		t.Errorf("preflight from another origin: got Allow-Origin %q", resp.Header.Get("Access-Control-Allow-Origin"))
 	}
-	resp, _ = f.do(t, http.MethodGet, "/v0/users", with(bearer(f.adminKey), "Origin", "https://evil.example.test"), "")
+	resp, _ = f.do(t, http.MethodGet, "/v0/users", with(f.bearer(f.adminKey), "Origin", "https://evil.example.test"), "")
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("request from another origin: got Allow-Origin %q", resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 
 	// Preflights need no credentials and no quota: after the address used
 	// up its failed authentications, they are still answered.
-	f.do(t, http.MethodGet, "/v0/users", with(bearer("bl_guessed"), "Origin", origin), "")
-	if resp, _ := f.do(t, http.MethodGet, "/v0/users", bearer(f.adminKey), ""); resp.StatusCode != http.StatusTooManyRequests {
+	f.do(t, http.MethodGet, "/v0/users", with(f.bearer("bl_guessed"), "Origin", origin), "")
+	if resp, _ := f.do(t, http.MethodGet, "/v0/users", f.bearer(f.adminKey), ""); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("after a failed authentication with 1/h: got %d, want 429 (the setup of this check)", resp.StatusCode)
 	}
 	for range 5 {
@@ -412,7 +417,8 @@ func TestCORS(t *testing.T) {
 // TestCORS_Off: without --cors-allowed-origins no answer carries a CORS
 // header, so browsers keep other origins out.
 func TestCORS_Off(t *testing.T) {
-	f := newFixture(t, "sqlite")
+	t.Parallel()
+	f := newTenant(t, "sqlite")
 	resp, _ := rawDo(t, http.MethodOptions, f.srv.URL+"/v0/users", http.Header{
 		"Origin": {"https://app.example.test"}, "Access-Control-Request-Method": {"POST"},
 	})
@@ -424,13 +430,14 @@ func TestCORS_Off(t *testing.T) {
 			t.Errorf("preflight without CORS: got %s", k)
 		}
 	}
-	resp, _ = f.do(t, http.MethodGet, "/v0/users", with(bearer(f.adminKey), "Origin", "https://app.example.test"), "")
+	resp, _ = f.do(t, http.MethodGet, "/v0/users", with(f.bearer(f.adminKey), "Origin", "https://app.example.test"), "")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("request without CORS: got %d Allow-Origin %q, want 200 and none", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 }
 
 func TestCORS_BadOrigins(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sqlite")
 	for _, bad := range []string{"app.example.test", "https://app.example.test/path", "ftp://app.example.test", "https://*.example.test", "https://user@app.example.test"} {
 		r := runCLI(t, e.args("serve", "--addr", "127.0.0.1:0", "--cors-allowed-origins", bad)...)

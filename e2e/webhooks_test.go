@@ -117,7 +117,7 @@ func (f *fixture) createEndpoint(t *testing.T, url string, types ...string) gen.
 		in["eventTypes"] = types
 	}
 	body, _ := json.Marshal(in)
-	resp, b := f.do(t, "POST", "/v0/webhooks", bearer(f.auditToken("u-admin", "admin@acme.test")), string(body))
+	resp, b := f.do(t, "POST", "/v0/webhooks", f.bearer(f.auditToken(f.adminSub, f.adminEmail)), string(body))
 	if resp.StatusCode != 201 {
 		t.Fatalf("create endpoint: %d %s", resp.StatusCode, b)
 	}
@@ -133,7 +133,7 @@ func (f *fixture) createEndpoint(t *testing.T, url string, types ...string) gen.
 
 func (f *fixture) deliveries(t *testing.T, id int64) []gen.WebhookDelivery {
 	t.Helper()
-	resp, b := f.do(t, "GET", fmt.Sprintf("/v0/webhooks/%d/deliveries", id), bearer(f.auditToken("u-admin", "")), "")
+	resp, b := f.do(t, "GET", fmt.Sprintf("/v0/webhooks/%d/deliveries", id), f.bearer(f.auditToken(f.adminSub, "")), "")
 	if resp.StatusCode != 200 {
 		t.Fatalf("deliveries: %d %s", resp.StatusCode, b)
 	}
@@ -168,9 +168,10 @@ var fastWebhooks = []string{"--webhooks-allow-loopback", "--webhook-backoff-base
 // Webhooks library; the delivery log shows the failures and the success;
 // an event it did not subscribe to is not sent; the test event is.
 func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, append([]string{"--webhook-ca-file", testCA(t)}, fastWebhooks...)...)
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		addr := freePort(t)
 		ep := f.createEndpoint(t, "https://"+addr+"/hook", "invitation.created")
 
@@ -191,7 +192,7 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 		defer srv.Close()
 		waitUntil(t, "the delivery", func() bool { b, _ := rcv.received(); return len(b) >= 2 })
 		// Not subscribed: removing a member sends nothing.
-		if resp, b := f.do(t, "DELETE", "/v0/users/u-member", admin, ""); resp.StatusCode != 200 {
+		if resp, b := f.do(t, "DELETE", "/v0/users/"+f.memberSub, admin, ""); resp.StatusCode != 200 {
 			t.Fatalf("remove: %d %s", resp.StatusCode, b)
 		}
 
@@ -206,7 +207,7 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 			}
 		}
 		// The test event, to this endpoint alone.
-		resp, b := f.do(t, "POST", fmt.Sprintf("/v0/webhooks/%d/test", ep.Id), bearer(f.auditToken("u-admin", "")), "")
+		resp, b := f.do(t, "POST", fmt.Sprintf("/v0/webhooks/%d/test", ep.Id), f.bearer(f.auditToken(f.adminSub, "")), "")
 		if resp.StatusCode != 202 || resp.Header.Get("webhook-id") == "" {
 			t.Fatalf("test event: %d %s", resp.StatusCode, b)
 		}
@@ -221,7 +222,7 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 		if heads[0].Get("webhook-id") != log[0].MessageId || heads[1].Get("webhook-id") != log[0].MessageId || heads[2].Get("webhook-id") != testID {
 			t.Errorf("webhook-ids %q %q %q: want %s twice, then %s", heads[0].Get("webhook-id"), heads[1].Get("webhook-id"), heads[2].Get("webhook-id"), log[0].MessageId, testID)
 		}
-		if e := events[1]; e.Type != "invitation.created" || e.Data.Target.Id != "bob@example.com" || e.Data.Actor.Sub != "u-admin" || e.Data.Workspace != "acme" {
+		if e := events[1]; e.Type != "invitation.created" || e.Data.Target.Id != "bob@example.com" || e.Data.Actor.Sub != f.adminSub || e.Data.Workspace != f.ws {
 			t.Errorf("event: %+v", e)
 		}
 		if e := events[2]; e.Type != "webhook.test" || e.Data.Target.Id != strconv.FormatInt(ep.Id, 10) {
@@ -234,13 +235,14 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 // database, racing over the same messages, deliver each exactly once
 // while the lease holds.
 func TestWebhooks_TwoDispatchersNeverDeliverTwice(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--webhook-dispatcher=false", "--webhooks-allow-loopback")
 		rcv := &receiver{}
 		srv := httptest.NewTLSServer(rcv)
 		defer srv.Close()
 		ep := f.createEndpoint(t, srv.URL+"/hook")
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		const n = 30
 		for i := range n {
 			if resp, b := f.do(t, "POST", "/v0/users", admin, fmt.Sprintf(`{"email":"u%d@example.com"}`, i)); resp.StatusCode != 200 {
@@ -282,8 +284,9 @@ func TestWebhooks_TwoDispatchersNeverDeliverTwice(t *testing.T) {
 // private, link-local and (without the flag) loopback endpoints, and
 // changes nothing.
 func TestWebhooks_PrivateAddressesRefused(t *testing.T) {
-	f := newFixture(t, "sqlite")
-	h := bearer(f.auditToken("u-admin", "admin@acme.test"))
+	t.Parallel()
+	f := newTenant(t, "sqlite")
+	h := f.bearer(f.auditToken(f.adminSub, f.adminEmail))
 	var cases []badInput
 	for _, u := range []string{"https://10.1.2.3/hook", "https://192.168.0.10/hook", "https://169.254.169.254/latest/meta-data",
 		"https://[fd00::1]/hook", "https://127.0.0.1:8443/hook", "https://localhost/hook", "http://example.com/hook",
@@ -298,10 +301,11 @@ func TestWebhooks_PrivateAddressesRefused(t *testing.T) {
 // the audit log says so (actor: system); enabling it again works, and the
 // test event of a disabled endpoint is a 409.
 func TestWebhooks_AutoDisable(t *testing.T) {
-	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+	t.Parallel()
+	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newFixture(t, dialect, "--webhook-dispatcher=false", "--webhooks-allow-loopback")
 		ep := f.createEndpoint(t, "https://"+freePort(t)+"/hook")
-		admin := bearer(f.userToken("u-admin", "admin@acme.test"))
+		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		for _, email := range []string{"a@example.com", "b@example.com"} {
 			if resp, b := f.do(t, "POST", "/v0/users", admin, `{"email":"`+email+`"}`); resp.StatusCode != 200 {
 				t.Fatalf("invite: %d %s", resp.StatusCode, b)
@@ -331,10 +335,10 @@ func TestWebhooks_AutoDisable(t *testing.T) {
 			t.Errorf("disabled events: %+v", events)
 		}
 		path := fmt.Sprintf("/v0/webhooks/%d", ep.Id)
-		if resp, b := f.do(t, "POST", path+"/test", bearer(f.auditToken("u-admin", "")), ""); resp.StatusCode != 409 {
+		if resp, b := f.do(t, "POST", path+"/test", f.bearer(f.auditToken(f.adminSub, "")), ""); resp.StatusCode != 409 {
 			t.Errorf("test event to a disabled endpoint: %d %s", resp.StatusCode, b)
 		}
-		resp, b := f.do(t, "PUT", path, bearer(f.auditToken("u-admin", "")), `{"enabled":true}`)
+		resp, b := f.do(t, "PUT", path, f.bearer(f.auditToken(f.adminSub, "")), `{"enabled":true}`)
 		var got gen.WebhookEndpoint
 		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || !got.Enabled || got.FailingSince != nil || got.Secret != nil {
 			t.Errorf("enable: %d %s", resp.StatusCode, b)
@@ -348,8 +352,9 @@ func TestWebhooks_AutoDisable(t *testing.T) {
 // TestWebhooks_Operations: the endpoints' lifecycle over the API and every
 // refusal the YAML declares, none of which changes anything.
 func TestWebhooks_Operations(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite", "--webhook-dispatcher=false")
-	h := bearer(f.auditToken("u-admin", "admin@acme.test"))
+	h := f.bearer(f.auditToken(f.adminSub, f.adminEmail))
 	ep := f.createEndpoint(t, "https://hooks.example.com/a?token=s3cr3t", "member.removed", "invitation.created")
 	path := fmt.Sprintf("/v0/webhooks/%d", ep.Id)
 
@@ -374,7 +379,7 @@ func TestWebhooks_Operations(t *testing.T) {
 		t.Errorf("events: %+v", events)
 	}
 
-	member := bearer(f.auditToken("u-member", "member@acme.test"))
+	member := f.bearer(f.auditToken(f.memberSub, f.memberEmail))
 	big := `{"url":"https://example.com/` + strings.Repeat("x", 70_000) + `"}`
 	cases := []badInput{
 		{"CreateMember", "POST", "/v0/webhooks", member, `{"url":"https://example.com/"}`, 403},
@@ -400,7 +405,7 @@ func TestWebhooks_Operations(t *testing.T) {
 		{"DeliveriesBadID", "GET", "/v0/webhooks/abc/deliveries", h, "", 400},
 		{"DeliveriesMember", "GET", path + "/deliveries", member, "", 403},
 		{"DeliveriesUnknown", "GET", "/v0/webhooks/999/deliveries", h, "", 404},
-		{"OtherWorkspacesEndpoint", "DELETE", path, with(bearer(f.auditToken("u-other", "")), "X-Blaxel-Workspace", "other"), "", 404},
+		{"OtherWorkspacesEndpoint", "DELETE", path, with(f.bearer(f.auditToken(f.otherSub, "")), "X-Blaxel-Workspace", f.otherWS), "", 404},
 	}
 	f.checkBadInputs(t, cases)
 
@@ -421,8 +426,9 @@ func TestWebhooks_Operations(t *testing.T) {
 // their operations answer the spec's 500 (and changes that append an event
 // fail whole).
 func TestFaults_AuditAndWebhooks(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "sqlite")
-	h := bearer(f.auditToken("u-admin", "admin@acme.test"))
+	h := f.bearer(f.auditToken(f.adminSub, f.adminEmail))
 	for name, db := range f.store().DBs() {
 		if name == "sqlite_read" {
 			continue
@@ -442,11 +448,11 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 		{"POST", "/v0/webhooks/1/test", ""},
 		{"GET", "/v0/webhooks/1/deliveries", ""},
 		{"POST", "/v0/users", `{"email":"bob@example.com"}`},
-		{"DELETE", "/v0/users/u-member", ""},
+		{"DELETE", "/v0/users/" + f.memberSub, ""},
 	} {
 		h := h
 		if strings.HasPrefix(tc.path, "/v0/users") {
-			h = bearer(f.userToken("u-admin", "admin@acme.test"))
+			h = f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		}
 		if resp, b := f.do(t, tc.method, tc.path, h, tc.body); resp.StatusCode != 500 {
 			t.Errorf("%s %s: %d %s, want 500", tc.method, tc.path, resp.StatusCode, b)
@@ -456,7 +462,7 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 	if _, err := storetest.PendingInvitation(context.Background(), st, 1, "bob@example.com"); err == nil {
 		t.Errorf("an invite whose audit event failed was kept")
 	}
-	if _, err := st.Membership(context.Background(), "acme", "u-member"); err != nil {
+	if _, err := st.Membership(context.Background(), f.ws, f.memberSub); err != nil {
 		t.Errorf("a removal whose audit event failed was kept: %v", err)
 	}
 }
@@ -464,13 +470,14 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 // TestWebhookWorker: with serve's dispatcher off, the webhook-worker
 // command delivers the events, and stops when its context ends.
 func TestWebhookWorker(t *testing.T) {
+	t.Parallel()
 	ca := testCA(t)
 	f := newFixture(t, "sqlite", "--webhook-dispatcher=false", "--webhooks-allow-loopback")
 	rcv := &receiver{}
 	srv := httptest.NewTLSServer(rcv)
 	defer srv.Close()
 	ep := f.createEndpoint(t, srv.URL+"/hook", "invitation.created")
-	if resp, b := f.do(t, "POST", "/v0/users", bearer(f.userToken("u-admin", "admin@acme.test")), `{"email":"bob@example.com"}`); resp.StatusCode != 200 {
+	if resp, b := f.do(t, "POST", "/v0/users", f.bearer(f.userToken(f.adminSub, f.adminEmail)), `{"email":"bob@example.com"}`); resp.StatusCode != 200 {
 		t.Fatalf("invite: %d %s", resp.StatusCode, b)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
