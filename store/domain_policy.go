@@ -123,11 +123,7 @@ func (s *Store) SetDomainPolicy(ctx context.Context, workspaceName, by string, p
 	if err != nil {
 		return EmailDomainPolicy{}, err
 	}
-	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	err = s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		old, err := readDomainPolicy(tx, ws.ID)
 		if err != nil {
 			return err

@@ -109,11 +109,7 @@ func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, erro
 // pending invitation of that email. The invitation is kept as history.
 // Returns ErrNotFound when neither exists, ErrConflict for the last admin.
 func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error {
-	return s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	return s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		m, err := findMember(tx, ws.ID, subOrEmail)
 		if err == nil {
 			if err := refuseLastAdmin(tx, m, "remove"); err != nil {
@@ -138,15 +134,21 @@ func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by st
 	})
 }
 
-// lockAsAdmin locks the workspace called workspaceName for a change and
-// checks that by is still one of its admins (requireAdmin): the prologue of
-// every admin-only change. Errors as lockWorkspace and requireAdmin.
-func lockAsAdmin(tx *gorm.DB, workspaceName, by string) (Workspace, error) {
-	ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
-	if err != nil {
-		return Workspace{}, err
-	}
-	return ws, requireAdmin(tx, ws.ID, by)
+// adminTx runs fn in a write transaction that first locks the workspace
+// called workspaceName for a change (lockWorkspace) and checks that by is
+// still one of its admins (requireAdmin): the prologue of every admin-only
+// change. Errors as lockWorkspace and requireAdmin, then fn's.
+func (s *Store) adminTx(ctx context.Context, workspaceName, by string, fn func(tx *gorm.DB, ws Workspace) error) error {
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		ws, err := lockWorkspace(tx, "UPDATE", "name = ?", workspaceName)
+		if err != nil {
+			return err
+		}
+		if err := requireAdmin(tx, ws.ID, by); err != nil {
+			return err
+		}
+		return fn(tx, ws)
+	})
 }
 
 // requireAdmin checks, under the workspace lock, that the caller is still an
@@ -219,11 +221,7 @@ func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role,
 		return UserEntry{}, codedf(ErrInvalid, CodeInvalidRole, "role must be %q or %q (lower case), got %q", RoleAdmin, RoleMember, role)
 	}
 	var entry UserEntry
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		now := s.now()
 		m, err := findMember(tx, ws.ID, subOrEmail)
 		if err == nil {

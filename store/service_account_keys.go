@@ -39,11 +39,7 @@ func (s *Store) CreateServiceAccountKey(ctx context.Context, workspaceName, by, 
 	}
 	publicID = publicID[:len(APIKeyIDPrefix)+16] // 80 bits: an ID, not a secret
 	var k APIKey
-	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	err = s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		if _, err := serviceAccountIn(tx, ws.ID, clientID); err != nil {
 			return err
 		}
@@ -85,11 +81,7 @@ func (s *Store) ServiceAccountKeys(ctx context.Context, workspaceName, by, clien
 // public ID (admins only); it stops working at once. Errors as
 // UpdateServiceAccount, and ErrNotFound (api_key_not_found).
 func (s *Store) RevokeServiceAccountKey(ctx context.Context, workspaceName, by, clientID, keyID string) error {
-	return s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	return s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		if _, err := serviceAccountIn(tx, ws.ID, clientID); err != nil {
 			return err
 		}

@@ -132,11 +132,7 @@ func (s *Store) CreateServiceAccount(ctx context.Context, workspaceName, by, nam
 		return "", ServiceAccountView{}, err
 	}
 	var v ServiceAccountView
-	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	err = s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		audit := Audit{CreatedBy: by, UpdatedBy: by}
 		v = ServiceAccountView{Role: role, ServiceAccount: ServiceAccount{WorkspaceID: ws.ID, ClientID: clientID,
 			Name: name, Description: description, SecretHash: HashAPIKey(secret), Audit: audit, Workspace: ws}}
@@ -213,11 +209,8 @@ func (s *Store) UpdateServiceAccount(ctx context.Context, workspaceName, by, cli
 		return ServiceAccountView{}, err
 	}
 	var v ServiceAccountView
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
+		var err error
 		if v, err = serviceAccountIn(tx, ws.ID, clientID); err != nil {
 			return err
 		}
@@ -265,11 +258,8 @@ func (s *Store) UpdateServiceAccount(ctx context.Context, workspaceName, by, cli
 // (ActiveServiceAccount). Returns it as it was; errors as UpdateServiceAccount.
 func (s *Store) DeleteServiceAccount(ctx context.Context, workspaceName, by, clientID string) (ServiceAccountView, error) {
 	var v ServiceAccountView
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
+		var err error
 		if v, err = serviceAccountIn(tx, ws.ID, clientID); err != nil {
 			return err
 		}

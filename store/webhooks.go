@@ -192,18 +192,6 @@ func RedactURL(raw string) string {
 	return r
 }
 
-// adminTx runs fn in a transaction holding workspaceName's row lock, once
-// by is checked to be its admin (errors as requireAdmin).
-func (s *Store) adminTx(ctx context.Context, workspaceName, by string, fn func(tx *gorm.DB, ws Workspace) error) error {
-	return s.inTx(ctx, func(tx *gorm.DB) error {
-		ws, err := lockAsAdmin(tx, workspaceName, by)
-		if err != nil {
-			return err
-		}
-		return fn(tx, ws)
-	})
-}
-
 func findWebhook(tx *gorm.DB, workspaceID, id int64) (WebhookEndpoint, error) {
 	var e WebhookEndpoint
 	err := tx.Where("workspace_id = ? AND id = ?", workspaceID, id).Take(&e).Error

@@ -6,12 +6,48 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 )
 
+// A workspace's life: the names it may take, its creation with its first
+// admin, the reads of who belongs where, and the admin-only changes
+// (adminTx) of its settings and its deletion with everything it holds.
+
 // workspaceNamePattern is the DNS-label shape upstream workspace names have.
 var workspaceNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// maxDisplayNameLen bounds a display name (in characters): it is shown in
+// invitation emails and lists, and nothing upstream documents needs more.
+const maxDisplayNameLen = 200
+
+// reservedWorkspaceNames are names of the right shape that no workspace
+// may take: the API's static path /workspaces/availability shadows the
+// template /workspaces/{workspaceName} (the router answers 405 to a GET,
+// PUT or DELETE there), so a workspace of that name could never be read,
+// changed or deleted over the API.
+var reservedWorkspaceNames = map[string]bool{"availability": true}
+
+// CheckWorkspaceName tells whether name has the shape CreateWorkspace
+// accepts (ErrInvalid with the rule if not). Reserved names pass: see
+// WorkspaceNameReserved.
+func CheckWorkspaceName(name string) error {
+	if !workspaceNamePattern.MatchString(name) {
+		return errorf(ErrInvalid, "workspace name %q must be 1-63 lower-case letters, digits or '-', not starting or ending with '-'", name)
+	}
+	return nil
+}
+
+// WorkspaceNameReserved tells whether name is one no workspace may take.
+func WorkspaceNameReserved(name string) bool { return reservedWorkspaceNames[name] }
+
+func checkDisplayName(displayName string) error {
+	if !storable(displayName) || utf8.RuneCountInString(displayName) > maxDisplayNameLen {
+		return errorf(ErrInvalid, "displayName must be valid UTF-8 of at most %d characters", maxDisplayNameLen)
+	}
+	return nil
+}
 
 // CreateWorkspace creates a workspace and its first admin member in one
 // transaction. Returns ErrConflict if the name is taken, ErrInvalid for a bad
@@ -85,4 +121,120 @@ func (s *Store) Membership(ctx context.Context, workspaceName, sub string) (Memb
 		return Membership{}, fmt.Errorf("look up membership: %w", err)
 	}
 	return Membership{Workspace: row.Workspace, Role: row.Role}, nil
+}
+
+// WorkspacesOf lists the workspaces sub is a member of, by name.
+func (s *Store) WorkspacesOf(ctx context.Context, sub string) ([]Workspace, error) {
+	if !storable(sub) {
+		return []Workspace{}, nil
+	}
+	workspaces := []Workspace{}
+	// members(workspace_id, sub) is unique but led by workspace_id, so this
+	// reads the members of sub through the join, bounded by sub's memberships.
+	err := s.read.WithContext(ctx).Table("workspaces").Select("workspaces.*").
+		Joins("JOIN members ON members.workspace_id = workspaces.id").
+		Where("members.sub = ?", sub).Order("workspaces.name").Find(&workspaces).Error
+	if err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	return workspaces, nil
+}
+
+// AllWorkspaces lists every workspace by name (the CLI's `workspace list`,
+// for operators; the API lists a caller's own).
+func (s *Store) AllWorkspaces(ctx context.Context) ([]Workspace, error) {
+	workspaces := []Workspace{}
+	if err := s.read.WithContext(ctx).Order("name").Find(&workspaces).Error; err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	return workspaces, nil
+}
+
+// WorkspaceNameTaken tells whether a workspace called name exists.
+func (s *Store) WorkspaceNameTaken(ctx context.Context, name string) (bool, error) {
+	var n int64
+	if err := s.read.WithContext(ctx).Model(&Workspace{}).Where("name = ?", name).Count(&n).Error; err != nil {
+		return false, fmt.Errorf("look up workspace name: %w", err)
+	}
+	return n > 0, nil
+}
+
+// UpdateWorkspace sets the display name of a workspace (admins only; nil
+// leaves it, an empty one falls back to the name, as at creation; the
+// admin check and the answer still happen). Returns ErrNotFound
+// when the workspace does not exist or by is not a member, ErrForbidden
+// (not_admin) for a member, ErrInvalid for a display name refused.
+func (s *Store) UpdateWorkspace(ctx context.Context, workspaceName string, displayName *string, by string) (Workspace, error) {
+	if displayName != nil {
+		if err := checkDisplayName(*displayName); err != nil {
+			return Workspace{}, err
+		}
+	}
+	var ws Workspace
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, locked Workspace) error {
+		ws = locked
+		if displayName == nil {
+			return nil
+		}
+		old := ws.DisplayName
+		ws.DisplayName = *displayName
+		if ws.DisplayName == "" {
+			ws.DisplayName = ws.Name
+		}
+		ws.UpdatedBy, ws.UpdatedAt = by, s.now()
+		err := tx.Model(&Workspace{}).Where("id = ?", ws.ID).
+			Updates(map[string]any{"display_name": ws.DisplayName, "updated_by": by, "updated_at": ws.UpdatedAt}).Error
+		if err != nil || old == ws.DisplayName {
+			return err
+		}
+		return appendAudit(tx, auditOf(ws, ActionWorkspaceUpdated, TargetWorkspace, ws.Name,
+			fields{"displayName": old}, fields{"displayName": ws.DisplayName}))
+	})
+	return ws, err
+}
+
+// DeleteWorkspace deletes a workspace (admins only) with everything that
+// belongs to it, in one transaction: the emails still queued for its
+// invitations (so none is sent for a workspace that is gone), its
+// invitations, API keys, service accounts and members. The foreign keys would cascade too;
+// deleting explicitly keeps that true on a database whose constraints an
+// older version created differently, and makes the order (children first)
+// plain. Returns the workspace as it was; errors as UpdateWorkspace.
+func (s *Store) DeleteWorkspace(ctx context.Context, workspaceName, by string) (Workspace, error) {
+	var ws Workspace
+	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, locked Workspace) error {
+		ws = locked
+		// First, while the workspace's webhook endpoints exist: the event
+		// is queued to them and goes with them (they are the workspace's).
+		if err := appendAudit(tx, auditOf(ws, ActionWorkspaceDeleted, TargetWorkspace, ws.Name,
+			fields{"displayName": ws.DisplayName, "members": ws.MemberCount}, nil)); err != nil {
+			return err
+		}
+		steps := []struct {
+			what string
+			run  func() error
+		}{
+			{"emails", func() error {
+				return tx.Where("invitation_id IN (?)", tx.Model(&Invitation{}).Select("id").Where("workspace_id = ?", ws.ID)).
+					Delete(&OutboxMessage{}).Error
+			}},
+			{"invitations", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&Invitation{}).Error }},
+			{"API keys", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&APIKey{}).Error }},
+			{"email-domain policy", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&EmailDomainRule{}).Error }},
+			{"idempotency keys", func() error { return tx.Where("workspace = ?", ws.Name).Delete(&IdempotencyRecord{}).Error }},
+			{"service accounts", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&ServiceAccount{}).Error }},
+			{"members", func() error { return tx.Where("workspace_id = ?", ws.ID).Delete(&Member{}).Error }},
+			{"workspace", func() error { return tx.Delete(&Workspace{}, ws.ID).Error }},
+		}
+		for _, step := range steps {
+			if err := step.run(); err != nil {
+				return fmt.Errorf("delete workspace %s: %w", step.what, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Workspace{}, err
+	}
+	return ws, nil
 }
