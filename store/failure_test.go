@@ -1,7 +1,7 @@
 package store_test
 
 // Failure paths of the speed machinery, through its seams (export_test.go):
-// the WAL file's Sync, the batch runners, batchTimeout. The databases are
+// the WAL file's Sync, the batch runners, the batch timeout. The databases are
 // real all the same.
 
 import (

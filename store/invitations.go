@@ -3,20 +3,9 @@ package store
 import (
 	"context"
 	"sync"
-	"time"
 
 	"gorm.io/gorm"
 )
-
-// InviteParams describes one invitation request.
-type InviteParams struct {
-	Workspace string // workspace name
-	Caller    string // sub of the inviter, who must be an admin of the workspace
-	Email     string // normalised by Invite
-	Role      string // RoleMember when empty
-	TTL       time.Duration
-	actor     Actor // who asks: Invite takes it from the context (WithActor), for the audit event
-}
 
 // Invite creates a pending invitation, or refreshes the expiry of the one
 // already pending for that email (keeping its role), and queues its email,

@@ -530,7 +530,7 @@ func postgresBatchArgs(batch []*inviteJob, now time.Time) []any {
 		ev := inviteEventOf(job.p, now)
 		evWorkspaces[i], kinds[i], subs[i], requestIDs[i] = ev.Workspace, ev.ActorKind, ev.ActorSub, ev.RequestID
 	}
-	afterRoles, afters := inviteAfters(batch, expires)
+	afterRoles, afters := inviteAfters(expires, roles)
 	return []any{expires, now, workspaces, callers, emails, roles, evWorkspaces, kinds, subs, requestIDs, afterRoles, afters}
 }
 

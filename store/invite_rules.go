@@ -31,6 +31,16 @@ import (
 // Every path writes the same audit event, whose fields inviteEvent sets,
 // and queues one email per invitation (enqueueEmails).
 
+// InviteParams describes one invitation request.
+type InviteParams struct {
+	Workspace string // workspace name
+	Caller    string // sub of the inviter, who must be an admin of the workspace
+	Email     string // normalised by Invite
+	Role      string // RoleMember when empty
+	TTL       time.Duration
+	actor     Actor // who asks: Invite takes it from the context (WithActor), for the audit event
+}
+
 // prepare normalises an invite's email and role and refuses what no
 // statement should see (Invite and InviteMany alike).
 func (p InviteParams) prepare() (InviteParams, error) {
@@ -247,15 +257,15 @@ func (t afterTexts) of(role string, expires time.Time) string {
 
 // inviteAfters are the after texts of a batch expiring at expires, by
 // role: of the roles the API gives (a refreshed row keeps its own) and of
-// the batch's own invites (a new row's role).
-func inviteAfters(batch []*inviteJob, expires time.Time) (roles, afters []string) {
+// the batch's own invites (jobRoles: a new row's role).
+func inviteAfters(expires time.Time, jobRoles []string) (roles, afters []string) {
 	texts := afterTexts{}
 	roles = []string{RoleAdmin, RoleMember}
-	for _, job := range batch {
-		if _, ok := texts[job.p.Role]; !ok && job.p.Role != RoleAdmin && job.p.Role != RoleMember {
-			roles = append(roles, job.p.Role)
+	for _, role := range jobRoles {
+		if _, ok := texts[role]; !ok && role != RoleAdmin && role != RoleMember {
+			roles = append(roles, role)
 		}
-		texts.of(job.p.Role, expires)
+		texts.of(role, expires)
 	}
 	afters = make([]string, len(roles))
 	for i, role := range roles {

@@ -1,5 +1,3 @@
-// Package store persists workspaces, members, invitations and API keys
-// through GORM, on SQLite (embedded default, pure Go) or PostgreSQL.
 package store
 
 import (
@@ -81,7 +79,7 @@ type Store struct {
 	write     *gorm.DB // PostgreSQL only (SQLite writes through committer)
 	read      *gorm.DB
 	committer *commit.Committer // SQLite only: every write transaction goes through it
-	invites   inviteBatcher     // the common case of Invite, batched (batch.go)
+	invites   inviteBatcher     // the common case of Invite, batched (invite_batch.go)
 	dialect   Dialect
 	now       func() time.Time
 	log       *slog.Logger
