@@ -1,8 +1,7 @@
-# Shell helpers of the load benchmarks, sourced by bench/ab.sh (`make
-# bench-ab`); bench/run.sh (`make bench`) holds the same helpers inline and
-# can source these instead. Callers run under `set -euo pipefail` from the
-# module root; a helper that cannot go on exits the script, and the exit
-# trap (bench_tmp) stops what was started.
+# Shell helpers of the load benchmarks, sourced by bench/run.sh (`make
+# bench`) and bench/ab.sh (`make bench-ab`). Callers run under `set -euo
+# pipefail` from the module root; a helper that cannot go on exits the
+# script, and the exit trap (bench_tmp) stops what was started.
 #
 # State the helpers share with their caller (globals):
 #   TMP                the run's temporary directory, removed at exit

@@ -47,6 +47,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 GO=${GO:-go}
 DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNECTIONS:-64}
@@ -58,112 +60,10 @@ PG_DSN=${BENCH_POSTGRES_DSN-postgres://postgres@127.0.0.1:5432/postgres?sslmode=
 SCALE=${BENCH_SCALE:-1}
 SCALE_DURATION=${BENCH_SCALE_DURATION:-5s}
 SCALE_WARMUP=${BENCH_SCALE_WARMUP:-1s}
-read -r -a SERVE_EXTRA <<<"${BENCH_SERVE_FLAGS:-}"
 
-say() { printf '%s\n' "$*" >&2; }
-
-# --- wrk -------------------------------------------------------------------
-if ! command -v wrk >/dev/null 2>&1; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		say "bench: installing wrk (apt-get install -y wrk)"
-		apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null; }
-	else
-		say "bench: wrk not found; install it (Debian/Ubuntu: sudo apt-get install wrk) and rerun"
-		exit 1
-	fi
-fi
-
-# --- cleanup -----------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cp-bench.XXXXXX")
-PIDS=()
-PG_DBS=()
-PG_ADMIN=""
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	for db in "${PG_DBS[@]}"; do
-		psql "$PG_ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 ||
-			say "bench: could not drop database $db"
-	done
-	if [ "$rc" != 0 ]; then
-		for f in "$TMP"/*.log; do
-			[ -s "$f" ] || continue
-			say "--- tail of $(basename "$f")"
-			tail -n 20 "$f" >&2 || true
-		done
-	fi
-	rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# --- helpers -----------------------------------------------------------------
-free_port() {
-	local p
-	for _ in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	say "bench: no free port found"
-	exit 1
-}
-
-# wait_ready URL PID: waits until GET URL answers 200 (fails if PID exits).
-wait_ready() {
-	local url=$1 pid=$2 code
-	for _ in $(seq 1 300); do
-		kill -0 "$pid" 2>/dev/null || { say "bench: process $pid exited before $url was ready"; exit 1; }
-		code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-		[ "$code" = 200 ] && return
-		sleep 0.1
-	done
-	say "bench: $url not ready after 30s"
-	exit 1
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-# cpu_ticks PID: utime+stime of the process (all threads), in clock ticks.
-cpu_ticks() {
-	local stat rest
-	stat=$(<"/proc/$1/stat")
-	rest=${stat##*) } # fields from 3 (state) on; comm may contain spaces
-	# shellcheck disable=SC2086
-	set -- $rest
-	echo $((${12} + ${13})) # fields 14 (utime) and 15 (stime)
-}
-
-# to_ms VALUE: wrk latency like 812.00us, 1.23ms, 2.01s, 1.00m -> milliseconds.
-to_ms() {
-	awk -v v="$1" 'BEGIN {
-		n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-		if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-		printf "%.3f", n }'
-}
-
-# --- a quiet machine ---------------------------------------------------------
-# The load generator and the servers share the CPUs, so anything else
-# running skews every number (a forgotten `controlplane serve` from an
-# earlier experiment costs a few percent each, even idle). Measure how busy
-# the machine is for a second before starting, and say so in the report.
-# cpu_idle_ticks: "idle total" jiffies over all CPUs (idle + iowait).
-cpu_idle_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
-read -r i0 a0 < <(cpu_idle_ticks)
-sleep 1
-read -r i1 a1 < <(cpu_idle_ticks)
-BUSY_BEFORE=$(awk -v i=$((i1 - i0)) -v a=$((a1 - a0)) 'BEGIN {printf "%.0f", (a > 0 ? 100 - i * 100 / a : 0)}')
-QUIET_NOTE="machine ${BUSY_BEFORE}% busy before the run"
-if [ "$BUSY_BEFORE" -ge 10 ]; then
-	QUIET_NOTE="$QUIET_NOTE (NOT quiet: the numbers are low)"
-	say "bench: the machine is ${BUSY_BEFORE}% busy before the run; other processes skew every number. Busiest:"
-	ps -eo pid,pcpu,args --sort=-pcpu | head -n 6 | cut -c1-150 >&2 || true
-fi
+need_wrk
+bench_tmp cp-bench
+machine_busy
 
 # --- build -------------------------------------------------------------------
 say "bench: building server and baseline into $TMP"
@@ -173,7 +73,6 @@ if [ "$SCALE" != 0 ]; then "$GO" build -o "$TMP/seed" ./bench/seed; fi
 CP="$TMP/controlplane"
 
 TARGETS=()
-declare -A URL PID TOKEN
 
 # --- baseline ----------------------------------------------------------------
 port=$(free_port)
@@ -190,85 +89,22 @@ for _ in $(seq 1 300); do
 done
 TARGETS+=(baseline)
 
-# serve NAME DIR [--db DSN]: starts `controlplane serve` on DIR and waits
-# until it is ready.
-serve() {
-	local name=$1 dir=$2 port
-	shift 2
-	port=$(free_port)
-	# --log-level warn: the info level writes an access-log line per request,
-	# which would be measured too; warn keeps only problems.
-	# --mail-dispatcher=false: the measured path ends with the invitation and
-	# its outbox row committed; delivering the outbox is mail-worker's job.
-	# --rate-limits=false: one admin inviting thousands a second is exactly
-	# what the limits refuse; the benchmark measures the path behind them.
-	"$CP" serve --data-dir "$dir" --addr "127.0.0.1:$port" --log-level warn --mail-dispatcher=false --rate-limits=false "$@" "${SERVE_EXTRA[@]}" \
-		>"$TMP/$name.log" 2>&1 &
-	PID[$name]=$!
-	PIDS+=("${PID[$name]}")
-	URL[$name]="http://127.0.0.1:$port"
-	wait_ready "${URL[$name]}/readyz" "${PID[$name]}"
-}
-
-# start_server NAME [--db DSN]: fresh data dir, workspace "bench", token, serve.
-start_server() {
-	local name=$1
-	shift
-	local dir="$TMP/data-$name"
-	mkdir -p "$dir"
-	"$CP" workspace create bench --admin-sub bench-admin --admin-email admin@bench.test \
-		--data-dir "$dir" "$@" >"$TMP/$name-setup.log" 2>&1
-	TOKEN[$name]=$("$CP" token --data-dir "$dir" --sub bench-admin --email admin@bench.test \
-		--scope workspaces:invite --ttl 2h 2>>"$TMP/$name-setup.log")
-	serve "$name" "$dir" "$@"
-	# one real invite, so a broken setup fails here and not as 100% errors
-	code=$(curl -s -o "$TMP/$name-probe.json" -w '%{http_code}' -X POST "${URL[$name]}/v0/users" \
-		-H "Authorization: Bearer ${TOKEN[$name]}" -H "X-Blaxel-Workspace: bench" \
-		-H "Content-Type: application/json" -d '{"email":"probe@bench.test"}' || true)
-	if [ "$code" != 200 ]; then
-		say "bench: probe invite on $name answered $code: $(head -c 300 "$TMP/$name-probe.json")"
-		exit 1
-	fi
-	TARGETS+=("$name")
-}
-
 # --- sqlite ------------------------------------------------------------------
 say "bench: starting server on SQLite"
-start_server sqlite
+start_invite_server sqlite "$CP"
+TARGETS+=(sqlite)
 
 # --- postgres ----------------------------------------------------------------
-# new_pg_db: creates a database cp_bench_<random> (dropped at exit); sets
-# PG_DB to its name and PG_BENCH_DSN to its URL.
-new_pg_db() {
-	local base query hostpart scheme
-	PG_DB="cp_bench_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-	psql "$PG_ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $PG_DB" >/dev/null
-	PG_DBS+=("$PG_DB")
-	base=${PG_DSN%%\?*}
-	query=""
-	[ "$base" != "$PG_DSN" ] && query="?${PG_DSN#*\?}"
-	hostpart=${base#*://}
-	scheme=${base%%://*}
-	hostpart=${hostpart%%/*}
-	PG_BENCH_DSN="$scheme://$hostpart/$PG_DB$query"
-}
-
 PG_DB=""
-PG_NOTE=""
-if [ -z "$PG_DSN" ]; then
-	PG_NOTE="postgres: skipped (BENCH_POSTGRES_DSN empty)"
-elif ! command -v psql >/dev/null 2>&1 || ! command -v pg_isready >/dev/null 2>&1; then
-	PG_NOTE="postgres: skipped (psql/pg_isready not installed)"
-elif ! pg_isready -q -d "$PG_DSN" || ! psql "$PG_DSN" -qAtX -c 'select 1' >/dev/null 2>&1; then
-	PG_NOTE="postgres: skipped (cannot connect to $PG_DSN)"
-else
-	PG_ADMIN=$PG_DSN
+pg_admin "$PG_DSN"
+if [ -n "$PG_ADMIN" ]; then
 	new_pg_db
-	PG_NOTE="postgres: $(psql "$PG_ADMIN" -qAtX -c 'show server_version'), database $PG_DB (dropped at exit)"
+	PG_NOTE="$PG_NOTE, database $PG_DB (dropped at exit)"
 	say "bench: starting server on PostgreSQL ($PG_DB)"
-	start_server postgres --db "$PG_BENCH_DSN"
+	start_invite_server postgres "$CP" --db "$PG_BENCH_DSN"
+	TARGETS+=(postgres)
 fi
-[ -n "$PG_NOTE" ] && say "bench: $PG_NOTE"
+say "bench: $PG_NOTE"
 
 # --- load ------------------------------------------------------------------
 WRK=(wrk -t"$THREADS" -c"$CONNS" --timeout "$TIMEOUT" --latency -s "$ROOT/bench/invite.lua")
@@ -281,7 +117,7 @@ RESULTS="$TMP/results.tsv"
 # prefixes BENCH_RUN). Appends a row to RESULTS: key, round, req/s, p50 ms,
 # p99 ms, server CPU us/req, errors, requests, peak server RSS in kB.
 run_case() {
-	local key=$1 round=$2 pid=$3 url=$4 duration=$5 results=$6 t0 t1 reqs rps p50 p99 sock non2xx lua cpu errs hwm
+	local key=$1 round=$2 pid=$3 url=$4 duration=$5 results=$6 t0 t1 stats reqs rps p50 p99 cpu errs hwm
 	shift 6
 	local file=${key//\//-} out
 	out="$TMP/wrk-$file-$round.txt"
@@ -294,25 +130,14 @@ run_case() {
 	t1=$(cpu_ticks "$pid")
 	kill -0 "$pid" 2>/dev/null || { say "bench: $key died during round $round"; exit 1; }
 	hwm=$(awk '/^VmHWM:/ {print $2; exit}' "/proc/$pid/status")
-	reqs=$(awk '/requests in/ {print $1; exit}' "$out")
-	rps=$(awk '/^Requests\/sec:/ {print $2; exit}' "$out")
-	p50=$(awk '$1 == "50%" {print $2; exit}' "$out")
-	p99=$(awk '$1 == "99%" {print $2; exit}' "$out")
-	if [ -z "$reqs" ] || [ -z "$rps" ] || [ -z "$p50" ] || [ -z "$p99" ]; then
-		say "bench: could not parse wrk output for $key round $round:"
-		cat "$out" >&2
-		exit 1
-	fi
-	sock=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10; exit}' "$out")
-	non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF; exit}' "$out")
-	lua=$(awk '/^lua_non2xx:/ {print $2; exit}' "$out")
-	sock=${sock:-0} non2xx=${non2xx:-0} lua=${lua:-0}
-	[ "$lua" -gt "$non2xx" ] && non2xx=$lua
-	errs=$((sock + non2xx))
-	cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0)}')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
+	# an assignment, not read <<<"$(...)", so that wrk_stats' exit on
+	# unparsable output stops the script
+	stats=$(wrk_stats "$out")
+	read -r reqs rps p50 p99 errs <<<"$stats"
+	cpu=$(cpu_us_per_req $((t1 - t0)) "$reqs")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$round" "$rps" "$p50" "$p99" \
 		"$cpu" "$errs" "$reqs" "${hwm:-0}" >>"$results"
-	say "bench: round $round $key: $rps req/s, p50 $p50, p99 $p99, ${cpu} us CPU/req, $errs errors ($reqs requests), peak RSS $((${hwm:-0} / 1024)) MB"
+	say "bench: round $round $key: $rps req/s, p50 $p50 ms, p99 $p99 ms, ${cpu} us CPU/req, $errs errors ($reqs requests), peak RSS $((${hwm:-0} / 1024)) MB"
 	if [ "$errs" -gt 0 ]; then
 		grep -E 'non-2xx|Socket errors' "$out" | head -n 4 >&2 || true
 	fi
@@ -331,7 +156,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # --- report ------------------------------------------------------------------
-median() { sort -g | awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 col() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n {print $c}' "$RESULTS"; }
 
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -392,7 +216,7 @@ start_scale_server() {
 		--scope "workspaces:invite workspaces:list" --ttl 2h 2>>"$TMP/$db-scale-setup.log")
 	INVITEE_TOKEN[$db]=$("$CP" token --data-dir "$dir" --sub bench-invitee --email invitee@bench.test \
 		--scope invitations:list --ttl 2h 2>>"$TMP/$db-scale-setup.log")
-	serve "$db-scale" "$dir" "$@"
+	serve "$db-scale" "$CP" "$dir" "$@"
 	SCALE_DBS+=("$db")
 }
 start_scale_server sqlite "$TMP/data-sqlite-scale/controlplane.db"
