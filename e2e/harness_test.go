@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,7 @@ import (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	setDefaultParallelism()
 	code := m.Run()
 	// Every test has finished (parallel ones too): stop the shared servers
 	// before the contract check, which needs no server.
@@ -69,6 +71,20 @@ func TestMain(m *testing.M) {
 		code = coverage
 	}
 	os.Exit(code)
+}
+
+// setDefaultParallelism runs up to 4 parallel tests per CPU unless
+// -test.parallel says otherwise: the tests mostly wait (on databases,
+// sockets, a browser, npm), so go test's default of one per CPU left a
+// 2-core machine half idle through the parallel phase.
+func setDefaultParallelism() {
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", strconv.Itoa(4*runtime.GOMAXPROCS(0))); err != nil {
+			fmt.Fprintln(os.Stderr, "test.parallel:", err)
+		}
+	}
 }
 
 // cliResult is what one CLI invocation printed.
@@ -243,7 +259,9 @@ type sharedDeployment struct {
 	dataDir string
 	dsn     string
 	srv     *runningServer
+	st      *store.Store // the fixtures' handle: setup and assertions
 	db      *gorm.DB     // tenant-scoped row counts (countRows)
+	tb      *lifetimeTB  // st's cleanups
 	cleanup func() error // drops the database and the data directory
 }
 
@@ -273,11 +291,26 @@ func shared(t *testing.T, dialect string) *sharedDeployment {
 	if dialect == "postgres" && os.Getenv(storetest.PostgresEnv) == "" {
 		t.Skipf("PostgreSQL tests skipped: %s is not set (make test sets it to postgres://postgres@127.0.0.1:5432/test)", storetest.PostgresEnv)
 	}
-	d.once.Do(func() { d.err = d.setUp() })
+	d.once.Do(func() { d.err = d.setUpOnce() })
 	if d.err != nil {
 		t.Fatalf("shared %s deployment: %v", dialect, d.err)
 	}
 	return d
+}
+
+// setUpOnce is setUp, with a failure of storetest.OpenDSN (lifetimeTB's
+// Fatalf) returned as an error.
+func (d *sharedDeployment) setUpOnce() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fatal, ok := r.(lifetimeFatal)
+			if !ok {
+				panic(r)
+			}
+			err = errors.New(string(fatal))
+		}
+	}()
+	return d.setUp()
 }
 
 func (d *sharedDeployment) setUp() error {
@@ -306,9 +339,49 @@ func (d *sharedDeployment) setUp() error {
 	if err != nil {
 		return err
 	}
-	// After serve migrated the database.
+	// After serve migrated the database: opening st migrates nothing.
+	d.tb = &lifetimeTB{}
+	d.st = storetest.OpenDSN(d.tb, d.dsn, store.Options{})
 	d.db, err = gorm.Open(dialector, &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
 	return err
+}
+
+// lifetimeTB is the testing.TB of the shared deployments' store handles,
+// which outlive every test (storetest.OpenDSN and its helpers need one):
+// stopSharedDeployments runs its cleanups. It has the methods OpenDSN
+// calls; Fatalf panics with a lifetimeFatal, which setUpOnce recovers.
+type lifetimeTB struct {
+	testing.TB // nil: any other method panics, and setUpOnce re-panics
+	mu         sync.Mutex
+	cleanups   []func()
+}
+
+type lifetimeFatal string
+
+func (l *lifetimeTB) Helper() {}
+
+func (l *lifetimeTB) Cleanup(fn func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cleanups = append(l.cleanups, fn)
+}
+
+func (l *lifetimeTB) Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "shared deployment: "+format+"\n", args...)
+}
+
+func (l *lifetimeTB) Fatalf(format string, args ...any) {
+	panic(lifetimeFatal(fmt.Sprintf(format, args...)))
+}
+
+// runCleanups runs the cleanups last registered first, as testing does.
+func (l *lifetimeTB) runCleanups() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.cleanups) - 1; i >= 0; i-- {
+		l.cleanups[i]()
+	}
+	l.cleanups = nil
 }
 
 // stopSharedDeployments stops the shared servers and removes their
@@ -318,6 +391,9 @@ func stopSharedDeployments() error {
 	for _, d := range sharedDeployments {
 		if d.srv != nil {
 			d.srv.stop()
+		}
+		if d.tb != nil {
+			d.tb.runCleanups()
 		}
 		if d.db != nil {
 			if db, err := d.db.DB(); err == nil {
@@ -397,7 +473,9 @@ var tenantSeq atomic.Int64
 func newTenant(t *testing.T, dialect string) *fixture {
 	t.Helper()
 	d := shared(t, dialect)
-	f := &fixture{env: &env{t: t, dialect: dialect, dataDir: d.dataDir, dsn: d.dsn}, srv: d.srv, shared: d}
+	e := &env{t: t, dialect: dialect, dataDir: d.dataDir, dsn: d.dsn, st: d.st}
+	e.storeOnce.Do(func() {}) // store() is the deployment's
+	f := &fixture{env: e, srv: d.srv, shared: d}
 	f.addPrincipals(t)
 	return f
 }
@@ -413,9 +491,9 @@ func newFixture(t *testing.T, dialect string, serveArgs ...string) *fixture {
 	return f
 }
 
-// addPrincipals creates the fixture's workspaces, member and API keys with
-// the CLI, as an operator would (the CLI opens the database beside a
-// running server).
+// addPrincipals creates the fixture's workspaces, member and API keys
+// through the store, as the CLI's workspace and apikey commands do (their
+// audit events name the CLI), without a command's migration each time.
 func (f *fixture) addPrincipals(t *testing.T) {
 	t.Helper()
 	n := tenantSeq.Add(1)
@@ -423,17 +501,32 @@ func (f *fixture) addPrincipals(t *testing.T) {
 	f.ws, f.otherWS = "acme"+f.suffix, "other"+f.suffix
 	f.adminSub, f.memberSub, f.otherSub = "u-admin"+f.suffix, "u-member"+f.suffix, "u-other"+f.suffix
 	f.adminEmail, f.memberEmail, f.otherEmail = "admin@"+f.ws+".test", "member@"+f.ws+".test", "other@"+f.otherWS+".test"
-	// The admin's email in mixed case: stored normalised.
-	mustCLI(t, f.args("workspace", "create", f.ws, "--admin-sub", f.adminSub, "--admin-email", "Admin@"+strings.ToUpper(f.ws[:1])+f.ws[1:]+".test", "--display-name", "Acme")...)
-	mustCLI(t, f.args("workspace", "create", f.otherWS, "--admin-sub", f.otherSub, "--admin-email", f.otherEmail)...)
-	if _, err := storetest.AddMember(context.Background(), f.store(), f.ws, f.memberSub, f.memberEmail, store.RoleMember, "test"); err != nil {
-		t.Fatal(err)
+	st := f.store()
+	ctx := store.WithActor(context.Background(), store.Actor{Kind: store.ActorCLI})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	f.adminKey = mustCLI(t, f.args("apikey", "create", "--workspace", f.ws, "--sub", f.adminSub)...)
-	f.memberKey = mustCLI(t, f.args("apikey", "create", "--workspace", f.ws, "--sub", f.memberSub)...)
-	f.otherKey = mustCLI(t, f.args("apikey", "create", "--workspace", f.otherWS, "--sub", f.otherSub)...)
-	f.revokedKey = mustCLI(t, f.args("apikey", "create", "--workspace", f.ws, "--sub", f.adminSub)...)
-	mustCLI(t, f.args("apikey", "revoke", f.revokedKey)...)
+	key := func(ws, sub string) string {
+		t.Helper()
+		k, _, err := st.CreateAPIKey(ctx, ws, sub)
+		must(err)
+		return k
+	}
+	// The admin's email in mixed case: stored normalised.
+	_, err := st.CreateWorkspace(ctx, f.ws, "Acme", f.adminSub, "Admin@"+strings.ToUpper(f.ws[:1])+f.ws[1:]+".test")
+	must(err)
+	_, err = st.CreateWorkspace(ctx, f.otherWS, "", f.otherSub, f.otherEmail)
+	must(err)
+	_, err = storetest.AddMember(context.Background(), st, f.ws, f.memberSub, f.memberEmail, store.RoleMember, "test")
+	must(err)
+	f.adminKey = key(f.ws, f.adminSub)
+	f.memberKey = key(f.ws, f.memberSub)
+	f.otherKey = key(f.otherWS, f.otherSub)
+	f.revokedKey = key(f.ws, f.adminSub)
+	must(st.RevokeAPIKey(ctx, f.revokedKey, "cli"))
 }
 
 // uniq returns name with the fixture's suffix: a workspace name or a sub

@@ -191,6 +191,12 @@ func TestWebhooks_DeliveredAtLeastOnce(t *testing.T) {
 		srv.StartTLS()
 		defer srv.Close()
 		waitUntil(t, "the delivery", func() bool { b, _ := rcv.received(); return len(b) >= 2 })
+		// The receiver has the body before the dispatcher records the
+		// attempt that sent it.
+		waitUntil(t, "the delivery in the log", func() bool {
+			log := f.deliveries(t, ep.Id)
+			return len(log) > 0 && log[0].Outcome == gen.Delivered
+		})
 		// Not subscribed: removing a member sends nothing.
 		if resp, b := f.do(t, "DELETE", "/v0/users/"+f.memberSub, admin, ""); resp.StatusCode != 200 {
 			t.Fatalf("remove: %d %s", resp.StatusCode, b)
