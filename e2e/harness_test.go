@@ -562,18 +562,18 @@ func (f *fixture) countRows(t *testing.T) map[string]int64 {
 	pattern := "%" + f.suffix
 	workspaces := "SELECT id FROM workspaces WHERE name LIKE @p"
 	scoped := map[string]string{
-		"workspaces":          "name LIKE @p",
-		"members":             "workspace_id IN (" + workspaces + ")",
-		"invitations":         "workspace_id IN (" + workspaces + ")",
-		"api_keys":            "workspace_id IN (" + workspaces + ")",
-		"service_accounts":    "workspace_id IN (" + workspaces + ")",
-		"email_domain_rules":  "workspace_id IN (" + workspaces + ")",
-		"webhook_endpoints":   "workspace_id IN (" + workspaces + ")",
-		"outbox_messages":     "invitation_id IN (SELECT id FROM invitations WHERE workspace_id IN (" + workspaces + "))",
-		"webhook_messages":    "endpoint_id IN (SELECT id FROM webhook_endpoints WHERE workspace_id IN (" + workspaces + "))",
-		"webhook_attempts":    "endpoint_id IN (SELECT id FROM webhook_endpoints WHERE workspace_id IN (" + workspaces + "))",
-		"audit_events":        "workspace LIKE @p OR actor_sub LIKE @p",
-		"idempotency_records": "workspace LIKE @p OR caller LIKE @p",
+		"workspaces":         "name LIKE @p",
+		"members":            "workspace_id IN (" + workspaces + ")",
+		"invitations":        "workspace_id IN (" + workspaces + ")",
+		"api_keys":           "workspace_id IN (" + workspaces + ")",
+		"service_accounts":   "workspace_id IN (" + workspaces + ")",
+		"email_domain_rules": "workspace_id IN (" + workspaces + ")",
+		"webhook_endpoints":  "workspace_id IN (" + workspaces + ")",
+		"outbox_messages":    "invitation_id IN (SELECT id FROM invitations WHERE workspace_id IN (" + workspaces + "))",
+		"webhook_messages":   "endpoint_id IN (SELECT id FROM webhook_endpoints WHERE workspace_id IN (" + workspaces + "))",
+		"webhook_attempts":   "endpoint_id IN (SELECT id FROM webhook_endpoints WHERE workspace_id IN (" + workspaces + "))",
+		"audit_events":       "workspace LIKE @p OR actor_sub LIKE @p",
+		"idempotency_keys":   "workspace LIKE @p OR caller LIKE @p",
 	}
 	counts := make(map[string]int64, len(tables))
 	for _, table := range tables {
