@@ -13,7 +13,7 @@ import (
 func TestFaults_BulkAndDomainPolicy(t *testing.T) {
 	t.Parallel()
 	parallelDialects(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+		f := newFixture(t, dialect) // its own database: the test drops tables
 		admin := f.workspaceToken(f.adminSub, f.adminEmail)
 		drop := "DROP TABLE %s"
 		if dialect == "postgres" {

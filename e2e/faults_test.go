@@ -17,7 +17,7 @@ import (
 func TestFaults_BrokenDatabase(t *testing.T) {
 	t.Parallel()
 	parallelDialects(t, func(t *testing.T, dialect string) {
-		f := newFixture(t, dialect)
+		f := newFixture(t, dialect) // its own database: the test drops tables
 		admin := f.bearer(f.userToken(f.adminSub, f.adminEmail))
 		invitee := f.bearer(f.userToken(f.uniq("u-carol"), "carol@example.com"))
 		everything := f.bearer(f.token(f.adminSub, f.adminEmail, "admin")) // the scope that implies all

@@ -433,7 +433,7 @@ func TestWebhooks_Operations(t *testing.T) {
 // fail whole).
 func TestFaults_AuditAndWebhooks(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, "sqlite")
+	f := newFixture(t, "sqlite") // its own database: the test drops tables
 	h := f.bearer(f.auditToken(f.adminSub, f.adminEmail))
 	for name, db := range f.store().DBs() {
 		if name == "sqlite_read" {
