@@ -138,8 +138,6 @@ func scanInvitation(row rowScanner, inv *Invitation) error {
 // auditColumns are the columns the batch statements write, in order.
 const auditColumns = `workspace_id, workspace, at, actor_kind, actor_sub, action, target_type, target_id, before, after, request_id`
 
-// ---- SQLite: the batches run inside the group committer's transactions.
-
 // sqliteInvites makes each invite a job of one group (commit.Group), so
 // the invites a transaction takes, all those queued beside each other, run
 // as one batch statement; the writer's pipelining (internal/commit)
@@ -414,8 +412,6 @@ func anyEnabledWebhook(ctx context.Context, tx *gorm.DB, memo *commit.Memo) (boo
 	return enabled, nil
 }
 
-// ---- PostgreSQL: the batches run on workers of their own.
-
 // postgresInvites runs the batches on the workers of a commit.Batcher,
 // each batch on its own connection in one round trip (runPostgresBatch).
 type postgresInvites struct {
@@ -495,9 +491,9 @@ const lockOrder = "ORDER BY w.id, j.email"
 // their queued emails, their events and the events' webhook messages.
 // Arguments: $1 expiry, $2 now, then per invite (postgresBatchArgs) $3
 // workspace, $4 caller, $5 email, $6 role; per invite the fields of its
-// event known before its row (inviteEventOf) $7 workspace, $8 actor kind,
-// $9 actor sub, $10 request ID; and $11 roles with $12 their after texts
-// (inviteAfters). Events join their invites by email, which a batch holds
+// event known before its row (inviteEventOf; its workspace and target are
+// the invite's, $3 and $5) $7 actor kind, $8 actor sub, $9 request ID; and
+// $10 roles with $11 their after texts (inviteAfters). Events join their invites by email, which a batch holds
 // once. A row whose role has no after text (none the API makes) gets a
 // NULL after, which audit_events refuses: the batch fails and its invites
 // take the slow path, whose events know every role.
@@ -508,8 +504,8 @@ WITH inv AS (` + upsertBatch(`unnest($3::text[], $4::text[], $5::text[], $6::tex
 ), audited AS (
 INSERT INTO audit_events (` + auditColumns + `)
 SELECT inv.workspace_id, a.ws, $2, a.kind, a.sub, ` + inviteActionSQL + `, '` + TargetInvitation + `', a.email, '', af.after, a.rid
-FROM inv JOIN unnest($5::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS a(email, ws, kind, sub, rid) ON a.email = inv.email
-LEFT JOIN unnest($11::text[], $12::text[]) AS af(role, after) ON af.role = inv.role
+FROM inv JOIN unnest($5::text[], $3::text[], $7::text[], $8::text[], $9::text[]) AS a(email, ws, kind, sub, rid) ON a.email = inv.email
+LEFT JOIN unnest($10::text[], $11::text[]) AS af(role, after) ON af.role = inv.role
 RETURNING id, workspace_id, action
 ), hooked AS (
 INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
@@ -524,14 +520,14 @@ func postgresBatchArgs(batch []*inviteJob, now time.Time) []any {
 	n := len(batch)
 	expires := now.Add(batch[0].p.TTL)
 	workspaces, callers, emails, roles := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	evWorkspaces, kinds, subs, requestIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	kinds, subs, requestIDs := make([]string, n), make([]string, n), make([]string, n)
 	for i, job := range batch {
 		workspaces[i], callers[i], emails[i], roles[i] = job.p.Workspace, job.p.Caller, job.p.Email, job.p.Role
 		ev := inviteEventOf(job.p, now)
-		evWorkspaces[i], kinds[i], subs[i], requestIDs[i] = ev.Workspace, ev.ActorKind, ev.ActorSub, ev.RequestID
+		kinds[i], subs[i], requestIDs[i] = ev.ActorKind, ev.ActorSub, ev.RequestID
 	}
 	afterRoles, afters := inviteAfters(expires, roles)
-	return []any{expires, now, workspaces, callers, emails, roles, evWorkspaces, kinds, subs, requestIDs, afterRoles, afters}
+	return []any{expires, now, workspaces, callers, emails, roles, kinds, subs, requestIDs, afterRoles, afters}
 }
 
 // runPostgresBatch runs a batch in one round trip: lockWorkspacesShared and

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -257,22 +258,24 @@ func (t afterTexts) of(role string, expires time.Time) string {
 
 // inviteAfters are the after texts of a batch expiring at expires, by
 // role: of the roles the API gives (a refreshed row keeps its own) and of
-// the batch's own invites (jobRoles: a new row's role).
+// the batch's own invites (jobRoles: a new row's role), which are the
+// same but for a caller of the store that invents one.
 func inviteAfters(expires time.Time, jobRoles []string) (roles, afters []string) {
-	texts := afterTexts{}
-	roles = []string{RoleAdmin, RoleMember}
+	roles = apiRoles
 	for _, role := range jobRoles {
-		if _, ok := texts[role]; !ok && role != RoleAdmin && role != RoleMember {
-			roles = append(roles, role)
+		if !slices.Contains(roles, role) {
+			roles = append(roles[:len(roles):len(roles)], role) // a copy: apiRoles is shared
 		}
-		texts.of(role, expires)
 	}
 	afters = make([]string, len(roles))
 	for i, role := range roles {
-		afters[i] = texts.of(role, expires)
+		afters[i] = inviteAfter(role, expires)
 	}
 	return roles, afters
 }
+
+// apiRoles are the roles the API lets an invitation have.
+var apiRoles = []string{RoleAdmin, RoleMember}
 
 // enqueueEmails is the one statement that queues invitation emails: rows
 // yields (invitation_id, status, next_attempt_at, created_at, updated_at).
