@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/libtnb/sqlite"
 	"gorm.io/gorm"
@@ -64,28 +65,44 @@ func TestMemo_EmptiedAfterPlainJob(t *testing.T) {
 func TestMemo_FreshPerTransaction(t *testing.T) {
 	ctx := context.Background()
 	g := openCommitter(t)
-	first := &memoGroup{remember: "learnt"}
-	if err := g.DoGrouped(&Job{Ctx: ctx, Group: first}); err != nil {
-		t.Fatal(err)
+	first, second := &memoGroup{remember: "learnt"}, &memoGroup{}
+	// DoGrouped returns once its transaction is committed: the second
+	// runs in the next one.
+	for _, group := range []*memoGroup{first, second} {
+		if err := g.DoGrouped(&Job{Ctx: ctx, Group: group}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if first.found != nil {
-		t.Fatalf("a new transaction's memo held %v", first.found)
+	if first.found != nil || second.found != nil {
+		t.Fatalf("the memo survived its transaction: %v, %v", first.found, second.found)
 	}
-	var inTx any
-	second := &memoGroup{}
-	if err := g.Do(ctx, func(*gorm.DB) error {
-		// Still the writer goroutine, between two transactions' jobs: a
-		// group step of this transaction would see what one stored here.
-		inTx = g.memo.Load()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+}
+
+// TestMemo_SharedByOneTransactionsGroups: two groups whose jobs share a
+// transaction see one memo, the later what the earlier stored.
+func TestMemo_SharedByOneTransactionsGroups(t *testing.T) {
+	ctx := context.Background()
+	g := openCommitter(t)
+	a, b := &memoGroup{remember: "a"}, &memoGroup{remember: "b"}
+	started, release := make(chan struct{}), make(chan struct{})
+	busy := make(chan error, 1)
+	go func() { busy <- g.Do(ctx, func(*gorm.DB) error { close(started); <-release; return nil }) }()
+	<-started
+	// While the writer is held, both group jobs queue; the next
+	// transaction takes them together.
+	done := make(chan error, 2)
+	for _, group := range []*memoGroup{a, b} {
+		go func() { done <- g.DoGrouped(&Job{Ctx: ctx, Group: group}) }()
 	}
-	if err := g.DoGrouped(&Job{Ctx: ctx, Group: second}); err != nil {
-		t.Fatal(err)
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for _, ch := range []chan error{busy, done, done} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
 	}
-	if inTx != nil || second.found != nil {
-		t.Fatalf("the memo survived its transaction: %v, %v", inTx, second.found)
+	if !(a.found == nil && b.found == "a") && !(b.found == nil && a.found == "b") {
+		t.Fatalf("groups of one transaction found %v and %v, want one of them the other's", a.found, b.found)
 	}
 }
 
