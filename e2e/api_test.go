@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/server"
 	"github.com/membership-api/controlplane/store"
@@ -159,18 +160,18 @@ func TestInvite_BadInputs(t *testing.T) {
 	parallelDialects(t, func(t *testing.T, dialect string) {
 		f := newTenant(t, dialect)
 		good := f.bearer(f.token(f.adminSub, f.adminEmail, "workspaces:invite"))
-		otherIssuer, err := server.LoadDevIssuer(t.TempDir())
+		otherIssuer, err := auth.LoadDevIssuer(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
-		forged, _ := otherIssuer.Sign(server.TokenRequest{Sub: f.adminSub, Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
+		forged, _ := otherIssuer.Sign(auth.TokenRequest{Sub: f.adminSub, Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
 		expired := f.devKeySign(t, claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(-time.Hour)))
 		wrongIssuer := f.devKeySign(t, jwt.MapClaims{"iss": "https://evil.example", "sub": f.adminSub, "scope": "workspaces:invite", "exp": time.Now().Add(time.Hour).Unix()})
-		noExp := f.devKeySign(t, jwt.MapClaims{"iss": server.DevIssuerName, "sub": f.adminSub, "scope": "workspaces:invite"})
+		noExp := f.devKeySign(t, jwt.MapClaims{"iss": auth.DevIssuerName, "sub": f.adminSub, "scope": "workspaces:invite"})
 		noSub := f.devKeySign(t, claimsFor("", "workspaces:invite", time.Now().Add(time.Hour)))
 		seg := func(v any) string { b, _ := json.Marshal(v); return base64.RawURLEncoding.EncodeToString(b) }
 		noneAlg := seg(map[string]string{"alg": "none", "typ": "JWT"}) + "." + seg(claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(time.Hour))) + "."
-		dev, _ := server.LoadDevIssuer(f.dataDir)
+		dev, _ := auth.LoadDevIssuer(f.dataDir)
 		hmac, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claimsFor(f.adminSub, "workspaces:invite", time.Now().Add(time.Hour))).
 			SignedString([]byte(dev.PublicKey()))
 		// Dates must be JSON numbers (RFC 7519 NumericDate), not strings.

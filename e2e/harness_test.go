@@ -38,6 +38,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/internal/cli"
 	"github.com/membership-api/controlplane/server"
@@ -142,11 +143,11 @@ func (e *env) store() *store.Store {
 // token signs a development-issuer token for sub with the given scopes.
 func (e *env) token(sub, email string, scopes ...string) string {
 	e.t.Helper()
-	dev, err := server.LoadDevIssuer(e.dataDir)
+	dev, err := auth.LoadDevIssuer(e.dataDir)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	tok, err := dev.Sign(server.TokenRequest{Sub: sub, Email: email, Scopes: scopes, TTL: time.Hour}, time.Now())
+	tok, err := dev.Sign(auth.TokenRequest{Sub: sub, Email: email, Scopes: scopes, TTL: time.Hour}, time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -636,7 +637,7 @@ func (f *fixture) devKeySign(t *testing.T, claims jwt.MapClaims) string {
 }
 
 func claimsFor(sub string, scopes string, exp time.Time) jwt.MapClaims {
-	return jwt.MapClaims{"iss": server.DevIssuerName, "sub": sub, "scope": scopes, "exp": exp.Unix(), "iat": time.Now().Unix()}
+	return jwt.MapClaims{"iss": auth.DevIssuerName, "sub": sub, "scope": scopes, "exp": exp.Unix(), "iat": time.Now().Unix()}
 }
 
 // bearer is the headers of a JSON request with cred in the fixture's

@@ -13,6 +13,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 
+	"github.com/membership-api/controlplane/auth"
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/server"
 	"github.com/membership-api/controlplane/store"
@@ -126,11 +127,11 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 	if _, err := st.CreateWorkspace(ctx, "acme", "", "u-admin", "admin@localhost", store.EmailOptions{AllowLocalDomains: true}); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := server.LoadDevIssuer(t.TempDir())
+	dev, err := auth.LoadDevIssuer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, closeFn, err := server.New(ctx, server.Config{Auth: server.AuthConfig{DevIssuer: dev}, AllowLocalEmailDomains: true},
+	e, closeFn, err := server.New(ctx, server.Config{Auth: auth.VerifierConfig{DevIssuer: dev}, AllowLocalEmailDomains: true},
 		st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 	t.Cleanup(closeFn)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	tok, err := dev.Sign(server.TokenRequest{Sub: "u-admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
+	tok, err := dev.Sign(auth.TokenRequest{Sub: "u-admin", Scopes: []string{"workspaces:invite"}, TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
