@@ -85,7 +85,7 @@ func TestInvite_EndToEnd(t *testing.T) {
 			}
 			st := f.store()
 			ws, _ := st.Membership(ctx, f.ws, f.adminSub)
-			if _, err := storetest.PendingInvitation(ctx, st, ws.Workspace.ID, "NEW.USER@example.com"); err != nil {
+			if _, err := storetest.PendingInvitation(ctx, st, ws.Workspace.Name, "NEW.USER@example.com"); err != nil {
 				t.Errorf("pending invitation not stored: %v", err)
 			}
 		})

@@ -193,7 +193,7 @@ func TestBulkInvite_SameAsSingleInvites(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, email := range []string{"x@blocked.test", "plain@example.com"} {
-				if _, err := storetest.PendingInvitation(ctx, st, m.Workspace.ID, email); err == nil {
+				if _, err := storetest.PendingInvitation(ctx, st, m.Workspace.Name, email); err == nil {
 					t.Errorf("%s: a refused row left an invitation for %s", ws, email)
 				}
 			}

@@ -158,7 +158,7 @@ func TestDomainPolicy_RaceWithInvites(t *testing.T) {
 			})
 			wg.Wait()
 			for email, status := range answers {
-				_, lookup := storetest.PendingInvitation(ctx, st, ws.ID, email)
+				_, lookup := storetest.PendingInvitation(ctx, st, ws.Name, email)
 				if status == 200 && lookup != nil || status == 403 && lookup == nil || status != 200 && status != 403 {
 					t.Errorf("%s: answered %d, pending invitation lookup: %v", email, status, lookup)
 				}

@@ -179,7 +179,7 @@ func TestIdempotency_RaceOneKey(t *testing.T) {
 				}
 			}
 			after := f.countRows(t)
-			if _, err := storetest.PendingInvitation(ctx, st, ws.ID, email); err != nil ||
+			if _, err := storetest.PendingInvitation(ctx, st, ws.Name, email); err != nil ||
 				after["invitations"] != before["invitations"]+1 || after["outbox_messages"] != before["outbox_messages"]+1 {
 				t.Errorf("%s: rows %v → %v, want one invitation and one email more", path, before, after)
 			}

@@ -322,7 +322,7 @@ func TestWebhooks_AutoDisable(t *testing.T) {
 		if n, err := d.RunOnce(context.Background()); n != 1 || err != nil {
 			t.Fatalf("RunOnce: %d %v", n, err)
 		}
-		e, err := st.Webhook(context.Background(), 1, ep.Id)
+		e, err := st.Webhook(context.Background(), f.ws, ep.Id)
 		if err != nil || e.DisabledAt == nil || e.DisabledReason == "" {
 			t.Fatalf("endpoint after a failure past disable-after: %+v %v", e, err)
 		}
@@ -465,7 +465,7 @@ func TestFaults_AuditAndWebhooks(t *testing.T) {
 		}
 	}
 	st := f.store()
-	if _, err := storetest.PendingInvitation(context.Background(), st, 1, "bob@example.com"); err == nil {
+	if _, err := storetest.PendingInvitation(context.Background(), st, f.ws, "bob@example.com"); err == nil {
 		t.Errorf("an invite whose audit event failed was kept")
 	}
 	if _, err := st.Membership(context.Background(), f.ws, f.memberSub); err != nil {

@@ -56,9 +56,9 @@ type fakeStore struct {
 }
 
 type listCall struct {
-	workspaceID int64
-	after       *store.ListPosition
-	limit       int
+	workspaceName string
+	after         *store.ListPosition
+	limit         int
 }
 
 // fakeWorkspace is a workspace with its users in list order: members first
@@ -135,15 +135,13 @@ func (f *fakeStore) Invite(_ context.Context, p store.InviteParams) (store.Invit
 
 // EachUser pages the workspace's users by their index (ID 1, 2, …), as the
 // store pages by position.
-func (f *fakeStore) EachUser(_ context.Context, workspaceID int64, after *store.ListPosition, limit int,
+func (f *fakeStore) EachUser(_ context.Context, workspaceName string, after *store.ListPosition, limit int,
 	fn func(store.UserEntry, store.ListPosition) error) (*store.ListPosition, error) {
 	f.mu.Lock()
-	f.listed = append(f.listed, listCall{workspaceID, after, limit})
+	f.listed = append(f.listed, listCall{workspaceName, after, limit})
 	var users []store.UserEntry
-	for _, ws := range f.workspaces {
-		if ws.ID == workspaceID {
-			users = slices.Clone(ws.users)
-		}
+	if ws := f.workspaces[workspaceName]; ws != nil {
+		users = slices.Clone(ws.users)
 	}
 	f.mu.Unlock()
 	start := 0
@@ -439,8 +437,8 @@ func TestListWorkspaceUsers_Cursor(t *testing.T) {
 
 	_, next := list(t, "/v0/users?limit=2", admin)
 	call := f.st.listed[len(f.st.listed)-1]
-	if call.workspaceID != 7 || call.after != nil || call.limit != 2 {
-		t.Errorf("EachUser got %+v, want acme's ID 7 from the start, limit 2", call)
+	if call.workspaceName != "acme" || call.after != nil || call.limit != 2 {
+		t.Errorf("EachUser got %+v, want acme from the start, limit 2", call)
 	}
 	u, err := url.Parse(next)
 	if err != nil {

@@ -25,7 +25,7 @@ func (s *Server) ListWorkspaceUsers(ctx context.Context, req gen.ListWorkspaceUs
 	}
 	return usersListResponse{listResponse{ctx: ctx, log: s.log, paging: pg,
 		each: func(add func(any) error) (*store.ListPosition, error) {
-			return s.members.EachUser(ctx, c.Workspace.ID, pg.after, pg.limit, func(u store.UserEntry, _ store.ListPosition) error {
+			return s.members.EachUser(ctx, c.Workspace.Name, pg.after, pg.limit, func(u store.UserEntry, _ store.ListPosition) error {
 				return add(toWorkspaceUser(u))
 			})
 		}}}, nil

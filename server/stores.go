@@ -49,7 +49,7 @@ type Members interface {
 	// EachUser hands fn the workspace's members, then its pending
 	// invitations, after the position after (nil: from the start), at most
 	// limit of them (0: all); it returns the last position when more follow.
-	EachUser(ctx context.Context, workspaceID int64, after *store.ListPosition, limit int, fn func(store.UserEntry, store.ListPosition) error) (*store.ListPosition, error)
+	EachUser(ctx context.Context, workspaceName string, after *store.ListPosition, limit int, fn func(store.UserEntry, store.ListPosition) error) (*store.ListPosition, error)
 	// RemoveUser removes a member or revokes an invitation (admins only).
 	RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error
 	// UpdateRole changes the role of a member or invitation (admins only).
@@ -93,8 +93,10 @@ type Credentials interface {
 
 // Webhooks manages a workspace's webhook endpoints and reads their delivery log.
 type Webhooks interface {
-	Webhooks(ctx context.Context, workspaceID int64) ([]store.WebhookEndpoint, error)
-	Webhook(ctx context.Context, workspaceID, id int64) (store.WebhookEndpoint, error)
+	Webhooks(ctx context.Context, workspaceName string) ([]store.WebhookEndpoint, error)
+	// Webhook returns one endpoint; ErrNotFound (webhook_not_found) if the
+	// workspace has none of that id.
+	Webhook(ctx context.Context, workspaceName string, id int64) (store.WebhookEndpoint, error)
 	CreateWebhook(ctx context.Context, workspaceName, by string, in store.WebhookInput) (store.WebhookEndpoint, error)
 	UpdateWebhook(ctx context.Context, workspaceName string, id int64, by string, in store.WebhookInput) (store.WebhookEndpoint, error)
 	DeleteWebhook(ctx context.Context, workspaceName string, id int64, by string) error

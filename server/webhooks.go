@@ -28,7 +28,7 @@ func (s *Server) ListWebhookEndpoints(ctx context.Context, req gen.ListWebhookEn
 	if err != nil {
 		return nil, err
 	}
-	endpoints, err := s.webhooks.Webhooks(ctx, c.Workspace.ID)
+	endpoints, err := s.webhooks.Webhooks(ctx, c.Workspace.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func (s *Server) ListWebhookDeliveries(ctx context.Context, req gen.ListWebhookD
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.webhooks.Webhook(ctx, c.Workspace.ID, req.WebhookId)
+	e, err := s.webhooks.Webhook(ctx, c.Workspace.Name, req.WebhookId)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func TestAbort_CancelledCallsDoNotHurtOthers(t *testing.T) {
 					var err error
 					switch i % 4 {
 					case 0, 1:
-						_, err = listUsers(cctx, st, big.ID)
+						_, err = listUsers(cctx, st, big.Name)
 					case 2:
 						_, err = st.Membership(cctx, "big", "admin-big")
 					case 3: // writes: whole or not at all, and never another's undoing
@@ -86,7 +86,7 @@ func TestAbort_CancelledCallsDoNotHurtOthers(t *testing.T) {
 			var err error
 			switch calls % 3 {
 			case 0:
-				_, err = listUsers(ctx, st, small.ID)
+				_, err = listUsers(ctx, st, small.Name)
 			case 1:
 				_, err = st.Membership(ctx, "small", "admin-small")
 			case 2:

@@ -103,7 +103,7 @@ func TestInvitations_BatchMixed(t *testing.T) {
 				if err := c.check(got[i]); err != nil {
 					t.Errorf("invite %+v: %v", c.p, err)
 				}
-				stored, err := storetest.PendingInvitation(ctx, st, got[i].WorkspaceID, got[i].Email)
+				stored, err := storetest.PendingInvitation(ctx, st, c.p.Workspace, got[i].Email)
 				if err != nil || !sameInvitation(stored, got[i]) {
 					t.Errorf("invite %+v: answered %+v, stored pending is %+v (%v)", c.p, got[i], stored, err)
 				}
@@ -112,7 +112,7 @@ func TestInvitations_BatchMixed(t *testing.T) {
 
 		// 150 + dup + again + old in acme, U1 in beta; each queued once.
 		const wantPending = 150 + 1 + 1 + 1 + 1
-		entries, err := listUsers(ctx, st, acme.ID)
+		entries, err := listUsers(ctx, st, acme.Name)
 		if err != nil {
 			t.Fatal(err)
 		}

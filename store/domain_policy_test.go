@@ -75,7 +75,7 @@ func TestDomainPolicy_Invite(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tc := range cases {
-			_, err := storetest.PendingInvitation(ctx, st, ws.ID, tc.email)
+			_, err := storetest.PendingInvitation(ctx, st, ws.Name, tc.email)
 			if tc.allowed != (err == nil) {
 				t.Errorf("%s: pending invitation lookup %v, want present=%v", tc.email, err, tc.allowed)
 			}
@@ -184,7 +184,7 @@ func TestDomainPolicy_RaceWithInvites(t *testing.T) {
 			wg.Wait()
 			for i, err := range errs {
 				email := fmt.Sprintf("r%d-%d@blocked.test", round, i)
-				inv, lookup := storetest.PendingInvitation(ctx, st, ws.ID, email)
+				inv, lookup := storetest.PendingInvitation(ctx, st, ws.Name, email)
 				switch {
 				case err == nil && lookup != nil:
 					t.Errorf("%s: invited, but no pending invitation: %v", email, lookup)
@@ -243,7 +243,7 @@ func TestDomainPolicy_BatchStatement(t *testing.T) {
 			t.Fatal(err)
 		}
 		for email, allowed := range emails {
-			_, err := storetest.PendingInvitation(ctx, st, ws.ID, email)
+			_, err := storetest.PendingInvitation(ctx, st, ws.Name, email)
 			if allowed != (err == nil) {
 				t.Errorf("%s: written by the batch = %v, want %v", email, err == nil, allowed)
 			}

@@ -104,7 +104,7 @@ func TestEmailRule_Store(t *testing.T) {
 	if _, err := storetest.AddMember(ctx, st, "acme", "robot", "", store.RoleMember, "t"); err != nil {
 		t.Errorf("AddMember without email (service account): %v", err)
 	}
-	users, err := listUsers(ctx, st, mustMembership(t, st, "acme", "admin").Workspace.ID)
+	users, err := listUsers(ctx, st, mustMembership(t, st, "acme", "admin").Workspace.Name)
 	if err != nil {
 		t.Fatal(err)
 	}

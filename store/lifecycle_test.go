@@ -22,7 +22,7 @@ func mustInvite(t *testing.T, st *store.Store, ws store.Workspace, email string)
 
 func invitationStatuses(t *testing.T, st *store.Store, ws store.Workspace) map[string]int {
 	t.Helper()
-	users, err := listUsers(context.Background(), st, ws.ID)
+	users, err := listUsers(context.Background(), st, ws.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestLifecycle_Races(t *testing.T) {
 				default:
 					t.Errorf("round %d: accept %v, revoke %v", i, acceptErr, revokeErr)
 				}
-				if _, err := storetest.PendingInvitation(ctx, st, ws.ID, email); !errors.Is(err, store.ErrNotFound) {
+				if _, err := storetest.PendingInvitation(ctx, st, ws.Name, email); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("round %d: invitation still pending after the race", i)
 				}
 			}
@@ -199,7 +199,7 @@ func TestLifecycle_Races(t *testing.T) {
 				// Either outcome of the accept is right; the state after is checked below.
 				race(func() { _, _ = st.Accept(ctx, "acme", email, email) }, reinvite, reinvite, reinvite)
 				_, memberErr := st.Membership(ctx, "acme", email)
-				_, pendingErr := storetest.PendingInvitation(ctx, st, ws.ID, email)
+				_, pendingErr := storetest.PendingInvitation(ctx, st, ws.Name, email)
 				if memberErr == nil && pendingErr == nil {
 					t.Errorf("round %d: %s is a member and still has a pending invitation", i, email)
 				}

@@ -33,6 +33,12 @@ type ListPosition struct {
 	ID        int64
 }
 
+// workspaceIDByName is the id of the workspace named by the statement's
+// parameter, found through the unique index on the name inside the
+// statement that needs it (NULL, so no row, for an unknown name): reads
+// that name their workspace cost no lookup of their own.
+const workspaceIDByName = "(SELECT id FROM workspaces WHERE name = ?)"
+
 // MaxListLimit bounds a page (the YAML says the same).
 const MaxListLimit = 1000
 
@@ -43,19 +49,25 @@ const MaxListLimit = 1000
 // more entries follow (nil when the list is done). Both tables are read in
 // one snapshot (a read-only transaction), so a user accepting meanwhile is
 // listed once, as the invitation or as the member, never neither.
-// An error returned by fn stops the walk and is returned as it is.
-func (s *Store) EachUser(ctx context.Context, workspaceID int64, after *ListPosition, limit int, fn func(UserEntry, ListPosition) error) (*ListPosition, error) {
+// An error returned by fn stops the walk and is returned as it is. An
+// unknown workspace lists nothing. Each statement finds the workspace by
+// its name itself (workspaceIDByName), so the name costs no round trip of
+// its own: the handler has the membership already.
+func (s *Store) EachUser(ctx context.Context, workspaceName string, after *ListPosition, limit int, fn func(UserEntry, ListPosition) error) (*ListPosition, error) {
+	if !storable(workspaceName) {
+		return nil, nil
+	}
 	var next *ListPosition
 	err := s.readSnapshot(ctx, func(tx *gorm.DB) error {
 		w := walk{ctx: ctx, limit: limit}
 		if after == nil || after.Kind <= KindMember {
-			if err := w.members(tx, workspaceID, after, fn); err != nil || w.next != nil {
+			if err := w.members(tx, workspaceName, after, fn); err != nil || w.next != nil {
 				next = w.next
 				return err
 			}
 			after = nil
 		}
-		err := w.invitations(tx, workspaceID, after, s.now(), fn)
+		err := w.invitations(tx, workspaceName, after, s.now(), fn)
 		next = w.next
 		return err
 	})
@@ -97,14 +109,14 @@ func (w *walk) take(pos ListPosition) (bool, error) {
 	return true, nil
 }
 
-func (w *walk) members(tx *gorm.DB, workspaceID int64, after *ListPosition, fn func(UserEntry, ListPosition) error) error {
+func (w *walk) members(tx *gorm.DB, workspaceName string, after *ListPosition, fn func(UserEntry, ListPosition) error) error {
 	// Service accounts are members too (service_accounts.go) but are never
 	// shown as people: /service_accounts lists them. A literal, not a bound
 	// parameter: PostgreSQL's generic plan for "source <> $2", with source
 	// nearly always '' (one distinct value), estimates no row at all and
 	// sorts instead of walking idx_members_list (TestLists_Plans).
 	q := tx.Table("members").Select("id, created_at, sub, email, role, source").
-		Where("workspace_id = ? AND source <> '"+SourceServiceAccount+"'", workspaceID)
+		Where("workspace_id = "+workspaceIDByName+" AND source <> '"+SourceServiceAccount+"'", workspaceName)
 	if after != nil {
 		q = q.Where("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
 	}
@@ -132,11 +144,11 @@ func (w *walk) members(tx *gorm.DB, workspaceID int64, after *ListPosition, fn f
 	return nil
 }
 
-func (w *walk) invitations(tx *gorm.DB, workspaceID int64, after *ListPosition, now time.Time, fn func(UserEntry, ListPosition) error) error {
+func (w *walk) invitations(tx *gorm.DB, workspaceName string, after *ListPosition, now time.Time, fn func(UserEntry, ListPosition) error) error {
 	// status is a literal, not a parameter: PostgreSQL's generic plan can
 	// use the partial index only for a condition it can prove.
 	q := tx.Table("invitations").Select("id, created_at, email, role, expires_at").
-		Where("workspace_id = ? AND status = '"+InvitationPending+"'", workspaceID)
+		Where("workspace_id = "+workspaceIDByName+" AND status = '"+InvitationPending+"'", workspaceName)
 	if after != nil {
 		q = q.Where("(created_at, id) > (?, ?)", after.CreatedAt, after.ID)
 	}

@@ -12,9 +12,9 @@ import (
 )
 
 // listUsers reads a workspace's whole user list.
-func listUsers(ctx context.Context, st *store.Store, workspaceID int64) ([]store.UserEntry, error) {
+func listUsers(ctx context.Context, st *store.Store, workspaceName string) ([]store.UserEntry, error) {
 	var users []store.UserEntry
-	_, err := st.EachUser(ctx, workspaceID, nil, 0, func(u store.UserEntry, _ store.ListPosition) error {
+	_, err := st.EachUser(ctx, workspaceName, nil, 0, func(u store.UserEntry, _ store.ListPosition) error {
 		users = append(users, u)
 		return nil
 	})
@@ -23,7 +23,7 @@ func listUsers(ctx context.Context, st *store.Store, workspaceID int64) ([]store
 
 // pageUsers walks the user list limit entries at a time, as a client
 // following Link headers does, and returns what it saw in order.
-func pageUsers(t *testing.T, st *store.Store, workspaceID int64, limit int) []store.UserEntry {
+func pageUsers(t *testing.T, st *store.Store, workspaceName string, limit int) []store.UserEntry {
 	t.Helper()
 	var all []store.UserEntry
 	var after *store.ListPosition
@@ -32,7 +32,7 @@ func pageUsers(t *testing.T, st *store.Store, workspaceID int64, limit int) []st
 			t.Fatal("the walk does not end")
 		}
 		n := 0
-		next, err := st.EachUser(context.Background(), workspaceID, after, limit, func(u store.UserEntry, _ store.ListPosition) error {
+		next, err := st.EachUser(context.Background(), workspaceName, after, limit, func(u store.UserEntry, _ store.ListPosition) error {
 			all = append(all, u)
 			n++
 			return nil
@@ -89,11 +89,11 @@ func TestLists_UsersOrderAndPages(t *testing.T) {
 			var got []store.UserEntry
 			if limit == 0 {
 				var err error
-				if got, err = listUsers(ctx, st, ws.ID); err != nil {
+				if got, err = listUsers(ctx, st, ws.Name); err != nil {
 					t.Fatal(err)
 				}
 			} else {
-				got = pageUsers(t, st, ws.ID, limit)
+				got = pageUsers(t, st, ws.Name, limit)
 			}
 			var emails []string
 			for _, u := range got {
@@ -191,7 +191,7 @@ func TestLists_ResumeAfterInsertsAndStop(t *testing.T) {
 		}
 		var seen []string
 		take := func(u store.UserEntry, _ store.ListPosition) error { seen = append(seen, u.Email); return nil }
-		next, err := st.EachUser(ctx, ws.ID, nil, 2, take)
+		next, err := st.EachUser(ctx, ws.Name, nil, 2, take)
 		if err != nil || next == nil {
 			t.Fatalf("first page: next %v, err %v", next, err)
 		}
@@ -203,7 +203,7 @@ func TestLists_ResumeAfterInsertsAndStop(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustInvite(t, st, ws, "later@example.com")
-		if _, err := st.EachUser(ctx, ws.ID, next, 0, take); err != nil {
+		if _, err := st.EachUser(ctx, ws.Name, next, 0, take); err != nil {
 			t.Fatal(err)
 		}
 		want := []string{"admin@acme.test", "i0@example.com", "i1@example.com", "i2@example.com", "i3@example.com", "later@example.com"}
@@ -213,7 +213,7 @@ func TestLists_ResumeAfterInsertsAndStop(t *testing.T) {
 
 		stop := fmt.Errorf("stop")
 		n := 0
-		_, err = st.EachUser(ctx, ws.ID, nil, 0, func(store.UserEntry, store.ListPosition) error { n++; return stop })
+		_, err = st.EachUser(ctx, ws.Name, nil, 0, func(store.UserEntry, store.ListPosition) error { n++; return stop })
 		if err != stop || n != 1 { //nolint:errorlint // fn's own error, as is: identity is the point
 			t.Errorf("fn's error: got %v after %d entries, want it back after 1", err, n)
 		}

@@ -17,16 +17,16 @@ func storedAndCounted(t *testing.T, st *store.Store, name string) (stored, count
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := listUsersCount(st, ws.ID)
+	n, err := listUsersCount(st, ws.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ws.MemberCount, n
 }
 
-func listUsersCount(st *store.Store, workspaceID int64) (int64, error) {
+func listUsersCount(st *store.Store, workspaceName string) (int64, error) {
 	var n int64
-	_, err := st.EachUser(context.Background(), workspaceID, nil, 0, func(u store.UserEntry, _ store.ListPosition) error {
+	_, err := st.EachUser(context.Background(), workspaceName, nil, 0, func(u store.UserEntry, _ store.ListPosition) error {
 		if u.Accepted {
 			n++
 		}

@@ -160,7 +160,7 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		must("invite dave", invite("dave@acme.test", time.Minute))
 		clk.Advance(2 * time.Minute)
 		must("re-invite dave after expiry (slow path)", invite("dave@acme.test", time.Hour))
-		_, err = storetest.PendingInvitation(ctx, st, ws.ID, "carol@acme.test")
+		_, err = storetest.PendingInvitation(ctx, st, ws.Name, "carol@acme.test")
 		must("pending invitation", err)
 		_, err = st.Membership(ctx, "acme", "bob")
 		must("membership", err)
@@ -234,6 +234,14 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		must("take over an expired key", err)
 		_, err = st.SweepIdempotencyKeys(ctx)
 		must("sweep keys", err)
+		// a workspace's webhook endpoints, read by the workspace's name.
+		hook := "https://hooks.acme.test/"
+		ep, err := st.CreateWebhook(ctx, "acme", "admin-acme", store.WebhookInput{URL: &hook})
+		must("create a webhook endpoint", err)
+		_, err = st.Webhooks(ctx, "acme")
+		must("list the webhook endpoints", err)
+		_, err = st.Webhook(ctx, "acme", ep.ID)
+		must("read a webhook endpoint", err)
 
 		type stmt struct {
 			sql  string

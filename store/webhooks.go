@@ -195,10 +195,16 @@ func RedactURL(raw string) string {
 func findWebhook(tx *gorm.DB, workspaceID, id int64) (WebhookEndpoint, error) {
 	var e WebhookEndpoint
 	err := tx.Where("workspace_id = ? AND id = ?", workspaceID, id).Take(&e).Error
+	return e, webhookNotFound(err, id)
+}
+
+// webhookNotFound is the error of a lookup of endpoint id: ErrNotFound
+// for no row.
+func webhookNotFound(err error, id int64) error {
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return WebhookEndpoint{}, codedf(ErrNotFound, CodeWebhookNotFound, "webhook endpoint %d not found in this workspace", id)
+		return codedf(ErrNotFound, CodeWebhookNotFound, "webhook endpoint %d not found in this workspace", id)
 	}
-	return e, err
+	return err
 }
 
 // CreateWebhook registers an endpoint (admins only) with a new secret,
@@ -240,16 +246,26 @@ func (s *Store) CreateWebhook(ctx context.Context, workspaceName, by string, in 
 	return e, err
 }
 
-// Webhooks lists a workspace's endpoints, oldest first.
-func (s *Store) Webhooks(ctx context.Context, workspaceID int64) ([]WebhookEndpoint, error) {
+// Webhooks lists a workspace's endpoints, oldest first (none for an
+// unknown workspace).
+func (s *Store) Webhooks(ctx context.Context, workspaceName string) ([]WebhookEndpoint, error) {
 	out := []WebhookEndpoint{}
-	err := s.read.WithContext(ctx).Where("workspace_id = ?", workspaceID).Order("id").Find(&out).Error
+	if !storable(workspaceName) {
+		return out, nil
+	}
+	err := s.read.WithContext(ctx).Where("workspace_id = "+workspaceIDByName, workspaceName).Order("id").Find(&out).Error
 	return out, err
 }
 
-// Webhook returns one endpoint of a workspace; ErrNotFound if none.
-func (s *Store) Webhook(ctx context.Context, workspaceID, id int64) (WebhookEndpoint, error) {
-	return findWebhook(s.read.WithContext(ctx), workspaceID, id)
+// Webhook returns one endpoint of a workspace; ErrNotFound if none (or no
+// such workspace).
+func (s *Store) Webhook(ctx context.Context, workspaceName string, id int64) (WebhookEndpoint, error) {
+	if !storable(workspaceName) {
+		return WebhookEndpoint{}, codedf(ErrNotFound, CodeWebhookNotFound, "webhook endpoint %d not found in this workspace", id)
+	}
+	var e WebhookEndpoint
+	err := s.read.WithContext(ctx).Where("workspace_id = "+workspaceIDByName+" AND id = ?", workspaceName, id).Take(&e).Error
+	return e, webhookNotFound(err, id)
 }
 
 // UpdateWebhook changes an endpoint (admins only); enabling it clears its

@@ -76,7 +76,7 @@ func TestSeed_RowsActLikeTheApps(t *testing.T) {
 			if _, err := invite("USER-7@Big.test"); !errors.Is(err, store.ErrConflict) {
 				t.Errorf("invite of a seeded member's email: got %v, want ErrConflict", err)
 			}
-			seeded, err := storetest.PendingInvitation(ctx, st, m.Workspace.ID, "invitee-5@big.test")
+			seeded, err := storetest.PendingInvitation(ctx, st, m.Workspace.Name, "invitee-5@big.test")
 			if err != nil {
 				t.Fatalf("seeded pending invitation: %v", err)
 			}

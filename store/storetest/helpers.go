@@ -166,16 +166,17 @@ func CountRows(ctx context.Context, st *store.Store) (map[string]int64, error) {
 	return counts, nil
 }
 
-// PendingInvitation returns the pending invitation for email in a
-// workspace. Returns store.ErrNotFound if there is none.
-func PendingInvitation(ctx context.Context, st *store.Store, workspaceID int64, email string) (store.Invitation, error) {
+// PendingInvitation returns the pending invitation for email in the
+// workspace called workspaceName. Returns store.ErrNotFound if there is none.
+func PendingInvitation(ctx context.Context, st *store.Store, workspaceName, email string) (store.Invitation, error) {
 	db, err := sideDB(st)
 	if err != nil {
 		return store.Invitation{}, err
 	}
 	var inv store.Invitation
 	err = db.WithContext(ctx).
-		Where("workspace_id = ? AND email = ? AND status = ?", workspaceID, store.NormalizeEmail(email), store.InvitationPending).
+		Where("workspace_id = (SELECT id FROM workspaces WHERE name = ?) AND email = ? AND status = ?",
+			workspaceName, store.NormalizeEmail(email), store.InvitationPending).
 		Take(&inv).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return store.Invitation{}, &store.Error{Kind: store.ErrNotFound, Message: "invitation not found"}
