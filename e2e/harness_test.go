@@ -777,7 +777,7 @@ func checkResponse(t testing.TB, req *http.Request, resp *http.Response, body []
 }
 
 // checkErrorBody: an error answer is upstream's Error, filled: code is the
-// status, error a kind the README's error table lists, message says what
+// status, error a kind docs/api/errors.md lists, message says what
 // was wrong, request_id is the X-Request-Id header's.
 func checkErrorBody(t testing.TB, req *http.Request, resp *http.Response, body []byte) {
 	t.Helper()
@@ -790,21 +790,21 @@ func checkErrorBody(t testing.TB, req *http.Request, resp *http.Response, body [
 		return
 	}
 	if kinds := readmeErrorKinds(t); !kinds[e.Error] {
-		t.Errorf("%s %s: error kind %q is not in the README's error table", req.Method, req.URL.Path, e.Error)
+		t.Errorf("%s %s: error kind %q is not in docs/api/errors.md's error table", req.Method, req.URL.Path, e.Error)
 	}
 	if e.RequestId == nil || *e.RequestId != resp.Header.Get("X-Request-Id") {
 		t.Errorf("%s %s: request_id %v, want the X-Request-Id header's %q", req.Method, req.URL.Path, e.RequestId, resp.Header.Get("X-Request-Id"))
 	}
 }
 
-// readmeErrorKinds are the kinds the README's error table lists (rows
+// readmeErrorKinds are the kinds docs/api/errors.md's error table lists (rows
 // starting with | `kind` |, under the heading "### Error kinds").
 var readmeErrorKinds = func() func(testing.TB) map[string]bool {
 	var once sync.Once
 	kinds := map[string]bool{}
 	return func(t testing.TB) map[string]bool {
 		once.Do(func() {
-			raw, err := os.ReadFile("../README.md")
+			raw, err := os.ReadFile("../docs/api/errors.md")
 			if err != nil {
 				t.Fatal(err)
 			}
