@@ -17,9 +17,13 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// redisURL is the Redis of TEST_REDIS_URL (default the local one); empty skips.
+// redisURL is the Redis of TEST_REDIS_URL (default the local one, except
+// under -short, which needs no services); empty skips.
 func redisURL(tb testing.TB) string {
 	url, set := os.LookupEnv("TEST_REDIS_URL")
+	if !set && testing.Short() {
+		tb.Skip("-short and TEST_REDIS_URL unset: skipping the Redis tests (make test sets it)")
+	}
 	if !set {
 		url = "redis://127.0.0.1:6379/0"
 	}
