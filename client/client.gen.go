@@ -315,7 +315,7 @@ type AuditActorKind string
 
 // AuditEvent One immutable audit event: who (actor) did what (action) to what (target), with the changed fields before and after. Never a secret. Also the `data` of every webhook event.
 type AuditEvent struct {
-	// Action an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+	// Action an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	Action WebhookEventType `json:"action"`
 
 	// Actor who made a change
@@ -373,7 +373,7 @@ type BulkInviteResult struct {
 	// Email the row's email as sent
 	Email string `json:"email"`
 
-	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 	Error *Error `json:"error,omitempty"`
 
 	// Invitation Pending invitation in workspace
@@ -389,7 +389,7 @@ type EmailDomainPolicy struct {
 	Deny  *[]string `json:"deny,omitempty"`
 }
 
-// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Error struct {
 	// Code HTTP status code of the error
 	//
@@ -487,7 +487,7 @@ type OAuthTokenRequest struct {
 	// Example: client_credentials
 	GrantType *string `json:"grant_type,omitempty"`
 
-	// Scope space-separated scopes the token should carry, each one the service account may hold; omitted: its default scopes (README, "Machine identities")
+	// Scope space-separated scopes the token should carry, each one the service account may hold; omitted: its default scopes (docs/api/service-accounts.md, "Machine identities")
 	//
 	// Example: workspaces:list
 	Scope *string `json:"scope,omitempty"`
@@ -681,7 +681,7 @@ type WebhookDelivery struct {
 	// Error what went wrong, when something did
 	Error *string `json:"error,omitempty"`
 
-	// EventType an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+	// EventType an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	EventType WebhookEventType `json:"eventType"`
 
 	// LatencyMs milliseconds until the answer (or the failure)
@@ -760,11 +760,11 @@ type WebhookEvent struct {
 	// Timestamp when the event happened
 	Timestamp time.Time `json:"timestamp"`
 
-	// Type an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+	// Type an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	Type WebhookEventType `json:"type"`
 }
 
-// WebhookEventType an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+// WebhookEventType an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 type WebhookEventType string
 
 // Workspace Tenant container that groups all Blaxel resources (agents, functions, models, etc.) with shared team access control and billing.
@@ -938,34 +938,34 @@ type WorkspaceHeader = string
 // WorkspaceNamePath defines model for WorkspaceNamePath.
 type WorkspaceNamePath = string
 
-// BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
-// Conflict Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Conflict Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Conflict = Error
 
-// Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Forbidden = Error
 
-// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type IdempotencyKeyReused = Error
 
-// InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type InternalError = Error
 
-// NotFound Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// NotFound Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type NotFound = Error
 
-// PayloadTooLarge Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// PayloadTooLarge Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type PayloadTooLarge = Error
 
-// TooManyRequests Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// TooManyRequests Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type TooManyRequests = Error
 
-// Unauthorized Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Unauthorized Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Unauthorized = Error
 
-// UnsupportedMediaType Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// UnsupportedMediaType Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type UnsupportedMediaType = Error
 
 // ListAuditEventsParams defines parameters for ListAuditEvents.
@@ -1373,7 +1373,7 @@ type ClientInterface interface {
 
 	// ListAuditEvents List the workspace's audit events
 	//
-	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 	//
 	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
 	ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1750,7 +1750,7 @@ type ClientInterface interface {
 
 // ListAuditEvents List the workspace's audit events
 //
-// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 //
 // Corresponds with GET /audit (the `ListAuditEvents` operationId).
 func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4367,7 +4367,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListAuditEventsWithResponse List the workspace's audit events
 	//
-	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -8224,7 +8224,7 @@ func (r LeaveWorkspaceResponse) ContentType() string {
 
 // ListAuditEventsWithResponse List the workspace's audit events
 //
-// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 //
 // Returns a wrapper object for the known response body format(s).
 //

@@ -320,7 +320,7 @@ type AuditActorKind string
 
 // AuditEvent One immutable audit event: who (actor) did what (action) to what (target), with the changed fields before and after. Never a secret. Also the `data` of every webhook event.
 type AuditEvent struct {
-	// Action an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+	// Action an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	Action WebhookEventType `json:"action"`
 
 	// Actor who made a change
@@ -378,7 +378,7 @@ type BulkInviteResult struct {
 	// Email the row's email as sent
 	Email string `json:"email"`
 
-	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+	// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 	Error *Error `json:"error,omitempty"`
 
 	// Invitation Pending invitation in workspace
@@ -394,7 +394,7 @@ type EmailDomainPolicy struct {
 	Deny  *[]string `json:"deny,omitempty"`
 }
 
-// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Error Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Error struct {
 	// Code HTTP status code of the error
 	//
@@ -492,7 +492,7 @@ type OAuthTokenRequest struct {
 	// Example: client_credentials
 	GrantType *string `json:"grant_type,omitempty"`
 
-	// Scope space-separated scopes the token should carry, each one the service account may hold; omitted: its default scopes (README, "Machine identities")
+	// Scope space-separated scopes the token should carry, each one the service account may hold; omitted: its default scopes (docs/api/service-accounts.md, "Machine identities")
 	//
 	// Example: workspaces:list
 	Scope *string `json:"scope,omitempty"`
@@ -686,7 +686,7 @@ type WebhookDelivery struct {
 	// Error what went wrong, when something did
 	Error *string `json:"error,omitempty"`
 
-	// EventType an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+	// EventType an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	EventType WebhookEventType `json:"eventType"`
 
 	// LatencyMs milliseconds until the answer (or the failure)
@@ -765,11 +765,11 @@ type WebhookEvent struct {
 	// Timestamp when the event happened
 	Timestamp time.Time `json:"timestamp"`
 
-	// Type an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+	// Type an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 	Type WebhookEventType `json:"type"`
 }
 
-// WebhookEventType an event type (README, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
+// WebhookEventType an event type (docs/api/audit-and-webhooks.md, "Event catalogue"); workspace.created and workspace.deleted are recorded in the audit log but reach no endpoint, since an endpoint belongs to its workspace and lives exactly as long
 type WebhookEventType string
 
 // Workspace Tenant container that groups all Blaxel resources (agents, functions, models, etc.) with shared team access control and billing.
@@ -943,34 +943,34 @@ type WorkspaceHeader = string
 // WorkspaceNamePath defines model for WorkspaceNamePath.
 type WorkspaceNamePath = string
 
-// BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// BadRequest Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type BadRequest = Error
 
-// Conflict Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Conflict Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Conflict = Error
 
-// Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Forbidden Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Forbidden = Error
 
-// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// IdempotencyKeyReused Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type IdempotencyKeyReused = Error
 
-// InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// InternalError Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type InternalError = Error
 
-// NotFound Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// NotFound Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type NotFound = Error
 
-// PayloadTooLarge Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// PayloadTooLarge Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type PayloadTooLarge = Error
 
-// TooManyRequests Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// TooManyRequests Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type TooManyRequests = Error
 
-// Unauthorized Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// Unauthorized Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type Unauthorized = Error
 
-// UnsupportedMediaType Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: the README lists them) and message (what was wrong and what to do); request_id is its addition.
+// UnsupportedMediaType Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type UnsupportedMediaType = Error
 
 // ListAuditEventsParams defines parameters for ListAuditEvents.
@@ -1378,7 +1378,7 @@ type ClientInterface interface {
 
 	// ListAuditEvents List the workspace's audit events
 	//
-	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 	//
 	// Corresponds with GET /audit (the `ListAuditEvents` operationId).
 	ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1755,7 +1755,7 @@ type ClientInterface interface {
 
 // ListAuditEvents List the workspace's audit events
 //
-// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 //
 // Corresponds with GET /audit (the `ListAuditEvents` operationId).
 func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4372,7 +4372,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListAuditEventsWithResponse List the workspace's audit events
 	//
-	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+	// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -8229,7 +8229,7 @@ func (r LeaveWorkspaceResponse) ContentType() string {
 
 // ListAuditEventsWithResponse List the workspace's audit events
 //
-// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (the README lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
+// Additive extension: the workspace's audit log, newest first, one immutable event per change to membership, invitations, roles, API keys, webhook endpoints and the workspace itself (docs/api/audit-and-webhooks.md lists the event types). Admins only. Filtered by time range, action and actor; paged with `limit` (default 100) and the cursor of the `Link` header.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -19417,168 +19417,168 @@ var swaggerSpec = []string{
 	"7kfTSfDj6BnJmFyRpR2tQJwVQi2fESoJCvDwb3AZw1/a8QAHiNXAMyZd4ERHrLXjWyTYipN4so2L9fmW",
 	"BfUeJ/wYO0SPyh0F11CZ0TJDGiLeF1fb+tF5gbc2iEy0FuRmcHUMvYN9TxP4xmhC3lh0dMqcj1HB3X3q",
 	"ole+ub1FsuYG5VCxpCsrBwhhxbCMIZMO0H6UOBCH1ImqCclpuuCSja2CD/qRVbSIrtKFJeqYF9UK0OjP",
-	"ucTLAMNlzl+evPjpJWAfmOnzETp+mdbUyt9Lb6ddlspqotJpW0aRTIFRG7bkkmeWx1lc9RpAH3vs6vrn",
-	"EBI4rN9JzciBAqH86cG3fZoOOFV7WjgRtF6oEid2ppEV8l+3Z1aj635pcO6dLt4FBj4XHWOUbqci66py",
-	"KpsDwiP0+4pDpxYS3GEr28EWt+A4dfba0Fy5QSm5jEmubxoNZE+T0xcJoVapdab2lr5S04CLPXGGC0Rg",
-	"h9VCzQlYqNrKzTGY98GYBsRSskKVGExGilJNBcstdfjYOhdv0Pr68NBi1eHRX0lRcolq/8nF89PTUDzG",
-	"2bkhGGMoWUKY0IzMmWQlNQ3ZIrgWCQOOcnj0161SDiBD7DL4sVRVUUcP/ESLwr7f22/3gEyZWTLLNiQ5",
-	"zc7I3L7tNM+24xfEsIyXzCo4K6JXMu2RDrz983rLojuM5kPoEX8/eCnnXDJml/p+kJD3gzNBjRVX3w/a",
-	"xrtgYBTDovLluUK/I9Waz2Xfv0uGHQk0tFvBI3s+8MRueWB3dc/6Z9U7lp+YoRk19BWdMhT24zaIX/uL",
-	"ai/m72w1xhjQgvISfXmqnFPJ/4M71jfjwsAW1W5ZPSH4YZJSSaYMneVGkZQaNgcXTzPW4iaTN7xUMmfS",
-	"JJYy7DISYhjNXfjdiqSVNionht4qqfLVJGbteH1SmUV9s+3mkPDiWte/ACh/2dqMqPJcXwOoORRMFYKh",
-	"E+wv/+vpt+T//d9vJkejXU6tZxFuz9G5ko/JFfxw5eOTz394vucuC3sqPfiJtldqG+YJOcUQObTo1de0",
-	"v7zJ0M6XeA6dBDfbKCFaOS7o1HDL1rWPwcPAXLqa1AfzRl2zyC62Vnno7N1oba4XG7Ml2mGXJj6nBeDf",
-	"3r2xKKeZ5S6avB+cOPciagzojns/GNzRMdR2FtsPIajunZB9PPlLIIsFlzPEusSBhkc6mDalJUZPAusY",
-	"a1ZQ4OhR24Z9Y43nwklUuOoWj6t/2nwFtDa89a3WfvnVfVhHnoAFa20bATI8nTydHHXRAV6bkJeAdk5/",
-	"55qoAlkbAYsh4DLYtQIvb88gUYfYcUn8Z/c0MazMNRl6G4X75MjfoN7M45SRZw4IQPs6GOVaqiUEzPC5",
-	"VPYTITt4MjkaRcRAIKHLdVa22tDlTKPoEZQueBykxe+p5mkMLdzUaL3fOD0O+YRPzEsqzRrMy52b04HR",
-	"9rI3aBh93HfJxEmnQxx9MtIL0IMtNa0SNGNZNIhYFUERXSiRPSMKrb/HIMH7EFw39RB1BCs8/IRqh5Ok",
-	"7YF2xYj66tfHVqfY7QoP3d99y4p96D0E9t45Y6W2yrJM+w4+8BCw7PtVXA7uuDHrjVguFHGvkjDoahcX",
-	"alVkn/pJ9+odPxnbwb5Z5eHDFNYYncA77W0t6+6fExPfPbs/GLzE7R3rPReBOay5jPpBAGBjiZ6Md5nv",
-	"LuqePH+FYZp384XU+sI6L0hfFnJnGS6Sy1Yc8vbjP0lTVkT2NDI3xaHJfZxmayM2ej6bCNCd0PmcyWhw",
-	"/Pa96slS4BK/q5USv3/i3rZ4+1UiO4yKuSZdslC4TWGcyDrSiUHabAoAvJXwPmGfT+v3P4kc45dzALcd",
-	"cEzeN+j6fmBZ9HuPHpegfsYF5p1RfM3a3oWxz/VkLzD0+M5zvutOcBdyOmmIobO57o7icgaGoqJPZSXM",
-	"QIYubqfZNdjcUY/wMq4LQVdxE4b/nhuEeSZW+4arfy05RYO83FSnLwafdnF2MTCOR2Bnuh+eOaM5F6vL",
-	"eNgYvIoj1lwgyQBScje9jzm7617fGFL2WZv4bodr8W6I0tymIaoMdo7C23ob77K4dxGiXQumG7KrZ/oV",
-	"hPbPUGp0LmpnqW0lInlvyaZwm95Kur4X+5FLjIKJmBXr6HQ7LAqFm8/NEN28C5R6A06zsy540RGYa70w",
-	"qvih8H5JI9zsuYsagmtVG5oXsRk2mr+6sIRPd0a+7iTrUNdfeJsugva+nrv0IadPRHfhFdXGKRybNmL7",
-	"IZ7H7+NIsmc8kAVM3lyCphkGnmjSRFlOyHOnjVFNrvBXV67Apy4+I0qKFaQrw7VjdVnL6MgV/PtqstHS",
-	"3Nv09hrfcbO4qI0IXwhlN9sq1syFw8kQFl+7KpWMxcY9kseDkEegQPfFeivJ3812cUftoM4PgzA+nOIO",
-	"ZovP+Zqb4tMsFi729QUT/IaVETlLSXt94lNCjWF5REv1v/fePqyD7V1tDBzoHWXea3sHh3LHT+tMh1rl",
-	"zCyscJzFo/BYHdz7CcHAgkJG5k8RzMq5ELxvofc1QPziMbdxFIZ1rktGr33Z62Jbr1wA4JhnV2gvHdbu",
-	"j9pNHGy0PUE3ZZQrqcqkKsYK3LGzjAwpObq9HSUueW645EKQKSNQ2APrlIwSn3E3REG3KkIvYz0XoKmB",
-	"MgI4Ph4Iv2soUh2jdeBtyJKR1G7FsGSzSttHlnYye1mNotu9JTzX76Q2tNw9Mrfjy2iONETFZNAQlJvG",
-	"LTzEueaEPqwn4Jc+GLTvhyFvz1+5YEiWMn7jzNRhcCyApDezwt3ikVuW323XV/855Fqw7JxRHfd/QvkE",
-	"y/X80KQOReBRgwyTMKw/14wKzbDaiZ+LDKeNKIN+YIjG92kfwMuUIkLJeYBLU6UEo7LFZvSGKHjQzTHm",
-	"75mLBcsZlZpQIRxnzEPt4q7sqqtgOPAvuIzpgNr+jJvoAtA8t19Q7Wg6aUoJrUimdo5OR+lsB5a3yVWk",
-	"+Rwyar3MdbVcaJZeXpF/IVOq2V+e2j17ckRKKjOVk+nKMD069pqS48RGgaTrxTOQWgfb7uPdFtnyPPSf",
-	"lhFTxMKYQju6dEiB+e5nry/eQODCboH6dvIW0jX4ngTUGy5rBx5yKosqykgkWzYZN030ecdy0KbxLWV/",
-	"7kYyzrveFDcru/TzOXTThDR+EwmR3HyQz4j9E5UhyyaEUsWUptekAgPd1XjsNk6PIXpz7AdcTchZyW+8",
-	"nCe4vB4LlVLhk9kZYoa7zZBQUyUlgyJhnciqo4N4aaUQc+xCdsCCt4Ay/SVj5gacBe1hQ30yTtjWhq6s",
-	"8giMg5bs87FlHTu3Ei/BpxoKZDiWXrvPh3Z7U8EoxvXWMpmVW+xN4N6wD3dg7V8WyXY40bXHF0/js8oE",
-	"ZFn3Uudqdj+sQ3HdVPoYyC5pNLHEKiR0lLhSZ01gfCiTJs2/6hcx2av+3b5OTVUyX19L9+MT7Jd2SrTC",
-	"FTtBDhXG9dIccpMFLQom75BmZT5Jc4jn4YR6LSzyw5bTfBOPr5EBawyjA+AdklJDhZpX7P1g9CwoFOX9",
-	"6xBCXP8KaYX2V+A0qSozDFPBMgMZNxBwOq0M1usgUtWEZZHBShAWHk9rU2ZFJO1v3SYQEVmcFUHZLU2N",
-	"AOYgXLytUxUa98akUaSDH0s2K5ledH9GB2r314ylgsv+FDfquvsjevW6I5Vgly4/sjZdrfsVq+M1Pwg2",
-	"M2EeXbCe5rdGfe8dR+s3MENfuvyDy+YtlyoWzO1/aVbZySILxnafNPN2nwQwdRLQwmV1HwWr6z7aMKHn",
-	"3s2ziWHaRFXFlnvjoUtC4N7ENPXG+eAtaXHDxKc5WppIn59W5F3fGRAGSqmqcMHQEQkLoqnHRo3BHpy7",
-	"cZFYaDK8eH7608jFNbsYtAUvdhW44mHbEW1lwQtKT+VM7Ry88Lf6jXXeyMqoJjLd1ZltmBLfyVIn6sDm",
-	"TUB1wqB3d4E1J5qvxstNJ1qyedT820wJxZKIG9cuDTFeMm3Ga1Kq0aj43GLrLhHcgf7WDQcpx7WJEpBf",
-	"kyGd241KyKySqSvelKuMCZ0QTWU2VbdMJ1iXCMJPf1FTnZAbJarc/jMr7bXhfzAsLwQ1WOTTsDlWSvFi",
-	"MUwOdVvZUicukNtxzjql1pGlnSGnc6ZHE2LPnxSqqAQgCggNPzLTbKyvoeYkn39Fu7aPK//OYs5kPS41",
-	"t3tZSW912gnDz934DZaxBkhnGhs6rpzUgQFTLrPw36mSMz6vMMWxzlUKf4WsG5f3FFrzgrumNXfwQzNN",
-	"eIu1f4bpB0mT7NFgqn+0vXQKrHadwQh/B3YWliq02wOqmmZY1AAj3V2i1w6W9H642BsmqYQaiYZyyVy1",
-	"TeCWaNjBYipBFsImimAmnWA9aKIXtGQZpCb42GRX2gRLS3MhnB7YFyL9tp/cUC7olAtuVrFNgsxfNQtz",
-	"YsYQ/UGDFzEHOxIYj2Ni7sh3Cwa1CIMMJRaInRhhwjWpp5hEVa+dk7tuC0Glq4ZVccxdwqsMb08n0b49",
-	"nZCXYDfAjMLI10O2GEetn7q5fzgQgcAacMsFhnD7ZVay+dRaAOrK7BTj3me+cuZlySBXImv9OPU1epqf",
-	"bi6Lks34bayu+yYs+Vt483Y2+vTs5IRYFiU4lY7JMFcPJKhCe+XI/yWq6Vck55ay0OLsno0Fu2GCXMFF",
-	"f9nMeUVolilJhpYoMStkrHnGsCwUlrNEA6zwiUAXpuQF8zTgDGmjCbmqpKYzduV0GU2gqtA4KLpdmDFU",
-	"BFXzufDVvpvHmhlj5aDanNF4A7xv1UfeQ6IzPLHAT9aFOr5cZ7d4U1aBY6+gwKP8VxZoOiG97cedoqnh",
-	"N2xCLj5vw56RlEq7lmlQCia+IXH6xN2+m7z2Ft/ZASPf1rP3pYwGQtwif6547hPyZtv52t2d0vSayYyA",
-	"Uq7JVW3QdVaL2nh6FUnx33iuOS2vdTcZj2oEdozbRoY/v35Tn60ZJZAtXvLM58e2yQbRjPwANis/P4tM",
-	"30y55tDWe57Pf3j+5MmTbxu7T4OgfoOXVm+nuqagCbmwA+tyroCIk88M3IfwN56Roa6mI+8zhgI0eLuG",
-	"AOAuO/A+FZqNyHjeCG2d7cIHxMs2eAF5x3egZ8hZSbUpq9RUEVOo01Cisv1p61XSDCU3rNTxzw3pbMZS",
-	"E9yuZMbA6oZ1VDNWCLXKoaMEW9Ab7mS8RhG5fhKNVERpfWdyv8DxF47mtuxyd/R6QXe8tLzOQdPZfMzG",
-	"KgrBnaVaiHpks+5+ON0kFghpt+6sVFb0eqXm82i68TsgEItT67/T4gL2krs4+fnF96///fLF6cXJ969e",
-	"Xp6dv37+8uLi8tXrH388/flH0CcgxR9hgDusQECINpmqzL42GSshHdzCVdeg1x6KMS04uTmYHE2O/vov",
-	"MUaw8TAsAW5SNVzNu36iJBjiNoqDEFpp7zc/vEcsdQ5N1Bofj/Ftg7YhBQCMaTes5DO+C6R1rRYL8ZQx",
-	"oDt8NwqdMyVunDcI415ABV5vfuzPtzE4ubPmzwhT7sy0OWA5nhDQmWJdboBLsupHn6HNwLF6mKIo1Q23",
-	"LI63rMS1derSZeq3EAaV/cuUFsBqd6612AF/U3ZGn3DQj12V3KwuoBZvUK/2pMIOB1PIff3BOx1Ozk5d",
-	"jdGdSnMWpZqXNM+p4alTBn11X8CYTmLtwpiiToM9iqSjwO/dOsKgdWIu8zWT9gMzoZZI2mFC83NXR6T1",
-	"49tSDI4H+8r+uF+XV/ZJus6qlHOMVc255NpYln3DmuWgWnyMNgYfGckI/tw8R/Px4HjwAv7oPYfqc4Mf",
-	"mcEnQQy4GwCJkS7Wu/ty5ZyfA/SCBs/hNFvvugMKnoL9LYAcLlsAMhxbZdwcW4EE7RRdBti4XYbURfXa",
-	"67l1z7UX0X5kx4aGr96GuvoG7nFveHd/twxvtrs1MNj29vgW4Jun7h5Gb3htQOmtsX7SGtVdWnxUsyL/",
-	"W7CYZli4kPhEXfjDUYH1sg99+LA7Nvxsb1xdIL8zrP59kAx+UdP+F+2P/ll3l8Jnzd78oqbBtsDD8Jvh",
-	"S919cM+ESiPA1r8OkkGeFotq2nr80/MzsqimjTnNDgPjWW9N+HPzvLuu7vNmbfBDsDo3IISj+3J3jfVz",
-	"b9jugecfhGO6IMbGNGC6Wv5BkosfE0Iam6MLbTCmtskfO2ujhdjZHb2EW7cY6bzQWWH9pDWqu8b4qGaV",
-	"jVjtl9mMCtcZn6e70sioLor5D3bRrPY9BMD53wLommHhpPWvg2SArow39bjuvuHzja90N3GHVxqgO4MD",
-	"2LvvhCvY4RNVoVlpmoWo0sf0r3153erDEfHFhiN6a+suKbYU3XiZtb+P4XE3uEn7/h289FEz0CstvJ7r",
-	"idoyQFLXGXaCAMzEoh9pz9cUcnAZ4pBcyQqzTlcK3uhuafOoPc4FScDOwl87zN09jHVzN0eyjKTjBQMx",
-	"W7nO7HT5bka1ct3CuhaM3tjhr+z/1w4KTnsdhBi2AUKY/cN9uG0xbL/RZSbBzL4oTksOxhI2dbLR86Di",
-	"CPTReJSMHyXjR8n4UTJ+lIwfJeNHyfhRMn6UjB8l4z+VZBzY0imYqqFfHHehKIYbrBuJEVSe154JCk1a",
-	"nAd0cDw4mBxMDiGltWCSFnxwPHgyOZg8sYydmgXI2PsgPaK/1exeQCHMlqzlz4RItoRK5LzUBltXNL2S",
-	"MDofulNisxOjgrjZpN3HslSC6aSWgpP1JBZiIJanH8YqiId5U6MJAZVCQ37ShPzAXWv56QoTy0ukQGzy",
-	"gtWRU6PKZ9AQ3QU7XkGzx6t2a/AaKNfx3jlu2j3yB3AgZV0VC5CuSd2Ae5eWNGcG2h+uCd5uhux3m3V/",
-	"TPpZ62JV59WZJpMTnLCwZCiQ+eTJk29Ha7qbQ1bDINpHfGPe7yZQ6s5KO0MBKeX3DIXv14DJPdi0s590",
-	"cbUGoroTULS1/2E0W2kTNMuF0j6qA+OduHY1j9Z8HqrER79+9M1fol/fgk9N9/wdBlvkfQ7YDgWUW83D",
-	"jw4O7tQ4c6fI+U6SU7vRQrStJu5smzu1G4xa+oynW0p2a4DsoRQMFqr969Ff/wqZiWQIVQaw/jZ0RMCO",
-	"r9XBwZN0/+YAmeu/Aqf47vDgwD44+gvyhu/++z//CwayZ6Rk4rv3A/up94OrJpsTgzEgqqfAshCbG5c+",
-	"xe2ObV59LPtBQ3d45XD7K63GsPDSk+0vNR3O4Y2n29+oO1jbF46+3f5Ct1vzx2TwzS5b0O7tHfqpgdt6",
-	"9/A/QsvLB0sKoe/6Hx8suusqz2m5qoX26NVYlxMwdK7reQcf7JdbF//xr4NCba/KfAytANt1aditT0SF",
-	"vO66LZe9kFymOEan6oUqjfOlt2o7Dyl4uV0qo++RjgFjiWNL9i6GpDhqyP5kyYQYX0u1lPu/LK/1xBL0",
-	"KOynELrSme7WMW4VZT6aPJkcomxhOfq4KgWTqcpYFl0MtBqC+erCRwQTWoPyRT6caaqyVQLRqVNlFgig",
-	"b7H7bxevf3b9RFCe2tPk4sXfoRxBBl8JWdbteLlcjrsA4uv1YhAGN8OEnMimOjY22R92qiWPiKRlqZau",
-	"OHyv9vgEa8FrMlNCqCVpl6Vv1aHvVM1O6h8QqIRUTXPjy6ZodNCF+RJgdE2eejXsJ+RnRVzGoQPSflXr",
-	"qlNk++nk6eTJ6JhQfe0QT7Kle6NOkwXuGRSc7otGr2ldt77uJ/K9ylb31o+5XxLdUuXWM/+8D7QSYU1Z",
-	"sY+feXHuBsC6+zFkA+178TlNF2z83Nt11tS0l2oMvdo7TRcOR1u6nJ+VdI7P1k2b2u/fbdrgIry/7Vvb",
-	"tbtLih36I8Og6n1ZV8OvxaeEmKWKMEurduTMLFRmpYo4zSZtig1u8wdfd4fLHJNKwrVAPNfBNk2OK6uS",
-	"yDWLvmvbd7xHSkZF/t37Qdji+P0g1gJkC9oc7iDXnNGVUDR7o9QrWs5x2w+/2UWIinSV/00lnZb4Au4v",
-	"2ZEIAAfI0eTAn1bAq0cteaZ1iB+Swe1YG8qlYFqPsQeDY3RW5ClKNeOC7YduhnUGiHMoJqgJBVUekrKE",
-	"iJT+jccuR/RsIXqlU++ucduZvl4NaV2d8h3UJV0BAswq0djsd1GVYnai0EyC/WM3KlN97SmCJ/elS2G9",
-	"B24WqjIexsnvX8G6F86/lulLFSO8r0dd67kzd1PaYmtqeFv4K2psnUoQO/AuIbr6WoRdkYvuEKto5b3e",
-	"Jpige4t74lreY1JHcFUi8TkL8Q2nBFm5KmuTap89hqnd7VKl92CSfBDG16nr/Kn87tGUcv+02XH07EaZ",
-	"XaIJyLJHhJuEjmSNWQW9Xdopp12TygyaVmFWs1FjT4ltYWdCPJVHbS5Db4lAXwPRCysWQ5VFaprqyBPy",
-	"VkParG7pwwACUm6/OxOZCexI3aZiXNMaQr4nOv40NXxjpbPfYenmTjkrmL5fu+phlf21BcP/pLzvYAfe",
-	"91zJmeCY6vcnUwHXcGjntt7KpH3YTpvQPpVLx2Sr/V+R8Z1mH5HAMZYgkvueU7tysXJxEzpiI4e+5Wip",
-	"QLYvhK+CWlsgyYlc1UJVpTHp3NnBW43SuBBEoKsOVGae5/ZMDROrPlPG0IedmXLnlgrq9YMLsKBm0XgA",
-	"/QYNunxmo/Ht4SW4uwhuj8xqJ2b1e+UbPpDvfvhGMojW58WQmwgf2NN1K6eWZyOIQyfDWprb9w6nXlGQ",
-	"PpnjJ/8AZP4o4IloLZbfUph75IqPItz9s2If5fwgIty+K8W6m8lM9JL+61YyPpahDfWkGQdVEqARO6EC",
-	"dg+s00Y5ddq+r3leCFZ2/W46ZZKWXOk1DgTYTP2DKr+Iav3Fo6cA/EfT2NcUZRRkin2SXSxMFvtUCWqT",
-	"ZLKpgdh9SSofdrPRiXghkAgreLNgZFYJAWNuqKhYbYQLGpS17XABA0mpxFp2dewOFKRpOszqdaY3PL0v",
-	"xR/uQzJz/XoveUQwe9mssmAlV1ldScttzYRc4A0I1smcGk0Ev2Zk78lBtkeGTw5IRld6lJC9o6eLPTI8",
-	"ekoWqoLoyL3D5R4ZHpIlY9ejCTmduRb3Jgk/QCS7YaVvKjzZXRz8GWIx29DuVKfmQYU6z4D/nAz3zyub",
-	"tTJ+P9GyFmL1lxTP9n9FaLdY3c6hoD548ndgxvbxlKUqZ3WYYmg0wzQLufKFcb31jTtb24xy0fW9rLGz",
-	"fVkO3OcLj3LT74CiEFnvm6K+Asmpl03iabGp1mb1Hux+Ef+up/a7SWyWm0AK3E7aHBTsdvleveAHwmUq",
-	"Kl/ilWOhPEhwzLmEyEl4ceRN+L5QIFYojytqraqNDxjilXylml+7iuXvLRYMEO0x+uuPGhNyB+W3YRoh",
-	"SwkYeJBk+ylBIZhV7BXO4BuWi7a51nSFZVBRwMG8ZIbiiustCm2goFKqUa60a7fYqUuCnLsi+XUEbvCd",
-	"uqhAn9MhtG3avo/80S2vnGYsLxS0ZAVt5v50U1/Its7rXFO0Nq7HdZRZ2PmweqpR7pgGD6nz9QJyP43d",
-	"Bps+PmeFoCtMRIl92r0WHlT9yr3nSKyNGPVyPpKAO9I/WFRs0L5DGTL7vfktjnZg6C1iP2eVZl/nLeJI",
-	"e+s9EhSO6NaNuOMlUsvA+9NKXK9P4PSXSlXYDx4mBwcHSBSYjy9Tn3GnJAPhlwzdpVPBV7H4tEuudD18",
-	"uSZHBwfBa9i3prCPZFEZUqplQkB+zliJuZWlWu7p4PaBrs6QIw0df6BOPDxFUZwaR7pUKCj2UYkMzaJY",
-	"DHvoE39gVEKogEZFlwh74ipvXUplLqHNK8sSklVIgsy/VNq/QQizjyeTySghWsGSpjSzIDuT4Az2C9ou",
-	"mAUrIVjHwVeyAh1DTrOAZJGhRSzoFpRSzcZcaiuOWtFUrEYuW9J+FPb/GYQCCWqgTPfSpbm6fupdoPv3",
-	"8PeVuI7cxfp3dhlv4oDNEn+jTMYQAPxEjB9vJ4Uvf6s+Ot4fL7AHuMByKldN+aOWbrLmKgsurF91NX1d",
-	"goi8xcqbqxvQh7CfQqnybmcVVTrzEmjygW7DZ+3mFlZCajW4CMaumBn1+Sp+/f71m46drppi8/SOvhA3",
-	"lzUbd1cX53brMfT4aVQB8FZCG12Xou93yzezfcxKa3pUqBIx7TPl8K+NKbiyYztYuOuqZN0GXzWBdvrI",
-	"3NlisinQEuVLwbBzIjYM2ZqT2wmZtOh/jk1Sfr80fh92kHg7mTdgOF3iNhtFqNZ8Lj3zd6vpG0rCNBWY",
-	"+LdOU+nYovtE/dZ3y3H1ILMWTxw8lP3i1NkvABIXU5Y9MtDHAMx7D8Cs20NZnvmZBglfWvSzqjr2Ci4m",
-	"RIksqO7o/SfosMMoed2urBj3y+HEL/28v5PAyQ7YO9eeq5f56EH6AvTWqsb7aTXaeogeEp2npA9r3UUx",
-	"WirZnGuLq1YdWhhTaPL2/BV64dEt1AXCFX8cUuFlk9yZ5pRGaxbatq5goGV6+mqU+GJtri3uhaEyo2VG",
-	"HK5qoguW8lkd2UxXumVBdPXFsBYXn4P/yScuXy0XmqWX//2f/wUfgrxl7CkqU7aFzF0OcodifssAyDtQ",
-	"9qm0Uu5OAtHhl4JhGzdxxmIOVeYwv/fR9vRnlTnahcR3UBORORHaY31xzheKFPu/ur+2hAbGuGKdmCvr",
-	"DzZoXElXKJ1lxPW3xxLP9qF7tCJCzbewHpdpe9+sZ4egHr8vMXnkaX+HcDeyR7HgKyAJ3xhoR4JYYweJ",
-	"4bwvyhrg/B4IA0mY8piE1cnh3sc+6ppwQ+icckmGV661+jG0Vb5yBbw5th53HZExWH9GueByPpqQEwx/",
-	"mnEmMk20oSsnKqwILbdd4s4y89tT0he/8XGlD24DuduVb0+OGyLVknD9mBbwZ729fZuxz7y795u2JHe2",
-	"EgSMLLyYE3Cea0OoMSwvnJ3gmCwXTCZkueDpwt/sGAEKlaAxgpcMD2AckarRTXI2SlzcJrju6uYKqjKp",
-	"ytnutoYXzWIfln/dqdb+Q5ox3I6sdjVjtI/20ZjxtRgz2nKFO6WaKuvjuhtvsJOsD2WKsYV/VqwCF/GV",
-	"m2Zi57hyYg3m5HEd3GVCSWxx5ER+SCGkcoWRPWSIho2ElMyUnGWjxKUHWdYQ9nPBSxEibqeMWGlnQk4a",
-	"caj+ILfAPT349thJVvYt4E9bmMgFk5kjmTdMu7YTv7U2cXTvMgh204iTPqAU7HaC55y142fciY95Fu+g",
-	"cdUMuAq1OQ4dAYQAK9TqTxV9/zt1Sd9RVLG0Q2iAP+CxvIvg0rg8dskwaoYDgwjLoWZNCEodXz8hL2m6",
-	"CHOQsFYQNmUghkkaGijUUjZx+Ekr9wCZ05QLq3ZtSUbSgwfN9fmDFnr4PHr40j5jX5oXWqdgZO39p8Eg",
-	"HnN7l7X61UWjvnYrrhBm1ljkd76CPh35NN5OH2J7kU7IOWrQWLJdXrOaMup04G01S79Qq4+AKH6jaIdP",
-	"oL4vi6vf08znW5Mx8dEOzZG2GkV/LoF/2aXUDAIWoqvZjKfcdRyEvhvKCnnQeqKDjw5Ng5v5y0Lqb3Yy",
-	"Jk3oheuJw11tOhdIT9gtd7zr92gj+XoZrWt4umsdhi5n/MS4jHroPr2hXNApFwDlOlXr+YKl14TPrNTU",
-	"ElPwbRGJp4NXarQ6CT+zJVf93YJJsC0nrkCOlYZMWaWmshpadE6C4WOIvbSulm1xF7SsklHtOmguqpzK",
-	"5omzBBEutWE0w5jBKS0ZmSolGJUT8gIba0Js84wKjcVdpjS9XtIy0wSyOwxHSCZr+iNayM4BipiG4b51",
-	"n4F7vjbN5ii8BysWrSR7PYPT7i452fHSauHQxw9/DAHyz2BwbpgYsJFAUGtzhc/jZL/Wf/9Mc/YJVZoD",
-	"uGRGTl69AnWrVrXIkM6xfeeskqlrD1w3ZU98a+6EMJNOIEHOMkjs3NuUbK1kpiSbkNdSrLoiKxb7ymof",
-	"4Ppg5U4Z520cFQpSuUjjMKQvEm7c2sT7yCr4zQXXh6L6h5Mqt+JOu7v3g8Tu/uwjdVvCZKYY5tqA+PiH",
-	"FuQcr9nVxf/5glyy2RCFHeshWA/T3aGD+FRVpi3E1fVuwCLKdSHoCkT/pFZLTl8kzj2GBqayktAku6WU",
-	"bW7j81VwqGSDpAk5Iw4B3abApeDZ/3PshJTToukaKitIjLYSY/9myFXGRPuGKJSwqqBOyC9qGt4Y+Idh",
-	"eQGOk4RwadgctzJVUjI/aVGyG86WOiFppY3KMa3ZfgXrOzUdm2RGeA6xS2lVlnjVcRc4GbR6ej2bkam9",
-	"BLF1/H//5/8hjKYLggcPQZbgXykp4TJjtywjINeuk3KxaLW/MluSrvvG4BhE6GSN5Pt4gTzABfK/VUUy",
-	"BYwZcuibUi9t/Hi8PR7q9tipFdWPLCw6hAx+k6V1czOCMOpbM2O4nGuiq3RBaPsiAGYi6JQJF7QdFBqB",
-	"vsndfgQuJKwuZrst127b5SAfTHx9tPU+2nrv3dZrlMsd/Oq566Nl9x5Z+h3z7j431W6tIWQ/Y6ngkq23",
-	"7r7AAd2aCegk32SEgNdqjDoNM7r/2PaIneqonQblQcM6Cu48HiPuv3Diq8f7HVRyGNjB/S9HkJD5P3a6",
-	"29qIEnB5C6GWAuPrMpIxufLNx7F6gJsjKJflepD3RHmoIpUuWHpt5bO5fctgjzlX3iunK1IymhFuoqo8",
-	"lCB4Ad87s3rs6tOjz+wunFkq/6I02gd4TVwZqOUrMmR5YVaQ4qh9DLAEL5dmZvRIrF9BL16rAPUSVgNi",
-	"ckd5R5UICmf5YC2PDLQJxhxBebeAOQw1l3MBVQqmlbgewU3pC8AtIVHWwcO1JVrOsoSoMkGsMi265k4G",
-	"s7iXYFkiX5+Oa1KyWaUZlggmTw+eROrYTciJT8t1H6VCK5KqG6hvbaxON3V84hmwELKElVl5BuaYkLN+",
-	"4/Ha8Q+JO5Z5WNiMqtJFrOHcxZdkEPevla3hDQ+nnd2VOVFNtFEly8jQ83x7+uU4pdriigbBOiEZqwsE",
-	"ZqPH5Jw/cTmPi8/jlVtEmF8U9uxZE5kPldXuqk/gW4/qBFcSt+IuSoUvZvdYh61dRijAvz9YNTY88e2M",
-	"AHHpwZQbwegN2xR88coO0JtZAYx5DG/ooHOL4AWbmUdiD3bnD0beSEfbQ/DtsM8i5w19jawOtBYEsIjG",
-	"yPF7QW+ZIM+VNKUS5ExQaeGqSjE4HkARouP9fVrwyRQGTijfvzmI1El085zKGSuZTPtzlJVs5hh8/PDx",
-	"/wcAAP//",
+	"ucTL4JhkKtX7tOD7ML2e5BlgIZjr8xE6gJnW1MrhS2+vXZbKaqTSaV1GkUyBcRu25pJnltdZnPWaQB+L",
+	"7Cr75xESOuyDk56REwXC+dODb/u0HXCs9rRwMmjFUCVO7EwkK+TDbu+sZtf90uDcO1+8Kwx8LzrGMN1O",
+	"RdZV5VQ2B4VH6fcVh04tJLjDVsaDLW7BcerstqHZcoNychmTYN80msieJqcvEkKtcutM7i29paYFF4Pi",
+	"DBiIyA67hZoTsFS1lZxjMPODUQ2IpmSFKjGojBSlmgqWWyrxMXYu7qD19eGhxarDo7+SouQS1f+Ti+en",
+	"p6GYjLNzQzDWULKEMKEZmTPJSmoa8kVwLRIGnOXw6K9bpR1Ahtil8GOpqqKOIviJFoV9v7ff7gGZMrNk",
+	"ln1Icpqdkbl922mgbQcwiGMZL5lVdFZEr2TaIx14++f1FkZ3GM2H0DP+fvBSzrlkzC71/SAh7wdnghor",
+	"tr4ftI14wcAohkXlzHOF/keqNZ/Lvp+XDDuSaGi/gkf2fOCJ3fLA/uqe9c+qdyw/MUMzaugrOmUo9Mdt",
+	"Eb/2F9VezN/ZaoyxoAXlJfr0VDmnkv8Hd6xvxoWBLards3pC8MMkpZJMGTrNjSIpNWwOrp5mrMVNJm94",
+	"qWTOpEksZdhlJMQwmrswvBVJK21UTgy9VVLlq0nM6vH6pDKL+obbzTHhxbaunwFQ/rK1GVElur4GUIMo",
+	"mCoEQ2fYX/7X02/J//u/30yORrucWs8y3J6jczUfkyv44crHKZ//8HzPXRb2VHrwE22v1jbME3KKoXJo",
+	"2auva3+Jk6GdL/EcOglutlFCtHJc0Knjlq1rH4uHAbp0NakP5o26ZpFdbK3y0Nm90epcLzZmU7TDLk18",
+	"TgvAv717Y1FOM8tdNHk/OHFuRtQc0C33fjC4o4Oo7TS2H0JQ3Tsh+3jyl0AmCy5niHmJAw2PdDBtSkuM",
+	"ogTWMdasoMDRozYO+8YaD4aTrHDVLR5X/7T5CmhteOtbrf3yq/uwjjwBC9baOAJkeDp5OjnqogO8NiEv",
+	"Ae2cHs81UQWyNgKWQ8BlsG8F3t6eYaIOteOS+M/uaWJYmWsy9LYK98mRv0G9uccpJc8cEID2dVDKtVRL",
+	"CJzhc6nsJ0J28GRyNIqIgUBCl+usbbXBy5lI0TMoXRA5SIvfU83TGFq4qdGKv3F6HPIJn5iXVJo1mJc7",
+	"d6cDo+1tb9Aw+rjvmomTToc4+mSkF6APW2paJWjOsmgQsS6CQrpQIntGFFqBj0GC96G4buphrS+498fu",
+	"fas5WJHiJ1RKnHxtj7krXNQCgT62msZuF3voHO/bXexD7z+wt9EZK7VVpWXad/+B/4Bl36/i0nHHyVlv",
+	"z3KhiHuVhCFZuzhYqyL71E+6V+/4ydgO9o0uDx/EsMYkBb5rb4lZdyudmPju2f3B0CZub17v1wiMZc0V",
+	"1Q8RAAtM9GS8Q313Afjk+SsM4rybp6TWItb5SPoSkjvLcJFctqKUtx//SZqyIrKnkbkpDk3u4zRbG7HR",
+	"L9rEh+6EzudMRkPnt+9VT8ICh/ldbZj4/RP3tsXbrxLZYVTMcelSicJtCqNI1pFODNJmUwDgrYT3Cft8",
+	"Wr//SeQYv7IDuO2AY/K+Qdf3A8ui33v0uASlNC5G74zia9b2LoyMrid7gYHJd57zXXeCu5DTSUMMnc11",
+	"dxSXMzAfFX0qK2EGMnRRPc2uweaOeoSXcV0IuoobNvz33CDMQrE6OVz9a8kpGgLmpjp9Mfi0i7OLgXE8",
+	"AuvT/fDMGc25WF3Gg8rgVRyx5gJJBpCwu+l9zOhd9/rGgLPP2sR3O1yLd0OU5jYNUWWwc4ze1tt4l8W9",
+	"ixDtWjDdkF391q8g8H+GUqNzYDv7bStNyftSNgXj9FbS9czYj1xijEzE2FjHrtthUSjcfG6G6OZdoNQb",
+	"cJqdNcSLjsBca4tRdRCF90sa4WbPXUwRXKva0LyIzbDRKNaFJXy6M/J1J1mHuv7C23QRtPf13CUXOX0i",
+	"uguvqDZO4di0EdsP8Tx+H0dSQeNhLmAI5xL0zzAsRZMmBnNCnjttjGpyhb+6YgY+sfEZUVKsIJkZrh2r",
+	"4VpGR67g31eTjfbn3qa31/iOm8VFbVr4Qii72YKxZi4cToaw+NqRqWQscu6RPB6EPAIFui/WW0n+braL",
+	"O2oHdfYYBPnhFHcwW3zO19wUn2axcJGxL5jgN6yMyFlK2usTnxJqDMsjWqr/vff2YR2K7ypn4EDvPvO+",
+	"3Du4mTveW2dQ1CpnZmGF4yweo8fq0N9PCBUWFPI1f4pgVs6F4H27va8Q4hePmY+jMOhzXap67eFeF/l6",
+	"5cIDxzy7QivqsHaK1M7jYKPtCbopo1xJVSZVMVbgjp1lZEjJ0e3tKHGpdcMlF4JMGYGyH1jFZJT4fLwh",
+	"CrpVEfoe67kATQ0UGcDx8TD5XQOV6giuA29ZloykdiuGJZtV2j6ytJPZy2oU3e4twbt+J7Wh5e5xux0P",
+	"R3OkISomg4ag3DRu4SHONSf0YT0Bv/Shon3vDHl7/sqFSrKU8RtnvA5DZwEkvZkV7hat3LL8bru++s8h",
+	"E4Nl54zquFcUiitYrueHJnWAAo8aZJiEYf25ZlRohrVQ/FxkOG1EGfQOQ6y+TwoBXqYUEUrOA1yaKiUY",
+	"lS02ozfEyINujhGBz1ykWM6o1IQK4ThjHmoXd2VXXQXDgX/BZUwH1PZn3EQXnua5/YJqR9NJU2hoRTK1",
+	"c+w6Smc7sLxNDiTN55Bv62Wuq+VCs/TyivwLmVLN/vLU7tmTI1JSmamcTFeG6dGx15QcJzYKJF0vnoHU",
+	"Oth2H++2yJbnof+0jJgiFsYU2tGlQwrMhj97ffEGwhl2C+O3k7eQrsH3JKDecFk78JBTWVRRRiLZssnH",
+	"aWLTO5aDNo1vKQp0N5JxPvem9FnZpZ/PoZsm4PGbSADl5oN8RuyfqAxZNiGUKqY0vSYVGOiuxmO3cXoM",
+	"sZ1jP+BqQs5KfuPlPMHl9ViolAqf6s4QM9xthoSaKikZlBDrxFsdHcQLL4WYYxeyAxa8BZTpLxnzOuAs",
+	"aA8b6pNxwrY2dGWVR2ActGSfjy3r2LmVeAk+1VA+w7H02qk+tNubCkYx6reWyazcYm8C94Z9uANr/7JI",
+	"tsOJrj2+eJKfVSYgB7uXWFez+2EdqOum0sdAdkmjiSVWIaGjxBVCa8LmQ5k0af5Vv4ipYPXv9nVqqpL5",
+	"6lu6H7Vgv7RTGhau2AlyqDCul+aQmyxoUTB5hyQs80maQzxLJ9RrYZEftpzmm3jUjQxYYxAzAAmcYyqz",
+	"muO4qAGYi6TUUKHmFXs/GD0Lykt5vzsEHNe/QjKi/RU4UKrKDINasDhBxg2Ep04rg1U+iFQ1wVkksZKF",
+	"hdPT4JRZ0Un727gJW0TWZ0VTdktTI4BpCBed61SIxu0xaRTs4MeSzUqmF92f0bHa/TVjqeCyP8WNuu7+",
+	"iN6+7kgl2KXLqqxNWut+xZp6zQ+CzUyYfResp/mtUet7x9H6DczTly5r4bJ5yyWYBXP7X5pVdnLPgrHd",
+	"J8283ScBTJ20tXBZ3UfB6rqPNkzouXrzbGKYNlEVsuX2eOhCErg3MQ2+cUp4C1vcYPFpDpgmAuinFXnX",
+	"dxKEYVWqKlzodETygtjrsVFjsBPnblwkcpoML56f/jRyUdAuYm3Bi10FsXiQd0SLWfCC0lM5UzsHNfyt",
+	"fmOdl7Iyqoljd9VpG6bEd7LgiToMehNQnaDp3V1jzYnmq/Fy04mWbB41CzdTQokl4sa1C0qMl0yb8ZpE",
+	"bDQ2PocQtB3ivQO9rhsmUo5r0yVGtJEhnduNSsiskqkr+ZSrjAmdEE1lNlW3TCdYzQiCVX9RU52QGyWq",
+	"3P4zK+214X8wLC8ENVga1LA51lfx4jJMDtVe2VInLuzbcc46EdfH2iWE53TO9GhC7PmTQhWVAEQBYeJH",
+	"ZpqN9ZXXnET0r2jv9lHo31nMmazHpebWLyvprVE7Yfi5G7/BYtYA6UxmQ8eVkzpgYMplFv47VXLG5xUm",
+	"RtYZTuGvkKPjsqVCK19w17TmDn5opglvsfbPMP0gaVJDGkz1j7YXXIHVrjMk4e/AzsICh3Z7QIXTDEsh",
+	"YFy8Sw/bwcLeDyN7wySVUFnRUC6Zq9EJ3BINPliCJchZ2EQRzKQTrCJN9IKWLINEBh/J7AqiYEFqLoTT",
+	"D/vCpd/2kxvKBZ1ywc0qtkmQL6xmYQbNGKJCaPAiZm5HwuhxTMxN+W7BoIJhkM/EArETI0+4JvUUk6hK",
+	"tnMq2G0hqHQ1tCqOmU54leHt6STat6cT8hLsCZiHGPl6yBbjqPVTN2MQByIQWDluucCAb7/MSjafWgtA",
+	"Xc+dYpT8zNfbvCwZZFZkrR+nvrJP89PNZVGyGb+NVYPfhCV/C2/ezkafnp2cEMuiBKfSMRnmqogEtWuv",
+	"HPm/RPX9iuQcUiFRkcBnY8FumCBXcNFfNnNeEZplSpKhJUrMIRlrnjEsJoVFMNEwK3za0IUpecE8DTgD",
+	"22hCriqp6YxdOV1GE6hFNA5KdRdmDHVE1XwufI3w5rFmxlg5qDZzNF4C73P1cfqQHg1PLPCTdSGQL9fZ",
+	"M96UVeDwKyjwKP+VBZpUSG/7cadoavgNm5CLz9uwZySl0q5lGhSQiW9InD5xt+8mr73Fd3bAyLf17H0p",
+	"o4EQt8ifK577hLzZdr52d6c0vWYyI6Csa3JVG3qdNaM2ql5FCgNsPNeclte6m7pHNQI7xm0jw59fv6nP",
+	"1owSyDEveeazadtkg2hGfgBblp+fRaZvplxzaOs90uc/PH/y5Mm3jT2oQVC/wUurt1NdU9CEXNiBdRFY",
+	"QMTJZwb0Q1gcz8hQV9OR9yVD2Rq8XUMAcJcdeJ8KzUZkPG+Ets524QPiZRu8gLxDPNAz5Kyk2pRVaqqI",
+	"idRpKFHZ/rT1KmmGkhtW6vjnhnQ2Y6kJblcyY2CNw+qrGSuEWuXQh4It6A13Ml6jiFw/iUYworS+M7lf",
+	"4PgLR3Nbdrk7er2gO15aXueg6Ww+5m4VheDOgi1EPbJZdz/MbhILkLRbd1YqK3q9UvN5NDn5HRCIxan1",
+	"32lxAXvJXZz8/OL71/9++eL04uT7Vy8vz85fP395cXH56vWPP57+/CPoE1AQAGGAO6xAQIg2marMvjYZ",
+	"KyF53MJVV67XHooxLTi5OZgcTY7++i8xRrDxMCwBblI1XKW8flolGOI2ioMQcmnvNz+8Ryx1bk3USh+P",
+	"/W2DtiE1AIxpN6zkM74LpHWFFwvxlDGgO3w3Cp0zJW6cNwjvXkDdXm9+7M+3MWi5s+bPCF/uzLQ5kDme",
+	"KNCZYl3OgEu+6keloc3AsXqYoijVDbcsjresxLV16tLl9bcQBpX9y5QWwGp3rtDYAX9T1kafcNC/XZXc",
+	"rC6ggm9Q5fakwr4IU8iU/cE7I07OTl1l0p0Kehalmpc0z6nhqVMGfU1gwJhOGu7CmKJOmj2KpKnA793q",
+	"w6B1YubzNZP2AzOhlkjaYfrzc1d1pPXj21IMjgf7yv64Xxdl9im9zqqUc4xhzbnk2liWfcOa5aBafIw2",
+	"Bh8xyQj+3DxH8/HgePAC/ug9h5p1gx+ZwSdBbLgbAAmTLga8+3LlnKID9I4Gz+E0W++6Awqegv0tgBwu",
+	"WwAyHFtl3BxbgQTtFF0G2LhdhtRF+9rruXXPtRfRfmTHhoav3oa6agjucW94d3+3DG+2uzUw2Pb2+Bbg",
+	"m6fuHkZveG1A6a2xftIa1V1afFSzIv9bsJhmWLiQ+ERd+MNRgfWyD334sDs2/GxvXF1WvzOs/n2QDH5R",
+	"0/4X7Y/+WXeXwmfN3vyipsG2wMPwm+FL3X1wz4RKI8DWvw6SQZ4Wi2raevzT8zOyqKaNOc0OA+NZb034",
+	"c/O8u67u82Zt8EOwOjcghKP7cneN9XNv2O6B5x+EY7ogxsY0YLoOAEHyix8TQhqbowttMKa2yR87a6OF",
+	"2NkdvYRbNybpvNBZYf2kNaq7xvioZpWNWO2X2YwK1xmfp7vSyKguivkPdtGs9j0EwPnfAuiaYeGk9a+D",
+	"ZICujDf1uO6+4fONr3Q3cYdXGqA7gwPYu++EK9jhE1WhWWmahajSx/qvfXnd6sMR8cWGI3pr6y4pthTd",
+	"eJm1v4/hcTfoSfuuH7z00TTQYS28nuuJ2jJAUlcndoIAzMSiH2nP1xR4cJnjkHTJCrNOVwre6G5p86g9",
+	"zgVJwM7CXzvM3T2MdXM3R7KMpOkFAzGLuc74dHlwRrVy4MJ6F4ze2OGv7P/XDgpOex2EGLYBQpj9w324",
+	"bTFsv9FlJsHMvoROSw7Ggjd1EtLzoD4JdN94lIwfJeNHyfhRMn6UjB8l40fJ+FEyfpSMHyXjP5VkHNjS",
+	"KZiqocscd6EohhusMokRVJ7XngkKrV2cB3RwPDiYHEwOIdW1YJIWfHA8eDI5mDyxjJ2aBcjYGDeP/laz",
+	"e2GFMIuylj8TItkS6pfzUhtseNF0WMKofehpiS1SjAriZpN298tSCaaTWgpO1pNYiIFY1H5LTkBTgzzM",
+	"sRpNCKgZGnKZJuQH7prUT1eYhF4iVWK7GKyvnBpVPoPW6i4A8graRl61m4zXgLre+c6Z0+62P4BDKusK",
+	"WoCITZoH3MW0pDkz0EhxTUB3M2S/2/b7Y9LPcBerOgfPNFmf4JiFJUOJzSdPnnw7WtMnHTIdBtGO5Btz",
+	"hDeBUvdo2hkKSD+/Zyh85wdMBML2n/1EjKs1ENU9hVoN5Ovi4NHMpk3QLBdK+0gPjIHi2tVHWvN5qDMf",
+	"/frRN3+Jfn0LPjV9+HcYbJH3OWA7lGButSE/Oji4UwvOnaLpOwlR7ZYN0QaduLNtjtVuVWrpM56aKdmt",
+	"AbKHsjFY6vavR3/9K2QxkiFUJMAK3tBbAXvHVgcHT9L9mwNkSv8KnOK7w4MD++DoL8gbvvvv//wvGMie",
+	"kZKJ794P7KfeD66azE8M0IBInwJLSGxugfoUtzu2efWx7Aet4eGVw+2vtFrMwktPtr/U9EqHN55uf6Pu",
+	"hW1fOPp2+wvdvs8fk8E3u2xBu0t46LsGbutdxv8IrTEfLCmE/ux/fLDorqs8p+WqFuSj12VdesDQua7n",
+	"HXywX24JA8e/Dgq1va7zMTQVbNewYbc+aRVywOsGX/ZCclnlGLGqF6o0zr/eqg49pOD5dmmPvts6BpEl",
+	"ji3Z+xkS5agh+5MlE2J8LdVS7v+yvNYTS9CjsCND6F5nulsJuVXW+WjyZHKI8obl6OOqFEymKmNZdDHQ",
+	"tAjmq4skEUx+DUod+RCnqcpWCUSsTpVZIIC+We+/Xbz+2XUkQRlrT5OLF3+H0gUZfCVkWbfj5XI57gKI",
+	"r9eLQRjcDBNyIpv62tiuf9iptzwikpalWrry8r3q5ROsJq/JTAmhlqRd2L5Vyb5Tdzupf0CgElI1bZIv",
+	"m7LTQT/nS4DRtYvqVcGfkJ8VcVmIDkj7Va2rTpnup5OnkyejY0L1tUM8yZbujTqlFrhnULK6Lxq9pnXl",
+	"+7ojyfcqW91bZ+d+UXVLlVvP/PM+0EqaNWXFPn7mxbkbAOvux5ANtO/F5zRdsPFzb+tZUxVfqjF0fe+0",
+	"bTgcbemXflbSOT5bN21qv3+3aYOL8P62b23/7y4pduiPDIO6+WVdT78WnxJilirCLK3akTOzUJmVKuI0",
+	"m7QpNrjNH3zdHS5zTCoJ1wLxXAcbPTmurEoi1yz6rg3k8R4pGRX5d+8HYbPk94NYE5EtaHO4g1xzRldC",
+	"0eyNUq9oOcdtP/xmFyEq0p/+N5V0WuILuMRkRyIAHCBHkwN/WgGvHrXkmdYhfkgGt2NtKJeCaT3GLg6O",
+	"0VmRpyjVjAu2H7oe1hklzqHwoCYUVHlI1BIiUiY4Hs8c0bOF6JVZvbvGbWf6ejWkdTXNd1CXdAUIMKtE",
+	"Y8ffRVWK2Y5CMwl2ot2oTPW1pwie3JcuhTUguFmoyngYJ79/BeteOP9api9VjPC+HnWt5+LcTWmLranh",
+	"beGvqLF1qkPswLuE6OprEXZFLrpDrKKV9/qgYNLuLe6Ja56PiR7BVYnE56zGN5wSZOWqrM2sffYYpnu3",
+	"y5reg0nyQRhfpwb0p/K7R1PK/dNmx/mzG2V2iSYgyx4RbhI6kjVmFfSAaaecdk0qM2h7hZnORo09JbaF",
+	"nQnxVB61uQy9JQJ9DUQvrFgMFRmpaSopT8hbDam0uqUPAwhIuf3+TmQmsLd1m4pxTWsI+Z7o+NPU8I1V",
+	"0X6HZZ47pa9g+n6dq4dV9tcWF/+T8r6DHXjfcyVngmP6359MBVzDoZ0reyuT9qE8bUL7VC4dk632f0XG",
+	"d5p9RALH+IJIPnxO7crFysVS6IiNHDqgo6UC2b4QvmJqbYEkJ3JVC1WVxkR0ZwdvNVXjQhCBrjpQmXme",
+	"2zM1TKz6TBnDIXZmyp1bKqjtDy7AgppF4wH0GzTo8pmNxreHl+DuIrg9MqudmNXvlW/44L774RvJIFrL",
+	"F8NwInxgT9dtn1qejSA2nQxraW7fO5x6hUL6ZI6f/AOQ+aOAJ6L1WX5LYe6RKz6KcPfPin3k84OIcPuu",
+	"POtuJjPRKwRQt53xsQxtqCfNOKicAK3cCRWwe2CdNsqp0/Z9zfNCsLLrd9Mpk7TkSq9xIMBm6h9U+UVU",
+	"6y8ePQXgP5rGvqYooyB77JPsYmEC2adKUJskk03Nxu5LUvmwm41OxIuDRFjBmwUjs0oIGHNDRcVqI1zQ",
+	"zKxthwsYSEol1rerY3egSE3TjVavM73h6X0p/nAfkpnr7XvJI4LZy2aVBSu5yurqWm5rJuQCb0CwTubU",
+	"aCL4NSN7Tw6yPTJ8ckAyutKjhOwdPV3skeHRU7JQFURH7h0u98jwkCwZux5NyOnMNck3SfgBItkNK30D",
+	"4snu4uDPEIvZhnan2jUPKtR5BvznZLh/XtmslQX8iZa1EKu/pHi2/ytCu8Xqdg5F9sGTvwMzto+nLFU5",
+	"q8MUQ6MZplnIlS+W661v3NnaZpSLru9ljZ3ty3LgPl94lJt+BxSFyHrfFPUVSE69bBJPi00FN6v3YEeM",
+	"+Hc9td9NYrPcBNLidtLmoIi3ywHrBT8QLlNR+bKvHIvnQdJjziVETsKLI2/C98UDsWp5XFFrVXJ8wBCv",
+	"5CvV/NqVLX9vsWCAaI/RX3/UmJA7KL8N0whZSsDAg8TbTwkKwUxjr3AG37BctM21pissjYoCDuYqMxRX",
+	"XB9SaA0F1VONcuVeuwVQXRLk3BXOryNwg+/UhQb6nA6hbdP2feSPbnnlNGN5oaB9K2gz96eb+uK2dV7n",
+	"mkK2cT2uo8zCzocVVY1yxzR4SJ2vF5D7aew22PTxOSsEXWEiSuzT7rXwoOpX7j1HYm3EqJfzkQTckf7B",
+	"omKDlh7KkNnvzW9xtANDbxH7Oas0+zpvEUfaW++RoJhEt5bEHS+RWgben1bien0Cp79UqsJ+8DA5ODhA",
+	"osB8fJn6jDslGQi/ZOgunQq+igWpXXKl6/fLNTk6OAhew142hX0ki8qQUi0TAvJzxkrMrSzVck8Htw90",
+	"gIYcaegCBLXj4SmK4tQ40qVCQQGQSmRoFsUC2UOf+AOjEkIFNC+6RNgTV43rUipzCS1hWZaQrEISZP6l",
+	"0v4NQph9PJlMRgnRCpY0pZkF2ZkEZ7Bf0IrBLFgJwToOvpIV6BhymgUkiwwtYkEHoZRqNuZSW3HUiqZi",
+	"NXLZkvajsP/PIBRIUAOlu5cuzdX1Xu8C3b+Hv6/EdeQu1r+zy3gTB2yW+BtlMoYA4Cdi/Hg7KXz5W/XR",
+	"8f54gT3ABZZTuWpKIrV0kzVXWXBh/aqr6esSROQtVt5c3YA+hD0WSpV3u62o0pmXQJMPdBs+aze8sBJS",
+	"q+lFMHbFzKjPV/Hr96/fdOx01RQbrXf0hbi5rNm4u7o4t1uPoe9PowqAtxJa67oUfb9bvsHtY1Za07dC",
+	"lYhpnymHf21MwZUi28HCXVcq6zb9qgm001vmzhaTTYGWKF8Kht0UsYnI1pzcTsikRf9zbJzy+6Xx+7CD",
+	"xFvMvAHD6RK32ShCteZz6Zm/W03fUBKmqcDEv3WaSscW3Sfqt76DjqsRmbV44uCh7Benzn4BkLiYsuyR",
+	"gT4GYN57AGbdMsryzM80SPgCiJ9V6bFXhDEhSmRBxUfvP0GHHUbJ63ZlxbhfDid+6ef9nQROdsDeufZc",
+	"vcxHD9IXoLdWhd5Pq9HWQ/SQ6DwlfVjrLorRUsnmXFtcterQwphCk7fnr9ALj26hLhCu+OOQCi+b5M40",
+	"pzRas9C2dQUDLdPTV6PEF2tzrXIvDJUZLTPicFUTXbCUz+rIZrrSLQuiqy+Gtbj4HPxPPnH5arnQLL38",
+	"7//8L/gQ5C1jn1GZsi1k7nKQOxTzWwZA3oGyT6WVcncSiA6/FAzbuIkzFnOoMof5vY+2pz+rzNEuLr6D",
+	"mojMidAe64tzvlCk2P/V/bUlNDDGFevEXFl/sEHjSrri6Swjruc9ln22D92jFRFqvoX1uEzb+2Y9OwT1",
+	"+H2JySNP+zuEu5E9igVfAUn4ZkE7EsQaO0gM531R1gDn90AYSMKUxySsTg73PvZW14QbQueUSzK8cu3W",
+	"j6HV8pUr4M2xHbnrkozB+jPKBZfz0YScYPjTjDORaaINXTlRYUVoue0Sd5aZ356SvviNjyt9cBvI3a58",
+	"e3LcEKmWhOvHtIA/6+3tW4995t2937QqubOVIGBk4cWcgPNcG0KNYXnh7ATHZLlgMiHLBU8X/mbHCFCo",
+	"BI0RvGR4AOOIVI1ukrNR4uI2wXVXN1dQlUlVzna3NbxoFvuw/OtOtfYf0ozhdmS1qxmjfbSPxoyvxZjR",
+	"livcKdVUWR/X3XiDnWR9KFOMLfyzYhW4iK/cNBM7x5UTazAnj+vgLhNKYtsjJ/JDCiGVK4zsIUM0bCSk",
+	"ZKbkLBslLj3IsoawnwteihBxO2XESjsTctKIQ/UHuQXu6cG3x06ysm8Bf9rCRC6YzBzJvGHatZ34rbWJ",
+	"o3uXQbCbRpz0AaVgtxM856wdP+NOfMyzeAeNq2bAVajNcegIIARYoVZ/quj736lL+o6iiqUdQgP8AY/l",
+	"XQSXxuWxS4ZRMxwYRFgONWtCUOr4+gl5SdNFmIOEtYKwKQMxTNLQQKGWsonDT1q5B8icplxYtWtLMpIe",
+	"PGiuzx+00MPn0cOX9hn70rzQOgUja+8/DQbxmNu7rNXDLhr1tVtxhTCzxiK/8xX06cin8XZ6E9uLdELO",
+	"UYPGku3ymtWUUacDb6tZ+oVafQRE8RtFO3wC9X1ZXP2eZj7fmoyJj3ZojrTVPPpzCfzLLqVmELAQXc1m",
+	"POWuCyH03VBWyIPWEx18dGga3MxfFlJ/s5MxaUIvXE8c7mrTuUB6wm65412/RxvJ18toXRPUXeswdDnj",
+	"J8Zl1EP36Q3lgk65ACjXqVrPFyy9JnxmpaaWmIJvi0g8HbxSo9VJ+JktuervFkyCbTlxBXKsNGTKKjWV",
+	"1dCicxIMH0PspXW1bIu7oGWVjGrXQXNR5VQ2T5wliHCpDaMZxgxOacnIVCnBqJyQF9hYE2KbZ1RoLO4y",
+	"pen1kpaZJpDdYThCMlnTH9FCdg5QxDQM9637DNzztWk2R+E9WLFoJdnrGZx2d8nJjpdWC4c+fvhjCJB/",
+	"BoNzw8SAjQSCWpsrfB4n+7X++2eas0+o0hzAJTNy8uoVqFu1qkWGdI7tO2eVTF3L4LpRe+LbdSeEmXQC",
+	"CXKWQWLn3qZkayUzJdmEvJZi1RVZsdhXVvsA1wcrd8o4b+OoUJDKRRqHIX2RcOPWJt5HVsFvLrg+FNU/",
+	"nFS5FXfaHb8fJHb3Zx+p2xImM8Uw1wbExz+0IOd4za4u/s8X5JLNhijsYg/BepjuDh3Ep6oybSGurncD",
+	"FlGuC0FXIPontVpy+iJx7jE0MJWVhCbZLaVscxufr4JDJRskTcgZcQjoNgUuBc/+n2MnpJwWTddQWUFi",
+	"tJUY+zdDrjIm2jdEoYRVBXVCflHT8MbAPwzLC3CcJIRLw+a4lamSkvlJi5LdcLbUCUkrbVSOac32K1jf",
+	"qenYJDPCc4hdSquyxKuOu8DJoNXT69mMTO0liK3j//s//w9hNF0QPHgIsgT/SkkJlxm7ZRkBuXadlItF",
+	"q/2V2ZJ03TcGxyBCJ2sk38cL5AEukP+tKpIpYMyQQ9+Uemnjx+Pt8VC3x06tqH5kYdEhZPCbLK2bmxGE",
+	"Ud+aGcPlXBNdpQtC2xcBMBNBp0y4oO2g0Aj0Te72I3AhYXUx2225dtsuB/lg4uujrffR1nvvtl6jXO7g",
+	"V89dHy2798jS75h397mpdmsNIfsZSwWXbL119wUO6NZMQCf5JiMEvFZj1GmY0f3HtkfsVEftNCgPGtZR",
+	"cOfxGHH/hRNfPd7voJLDwA7ufzmChMz/sdPd1kaUgMtbCLUUGF+XkYzJlW8+jtUD3BxBuSzXg7wnykMV",
+	"qXTB0msrn83tWwZ7zLnyXjldkZLRjHATVeWhBMEL+N6Z1WNXnx59ZnfhzFL5F6XRPsBr4spALV+RIcsL",
+	"s4IUR+1jgCV4uTQzo0di/Qp68VoFqJewGhCTO8o7qkRQOMsHa3lkoE0w5gjKuwXMYai5nAuoUjCtxPUI",
+	"bkpfAG4JibIOHq4t0XKWJUSVCWKVadE1dzKYxb0EyxL5+nRck5LNKs2wRDB5evAkUsduQk58Wq77KBVa",
+	"kVTdQH1rY3W6qeMTz4CFkCWszMozMMeEnPUbj9eOf0jcsczDwmZUlS5iDecuviSDuH+tbA1veDjt7K7M",
+	"iWqijSpZRoae59vTL8cp1RZXNAjWCclYXSAwGz0m5/yJy3lcfB6v3CLC/KKwZ8+ayHyorHZXfQLfelQn",
+	"uJK4FXdRKnwxu8c6bO0yQgH+/cGqseGJb2cEiEsPptwIRm/YpuCLV3aA3swKYMxjeEMHnVsEL9jMPBJ7",
+	"sDt/MPJGOtoegm+HfRY5b+hrZHWgtSCARTRGjt8LessEea6kKZUgZ4JKC1dVisHxAIoQHe/v04JPpjBw",
+	"Qvn+zUGkTqKb51TOWMlk2p+jrGQzx+Djh4//PwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
