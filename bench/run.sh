@@ -188,12 +188,12 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	done
 	echo
 	echo "medians over rounds; errors = socket errors + non-2xx, summed over rounds; rps/base and p99/base = server median / baseline median of this run; CPU = utime+stime of the server process per request"
-	echo "goal (README, Performance): rps/base at least the goal, p99/base at most 4, no errors"
+	echo "goal (docs/contributing/benchmarks.md): rps/base at least the goal, p99/base at most 4, no errors"
 	# The baseline's cost is nearly all the kernel's loopback networking,
 	# which this VM's host sometimes makes half as expensive; the server's
 	# Go and SQLite work does not get cheaper in proportion, so every
-	# build's ratio reads lower then (README, Performance).
-	awk -v c="$bl_cpu" 'BEGIN { if (c > 0 && c < 20) printf "note: the baseline used %.1f us of CPU per request (under 20): the VM is in its fast state, where every build reads lower ratios (README, Performance); compare CPU per request and A/B pairs, not ratios across runs\n", c }'
+	# build's ratio reads lower then (docs/contributing/benchmarks.md).
+	awk -v c="$bl_cpu" 'BEGIN { if (c > 0 && c < 20) printf "note: the baseline used %.1f us of CPU per request (under 20): the VM is in its fast state, where every build reads lower ratios (docs/contributing/benchmarks.md); compare CPU per request and A/B pairs, not ratios across runs\n", c }'
 }
 
 # --- scale: cost that does not grow with the data ------------------------
