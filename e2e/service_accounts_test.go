@@ -236,7 +236,7 @@ func TestServiceAccounts_Refusals(t *testing.T) {
 		// admin account of a workspace whose person admin left.
 		botID, _ := f.createServiceAccount(t, c, adminEd, "bot", "admin")
 		ctx := context.Background()
-		if _, err := f.store().UpdateRole(ctx, f.ws, f.adminSub, store.RoleMember, f.adminSub); err != nil {
+		if _, err := f.store().UpdateRole(ctx, f.ws, f.adminSub, f.adminSub, store.RoleMember); err != nil {
 			t.Fatalf("demote the person admin (the account is an admin too): %v", err)
 		}
 		botAdmin := f.bearer(f.createServiceAccountKeyRaw(t, botID))

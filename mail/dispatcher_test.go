@@ -294,7 +294,7 @@ func TestDispatcher_RevokedIsNotSent(t *testing.T) {
 	e := newOutboxEnv(t, "sqlite", "")
 	srv := smtptest.Start(t)
 	e.invite(t, "bob@example.com")
-	if err := e.st.RemoveUser(context.Background(), "acme", "bob@example.com", "admin"); err != nil {
+	if err := e.st.RemoveUser(context.Background(), "acme", "admin", "bob@example.com"); err != nil {
 		t.Fatal(err)
 	}
 	d := mail.NewDispatcher(e.st, smtpSenderTo(t, srv.Host(), srv.Port()), fastRetries(mail.DispatcherConfig{}), quiet)

@@ -41,7 +41,7 @@ func TestDispatcher_OnOutcome(t *testing.T) {
 	e.invite(t, "carol@example.com")
 	drain(t, d, func() bool { return e.counts(t)[store.OutboxPending] == 0 })
 	e.invite(t, "dave@example.com")
-	if err := e.st.RemoveUser(context.Background(), "acme", "dave@example.com", "admin"); err != nil {
+	if err := e.st.RemoveUser(context.Background(), "acme", "admin", "dave@example.com"); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, d, func() bool { return e.counts(t)[store.OutboxPending] == 0 })

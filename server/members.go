@@ -38,7 +38,7 @@ func (s *Server) RemoveWorkspaceUser(ctx context.Context, req gen.RemoveWorkspac
 	if err != nil {
 		return nil, err
 	}
-	if err := s.members.RemoveUser(ctx, workspace, subOrEmail(req.SubOrEmail), p.Sub); err != nil {
+	if err := s.members.RemoveUser(ctx, workspace, p.Sub, subOrEmail(req.SubOrEmail)); err != nil {
 		return nil, err
 	}
 	return gen.RemoveWorkspaceUser200Response{}, nil
@@ -51,7 +51,7 @@ func (s *Server) UpdateWorkspaceUserRole(ctx context.Context, req gen.UpdateWork
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.members.UpdateRole(ctx, workspace, subOrEmail(req.SubOrEmail), req.Body.Role, p.Sub)
+	u, err := s.members.UpdateRole(ctx, workspace, p.Sub, subOrEmail(req.SubOrEmail), req.Body.Role)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ func (s *Server) DeclineWorkspaceInvitation(ctx context.Context, req gen.Decline
 	if err != nil {
 		return nil, err
 	}
-	inv, ws, err := s.members.Decline(ctx, req.WorkspaceName, p.Email, p.Sub)
+	inv, ws, err := s.members.Decline(ctx, req.WorkspaceName, p.Sub, p.Email)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ type Workspaces interface {
 	// CreateWorkspace creates a workspace whose first admin is adminSub.
 	CreateWorkspace(ctx context.Context, name, displayName, adminSub, adminEmail string, emails ...store.EmailOptions) (store.Workspace, error)
 	// UpdateWorkspace changes a workspace's display name (admins only).
-	UpdateWorkspace(ctx context.Context, workspaceName string, displayName *string, by string) (store.Workspace, error)
+	UpdateWorkspace(ctx context.Context, workspaceName, by string, displayName *string) (store.Workspace, error)
 	// DeleteWorkspace deletes a workspace and what it holds (admins only).
 	DeleteWorkspace(ctx context.Context, workspaceName, by string) (store.Workspace, error)
 	// WorkspaceNameTaken tells whether a workspace has that name.
@@ -51,16 +51,16 @@ type Members interface {
 	// limit of them (0: all); it returns the last position when more follow.
 	EachUser(ctx context.Context, workspaceName string, after *store.ListPosition, limit int, fn func(store.UserEntry, store.ListPosition) error) (*store.ListPosition, error)
 	// RemoveUser removes a member or revokes an invitation (admins only).
-	RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error
+	RemoveUser(ctx context.Context, workspaceName, by, subOrEmail string) error
 	// UpdateRole changes the role of a member or invitation (admins only).
-	UpdateRole(ctx context.Context, workspaceName, subOrEmail, role, by string) (store.UserEntry, error)
+	UpdateRole(ctx context.Context, workspaceName, by, subOrEmail, role string) (store.UserEntry, error)
 	// EachPendingInvitationFor hands fn the pending invitations addressed
 	// to email, paged as EachUser.
 	EachPendingInvitationFor(ctx context.Context, email string, after *store.ListPosition, limit int, fn func(store.InvitationView, store.ListPosition) error) (*store.ListPosition, error)
 	// Accept makes sub a member by the invitation addressed to email.
 	Accept(ctx context.Context, workspaceName, sub, email string) (store.Workspace, error)
 	// Decline marks the invitation addressed to email declined.
-	Decline(ctx context.Context, workspaceName, email, by string) (store.Invitation, store.Workspace, error)
+	Decline(ctx context.Context, workspaceName, by, email string) (store.Invitation, store.Workspace, error)
 	// Leave removes sub from the workspace.
 	Leave(ctx context.Context, workspaceName, sub string) (store.Workspace, error)
 }
@@ -98,10 +98,10 @@ type Webhooks interface {
 	// workspace has none of that id.
 	Webhook(ctx context.Context, workspaceName string, id int64) (store.WebhookEndpoint, error)
 	CreateWebhook(ctx context.Context, workspaceName, by string, in store.WebhookInput) (store.WebhookEndpoint, error)
-	UpdateWebhook(ctx context.Context, workspaceName string, id int64, by string, in store.WebhookInput) (store.WebhookEndpoint, error)
-	DeleteWebhook(ctx context.Context, workspaceName string, id int64, by string) error
+	UpdateWebhook(ctx context.Context, workspaceName, by string, id int64, in store.WebhookInput) (store.WebhookEndpoint, error)
+	DeleteWebhook(ctx context.Context, workspaceName, by string, id int64) error
 	// SendWebhookTest queues a webhook.test event for one endpoint.
-	SendWebhookTest(ctx context.Context, workspaceName string, id int64, by string) (store.WebhookMessage, store.AuditEvent, error)
+	SendWebhookTest(ctx context.Context, workspaceName, by string, id int64) (store.WebhookMessage, store.AuditEvent, error)
 	WebhookAttempts(ctx context.Context, endpointID int64, limit int) ([]store.WebhookAttempt, error)
 }
 

@@ -65,7 +65,7 @@ func (s *Server) UpdateWebhookEndpoint(ctx context.Context, req gen.UpdateWebhoo
 	if err := s.checkWebhookURL(req.Body.Url); err != nil {
 		return nil, err
 	}
-	e, err := s.webhooks.UpdateWebhook(ctx, name, req.WebhookId, p.Sub, store.WebhookInput{URL: req.Body.Url,
+	e, err := s.webhooks.UpdateWebhook(ctx, name, p.Sub, req.WebhookId, store.WebhookInput{URL: req.Body.Url,
 		Description: req.Body.Description, EventTypes: eventTypes(req.Body.EventTypes), Enabled: req.Body.Enabled})
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func (s *Server) DeleteWebhookEndpoint(ctx context.Context, req gen.DeleteWebhoo
 	if err != nil {
 		return nil, err
 	}
-	if err := s.webhooks.DeleteWebhook(ctx, name, req.WebhookId, p.Sub); err != nil {
+	if err := s.webhooks.DeleteWebhook(ctx, name, p.Sub, req.WebhookId); err != nil {
 		return nil, err
 	}
 	return gen.DeleteWebhookEndpoint204Response{}, nil
@@ -91,7 +91,7 @@ func (s *Server) SendWebhookTestEvent(ctx context.Context, req gen.SendWebhookTe
 	if err != nil {
 		return nil, err
 	}
-	msg, ev, err := s.webhooks.SendWebhookTest(ctx, name, req.WebhookId, p.Sub)
+	msg, ev, err := s.webhooks.SendWebhookTest(ctx, name, p.Sub, req.WebhookId)
 	if err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ func (s *Server) UpdateWorkspace(ctx context.Context, req gen.UpdateWorkspaceReq
 	if req.Body != nil {
 		displayName = req.Body.DisplayName
 	}
-	ws, err := s.workspaces.UpdateWorkspace(ctx, name, displayName, p.Sub)
+	ws, err := s.workspaces.UpdateWorkspace(ctx, name, p.Sub, displayName)
 	if err != nil {
 		return nil, err
 	}

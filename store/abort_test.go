@@ -63,7 +63,7 @@ func TestAbort_CancelledCallsDoNotHurtOthers(t *testing.T) {
 						if i%8 == 3 {
 							_, err = invite(cctx, big, fmt.Sprintf("heavy-%d-%d@example.com", w, i))
 						} else {
-							_, err = st.UpdateRole(cctx, "big", fmt.Sprintf("seed-%d@example.com", i%3000), store.RoleAdmin, "admin-big")
+							_, err = st.UpdateRole(cctx, "big", "admin-big", fmt.Sprintf("seed-%d@example.com", i%3000), store.RoleAdmin)
 						}
 					}
 					timer.Stop()
@@ -158,7 +158,7 @@ func TestPostgres_DetachedWriteHonoursItsTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- st.RemoveUser(context.Background(), "acme", "nobody@acme.test", "admin-acme") }()
+	go func() { done <- st.RemoveUser(context.Background(), "acme", "admin-acme", "nobody@acme.test") }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.DeadlineExceeded) {

@@ -87,7 +87,7 @@ func TestAudit_FailedChangeAppendsNothing(t *testing.T) {
 		if err := st.RemoveUser(ctx, "acme", "admin-acme", "admin-acme"); err == nil {
 			t.Fatal("removing the last admin succeeded")
 		}
-		if _, err := st.UpdateRole(ctx, "acme", "admin-acme", store.RoleMember, "admin-acme"); err == nil {
+		if _, err := st.UpdateRole(ctx, "acme", "admin-acme", "admin-acme", store.RoleMember); err == nil {
 			t.Fatal("demoting the last admin succeeded")
 		}
 		after, err := st.ListAudit(ctx, store.AuditFilter{WorkspaceID: ws.ID, Limit: 100})

@@ -108,7 +108,7 @@ func findPending(tx *gorm.DB, workspaceID int64, email string) (Invitation, erro
 // RemoveUser removes a member (by sub or email) or, failing that, revokes the
 // pending invitation of that email. The invitation is kept as history.
 // Returns ErrNotFound when neither exists, ErrConflict for the last admin.
-func (s *Store) RemoveUser(ctx context.Context, workspaceName, subOrEmail, by string) error {
+func (s *Store) RemoveUser(ctx context.Context, workspaceName, by, subOrEmail string) error {
 	return s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		m, err := findMember(tx, ws.ID, subOrEmail)
 		if err == nil {
@@ -216,7 +216,7 @@ func setInvitationStatus(tx *gorm.DB, inv *Invitation, status, by string, now ti
 // UpdateRole sets the role of a member (by sub or email) or of a pending
 // invitation. Returns ErrInvalid for a role other than admin/member,
 // ErrNotFound when neither exists, ErrConflict when demoting the last admin.
-func (s *Store) UpdateRole(ctx context.Context, workspaceName, subOrEmail, role, by string) (UserEntry, error) {
+func (s *Store) UpdateRole(ctx context.Context, workspaceName, by, subOrEmail, role string) (UserEntry, error) {
 	if role != RoleAdmin && role != RoleMember {
 		return UserEntry{}, codedf(ErrInvalid, CodeInvalidRole, "role must be %q or %q (lower case), got %q", RoleAdmin, RoleMember, role)
 	}
@@ -306,7 +306,7 @@ func (s *Store) Accept(ctx context.Context, workspaceName, sub, email string) (W
 
 // Decline marks the caller's pending, unexpired invitation declined and
 // returns it. Returns ErrNotFound when there is nothing to decline.
-func (s *Store) Decline(ctx context.Context, workspaceName, email, by string) (Invitation, Workspace, error) {
+func (s *Store) Decline(ctx context.Context, workspaceName, by, email string) (Invitation, Workspace, error) {
 	var inv Invitation
 	var ws Workspace
 	err := s.inTx(ctx, func(tx *gorm.DB) error {

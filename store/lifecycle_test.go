@@ -44,7 +44,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 
 		t.Run("AcceptMakesMemberWithInvitedRole", func(t *testing.T) {
 			mustInvite(t, st, ws, "bob@example.com")
-			if _, err := st.UpdateRole(ctx, "acme", "BOB@example.com", store.RoleAdmin, "admin-acme"); err != nil {
+			if _, err := st.UpdateRole(ctx, "acme", "admin-acme", "BOB@example.com", store.RoleAdmin); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := st.Accept(ctx, "acme", "bob", "bob@example.com"); err != nil {
@@ -61,11 +61,11 @@ func TestLifecycle_Transitions(t *testing.T) {
 
 		t.Run("DeclineRevokeExpireAreFinal", func(t *testing.T) {
 			mustInvite(t, st, ws, "d@example.com")
-			if _, _, err := st.Decline(ctx, "acme", "d@example.com", "d"); err != nil {
+			if _, _, err := st.Decline(ctx, "acme", "d", "d@example.com"); err != nil {
 				t.Fatal(err)
 			}
 			mustInvite(t, st, ws, "r@example.com")
-			if err := st.RemoveUser(ctx, "acme", "r@example.com", "admin-acme"); err != nil {
+			if err := st.RemoveUser(ctx, "acme", "admin-acme", "r@example.com"); err != nil {
 				t.Fatal(err)
 			}
 			mustInvite(t, st, ws, "e@example.com")
@@ -93,7 +93,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 			if err := st.RemoveUser(ctx, "solo", "admin-solo", "admin-solo"); !errors.Is(err, store.ErrConflict) {
 				t.Errorf("remove last admin: got %v, want ErrConflict", err)
 			}
-			if _, err := st.UpdateRole(ctx, "solo", "admin@solo.test", store.RoleMember, "admin-solo"); !errors.Is(err, store.ErrConflict) {
+			if _, err := st.UpdateRole(ctx, "solo", "admin-solo", "admin@solo.test", store.RoleMember); !errors.Is(err, store.ErrConflict) {
 				t.Errorf("demote last admin: got %v, want ErrConflict", err)
 			}
 			if _, err := st.Leave(ctx, "solo", "admin-solo"); !errors.Is(err, store.ErrConflict) {
@@ -109,7 +109,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := st.RemoveUser(ctx, "acme", "kim", "admin-acme"); err != nil {
+			if err := st.RemoveUser(ctx, "acme", "admin-acme", "kim"); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
@@ -122,11 +122,11 @@ func TestLifecycle_Transitions(t *testing.T) {
 
 		t.Run("BadRoleAndUnknownUser", func(t *testing.T) {
 			for _, role := range []string{"Admin", "MEMBER", "owner", ""} {
-				if _, err := st.UpdateRole(ctx, "acme", "bob", role, "admin-acme"); !errors.Is(err, store.ErrInvalid) {
+				if _, err := st.UpdateRole(ctx, "acme", "admin-acme", "bob", role); !errors.Is(err, store.ErrInvalid) {
 					t.Errorf("role %q: got %v, want ErrInvalid", role, err)
 				}
 			}
-			if err := st.RemoveUser(ctx, "acme", "nobody@example.com", "admin-acme"); !errors.Is(err, store.ErrNotFound) {
+			if err := st.RemoveUser(ctx, "acme", "admin-acme", "nobody@example.com"); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("remove unknown: got %v, want ErrNotFound", err)
 			}
 		})
@@ -164,7 +164,7 @@ func TestLifecycle_Races(t *testing.T) {
 				var acceptErr, revokeErr error
 				race(
 					func() { _, acceptErr = st.Accept(ctx, "acme", email, email) },
-					func() { revokeErr = st.RemoveUser(ctx, "acme", email, "admin-acme") },
+					func() { revokeErr = st.RemoveUser(ctx, "acme", "admin-acme", email) },
 				)
 				_, memberErr := st.Membership(ctx, "acme", email)
 				switch {
@@ -234,8 +234,8 @@ func TestLifecycle_Races(t *testing.T) {
 				}
 				var roleErr, removeErr error
 				race(
-					func() { _, roleErr = st.UpdateRole(ctx, "acme", sub, store.RoleAdmin, "admin-acme") },
-					func() { removeErr = st.RemoveUser(ctx, "acme", sub, "admin-acme") },
+					func() { _, roleErr = st.UpdateRole(ctx, "acme", "admin-acme", sub, store.RoleAdmin) },
+					func() { removeErr = st.RemoveUser(ctx, "acme", "admin-acme", sub) },
 				)
 				_, memberErr := st.Membership(ctx, "acme", sub)
 				if removeErr != nil || memberErr == nil {
@@ -261,8 +261,8 @@ func TestLifecycle_Races(t *testing.T) {
 				}
 				errs := make([]error, 2)
 				race(
-					func() { _, errs[0] = st.UpdateRole(ctx, name, "u2", store.RoleMember, "u1") },
-					func() { _, errs[1] = st.UpdateRole(ctx, name, "u1", store.RoleMember, "u2") },
+					func() { _, errs[0] = st.UpdateRole(ctx, name, "u1", "u2", store.RoleMember) },
+					func() { _, errs[1] = st.UpdateRole(ctx, name, "u2", "u1", store.RoleMember) },
 				)
 				if (errs[0] == nil) == (errs[1] == nil) {
 					t.Errorf("round %d: %v / %v; want exactly one demotion", i, errs[0], errs[1])
@@ -284,8 +284,8 @@ func TestLifecycle_Races(t *testing.T) {
 				}
 				errs := make([]error, 2)
 				race(
-					func() { _, errs[0] = st.UpdateRole(ctx, name, "admin-"+name, store.RoleMember, "second") },
-					func() { _, errs[1] = st.UpdateRole(ctx, name, "second", store.RoleMember, "admin-"+name) },
+					func() { _, errs[0] = st.UpdateRole(ctx, name, "second", "admin-"+name, store.RoleMember) },
+					func() { _, errs[1] = st.UpdateRole(ctx, name, "admin-"+name, "second", store.RoleMember) },
 				)
 				ok := 0
 				for _, err := range errs {

@@ -77,7 +77,7 @@ func TestLists_UsersOrderAndPages(t *testing.T) {
 			}
 			mustInvite(t, st, ws, fmt.Sprintf("i%d@example.com", i))
 		}
-		if _, _, err := st.Decline(ctx, "acme", "i4@example.com", "i4"); err != nil {
+		if _, _, err := st.Decline(ctx, "acme", "i4", "i4@example.com"); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(2 * time.Hour) // mustInvite's one-hour invitations have expired
@@ -134,7 +134,7 @@ func TestLists_PendingInvitationsFor(t *testing.T) {
 			mustInvite(t, st, ws, "carol@example.com")
 			want = append(want, fmt.Sprintf("%s:%d:admin@%s.test", name, 1+i, name))
 		}
-		if _, _, err := st.Decline(ctx, "ws2", "bob@example.com", "bob"); err != nil {
+		if _, _, err := st.Decline(ctx, "ws2", "bob", "bob@example.com"); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want[:2], want[3:]...)

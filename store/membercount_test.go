@@ -58,7 +58,7 @@ func TestMemberCount(t *testing.T) {
 				}
 			})
 		}
-		fns = append(fns, func() { _ = st.RemoveUser(ctx, "acme", "m0", "admin-acme") }) // may lose its race too
+		fns = append(fns, func() { _ = st.RemoveUser(ctx, "acme", "admin-acme", "m0") }) // may lose its race too
 		race(fns...)
 		stored, counted := storedAndCounted(t, st, "acme")
 		if stored != counted || counted != 1+n-n/3 {

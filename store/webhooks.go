@@ -270,7 +270,7 @@ func (s *Store) Webhook(ctx context.Context, workspaceName string, id int64) (We
 
 // UpdateWebhook changes an endpoint (admins only); enabling it clears its
 // failure. Errors as CreateWebhook, ErrNotFound for an unknown endpoint.
-func (s *Store) UpdateWebhook(ctx context.Context, workspaceName string, id int64, by string, in WebhookInput) (WebhookEndpoint, error) {
+func (s *Store) UpdateWebhook(ctx context.Context, workspaceName, by string, id int64, in WebhookInput) (WebhookEndpoint, error) {
 	if err := in.check(); err != nil {
 		return WebhookEndpoint{}, err
 	}
@@ -337,7 +337,7 @@ func changed(before, after fields) (fields, fields) {
 
 // DeleteWebhook deletes an endpoint (admins only) with its messages and
 // delivery log. Errors as UpdateWebhook.
-func (s *Store) DeleteWebhook(ctx context.Context, workspaceName string, id int64, by string) error {
+func (s *Store) DeleteWebhook(ctx context.Context, workspaceName, by string, id int64) error {
 	return s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {
 		e, err := findWebhook(tx, ws.ID, id)
 		if err != nil {
@@ -358,7 +358,7 @@ func (s *Store) DeleteWebhook(ctx context.Context, workspaceName string, id int6
 // SendWebhookTest queues a webhook.test event for one endpoint (admins
 // only) and returns its message and event. ErrConflict if the endpoint is
 // disabled; otherwise errors as UpdateWebhook.
-func (s *Store) SendWebhookTest(ctx context.Context, workspaceName string, id int64, by string) (WebhookMessage, AuditEvent, error) {
+func (s *Store) SendWebhookTest(ctx context.Context, workspaceName, by string, id int64) (WebhookMessage, AuditEvent, error) {
 	var msg WebhookMessage
 	var ev AuditEvent
 	err := s.adminTx(ctx, workspaceName, by, func(tx *gorm.DB, ws Workspace) error {

@@ -164,7 +164,7 @@ func (s *Store) WorkspaceNameTaken(ctx context.Context, name string) (bool, erro
 // admin check and the answer still happen). Returns ErrNotFound
 // when the workspace does not exist or by is not a member, ErrForbidden
 // (not_admin) for a member, ErrInvalid for a display name refused.
-func (s *Store) UpdateWorkspace(ctx context.Context, workspaceName string, displayName *string, by string) (Workspace, error) {
+func (s *Store) UpdateWorkspace(ctx context.Context, workspaceName, by string, displayName *string) (Workspace, error) {
 	if displayName != nil {
 		if err := checkDisplayName(*displayName); err != nil {
 			return Workspace{}, err
