@@ -124,7 +124,7 @@ func TestBulkInvite_SameAsSingleInvites(t *testing.T) {
 			if resp, body := f.do(t, "POST", "/v0/workspaces", creator, `{"name":"`+ws+`"}`); resp.StatusCode != 200 {
 				t.Fatalf("create %s: %d %s", ws, resp.StatusCode, body)
 			}
-			if _, err := storetest.AddMember(ctx, st, ws, f.uniq("u-plain"), "plain@example.com", store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, ws, "test", storetest.NewMember{Sub: f.uniq("u-plain"), Email: "plain@example.com", Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 			h := with(f.workspaceToken(f.uniq("u-boss"), "boss@corp.test"), "X-Blaxel-Workspace", ws)

@@ -104,7 +104,7 @@ func TestAccept_EmailOfAnotherMember(t *testing.T) {
 		if resp, body := f.do(t, "POST", "/v0/users", admin, `{"email":"dora@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("setup invite: %d %s", resp.StatusCode, body)
 		}
-		if _, err := storetest.AddMember(context.Background(), f.store(), f.ws, f.uniq("u-dora-first"), "dora@example.com", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(context.Background(), f.store(), f.ws, "test", storetest.NewMember{Sub: f.uniq("u-dora-first"), Email: "dora@example.com", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		f.checkBadInputs(t, []badInput{

@@ -517,11 +517,11 @@ func (f *fixture) addPrincipals(t *testing.T) {
 		return k
 	}
 	// The admin's email in mixed case: stored normalised.
-	_, err := st.CreateWorkspace(ctx, f.ws, "Acme", f.adminSub, "Admin@"+strings.ToUpper(f.ws[:1])+f.ws[1:]+".test")
+	_, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: f.ws, DisplayName: "Acme", AdminSub: f.adminSub, AdminEmail: "Admin@" + strings.ToUpper(f.ws[:1]) + f.ws[1:] + ".test"})
 	must(err)
-	_, err = st.CreateWorkspace(ctx, f.otherWS, "", f.otherSub, f.otherEmail)
+	_, err = st.CreateWorkspace(ctx, store.NewWorkspace{Name: f.otherWS, AdminSub: f.otherSub, AdminEmail: f.otherEmail})
 	must(err)
-	_, err = storetest.AddMember(context.Background(), st, f.ws, f.memberSub, f.memberEmail, store.RoleMember, "test")
+	_, err = storetest.AddMember(context.Background(), st, f.ws, "test", storetest.NewMember{Sub: f.memberSub, Email: f.memberEmail, Role: store.RoleMember})
 	must(err)
 	f.adminKey = key(f.ws, f.adminSub)
 	f.memberKey = key(f.ws, f.memberSub)

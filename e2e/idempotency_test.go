@@ -69,7 +69,7 @@ func TestIdempotency_Replay(t *testing.T) {
 		if resp, body := f.do(t, "POST", "/v0/users", with(f.bearer(f.adminKey), "Idempotency-Key", "invite-bob-1"), `{"email":"bob@example.com"}`); resp.StatusCode != 200 || resp.Header.Get(server.IdempotencyReplayedHeader) != "true" {
 			t.Errorf("same member by API key: %d %q %s, want a replay", resp.StatusCode, resp.Header.Get(server.IdempotencyReplayedHeader), body)
 		}
-		if _, err := storetest.AddMember(ctx, st, f.ws, f.uniq("u-admin2"), "admin2@"+f.ws+".test", store.RoleAdmin, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, f.ws, "test", storetest.NewMember{Sub: f.uniq("u-admin2"), Email: "admin2@" + f.ws + ".test", Role: store.RoleAdmin}); err != nil {
 			t.Fatal(err)
 		}
 		if resp, body := f.do(t, "POST", "/v0/users", with(f.bearer(f.userToken(f.uniq("u-admin2"), "admin2@"+f.ws+".test")), "Idempotency-Key", "invite-bob-1"), `{"email":"dave@example.com"}`); resp.StatusCode != 200 || resp.Header.Get(server.IdempotencyReplayedHeader) != "" {

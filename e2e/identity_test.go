@@ -124,7 +124,7 @@ func TestIdentity_AllowLocalEmailDomains(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st := storetest.Open(t, "sqlite", store.Options{})
-	if _, err := st.CreateWorkspace(ctx, "acme", "", "u-admin", "admin@localhost", store.EmailOptions{AllowLocalDomains: true}); err != nil {
+	if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "u-admin", AdminEmail: "admin@localhost"}, store.EmailOptions{AllowLocalDomains: true}); err != nil {
 		t.Fatal(err)
 	}
 	dev, err := auth.LoadDevIssuer(t.TempDir())

@@ -97,7 +97,7 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 		want := []string{f.adminEmail, f.memberEmail}
 		for i := range 5 {
 			email := fmt.Sprintf("m%d@acme.test", i)
-			if _, err := storetest.AddMember(ctx, st, f.ws, fmt.Sprintf("u-m%d", i), email, store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, f.ws, "test", storetest.NewMember{Sub: fmt.Sprintf("u-m%d", i), Email: email, Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 			want = append(want, email)
@@ -111,7 +111,7 @@ func TestLists_PagesAndUnpaged(t *testing.T) {
 		}
 		for i := range 3 { // bob is invited to three workspaces
 			name := fmt.Sprintf("team%d", i)
-			if _, err := st.CreateWorkspace(ctx, name, "", "u-"+name, name+"@example.com"); err != nil {
+			if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: name, AdminSub: "u-" + name, AdminEmail: name + "@example.com"}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := st.Invite(ctx, store.InviteParams{Workspace: name, Caller: "u-" + name, Email: "bob@example.com", TTL: time.Hour}); err != nil {
@@ -198,7 +198,7 @@ func TestLists_PagingWhileOthersWrite(t *testing.T) {
 		st := f.store()
 		ctx := context.Background()
 		for i := range 20 {
-			if _, err := storetest.AddMember(ctx, st, f.ws, fmt.Sprintf("u-m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, f.ws, "test", storetest.NewMember{Sub: fmt.Sprintf("u-m%d", i), Email: fmt.Sprintf("m%d@acme.test", i), Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -273,7 +273,7 @@ func TestLists_BadPaging(t *testing.T) {
 		f := newFixture(t, dialect, "--rate-limits=false")
 		st := f.store()
 		ctx := context.Background()
-		if _, err := storetest.AddMember(ctx, st, f.otherWS, "u-other2", "other2@other.test", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, f.otherWS, "test", storetest.NewMember{Sub: "u-other2", Email: "other2@other.test", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		for ws, admin := range map[string]string{f.ws: f.adminSub, f.otherWS: f.otherSub} {
@@ -352,7 +352,7 @@ func seedUsers(tb testing.TB, st *store.Store, ws, admin string, n int) {
 			for i := w; i < n; i += 16 {
 				var err error
 				if i%2 == 0 {
-					_, err = storetest.AddMember(ctx, st, ws, fmt.Sprintf("seed-%d", i), fmt.Sprintf("seed-%d@%s.test", i, ws), store.RoleMember, "seed")
+					_, err = storetest.AddMember(ctx, st, ws, "seed", storetest.NewMember{Sub: fmt.Sprintf("seed-%d", i), Email: fmt.Sprintf("seed-%d@%s.test", i, ws), Role: store.RoleMember})
 				} else {
 					_, err = st.Invite(ctx, store.InviteParams{Workspace: ws, Caller: admin, Email: fmt.Sprintf("invitee-%d@example.com", i), TTL: time.Hour})
 				}

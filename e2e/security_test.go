@@ -15,6 +15,8 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/membership-api/controlplane/store"
 )
 
 // apiKeyRefused lists operations that an API key may not call at all (the
@@ -43,7 +45,7 @@ func TestSecurity_EveryOperation(t *testing.T) {
 	doc := loadSpec(t)
 	// DeleteWorkspace acts on a workspace of its own: on acme it would take
 	// the fixture's keys (and the workspace) from the operations after it.
-	if _, err := f.store().CreateWorkspace(context.Background(), f.uniq("doomed"), "", f.adminSub, f.adminEmail); err != nil {
+	if _, err := f.store().CreateWorkspace(context.Background(), store.NewWorkspace{Name: f.uniq("doomed"), AdminSub: f.adminSub, AdminEmail: f.adminEmail}); err != nil {
 		t.Fatal(err)
 	}
 	forEachOperation(t, f.ws, func(method, url string, op *openapi3.Operation) {

@@ -251,7 +251,7 @@ func TestServiceAccounts_Refusals(t *testing.T) {
 // whoever is admin now is beside the point of the test using it).
 func (f *fixture) createServiceAccountKeyRaw(t *testing.T, clientID string) string {
 	t.Helper()
-	key, _, err := f.store().CreateServiceAccountKey(context.Background(), f.ws, clientID, clientID, "", "")
+	key, _, err := f.store().CreateServiceAccountKey(context.Background(), f.ws, clientID, clientID, store.NewServiceAccountKey{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,14 +334,14 @@ func TestServiceAccounts_DeletedWithWorkspace(t *testing.T) {
 		f := newTenant(t, dialect)
 		ctx := context.Background()
 		st := f.store()
-		if _, err := st.CreateWorkspace(ctx, f.uniq("doomed"), "", f.adminSub, f.adminEmail); err != nil {
+		if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: f.uniq("doomed"), AdminSub: f.adminSub, AdminEmail: f.adminEmail}); err != nil {
 			t.Fatal(err)
 		}
-		_, v, err := st.CreateServiceAccount(ctx, f.uniq("doomed"), f.adminSub, "ci", "", store.RoleAdmin)
+		_, v, err := st.CreateServiceAccount(ctx, f.uniq("doomed"), f.adminSub, store.NewServiceAccount{Name: "ci", Role: store.RoleAdmin})
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, _, err := st.CreateServiceAccountKey(ctx, f.uniq("doomed"), f.adminSub, v.ClientID, "", "")
+		key, _, err := st.CreateServiceAccountKey(ctx, f.uniq("doomed"), f.adminSub, v.ClientID, store.NewServiceAccountKey{})
 		if err != nil {
 			t.Fatal(err)
 		}

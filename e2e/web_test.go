@@ -19,6 +19,7 @@ import (
 
 	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/server"
+	"github.com/membership-api/controlplane/store"
 )
 
 // The answers tested here are outside the YAML's operations (the served
@@ -228,7 +229,7 @@ func TestHEAD_EveryGETOperation(t *testing.T) {
 	t.Parallel()
 	f := newTenant(t, "sqlite")
 	token := f.token(f.adminSub, f.adminEmail, "admin")
-	_, sa, err := f.store().CreateServiceAccount(context.Background(), f.ws, f.adminSub, "ci", "", "")
+	_, sa, err := f.store().CreateServiceAccount(context.Background(), f.ws, f.adminSub, store.NewServiceAccount{Name: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func TestWorkspaces_EndToEnd(t *testing.T) {
 		if resp, body := f.do(t, "POST", "/v0/users", with(dana, "X-Blaxel-Workspace", f.uniq("beta")), `{"email":"erin@example.com"}`); resp.StatusCode != 200 {
 			t.Fatalf("invite to beta: %d %s", resp.StatusCode, body)
 		}
-		if _, err := storetest.AddMember(ctx, f.store(), f.uniq("beta"), f.uniq("u-fred"), "fred@example.com", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, f.store(), f.uniq("beta"), "test", storetest.NewMember{Sub: f.uniq("u-fred"), Email: "fred@example.com", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		before := f.countRows(t)
@@ -303,7 +303,7 @@ func TestCLI_WorkspaceList(t *testing.T) {
 	e := newEnv(t, "sqlite")
 	mustCLI(t, e.args("workspace", "create", "zeta", "--admin-sub", "u-z", "--admin-email", "z@zeta.test")...)
 	mustCLI(t, e.args("workspace", "create", "acme", "--admin-sub", "u-a", "--admin-email", "a@acme.test", "--display-name", "Acme Inc")...)
-	if _, _, err := e.store().CreateServiceAccount(context.Background(), "acme", "u-a", "ci", "", store.RoleMember); err != nil {
+	if _, _, err := e.store().CreateServiceAccount(context.Background(), "acme", "u-a", store.NewServiceAccount{Name: "ci", Role: store.RoleMember}); err != nil {
 		t.Fatal(err)
 	}
 	out := mustCLI(t, e.args("workspace", "list")...)

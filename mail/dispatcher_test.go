@@ -36,7 +36,7 @@ func newOutboxEnv(t *testing.T, dialect, displayName string) *outboxEnv {
 func newOutboxEnvAt(t *testing.T, dialect, displayName string, now func() time.Time) *outboxEnv {
 	t.Helper()
 	st := storetest.Open(t, dialect, store.Options{Now: now})
-	if _, err := st.CreateWorkspace(context.Background(), "acme", displayName, "admin", "admin@acme.test"); err != nil {
+	if _, err := st.CreateWorkspace(context.Background(), store.NewWorkspace{Name: "acme", DisplayName: displayName, AdminSub: "admin", AdminEmail: "admin@acme.test"}); err != nil {
 		t.Fatal(err)
 	}
 	return &outboxEnv{st: st}

@@ -18,10 +18,10 @@ func BenchmarkServiceAccountCheck(b *testing.B) {
 		b.Run(dialect, func(b *testing.B) {
 			st := storetest.Open(b, dialect, store.Options{})
 			ctx := context.Background()
-			if _, err := st.CreateWorkspace(ctx, "acme", "", "u-admin", "admin@acme.test"); err != nil {
+			if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "u-admin", AdminEmail: "admin@acme.test"}); err != nil {
 				b.Fatal(err)
 			}
-			_, sa, err := st.CreateServiceAccount(ctx, "acme", "u-admin", "deployer", "", store.RoleAdmin)
+			_, sa, err := st.CreateServiceAccount(ctx, "acme", "u-admin", store.NewServiceAccount{Name: "deployer", Role: store.RoleAdmin})
 			if err != nil {
 				b.Fatal(err)
 			}

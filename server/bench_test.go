@@ -29,7 +29,7 @@ func benchServer(b *testing.B, dialect string) (http.Handler, string) {
 func benchServerWith(b *testing.B, dialect string, limits server.RateLimits) (http.Handler, string) {
 	b.Helper()
 	st := storetest.Open(b, dialect, store.Options{})
-	if _, err := st.CreateWorkspace(context.Background(), "bench", "", "bench-admin", "admin@bench.test"); err != nil {
+	if _, err := st.CreateWorkspace(context.Background(), store.NewWorkspace{Name: "bench", AdminSub: "bench-admin", AdminEmail: "admin@bench.test"}); err != nil {
 		b.Fatal(err)
 	}
 	dev, err := auth.LoadDevIssuer(b.TempDir())

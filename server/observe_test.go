@@ -45,7 +45,7 @@ func (l *lockedBuffer) String() string {
 // request's ID, as the access line and the error body do.
 func TestRequestID_OnEveryLogLine(t *testing.T) {
 	st := storetest.Open(t, "sqlite", store.Options{})
-	if _, err := st.CreateWorkspace(context.Background(), "acme", "", "admin", "admin@acme.test"); err != nil {
+	if _, err := st.CreateWorkspace(context.Background(), store.NewWorkspace{Name: "acme", AdminSub: "admin", AdminEmail: "admin@acme.test"}); err != nil {
 		t.Fatal(err)
 	}
 	dev, err := auth.LoadDevIssuer(t.TempDir())

@@ -35,7 +35,8 @@ func (s *Server) CreateWorkspaceServiceAccount(ctx context.Context, req gen.Crea
 	if err != nil {
 		return nil, err
 	}
-	secret, v, err := s.serviceAccounts.CreateServiceAccount(ctx, workspace, p.Sub, req.Body.Name, deref(req.Body.Description), roleOf(req.Body.Role))
+	secret, v, err := s.serviceAccounts.CreateServiceAccount(ctx, workspace, p.Sub,
+		store.NewServiceAccount{Name: req.Body.Name, Description: deref(req.Body.Description), Role: roleOf(req.Body.Role)})
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,8 @@ func (s *Server) CreateApiKeyForServiceAccount(ctx context.Context, req gen.Crea
 	if err != nil {
 		return nil, err
 	}
-	key, k, err := s.serviceAccounts.CreateServiceAccountKey(ctx, workspace, p.Sub, req.ClientId, deref(req.Body.Name), deref(req.Body.ExpiresIn))
+	key, k, err := s.serviceAccounts.CreateServiceAccountKey(ctx, workspace, p.Sub, req.ClientId,
+		store.NewServiceAccountKey{Name: deref(req.Body.Name), ExpiresIn: deref(req.Body.ExpiresIn)})
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ type Workspaces interface {
 	// WorkspacesOf returns the workspaces sub is a member of.
 	WorkspacesOf(ctx context.Context, sub string) ([]store.Workspace, error)
 	// CreateWorkspace creates a workspace whose first admin is adminSub.
-	CreateWorkspace(ctx context.Context, name, displayName, adminSub, adminEmail string, emails ...store.EmailOptions) (store.Workspace, error)
+	CreateWorkspace(ctx context.Context, nw store.NewWorkspace, emails ...store.EmailOptions) (store.Workspace, error)
 	// UpdateWorkspace changes a workspace's display name (admins only).
 	UpdateWorkspace(ctx context.Context, workspaceName, by string, displayName *string) (store.Workspace, error)
 	// DeleteWorkspace deletes a workspace and what it holds (admins only).
@@ -70,12 +70,12 @@ type Members interface {
 type ServiceAccounts interface {
 	ServiceAccounts(ctx context.Context, workspaceName, by string) ([]store.ServiceAccountView, error)
 	// CreateServiceAccount returns the account's secret (shown once) and the account.
-	CreateServiceAccount(ctx context.Context, workspaceName, by, name, description, role string) (string, store.ServiceAccountView, error)
+	CreateServiceAccount(ctx context.Context, workspaceName, by string, sa store.NewServiceAccount) (string, store.ServiceAccountView, error)
 	UpdateServiceAccount(ctx context.Context, workspaceName, by, clientID string, c store.ServiceAccountChange) (store.ServiceAccountView, error)
 	DeleteServiceAccount(ctx context.Context, workspaceName, by, clientID string) (store.ServiceAccountView, error)
 	ServiceAccountKeys(ctx context.Context, workspaceName, by, clientID string) ([]store.APIKey, error)
 	// CreateServiceAccountKey returns the key (shown once) and its record.
-	CreateServiceAccountKey(ctx context.Context, workspaceName, by, clientID, name, expiresIn string) (string, store.APIKey, error)
+	CreateServiceAccountKey(ctx context.Context, workspaceName, by, clientID string, nk store.NewServiceAccountKey) (string, store.APIKey, error)
 	RevokeServiceAccountKey(ctx context.Context, workspaceName, by, clientID, keyID string) error
 	// AuthenticateServiceAccount checks client credentials; ErrNotFound for
 	// an unknown client or a wrong secret alike.

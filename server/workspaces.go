@@ -61,7 +61,7 @@ func (s *Server) CreateWorkspace(ctx context.Context, req gen.CreateWorkspaceReq
 	if req.Body != nil {
 		name, displayName = deref(req.Body.Name), deref(req.Body.DisplayName)
 	}
-	ws, err := s.workspaces.CreateWorkspace(ctx, name, displayName, p.Sub, p.Email,
+	ws, err := s.workspaces.CreateWorkspace(ctx, store.NewWorkspace{Name: name, DisplayName: displayName, AdminSub: p.Sub, AdminEmail: p.Email},
 		store.EmailOptions{AllowLocalDomains: s.cfg.AllowLocalEmailDomains})
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ func TestInvitations_BatchMixed(t *testing.T) {
 		ctx := context.Background()
 		acme := mustWorkspace(t, st, "acme")
 		beta := mustWorkspace(t, st, "beta")
-		if _, err := storetest.AddMember(ctx, st, "acme", "plain", "plain@example.com", store.RoleMember, "admin-acme"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: "plain", Email: "plain@example.com", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		old, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: "old@example.com", TTL: time.Hour})

@@ -17,7 +17,7 @@ func BenchmarkStore_Invite(b *testing.B) {
 	for _, dialect := range storetest.Dialects {
 		b.Run(dialect, func(b *testing.B) {
 			st := storetest.Open(b, dialect, store.Options{})
-			if _, err := st.CreateWorkspace(context.Background(), "bench", "", "admin", "admin@bench.test"); err != nil {
+			if _, err := st.CreateWorkspace(context.Background(), store.NewWorkspace{Name: "bench", AdminSub: "admin", AdminEmail: "admin@bench.test"}); err != nil {
 				b.Fatal(err)
 			}
 			var seq atomic.Int64

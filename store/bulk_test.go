@@ -19,7 +19,7 @@ func bulkSetup(t *testing.T, st *store.Store, name string) {
 	t.Helper()
 	ctx := context.Background()
 	mustWorkspace(t, st, name)
-	if _, err := storetest.AddMember(ctx, st, name, "plain", "plain@example.com", store.RoleMember, "admin-"+name); err != nil {
+	if _, err := storetest.AddMember(ctx, st, name, "admin-"+name, storetest.NewMember{Sub: "plain", Email: "plain@example.com", Role: store.RoleMember}); err != nil {
 		t.Fatal(err)
 	}
 	for _, email := range []string{"pending@example.com", "stale@example.com"} {
@@ -132,7 +132,7 @@ func BenchmarkInviteMany(b *testing.B) {
 	for _, dialect := range storetest.Dialects {
 		b.Run(dialect, func(b *testing.B) {
 			st := storetest.Open(b, dialect, store.Options{})
-			if _, err := st.CreateWorkspace(context.Background(), "bench", "", "admin", "admin@bench.test"); err != nil {
+			if _, err := st.CreateWorkspace(context.Background(), store.NewWorkspace{Name: "bench", AdminSub: "admin", AdminEmail: "admin@bench.test"}); err != nil {
 				b.Fatal(err)
 			}
 			seq := 0

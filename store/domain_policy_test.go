@@ -82,7 +82,7 @@ func TestDomainPolicy_Invite(t *testing.T) {
 		}
 
 		// The policy is checked before membership.
-		if _, err := storetest.AddMember(ctx, st, "acme", "m-other", "m@other.test", store.RoleMember, "admin-acme"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: "m-other", Email: "m@other.test", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		var se *store.Error
@@ -116,7 +116,7 @@ func TestDomainPolicy_Set(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
 		ctx := context.Background()
 		mustWorkspace(t, st, "acme")
-		if _, err := storetest.AddMember(ctx, st, "acme", "plain", "plain@example.com", store.RoleMember, "admin-acme"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: "plain", Email: "plain@example.com", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		for _, tc := range []struct {

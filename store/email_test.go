@@ -85,23 +85,23 @@ func TestEmailRule_Store(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t, "sqlite", store.Options{})
 	for _, bad := range []string{"not an email", "admin@localhost", "admin@127.0.0.1", strings.Repeat("a", 65) + "@acme.test"} {
-		if _, err := st.CreateWorkspace(ctx, "acme", "", "admin", bad); !errors.Is(err, store.ErrInvalid) {
+		if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "admin", AdminEmail: bad}); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("CreateWorkspace with %q: got %v, want ErrInvalid", bad, err)
 		}
 	}
-	if _, err := st.CreateWorkspace(ctx, "acme", "", "admin", " Admin@Acme.test "); err != nil {
+	if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "admin", AdminEmail: " Admin@Acme.test "}); err != nil {
 		t.Fatalf("CreateWorkspace after refusals (the name must still be free): %v", err)
 	}
-	if _, err := st.CreateWorkspace(ctx, "dev", "", "admin", "admin@localhost", store.EmailOptions{AllowLocalDomains: true}); err != nil {
+	if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "dev", AdminSub: "admin", AdminEmail: "admin@localhost"}, store.EmailOptions{AllowLocalDomains: true}); err != nil {
 		t.Errorf("CreateWorkspace with local domains allowed: %v", err)
 	}
-	if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@localhost", store.RoleMember, "t"); !errors.Is(err, store.ErrInvalid) {
+	if _, err := storetest.AddMember(ctx, st, "acme", "t", storetest.NewMember{Sub: "kim", Email: "kim@localhost", Role: store.RoleMember}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("AddMember kim@localhost: got %v, want ErrInvalid", err)
 	}
-	if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@localhost", store.RoleMember, "t", store.EmailOptions{AllowLocalDomains: true}); err != nil {
+	if _, err := storetest.AddMember(ctx, st, "acme", "t", storetest.NewMember{Sub: "kim", Email: "kim@localhost", Role: store.RoleMember}, store.EmailOptions{AllowLocalDomains: true}); err != nil {
 		t.Errorf("AddMember kim@localhost with local domains allowed: %v", err)
 	}
-	if _, err := storetest.AddMember(ctx, st, "acme", "robot", "", store.RoleMember, "t"); err != nil {
+	if _, err := storetest.AddMember(ctx, st, "acme", "t", storetest.NewMember{Sub: "robot", Role: store.RoleMember}); err != nil {
 		t.Errorf("AddMember without email (service account): %v", err)
 	}
 	users, err := listUsers(ctx, st, mustMembership(t, st, "acme", "admin").Workspace.Name)

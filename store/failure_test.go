@@ -52,11 +52,11 @@ func TestCommitter_FsyncFailureIsFinal(t *testing.T) {
 	t.Parallel()
 	st := storetest.Open(t, "sqlite", store.Options{})
 	ctx := context.Background()
-	if _, err := st.CreateWorkspace(ctx, "before", "", "admin", "admin@example.com"); err != nil {
+	if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "before", AdminSub: "admin", AdminEmail: "admin@example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	syncs, repair := st.BreakWALForTest()
-	_, err := st.CreateWorkspace(ctx, "during", "", "admin", "admin@example.com")
+	_, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "during", AdminSub: "admin", AdminEmail: "admin@example.com"})
 	if err == nil || !strings.Contains(err.Error(), "fsync") {
 		t.Fatalf("write covered by the failed fsync: got %v, want the fsync error", err)
 	}
@@ -65,7 +65,10 @@ func TestCommitter_FsyncFailureIsFinal(t *testing.T) {
 	}
 	repair() // too late: nothing after the failure may be promised
 	for i, write := range []func() error{
-		func() error { _, err := st.CreateWorkspace(ctx, "after", "", "admin", "admin@example.com"); return err },
+		func() error {
+			_, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "after", AdminSub: "admin", AdminEmail: "admin@example.com"})
+			return err
+		},
 		func() error {
 			_, err := st.Invite(ctx, store.InviteParams{Workspace: "before", Caller: "admin", Email: "x@example.com", TTL: time.Hour})
 			return err
@@ -274,10 +277,10 @@ func TestInvite_FailedBatchFallsBackWithTheSameAnswers(t *testing.T) {
 func seedInviteScenario(t *testing.T, st *store.Store) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := st.CreateWorkspace(ctx, "acme", "", "admin", "admin@example.com"); err != nil {
+	if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "admin", AdminEmail: "admin@example.com"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := storetest.AddMember(ctx, st, "acme", "plain", "plain@example.com", store.RoleMember, "admin"); err != nil {
+	if _, err := storetest.AddMember(ctx, st, "acme", "admin", storetest.NewMember{Sub: "plain", Email: "plain@example.com", Role: store.RoleMember}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin", Email: "pending@example.com", TTL: time.Minute}); err != nil {

@@ -83,11 +83,11 @@ func TestInviteRules(t *testing.T) {
 					}
 					old[path] = inv
 				}
-				if _, err := storetest.AddMember(ctx, st, name, "plain", "plain@member.test", store.RoleMember, "admin-"+name); err != nil {
+				if _, err := storetest.AddMember(ctx, st, name, "admin-"+name, storetest.NewMember{Sub: "plain", Email: "plain@member.test", Role: store.RoleMember}); err != nil {
 					t.Fatalf("%s: member: %v", tc.name, err)
 				}
 				if tc.member {
-					if _, err := storetest.AddMember(ctx, st, name, "sub-"+tc.email, tc.email, store.RoleMember, "admin-"+name); err != nil {
+					if _, err := storetest.AddMember(ctx, st, name, "admin-"+name, storetest.NewMember{Sub: "sub-" + tc.email, Email: tc.email, Role: store.RoleMember}); err != nil {
 						t.Fatalf("%s: member: %v", tc.name, err)
 					}
 				}

@@ -102,7 +102,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 		})
 
 		t.Run("RemovedMembersKeysAreRevoked", func(t *testing.T) {
-			if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "t", storetest.NewMember{Sub: "kim", Email: "kim@example.com", Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 			key, _, err := st.CreateAPIKey(ctx, "acme", "kim")
@@ -112,7 +112,7 @@ func TestLifecycle_Transitions(t *testing.T) {
 			if err := st.RemoveUser(ctx, "acme", "admin-acme", "kim"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := storetest.AddMember(ctx, st, "acme", "kim", "kim@example.com", store.RoleMember, "t"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "t", storetest.NewMember{Sub: "kim", Email: "kim@example.com", Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := st.LookupAPIKey(ctx, key); !errors.Is(err, store.ErrNotFound) {
@@ -229,7 +229,7 @@ func TestLifecycle_Races(t *testing.T) {
 		t.Run("RoleChangeVsRemoval", func(t *testing.T) {
 			for i := range rounds {
 				sub := "rr" + string(rune('a'+i))
-				if _, err := storetest.AddMember(ctx, st, "acme", sub, sub+"@example.com", store.RoleMember, "t"); err != nil {
+				if _, err := storetest.AddMember(ctx, st, "acme", "t", storetest.NewMember{Sub: sub, Email: sub + "@example.com", Role: store.RoleMember}); err != nil {
 					t.Fatal(err)
 				}
 				var roleErr, removeErr error
@@ -255,7 +255,7 @@ func TestLifecycle_Races(t *testing.T) {
 				name := "trio" + string(rune('a'+i))
 				mustWorkspace(t, st, name)
 				for _, sub := range []string{"u1", "u2"} {
-					if _, err := storetest.AddMember(ctx, st, name, sub, sub+"@example.com", store.RoleAdmin, "t"); err != nil {
+					if _, err := storetest.AddMember(ctx, st, name, "t", storetest.NewMember{Sub: sub, Email: sub + "@example.com", Role: store.RoleAdmin}); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -279,7 +279,7 @@ func TestLifecycle_Races(t *testing.T) {
 			for i := range rounds {
 				name := "duo" + string(rune('a'+i))
 				mustWorkspace(t, st, name)
-				if _, err := storetest.AddMember(ctx, st, name, "second", "second@example.com", store.RoleAdmin, "t"); err != nil {
+				if _, err := storetest.AddMember(ctx, st, name, "t", storetest.NewMember{Sub: "second", Email: "second@example.com", Role: store.RoleAdmin}); err != nil {
 					t.Fatal(err)
 				}
 				errs := make([]error, 2)

@@ -22,7 +22,7 @@ func TestLists_Plans(t *testing.T) {
 		ws := mustWorkspace(t, st, "acme")
 		for i := range 300 {
 			mustInvite(t, st, ws, fmt.Sprintf("i%d@example.com", i))
-			if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("m%d", i), "", store.RoleMember, "admin-acme"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: fmt.Sprintf("m%d", i), Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -67,7 +67,7 @@ func TestLists_UsersOrderAndPages(t *testing.T) {
 			if i != 2 {
 				clk.Advance(time.Millisecond)
 			}
-			if _, err := storetest.AddMember(ctx, st, "acme", fmt.Sprintf("m%d", i), fmt.Sprintf("m%d@acme.test", i), store.RoleMember, "admin-acme"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: fmt.Sprintf("m%d", i), Email: fmt.Sprintf("m%d@acme.test", i), Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -126,7 +126,7 @@ func TestLists_PendingInvitationsFor(t *testing.T) {
 			name := fmt.Sprintf("ws%d", i)
 			ws := mustWorkspace(t, st, name)
 			for j := range i { // ws<i> has 1 + i members
-				if _, err := storetest.AddMember(ctx, st, name, fmt.Sprintf("u%d", j), "", store.RoleMember, "admin-"+name); err != nil {
+				if _, err := storetest.AddMember(ctx, st, name, "admin-"+name, storetest.NewMember{Sub: fmt.Sprintf("u%d", j), Role: store.RoleMember}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -199,7 +199,7 @@ func TestLists_ResumeAfterInsertsAndStop(t *testing.T) {
 		// invitation is accepted (after it: seen as the member? no, the
 		// members were passed; it leaves the invitations), one is added.
 		clk.Advance(time.Millisecond)
-		if _, err := storetest.AddMember(ctx, st, "acme", "new", "new@acme.test", store.RoleMember, "admin-acme"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: "new", Email: "new@acme.test", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		mustInvite(t, st, ws, "later@example.com")

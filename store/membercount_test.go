@@ -42,7 +42,7 @@ func TestMemberCount(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
 		ctx := context.Background()
 		ws := mustWorkspace(t, st, "acme")
-		if _, err := storetest.AddMember(ctx, st, "acme", "m0", "m0@acme.test", store.RoleMember, "test"); err != nil {
+		if _, err := storetest.AddMember(ctx, st, "acme", "test", storetest.NewMember{Sub: "m0", Email: "m0@acme.test", Role: store.RoleMember}); err != nil {
 			t.Fatal(err)
 		}
 		const n = 12

@@ -149,9 +149,9 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 			_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "admin-acme", Email: email, TTL: ttl})
 			return err
 		}
-		_, err = storetest.AddMember(ctx, st, "acme", "robot", "", store.RoleMember, "admin-acme")
+		_, err = storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: "robot", Role: store.RoleMember})
 		must("add service account", err)
-		_, err = storetest.AddMember(ctx, st, "acme", "bob", "bob@acme.test", store.RoleMember, "admin-acme")
+		_, err = storetest.AddMember(ctx, st, "acme", "admin-acme", storetest.NewMember{Sub: "bob", Email: "bob@acme.test", Role: store.RoleMember})
 		must("add bob", err)
 		must("invite carol", invite("carol@acme.test", time.Hour))
 		if err := invite("bob@acme.test", time.Hour); err == nil {

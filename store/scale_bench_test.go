@@ -34,10 +34,10 @@ func BenchmarkStore_InviteScale(b *testing.B) {
 		b.Run(dialect, func(b *testing.B) {
 			st := storetest.Open(b, dialect, store.Options{})
 			ctx := context.Background()
-			if _, err := st.CreateWorkspace(ctx, "small", "", "admin", "admin@small.test"); err != nil {
+			if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "small", AdminSub: "admin", AdminEmail: "admin@small.test"}); err != nil {
 				b.Fatal(err)
 			}
-			big, err := st.CreateWorkspace(ctx, "big", "", "admin", "admin@big.test")
+			big, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "big", AdminSub: "admin", AdminEmail: "admin@big.test"})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -11,11 +11,19 @@ import (
 // APIKeyIDPrefix starts the public ID of a key (upstream's example: ak_abc123def456).
 const APIKeyIDPrefix = "ak_"
 
-// CreateServiceAccountKey issues an API key for a service account of the
-// workspace (admins only) and returns it in clear text, which is never
-// available again; expiresIn "" means it never expires (else ParseExpiresIn).
-// Errors as UpdateServiceAccount, and ErrInvalid (invalid_expires_in).
-func (s *Store) CreateServiceAccountKey(ctx context.Context, workspaceName, by, clientID, name, expiresIn string) (string, APIKey, error) {
+// NewServiceAccountKey is the key CreateServiceAccountKey issues: an
+// optional name, and how long it lasts (ParseExpiresIn's form; "": it
+// never expires).
+type NewServiceAccountKey struct {
+	Name, ExpiresIn string
+}
+
+// CreateServiceAccountKey issues an API key for the service account
+// clientID of the workspace (admins only) and returns it in clear text,
+// which is never available again. Errors as UpdateServiceAccount, and
+// ErrInvalid (invalid_expires_in).
+func (s *Store) CreateServiceAccountKey(ctx context.Context, workspaceName, by, clientID string, nk NewServiceAccountKey) (string, APIKey, error) {
+	name, expiresIn := nk.Name, nk.ExpiresIn
 	var expiresAt *time.Time
 	now := s.now()
 	if expiresIn != "" {

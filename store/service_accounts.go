@@ -69,6 +69,13 @@ type ServiceAccountView struct {
 	Role string
 }
 
+// NewServiceAccount is the service account CreateServiceAccount creates:
+// a name unique in its workspace, an optional description, and its role
+// (RoleMember when empty).
+type NewServiceAccount struct {
+	Name, Description, Role string
+}
+
 // ServiceAccountChange is what UpdateServiceAccount changes (nil: kept).
 type ServiceAccountChange struct {
 	Name, Description, Role *string
@@ -112,11 +119,12 @@ func randomToken(prefix string) (string, error) {
 
 // CreateServiceAccount creates a service account in the workspace (admins
 // only) with its member row, and returns it with its secret in clear text,
-// which is never available again. role "" means RoleMember. Returns
+// which is never available again. Returns
 // ErrNotFound (workspace_not_found) if the workspace does not exist or by is
 // not a member, ErrForbidden for a non-admin, ErrConflict if a service
 // account of that name exists in the workspace, ErrInvalid for bad input.
-func (s *Store) CreateServiceAccount(ctx context.Context, workspaceName, by, name, description, role string) (string, ServiceAccountView, error) {
+func (s *Store) CreateServiceAccount(ctx context.Context, workspaceName, by string, sa NewServiceAccount) (string, ServiceAccountView, error) {
+	name, description, role := sa.Name, sa.Description, sa.Role
 	if role == "" {
 		role = RoleMember
 	}

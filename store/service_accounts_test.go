@@ -33,10 +33,10 @@ func TestAuthenticateServiceAccount(t *testing.T) {
 	storetest.EachDialect(t, func(t *testing.T, dialect string) {
 		st := storetest.Open(t, dialect, store.Options{})
 		ctx := context.Background()
-		if _, err := st.CreateWorkspace(ctx, "acme", "", "u-admin", "admin@acme.test"); err != nil {
+		if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "u-admin", AdminEmail: "admin@acme.test"}); err != nil {
 			t.Fatal(err)
 		}
-		secret, v, err := st.CreateServiceAccount(ctx, "acme", "u-admin", "ci", "", "")
+		secret, v, err := st.CreateServiceAccount(ctx, "acme", "u-admin", store.NewServiceAccount{Name: "ci"})
 		if err != nil {
 			t.Fatal(err)
 		}

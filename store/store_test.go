@@ -36,7 +36,7 @@ func eachDialect(t *testing.T, fn func(t *testing.T, st *store.Store, clk *clock
 
 func mustWorkspace(t *testing.T, st *store.Store, name string) store.Workspace {
 	t.Helper()
-	ws, err := st.CreateWorkspace(context.Background(), name, "", "admin-"+name, "admin@"+name+".test")
+	ws, err := st.CreateWorkspace(context.Background(), store.NewWorkspace{Name: name, AdminSub: "admin-" + name, AdminEmail: "admin@" + name + ".test"})
 	if err != nil {
 		t.Fatalf("create workspace: %v", err)
 	}
@@ -54,10 +54,10 @@ func TestWorkspaces_Create(t *testing.T) {
 		if err != nil || m.Role != store.RoleAdmin {
 			t.Fatalf("admin membership: got %+v, %v; want admin", m, err)
 		}
-		if _, err := st.CreateWorkspace(ctx, "acme", "", "x", "x@y.z"); !errors.Is(err, store.ErrConflict) {
+		if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "acme", AdminSub: "x", AdminEmail: "x@y.z"}); !errors.Is(err, store.ErrConflict) {
 			t.Errorf("duplicate name: got %v, want ErrConflict", err)
 		}
-		if _, err := st.CreateWorkspace(ctx, "Bad Name", "", "x", "x@y.z"); !errors.Is(err, store.ErrInvalid) {
+		if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "Bad Name", AdminSub: "x", AdminEmail: "x@y.z"}); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("bad name: got %v, want ErrInvalid", err)
 		}
 		if _, err := st.Membership(ctx, "acme", "stranger"); !errors.Is(err, store.ErrNotFound) {
@@ -89,7 +89,7 @@ func TestInvitations_Create(t *testing.T) {
 
 		t.Run("ReinviteRefreshesExpiry", func(t *testing.T) {
 			clk.Advance(10 * time.Minute)
-			if _, err := storetest.AddMember(ctx, st, "acme", "other-admin", "", store.RoleAdmin, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "test", storetest.NewMember{Sub: "other-admin", Role: store.RoleAdmin}); err != nil {
 				t.Fatal(err)
 			}
 			again, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "other-admin", Email: "BOB@example.com", TTL: time.Hour})
@@ -123,7 +123,7 @@ func TestInvitations_Create(t *testing.T) {
 		})
 
 		t.Run("Authorization", func(t *testing.T) {
-			if _, err := storetest.AddMember(ctx, st, "acme", "plain", "plain@acme.test", store.RoleMember, "test"); err != nil {
+			if _, err := storetest.AddMember(ctx, st, "acme", "test", storetest.NewMember{Sub: "plain", Email: "plain@acme.test", Role: store.RoleMember}); err != nil {
 				t.Fatal(err)
 			}
 			_, err := st.Invite(ctx, store.InviteParams{Workspace: "acme", Caller: "plain", Email: "x@example.com", TTL: time.Hour})

@@ -85,7 +85,7 @@ func openSQLiteWithWorkspace(tb testing.TB, workspace string) (*Store, Workspace
 	if err := st.Migrate(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	ws, err := st.CreateWorkspace(ctx, workspace, "", "admin", "admin@"+workspace+".test")
+	ws, err := st.CreateWorkspace(ctx, NewWorkspace{Name: workspace, AdminSub: "admin", AdminEmail: "admin@" + workspace + ".test"})
 	if err != nil {
 		tb.Fatal(err)
 	}

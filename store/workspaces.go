@@ -49,12 +49,22 @@ func checkDisplayName(displayName string) error {
 	return nil
 }
 
+// NewWorkspace is the workspace CreateWorkspace creates and its first
+// admin, who is also the creation's actor.
+type NewWorkspace struct {
+	Name        string // CheckWorkspaceName's shape, not reserved
+	DisplayName string // the name when empty
+	AdminSub    string
+	AdminEmail  string
+}
+
 // CreateWorkspace creates a workspace and its first admin member in one
 // transaction. Returns ErrConflict if the name is taken, ErrInvalid for a bad
 // name or an email CheckEmail refuses (with emails[0] when given: the CLI
 // passes --allow-local-email-domains this way).
-func (s *Store) CreateWorkspace(ctx context.Context, name, displayName, adminSub, adminEmail string, emails ...EmailOptions) (Workspace, error) {
-	adminEmail = NormalizeEmail(adminEmail)
+func (s *Store) CreateWorkspace(ctx context.Context, nw NewWorkspace, emails ...EmailOptions) (Workspace, error) {
+	name, displayName, adminSub := nw.Name, nw.DisplayName, nw.AdminSub
+	adminEmail := NormalizeEmail(nw.AdminEmail)
 	if err := checkMemberEmail(adminEmail, emails); err != nil {
 		return Workspace{}, err
 	}

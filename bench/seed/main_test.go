@@ -94,7 +94,7 @@ func TestSeed_RowsActLikeTheApps(t *testing.T) {
 			if m, err := st.Membership(ctx, "inv-7", "bench-invitee"); err != nil || m.Role != store.RoleMember {
 				t.Errorf("after accepting: Membership = %+v, %v; want member", m, err)
 			}
-			if _, err := st.CreateWorkspace(ctx, "big", "", "x", "x@x.test"); !errors.Is(err, store.ErrConflict) {
+			if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "big", AdminSub: "x", AdminEmail: "x@x.test"}); !errors.Is(err, store.ErrConflict) {
 				t.Errorf("CreateWorkspace(big): got %v, want ErrConflict", err)
 			}
 		})

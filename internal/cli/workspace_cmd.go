@@ -94,7 +94,8 @@ func createWorkspace(ctx context.Context, cfg workspaceCreateConfig, name string
 		return errors.New("--admin-sub and --admin-email are required")
 	}
 	return cfg.data.withStore(ctx, func(st *store.Store) error {
-		ws, err := st.CreateWorkspace(store.WithActor(ctx, cliActor), name, cfg.displayName, cfg.adminSub, cfg.adminEmail, store.EmailOptions{AllowLocalDomains: cfg.allowLocal})
+		nw := store.NewWorkspace{Name: name, DisplayName: cfg.displayName, AdminSub: cfg.adminSub, AdminEmail: cfg.adminEmail}
+		ws, err := st.CreateWorkspace(store.WithActor(ctx, cliActor), nw, store.EmailOptions{AllowLocalDomains: cfg.allowLocal})
 		if err != nil {
 			return err
 		}

@@ -95,13 +95,19 @@ func sqliteFile(dsn string) string {
 	return dsn
 }
 
-// AddMember adds sub to the workspace called workspaceName with role, as
-// accepting an invitation would but without one (fixtures). Returns
-// store.ErrNotFound for an unknown workspace, store.ErrConflict if sub is
-// already a member, store.ErrInvalid for a bad role or an email
-// store.CheckEmail refuses (with emails[0] when given); an empty email is a
-// service account's.
-func AddMember(ctx context.Context, st *store.Store, workspaceName, sub, email, role, by string, emails ...store.EmailOptions) (store.Member, error) {
+// NewMember is the member AddMember adds: its sub, its email (empty for a
+// service account's member row) and its role.
+type NewMember struct {
+	Sub, Email, Role string
+}
+
+// AddMember adds nm to the workspace called workspaceName, as accepting
+// an invitation would but without one (fixtures). Returns
+// store.ErrNotFound for an unknown workspace, store.ErrConflict if the sub
+// is already a member, store.ErrInvalid for a bad role or an email
+// store.CheckEmail refuses (with emails[0] when given).
+func AddMember(ctx context.Context, st *store.Store, workspaceName, by string, nm NewMember, emails ...store.EmailOptions) (store.Member, error) {
+	sub, email, role := nm.Sub, nm.Email, nm.Role
 	if role != store.RoleAdmin && role != store.RoleMember {
 		return store.Member{}, &store.Error{Kind: store.ErrInvalid, Message: fmt.Sprintf("role must be %q or %q", store.RoleAdmin, store.RoleMember)}
 	}
