@@ -527,7 +527,7 @@ func (f *fixture) addPrincipals(t *testing.T) {
 	f.memberKey = key(f.ws, f.memberSub)
 	f.otherKey = key(f.otherWS, f.otherSub)
 	f.revokedKey = key(f.ws, f.adminSub)
-	must(st.RevokeAPIKey(ctx, f.revokedKey, "cli"))
+	must(st.RevokeAPIKey(ctx, "cli", f.revokedKey))
 }
 
 // uniq returns name with the fixture's suffix: a workspace name or a sub

@@ -81,7 +81,7 @@ func (s *Store) LookupAPIKey(ctx context.Context, key string) (APIKey, error) {
 
 // RevokeAPIKey revokes the key given in clear text; it stops working at once.
 // Returns ErrNotFound if no unrevoked key matches.
-func (s *Store) RevokeAPIKey(ctx context.Context, key, by string) error {
+func (s *Store) RevokeAPIKey(ctx context.Context, by, key string) error {
 	now := s.now()
 	return s.inTx(ctx, func(tx *gorm.DB) error {
 		var k APIKey

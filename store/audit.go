@@ -190,7 +190,10 @@ func appendAudit(tx *gorm.DB, events ...AuditEvent) error {
 	return nil
 }
 
-// AuditFilter selects a workspace's events for ListAudit.
+// AuditFilter selects a workspace's events for ListAudit. It names the
+// workspace by its ID, unlike the methods, which take its name: the events
+// of a deleted workspace stay, and a new workspace of the same name must
+// not see them (AuditEvent), so only the ID says whose log it is.
 type AuditFilter struct {
 	WorkspaceID  int64
 	Since, Until time.Time // zero: unbounded

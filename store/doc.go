@@ -7,6 +7,12 @@
 // batching, fsync) is the write engine's, in store/internal/commit, which
 // knows no type of this package.
 //
+// Public methods name a workspace by its name, first after ctx, then the
+// acting principal (by), then what is acted on (a sub or email, a client
+// ID, an endpoint ID), then what is created or set, as one struct when it
+// is more than one value (NewWorkspace). Only AuditFilter takes a workspace
+// ID: the log outlives its workspace, whose name a new one may take.
+//
 // # The route of an invite
 //
 // One invite reads front to back through these files; each refers only to

@@ -188,7 +188,7 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		must("leave", err)
 		key2, _, err := st.CreateAPIKey(ctx, "acme", "admin-acme")
 		must("create second key", err)
-		must("revoke key", st.RevokeAPIKey(ctx, key2, "admin-acme"))
+		must("revoke key", st.RevokeAPIKey(ctx, "admin-acme", key2))
 		items, err := st.ClaimOutbox(ctx, "token", 10, time.Minute)
 		must("claim outbox", err)
 		if len(items) < 2 {

@@ -206,13 +206,13 @@ func TestAPIKeys(t *testing.T) {
 		if _, _, err := st.CreateAPIKey(ctx, "acme", "stranger"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("key for non-member: got %v, want ErrNotFound", err)
 		}
-		if err := st.RevokeAPIKey(ctx, key, "test"); err != nil {
+		if err := st.RevokeAPIKey(ctx, "test", key); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.LookupAPIKey(ctx, key); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("revoked key: got %v, want ErrNotFound", err)
 		}
-		if err := st.RevokeAPIKey(ctx, key, "test"); !errors.Is(err, store.ErrNotFound) {
+		if err := st.RevokeAPIKey(ctx, "test", key); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("second revoke: got %v, want ErrNotFound", err)
 		}
 	})

@@ -81,7 +81,7 @@ func createAPIKey(ctx context.Context, cfg apikeyCreateConfig, stdout, stderr io
 
 func revokeAPIKey(ctx context.Context, cfg dataConfig, key string, stderr io.Writer) error {
 	return cfg.withStore(ctx, func(st *store.Store) error {
-		if err := st.RevokeAPIKey(store.WithActor(ctx, cliActor), key, "cli"); err != nil {
+		if err := st.RevokeAPIKey(store.WithActor(ctx, cliActor), "cli", key); err != nil {
 			return err
 		}
 		note(stderr, "API key revoked\n")
