@@ -101,7 +101,9 @@ func TestMemo_SharedByOneTransactionsGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !(a.found == nil && b.found == "a") && !(b.found == nil && a.found == "b") {
+	aFirst := a.found == nil && b.found == "a" // b found what a stored
+	bFirst := b.found == nil && a.found == "b"
+	if !aFirst && !bFirst {
 		t.Fatalf("groups of one transaction found %v and %v, want one of them the other's", a.found, b.found)
 	}
 }
