@@ -47,7 +47,7 @@ func TestBulkInvite_Route(t *testing.T) {
 
 // TestBulkInvite_Served: the running server routes the bulk path the same
 // way (an invitation comes back), and the static path shadows the template
-// for its other methods, as /workspaces/availability does (README).
+// for its other methods, as /workspaces/availability does (docs/api/bulk-invitations.md).
 func TestBulkInvite_Served(t *testing.T) {
 	t.Parallel()
 	f := newTenant(t, "sqlite")

@@ -26,7 +26,7 @@ import (
 // coverageExceptions are declared pairs no test can reach, each with why.
 var coverageExceptions = map[string]string{
 	// Declared as upstream declares it ("no pending invitations"), but this
-	// server answers 200 with an empty list (README, "My invitations"): SDK
+	// server answers 200 with an empty list (docs/api/invitations.md): SDK
 	// clients iterate the answer, and an empty page is how a paged list ends.
 	"ListAllPendingInvitations 404": "upstream declares 404 for no pending invitations; this server answers 200 []",
 }

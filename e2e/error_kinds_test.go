@@ -11,7 +11,7 @@ import (
 )
 
 // TestErrorKinds: each refusal names its kind (the body's `error`), the one a
-// client switches on; the README's table lists them all (checkErrorBody).
+// client switches on; docs/api/errors.md's table lists them all (checkErrorBody).
 func TestErrorKinds(t *testing.T) {
 	t.Parallel()
 	f := newTenant(t, "sqlite")

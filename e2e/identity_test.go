@@ -26,7 +26,7 @@ const personScopes = "invitations:list workspaces:accept workspaces:decline work
 // TestIdentity_EmailVerified: a token whose issuer says the email is not
 // verified cannot see, accept or decline the invitations sent to that email,
 // and changes nothing; a token without the claim is trusted by default (see
-// README "Auth model"), as is a token saying true.
+// docs/api/auth.md), as is a token saying true.
 func TestIdentity_EmailVerified(t *testing.T) {
 	t.Parallel()
 	parallelDialects(t, func(t *testing.T, dialect string) {

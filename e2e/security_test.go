@@ -20,7 +20,7 @@ import (
 )
 
 // apiKeyRefused lists operations that an API key may not call at all (the
-// handler answers 403 after the security step); see README "Auth model".
+// handler answers 403 after the security step); see docs/api/auth.md.
 var apiKeyRefused = map[string]bool{
 	"ListAllPendingInvitations":  true,
 	"AcceptWorkspaceInvitation":  true,

@@ -166,7 +166,7 @@ func TestServiceAccounts_EndToEnd(t *testing.T) {
 
 // TestServiceAccounts_Refusals: every refusal of the service-account
 // operations and of what an account may not do, with its status, its kind
-// (checked by the validating client against the README's table) and no row
+// (checked by the validating client against docs/api/errors.md's table) and no row
 // changed.
 func TestServiceAccounts_Refusals(t *testing.T) {
 	t.Parallel()

@@ -12,7 +12,7 @@ import (
 
 // BulkInviteWorkspaceUsers invites up to 1,000 emails at once (admins
 // only) and answers every row as a single invite of its email would have
-// (README, Bulk invitations).
+// (docs/api/bulk-invitations.md).
 func (s *Server) BulkInviteWorkspaceUsers(ctx context.Context, req gen.BulkInviteWorkspaceUsersRequestObject) (gen.BulkInviteWorkspaceUsersResponseObject, error) {
 	if req.Body == nil {
 		return nil, newError(http.StatusBadRequest, KindInvalidRequest, "a body {\"emails\": [...]} is required")
@@ -111,7 +111,7 @@ func (s *Server) rowError(ctx context.Context, row *gen.BulkInviteResult, apiErr
 }
 
 // takeInviteQuota spends one invitation of the workspace's quota (the one
-// single invites count, README "Limits"), or returns the 429 a single
+// single invites count, docs/api/limits.md), or returns the 429 a single
 // invite over it would get. A workspace over it is refused from the local
 // gate, which a refused row closes, as for single invites; a limiter that
 // fails lets the row through, as the middleware does.

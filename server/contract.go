@@ -17,8 +17,7 @@ import (
 
 // Where the contract is served: under APIBasePath, next to the operations it
 // describes, as many APIs do (a client that knows the base URL finds it).
-// They are routes of their own, not operations of the YAML (see README,
-// "The contract, served"), so the request validator never sees them.
+// They are routes of their own, not operations of the YAML (see docs/api/contract-and-browsers.md), so the request validator never sees them.
 const (
 	ContractYAMLPath = APIBasePath + "/openapi.yml"
 	ContractJSONPath = APIBasePath + "/openapi.json"

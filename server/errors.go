@@ -45,8 +45,8 @@ func newError(status int, kind, message string) *APIError {
 }
 
 // The `error` kinds of error bodies: stable words a client can switch on
-// (the message is for people and may change). The README lists them; add
-// one there when adding one here.
+// (the message is for people and may change). docs/api/errors.md lists them; add
+// one there when adding one here (e2e checks every answer against that table).
 const (
 	KindInvalidRequest       = "invalid_request"           // 400: the request does not match the spec
 	KindInvalidJSON          = "invalid_json"              // 400: the body is not one JSON value, or repeats a member name

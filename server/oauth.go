@@ -115,7 +115,7 @@ func (s *Server) OauthToken(ctx context.Context, request gen.OauthTokenRequestOb
 	scopes, bad := s.oauth.scopes.Grant(account.Role, req.scope)
 	if bad != "" {
 		return oauthError{http.StatusBadRequest, OAuthInvalidScope,
-			fmt.Sprintf("scope %q is not one a service account with role %s may hold (README, Machine identities)", bad, account.Role)}.response(ctx), nil
+			fmt.Sprintf("scope %q is not one a service account with role %s may hold (docs/api/service-accounts.md, Machine identities)", bad, account.Role)}.response(ctx), nil
 	}
 	token, _, err := s.oauth.issuer.Sign(auth.ServiceAccountToken{ClientID: account.ClientID, Workspace: account.Workspace.Name, Scopes: scopes})
 	if err != nil {

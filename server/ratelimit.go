@@ -17,7 +17,7 @@ import (
 	"github.com/membership-api/controlplane/ratelimit"
 )
 
-// RateLimits configures request rate limiting (README, Limits). A nil
+// RateLimits configures request rate limiting (docs/operations/limits.md). A nil
 // Limiter turns every limit off; an Off quota turns that one off.
 type RateLimits struct {
 	// Limiter counts: ratelimit.Memory in one process, ratelimit.Redis

@@ -49,7 +49,7 @@ func ActorFrom(ctx context.Context) Actor {
 	return Actor{Kind: ActorSystem}
 }
 
-// Audit actions, which are also the webhook event types (README, "Event
+// Audit actions, which are also the webhook event types (docs/api/audit-and-webhooks.md, "Event
 // catalogue"; the YAML's WebhookEventType).
 const (
 	ActionInvitationCreated     = "invitation.created"

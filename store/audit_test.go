@@ -98,7 +98,7 @@ func TestAudit_FailedChangeAppendsNothing(t *testing.T) {
 }
 
 // TestAudit_WorkspaceDeletedIsAuditOnly: deleting a workspace records
-// workspace.deleted in the audit log, but no endpoint receives it (README,
+// workspace.deleted in the audit log, but no endpoint receives it (docs/api/audit-and-webhooks.md,
 // "Event catalogue"): the workspace's endpoints, subscribed to it or to
 // every type, go with it in the same transaction, their queued messages
 // too, and another workspace's endpoint hears nothing of it.

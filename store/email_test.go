@@ -18,7 +18,7 @@ func TestCheckEmail(t *testing.T) {
 		email           string
 		strict, devMode bool // accepted by the production rule, with AllowLocalDomains
 	}{
-		// Addresses the tests and README use stay valid.
+		// Addresses the tests and docs use stay valid.
 		{"a@b.co", true, true},
 		{"admin@acme.test", true, true},
 		{"x@y.z", true, true},

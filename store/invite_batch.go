@@ -396,7 +396,7 @@ type webhooksEnabled bool
 // that transaction skip their webhook statement. The writer applies a
 // transaction's invites in steps of up to 16, each with its own
 // statements, and the webhook statement cost about 7% of the SQLite invite
-// path's throughput under make bench (README, Performance); this probe
+// path's throughput under make bench (docs/contributing/benchmarks.md); this probe
 // costs one statement per transaction instead. The answer is kept in the
 // transaction's memo, which the writer empties after any job that is not
 // an invite batch (it may have added an endpoint).

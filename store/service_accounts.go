@@ -33,7 +33,7 @@ const ClientSecretPrefix = "bls_"
 // SourceServiceAccount marks the member row of a service account.
 const SourceServiceAccount = "service_account"
 
-// Codes of the service-account refusals (the error kinds of the README).
+// Codes of the service-account refusals (the error kinds of docs/api/errors.md).
 const (
 	CodeServiceAccountNotFound = "service_account_not_found"
 	CodeServiceAccountName     = "service_account_name_taken"

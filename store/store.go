@@ -52,7 +52,7 @@ func errorf(kind error, format string, args ...any) error {
 }
 
 // The machine-readable kinds of the store's refusals (Error.Code), which the
-// API answers as its error body's `error` (README, "Error kinds").
+// API answers as its error body's `error` (docs/api/errors.md, "Error kinds").
 const (
 	CodeWorkspaceNotFound  = "workspace_not_found"
 	CodeUserNotFound       = "user_not_found"

@@ -2,7 +2,7 @@ package cli
 
 // Observability of `serve` and the worker commands (`mail-worker`,
 // `webhook-worker`): the version, the log level and format, and the
-// Prometheus metrics listener (README, Operating it).
+// Prometheus metrics listener (docs/operations/monitoring.md).
 
 import (
 	"context"

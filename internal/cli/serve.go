@@ -154,8 +154,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 // returned function stops the profile.
 func (c *serveConfig) tuneRuntime() (stop func() error, err error) {
 	// The live heap of a server is a few MB; collecting at 5x instead of 2x
-	// of it costs little memory and measured ~10% more throughput (README,
-	// Performance).
+	// of it costs little memory and measured ~10% more throughput (docs/contributing/benchmarks.md).
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(c.gcPercent)
 	}

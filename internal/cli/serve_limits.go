@@ -1,7 +1,7 @@
 package cli
 
 // The limits of `serve`: connections, headers and timeouts of the HTTP
-// server, and the request rate limits (README, Limits).
+// server, and the request rate limits (docs/operations/limits.md).
 
 import (
 	"context"

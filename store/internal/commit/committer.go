@@ -266,7 +266,7 @@ func (g *Committer) collect(tx *openTx, pending *[]*Job, limit int, done <-chan 
 // 64 connections), and a commit costs about 360 us of CPU whatever its
 // size (the batch statements' fixed work, WAL frames for every B-tree
 // touched, the fsync), so waiting for them halves that cost per write
-// (make bench, README "Performance"). A transaction smaller than the last
+// (make bench, docs/contributing/benchmarks.md). A transaction smaller than the last
 // one waits at most this long; when the load falls, the next is small and
 // waits for nothing.
 const cohortWait = 2 * time.Millisecond
