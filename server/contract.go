@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -46,8 +47,10 @@ type contract struct {
 // become the one relative server APIBasePath, as LoadSpec does for the
 // validator, so a docs page or a client generator pointed at this server
 // calls this server (upstream's absolute https://api.blaxel.ai/v0 would send
-// "try it" requests there). Everything else is the YAML as written: the
-// YAML keeps its order and comments; the JSON is the same document.
+// "try it" requests there), and the OAuth2 flows' token URLs name the token
+// endpoint under APIBasePath (pointTokenURLsAtAPIBase). Everything else is
+// the YAML as written: the YAML keeps its order and comments; the JSON is the
+// same document.
 func newContract() (*contract, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(openapi.ControlPlaneYAML, &root); err != nil {
@@ -73,6 +76,7 @@ func newContract() (*contract, error) {
 			}
 		}
 	}
+	pointTokenURLsAtAPIBase(doc)
 	var yamlBody bytes.Buffer
 	enc := yaml.NewEncoder(&yamlBody)
 	enc.SetIndent(2)
@@ -94,6 +98,46 @@ func newContract() (*contract, error) {
 		yaml: newContractDocument(yamlBody.Bytes(), "application/yaml; charset=utf-8"), // RFC 9512
 		json: newContractDocument(jsonBody, echo.MIMEApplicationJSON),
 	}, nil
+}
+
+// pointTokenURLsAtAPIBase rewrites every OAuth2 flow's tokenUrl (and
+// refreshUrl) that is an absolute path outside APIBasePath, such as the
+// YAML's /oauth/token, to the same path under APIBasePath (/v0/oauth/token),
+// where this server answers it.
+//
+// Why the served copy and not the YAML: the YAML keeps upstream's
+// /oauth/token so the published document changes only by addition. Why
+// rewrite rather than also answer /oauth/token at the root: a relative URL in
+// the contract resolves against the server URL (OAS 3.0.3 "Relative
+// References in URLs", RFC 3986 §5.2), and "/oauth/token" against "/v0" is
+// "/oauth/token" at the host's root, which Swagger UI's Authorize dialog
+// (clientCredentials) then POSTs to and gets 404; a client generator reads it
+// the same way. The rewritten URL stays relative, so it resolves to this
+// server whatever host or scheme the page was loaded from, behind any proxy,
+// and a second route outside /v0 would be one more path to guard (rate
+// limits, CORS, the validator) for no caller that needs it.
+// authorizationUrl is left alone: this server has no authorization endpoint.
+func pointTokenURLsAtAPIBase(doc *yaml.Node) {
+	schemes := member(member(doc, "components"), "securitySchemes")
+	if schemes == nil || schemes.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 1; i < len(schemes.Content); i += 2 {
+		flows := member(schemes.Content[i], "flows")
+		if flows == nil || flows.Kind != yaml.MappingNode {
+			continue
+		}
+		for j := 1; j < len(flows.Content); j += 2 {
+			for _, key := range []string{"tokenUrl", "refreshUrl"} {
+				u := member(flows.Content[j], key)
+				if u == nil || u.Kind != yaml.ScalarNode || !strings.HasPrefix(u.Value, "/") ||
+					u.Value == APIBasePath || strings.HasPrefix(u.Value, APIBasePath+"/") {
+					continue
+				}
+				u.Value = APIBasePath + u.Value
+			}
+		}
+	}
 }
 
 func newContractDocument(body []byte, contentType string) contractDocument {

@@ -132,11 +132,23 @@ const MaxWebhooks = 20
 // times. Driven from the events (few) through idx_webhook_endpoints_workspace:
 // for a workspace without endpoints it is one index probe per event, which
 // is the cheap check every audited change pays.
+//
+// An endpoint is not sent the webhook_endpoint.created event of its own
+// creation (the endpoints already there are). That event would otherwise
+// reach it within milliseconds of the registration, before its creator has
+// read the signing secret out of the create call's answer and stored it, so
+// the receiver could not verify it; and it tells the new endpoint nothing
+// its creator did not just learn from that answer. Leaving it out is
+// decided here, when the messages are written, so it holds for every path
+// that queues messages and does not depend on timing; delaying first
+// deliveries until the answer is out was the other choice, but nothing on
+// the server knows when the creator has stored the secret.
 const enqueueWebhooksSQL = `INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
 SELECT e.id, a.id, a.action, '', 'pending', 0, ?, ?, ?
 FROM audit_events a CROSS JOIN webhook_endpoints e
 WHERE e.workspace_id = a.workspace_id AND e.disabled_at IS NULL
-  AND (e.event_types = '' OR e.event_types LIKE '%,' || a.action || ',%') AND `
+  AND (e.event_types = '' OR e.event_types LIKE '%,' || a.action || ',%')
+  AND NOT (a.action = '` + ActionWebhookCreated + `' AND a.target_type = '` + TargetWebhook + `' AND a.target_id = CAST(e.id AS TEXT)) AND `
 
 // WebhookInput is a new endpoint, or changes to one (nil: unchanged).
 type WebhookInput struct {
