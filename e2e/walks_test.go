@@ -1,0 +1,472 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The docs' walks run as written. A walk is a fenced block opened with
+// "```sh walk" in README.md or docs/**/*.md. Every page's walks run in order
+// in one bash (variables carry over from block to block), against a fresh
+// `make run`: `serve` with its defaults on a new data directory, except that
+// it listens on a free port, and the literal http://127.0.0.1:8080 in the
+// blocks is rewritten to that server's URL. `go run . ARGS` calls a binary
+// built once from the module, with the page's data directory in
+// CONTROLPLANE_DATA_DIR. A comment line "# {…}" or "# [...]" right after a
+// command is that command's expected JSON, "# => text" its expected text;
+// see matchShown for how loosely they are compared.
+
+// docsRoot is the module root, where README.md and docs/ live.
+const docsRoot = ".."
+
+// docsURL is the address `make run` serves, as the docs spell it.
+const docsURL = "http://127.0.0.1:8080"
+
+func TestWalks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs every docs walk: skipped under -short")
+	}
+	pages, err := walkPages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pages) == 0 {
+		t.Fatal("no page has a walk: the marker or the page list is wrong")
+	}
+	for _, p := range pages {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			runWalkPage(t, p)
+		})
+	}
+}
+
+// walkPage is one page's walk blocks, in order.
+type walkPage struct {
+	name   string // path relative to the module root
+	blocks []walkBlock
+}
+
+// walkBlock is one marked block, split into commands.
+type walkBlock struct {
+	line     int // 1-based line of the opening fence
+	commands []walkCommand
+}
+
+// walkCommand is one shell command (continuation lines joined as written)
+// with the outputs the doc shows for it, if any.
+type walkCommand struct {
+	line  int
+	text  string
+	shown []string // "# " stripped: "{…}" JSON or "=> text"
+}
+
+func walkPages() ([]walkPage, error) {
+	files := []string{filepath.Join(docsRoot, "README.md")}
+	err := filepath.WalkDir(filepath.Join(docsRoot, "docs"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".md") {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var pages []walkPage
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		rel, _ := filepath.Rel(docsRoot, f)
+		if blocks := parseWalks(string(src)); len(blocks) > 0 {
+			pages = append(pages, walkPage{name: filepath.ToSlash(rel), blocks: blocks})
+		}
+	}
+	return pages, nil
+}
+
+// parseWalks finds the "```sh walk" blocks of a Markdown page.
+func parseWalks(src string) []walkBlock {
+	var blocks []walkBlock
+	var cur *walkBlock
+	var pending []string // lines of a command ending in a backslash
+	for i, line := range strings.Split(src, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if cur == nil {
+			if trimmed == "```sh walk" {
+				cur = &walkBlock{line: i + 1}
+			}
+			continue
+		}
+		switch {
+		case trimmed == "```":
+			blocks = append(blocks, *cur)
+			cur, pending = nil, nil
+		case len(pending) > 0:
+			pending = append(pending, line)
+			if !strings.HasSuffix(line, `\`) {
+				cur.commands[len(cur.commands)-1].text = strings.Join(pending, "\n")
+				pending = nil
+			}
+		case isShownOutput(trimmed):
+			if n := len(cur.commands); n > 0 {
+				cur.commands[n-1].shown = append(cur.commands[n-1].shown, strings.TrimPrefix(trimmed, "# "))
+			}
+		case trimmed == "" || strings.HasPrefix(trimmed, "#"):
+			// prose for the reader
+		default:
+			cur.commands = append(cur.commands, walkCommand{line: i + 1, text: line})
+			if strings.HasSuffix(line, `\`) {
+				pending = []string{line}
+			}
+		}
+	}
+	return blocks
+}
+
+func isShownOutput(line string) bool {
+	return strings.HasPrefix(line, "# {") || strings.HasPrefix(line, "# [") || strings.HasPrefix(line, "# => ")
+}
+
+var (
+	walkBinaryOnce sync.Once
+	walkBinary     string
+	walkBinaryErr  error
+)
+
+// buildWalkBinary builds the controlplane binary once for every page.
+func buildWalkBinary() (string, error) {
+	walkBinaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "walks-bin-")
+		if err != nil {
+			walkBinaryErr = err
+			return
+		}
+		walkBinary = filepath.Join(dir, "controlplane")
+		cmd := exec.Command("go", "build", "-o", walkBinary, ".")
+		cmd.Dir = docsRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			walkBinaryErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	return walkBinary, walkBinaryErr
+}
+
+// walkPrelude makes `go run . ARGS` run the built binary, as `make run`'s
+// checkout would run the sources.
+const walkPrelude = `go() {
+  local -; set +x
+  if [ "$#" -ge 2 ] && [ "$1" = run ] && [ "$2" = . ]; then shift 2; "$CP" "$@"; else command go "$@"; fi
+}
+`
+
+func runWalkPage(t *testing.T, p walkPage) {
+	bin, err := buildWalkBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir, workDir, outDir := t.TempDir(), t.TempDir(), t.TempDir()
+	srv, err := startServer([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.stop)
+
+	script, checks := walkScript(p, srv.URL, outDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-x")
+	cmd.Dir = workDir
+	cmd.Stdin = strings.NewReader(script)
+	cmd.Env = append(os.Environ(), "CP="+bin, "CONTROLPLANE_DATA_DIR="+dataDir, "PS4=+ walk: ")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: the walk failed: %v\n%s\nserver log:\n%s", p.name, err, out.String(), srv.logs.String())
+	}
+	t.Logf("%s: the walk's output:\n%s", p.name, out.String())
+	for _, c := range checks {
+		got, err := os.ReadFile(filepath.Join(outDir, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, msg := range matchShown(c.cmd.shown, string(got)) {
+			t.Errorf("%s:%d: %s\ncommand:\n%s\noutput:\n%s", p.name, c.cmd.line, msg, c.cmd.text, got)
+		}
+	}
+}
+
+// walkCheck names the file a command's output went to.
+type walkCheck struct {
+	cmd  walkCommand
+	file string
+}
+
+// walkScript joins a page's blocks into one script. A command with shown
+// outputs runs in a brace group (so its assignments stay in the shell) with
+// its output kept in a file of outDir, then echoed for the log.
+func walkScript(p walkPage, url, outDir string) (string, []walkCheck) {
+	var b strings.Builder
+	var checks []walkCheck
+	b.WriteString(walkPrelude)
+	for _, blk := range p.blocks {
+		fmt.Fprintf(&b, "# %s:%d\n", p.name, blk.line)
+		for _, c := range blk.commands {
+			text := strings.ReplaceAll(c.text, docsURL, url)
+			if len(c.shown) == 0 {
+				b.WriteString(text + "\n")
+				continue
+			}
+			file := "out." + strconv.Itoa(len(checks))
+			path := filepath.Join(outDir, file)
+			fmt.Fprintf(&b, "{\n%s\n} >%q\ncat %q; echo\n", text, path, path)
+			checks = append(checks, walkCheck{cmd: c, file: file})
+		}
+	}
+	return b.String(), checks
+}
+
+// ellipsis stands for "anything" in a shown output.
+const ellipsis = "…"
+
+// matchShown compares a command's output with what the doc shows, and says
+// what differs. Shown JSON values match the output's JSON values in order;
+// in them "…" as a whole value matches any value, inside a string any run of
+// characters ("sa_…"), and as an object member or array element further
+// members or elements. Objects match when every shown member does (extra
+// members are fine). "=> text" matches when some output line matches text,
+// with "…" again matching anything.
+func matchShown(shown []string, output string) []string {
+	var msgs []string
+	dec := json.NewDecoder(strings.NewReader(output))
+	dec.UseNumber()
+	for _, s := range shown {
+		if text, ok := strings.CutPrefix(s, "=> "); ok {
+			if !anyLineMatches(output, strings.TrimSpace(text)) {
+				msgs = append(msgs, fmt.Sprintf("no output line matches %q", text))
+			}
+			continue
+		}
+		want, err := parseShownJSON(s)
+		if err != nil {
+			msgs = append(msgs, fmt.Sprintf("the doc's output %q is not JSON with ellipses: %v", s, err))
+			continue
+		}
+		var got any
+		if err := dec.Decode(&got); err != nil {
+			msgs = append(msgs, fmt.Sprintf("want JSON like %s, output has none: %v", s, err))
+			continue
+		}
+		if why := matchJSON("$", want, got); why != "" {
+			msgs = append(msgs, fmt.Sprintf("shown %s: %s", s, why))
+		}
+	}
+	return msgs
+}
+
+func anyLineMatches(output, pattern string) bool {
+	for line := range strings.SplitSeq(output, "\n") {
+		if globMatch(pattern, strings.TrimSpace(line)) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch reports whether s matches pattern, where "…" matches any run of
+// characters.
+func globMatch(pattern, s string) bool {
+	parts := strings.Split(pattern, ellipsis)
+	if len(parts) == 1 {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for _, mid := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, mid)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(mid):]
+	}
+	return strings.HasSuffix(s, parts[len(parts)-1])
+}
+
+// parseShownJSON parses a shown JSON value, turning bare "…" into JSON: the
+// string "…" where a value or element goes, the member "…":"…" where an
+// object member goes. Text after the value (a remark) is ignored.
+func parseShownJSON(s string) (any, error) {
+	var b strings.Builder
+	var stack []byte // '{' or '['
+	inString, escaped, afterColon := false, false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if inString {
+			b.WriteByte(c)
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		if strings.HasPrefix(s[i:], ellipsis) {
+			if len(stack) > 0 && stack[len(stack)-1] == '{' && !afterColon {
+				b.WriteString(`"…":"…"`)
+			} else {
+				b.WriteString(`"…"`)
+			}
+			i += len(ellipsis) - 1
+			afterColon = false
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			stack = append(stack, c)
+		case '}', ']':
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		}
+		if c == ':' {
+			afterColon = true
+		} else if c == ',' || c == '{' || c == '[' {
+			afterColon = false
+		}
+		b.WriteByte(c)
+	}
+	dec := json.NewDecoder(strings.NewReader(b.String()))
+	dec.UseNumber()
+	var v any
+	err := dec.Decode(&v)
+	return v, err
+}
+
+// matchJSON says how got differs from the shown want, or "" when it matches.
+func matchJSON(path string, want, got any) string {
+	switch w := want.(type) {
+	case string:
+		if w == ellipsis {
+			return ""
+		}
+		g, ok := got.(string)
+		if !ok || !globMatch(w, g) {
+			return fmt.Sprintf("%s: got %s, want %q", path, compactJSON(got), w)
+		}
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return fmt.Sprintf("%s: got %s, want an object", path, compactJSON(got))
+		}
+		for k, wv := range w {
+			if k == ellipsis {
+				continue
+			}
+			gv, ok := g[k]
+			if !ok {
+				return fmt.Sprintf("%s: no member %q in %s", path, k, compactJSON(got))
+			}
+			if why := matchJSON(path+"."+k, wv, gv); why != "" {
+				return why
+			}
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok {
+			return fmt.Sprintf("%s: got %s, want an array", path, compactJSON(got))
+		}
+		return matchArray(path, w, g)
+	default: // json.Number, bool, nil
+		if !reflect.DeepEqual(want, got) {
+			return fmt.Sprintf("%s: got %s, want %s", path, compactJSON(got), compactJSON(want))
+		}
+	}
+	return ""
+}
+
+// matchArray matches shown elements in order against the output's; a "…"
+// element lets any number of output elements pass before the next shown one
+// and at the end.
+func matchArray(path string, want, got []any) string {
+	j := 0
+	open := false
+	for i, w := range want {
+		if w == ellipsis {
+			open = true
+			continue
+		}
+		for {
+			if j >= len(got) {
+				return fmt.Sprintf("%s[%d]: no element matching %s in %s", path, i, compactJSON(w), compactJSON(got))
+			}
+			why := matchJSON(fmt.Sprintf("%s[%d]", path, j), w, got[j])
+			j++
+			if why == "" {
+				break
+			}
+			if !open {
+				return why
+			}
+		}
+		open = false
+	}
+	if !open && j != len(got) {
+		return fmt.Sprintf("%s: %d elements, the doc shows %d", path, len(got), j)
+	}
+	return ""
+}
+
+func compactJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// TestWalks_Matcher pins the loose comparison the walks rely on.
+func TestWalks_Matcher(t *testing.T) {
+	cases := []struct {
+		shown, output string
+		ok            bool
+	}{
+		{`{"a":"…","b":1,…}`, `{"a":"x","b":1,"c":true}`, true},
+		{`{"a":"sa_…"}`, `{"a":"sa_123"}`, true},
+		{`{"a":"sa_…"}`, `{"a":"sb_123"}`, false},
+		{`{"a":1}`, `{"a":2}`, false},
+		{`{"a":1}`, `{"b":1}`, false},
+		{`{"a":…}`, `{"a":[1,2]}`, true},
+		{`[{"email":"x@y.test",…}]`, `[{"email":"x@y.test","role":"admin"}]`, true},
+		{`[{"email":"x@y.test"}]`, `[{"email":"x@y.test"},{"email":"z@y.test"}]`, false},
+		{`[…,{"email":"z@y.test"},…]`, `[{"email":"x@y.test"},{"email":"z@y.test"},{}]`, true},
+		{`[]`, `[]`, true},
+		{`{"a":1}   (a remark)`, `{"a":1}`, true},
+		{`=> Idempotency-Replayed: true`, "HTTP/1.1 201\r\nIdempotency-Replayed: true\r\n", true},
+		{`=> kid …`, "generation 1\n", false},
+	}
+	for _, c := range cases {
+		msgs := matchShown([]string{c.shown}, c.output)
+		if (len(msgs) == 0) != c.ok {
+			t.Errorf("shown %s, output %s: got %v, want match=%v", c.shown, c.output, msgs, c.ok)
+		}
+	}
+}
