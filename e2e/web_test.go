@@ -90,6 +90,17 @@ func TestContract_Served(t *testing.T) {
 		t.Fatal(err)
 	}
 	embedded.Servers = openapi3.Servers{{URL: server.APIBasePath, Description: "this server"}}
+	// The OAuth2 flows' token URL moves under the server's base path, where
+	// the token endpoint answers (server/contract.go, pointTokenURLsAtAPIBase).
+	for _, scheme := range embedded.Components.SecuritySchemes {
+		if flows := scheme.Value.Flows; flows != nil {
+			for _, flow := range []*openapi3.OAuthFlow{flows.Implicit, flows.Password, flows.ClientCredentials, flows.AuthorizationCode} {
+				if flow != nil && strings.HasPrefix(flow.TokenURL, "/") {
+					flow.TokenURL = server.APIBasePath + flow.TokenURL
+				}
+			}
+		}
+	}
 	want := specJSON(t, embedded)
 
 	etags := map[string]string{}
@@ -127,6 +138,9 @@ func TestContract_Served(t *testing.T) {
 			}
 			if len(doc.Servers) != 1 || doc.Servers[0].URL != server.APIBasePath {
 				t.Errorf("servers: got %+v, want the one relative server %s", doc.Servers, server.APIBasePath)
+			}
+			if got := doc.Components.SecuritySchemes["OAuth2"].Value.Flows.ClientCredentials.TokenURL; got != server.APIBasePath+"/oauth/token" {
+				t.Errorf("clientCredentials tokenUrl: got %q, want %s/oauth/token, the token endpoint (relative to the page, not to the server URL)", got, server.APIBasePath)
 			}
 			if got := specJSON(t, doc); got != want {
 				t.Errorf("served document differs from the embedded contract beyond its servers")
