@@ -46,9 +46,12 @@ func Main() {
 // The end-to-end tests call it in-process, as a user would run the binary.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
+	if len(args) > 0 && args[0] == "help" {
+		return printHelp(root, args[1:], stdout, stderr)
+	}
 	err := root.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		if _, err := fmt.Fprintln(stdout, ffcli.DefaultUsageFunc(helpTarget(root, args))); err != nil {
+		if _, err := fmt.Fprintln(stdout, usage(helpTarget(root, args))); err != nil {
 			return 1
 		}
 		return 0
@@ -60,13 +63,46 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, errNoCommand):
-		note(stderr, "%s\n", ffcli.DefaultUsageFunc(root))
+		note(stderr, "%s\n", usage(root))
 		return 2
 	}
 	// One line, whatever the cause (driver errors can span several).
-	msg := strings.Join(strings.Fields(err.Error()), " ")
+	msg := strings.Join(strings.Fields(flagErrorMessage(err, helpTarget(root, args))), " ")
 	note(stderr, "error: %s\n", msg)
 	return 1
+}
+
+// printHelp answers controlplane help [COMMAND [SUBCOMMAND]] with what
+// COMMAND --help prints.
+func printHelp(root *ffcli.Command, args []string, stdout, stderr io.Writer) int {
+	c, err := helpCommand(root, args)
+	if err != nil {
+		note(stderr, "error: %s\n", err)
+		return 2
+	}
+	if _, err := fmt.Fprintln(stdout, usage(c)); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// flagErrorMessage is err's message, with a flag parsing error (from ff or
+// the flag package, while parsing or in interspersed) reworded to name the
+// flag as it is spelled in the help and to point at that help.
+func flagErrorMessage(err error, c *ffcli.Command) string {
+	msg := strings.TrimPrefix(err.Error(), "error parsing commandline arguments: ")
+	helpHint := "run controlplane " + commandPath(c) + " --help"
+	if commandPath(c) == "controlplane" {
+		helpHint = "run controlplane --help"
+	}
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return fmt.Sprintf("unknown flag --%s: %s for the flags it takes", strings.TrimLeft(name, "-"), helpHint)
+	}
+	// The flag package's other parse errors: a bad value, a missing one.
+	if strings.HasPrefix(msg, "invalid value ") || strings.HasPrefix(msg, "invalid boolean ") || strings.HasPrefix(msg, "flag needs an argument: ") {
+		return strings.ReplaceAll(msg, " -", " --") + " (" + helpHint + ")"
+	}
+	return msg
 }
 
 // note writes a status or error line for the operator on stderr. A failed
@@ -80,7 +116,7 @@ var errNoCommand = errors.New("no command given")
 
 func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs := newFlagSet("controlplane")
-	version := fs.Bool("version", false, "print the version and exit (as `controlplane version`)")
+	version := fs.Bool("version", false, "print the version and exit (as controlplane version)")
 	return &ffcli.Command{
 		Name:       "controlplane",
 		ShortUsage: "controlplane <command> [flags]",

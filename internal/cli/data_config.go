@@ -24,10 +24,23 @@ type dataConfig struct {
 	inviteWorkers int
 }
 
+// bind binds where the data is: every command that opens the store.
+// The pool flags are separate (bindPool, bindInviteBatches): a one-shot
+// command opens a connection or two, so they would do nothing there.
 func (d *dataConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&d.dataDir, "data-dir", defaultDataDir, "directory for the SQLite database and the development issuer key")
 	fs.StringVar(&d.db, "db", "", "database: "+store.DSNForms+" (default: <data-dir>/controlplane.db)")
+}
+
+// bindPool binds the pool size, for the long-running commands (serve and
+// the workers).
+func (d *dataConfig) bindPool(fs *flag.FlagSet) {
 	fs.IntVar(&d.maxConns, "db-max-conns", store.DefaultMaxOpenConns, "PostgreSQL pool size (keep replicas × pool under max_connections) / SQLite reader pool size")
+}
+
+// bindInviteBatches binds the invite batching, for serve alone (the only
+// command that writes invitations).
+func (d *dataConfig) bindInviteBatches(fs *flag.FlagSet) {
 	fs.IntVar(&d.inviteWorkers, "db-invite-batches", store.DefaultInviteWorkers, "PostgreSQL: invite batch statements in flight at once (each batches the invites waiting for it; SQLite batches in its single writer)")
 }
 

@@ -101,6 +101,7 @@ type mailWorkerConfig struct {
 
 func (c *mailWorkerConfig) bind(fs *flag.FlagSet) {
 	c.data.bind(fs)
+	c.data.bindPool(fs)
 	c.log.bind(fs)
 	c.metrics.bind(fs)
 	c.mail.bind(fs)
@@ -167,9 +168,9 @@ func mailStatusCommand(stdout io.Writer) *ffcli.Command {
 	cfg.bind(fs)
 	return &ffcli.Command{
 		Name: "mail-status", ShortUsage: "controlplane mail-status [--failed N] [flags]",
-		ShortHelp: "print invitation email counts, the oldest pending email's age and the failed emails",
-		LongHelp: "Prints `pending N`, `sent N`, `failed N`, `cancelled N` (one line each, in this order, for scripts),\n" +
-			"then `oldest_pending_age D` (0s when nothing is pending), then the failed emails with their last error.",
+		ShortHelp: "print invitation email counts, the oldest pending email's age, the failed emails",
+		LongHelp: "Prints pending N, sent N, failed N, cancelled N (one line each, in this order, for scripts),\n" +
+			"then oldest_pending_age D (0s when nothing is pending), then the failed emails with their last error.",
 		FlagSet: fs, Options: envOptions(),
 		Exec: func(ctx context.Context, _ []string) error { return mailStatus(ctx, cfg, stdout) },
 	}
@@ -250,8 +251,8 @@ func mailRetryCommand(stdout io.Writer) *ffcli.Command {
 	cfg.bind(fs)
 	return &ffcli.Command{
 		Name: "mail-retry", ShortUsage: "controlplane mail-retry [--workspace NAME | --id N] [flags]",
-		ShortHelp: "requeue failed invitation emails: they are sent again now, with a full retry period",
-		LongHelp: "Prints `requeued N`, and `skipped N` when failed emails were left as they are because their\n" +
+		ShortHelp: "requeue failed invitation emails: sent again now, with a full retry period",
+		LongHelp: "Prints requeued N, and skipped N when failed emails were left as they are because their\n" +
 			"invitation already has a pending email (a re-invite queued it). Emails of invitations that are no longer\n" +
 			"pending are cancelled by the dispatcher instead of sent.",
 		FlagSet: fs, Options: envOptions(),

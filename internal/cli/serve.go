@@ -48,6 +48,8 @@ type serveConfig struct {
 
 func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.data.bind(fs)
+	c.data.bindPool(fs)
+	c.data.bindInviteBatches(fs)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (port 0 picks a free port, logged at start)")
 	c.log.bind(fs)
 	c.metrics.bind(fs)
@@ -67,11 +69,12 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", `comma-separated origins (https://app.example.com) whose pages may call the API from a browser, or "*" for any (default: none, no CORS headers)`)
 	c.mail.bind(fs)
-	fs.BoolVar(&c.dispatch, "mail-dispatcher", true, "deliver invitation emails from this process (false: run `mail-worker` separately)")
+	fs.BoolVar(&c.dispatch, "mail-dispatcher", true, "deliver invitation emails from this process (false: run controlplane mail-worker separately)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) to this file until shutdown, for performance work")
 	fs.IntVar(&c.gcPercent, "gc-percent", 400, "Go garbage collector target (GOGC); the GOGC environment variable, when set, wins")
 	c.http.bind(fs)
 	c.limits.bind(fs)
+	fs.BoolVar(&c.hooks.dispatch, "webhook-dispatcher", true, "deliver webhook events from this process (false: run controlplane webhook-worker separately)")
 	c.hooks.bind(fs)
 }
 

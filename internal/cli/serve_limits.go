@@ -66,7 +66,7 @@ type limitConfig struct {
 }
 
 func (l *limitConfig) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&l.enabled, "rate-limits", true, "enforce the rate limits below (false turns them all off, e.g. for load tests)")
+	fs.BoolVar(&l.enabled, "rate-limits", true, "enforce the --rate-limit-* limits (false turns them all off, e.g. for load tests)")
 	fs.StringVar(&l.redisURL, "redis", "", "share rate limit counts between replicas through this Redis (redis://host:6379/0); empty: counted in this process")
 	fs.StringVar(&l.redisPrefix, "redis-prefix", "controlplane:", "prefix of this deployment's keys in Redis (give each deployment sharing a Redis its own)")
 	fs.StringVar(&l.caller, "rate-limit-caller", "100/s", "requests per caller (JWT sub or API key), every operation: N/s, N/m, N/h or off")

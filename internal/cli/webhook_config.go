@@ -28,9 +28,10 @@ type webhookConfig struct {
 	caFile         string
 }
 
+// bind binds what serve and webhook-worker share; serve binds
+// --webhook-dispatcher itself (the worker always dispatches).
 func (c *webhookConfig) bind(fs *flag.FlagSet) {
 	def := webhook.DefaultConfig()
-	fs.BoolVar(&c.dispatch, "webhook-dispatcher", true, "deliver webhook events from this process")
 	fs.BoolVar(&c.cfg.AllowLoopback, "webhooks-allow-loopback", false, "development: accept http:// webhook endpoints on loopback and connect to loopback addresses (private and link-local ones stay refused)")
 	fs.DurationVar(&c.cfg.Timeout, "webhook-timeout", def.Timeout, "one webhook delivery attempt, connection to answer")
 	fs.DurationVar(&c.cfg.GiveUpAfter, "webhook-give-up-after", def.GiveUpAfter, "a webhook message is retried until it is this old, then failed")

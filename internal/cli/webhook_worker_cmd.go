@@ -25,6 +25,7 @@ type webhookWorkerConfig struct {
 
 func (c *webhookWorkerConfig) bind(fs *flag.FlagSet) {
 	c.data.bind(fs)
+	c.data.bindPool(fs)
 	c.log.bind(fs)
 	c.metrics.bind(fs)
 	c.hooks.bind(fs)
