@@ -157,6 +157,9 @@ type JWTVerifier struct {
 	now     func() time.Time
 	// requireEmailVerified: VerifierConfig.RequireEmailVerified.
 	requireEmailVerified bool
+	// devIssuer: the development issuer is the one trusted (a refused
+	// signature then gets a hint about --data-dir).
+	devIssuer bool
 	// own is this server's issuer of service-account tokens
 	// (TrustOwnIssuer), ownParser the parser for its tokens.
 	own       *Issuer
@@ -218,6 +221,7 @@ func NewJWTVerifier(ctx context.Context, cfg VerifierConfig) (*JWTVerifier, erro
 	case cfg.DevIssuer != nil:
 		v.keyfunc = staticKey(cfg.DevIssuer.PublicKey())
 		cfg.Issuer = DevIssuerName
+		v.devIssuer = true
 	default:
 		return nil, errors.New("no JWT issuer configured: set --jwks-url, --jwks-file or --jwt-public-key")
 	}
@@ -289,7 +293,13 @@ func (v *JWTVerifier) verify(token string) (*Principal, time.Time, error) {
 		if errors.Is(err, jwt.ErrTokenExpired) {
 			return nil, time.Time{}, fmt.Errorf("invalid token: %w", ErrTokenExpired)
 		}
-		return nil, time.Time{}, fmt.Errorf("invalid token: %s", tokenErrorReason(err))
+		reason := tokenErrorReason(err)
+		if v.devIssuer && errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+			// The usual cause in development: serve and token read the
+			// issuer key from different directories.
+			reason += "; a token from controlplane token must be minted with the --data-dir serve uses"
+		}
+		return nil, time.Time{}, fmt.Errorf("invalid token: %s", reason)
 	}
 	if claims.Subject == "" {
 		return nil, time.Time{}, errors.New("invalid token: no sub claim")

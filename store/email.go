@@ -27,8 +27,8 @@ var (
 	errEmailLong  = errors.New("email address longer than 254 characters (RFC 5321)")
 	errLocalLong  = errors.New("the part of the email address before the @ is longer than 64 characters (RFC 5321)")
 	errLocalDots  = errors.New("the part of the email address before the @ must not start or end with a dot or have two dots in a row")
-	errDomainDots = errors.New("the email domain must be a name with a dot, such as example.com: local names (localhost, single labels) are refused")
-	errDomainIP   = errors.New("the email domain must be a name such as example.com: IP addresses and all-numeric domains are refused")
+	errDomainDots = errors.New("the email domain must be a name with a dot, such as example.com: local names (localhost, single labels) are refused (for development, start serve with --allow-local-email-domains)")
+	errDomainIP   = errors.New("the email domain must be a name such as example.com: IP addresses and all-numeric domains are refused (for development, start serve with --allow-local-email-domains)")
 )
 
 // CheckEmail is the one email rule of the API (the spec's `format: email`)

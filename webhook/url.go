@@ -95,7 +95,8 @@ func CheckURL(raw string, allowLoopback bool) error {
 	loopback := host == "localhost" || strings.HasSuffix(host, ".localhost")
 	if ip, err := netip.ParseAddr(host); err == nil {
 		loopback = ip.Unmap().IsLoopback()
-		if !publicAddr(ip, allowLoopback) {
+		// A loopback address is refused below, with the flag that allows it.
+		if !publicAddr(ip, allowLoopback) && (!loopback || allowLoopback) {
 			return fmt.Errorf("url: %w", ErrRefusedAddress)
 		}
 	}

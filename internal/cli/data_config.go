@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 
 	"github.com/membership-api/controlplane/store"
 )
@@ -51,10 +53,42 @@ func (d *dataConfig) dsn() string {
 	return filepath.Join(d.dataDir, "controlplane.db")
 }
 
+// urlLikeWords start a --db value meant as a URL; without "://" after
+// them it is a mistyped URL, not a file name.
+var urlLikeWords = []string{"postgres", "postgresql", "mysql", "mariadb", "sqlserver", "redis", "http", "https"}
+
+// checkDB refuses a --db value that looks like a mistyped URL
+// (postgres//host/db, postgres:/host/db, host:5432/db): the store would
+// take it for a SQLite file path and create it, silently.
+func checkDB(db string) error {
+	if db == "" || strings.Contains(db, "://") {
+		return nil // the default path, or a URL the store checks itself
+	}
+	lower := strings.ToLower(db)
+	mistyped := strings.Contains(db, "//")
+	if colon, slash := strings.IndexByte(db, ':'), strings.IndexByte(db, '/'); colon > 0 && (slash < 0 || colon < slash) {
+		// sqlite:PATH and file:PATH are SQLite's own forms; C:/ a drive.
+		prefix := lower[:colon]
+		mistyped = mistyped || !(prefix == "sqlite" || prefix == "file" || len(prefix) == 1)
+	}
+	for _, w := range urlLikeWords {
+		if rest, ok := strings.CutPrefix(lower, w); ok && (rest == "" || rest[0] == '/' || rest[0] == ':' || rest[0] == '@') {
+			mistyped = true
+		}
+	}
+	if mistyped {
+		return fmt.Errorf("--db %q looks like a mistyped URL (is :// missing?): expected %s", db, store.DSNForms)
+	}
+	return nil
+}
+
 // open opens the store, observed by hooks (metrics; zero: none), and runs
 // the migrations (idempotent and cheap).
 // log receives what only the store sees (a panic in a write); nil: slog.Default().
 func (d *dataConfig) open(ctx context.Context, hooks store.Hooks, log *slog.Logger) (*store.Store, error) {
+	if err := checkDB(d.db); err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers, Hooks: hooks, Logger: log})
 	if err != nil {
 		return nil, err

@@ -107,6 +107,19 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if api.Auth, err = cfg.authConfig(log); err != nil {
 		return err
 	}
+	// Listening first: a busy or invalid --addr is reported at once, not
+	// after the migrations and with the dispatchers already started.
+	ln, err := cfg.http.listen(ctx, cfg.addr)
+	if err != nil {
+		return err
+	}
+	// Until serveOn hands it to the HTTP server, whose shutdown closes it.
+	served := false
+	defer func() {
+		if !served {
+			closeLogged(log, "listener", ln.Close)
+		}
+	}()
 	st, err := cfg.data.open(ctx, mon.hooks(), log)
 	if err != nil {
 		return err
@@ -136,20 +149,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer stopHooks()
 	api.Webhooks = server.WebhookConfig{AllowLoopback: cfg.hooks.cfg.AllowLoopback, Queued: wakeHooks}
-	// Listening before the server is built: the default --public-url is
-	// the address actually listened on (--addr may say port 0).
-	ln, err := cfg.http.listen(ctx, cfg.addr)
-	if err != nil {
-		return err
-	}
+	// The default --public-url is the address actually listened on
+	// (--addr may say port 0).
 	if api.OAuth.PublicURL == "" {
 		api.OAuth.PublicURL = "http://" + ln.Addr().String()
 	}
 	e, closeServer, err := server.New(ctx, api, st, log)
 	if err != nil {
-		return errors.Join(err, ln.Close())
+		return err
 	}
 	defer closeServer()
+	served = true
 	return cfg.serveOn(ctx, ln, e, st.Dialect(), log)
 }
 

@@ -5,12 +5,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -37,10 +39,18 @@ func (h *httpConfig) bind(fs *flag.FlagSet) {
 
 // listen opens the listening socket, capped at --max-connections.
 func (h *httpConfig) listen(ctx context.Context, addr string) (net.Listener, error) {
+	if _, port, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("invalid address --addr %q: %w (expected HOST:PORT, e.g. 127.0.0.1:8080 or :8080)", addr, err)
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		return nil, fmt.Errorf("invalid address --addr %q: %w (a port is 0 to 65535; 0 picks a free one)", addr, err)
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
 		return nil, fmt.Errorf("listen on %s: %w (is another server running? choose another --addr)", addr, err)
+	case err != nil:
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	if h.maxConnections > 0 {
 		ln = netutil.LimitListener(ln, h.maxConnections)

@@ -28,7 +28,7 @@ func (c *tokenConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir, "directory holding the development issuer key")
 	fs.StringVar(&c.sub, "sub", "", "subject (required)")
 	fs.StringVar(&c.email, "email", "", "email claim")
-	fs.StringVar(&c.scope, "scope", "", "space-separated scopes, e.g. \"workspaces:invite\"")
+	fs.StringVar(&c.scope, "scope", "", "space-separated scopes (required), e.g. \"workspaces:get workspaces:invite\" or admin")
 	fs.DurationVar(&c.ttl, "ttl", time.Hour, "lifetime")
 }
 
@@ -48,6 +48,11 @@ func tokenCommand(stdout io.Writer) *ffcli.Command {
 func printToken(cfg tokenConfig, stdout io.Writer) error {
 	if cfg.sub == "" {
 		return errors.New("--sub is required")
+	}
+	// A token without scopes is refused by every operation: better said
+	// now than as a 403 later.
+	if strings.TrimSpace(cfg.scope) == "" {
+		return errors.New(`--scope is required: the token may call only the operations its scopes name, e.g. --scope "workspaces:get workspaces:invite" (or --scope admin)`)
 	}
 	dev, err := auth.LoadDevIssuer(cfg.dataDir)
 	if err != nil {
