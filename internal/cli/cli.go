@@ -12,7 +12,9 @@
 // observe.go for version); each
 // command's flags fill one config struct through its bind method, and flag
 // groups shared by several commands (dataConfig, logConfig, mailConfig) bind
-// the same way.
+// the same way. help.go prints every command's help (flags under the
+// headings of flagGroups, and examples); flagreference.go renders the same
+// definitions as docs/operations/flags.md.
 package cli
 
 import (

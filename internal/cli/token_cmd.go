@@ -37,7 +37,7 @@ func tokenCommand(stdout io.Writer) *ffcli.Command {
 	var cfg tokenConfig
 	cfg.bind(fs)
 	return &ffcli.Command{
-		Name: "token", ShortUsage: "controlplane token --sub SUB --email EMAIL --scope \"workspaces:invite ...\" [--ttl 1h]",
+		Name: "token", ShortUsage: "controlplane token --sub SUB --scope \"workspaces:invite ...\" [--email EMAIL] [--ttl 1h]",
 		ShortHelp: "print a JWT from the built-in development issuer", FlagSet: fs, Options: envOptions(),
 		Exec: func(context.Context, []string) error { return printToken(cfg, stdout) },
 	}
