@@ -110,3 +110,20 @@ func TestHelp_UnknownHelpTopic(t *testing.T) {
 		t.Errorf("stderr %q", stderr.String())
 	}
 }
+
+// A new flag of the long-running commands must be given a heading in
+// flagGroups (their own flags would otherwise gather under FLAGS).
+func TestHelp_ServerFlagsHaveAGroup(t *testing.T) {
+	for c := range allCommands(newRootCommand(io.Discard, io.Discard)) {
+		switch commandPath(c) {
+		case "serve", "mail-worker", "webhook-worker":
+		default:
+			continue
+		}
+		c.FlagSet.VisitAll(func(f *flag.Flag) {
+			if flagGroup(f.Name) == ownFlags && f.Name != "allow-local-email-domains" {
+				t.Errorf("%s --%s has no heading: add it to flagGroups in help.go", commandPath(c), f.Name)
+			}
+		})
+	}
+}
