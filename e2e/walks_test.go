@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +28,11 @@ import (
 // CONTROLPLANE_DATA_DIR. A comment line "# {…}" or "# [...]" right after a
 // command is that command's expected JSON, "# => text" its expected text;
 // see matchShown for how loosely they are compared.
+//
+// A block may name serve flags its page needs, after "serve:" on the fence
+// ("```sh walk serve: --metrics-addr 127.0.0.1:9464"): the page's server
+// starts with the flags of all its blocks. A --metrics-addr there listens on
+// a free port instead, and its http://ADDR in the blocks is rewritten too.
 
 // docsRoot is the module root, where README.md and docs/ live.
 const docsRoot = ".."
@@ -54,8 +61,9 @@ func TestWalks(t *testing.T) {
 
 // walkPage is one page's walk blocks, in order.
 type walkPage struct {
-	name   string // path relative to the module root
-	blocks []walkBlock
+	name      string // path relative to the module root
+	blocks    []walkBlock
+	serveArgs []string // from the blocks' "serve:" markers
 }
 
 // walkBlock is one marked block, split into commands.
@@ -90,23 +98,28 @@ func walkPages() ([]walkPage, error) {
 			return nil, err
 		}
 		rel, _ := filepath.Rel(docsRoot, f)
-		if blocks := parseWalks(string(src)); len(blocks) > 0 {
-			pages = append(pages, walkPage{name: filepath.ToSlash(rel), blocks: blocks})
+		if blocks, serveArgs := parseWalks(string(src)); len(blocks) > 0 {
+			pages = append(pages, walkPage{name: filepath.ToSlash(rel), blocks: blocks, serveArgs: serveArgs})
 		}
 	}
 	return pages, nil
 }
 
-// parseWalks finds the "```sh walk" blocks of a Markdown page.
-func parseWalks(src string) []walkBlock {
+// parseWalks finds the "```sh walk" blocks of a Markdown page and the serve
+// flags their markers name.
+func parseWalks(src string) ([]walkBlock, []string) {
 	var blocks []walkBlock
+	var serveArgs []string
 	var cur *walkBlock
 	var pending []string // lines of a command ending in a backslash
 	for i, line := range strings.Split(src, "\n") {
 		trimmed := strings.TrimSpace(line)
 		if cur == nil {
-			if trimmed == "```sh walk" {
+			if info, ok := strings.CutPrefix(trimmed, "```sh walk"); ok && (info == "" || info[0] == ' ') {
 				cur = &walkBlock{line: i + 1}
+				if flags, ok := strings.CutPrefix(strings.TrimSpace(info), "serve:"); ok {
+					serveArgs = append(serveArgs, strings.Fields(flags)...)
+				}
 			}
 			continue
 		}
@@ -133,7 +146,7 @@ func parseWalks(src string) []walkBlock {
 			}
 		}
 	}
-	return blocks
+	return blocks, serveArgs
 }
 
 func isShownOutput(line string) bool {
@@ -178,13 +191,23 @@ func runWalkPage(t *testing.T, p walkPage) {
 		t.Fatal(err)
 	}
 	dataDir, workDir, outDir := t.TempDir(), t.TempDir(), t.TempDir()
-	srv, err := startServer([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir})
+	serveArgs, urls := freePortFlags(p.serveArgs)
+	srv, err := startServer(append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, serveArgs...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.stop)
+	urls[docsURL] = srv.URL
+	if docsMetricsURL, ok := urls[metricsURLKey]; ok {
+		delete(urls, metricsURLKey)
+		metrics, err := waitMetricsURL(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		urls[docsMetricsURL] = metrics
+	}
 
-	script, checks := walkScript(p, srv.URL, outDir)
+	script, checks := walkScript(p, urls, outDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-x")
@@ -217,14 +240,17 @@ type walkCheck struct {
 // walkScript joins a page's blocks into one script. A command with shown
 // outputs runs in a brace group (so its assignments stay in the shell) with
 // its output kept in a file of outDir, then echoed for the log.
-func walkScript(p walkPage, url, outDir string) (string, []walkCheck) {
+func walkScript(p walkPage, urls map[string]string, outDir string) (string, []walkCheck) {
 	var b strings.Builder
 	var checks []walkCheck
 	b.WriteString(walkPrelude)
 	for _, blk := range p.blocks {
 		fmt.Fprintf(&b, "# %s:%d\n", p.name, blk.line)
 		for _, c := range blk.commands {
-			text := strings.ReplaceAll(c.text, docsURL, url)
+			text := c.text
+			for docs, real := range urls {
+				text = strings.ReplaceAll(text, docs, real)
+			}
 			if len(c.shown) == 0 {
 				b.WriteString(text + "\n")
 				continue
@@ -236,6 +262,38 @@ func walkScript(p walkPage, url, outDir string) (string, []walkCheck) {
 		}
 	}
 	return b.String(), checks
+}
+
+// metricsURLKey marks, in freePortFlags' answer, the metrics URL the docs
+// show, whose real value is known only once the server listens.
+const metricsURLKey = "metrics"
+
+// freePortFlags moves a --metrics-addr of the docs to a free port, and
+// returns the URL the docs use for it under metricsURLKey.
+func freePortFlags(args []string) ([]string, map[string]string) {
+	urls := map[string]string{}
+	out := slices.Clone(args)
+	for i, a := range out {
+		if a == "--metrics-addr" && i+1 < len(out) {
+			urls[metricsURLKey] = "http://" + out[i+1]
+			out[i+1] = "127.0.0.1:0"
+		}
+	}
+	return out, urls
+}
+
+var metricsListeningLine = regexp.MustCompile(`msg="metrics listening" addr=(http://[^/\s]+)`)
+
+// waitMetricsURL reads the metrics listener's address from the server's log.
+func waitMetricsURL(srv *runningServer) (string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := metricsListeningLine.FindStringSubmatch(srv.logs.String()); m != nil {
+			return m[1], nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("no metrics listening line in the server's log:\n%s", srv.logs.String())
 }
 
 // ellipsis stands for "anything" in a shown output.
