@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,12 +36,18 @@ import (
 // ("```sh walk serve: --metrics-addr 127.0.0.1:9464"): the page's server
 // starts with the flags of all its blocks. A --metrics-addr there listens on
 // a free port instead, and its http://ADDR in the blocks is rewritten too.
+// A page that mentions http://127.0.0.1:9000 (a webhook receiver) gets one
+// there (on a free port, rewritten the same way) that answers 204 to every
+// request.
 
 // docsRoot is the module root, where README.md and docs/ live.
 const docsRoot = ".."
 
 // docsURL is the address `make run` serves, as the docs spell it.
 const docsURL = "http://127.0.0.1:8080"
+
+// docsReceiverURL is where the docs' walks send webhooks.
+const docsReceiverURL = "http://127.0.0.1:9000"
 
 func TestWalks(t *testing.T) {
 	if testing.Short() {
@@ -198,6 +207,14 @@ func runWalkPage(t *testing.T, p walkPage) {
 	}
 	t.Cleanup(srv.stop)
 	urls[docsURL] = srv.URL
+	if p.mentions(docsReceiverURL) {
+		receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		t.Cleanup(receiver.Close)
+		urls[docsReceiverURL] = receiver.URL
+	}
 	if docsMetricsURL, ok := urls[metricsURLKey]; ok {
 		delete(urls, metricsURLKey)
 		metrics, err := waitMetricsURL(srv)
@@ -225,10 +242,34 @@ func runWalkPage(t *testing.T, p walkPage) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, msg := range matchShown(c.cmd.shown, string(got)) {
+		shown := make([]string, len(c.cmd.shown))
+		for i, line := range c.cmd.shown {
+			shown[i] = rewriteURLs(line, urls)
+		}
+		for _, msg := range matchShown(shown, string(got)) {
 			t.Errorf("%s:%d: %s\ncommand:\n%s\noutput:\n%s", p.name, c.cmd.line, msg, c.cmd.text, got)
 		}
 	}
+}
+
+// mentions reports whether some command of the page contains s.
+func (p walkPage) mentions(s string) bool {
+	for _, b := range p.blocks {
+		for _, c := range b.commands {
+			if strings.Contains(c.text, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rewriteURLs replaces the addresses the docs show with the test's.
+func rewriteURLs(s string, urls map[string]string) string {
+	for docs, real := range urls {
+		s = strings.ReplaceAll(s, docs, real)
+	}
+	return s
 }
 
 // walkCheck names the file a command's output went to.
@@ -247,10 +288,7 @@ func walkScript(p walkPage, urls map[string]string, outDir string) (string, []wa
 	for _, blk := range p.blocks {
 		fmt.Fprintf(&b, "# %s:%d\n", p.name, blk.line)
 		for _, c := range blk.commands {
-			text := c.text
-			for docs, real := range urls {
-				text = strings.ReplaceAll(text, docs, real)
-			}
+			text := rewriteURLs(c.text, urls)
 			if len(c.shown) == 0 {
 				b.WriteString(text + "\n")
 				continue
