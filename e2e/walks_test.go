@@ -53,6 +53,15 @@ func TestWalks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs every docs walk: skipped under -short")
 	}
+	for _, tool := range []string{"bash", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			// As for Chromium and npm: CI must have it, a laptop may skip.
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("the docs' walks need %s: %v", tool, err)
+			}
+			t.Skipf("the docs' walks need %s, not found: %v", tool, err)
+		}
+	}
 	pages, err := walkPages()
 	if err != nil {
 		t.Fatal(err)
