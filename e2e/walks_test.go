@@ -208,7 +208,10 @@ func runWalkPage(t *testing.T, p walkPage) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dataDir, workDir, outDir := t.TempDir(), t.TempDir(), t.TempDir()
+	// The data directory is ./data of the walk's directory, as make run's
+	// is of the checkout, so a walk may look into ./data as a reader would.
+	workDir, outDir := t.TempDir(), t.TempDir()
+	dataDir := filepath.Join(workDir, "data")
 	serveArgs, urls := freePortFlags(p.serveArgs)
 	srv, err := startServer(append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, serveArgs...))
 	if err != nil {
