@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -69,10 +68,15 @@ func TestWalks(t *testing.T) {
 	if len(pages) == 0 {
 		t.Fatal("no page has a walk: the marker or the page list is wrong")
 	}
+	// The parent's TempDir outlives its parallel subtests.
+	bin, err := buildWalkBinary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range pages {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			runWalkPage(t, p)
+			runWalkPage(t, bin, p)
 		})
 	}
 }
@@ -171,28 +175,18 @@ func isShownOutput(line string) bool {
 	return strings.HasPrefix(line, "# {") || strings.HasPrefix(line, "# [") || strings.HasPrefix(line, "# => ")
 }
 
-var (
-	walkBinaryOnce sync.Once
-	walkBinary     string
-	walkBinaryErr  error
-)
-
-// buildWalkBinary builds the controlplane binary once for every page.
-func buildWalkBinary() (string, error) {
-	walkBinaryOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "walks-bin-")
-		if err != nil {
-			walkBinaryErr = err
-			return
-		}
-		walkBinary = filepath.Join(dir, "controlplane")
-		cmd := exec.Command("go", "build", "-o", walkBinary, ".")
-		cmd.Dir = docsRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			walkBinaryErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	return walkBinary, walkBinaryErr
+// buildWalkBinary builds the controlplane binary into dir, once for every
+// page: a go run per command would compile it each time.
+func buildWalkBinary(dir string) (string, error) {
+	bin := filepath.Join(dir, "controlplane")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = docsRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // walkPrelude makes `go run . ARGS` run the built binary, as `make run`'s
@@ -203,11 +197,7 @@ const walkPrelude = `go() {
 }
 `
 
-func runWalkPage(t *testing.T, p walkPage) {
-	bin, err := buildWalkBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+func runWalkPage(t *testing.T, bin string, p walkPage) {
 	// The data directory is ./data of the walk's directory, as make run's
 	// is of the checkout, so a walk may look into ./data as a reader would.
 	workDir, outDir := t.TempDir(), t.TempDir()
@@ -453,14 +443,14 @@ func parseShownJSON(s string) (any, error) {
 			inString = true
 		case '{', '[':
 			stack = append(stack, c)
+			afterColon = false
 		case '}', ']':
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]
 			}
-		}
-		if c == ':' {
+		case ':':
 			afterColon = true
-		} else if c == ',' || c == '{' || c == '[' {
+		case ',':
 			afterColon = false
 		}
 		b.WriteByte(c)
