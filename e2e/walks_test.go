@@ -120,7 +120,11 @@ func walkPages() ([]walkPage, error) {
 			return nil, err
 		}
 		rel, _ := filepath.Rel(docsRoot, f)
-		if blocks, serveArgs := parseWalks(string(src)); len(blocks) > 0 {
+		blocks, serveArgs, err := parseWalks(string(src))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rel, err)
+		}
+		if len(blocks) > 0 {
 			pages = append(pages, walkPage{name: filepath.ToSlash(rel), blocks: blocks, serveArgs: serveArgs})
 		}
 	}
@@ -129,7 +133,7 @@ func walkPages() ([]walkPage, error) {
 
 // parseWalks finds the "```sh walk" blocks of a Markdown page and the serve
 // flags their markers name.
-func parseWalks(src string) ([]walkBlock, []string) {
+func parseWalks(src string) ([]walkBlock, []string, error) {
 	var blocks []walkBlock
 	var serveArgs []string
 	var cur *walkBlock
@@ -156,9 +160,11 @@ func parseWalks(src string) ([]walkBlock, []string) {
 				pending = nil
 			}
 		case isShownOutput(trimmed):
-			if n := len(cur.commands); n > 0 {
-				cur.commands[n-1].shown = append(cur.commands[n-1].shown, strings.TrimPrefix(trimmed, "# "))
+			n := len(cur.commands)
+			if n == 0 {
+				return nil, nil, fmt.Errorf("line %d: a shown output before any command of its block", i+1)
 			}
+			cur.commands[n-1].shown = append(cur.commands[n-1].shown, strings.TrimPrefix(trimmed, "# "))
 		case trimmed == "" || strings.HasPrefix(trimmed, "#"):
 			// prose for the reader
 		default:
@@ -168,7 +174,10 @@ func parseWalks(src string) ([]walkBlock, []string) {
 			}
 		}
 	}
-	return blocks, serveArgs
+	if cur != nil {
+		return nil, nil, fmt.Errorf("line %d: the walk block is never closed", cur.line)
+	}
+	return blocks, serveArgs, nil
 }
 
 func isShownOutput(line string) bool {
@@ -569,6 +578,30 @@ func TestWalks_Matcher(t *testing.T) {
 		msgs := matchShown([]string{c.shown}, c.output)
 		if (len(msgs) == 0) != c.ok {
 			t.Errorf("shown %s, output %s: got %v, want match=%v", c.shown, c.output, msgs, c.ok)
+		}
+	}
+}
+
+// TestWalks_Parse pins how a page is cut into commands and shown outputs.
+func TestWalks_Parse(t *testing.T) {
+	page := "text\n```sh walk serve: --metrics-addr 127.0.0.1:9464\nA=1 # set\ncurl -s x \\\n  -H y\n# {\"a\":1}\n# prose\n# => ok\n```\n```sh\nnot run\n```\n"
+	blocks, serveArgs, err := parseWalks(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"--metrics-addr", "127.0.0.1:9464"}; !slices.Equal(serveArgs, want) {
+		t.Errorf("serve args: got %q, want %q", serveArgs, want)
+	}
+	if len(blocks) != 1 || len(blocks[0].commands) != 2 {
+		t.Fatalf("got %+v, want one block of two commands", blocks)
+	}
+	c := blocks[0].commands[1]
+	if c.text != "curl -s x \\\n  -H y" || !slices.Equal(c.shown, []string{`{"a":1}`, "=> ok"}) || c.line != 4 {
+		t.Errorf("got %+v", c)
+	}
+	for _, bad := range []string{"```sh walk\n# => x\n```\n", "```sh walk\necho\n"} {
+		if _, _, err := parseWalks(bad); err == nil {
+			t.Errorf("%q: parsed, want an error", bad)
 		}
 	}
 }
