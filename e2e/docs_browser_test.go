@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
@@ -105,7 +106,7 @@ func openBrowser(t *testing.T, chromium string) (context.Context, *pageWatch) {
 	t.Cleanup(cancelAlloc)
 	ctx, cancelCtx := chromedp.NewContext(allocCtx)
 	t.Cleanup(cancelCtx)
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 180*time.Second)
 	t.Cleanup(cancel)
 
 	watch := &pageWatch{responses: map[network.RequestID]*network.Response{}, requests: map[network.RequestID]*network.Request{}}
@@ -247,7 +248,7 @@ type browserStep struct {
 func runSteps(ctx context.Context, t *testing.T, what string, steps []browserStep) {
 	t.Helper()
 	for _, step := range steps {
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := chromedp.Do(sctx, step.do)
 		cancel()
 		if err != nil {
@@ -258,6 +259,20 @@ func runSteps(ctx context.Context, t *testing.T, what string, steps []browserSte
 			t.Fatalf("%s: %s: %v", what, step.name, err)
 		}
 	}
+}
+
+// insertText focuses the field and inserts text into it as one input event
+// (CDP Input.insertText), as pasting does. SendKeys sends two key events a
+// character: a JWT of ~600 characters took over 15 s to type while the rest
+// of make test loaded the machine.
+func insertText(sel chromedp.CSS, text string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Focus(sel),
+		func(ctx context.Context, target *chromedp.Target) (chromedp.Void, error) {
+			_, err := cdp.Call(ctx, target, input.InsertText, input.InsertTextParams{Text: text})
+			return chromedp.Void{}, err
+		},
+	)
 }
 
 // TestDocs_BrowserAuthorize: the Authorize dialog lists the schemes and
@@ -330,8 +345,8 @@ func TestDocs_BrowserAuthorize(t *testing.T) {
 
 	// Client credentials: no workspace header, the token names its workspace.
 	runSteps(ctx, t, "client credentials", slices.Concat([]browserStep{
-		{"type the client ID", chromedp.SendKeys(css(clientIDInput), clientID)},
-		{"type the secret", chromedp.SendKeys(css(`#client_secret_clientCredentials`), secret)},
+		{"type the client ID", insertText(css(clientIDInput), clientID)},
+		{"type the secret", insertText(css(`#client_secret_clientCredentials`), secret)},
 		{"authorize", chromedp.Click(css(clientCredentials + ` button[aria-label="Apply given OAuth2 credentials"]`))},
 		// A failed token request shows an error instead, and times out here.
 		seeAuthorized("(OAuth2, clientCredentials)"),
@@ -355,7 +370,7 @@ func TestDocs_BrowserAuthorize(t *testing.T) {
 		openPage, openAuthorize,
 		{"find the bearer field", chromedp.WaitVisible(css(bearerInput))},
 		{"see the client credentials forgotten", chromedp.WaitVisible(css(clientIDInput))},
-		{"type the token", chromedp.SendKeys(css(bearerInput), jwt)},
+		{"type the token", insertText(css(bearerInput), jwt)},
 		{"authorize", chromedp.Click(css(bearerScheme + ` button.authorize`))},
 		seeAuthorized("(http, Bearer)"),
 		closeAuthorize,
