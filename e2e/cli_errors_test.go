@@ -5,6 +5,7 @@ package e2e_test
 // bare refusal.
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -92,7 +93,8 @@ func TestCLIErrors_LoopbackWebhookNamesTheFlag(t *testing.T) {
 }
 
 func TestCLIErrors_ServeAddressCheckedFirst(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	busy, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

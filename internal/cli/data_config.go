@@ -69,7 +69,7 @@ func checkDB(db string) error {
 	if colon, slash := strings.IndexByte(db, ':'), strings.IndexByte(db, '/'); colon > 0 && (slash < 0 || colon < slash) {
 		// sqlite:PATH and file:PATH are SQLite's own forms; C:/ a drive.
 		prefix := lower[:colon]
-		mistyped = mistyped || !(prefix == "sqlite" || prefix == "file" || len(prefix) == 1)
+		mistyped = mistyped || (prefix != "sqlite" && prefix != "file" && len(prefix) != 1)
 	}
 	for _, w := range urlLikeWords {
 		if rest, ok := strings.CutPrefix(lower, w); ok && (rest == "" || rest[0] == '/' || rest[0] == ':' || rest[0] == '@') {

@@ -41,7 +41,7 @@ func (h *httpConfig) bind(fs *flag.FlagSet) {
 func (h *httpConfig) listen(ctx context.Context, addr string) (net.Listener, error) {
 	if _, port, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("invalid address --addr %q: %w (expected HOST:PORT, e.g. 127.0.0.1:8080 or :8080)", addr, err)
-	} else if _, err := net.LookupPort("tcp", port); err != nil {
+	} else if _, err := net.DefaultResolver.LookupPort(ctx, "tcp", port); err != nil {
 		return nil, fmt.Errorf("invalid address --addr %q: %w (a port is 0 to 65535; 0 picks a free one)", addr, err)
 	}
 	var lc net.ListenConfig
