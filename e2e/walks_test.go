@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +38,9 @@ import (
 // a free port instead, and its http://ADDR in the blocks is rewritten too.
 // A page that mentions http://127.0.0.1:9000 (a webhook receiver) gets one
 // there (on a free port, rewritten the same way) that answers 204 to every
-// request.
+// request, unless it starts the docs' own receiver (`go run
+// ./docs/examples/webhook-receiver`, a binary built once too): then only its
+// 127.0.0.1:9000 is moved to a free port, --addr included.
 
 // docsRoot is the module root, where README.md and docs/ live.
 const docsRoot = ".."
@@ -45,8 +48,14 @@ const docsRoot = ".."
 // docsURL is the address `make run` serves, as the docs spell it.
 const docsURL = "http://127.0.0.1:8080"
 
-// docsReceiverURL is where the docs' walks send webhooks.
-const docsReceiverURL = "http://127.0.0.1:9000"
+// docsReceiverAddr is where the docs' walks send webhooks.
+const docsReceiverAddr = "127.0.0.1:9000"
+
+// docsReceiverURL is docsReceiverAddr as the webhook URLs spell it.
+const docsReceiverURL = "http://" + docsReceiverAddr
+
+// docsReceiverPackage is the example receiver a walk may start itself.
+const docsReceiverPackage = "./docs/examples/webhook-receiver"
 
 func TestWalks(t *testing.T) {
 	if testing.Short() {
@@ -69,14 +78,14 @@ func TestWalks(t *testing.T) {
 		t.Fatal("no page has a walk: the marker or the page list is wrong")
 	}
 	// The parent's TempDir outlives its parallel subtests.
-	bin, err := buildWalkBinary(t.TempDir())
+	bins, err := buildWalkBinaries(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pages {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			runWalkPage(t, bin, p)
+			runWalkPage(t, bins, p)
 		})
 	}
 }
@@ -184,29 +193,46 @@ func isShownOutput(line string) bool {
 	return strings.HasPrefix(line, "# {") || strings.HasPrefix(line, "# [") || strings.HasPrefix(line, "# => ")
 }
 
-// buildWalkBinary builds the controlplane binary into dir, once for every
-// page: a go run per command would compile it each time.
-func buildWalkBinary(dir string) (string, error) {
-	bin := filepath.Join(dir, "controlplane")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = docsRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return bin, nil
+// walkBinaries are the programs the walks' `go run` calls.
+type walkBinaries struct {
+	controlplane string
+	receiver     string // docsReceiverPackage
 }
 
-// walkPrelude makes `go run . ARGS` run the built binary, as `make run`'s
-// checkout would run the sources.
+// buildWalkBinaries builds the controlplane binary and the example receiver
+// into dir, once for every page: a go run per command would compile each
+// time. One go build names them after their packages' last path element.
+func buildWalkBinaries(dir string) (walkBinaries, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator), ".", docsReceiverPackage)
+	cmd.Dir = docsRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return walkBinaries{}, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return walkBinaries{
+		controlplane: filepath.Join(dir, "controlplane"),
+		receiver:     filepath.Join(dir, filepath.Base(docsReceiverPackage)),
+	}, nil
+}
+
+// walkPrelude makes `go run . ARGS` and `go run ./docs/examples/…` run the
+// built binaries, as `make run`'s checkout would run the sources. Started in
+// the background (`… &`), the function runs in a subshell, which execs the
+// receiver so that the job is the receiver itself and `kill %1` stops it: a
+// reader's interactive shell signals the job's process group, go run's child
+// included, a script's shell only the job's own process.
 const walkPrelude = `go() {
   local -; set +x
-  if [ "$#" -ge 2 ] && [ "$1" = run ] && [ "$2" = . ]; then shift 2; "$CP" "$@"; else command go "$@"; fi
+  if [ "$#" -ge 2 ] && [ "$1" = run ] && [ "$2" = . ]; then shift 2; "$CP" "$@"
+  elif [ "$#" -ge 2 ] && [ "$1" = run ] && [ "$2" = ` + docsReceiverPackage + ` ]; then
+    shift 2
+    if [ "$BASHPID" != "$$" ]; then exec "$RECEIVER" "$@"; else "$RECEIVER" "$@"; fi
+  else command go "$@"; fi
 }
 `
 
-func runWalkPage(t *testing.T, bin string, p walkPage) {
+func runWalkPage(t *testing.T, bins walkBinaries, p walkPage) {
 	// The data directory is ./data of the walk's directory, as make run's
 	// is of the checkout, so a walk may look into ./data as a reader would.
 	workDir, outDir := t.TempDir(), t.TempDir()
@@ -218,7 +244,14 @@ func runWalkPage(t *testing.T, bin string, p walkPage) {
 	}
 	t.Cleanup(srv.stop)
 	urls[docsURL] = srv.URL
-	if p.mentions(docsReceiverURL) {
+	switch {
+	case p.mentions(docsReceiverPackage):
+		addr, err := freeLoopbackAddr(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		urls[docsReceiverAddr] = addr
+	case p.mentions(docsReceiverURL):
 		receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			w.WriteHeader(http.StatusNoContent)
@@ -241,7 +274,7 @@ func runWalkPage(t *testing.T, bin string, p walkPage) {
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-x")
 	cmd.Dir = workDir
 	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "CP="+bin, "CONTROLPLANE_DATA_DIR="+dataDir, "PS4=+ walk: ")
+	cmd.Env = append(os.Environ(), "CP="+bins.controlplane, "RECEIVER="+bins.receiver, "CONTROLPLANE_DATA_DIR="+dataDir, "PS4=+ walk: ")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -273,6 +306,18 @@ func (p walkPage) mentions(s string) bool {
 		}
 	}
 	return false
+}
+
+// freeLoopbackAddr finds a loopback port nothing listens on, for a process
+// the walk starts itself; the port is free again once this returns.
+func freeLoopbackAddr(ctx context.Context) (string, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // rewriteURLs replaces the addresses the docs show with the test's.
