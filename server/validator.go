@@ -97,6 +97,9 @@ func (v *requestValidator) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return echo.ErrNotFound
 		}
+		if err := checkRequestText(req, route); err != nil {
+			return tokenEndpointError(c, route.Operation, err)
+		}
 		jsonBody, err := v.readBody(req, route.Operation)
 		if err != nil {
 			return tokenEndpointError(c, route.Operation, err)
