@@ -183,7 +183,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 
 // send POSTs the signed event; an error for anything but a 2xx answer.
 func (d *Dispatcher) send(ctx context.Context, item store.WebhookItem, at time.Time) (status int, err error) {
-	if err := CheckURL(item.URL, d.cfg.AllowLoopback); err != nil {
+	if err := checkURL(ctx, item.URL, d.cfg.AllowLoopback, false); err != nil {
 		return 0, err
 	}
 	body, err := json.Marshal(Event(item.Event, item.ID))

@@ -113,6 +113,13 @@ func CheckURL(raw string, allowLoopback bool) error {
 // every connection checks the addresses it resolves to then
 // (dialControl), which also covers a name re-pointed after registration.
 func CheckURLContext(ctx context.Context, raw string, allowLoopback bool) error {
+	return checkURL(ctx, raw, allowLoopback, true)
+}
+
+// checkURL is CheckURLContext; resolve false skips the look-up of a host
+// name, for the dispatcher, whose dialer checks every address it resolves
+// when connecting (dialControl): a delivery pays no second look-up.
+func checkURL(ctx context.Context, raw string, allowLoopback, resolve bool) error {
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
 		return errors.New("url must be an absolute https URL")
@@ -123,7 +130,7 @@ func CheckURLContext(ctx context.Context, raw string, allowLoopback bool) error 
 	if u.Fragment != "" {
 		return errors.New("url must not have a fragment")
 	}
-	loopback, err := checkHost(ctx, u.Hostname(), allowLoopback)
+	loopback, err := checkHost(ctx, u.Hostname(), allowLoopback, resolve)
 	if err != nil {
 		return err
 	}
@@ -144,7 +151,7 @@ var errLoopbackNeedsFlag = fmt.Errorf("url: %w (loopback endpoints need --webhoo
 // and tells whether it is a loopback literal or a localhost name (which
 // may use http under allowLoopback). A host name that merely resolves to
 // loopback is accepted with the flag, as before, but over https only.
-func checkHost(ctx context.Context, host string, allowLoopback bool) (loopback bool, err error) {
+func checkHost(ctx context.Context, host string, allowLoopback, resolve bool) (loopback bool, err error) {
 	// Names are case-insensitive and "localhost." is the fully qualified
 	// "localhost": both spellings must meet the rules the plain one does.
 	host = strings.TrimRight(strings.ToLower(host), ".")
@@ -159,6 +166,9 @@ func checkHost(ctx context.Context, host string, allowLoopback bool) (loopback b
 			return false, errLoopbackNeedsFlag
 		}
 		return true, nil
+	}
+	if !resolve {
+		return false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
