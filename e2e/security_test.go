@@ -90,11 +90,26 @@ func TestSecurity_EveryOperation(t *testing.T) {
 					t.Errorf("token with %v: got %d %s, want past the security step", oauthScopes, resp.StatusCode, b)
 				}
 			}
-			if slices.ContainsFunc(security, func(r openapi3.SecurityRequirement) bool { _, ok := r["ApiKeyAuth"]; return ok }) {
-				resp, b = f.do(t, method, url, f.bearer(f.adminKey), body)
+			hasScheme := func(name string) bool {
+				return slices.ContainsFunc(security, func(r openapi3.SecurityRequirement) bool { _, ok := r[name]; return ok })
+			}
+			if hasScheme("ApiKeyAuth") {
 				want403 := apiKeyRefused[op.OperationID]
+				resp, b = f.do(t, method, url, f.bearer(f.adminKey), body)
 				if (resp.StatusCode == http.StatusForbidden) != want403 || resp.StatusCode == http.StatusUnauthorized {
 					t.Errorf("API key: got %d %s (refused by design: %v)", resp.StatusCode, b, want403)
+				}
+				// Blaxel's SDKs send the key in X-Blaxel-Authorization:
+				// every operation taking a key declares that header's
+				// scheme too, so contract validators accept those requests.
+				if !hasScheme("BlaxelApiKeyAuth") {
+					t.Errorf("security lists ApiKeyAuth but not BlaxelApiKeyAuth")
+				}
+				h := with(f.bearer(f.adminKey), "Authorization", "")
+				h.Set("X-Blaxel-Authorization", "Bearer "+f.adminKey)
+				resp, b = f.do(t, method, url, h, body)
+				if (resp.StatusCode == http.StatusForbidden) != want403 || resp.StatusCode == http.StatusUnauthorized {
+					t.Errorf("API key in X-Blaxel-Authorization: got %d %s (refused by design: %v)", resp.StatusCode, b, want403)
 				}
 			}
 		})

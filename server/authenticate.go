@@ -17,7 +17,17 @@ import (
 const (
 	schemeOAuth2 = auth.SchemeOAuth2
 	schemeAPIKey = "ApiKeyAuth" //nolint:gosec // G101: the YAML's name for the scheme, not a credential
+	// schemeBlaxelAPIKey is the same API key in X-Blaxel-Authorization, as
+	// Blaxel's SDKs send it: declared so that contract validators (Prism)
+	// accept those requests.
+	schemeBlaxelAPIKey = "BlaxelApiKeyAuth" //nolint:gosec // G101: the YAML's name for the scheme, not a credential
 )
+
+// errKeyNotInBlaxelHeader: BlaxelApiKeyAuth names X-Blaxel-Authorization.
+// It is never the answer to a valid key, because ApiKeyAuth comes first in
+// every list and passes it; a shared value, so it allocates nothing.
+var errKeyNotInBlaxelHeader = &authError{status: http.StatusUnauthorized, presented: true, reason: metrics.AuthWrongScheme,
+	message: "this operation's BlaxelApiKeyAuth requirement needs an API key in the X-Blaxel-Authorization header"}
 
 // WorkspaceHeader names the workspace a request acts on, as Blaxel's SDKs send it.
 const WorkspaceHeader = "X-Blaxel-Workspace"
@@ -41,6 +51,9 @@ type requestState struct {
 	resolved  bool
 	principal *auth.Principal
 	err       *authError
+	// via: the headers the credential came in (the same credential may come
+	// in both), for BlaxelApiKeyAuth.
+	via credentialVia
 	// id is the request's ID (observe.go); idHeader holds it as the
 	// response header's value, allocated with the state.
 	id       string
@@ -83,7 +96,7 @@ func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.
 		return &authError{status: http.StatusUnauthorized, message: "authentication state missing"}
 	}
 	if !st.resolved {
-		st.principal, st.err = a.resolve(input.RequestValidationInput.Request)
+		st.principal, st.via, st.err = a.resolve(input.RequestValidationInput.Request)
 		st.resolved = true
 	}
 	if st.err != nil {
@@ -102,9 +115,22 @@ func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.
 		}
 		return nil
 	case schemeAPIKey:
+		// A key in either header passes, as before BlaxelApiKeyAuth was
+		// declared: ApiKeyAuth comes first in every list, so a key never
+		// makes the validator try one more requirement (each one it tries
+		// copies the request body again).
 		if p.APIKey == nil {
 			return &authError{status: http.StatusUnauthorized, presented: true, reason: metrics.AuthWrongScheme,
 				message: "this operation's ApiKeyAuth requirement needs an API key"}
+		}
+		return nil
+	case schemeBlaxelAPIKey:
+		if p.APIKey == nil {
+			return &authError{status: http.StatusUnauthorized, presented: true, reason: metrics.AuthWrongScheme,
+				message: "this operation's BlaxelApiKeyAuth requirement needs an API key"}
+		}
+		if st.via&viaBlaxelHeader == 0 {
+			return errKeyNotInBlaxelHeader
 		}
 		return nil
 	}
@@ -113,8 +139,14 @@ func (a *authenticator) authenticate(ctx context.Context, input *openapi3filter.
 }
 
 // resolve classifies and verifies the request's credential.
-func (a *authenticator) resolve(r *http.Request) (*auth.Principal, *authError) {
-	cred, err := bearerCredential(r)
+func (a *authenticator) resolve(r *http.Request) (*auth.Principal, credentialVia, *authError) {
+	cred, via, err := bearerCredential(r)
+	p, aerr := a.verify(r, cred, err)
+	return p, via, aerr
+}
+
+// verify checks the credential bearerCredential extracted (err: its error).
+func (a *authenticator) verify(r *http.Request, cred string, err error) (*auth.Principal, *authError) {
 	if errors.Is(err, errTwoCredentials) {
 		// Answered before either credential is checked, so sending two
 		// tells nothing about either.

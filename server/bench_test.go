@@ -138,3 +138,42 @@ func BenchmarkRateLimitChecks(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAPIKeyHeader measures the path up to the validator's answer for
+// an API key in each header it may come in (Authorization: ApiKeyAuth;
+// X-Blaxel-Authorization, as Blaxel's SDKs send it: BlaxelApiKeyAuth).
+func BenchmarkAPIKeyHeader(b *testing.B) {
+	for _, header := range []string{"Authorization", "X-Blaxel-Authorization"} {
+		b.Run(header, func(b *testing.B) {
+			st := storetest.Open(b, "sqlite", store.Options{})
+			ctx := context.Background()
+			if _, err := st.CreateWorkspace(ctx, store.NewWorkspace{Name: "bench", AdminSub: "bench-admin", AdminEmail: "admin@bench.test"}); err != nil {
+				b.Fatal(err)
+			}
+			key, _, err := st.CreateAPIKey(ctx, "bench", "bench-admin")
+			if err != nil {
+				b.Fatal(err)
+			}
+			dev, err := auth.LoadDevIssuer(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, closeFn, err := server.New(ctx, server.Config{Auth: auth.VerifierConfig{DevIssuer: dev}}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(closeFn)
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequestWithContext(ctx, "POST", "/v0/users", strings.NewReader(`{"email":"not-an-email"}`))
+				req.Header.Set(header, "Bearer "+key)
+				req.Header.Set("Content-Type", "application/json")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != 400 {
+					b.Fatalf("got %d %s", rec.Code, rec.Body)
+				}
+			}
+		})
+	}
+}

@@ -10,7 +10,17 @@ import (
 // credentialHeaders carry the bearer credential: Blaxel's SDKs and CLI send
 // "X-Blaxel-Authorization: Bearer <key or token>"; everything else sends
 // the standard "Authorization: Bearer".
-var credentialHeaders = []string{"X-Blaxel-Authorization", "Authorization"}
+var credentialHeaders = []string{blaxelAuthorizationHeader, "Authorization"}
+
+const blaxelAuthorizationHeader = "X-Blaxel-Authorization"
+
+// credentialVia is the set of headers a credential came in.
+type credentialVia uint8
+
+const (
+	viaBlaxelHeader  credentialVia = 1 << iota // X-Blaxel-Authorization
+	viaAuthorization                           // Authorization
+)
 
 // errTwoCredentials: the request carries two different credentials. Which
 // one counts would depend on who reads the request (a proxy, a log, this
@@ -18,13 +28,15 @@ var credentialHeaders = []string{"X-Blaxel-Authorization", "Authorization"}
 // authentication (400, not 401).
 var errTwoCredentials = errors.New("two different credentials sent (Authorization and X-Blaxel-Authorization, or one of them twice): send one")
 
-// bearerCredential extracts the bearer credential, or "" when none is sent.
+// bearerCredential extracts the bearer credential, or "" when none is sent,
+// and the headers it came in.
 // The same credential in both headers is fine (some clients set both); any
 // two different values are errTwoCredentials, checked before the form so that
 // a second credential of another kind (Basic) is not silently ignored.
-func bearerCredential(r *http.Request) (string, error) {
+func bearerCredential(r *http.Request) (string, credentialVia, error) {
 	var header, value, cred string
 	var ok bool
+	var via credentialVia
 	for _, h := range credentialHeaders {
 		for _, v := range r.Header.Values(h) {
 			if v == "" {
@@ -33,15 +45,20 @@ func bearerCredential(r *http.Request) (string, error) {
 			c, isBearer := bearerToken(v)
 			same := v == value || isBearer && ok && c == cred
 			if header != "" && !same {
-				return "", errTwoCredentials
+				return "", 0, errTwoCredentials
 			}
 			header, value, cred, ok = h, v, c, isBearer
+			if h == blaxelAuthorizationHeader {
+				via |= viaBlaxelHeader
+			} else {
+				via |= viaAuthorization
+			}
 		}
 	}
 	if header != "" && !ok {
-		return "", fmt.Errorf("the %s header must be \"Bearer <token or API key>\"", header)
+		return "", 0, fmt.Errorf("the %s header must be \"Bearer <token or API key>\"", header)
 	}
-	return cred, nil
+	return cred, via, nil
 }
 
 // bearerToken returns the credential of a "Bearer <credential>" header value
