@@ -98,7 +98,7 @@ func (s *Server) SendWebhookTestEvent(ctx context.Context, req gen.SendWebhookTe
 	if s.cfg.Webhooks.Queued != nil {
 		s.cfg.Webhooks.Queued()
 	}
-	id := webhook.MessageID(msg.ID)
+	id := store.MessageWebhookID(msg.WebhookID, msg.ID)
 	return gen.SendWebhookTestEvent202JSONResponse{Body: webhook.Event(ev, msg.ID),
 		Headers: gen.SendWebhookTestEvent202ResponseHeaders{WebhookId: &id}}, nil
 }
@@ -123,7 +123,7 @@ func (s *Server) ListWebhookDeliveries(ctx context.Context, req gen.ListWebhookD
 	}
 	out := make(gen.ListWebhookDeliveries200JSONResponse, 0, len(attempts))
 	for _, a := range attempts {
-		d := gen.WebhookDelivery{MessageId: webhook.MessageID(a.MessageID), EventType: gen.WebhookEventType(a.EventType),
+		d := gen.WebhookDelivery{MessageId: store.MessageWebhookID(a.WebhookID, a.MessageID), EventType: gen.WebhookEventType(a.EventType),
 			Attempt: a.Attempt, Time: a.At.UTC(), Status: a.StatusCode, LatencyMs: a.LatencyMS, Outcome: gen.WebhookDeliveryOutcome(a.Outcome)}
 		if a.Error != "" {
 			d.Error = &a.Error

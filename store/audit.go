@@ -184,7 +184,7 @@ func appendAudit(tx *gorm.DB, events ...AuditEvent) error {
 	for i, e := range events {
 		ids[i] = e.ID
 	}
-	if err := tx.Exec(enqueueWebhooksSQL+"a.id IN ?", now, now, now, ids).Error; err != nil {
+	if err := tx.Exec(enqueueWebhooks(tx)+"a.id IN ?", webhookIDPrefix(now), now, now, now, ids).Error; err != nil {
 		return fmt.Errorf("queue webhook messages: %w", err)
 	}
 	return nil

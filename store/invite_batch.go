@@ -263,8 +263,8 @@ const readBackInvitationSQLite = "SELECT " + invitationColumns + " FROM invitati
 
 // enqueueWebhooksRange queues the webhook messages of the events whose ids
 // lie in a range: on SQLite's single writer, the events one statement just
-// wrote.
-var enqueueWebhooksRange = enqueueWebhooksSQL + "a.id BETWEEN ? AND ?"
+// wrote (SQLite only).
+var enqueueWebhooksRange = enqueueWebhooksSQLite + "a.id BETWEEN ? AND ?"
 
 // paddedSize returns the index into the statement arrays for n rows.
 func paddedSize(n int) int { return bits.Len(uint(n - 1)) }
@@ -378,7 +378,7 @@ func auditSQLiteBatch(ctx context.Context, tx *gorm.DB, memo *commit.Memo, now t
 			return err
 		}
 	}
-	if _, err := tx.ConnPool.ExecContext(ctx, enqueueWebhooksRange, now, now, now, first, last); err != nil {
+	if _, err := tx.ConnPool.ExecContext(ctx, enqueueWebhooksRange, webhookIDPrefix(now), now, now, now, first, last); err != nil {
 		return fmt.Errorf("queue webhook messages: %w", err)
 	}
 	return nil
@@ -493,7 +493,8 @@ const lockOrder = "ORDER BY w.id, j.email"
 // workspace, $4 caller, $5 email, $6 role; per invite the fields of its
 // event known before its row (inviteEventOf; its workspace and target are
 // the invite's, $3 and $5) $7 actor kind, $8 actor sub, $9 request ID; and
-// $10 roles with $11 their after texts (inviteAfters). Events join their invites by email, which a batch holds
+// $10 roles with $11 their after texts (inviteAfters); $12 the webhook-id
+// prefix (webhookIDPrefix, as enqueueWebhooksSQL). Events join their invites by email, which a batch holds
 // once. A row whose role has no after text (none the API makes) gets a
 // NULL after, which audit_events refuses: the batch fails and its invites
 // take the slow path, whose events know every role.
@@ -508,8 +509,8 @@ FROM inv JOIN unnest($5::text[], $3::text[], $7::text[], $8::text[], $9::text[])
 LEFT JOIN unnest($10::text[], $11::text[]) AS af(role, after) ON af.role = inv.role
 RETURNING id, workspace_id, action
 ), hooked AS (
-INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
-SELECT e.id, au.id, au.action, '', 'pending', 0, $2, $2, $2
+INSERT INTO webhook_messages (webhook_id, endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
+SELECT $12::text || ` + randomHexPostgres + `, e.id, au.id, au.action, '', 'pending', 0, $2, $2, $2
 FROM audited au JOIN webhook_endpoints e ON e.workspace_id = au.workspace_id
 WHERE e.disabled_at IS NULL AND (e.event_types = '' OR e.event_types LIKE '%,' || au.action || ',%')
 )
@@ -527,7 +528,7 @@ func postgresBatchArgs(batch []*inviteJob, now time.Time) []any {
 		kinds[i], subs[i], requestIDs[i] = ev.ActorKind, ev.ActorSub, ev.RequestID
 	}
 	afterRoles, afters := inviteAfters(expires, roles)
-	return []any{expires, now, workspaces, callers, emails, roles, kinds, subs, requestIDs, afterRoles, afters}
+	return []any{expires, now, workspaces, callers, emails, roles, kinds, subs, requestIDs, afterRoles, afters, webhookIDPrefix(now)}
 }
 
 // runPostgresBatch runs a batch in one round trip: lockWorkspacesShared and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -21,7 +22,7 @@ import (
 // WebhookMessage in the event's own transaction (appendAudit, and the
 // invite batches), which a dispatcher (package webhook) delivers like the
 // email outbox: claimed under a lease, retried with backoff, at least once
-// with a stable webhook-id (the message's id).
+// with a stable webhook-id (WebhookMessage.WebhookID).
 
 // WebhookSecretPrefix starts every signing secret (Standard Webhooks).
 const WebhookSecretPrefix = "whsec_"
@@ -72,13 +73,20 @@ const (
 	WebhookCancelled = "cancelled" // its endpoint was disabled first
 )
 
-// WebhookMessage is one event to deliver to one endpoint. Its ID is the
-// webhook-id of every attempt ("msg_" + ID). EventID names the audit event;
+// WebhookMessage is one event to deliver to one endpoint. WebhookID is the
+// webhook-id of every attempt, made when the message is queued (newWebhookID,
+// enqueueWebhooksSQL): "msg_", the queueing time in milliseconds as 12 hex
+// digits (ids sort by creation), then 80 random bits as 20 hex digits, so a
+// receiver hearing from several deployments never sees one id twice, as
+// Standard Webhooks asks. Rows queued before the column existed hold "" and
+// keep the id they were first sent with, "msg_" + ID (MessageWebhookID).
+// EventID names the audit event;
 // a test event has none and carries its event in Payload (JSON of an
 // AuditEvent). idx_webhook_claim holds the pending messages in claim order,
 // as idx_outbox_claim does for emails.
 type WebhookMessage struct {
 	ID            int64     `gorm:"primaryKey;index:idx_webhook_claim,priority:2,where:status = 'pending'"`
+	WebhookID     string    `gorm:"not null;default:''"`
 	EndpointID    int64     `gorm:"not null;index:idx_webhook_messages_endpoint"`
 	EventID       *int64    `gorm:"index:idx_webhook_messages_event"`
 	EventType     string    `gorm:"not null"`
@@ -109,6 +117,7 @@ type WebhookAttempt struct {
 	ID         int64     `gorm:"primaryKey;index:idx_webhook_attempts_endpoint,priority:2"`
 	EndpointID int64     `gorm:"not null;index:idx_webhook_attempts_endpoint,priority:1"`
 	MessageID  int64     `gorm:"not null"`
+	WebhookID  string    `gorm:"not null;default:''"` // the message's (MessageWebhookID)
 	EventType  string    `gorm:"not null"`
 	Attempt    int       `gorm:"not null"`
 	At         time.Time `gorm:"not null"`
@@ -128,8 +137,8 @@ const MaxWebhooks = 20
 
 // enqueueWebhooksSQL queues, for audit events, one message per enabled
 // endpoint of their workspace that subscribes to their action; the caller
-// appends which events ("a.id IN ?", or a range) and gives the time three
-// times. Driven from the events (few) through idx_webhook_endpoints_workspace:
+// appends which events ("a.id IN ?", or a range) and gives the webhook-id
+// prefix (webhookIDPrefix), then the time three times. Driven from the events (few) through idx_webhook_endpoints_workspace:
 // for a workspace without endpoints it is one index probe per event, which
 // is the cheap check every audited change pays.
 //
@@ -143,12 +152,67 @@ const MaxWebhooks = 20
 // that queues messages and does not depend on timing; delaying first
 // deliveries until the answer is out was the other choice, but nothing on
 // the server knows when the creator has stored the secret.
-const enqueueWebhooksSQL = `INSERT INTO webhook_messages (endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
-SELECT e.id, a.id, a.action, '', 'pending', 0, ?, ?, ?
+//
+// The webhook-id is made in the statement: the caller's prefix
+// (webhookIDPrefix: "msg_" and the time) then 80 random bits per row, from
+// randomblob on SQLite and from gen_random_uuid (built in since
+// PostgreSQL 13, a CSPRNG; pgcrypto is not needed) hashed to hex on
+// PostgreSQL. Making them in Go instead would need the inserted rows back
+// (RETURNING, then one UPDATE per row) on the path every audited change takes.
+const enqueueWebhooksSQL = `INSERT INTO webhook_messages (webhook_id, endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at)
+SELECT CAST(? AS TEXT) || ` + randomHexMarker + `, e.id, a.id, a.action, '', 'pending', 0, ?, ?, ?
 FROM audit_events a CROSS JOIN webhook_endpoints e
 WHERE e.workspace_id = a.workspace_id AND e.disabled_at IS NULL
   AND (e.event_types = '' OR e.event_types LIKE '%,' || a.action || ',%')
   AND NOT (a.action = '` + ActionWebhookCreated + `' AND a.target_type = '` + TargetWebhook + `' AND a.target_id = CAST(e.id AS TEXT)) AND `
+
+// randomHexMarker stands in enqueueWebhooksSQL for the dialect's
+// expression of 20 random hex digits.
+const randomHexMarker = "{random_hex}"
+
+// Each dialect's 20 random hex digits (80 bits), evaluated once per row.
+const (
+	randomHexSQLite   = "lower(hex(randomblob(10)))"
+	randomHexPostgres = "substr(md5(CAST(gen_random_uuid() AS TEXT)), 1, 20)"
+)
+
+var (
+	enqueueWebhooksSQLite   = strings.Replace(enqueueWebhooksSQL, randomHexMarker, randomHexSQLite, 1)
+	enqueueWebhooksPostgres = strings.Replace(enqueueWebhooksSQL, randomHexMarker, randomHexPostgres, 1)
+)
+
+// enqueueWebhooks is enqueueWebhooksSQL for the database behind tx.
+func enqueueWebhooks(tx *gorm.DB) string {
+	if Dialect(tx.Dialector.Name()) == Postgres {
+		return enqueueWebhooksPostgres
+	}
+	return enqueueWebhooksSQLite
+}
+
+// webhookIDPrefix is the start of the webhook-ids of messages queued at
+// now: the time in milliseconds, 12 hex digits (enough until the year
+// 10889), so ids sort by when they were queued.
+func webhookIDPrefix(now time.Time) string { return fmt.Sprintf("msg_%012x", now.UnixMilli()) }
+
+// newWebhookID is a message's webhook-id made in Go (test events), of the
+// form enqueueWebhooksSQL makes.
+func newWebhookID(now time.Time) (string, error) {
+	raw := make([]byte, 10)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	return webhookIDPrefix(now) + hex.EncodeToString(raw), nil
+}
+
+// MessageWebhookID is the webhook-id of message id whose stored webhook-id
+// is stored: stored, or "msg_" + id for messages queued before webhook-ids
+// were stored (their redeliveries keep the id they were first sent with).
+func MessageWebhookID(stored string, id int64) string {
+	if stored != "" {
+		return stored
+	}
+	return "msg_" + strconv.FormatInt(id, 10)
+}
 
 // WebhookInput is a new endpoint, or changes to one (nil: unchanged).
 type WebhookInput struct {
@@ -389,7 +453,11 @@ func (s *Store) SendWebhookTest(ctx context.Context, workspaceName, by string, i
 		if err != nil {
 			return err
 		}
-		msg = WebhookMessage{EndpointID: e.ID, EventType: ActionWebhookTest, Payload: payload, Status: WebhookPending,
+		webhookID, err := newWebhookID(now)
+		if err != nil {
+			return err
+		}
+		msg = WebhookMessage{WebhookID: webhookID, EndpointID: e.ID, EventType: ActionWebhookTest, Payload: payload, Status: WebhookPending,
 			NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
 		return tx.Omit("Endpoint").Create(&msg).Error
 	})
@@ -490,7 +558,7 @@ func (s *Store) RecordWebhookAttempt(ctx context.Context, item WebhookItem, toke
 		if res.RowsAffected == 0 {
 			return nil // deleted, cancelled, or claimed again: not ours to record
 		}
-		attempt := WebhookAttempt{EndpointID: item.EndpointID, MessageID: item.ID, EventType: item.EventType,
+		attempt := WebhookAttempt{EndpointID: item.EndpointID, MessageID: item.ID, WebhookID: item.WebhookID, EventType: item.EventType,
 			Attempt: item.Attempts, At: r.Started.UTC(), StatusCode: r.StatusCode, LatencyMS: r.Latency.Milliseconds(),
 			Outcome: r.Outcome, Error: r.Error}
 		if err := tx.Omit("Endpoint").Create(&attempt).Error; err != nil {

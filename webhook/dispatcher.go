@@ -38,8 +38,10 @@ type Config struct {
 	BackoffBase  time.Duration // wait after the first failure, doubled each time
 	BackoffMax   time.Duration // longest wait between attempts
 	PollInterval time.Duration
-	Lease        time.Duration // keep it above twice Timeout
-	BatchSize    int
+	// Lease is how long a claimed message is held (--webhook-claim-lease):
+	// at least twice Timeout, since an attempt may start with half of it left.
+	Lease     time.Duration
+	BatchSize int
 	// AllowLoopback lets endpoints on loopback addresses be reached
 	// (--webhooks-allow-loopback, development and tests).
 	AllowLoopback bool
@@ -52,6 +54,9 @@ type Config struct {
 // schedule (5 s doubling to 1 h, for 72 h) is the email outbox's: about 16
 // attempts in the first day, then one an hour; an endpoint failing for 72 h
 // is disabled, as Standard Webhooks' reference service does after days.
+// The 2-minute lease is 12 times the 10 s timeout: a message whose
+// dispatcher crashed waits at most that long, and a slow database or a
+// dispatcher paused for a minute still does not lose its claim mid-attempt.
 func DefaultConfig() Config {
 	return Config{Timeout: 10 * time.Second, GiveUpAfter: 72 * time.Hour, DisableAfter: 72 * time.Hour,
 		BackoffBase: 5 * time.Second, BackoffMax: time.Hour, PollInterval: 2 * time.Second, Lease: 2 * time.Minute, BatchSize: 10}
@@ -194,7 +199,7 @@ func (d *Dispatcher) send(ctx context.Context, item store.WebhookItem, at time.T
 	if err != nil {
 		return 0, errors.New("the endpoint's secret is not a whsec_ secret")
 	}
-	id := MessageID(item.ID)
+	id := store.MessageWebhookID(item.WebhookID, item.ID)
 	sig, err := wh.Sign(id, at, body)
 	if err != nil {
 		return 0, err

@@ -8,9 +8,6 @@ import (
 	"github.com/membership-api/controlplane/store"
 )
 
-// MessageID is the webhook-id of every attempt of message id.
-func MessageID(id int64) string { return "msg_" + strconv.FormatInt(id, 10) }
-
 // AuditEvent maps a stored event to the YAML's AuditEvent (also the data
 // of a webhook event). A test event, never stored, is named after its
 // message (testMessage).

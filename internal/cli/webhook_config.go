@@ -39,6 +39,8 @@ func (c *webhookConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.cfg.BackoffBase, "webhook-backoff-base", def.BackoffBase, "wait after a webhook's first failure, doubled each time")
 	fs.DurationVar(&c.cfg.BackoffMax, "webhook-backoff-max", def.BackoffMax, "longest wait between a webhook's attempts")
 	fs.DurationVar(&c.cfg.PollInterval, "webhook-poll-interval", def.PollInterval, "how often the webhook dispatcher looks for due messages")
+	fs.DurationVar(&c.cfg.Lease, "webhook-claim-lease", def.Lease, "how long a claimed webhook message waits before another dispatcher retries it "+
+		"(after a crash); at least twice --webhook-timeout, so an attempt started with half the lease left ends within it")
 	fs.StringVar(&c.caFile, "webhook-ca-file", "", "PEM certificates of the authorities webhook endpoints are verified with, added to the system's (a private CA)")
 	fs.DurationVar(&c.auditRetention, "audit-retention", 0, "delete audit events older than this (checked hourly); 0 keeps them")
 }
@@ -47,6 +49,9 @@ func (c *webhookConfig) bind(fs *flag.FlagSet) {
 // and the audit pruning (with --audit-retention). wake tells the
 // dispatcher a message was queued (nil when off); stop stops both.
 func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metricsServer, log *slog.Logger) (wake, stop func(), err error) {
+	if err := c.checkLease(); err != nil {
+		return nil, nil, err
+	}
 	if c.caFile != "" {
 		if c.cfg.RootCAs, err = loadCAs(c.caFile); err != nil {
 			return nil, nil, err
@@ -76,6 +81,22 @@ func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metrics
 			<-done
 		}
 	}, nil
+}
+
+// checkLease refuses a claim lease under twice the attempt timeout: a
+// dispatcher starts a message only while half its lease remains
+// (outbox.Loop), so a shorter lease could end during an attempt and let a
+// second dispatcher send the message again while the first is still
+// waiting for the answer.
+func (c *webhookConfig) checkLease() error {
+	if c.cfg.Lease <= 0 || c.cfg.Timeout <= 0 {
+		return fmt.Errorf("--webhook-claim-lease (%v) and --webhook-timeout (%v) must be positive", c.cfg.Lease, c.cfg.Timeout)
+	}
+	if c.cfg.Lease < 2*c.cfg.Timeout {
+		return fmt.Errorf("--webhook-claim-lease %v is shorter than twice --webhook-timeout (%v): an attempt could outlast its claim "+
+			"and another dispatcher send the message again; use at least %v", c.cfg.Lease, c.cfg.Timeout, 2*c.cfg.Timeout)
+	}
+	return nil
 }
 
 // loadCAs is the system's certificate pool plus the PEM file's.
