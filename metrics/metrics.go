@@ -57,6 +57,7 @@ type Metrics struct {
 	sqliteFsync  prometheus.Histogram
 	mails        *prometheus.CounterVec
 	webhooks     *prometheus.CounterVec
+	schema       prometheus.Gauge
 
 	mu     sync.Mutex
 	series map[[2]string]*RequestSeries
@@ -102,12 +103,15 @@ func New(b Build, quotas []string) *Metrics {
 		Name: "webhooks_total",
 		Help: "Webhook delivery attempts, by outcome: delivered (a 2xx), retry (failed, will be retried), failed (for good)."},
 		[]string{"outcome"})
+	m.schema = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+		Name: "schema_version",
+		Help: "The database's schema version (goose_db_version) when this process started: during a rolling upgrade, replicas of two releases show two versions' binaries on one schema."})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace,
 		Name: "build_info",
 		Help: "Always 1: the module version, VCS revision and Go version of the running binary."},
 		[]string{"version", "revision", "go_version"})
 	buildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
-	m.reg.MustRegister(m.requests, m.authFailures, m.rateLimited, m.inviteBatch, m.sqliteCommit, m.sqliteFsync, m.mails, m.webhooks, buildInfo,
+	m.reg.MustRegister(m.requests, m.authFailures, m.rateLimited, m.inviteBatch, m.sqliteCommit, m.sqliteFsync, m.mails, m.webhooks, m.schema, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series that exist from the start read 0 rather than absent, so
 	// rate() and alerts see their first increase.
@@ -125,6 +129,10 @@ func New(b Build, quotas []string) *Metrics {
 	}
 	return m
 }
+
+// SetSchemaVersion records the database's schema version (serve sets it
+// at start, after migrating or checking).
+func (m *Metrics) SetSchemaVersion(v int64) { m.schema.Set(float64(v)) }
 
 // Handler serves the registry in Prometheus' text format. A collector that
 // fails (the outbox query) is left out of that scrape and logged; the rest

@@ -142,7 +142,20 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 			log.WarnContext(ctx, "readiness check failed", "err", err)
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
 		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]any{"status": "ready"}
+		// The schema version (goose_db_version), when the store tells it
+		// (handler tests' fakes do not): a rolling upgrade shows on it.
+		if sv, ok := st.(interface {
+			SchemaVersion(context.Context) (int64, error)
+		}); ok {
+			v, err := sv.SchemaVersion(ctx)
+			if err != nil {
+				log.WarnContext(ctx, "readiness check failed", "err", err)
+				return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
+			}
+			body["schema_version"] = v
+		}
+		return c.JSON(http.StatusOK, body)
 	})
 
 	cursorKey, err := st.CursorKey(ctx)

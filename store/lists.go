@@ -2,14 +2,12 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // The two lists (a workspace's users, a person's invitations) are read in
@@ -278,36 +276,12 @@ func (secret) TableName() string { return "secrets" }
 
 const cursorKeyName = "list-cursor-hmac"
 
-// listIndexes serve the lists' keyset order directly: a page is read from
-// the index, never sorted, whatever the size of the list. The partial ones
-// match the queries' literal status = 'pending'.
-var listIndexes = []string{
-	`CREATE INDEX IF NOT EXISTS idx_members_list ON members (workspace_id, created_at, id)`,
-	`CREATE INDEX IF NOT EXISTS idx_invitations_pending_list ON invitations (workspace_id, created_at, id) WHERE status = 'pending'`,
-	`CREATE INDEX IF NOT EXISTS idx_invitations_pending_email_list ON invitations (email, created_at, id) WHERE status = 'pending'`,
-}
-
-// migrateLists creates what the lists need: their indexes, and the cursor
-// key, made once from 32 random bytes by whichever replica migrates first
-// (ON CONFLICT DO NOTHING: a racing replica keeps the first key). Idempotent.
-func migrateLists(db *gorm.DB) error {
-	if err := db.AutoMigrate(&secret{}); err != nil {
-		return fmt.Errorf("migrate secrets: %w", err)
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("make cursor key: %w", err)
-	}
-	if err := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&secret{Name: cursorKeyName, Value: key}).Error; err != nil {
-		return fmt.Errorf("store cursor key: %w", err)
-	}
-	for _, stmt := range listIndexes {
-		if err := db.Exec(stmt).Error; err != nil {
-			return fmt.Errorf("create list index: %w", err)
-		}
-	}
-	return nil
-}
+// The lists' keyset indexes (idx_members_list, idx_invitations_pending_list,
+// idx_invitations_pending_email_list) serve their order directly: a page is
+// read from the index, never sorted, whatever the size of the list. The
+// partial ones match the queries' literal status = 'pending'. They are made
+// by the migrations (migrations/*/00001_baseline.sql); the cursor key by
+// Migrate (ensureCursorKey).
 
 // CursorKey returns the key that signs list cursors, the same on every
 // replica sharing the database (made once by Migrate).

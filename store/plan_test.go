@@ -279,8 +279,9 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 	})
 }
 
-// TestMigrate_DropsReplacedIndexes: a database made by an earlier version
-// loses the indexes that newer ones replaced (AutoMigrate only adds).
+// TestMigrate_DropsReplacedIndexes: a database made by a release before the
+// versioned migrations (no goose_db_version) loses, when version 1 is
+// recorded for it, the indexes that newer ones replaced.
 func TestMigrate_DropsReplacedIndexes(t *testing.T) {
 	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
 		ctx := context.Background()
@@ -297,6 +298,9 @@ func TestMigrate_DropsReplacedIndexes(t *testing.T) {
 			if err := st.ExecForTest(ctx, o.ddl); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if err := st.ExecForTest(ctx, "DROP TABLE goose_db_version"); err != nil {
+			t.Fatal(err)
 		}
 		if err := st.Migrate(ctx); err != nil {
 			t.Fatal(err)

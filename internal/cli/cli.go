@@ -127,7 +127,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 		Subcommands: []*ffcli.Command{
 			versionCommand(stdout),
 			serveCommand(stderr),
-			migrateCommand(stderr),
+			migrateCommand(stdout, stderr),
 			workspaceCommand(stdout, stderr),
 			apikeyCommand(stdout, stderr),
 			tokenCommand(stdout),

@@ -83,9 +83,16 @@ func checkDB(db string) error {
 }
 
 // open opens the store, observed by hooks (metrics; zero: none), and runs
-// the migrations (idempotent and cheap).
+// the migrations (idempotent; on an up-to-date database they read only
+// goose's version table and the cursor key).
 // log receives what only the store sees (a panic in a write); nil: slog.Default().
 func (d *dataConfig) open(ctx context.Context, hooks store.Hooks, log *slog.Logger) (*store.Store, error) {
+	return d.openWith(ctx, hooks, log, (*store.Store).Migrate)
+}
+
+// openWith opens the store and runs prepare on it (Migrate, CheckSchema;
+// nil: nothing), closing it if prepare fails.
+func (d *dataConfig) openWith(ctx context.Context, hooks store.Hooks, log *slog.Logger, prepare func(*store.Store, context.Context) error) (*store.Store, error) {
 	if err := checkDB(d.db); err != nil {
 		return nil, err
 	}
@@ -93,7 +100,10 @@ func (d *dataConfig) open(ctx context.Context, hooks store.Hooks, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Migrate(ctx); err != nil {
+	if prepare == nil {
+		return st, nil
+	}
+	if err := prepare(st, ctx); err != nil {
 		return nil, errors.Join(err, st.Close())
 	}
 	return st, nil

@@ -30,7 +30,7 @@ var flagGroups = []struct {
 }{
 	{"SERVER", []string{"addr", "invite-ttl", "idempotency-ttl", "body-limit", "shutdown-timeout", "cors-allowed-origins",
 		"max-header-bytes", "max-connections", "read-header-timeout", "idle-timeout", "gc-percent"}},
-	{"DATABASE", []string{"data-dir", "db", "db-"}},
+	{"DATABASE", []string{"data-dir", "db", "db-", "migrate"}},
 	{"AUTH", []string{"jwks-", "jwt-", "public-url", "oauth-"}},
 	{"LIMITS", []string{"rate-limits", "rate-limit-", "redis", "redis-", "trusted-proxies"}},
 	{"MAIL", []string{"smtp-", "mail-", "accept-url-template"}},
@@ -94,7 +94,9 @@ var examples = map[string][]string{
 	},
 	"migrate": {
 		"controlplane migrate --db postgres://cp@db:5432/cp?sslmode=require",
+		"controlplane migrate status --data-dir ./data",
 	},
+	"migrate status": {"controlplane migrate status --db postgres://cp@db:5432/cp?sslmode=require"},
 	"workspace":        {"controlplane workspace create acme --admin-sub u1 --admin-email alice@acme.test"},
 	"workspace create": {"controlplane workspace create acme --admin-sub u1 --admin-email a@acme.test --display-name Acme"},
 	"workspace list":   {"controlplane workspace list --data-dir ./data"},

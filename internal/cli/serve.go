@@ -33,6 +33,7 @@ type serveConfig struct {
 	http    httpConfig
 	limits  limitConfig
 	hooks   webhookConfig
+	schema  schemaConfig
 
 	addr            string
 	shutdownTimeout time.Duration
@@ -50,6 +51,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.data.bind(fs)
 	c.data.bindPool(fs)
 	c.data.bindInviteBatches(fs)
+	c.schema.bind(fs)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address (port 0 picks a free port, logged at start)")
 	c.log.bind(fs)
 	c.metrics.bind(fs)
@@ -120,11 +122,14 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 			closeLogged(log, "listener", ln.Close)
 		}
 	}()
-	st, err := cfg.data.open(ctx, mon.hooks(), log)
+	st, err := cfg.data.openWith(ctx, mon.hooks(), log, cfg.schema.prepare())
 	if err != nil {
 		return err
 	}
 	defer closeLogged(log, "store", st.Close)
+	if err := cfg.schema.observe(ctx, st, mon, log); err != nil {
+		return err
+	}
 	mon.serve(st, log)
 	limits, proxies, closeLimits, err := cfg.limits.build(ctx, log)
 	if err != nil {
