@@ -96,7 +96,7 @@ var examples = map[string][]string{
 		"controlplane migrate --db postgres://cp@db:5432/cp?sslmode=require",
 		"controlplane migrate status --data-dir ./data",
 	},
-	"migrate status": {"controlplane migrate status --db postgres://cp@db:5432/cp?sslmode=require"},
+	"migrate status":   {"controlplane migrate status --db postgres://cp@db:5432/cp?sslmode=require"},
 	"workspace":        {"controlplane workspace create acme --admin-sub u1 --admin-email alice@acme.test"},
 	"workspace create": {"controlplane workspace create acme --admin-sub u1 --admin-email a@acme.test --display-name Acme"},
 	"workspace list":   {"controlplane workspace list --data-dir ./data"},
