@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/membership-api/controlplane/store"
 )
 
 // PreviousRelease is the last commit before the versioned migrations: its
@@ -84,4 +87,15 @@ func run(dir string, stdin *strings.Reader, name string, args ...string) (string
 		return "", errors.Join(fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err), errors.New(stderr.String()))
 	}
 	return out.String(), nil
+}
+
+// RecordSchemaVersion records version v as applied in st's database, as the
+// migrate of a newer release would: for tests of what a binary does with a
+// schema newer than it knows.
+func RecordSchemaVersion(ctx context.Context, st *store.Store, v int64) error {
+	db, err := sideDB(st)
+	if err != nil {
+		return err
+	}
+	return db.WithContext(ctx).Exec("INSERT INTO goose_db_version (version_id, is_applied) VALUES (?, ?)", v, true).Error
 }
