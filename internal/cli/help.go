@@ -122,6 +122,11 @@ var examples = map[string][]string{
 		"# with every server of ./data stopped",
 		"controlplane restore --data-dir ./data --from backups/controlplane-20260101T000000.db",
 	},
+	"copy": {
+		"# with every server of the source stopped",
+		"controlplane migrate --db postgres://cp@db:5432/cp?sslmode=require",
+		"controlplane copy --from ./data/controlplane.db --to postgres://cp@db:5432/cp?sslmode=require",
+	},
 	"mail-retry": {
 		"controlplane mail-retry --workspace acme",
 		"controlplane mail-retry --id 42",
