@@ -23,7 +23,7 @@ func backupCommand(stdout, stderr io.Writer) *ffcli.Command {
 	to := fs.String("to", "", "the backup file to write (must not exist)")
 	return &ffcli.Command{
 		Name: "backup", ShortUsage: "controlplane backup --to FILE [flags]",
-		ShortHelp: "copy the SQLite database to a new file while servers run, and check the copy",
+		ShortHelp: "copy the SQLite database to a new file while servers run, and check it",
 		LongHelp: "The copy is one consistent snapshot (SQLite's VACUUM INTO): servers go on serving and writing " +
 			"meanwhile. It is checked (PRAGMA integrity_check) and every table's rows are counted before it is " +
 			"kept; an existing file is never overwritten. On PostgreSQL use pg_dump.",
@@ -52,7 +52,7 @@ func restoreCommand(stdout, stderr io.Writer) *ffcli.Command {
 	from := fs.String("from", "", "the backup file to restore (from controlplane backup)")
 	return &ffcli.Command{
 		Name: "restore", ShortUsage: "controlplane restore --from FILE [flags]",
-		ShortHelp: "replace the SQLite database with a backup, once it is checked; refused while a process holds the database",
+		ShortHelp: "replace the SQLite database with a checked backup (never one in use)",
 		LongHelp: "The backup is checked (PRAGMA integrity_check, the tables of a controlplane database) before anything " +
 			"changes, then copied beside the database, fsynced and renamed over it. Stop every serve, worker and " +
 			"command using the database first: restore refuses while one holds it (its lock file, <db>.lock).",

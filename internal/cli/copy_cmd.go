@@ -24,7 +24,7 @@ func copyCommand(stdout, stderr io.Writer) *ffcli.Command {
 	batch := fs.Int("batch-size", 1000, "rows read and written per statement")
 	return &ffcli.Command{
 		Name: "copy", ShortUsage: "controlplane copy --from DSN --to DSN [flags]",
-		ShortHelp: "copy every row of a database into an empty, migrated one (SQLite to PostgreSQL or back), and check it",
+		ShortHelp: "copy every row into an empty, migrated database (SQLite to PostgreSQL or back)",
 		LongHelp: "Stop every serve, mail-worker and webhook-worker of the source first, and start servers only on the " +
 			"target afterwards: queued emails and webhooks are then delivered once, from the target. copy refuses a " +
 			"SQLite database a process holds, a source whose messages are being delivered, a target that is not " +
