@@ -39,7 +39,9 @@ func seedBulk(t *testing.T, dsn, suffix string) int64 {
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	base := time.Now().UTC().Truncate(time.Second).Add(-48 * time.Hour).Unix()
-	at := func(n string) string { return "(strftime('%Y-%m-%d %H:%M:%S', " + "?1 + " + n + ", 'unixepoch') || '+00:00')" }
+	at := func(n string) string {
+		return "(strftime('%Y-%m-%d %H:%M:%S', " + "?1 + " + n + ", 'unixepoch') || '+00:00')"
+	}
 	seq := func(n int) string {
 		return "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < " + strconv.Itoa(n) + ") "
 	}
