@@ -212,3 +212,38 @@ func TestRestore_RefusesWhatIsNotAControlplaneBackup(t *testing.T) {
 		})
 	}
 }
+
+// A server that opened the database through a symbolic link holds it as
+// much as one that named the file: restore by either name is refused.
+func TestRestore_RefusesADatabaseInUseThroughALink(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.db")
+	link := filepath.Join(dir, "link.db")
+	storetest.OpenDSN(t, real, store.Options{}).Close() //nolint:errcheck // made and closed: the file exists for the link
+	if err := os.Symlink(real, link); err != nil {
+		t.Skipf("symbolic links: %v", err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := store.Backup(ctx, real, backup); err != nil {
+		t.Fatal(err)
+	}
+	live := storetest.OpenDSN(t, link, store.Options{})
+	for _, target := range []string{real, link} {
+		if _, err := store.Restore(ctx, backup, target); err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Errorf("restore into %s: got %v, want an error saying the database is in use", filepath.Base(target), err)
+		}
+	}
+	if err := live.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Restored through the link: the file it names is replaced, the link
+	// stays a link.
+	if _, err := store.Restore(ctx, backup, link); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Lstat(link); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was replaced by a file: %v %v", info, err)
+	}
+}

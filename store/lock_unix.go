@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -26,6 +27,12 @@ var errLocked = errors.New("lock held")
 // lockDatabase takes path's lock file's lock, shared or exclusive, without
 // waiting: errLocked when another holder has it in the other mode.
 func lockDatabase(path string, exclusive bool) (*dbLock, error) {
+	// One lock per database file however it is named: SQLite follows a
+	// symbolic link to the file (its -wal is beside the file), and so does
+	// the lock.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	//nolint:gosec // G302/G304: the lock file holds nothing; its path is the database's, from the operator
 	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
