@@ -22,6 +22,7 @@ import (
 	"hash"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,6 +316,17 @@ func checkCopy(ctx context.Context, from, to *Store) error {
 // have, or with a column they do not have (which copy would leave behind).
 func checkColumns(ctx context.Context, st *Store, side string) error {
 	m := st.read.WithContext(ctx).Migrator()
+	tables, err := m.GetTables()
+	if err != nil {
+		return fmt.Errorf("list the %s's tables: %w", side, err)
+	}
+	for _, name := range tables {
+		known := name == migrationsTable || strings.HasPrefix(name, "sqlite_") || slices.ContainsFunc(copyTables(), func(t copyTable) bool { return t.name == name })
+		if !known {
+			// Copying the rest would leave its rows behind, silently.
+			return fmt.Errorf("the %s has a table %s this binary does not copy: copy with the release that made it (nothing was copied)", side, name)
+		}
+	}
 	for _, t := range copyTables() {
 		if !m.HasTable(t.name) {
 			return fmt.Errorf("the %s has no table %s: run `controlplane migrate` on it first (nothing was copied)", side, t.name)

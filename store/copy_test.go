@@ -187,3 +187,20 @@ func TestCheckSchemaVersions(t *testing.T) {
 		}
 	}
 }
+
+// A table copy does not know (made by a later release, or by hand) is
+// refused rather than left behind.
+func TestCopy_RefusesAnUnknownTable(t *testing.T) {
+	t.Parallel()
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		src := storetest.Open(t, dialect, store.Options{})
+		if err := src.ExecForTest(context.Background(), "CREATE TABLE later_feature (id integer PRIMARY KEY)"); err != nil {
+			t.Fatal(err)
+		}
+		dst := storetest.Open(t, "sqlite", store.Options{})
+		_, err := store.Copy(context.Background(), src, dst, store.CopyOptions{})
+		if err == nil || !strings.Contains(err.Error(), "later_feature") {
+			t.Fatalf("got %v, want an error naming the table", err)
+		}
+	})
+}
