@@ -94,6 +94,30 @@ func (f *fixture) answer(t *testing.T, path string, h http.Header) answer {
 	return a
 }
 
+// copyCheck is one table's line of copy's stdout.
+type copyCheck struct {
+	sourceRows, targetRows string
+	sourceSum, targetSum   string
+}
+
+// copyChecks reads copy's stdout: a header, then TABLE SOURCE-ROWS
+// TARGET-ROWS SOURCE-SUM TARGET-SUM ok.
+func copyChecks(t *testing.T, out string) map[string]copyCheck {
+	t.Helper()
+	checks := map[string]copyCheck{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) != 6 || f[5] != "ok" {
+			t.Fatalf("copy's check line %q", line)
+		}
+		checks[f[0]] = copyCheck{sourceRows: f[1], targetRows: f[2], sourceSum: f[3], targetSum: f[4]}
+	}
+	if len(checks) < 14 {
+		t.Fatalf("copy checked %d tables: %s", len(checks), out)
+	}
+	return checks
+}
+
 var emlRecipient = regexp.MustCompile(`(?m)^To: <([^>]+)>`)
 
 // A deployment moved from SQLite to PostgreSQL with `copy` answers as it
@@ -101,7 +125,8 @@ var emlRecipient = regexp.MustCompile(`(?m)^To: <([^>]+)>`)
 // token) and a token the source issued, a list page and the page its
 // cursor (taken from the source) points to. Its queued email is sent once,
 // by the target (the source ran without a dispatcher, then stopped). The
-// copy carries about 100,000 rows; its time is logged.
+// copy carries about 100,000 rows (its time is logged), and copied back to
+// SQLite every table's checksum is the one it started with.
 func TestCopy_SQLiteToPostgresAnswersTheSame(t *testing.T) {
 	t.Parallel()
 	pg := storetest.DSN(t, "postgres") // skips without PostgreSQL
@@ -151,9 +176,20 @@ func TestCopy_SQLiteToPostgresAnswersTheSame(t *testing.T) {
 		t.Fatalf("copy: exit %d\n%s\n%s", r.code, r.stderr, r.stdout)
 	}
 	t.Logf("copy of %d seeded rows (and the fixture's) SQLite → PostgreSQL: %s\n%s", seeded, took.Round(time.Millisecond), r.stderr)
-	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
-		if !strings.HasSuffix(line, " ok") {
-			t.Errorf("copy's check: %q", line)
+	// And back, into a new SQLite file, before any server runs on the
+	// PostgreSQL copy: every table ends as it started.
+	back := filepath.Join(t.TempDir(), "back.db")
+	mustCLI(t, "migrate", "--db", back)
+	start = time.Now()
+	r2 := runCLI(t, "copy", "--from", pg, "--to", back)
+	if r2.code != 0 {
+		t.Fatalf("copy back: exit %d\n%s\n%s", r2.code, r2.stderr, r2.stdout)
+	}
+	t.Logf("and back, PostgreSQL → SQLite: %s", time.Since(start).Round(time.Millisecond))
+	there, home := copyChecks(t, r.stdout), copyChecks(t, r2.stdout)
+	for table, c := range there {
+		if home[table].targetSum != c.sourceSum || home[table].targetRows != c.sourceRows {
+			t.Errorf("%s after SQLite → PostgreSQL → SQLite: %+v, it started as %+v", table, home[table], c)
 		}
 	}
 	// The copy refuses to run again: the target is no longer empty.
