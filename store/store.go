@@ -88,6 +88,8 @@ type Store struct {
 	writeTimeout time.Duration
 	// migrateDSN opens the connection Migrate runs on (SQLite; closed after).
 	migrateDSN string
+	// lock is held shared while a SQLite store is open (see dbLock).
+	lock *dbLock
 }
 
 // Dialect is the kind of database behind a store.
@@ -221,6 +223,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("create directory for SQLite database %s: %w", path, err)
 		}
+		if s.lock, err = lockDatabase(path, false); err != nil {
+			return nil, lockError(path, err)
+		}
 		// The time parameters pin one text format for times on every
 		// connection; synchronous(FULL) makes each commit durable (fsync)
 		// on every connection but the group committer's, which switches to
@@ -234,7 +239,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// RSS); the OS page cache still holds the file.
 		r, err := gorm.Open(sqlite.Open(path+"?_pragma=query_only(1)&_pragma=cache_size(-512)&"+params), cfg(true))
 		if err != nil {
-			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+			return nil, fmt.Errorf("open SQLite %s: %w", path, errors.Join(err, s.lock.release()))
 		}
 		rDB, _ := r.DB()
 		rDB.SetMaxOpenConns(opts.MaxOpenConns)
@@ -252,7 +257,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open SQLite %s: %w", path, errors.Join(err, rDB.Close()))
+			return nil, fmt.Errorf("open SQLite %s: %w", path, errors.Join(err, rDB.Close(), s.lock.release()))
 		}
 		s.read, s.dialect = r, SQLite
 		s.invites = &sqliteInvites{committer: s.committer, now: s.now, hooks: opts.Hooks, log: s.log, run: runSQLiteBatch}
@@ -419,6 +424,7 @@ func (s *Store) Close() error {
 	if sqlDB, err := s.read.DB(); err == nil {
 		errs = append(errs, sqlDB.Close()) // on PostgreSQL also s.write
 	}
+	errs = append(errs, s.lock.release()) // after every connection is closed
 	return errors.Join(errs...)
 }
 

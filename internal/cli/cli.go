@@ -9,6 +9,7 @@
 // One file per command (serve.go, migrate_cmd.go, workspace_cmd.go,
 // apikey_cmd.go, token_cmd.go, oauth_keys_cmd.go, mail_cmd.go with
 // mail-worker, mail-status and mail-retry, webhook_worker_cmd.go,
+// backup_cmd.go with backup and restore, copy_cmd.go,
 // observe.go for version); each
 // command's flags fill one config struct through its bind method, and flag
 // groups shared by several commands (dataConfig, logConfig, mailConfig) bind
@@ -136,6 +137,9 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			webhookWorkerCommand(stderr),
 			mailStatusCommand(stdout),
 			mailRetryCommand(stdout),
+			backupCommand(stdout, stderr),
+			restoreCommand(stdout, stderr),
+			copyCommand(stdout, stderr),
 		},
 		Exec: func(_ context.Context, args []string) error {
 			if *version {

@@ -119,6 +119,16 @@ var examples = map[string][]string{
 		"controlplane webhook-worker --webhook-timeout 5s",
 	},
 	"mail-status": {"controlplane mail-status --failed 5"},
+	"backup":      {"controlplane backup --data-dir ./data --to backups/controlplane-$(date +%Y%m%dT%H%M%S).db"},
+	"restore": {
+		"# with every server of ./data stopped",
+		"controlplane restore --data-dir ./data --from backups/controlplane-20260101T000000.db",
+	},
+	"copy": {
+		"# with every server of the source stopped",
+		"controlplane migrate --db postgres://cp@db:5432/cp?sslmode=require",
+		"controlplane copy --from ./data/controlplane.db --to postgres://cp@db:5432/cp?sslmode=require",
+	},
 	"mail-retry": {
 		"controlplane mail-retry --workspace acme",
 		"controlplane mail-retry --id 42",
