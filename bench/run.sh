@@ -216,7 +216,7 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	fl_rps=$(col floor 3 | median)
 	fl_p99=$(col floor 5 | median)
 	mem_rps=$(col sqlite+limits 3 | median)
-	printf '%-13s %9s %8s %8s %11s %7s %7s %8s %10s %13s %4s\n' target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors "x bare" "x floor" "p99/floor" goal met
+	printf '%-13s %9s %8s %8s %11s %7s %7s %8s %10s %15s %4s\n' target "req/s" "p50 ms" "p99 ms" "CPU us/req" errors "x bare" "x floor" "p99/floor" goal met
 	for name in "${TARGETS[@]}"; do
 		rps=$(col "$name" 3 | median)
 		p50=$(col "$name" 4 | median)
@@ -238,7 +238,7 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 				goal = sprintf("%.2f>=0.90 mem", x)
 				met = (x >= 0.90 && e == 0 ? "yes" : "NO")
 			}
-			printf "%-13s %9.0f %8.2f %8.2f %11.1f %7d %7.3f %8s %10s %13s %4s\n", n, r, a, b, c, e, bare,
+			printf "%-13s %9.0f %8.2f %8.2f %11.1f %7d %7.3f %8s %10s %15s %4s\n", n, r, a, b, c, e, bare,
 				(n == "baseline" ? "-" : sprintf("%.3f", floor)), (n == "baseline" ? "-" : sprintf("%.2f", tail)), goal, met }'
 	done
 	echo
