@@ -110,24 +110,35 @@ func (r *Redis) Take(ctx context.Context, key string, q Quota) (Result, error) {
 			return r.fallback.Take(ctx, key, q)
 		}
 		n := b.nextSize(q, now, r.budgets.window)
-		done := make(chan struct{})
-		b.refill = done
+		b.refill = make(chan struct{})
 		b.mu.Unlock()
-
-		res, err := r.ask(ctx, key, q, n)
-
-		b.mu.Lock()
-		b.refill = nil
-		close(done)
-		if err != nil {
-			b.mu.Unlock()
-			r.down(now, err)
-			return r.fallback.Take(ctx, key, q)
+		if res, ok := r.refill(ctx, b, key, q, n); ok {
+			return res, nil
 		}
-		out := b.fill(q, res, time.Now(), r.budgets.window)
-		b.mu.Unlock()
-		return out, nil
+		return r.fallback.Take(ctx, key, q)
 	}
+}
+
+// refill asks Redis for a budget of n for b (whose refill channel the
+// caller set) and answers the request that asked; ok is false when Redis
+// failed (then it is marked down). The waiters are released however it
+// ends, a panic included.
+func (r *Redis) refill(ctx context.Context, b *budget, key string, q Quota, n int) (_ Result, ok bool) {
+	var res *redis_rate.Result
+	var err error
+	defer func() {
+		b.mu.Lock()
+		close(b.refill)
+		b.refill = nil
+		b.mu.Unlock()
+	}()
+	if res, err = r.ask(ctx, key, q, n); err != nil {
+		r.down(time.Now(), err)
+		return Result{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fill(q, res, time.Now(), r.budgets.window), true
 }
 
 // ask takes at most n events of key's quota from Redis: one round trip.
