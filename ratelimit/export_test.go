@@ -3,7 +3,7 @@ package ratelimit
 import "time"
 
 // RoundTrips is how many budgets r asked Redis for.
-func RoundTrips(r *Redis) uint64 { return r.roundTrips.Load() }
+func RoundTrips(r *Redis) int64 { return r.roundTrips.Load() }
 
 // SetBudgetWindow replaces r's budget window (budgetWindow), so a test can
 // use large budgets on a quota that refills slowly enough not to move its

@@ -159,7 +159,7 @@ func BenchmarkTake(b *testing.B) {
 	}{{"memory", ratelimit.NewMemory(0), high}, {"redis", newRedis(b), high}, {"redis-per-event", newRedis(b), perEvent}} {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()
-			var before uint64
+			var before int64
 			if r, ok := c.lim.(*ratelimit.Redis); ok {
 				before = ratelimit.RoundTrips(r)
 			}

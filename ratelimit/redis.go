@@ -47,7 +47,7 @@ type Redis struct {
 
 	budgets budgets
 	// roundTrips counts the budget requests sent to Redis.
-	roundTrips atomic.Uint64
+	roundTrips atomic.Int64
 }
 
 // NewRedis connects to the Redis at url (redis://[user:password@]host:port/db

@@ -122,7 +122,7 @@ func TestRedis_BudgetsShareOneQuota(t *testing.T) {
 		t.Errorf("%d events allowed across 2 replicas, want %d to %d (the quota, less fractions lost, plus its refill during the test)", got, low, high)
 	}
 	trips := ratelimit.RoundTrips(rs[0]) + ratelimit.RoundTrips(rs[1])
-	if trips*5 > uint64(allowed.Load()) {
+	if trips*5 > allowed.Load() {
 		t.Errorf("%d round trips for %d events: budgets not used", trips, allowed.Load())
 	}
 	for i, r := range rs {

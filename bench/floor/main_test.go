@@ -39,7 +39,7 @@ func TestFloor(t *testing.T) {
 		{"no workspace header", "good", "", `{"email":"a@bench.test"}`, 400},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			req := httptest.NewRequest("POST", "/v0/users", strings.NewReader(c.body))
+			req := httptest.NewRequestWithContext(context.Background(), "POST", "/v0/users", strings.NewReader(c.body))
 			req.Header.Set("Content-Type", "application/json")
 			if c.workspace != "" {
 				req.Header.Set("X-Blaxel-Workspace", c.workspace)
