@@ -54,14 +54,17 @@ GOLANGCI_LINT := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lin
 lint:
 	$(GOLANGCI_LINT) run ./...
 
-# Load benchmark of the invite path against a bare-Echo baseline (bench/run.sh:
-# wrk, SQLite and PostgreSQL, interleaved rounds, one table), then the scale
-# cases on data seeded by bench/seed (invites into a 20,000-member workspace,
-# paged and unpaged lists, my invitations; a second table with their goals).
-# Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_ROUNDS (3),
-# BENCH_POSTGRES_DSN (admin DSN; empty skips PostgreSQL), BENCH_SERVE_FLAGS,
-# BENCH_SCALE (1; 0 skips the scale cases), BENCH_SCALE_DURATION (5s),
-# BENCH_SCALE_WARMUP (1s). About 8 minutes with the defaults.
+# Load benchmark of the invite path against the spec-first floor (bench/floor)
+# and a bare-Echo baseline (bench/run.sh: wrk, SQLite and PostgreSQL, SQLite
+# with rate limits in memory and through Redis, interleaved rounds, one
+# table), then the scale cases on data seeded by bench/seed (invites into a
+# 20,000-member workspace, paged and unpaged lists, my invitations; a second
+# table with their goals). Knobs: BENCH_DURATION (10s), BENCH_CONNECTIONS
+# (64), BENCH_ROUNDS (3), BENCH_POSTGRES_DSN (admin DSN; empty skips
+# PostgreSQL), BENCH_SERVE_FLAGS, BENCH_LIMITS (1; 0 skips the rate-limited
+# rows), BENCH_REDIS_URL, BENCH_SCALE (1; 0 skips the scale cases),
+# BENCH_SCALE_DURATION (5s), BENCH_SCALE_WARMUP (1s). About 9 minutes with
+# the defaults.
 bench:
 	GO=$(GO) bash bench/run.sh
 

@@ -10,12 +10,15 @@
 #   URL, PID, TOKEN    per invite server (keyed by its name): base URL,
 #                      process id, bearer token for bench/invite.lua
 #   SERVE_EXTRA        extra `serve` flags (BENCH_SERVE_FLAGS, split on spaces)
+#   SERVE_ONLY         more `serve` flags for the next start_invite_server
+#                      only (flags the setup commands do not take)
 # A caller that has more to undo at exit defines bench_on_exit; the trap
 # calls it after the servers are stopped and before TMP is removed.
 
 PIDS=()
 PG_DBS=()
 PG_ADMIN=""
+SERVE_ONLY=()
 declare -A URL PID TOKEN
 read -r -a SERVE_EXTRA <<<"${BENCH_SERVE_FLAGS:-}"
 
@@ -239,8 +242,9 @@ serve() {
 # start_invite_server NAME BINARY [--db DSN]: the invite case's server: a
 # fresh data dir, workspace "bench" with admin bench-admin, a token with
 # workspaces:invite in TOKEN[NAME] (both made by BINARY itself, so each
-# build sets up the data it understands), then serve and one probe invite,
-# so that a broken setup fails here and not as 100% errors.
+# build sets up the data it understands), then serve (with SERVE_ONLY too)
+# and one probe invite, so that a broken setup fails here and not as 100%
+# errors.
 start_invite_server() {
 	local name=$1 bin=$2 dir="$TMP/data-$1" code
 	shift 2
@@ -249,7 +253,7 @@ start_invite_server() {
 		--data-dir "$dir" "$@" >"$TMP/$name-setup.log" 2>&1
 	TOKEN[$name]=$("$bin" token --data-dir "$dir" --sub bench-admin --email admin@bench.test \
 		--scope workspaces:invite --ttl 2h 2>>"$TMP/$name-setup.log")
-	serve "$name" "$bin" "$dir" "$@"
+	serve "$name" "$bin" "$dir" "$@" "${SERVE_ONLY[@]}"
 	code=$(curl -s -o "$TMP/$name-probe.json" -w '%{http_code}' -X POST "${URL[$name]}/v0/users" \
 		-H "Authorization: Bearer ${TOKEN[$name]}" -H "X-Blaxel-Workspace: bench" \
 		-H "Content-Type: application/json" -d '{"email":"probe@bench.test"}' || true)
@@ -266,4 +270,46 @@ stop_server() {
 	wait "$pid" 2>/dev/null || true
 	for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
 	PIDS=("${keep[@]}")
+}
+
+# start_floor NAME BINARY TOKEN: starts the spec-first floor (bench/floor)
+# accepting TOKEN (the same bearer the servers get, so every target
+# receives byte-for-byte the same requests) and waits until one invite
+# answers 200; sets URL[NAME], PID[NAME] and TOKEN[NAME].
+start_floor() {
+	local name=$1 bin=$2 port code=""
+	port=$(free_port)
+	"$bin" -addr "127.0.0.1:$port" -spec "$ROOT/openapi/controlplane.yml" -token "$3" >"$TMP/$name.log" 2>&1 &
+	PID[$name]=$!
+	PIDS+=("${PID[$name]}")
+	URL[$name]="http://127.0.0.1:$port"
+	TOKEN[$name]=$3
+	for _ in $(seq 1 300); do
+		code=$(curl -s -o "$TMP/$name-probe.json" -w '%{http_code}' -X POST "${URL[$name]}/v0/users" \
+			-H "Authorization: Bearer $3" -H "X-Blaxel-Workspace: bench" \
+			-H "Content-Type: application/json" -d '{"email":"probe@bench.test"}' || true)
+		[ "$code" = 200 ] && return
+		kill -0 "${PID[$name]}" 2>/dev/null || { say "bench: $name exited"; exit 1; }
+		sleep 0.1
+	done
+	say "bench: probe invite on $name answered $code: $(head -c 300 "$TMP/$name-probe.json")"
+	exit 1
+}
+
+# redis_up URL: whether the Redis at URL (redis://host:port/db) answers PING
+# (through redis-cli when installed, else a raw PING over /dev/tcp).
+redis_up() {
+	local hostport
+	if command -v redis-cli >/dev/null 2>&1; then
+		[ "$(redis-cli -u "$1" ping 2>/dev/null)" = PONG ]
+		return
+	fi
+	hostport=${1#*://}
+	hostport=${hostport##*@}
+	hostport=${hostport%%/*}
+	(
+		exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}" || exit 1
+		printf 'PING\r\n' >&3
+		read -r -t 2 reply <&3 && [ "${reply%$'\r'}" = +PONG ]
+	) 2>/dev/null
 }

@@ -143,21 +143,36 @@ func TestMemory_BoundedKeys(t *testing.T) {
 	}
 }
 
-// What a limit check costs per request: BenchmarkTake/memory and /redis
-// (one round trip to the local Redis), BenchmarkGateClosed (the local
-// check done before every Take).
+// What a limit check costs per request: BenchmarkTake/memory, /redis
+// (budgets taken from the local Redis, with the round trips per check) and
+// /redis-per-event (a quota whose budgets are one event: a round trip per
+// check, what every check cost before budgets); BenchmarkGateClosed (the
+// local check done before every Take).
 func BenchmarkTake(b *testing.B) {
-	q := ratelimit.Quota{Name: "bench", Rate: 1 << 30, Period: time.Second}
-	for name, lim := range map[string]ratelimit.Limiter{"memory": ratelimit.NewMemory(0), "redis": newRedis(b)} {
-		b.Run(name, func(b *testing.B) {
+	high := ratelimit.Quota{Name: "bench", Rate: 1 << 30, Period: time.Second}
+	// 1<<30 an hour: budgets of one event (under 20 a second), never refused.
+	perEvent := ratelimit.Quota{Name: "bench-1", Rate: 1 << 30, Period: 1 << 30 * time.Second / 10}
+	for _, c := range []struct {
+		name string
+		lim  ratelimit.Limiter
+		q    ratelimit.Quota
+	}{{"memory", ratelimit.NewMemory(0), high}, {"redis", newRedis(b), high}, {"redis-per-event", newRedis(b), perEvent}} {
+		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()
+			var before int64
+			if r, ok := c.lim.(*ratelimit.Redis); ok {
+				before = ratelimit.RoundTrips(r)
+			}
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := lim.Take(ctx, "caller:sub:bench", q); err != nil {
+					if _, err := c.lim.Take(ctx, "caller:sub:bench", c.q); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
+			if r, ok := c.lim.(*ratelimit.Redis); ok {
+				b.ReportMetric(float64(ratelimit.RoundTrips(r)-before)/float64(b.N), "roundtrips/op")
+			}
 		})
 	}
 }
