@@ -105,7 +105,7 @@ func New(b Build, quotas []string) *Metrics {
 		[]string{"outcome"})
 	m.unavailable = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 		Name: "unavailable_total",
-		Help: "Requests answered 503 because the database could not be reached, by cause (refused, starting_up, shutting_down, connection_lost, timeout, …)."},
+		Help: "Requests answered 503 because the database could not be reached, by cause (refused, cannot_connect_now, terminated, connection_lost, timeout, …)."},
 		[]string{"cause"})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace,
 		Name: "build_info",

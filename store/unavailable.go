@@ -25,8 +25,8 @@ var ErrUnavailable = errors.New("database unavailable")
 // metrics' cause label (never the driver's text, which names hosts and users).
 const (
 	CauseRefused            = "refused"              // nothing listens (connection refused, no such socket)
-	CauseStartingUp         = "starting_up"          // PostgreSQL 57P03: the server is starting up or recovering
-	CauseShuttingDown       = "shutting_down"        // PostgreSQL 57P01/57P02: an administrator or a crash ended the connection
+	CauseCannotConnectNow   = "cannot_connect_now"   // PostgreSQL 57P03: the server is starting up, shutting down or recovering
+	CauseTerminated         = "terminated"           // PostgreSQL 57P01/57P02: the server ended the connection (shutdown, crash, pg_terminate_backend)
 	CauseConnectionLost     = "connection_lost"      // the connection broke mid-use (EOF, reset, broken pipe, 08xxx)
 	CauseTimeout            = "timeout"              // connecting timed out
 	CauseTooManyConnections = "too_many_connections" // PostgreSQL 53300
@@ -38,7 +38,7 @@ const (
 )
 
 // UnavailableCauses lists every cause, for metrics that start at zero.
-var UnavailableCauses = []string{CauseRefused, CauseStartingUp, CauseShuttingDown, CauseConnectionLost, CauseTimeout,
+var UnavailableCauses = []string{CauseRefused, CauseCannotConnectNow, CauseTerminated, CauseConnectionLost, CauseTimeout,
 	CauseTooManyConnections, CauseConnectFailed, CauseBusy, CauseCannotOpen, CauseIOError, CauseDiskFull}
 
 // UnavailableError is an error that says the database cannot be reached:
@@ -122,7 +122,7 @@ func unavailableCause(err error) string {
 		return ""
 	case errors.As(err, &connectErr):
 		// Inside it, the reason the attempt failed: the server's own error
-		// (57P03 while starting up) or the network's.
+		// (57P03 while starting up or shutting down) or the network's.
 		if errors.As(err, &pgErr) {
 			if cause := pgCause(pgErr.Code); cause != "" {
 				return cause
@@ -169,9 +169,9 @@ func unavailableCause(err error) string {
 func pgCause(code string) string {
 	switch {
 	case code == "57P01", code == "57P02":
-		return CauseShuttingDown
+		return CauseTerminated
 	case code == "57P03":
-		return CauseStartingUp
+		return CauseCannotConnectNow
 	case code == "53300":
 		return CauseTooManyConnections
 	case strings.HasPrefix(code, "08"):

@@ -88,7 +88,7 @@ func TestUnavailable_Postgres(t *testing.T) {
 	}
 	defer conn2.Close(ctx)
 	_, err = conn2.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
-	wantCause(t, "terminated by the server", err, store.CauseShuttingDown)
+	wantCause(t, "terminated by the server", err, store.CauseTerminated)
 	_, err = conn2.Exec(ctx, "SELECT 1")
 	wantCause(t, "used after the server closed it", err, store.CauseConnectionLost)
 
