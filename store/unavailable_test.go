@@ -39,8 +39,9 @@ func wantCause(t *testing.T, what string, err error, cause string) {
 }
 
 // TestUnavailable_Postgres classifies what a real PostgreSQL and pgx
-// answer: nothing listening, the server ending a connection (57P01, what
-// pg_ctl stop -m fast sends), and a connection that is gone; a unique
+// answer: nothing listening, a server that never answers, the server ending
+// a connection (57P01, what pg_ctl stop -m fast sends), and a connection
+// that is gone; a unique
 // violation, a statement timeout and a cancelled context are not outages.
 func TestUnavailable_Postgres(t *testing.T) {
 	t.Parallel()
@@ -62,6 +63,25 @@ func TestUnavailable_Postgres(t *testing.T) {
 	if u := store.Unavailable(err); u != nil && strings.Contains(u.Summary(), "s3cret") {
 		t.Errorf("summary %q holds the password", u.Summary())
 	}
+
+	// A server that accepts and never answers (a hung host): the connect
+	// timeout ends the attempt.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	_, err = store.Open(ctx, fmt.Sprintf("postgres://postgres@%s/test?sslmode=disable&connect_timeout=1", silent.Addr()), store.Options{})
+	wantCause(t, "silent", err, store.CauseTimeout)
 
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
