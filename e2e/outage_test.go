@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/jackc/pgx/v5"
@@ -80,7 +81,10 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	if out, err := p.command("initdb", "-D", p.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	p.opts = fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=60", p.port, dir)
+	// fsync off: the test's crash kills the server's processes, not the
+	// machine, so what PostgreSQL wrote is still in the OS's cache, and the
+	// start after it does not wait for the disk (a few seconds here).
+	p.opts = fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=60 -c fsync=off", p.port, dir)
 	if err := p.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,12 +135,16 @@ type loadResult struct {
 // themselves, and no acknowledged invite lost.
 func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
+	start := time.Now()
+	phase := func(name string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), name) }
 	pg := startPrivatePostgres(t)
+	phase("private PostgreSQL started")
 	e := &env{t: t, dialect: "postgres", dataDir: t.TempDir(), dsn: pg.dsn()}
 	f := &fixture{env: e}
 	f.addPrincipals(t)
 	// No rate limits: the load would reach the caller's quota.
 	f.srv = f.start("--metrics-addr", "127.0.0.1:0", "--mail-dispatcher=false", "--webhook-dispatcher=false", "--rate-limits=false")
+	phase("server started")
 	metrics := metricsURL(t, f.srv)
 	sa := f.oauthClient(t, f.uniq("outage"), "admin")
 	doc := loadSpec(t)
@@ -152,16 +160,19 @@ func TestDatabaseOutage(t *testing.T) {
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopLoad()
 
-	waitFor(t, "invites before the restart", func() bool { return res.ok.Load() >= 200 })
+	waitFor(t, "invites before the restart", func() bool { return res.ok.Load() >= 50 })
+	phase("load running")
 
 	// A fast restart: the server ends every connection (57P01), then is
 	// down and starting up for a moment.
 	if err := pg.pgCtl("restart", "-m", "fast"); err != nil {
 		t.Fatal(err)
 	}
+	phase("restarted")
 	okBefore := res.ok.Load()
-	waitFor(t, "invites after the restart", func() bool { return res.ok.Load() >= okBefore+200 })
+	waitFor(t, "invites after the restart", func() bool { return res.ok.Load() >= okBefore+50 })
 
+	phase("invites after the restart")
 	// A crash: down until started again.
 	if err := pg.pgCtl("stop", "-m", "immediate"); err != nil {
 		t.Fatal(err)
@@ -172,16 +183,20 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Errorf("/readyz with the database down: %d, want 503", status)
 	}
 	f.everyOperationUnavailable(t, doc, admin, sa, res)
+	phase("every operation answered 503")
 	if err := pg.start(); err != nil {
 		t.Fatal(err)
 	}
+	phase("database started again")
 	waitFor(t, "/readyz 200 after the database came back", func() bool { return readyz(t, f) == http.StatusOK })
 	okAfter := res.ok.Load()
-	waitFor(t, "invites after the crash", func() bool { return res.ok.Load() >= okAfter+200 })
+	waitFor(t, "invites after the crash", func() bool { return res.ok.Load() >= okAfter+50 })
+	phase("invites after the crash")
 	waitFor(t, "the log line saying the database is reachable again", func() bool {
 		return strings.Contains(f.srv.logs.String(), `msg="database reachable again"`)
 	})
 	stopLoad()
+	phase("back to normal")
 
 	res.mu.Lock()
 	defer res.mu.Unlock()
