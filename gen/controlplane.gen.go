@@ -964,6 +964,9 @@ type NotFound = Error
 // PayloadTooLarge Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type PayloadTooLarge = Error
 
+// ServiceUnavailable Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
+type ServiceUnavailable = Error
+
 // TooManyRequests Standard error response returned by the API when a request fails (upstream's Error). This server answers every 4xx and 5xx with it and always fills code (the HTTP status), error (a stable, machine-readable kind such as workspace_not_found or already_member: docs/api/errors.md lists them) and message (what was wrong and what to do); request_id is its addition.
 type TooManyRequests = Error
 
@@ -4802,6 +4805,11 @@ type ListAuditEventsResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListAuditEventsResponse503Headers the declared response headers of an HTTP 503 response for ListAuditEvents
+type ListAuditEventsResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListAuditEventsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4819,12 +4827,16 @@ type ListAuditEventsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ListAuditEventsResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListAuditEventsResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListAuditEventsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListAuditEventsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4860,6 +4872,11 @@ func (r ListAuditEventsResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListAuditEventsResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListAuditEventsResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4909,6 +4926,11 @@ type OauthTokenResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// OauthTokenResponse503Headers the declared response headers of an HTTP 503 response for OauthToken
+type OauthTokenResponse503Headers struct {
+	RetryAfter *int
+}
+
 type OauthTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4926,12 +4948,16 @@ type OauthTokenResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *OauthTokenResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *OauthTokenResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *OauthTokenResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OauthTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4967,6 +4993,11 @@ func (r OauthTokenResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r OauthTokenResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OauthTokenResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5015,6 +5046,11 @@ type ListAllPendingInvitationsResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListAllPendingInvitationsResponse503Headers the declared response headers of an HTTP 503 response for ListAllPendingInvitations
+type ListAllPendingInvitationsResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListAllPendingInvitationsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5032,12 +5068,16 @@ type ListAllPendingInvitationsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ListAllPendingInvitationsResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListAllPendingInvitationsResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListAllPendingInvitationsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListAllPendingInvitationsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5073,6 +5113,11 @@ func (r ListAllPendingInvitationsResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListAllPendingInvitationsResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListAllPendingInvitationsResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5116,6 +5161,11 @@ type GetWorkspaceServiceAccountsResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// GetWorkspaceServiceAccountsResponse503Headers the declared response headers of an HTTP 503 response for GetWorkspaceServiceAccounts
+type GetWorkspaceServiceAccountsResponse503Headers struct {
+	RetryAfter *int
+}
+
 type GetWorkspaceServiceAccountsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5133,10 +5183,14 @@ type GetWorkspaceServiceAccountsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetWorkspaceServiceAccountsResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetWorkspaceServiceAccountsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetWorkspaceServiceAccountsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5172,6 +5226,11 @@ func (r GetWorkspaceServiceAccountsResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetWorkspaceServiceAccountsResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetWorkspaceServiceAccountsResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5215,6 +5274,11 @@ type CreateWorkspaceServiceAccountResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// CreateWorkspaceServiceAccountResponse503Headers the declared response headers of an HTTP 503 response for CreateWorkspaceServiceAccount
+type CreateWorkspaceServiceAccountResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CreateWorkspaceServiceAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5238,10 +5302,14 @@ type CreateWorkspaceServiceAccountResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateWorkspaceServiceAccountResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateWorkspaceServiceAccountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateWorkspaceServiceAccountResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5294,6 +5362,11 @@ func (r CreateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateWorkspaceServiceAccountResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r CreateWorkspaceServiceAccountResponse) GetBody() []byte {
 	return r.Body
@@ -5335,6 +5408,11 @@ type DeleteWorkspaceServiceAccountResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// DeleteWorkspaceServiceAccountResponse503Headers the declared response headers of an HTTP 503 response for DeleteWorkspaceServiceAccount
+type DeleteWorkspaceServiceAccountResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteWorkspaceServiceAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5354,10 +5432,14 @@ type DeleteWorkspaceServiceAccountResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DeleteWorkspaceServiceAccountResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteWorkspaceServiceAccountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteWorkspaceServiceAccountResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5398,6 +5480,11 @@ func (r DeleteWorkspaceServiceAccountResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteWorkspaceServiceAccountResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5441,6 +5528,11 @@ type UpdateWorkspaceServiceAccountResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// UpdateWorkspaceServiceAccountResponse503Headers the declared response headers of an HTTP 503 response for UpdateWorkspaceServiceAccount
+type UpdateWorkspaceServiceAccountResponse503Headers struct {
+	RetryAfter *int
+}
+
 type UpdateWorkspaceServiceAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5464,10 +5556,14 @@ type UpdateWorkspaceServiceAccountResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *UpdateWorkspaceServiceAccountResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UpdateWorkspaceServiceAccountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateWorkspaceServiceAccountResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5520,6 +5616,11 @@ func (r UpdateWorkspaceServiceAccountResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateWorkspaceServiceAccountResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r UpdateWorkspaceServiceAccountResponse) GetBody() []byte {
 	return r.Body
@@ -5561,6 +5662,11 @@ type ListApiKeysForServiceAccountResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListApiKeysForServiceAccountResponse503Headers the declared response headers of an HTTP 503 response for ListApiKeysForServiceAccount
+type ListApiKeysForServiceAccountResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListApiKeysForServiceAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5578,10 +5684,14 @@ type ListApiKeysForServiceAccountResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListApiKeysForServiceAccountResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListApiKeysForServiceAccountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListApiKeysForServiceAccountResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5617,6 +5727,11 @@ func (r ListApiKeysForServiceAccountResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListApiKeysForServiceAccountResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListApiKeysForServiceAccountResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5660,6 +5775,11 @@ type CreateApiKeyForServiceAccountResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// CreateApiKeyForServiceAccountResponse503Headers the declared response headers of an HTTP 503 response for CreateApiKeyForServiceAccount
+type CreateApiKeyForServiceAccountResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CreateApiKeyForServiceAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5681,10 +5801,14 @@ type CreateApiKeyForServiceAccountResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateApiKeyForServiceAccountResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateApiKeyForServiceAccountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateApiKeyForServiceAccountResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5732,6 +5856,11 @@ func (r CreateApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateApiKeyForServiceAccountResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r CreateApiKeyForServiceAccountResponse) GetBody() []byte {
 	return r.Body
@@ -5773,6 +5902,11 @@ type DeleteApiKeyForServiceAccountResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// DeleteApiKeyForServiceAccountResponse503Headers the declared response headers of an HTTP 503 response for DeleteApiKeyForServiceAccount
+type DeleteApiKeyForServiceAccountResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteApiKeyForServiceAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5788,10 +5922,14 @@ type DeleteApiKeyForServiceAccountResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DeleteApiKeyForServiceAccountResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteApiKeyForServiceAccountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteApiKeyForServiceAccountResponse503Headers
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -5822,6 +5960,11 @@ func (r DeleteApiKeyForServiceAccountResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteApiKeyForServiceAccountResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteApiKeyForServiceAccountResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5870,6 +6013,11 @@ type ListWorkspaceUsersResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListWorkspaceUsersResponse503Headers the declared response headers of an HTTP 503 response for ListWorkspaceUsers
+type ListWorkspaceUsersResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListWorkspaceUsersResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5887,12 +6035,16 @@ type ListWorkspaceUsersResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ListWorkspaceUsersResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListWorkspaceUsersResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListWorkspaceUsersResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListWorkspaceUsersResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5928,6 +6080,11 @@ func (r ListWorkspaceUsersResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListWorkspaceUsersResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListWorkspaceUsersResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5976,6 +6133,11 @@ type InviteWorkspaceUserResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// InviteWorkspaceUserResponse503Headers the declared response headers of an HTTP 503 response for InviteWorkspaceUser
+type InviteWorkspaceUserResponse503Headers struct {
+	RetryAfter *int
+}
+
 type InviteWorkspaceUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6001,12 +6163,16 @@ type InviteWorkspaceUserResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *InviteWorkspaceUserResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InviteWorkspaceUserResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *InviteWorkspaceUserResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *InviteWorkspaceUserResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6064,6 +6230,11 @@ func (r InviteWorkspaceUserResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InviteWorkspaceUserResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r InviteWorkspaceUserResponse) GetBody() []byte {
 	return r.Body
@@ -6110,6 +6281,11 @@ type BulkInviteWorkspaceUsersResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// BulkInviteWorkspaceUsersResponse503Headers the declared response headers of an HTTP 503 response for BulkInviteWorkspaceUsers
+type BulkInviteWorkspaceUsersResponse503Headers struct {
+	RetryAfter *int
+}
+
 type BulkInviteWorkspaceUsersResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6135,12 +6311,16 @@ type BulkInviteWorkspaceUsersResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *BulkInviteWorkspaceUsersResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *BulkInviteWorkspaceUsersResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *BulkInviteWorkspaceUsersResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *BulkInviteWorkspaceUsersResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6198,6 +6378,11 @@ func (r BulkInviteWorkspaceUsersResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r BulkInviteWorkspaceUsersResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r BulkInviteWorkspaceUsersResponse) GetBody() []byte {
 	return r.Body
@@ -6239,6 +6424,11 @@ type RemoveWorkspaceUserResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// RemoveWorkspaceUserResponse503Headers the declared response headers of an HTTP 503 response for RemoveWorkspaceUser
+type RemoveWorkspaceUserResponse503Headers struct {
+	RetryAfter *int
+}
+
 type RemoveWorkspaceUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6256,10 +6446,14 @@ type RemoveWorkspaceUserResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *RemoveWorkspaceUserResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *RemoveWorkspaceUserResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RemoveWorkspaceUserResponse503Headers
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -6295,6 +6489,11 @@ func (r RemoveWorkspaceUserResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r RemoveWorkspaceUserResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r RemoveWorkspaceUserResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6338,6 +6537,11 @@ type UpdateWorkspaceUserRoleResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// UpdateWorkspaceUserRoleResponse503Headers the declared response headers of an HTTP 503 response for UpdateWorkspaceUserRole
+type UpdateWorkspaceUserRoleResponse503Headers struct {
+	RetryAfter *int
+}
+
 type UpdateWorkspaceUserRoleResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6361,10 +6565,14 @@ type UpdateWorkspaceUserRoleResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *UpdateWorkspaceUserRoleResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UpdateWorkspaceUserRoleResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateWorkspaceUserRoleResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6417,6 +6625,11 @@ func (r UpdateWorkspaceUserRoleResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateWorkspaceUserRoleResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r UpdateWorkspaceUserRoleResponse) GetBody() []byte {
 	return r.Body
@@ -6458,6 +6671,11 @@ type ListWebhookEndpointsResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListWebhookEndpointsResponse503Headers the declared response headers of an HTTP 503 response for ListWebhookEndpoints
+type ListWebhookEndpointsResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListWebhookEndpointsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6475,10 +6693,14 @@ type ListWebhookEndpointsResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListWebhookEndpointsResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListWebhookEndpointsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListWebhookEndpointsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6514,6 +6736,11 @@ func (r ListWebhookEndpointsResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListWebhookEndpointsResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListWebhookEndpointsResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6557,6 +6784,11 @@ type CreateWebhookEndpointResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// CreateWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for CreateWebhookEndpoint
+type CreateWebhookEndpointResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CreateWebhookEndpointResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6580,10 +6812,14 @@ type CreateWebhookEndpointResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateWebhookEndpointResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateWebhookEndpointResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateWebhookEndpointResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -6636,6 +6872,11 @@ func (r CreateWebhookEndpointResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateWebhookEndpointResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r CreateWebhookEndpointResponse) GetBody() []byte {
 	return r.Body
@@ -6677,6 +6918,11 @@ type DeleteWebhookEndpointResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// DeleteWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DeleteWebhookEndpoint
+type DeleteWebhookEndpointResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteWebhookEndpointResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6692,10 +6938,14 @@ type DeleteWebhookEndpointResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DeleteWebhookEndpointResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteWebhookEndpointResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteWebhookEndpointResponse503Headers
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -6726,6 +6976,11 @@ func (r DeleteWebhookEndpointResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteWebhookEndpointResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteWebhookEndpointResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6769,6 +7024,11 @@ type UpdateWebhookEndpointResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// UpdateWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for UpdateWebhookEndpoint
+type UpdateWebhookEndpointResponse503Headers struct {
+	RetryAfter *int
+}
+
 type UpdateWebhookEndpointResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6790,10 +7050,14 @@ type UpdateWebhookEndpointResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *UpdateWebhookEndpointResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UpdateWebhookEndpointResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateWebhookEndpointResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6841,6 +7105,11 @@ func (r UpdateWebhookEndpointResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateWebhookEndpointResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r UpdateWebhookEndpointResponse) GetBody() []byte {
 	return r.Body
@@ -6882,6 +7151,11 @@ type ListWebhookDeliveriesResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListWebhookDeliveriesResponse503Headers the declared response headers of an HTTP 503 response for ListWebhookDeliveries
+type ListWebhookDeliveriesResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListWebhookDeliveriesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6899,10 +7173,14 @@ type ListWebhookDeliveriesResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListWebhookDeliveriesResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListWebhookDeliveriesResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListWebhookDeliveriesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6938,6 +7216,11 @@ func (r ListWebhookDeliveriesResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListWebhookDeliveriesResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6986,6 +7269,11 @@ type SendWebhookTestEventResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// SendWebhookTestEventResponse503Headers the declared response headers of an HTTP 503 response for SendWebhookTestEvent
+type SendWebhookTestEventResponse503Headers struct {
+	RetryAfter *int
+}
+
 type SendWebhookTestEventResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7005,12 +7293,16 @@ type SendWebhookTestEventResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *SendWebhookTestEventResponse202Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *SendWebhookTestEventResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *SendWebhookTestEventResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SendWebhookTestEventResponse503Headers
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
@@ -7051,6 +7343,11 @@ func (r SendWebhookTestEventResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r SendWebhookTestEventResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r SendWebhookTestEventResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7094,6 +7391,11 @@ type ListWorkspacesResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// ListWorkspacesResponse503Headers the declared response headers of an HTTP 503 response for ListWorkspaces
+type ListWorkspacesResponse503Headers struct {
+	RetryAfter *int
+}
+
 type ListWorkspacesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7109,10 +7411,14 @@ type ListWorkspacesResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListWorkspacesResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListWorkspacesResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListWorkspacesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7143,6 +7449,11 @@ func (r ListWorkspacesResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListWorkspacesResponse) GetJSON500() *Error {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListWorkspacesResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7186,6 +7497,11 @@ type CreateWorkspaceResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// CreateWorkspaceResponse503Headers the declared response headers of an HTTP 503 response for CreateWorkspace
+type CreateWorkspaceResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CreateWorkspaceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7207,10 +7523,14 @@ type CreateWorkspaceResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateWorkspaceResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateWorkspaceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateWorkspaceResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7258,6 +7578,11 @@ func (r CreateWorkspaceResponse) GetJSON500() *Error {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateWorkspaceResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r CreateWorkspaceResponse) GetBody() []byte {
 	return r.Body
@@ -7299,6 +7624,11 @@ type CheckWorkspaceAvailabilityResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// CheckWorkspaceAvailabilityResponse503Headers the declared response headers of an HTTP 503 response for CheckWorkspaceAvailability
+type CheckWorkspaceAvailabilityResponse503Headers struct {
+	RetryAfter *int
+}
+
 type CheckWorkspaceAvailabilityResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7318,10 +7648,14 @@ type CheckWorkspaceAvailabilityResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CheckWorkspaceAvailabilityResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CheckWorkspaceAvailabilityResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CheckWorkspaceAvailabilityResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7362,6 +7696,11 @@ func (r CheckWorkspaceAvailabilityResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r CheckWorkspaceAvailabilityResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CheckWorkspaceAvailabilityResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7405,6 +7744,11 @@ type DeleteWorkspaceResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// DeleteWorkspaceResponse503Headers the declared response headers of an HTTP 503 response for DeleteWorkspace
+type DeleteWorkspaceResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeleteWorkspaceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7422,10 +7766,14 @@ type DeleteWorkspaceResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DeleteWorkspaceResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteWorkspaceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteWorkspaceResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7461,6 +7809,11 @@ func (r DeleteWorkspaceResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeleteWorkspaceResponse) GetJSON500() *Error {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteWorkspaceResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7504,6 +7857,11 @@ type GetWorkspaceResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// GetWorkspaceResponse503Headers the declared response headers of an HTTP 503 response for GetWorkspace
+type GetWorkspaceResponse503Headers struct {
+	RetryAfter *int
+}
+
 type GetWorkspaceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7521,10 +7879,14 @@ type GetWorkspaceResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetWorkspaceResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetWorkspaceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetWorkspaceResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7560,6 +7922,11 @@ func (r GetWorkspaceResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetWorkspaceResponse) GetJSON500() *Error {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetWorkspaceResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7603,6 +7970,11 @@ type UpdateWorkspaceResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// UpdateWorkspaceResponse503Headers the declared response headers of an HTTP 503 response for UpdateWorkspace
+type UpdateWorkspaceResponse503Headers struct {
+	RetryAfter *int
+}
+
 type UpdateWorkspaceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7624,10 +7996,14 @@ type UpdateWorkspaceResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *UpdateWorkspaceResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UpdateWorkspaceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateWorkspaceResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7675,6 +8051,11 @@ func (r UpdateWorkspaceResponse) GetJSON500() *Error {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r UpdateWorkspaceResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r UpdateWorkspaceResponse) GetBody() []byte {
 	return r.Body
@@ -7716,6 +8097,11 @@ type DeclineWorkspaceInvitationResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// DeclineWorkspaceInvitationResponse503Headers the declared response headers of an HTTP 503 response for DeclineWorkspaceInvitation
+type DeclineWorkspaceInvitationResponse503Headers struct {
+	RetryAfter *int
+}
+
 type DeclineWorkspaceInvitationResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7733,10 +8119,14 @@ type DeclineWorkspaceInvitationResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *DeclineWorkspaceInvitationResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeclineWorkspaceInvitationResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeclineWorkspaceInvitationResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7772,6 +8162,11 @@ func (r DeclineWorkspaceInvitationResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r DeclineWorkspaceInvitationResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeclineWorkspaceInvitationResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7815,6 +8210,11 @@ type GetEmailDomainPolicyResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// GetEmailDomainPolicyResponse503Headers the declared response headers of an HTTP 503 response for GetEmailDomainPolicy
+type GetEmailDomainPolicyResponse503Headers struct {
+	RetryAfter *int
+}
+
 type GetEmailDomainPolicyResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7832,10 +8232,14 @@ type GetEmailDomainPolicyResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetEmailDomainPolicyResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetEmailDomainPolicyResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetEmailDomainPolicyResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7871,6 +8275,11 @@ func (r GetEmailDomainPolicyResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetEmailDomainPolicyResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetEmailDomainPolicyResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7914,6 +8323,11 @@ type SetEmailDomainPolicyResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// SetEmailDomainPolicyResponse503Headers the declared response headers of an HTTP 503 response for SetEmailDomainPolicy
+type SetEmailDomainPolicyResponse503Headers struct {
+	RetryAfter *int
+}
+
 type SetEmailDomainPolicyResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7935,10 +8349,14 @@ type SetEmailDomainPolicyResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *SetEmailDomainPolicyResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *SetEmailDomainPolicyResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetEmailDomainPolicyResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7986,6 +8404,11 @@ func (r SetEmailDomainPolicyResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r SetEmailDomainPolicyResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r SetEmailDomainPolicyResponse) GetBody() []byte {
 	return r.Body
@@ -8027,6 +8450,11 @@ type AcceptWorkspaceInvitationResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// AcceptWorkspaceInvitationResponse503Headers the declared response headers of an HTTP 503 response for AcceptWorkspaceInvitation
+type AcceptWorkspaceInvitationResponse503Headers struct {
+	RetryAfter *int
+}
+
 type AcceptWorkspaceInvitationResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -8046,10 +8474,14 @@ type AcceptWorkspaceInvitationResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AcceptWorkspaceInvitationResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *AcceptWorkspaceInvitationResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AcceptWorkspaceInvitationResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -8090,6 +8522,11 @@ func (r AcceptWorkspaceInvitationResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r AcceptWorkspaceInvitationResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r AcceptWorkspaceInvitationResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -8133,6 +8570,11 @@ type LeaveWorkspaceResponse429Headers struct {
 	RetryAfter      *int
 }
 
+// LeaveWorkspaceResponse503Headers the declared response headers of an HTTP 503 response for LeaveWorkspace
+type LeaveWorkspaceResponse503Headers struct {
+	RetryAfter *int
+}
+
 type LeaveWorkspaceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -8152,10 +8594,14 @@ type LeaveWorkspaceResponse struct {
 	JSON429 *TooManyRequests
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *LeaveWorkspaceResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *LeaveWorkspaceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *LeaveWorkspaceResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -8196,6 +8642,11 @@ func (r LeaveWorkspaceResponse) GetJSON429() *TooManyRequests {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r LeaveWorkspaceResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r LeaveWorkspaceResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -8980,6 +9431,13 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9027,6 +9485,16 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListAuditEventsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9095,6 +9563,13 @@ func ParseOauthTokenResponse(rsp *http.Response) (*OauthTokenResponse, error) {
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9149,6 +9624,16 @@ func ParseOauthTokenResponse(rsp *http.Response) (*OauthTokenResponse, error) {
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers OauthTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9217,6 +9702,13 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9264,6 +9756,16 @@ func ParseListAllPendingInvitationsResponse(rsp *http.Response) (*ListAllPending
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListAllPendingInvitationsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9332,6 +9834,13 @@ func ParseGetWorkspaceServiceAccountsResponse(rsp *http.Response) (*GetWorkspace
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9369,6 +9878,16 @@ func ParseGetWorkspaceServiceAccountsResponse(rsp *http.Response) (*GetWorkspace
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetWorkspaceServiceAccountsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9458,6 +9977,13 @@ func ParseCreateWorkspaceServiceAccountResponse(rsp *http.Response) (*CreateWork
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9495,6 +10021,16 @@ func ParseCreateWorkspaceServiceAccountResponse(rsp *http.Response) (*CreateWork
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateWorkspaceServiceAccountResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9570,6 +10106,13 @@ func ParseDeleteWorkspaceServiceAccountResponse(rsp *http.Response) (*DeleteWork
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9607,6 +10150,16 @@ func ParseDeleteWorkspaceServiceAccountResponse(rsp *http.Response) (*DeleteWork
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteWorkspaceServiceAccountResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9696,6 +10249,13 @@ func ParseUpdateWorkspaceServiceAccountResponse(rsp *http.Response) (*UpdateWork
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9733,6 +10293,16 @@ func ParseUpdateWorkspaceServiceAccountResponse(rsp *http.Response) (*UpdateWork
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateWorkspaceServiceAccountResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9801,6 +10371,13 @@ func ParseListApiKeysForServiceAccountResponse(rsp *http.Response) (*ListApiKeys
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9838,6 +10415,16 @@ func ParseListApiKeysForServiceAccountResponse(rsp *http.Response) (*ListApiKeys
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListApiKeysForServiceAccountResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -9920,6 +10507,13 @@ func ParseCreateApiKeyForServiceAccountResponse(rsp *http.Response) (*CreateApiK
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -9957,6 +10551,16 @@ func ParseCreateApiKeyForServiceAccountResponse(rsp *http.Response) (*CreateApiK
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateApiKeyForServiceAccountResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10021,6 +10625,13 @@ func ParseDeleteApiKeyForServiceAccountResponse(rsp *http.Response) (*DeleteApiK
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10058,6 +10669,16 @@ func ParseDeleteApiKeyForServiceAccountResponse(rsp *http.Response) (*DeleteApiK
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteApiKeyForServiceAccountResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10126,6 +10747,13 @@ func ParseListWorkspaceUsersResponse(rsp *http.Response) (*ListWorkspaceUsersRes
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10173,6 +10801,16 @@ func ParseListWorkspaceUsersResponse(rsp *http.Response) (*ListWorkspaceUsersRes
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListWorkspaceUsersResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10269,6 +10907,13 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10316,6 +10961,16 @@ func ParseInviteWorkspaceUserResponse(rsp *http.Response) (*InviteWorkspaceUserR
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers InviteWorkspaceUserResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10412,6 +11067,13 @@ func ParseBulkInviteWorkspaceUsersResponse(rsp *http.Response) (*BulkInviteWorks
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10459,6 +11121,16 @@ func ParseBulkInviteWorkspaceUsersResponse(rsp *http.Response) (*BulkInviteWorks
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers BulkInviteWorkspaceUsersResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10530,6 +11202,13 @@ func ParseRemoveWorkspaceUserResponse(rsp *http.Response) (*RemoveWorkspaceUserR
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10567,6 +11246,16 @@ func ParseRemoveWorkspaceUserResponse(rsp *http.Response) (*RemoveWorkspaceUserR
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers RemoveWorkspaceUserResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10656,6 +11345,13 @@ func ParseUpdateWorkspaceUserRoleResponse(rsp *http.Response) (*UpdateWorkspaceU
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10693,6 +11389,16 @@ func ParseUpdateWorkspaceUserRoleResponse(rsp *http.Response) (*UpdateWorkspaceU
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateWorkspaceUserRoleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10761,6 +11467,13 @@ func ParseListWebhookEndpointsResponse(rsp *http.Response) (*ListWebhookEndpoint
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10798,6 +11511,16 @@ func ParseListWebhookEndpointsResponse(rsp *http.Response) (*ListWebhookEndpoint
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListWebhookEndpointsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10887,6 +11610,13 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -10924,6 +11654,16 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10988,6 +11728,13 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11025,6 +11772,16 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11107,6 +11864,13 @@ func ParseUpdateWebhookEndpointResponse(rsp *http.Response) (*UpdateWebhookEndpo
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11144,6 +11908,16 @@ func ParseUpdateWebhookEndpointResponse(rsp *http.Response) (*UpdateWebhookEndpo
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11212,6 +11986,13 @@ func ParseListWebhookDeliveriesResponse(rsp *http.Response) (*ListWebhookDeliver
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11249,6 +12030,16 @@ func ParseListWebhookDeliveriesResponse(rsp *http.Response) (*ListWebhookDeliver
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListWebhookDeliveriesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11324,6 +12115,13 @@ func ParseSendWebhookTestEventResponse(rsp *http.Response) (*SendWebhookTestEven
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11371,6 +12169,16 @@ func ParseSendWebhookTestEventResponse(rsp *http.Response) (*SendWebhookTestEven
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers SendWebhookTestEventResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11432,6 +12240,13 @@ func ParseListWorkspacesResponse(rsp *http.Response) (*ListWorkspacesResponse, e
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11469,6 +12284,16 @@ func ParseListWorkspacesResponse(rsp *http.Response) (*ListWorkspacesResponse, e
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListWorkspacesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11551,6 +12376,13 @@ func ParseCreateWorkspaceResponse(rsp *http.Response) (*CreateWorkspaceResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11588,6 +12420,16 @@ func ParseCreateWorkspaceResponse(rsp *http.Response) (*CreateWorkspaceResponse,
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateWorkspaceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11663,6 +12505,13 @@ func ParseCheckWorkspaceAvailabilityResponse(rsp *http.Response) (*CheckWorkspac
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11700,6 +12549,16 @@ func ParseCheckWorkspaceAvailabilityResponse(rsp *http.Response) (*CheckWorkspac
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CheckWorkspaceAvailabilityResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11768,6 +12627,13 @@ func ParseDeleteWorkspaceResponse(rsp *http.Response) (*DeleteWorkspaceResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11805,6 +12671,16 @@ func ParseDeleteWorkspaceResponse(rsp *http.Response) (*DeleteWorkspaceResponse,
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteWorkspaceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11873,6 +12749,13 @@ func ParseGetWorkspaceResponse(rsp *http.Response) (*GetWorkspaceResponse, error
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -11910,6 +12793,16 @@ func ParseGetWorkspaceResponse(rsp *http.Response) (*GetWorkspaceResponse, error
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetWorkspaceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11992,6 +12885,13 @@ func ParseUpdateWorkspaceResponse(rsp *http.Response) (*UpdateWorkspaceResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -12029,6 +12929,16 @@ func ParseUpdateWorkspaceResponse(rsp *http.Response) (*UpdateWorkspaceResponse,
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateWorkspaceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12097,6 +13007,13 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -12134,6 +13051,16 @@ func ParseDeclineWorkspaceInvitationResponse(rsp *http.Response) (*DeclineWorksp
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeclineWorkspaceInvitationResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12202,6 +13129,13 @@ func ParseGetEmailDomainPolicyResponse(rsp *http.Response) (*GetEmailDomainPolic
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -12239,6 +13173,16 @@ func ParseGetEmailDomainPolicyResponse(rsp *http.Response) (*GetEmailDomainPolic
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetEmailDomainPolicyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12321,6 +13265,13 @@ func ParseSetEmailDomainPolicyResponse(rsp *http.Response) (*SetEmailDomainPolic
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -12358,6 +13309,16 @@ func ParseSetEmailDomainPolicyResponse(rsp *http.Response) (*SetEmailDomainPolic
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers SetEmailDomainPolicyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12433,6 +13394,13 @@ func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspac
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -12470,6 +13438,16 @@ func ParseAcceptWorkspaceInvitationResponse(rsp *http.Response) (*AcceptWorkspac
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers AcceptWorkspaceInvitationResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12545,6 +13523,13 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -12582,6 +13567,16 @@ func ParseLeaveWorkspaceResponse(rsp *http.Response) (*LeaveWorkspaceResponse, e
 			headers.RetryAfter = &value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers LeaveWorkspaceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13721,6 +14716,15 @@ type NotFoundJSONResponse Error
 
 type PayloadTooLargeJSONResponse Error
 
+type ServiceUnavailableResponseHeaders struct {
+	RetryAfter *int
+}
+type ServiceUnavailableJSONResponse struct {
+	Body Error
+
+	Headers ServiceUnavailableResponseHeaders
+}
+
 type TooManyRequestsResponseHeaders struct {
 	RateLimit       *string
 	RateLimitPolicy *string
@@ -13871,6 +14875,23 @@ func (response ListAuditEvents500JSONResponse) VisitListAuditEventsResponse(w ht
 	return err
 }
 
+type ListAuditEvents503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListAuditEvents503JSONResponse) VisitListAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type OauthTokenRequestObject struct {
 	JSONBody     *OauthTokenJSONRequestBody
 	FormdataBody *OauthTokenFormdataRequestBody
@@ -14013,6 +15034,23 @@ func (response OauthToken500JSONResponse) VisitOauthTokenResponse(w http.Respons
 	return err
 }
 
+type OauthToken503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response OauthToken503JSONResponse) VisitOauthTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListAllPendingInvitationsRequestObject struct {
 	Params ListAllPendingInvitationsParams
 }
@@ -14141,6 +15179,23 @@ func (response ListAllPendingInvitations500JSONResponse) VisitListAllPendingInvi
 	return err
 }
 
+type ListAllPendingInvitations503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListAllPendingInvitations503JSONResponse) VisitListAllPendingInvitationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetWorkspaceServiceAccountsRequestObject struct {
 	Params GetWorkspaceServiceAccountsParams
 }
@@ -14255,6 +15310,23 @@ func (response GetWorkspaceServiceAccounts500JSONResponse) VisitGetWorkspaceServ
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspaceServiceAccounts503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetWorkspaceServiceAccounts503JSONResponse) VisitGetWorkspaceServiceAccountsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -14422,6 +15494,23 @@ func (response CreateWorkspaceServiceAccount500JSONResponse) VisitCreateWorkspac
 	return err
 }
 
+type CreateWorkspaceServiceAccount503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CreateWorkspaceServiceAccount503JSONResponse) VisitCreateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteWorkspaceServiceAccountRequestObject struct {
 	ClientId string `json:"clientId"`
 	Params   DeleteWorkspaceServiceAccountParams
@@ -14551,6 +15640,23 @@ func (response DeleteWorkspaceServiceAccount500JSONResponse) VisitDeleteWorkspac
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspaceServiceAccount503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteWorkspaceServiceAccount503JSONResponse) VisitDeleteWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -14719,6 +15825,23 @@ func (response UpdateWorkspaceServiceAccount500JSONResponse) VisitUpdateWorkspac
 	return err
 }
 
+type UpdateWorkspaceServiceAccount503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateWorkspaceServiceAccount503JSONResponse) VisitUpdateWorkspaceServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListApiKeysForServiceAccountRequestObject struct {
 	ClientId string `json:"clientId"`
 	Params   ListApiKeysForServiceAccountParams
@@ -14834,6 +15957,23 @@ func (response ListApiKeysForServiceAccount500JSONResponse) VisitListApiKeysForS
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListApiKeysForServiceAccount503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListApiKeysForServiceAccount503JSONResponse) VisitListApiKeysForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -14988,6 +16128,23 @@ func (response CreateApiKeyForServiceAccount500JSONResponse) VisitCreateApiKeyFo
 	return err
 }
 
+type CreateApiKeyForServiceAccount503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CreateApiKeyForServiceAccount503JSONResponse) VisitCreateApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteApiKeyForServiceAccountRequestObject struct {
 	ClientId string `json:"clientId"`
 	ApiKeyId string `json:"apiKeyId"`
@@ -15098,6 +16255,23 @@ func (response DeleteApiKeyForServiceAccount500JSONResponse) VisitDeleteApiKeyFo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteApiKeyForServiceAccount503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteApiKeyForServiceAccount503JSONResponse) VisitDeleteApiKeyForServiceAccountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -15226,6 +16400,23 @@ func (response ListWorkspaceUsers500JSONResponse) VisitListWorkspaceUsersRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaceUsers503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListWorkspaceUsers503JSONResponse) VisitListWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -15419,6 +16610,23 @@ func (response InviteWorkspaceUser500JSONResponse) VisitInviteWorkspaceUserRespo
 	return err
 }
 
+type InviteWorkspaceUser503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InviteWorkspaceUser503JSONResponse) VisitInviteWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type BulkInviteWorkspaceUsersRequestObject struct {
 	Params BulkInviteWorkspaceUsersParams
 	Body   *BulkInviteWorkspaceUsersJSONRequestBody
@@ -15608,6 +16816,23 @@ func (response BulkInviteWorkspaceUsers500JSONResponse) VisitBulkInviteWorkspace
 	return err
 }
 
+type BulkInviteWorkspaceUsers503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response BulkInviteWorkspaceUsers503JSONResponse) VisitBulkInviteWorkspaceUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type RemoveWorkspaceUserRequestObject struct {
 	SubOrEmail string `json:"subOrEmail"`
 	Params     RemoveWorkspaceUserParams
@@ -15731,6 +16956,23 @@ func (response RemoveWorkspaceUser500JSONResponse) VisitRemoveWorkspaceUserRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RemoveWorkspaceUser503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response RemoveWorkspaceUser503JSONResponse) VisitRemoveWorkspaceUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -15899,6 +17141,23 @@ func (response UpdateWorkspaceUserRole500JSONResponse) VisitUpdateWorkspaceUserR
 	return err
 }
 
+type UpdateWorkspaceUserRole503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateWorkspaceUserRole503JSONResponse) VisitUpdateWorkspaceUserRoleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListWebhookEndpointsRequestObject struct {
 	Params ListWebhookEndpointsParams
 }
@@ -16013,6 +17272,23 @@ func (response ListWebhookEndpoints500JSONResponse) VisitListWebhookEndpointsRes
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookEndpoints503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListWebhookEndpoints503JSONResponse) VisitListWebhookEndpointsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -16180,6 +17456,23 @@ func (response CreateWebhookEndpoint500JSONResponse) VisitCreateWebhookEndpointR
 	return err
 }
 
+type CreateWebhookEndpoint503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CreateWebhookEndpoint503JSONResponse) VisitCreateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteWebhookEndpointRequestObject struct {
 	WebhookId WebhookId `json:"webhookId"`
 	Params    DeleteWebhookEndpointParams
@@ -16289,6 +17582,23 @@ func (response DeleteWebhookEndpoint500JSONResponse) VisitDeleteWebhookEndpointR
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookEndpoint503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteWebhookEndpoint503JSONResponse) VisitDeleteWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -16443,6 +17753,23 @@ func (response UpdateWebhookEndpoint500JSONResponse) VisitUpdateWebhookEndpointR
 	return err
 }
 
+type UpdateWebhookEndpoint503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateWebhookEndpoint503JSONResponse) VisitUpdateWebhookEndpointResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListWebhookDeliveriesRequestObject struct {
 	WebhookId WebhookId `json:"webhookId"`
 	Params    ListWebhookDeliveriesParams
@@ -16558,6 +17885,23 @@ func (response ListWebhookDeliveries500JSONResponse) VisitListWebhookDeliveriesR
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListWebhookDeliveries503JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -16705,6 +18049,23 @@ func (response SendWebhookTestEvent500JSONResponse) VisitSendWebhookTestEventRes
 	return err
 }
 
+type SendWebhookTestEvent503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response SendWebhookTestEvent503JSONResponse) VisitSendWebhookTestEventResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListWorkspacesRequestObject struct {
 }
 
@@ -16804,6 +18165,23 @@ func (response ListWorkspaces500JSONResponse) VisitListWorkspacesResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWorkspaces503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response ListWorkspaces503JSONResponse) VisitListWorkspacesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -16956,6 +18334,23 @@ func (response CreateWorkspace500JSONResponse) VisitCreateWorkspaceResponse(w ht
 	return err
 }
 
+type CreateWorkspace503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CreateWorkspace503JSONResponse) VisitCreateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CheckWorkspaceAvailabilityRequestObject struct {
 	Params CheckWorkspaceAvailabilityParams
 	Body   *CheckWorkspaceAvailabilityJSONRequestBody
@@ -17091,6 +18486,23 @@ func (response CheckWorkspaceAvailability500JSONResponse) VisitCheckWorkspaceAva
 	return err
 }
 
+type CheckWorkspaceAvailability503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response CheckWorkspaceAvailability503JSONResponse) VisitCheckWorkspaceAvailabilityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteWorkspaceRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -17205,6 +18617,23 @@ func (response DeleteWorkspace500JSONResponse) VisitDeleteWorkspaceResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWorkspace503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeleteWorkspace503JSONResponse) VisitDeleteWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -17324,6 +18753,23 @@ func (response GetWorkspace500JSONResponse) VisitGetWorkspaceResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWorkspace503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetWorkspace503JSONResponse) VisitGetWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -17477,6 +18923,23 @@ func (response UpdateWorkspace500JSONResponse) VisitUpdateWorkspaceResponse(w ht
 	return err
 }
 
+type UpdateWorkspace503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response UpdateWorkspace503JSONResponse) VisitUpdateWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeclineWorkspaceInvitationRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -17595,6 +19058,23 @@ func (response DeclineWorkspaceInvitation500JSONResponse) VisitDeclineWorkspaceI
 	return err
 }
 
+type DeclineWorkspaceInvitation503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response DeclineWorkspaceInvitation503JSONResponse) VisitDeclineWorkspaceInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetEmailDomainPolicyRequestObject struct {
 	WorkspaceName WorkspaceNamePath `json:"workspaceName"`
 }
@@ -17709,6 +19189,23 @@ func (response GetEmailDomainPolicy500JSONResponse) VisitGetEmailDomainPolicyRes
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEmailDomainPolicy503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response GetEmailDomainPolicy503JSONResponse) VisitGetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -17862,6 +19359,23 @@ func (response SetEmailDomainPolicy500JSONResponse) VisitSetEmailDomainPolicyRes
 	return err
 }
 
+type SetEmailDomainPolicy503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response SetEmailDomainPolicy503JSONResponse) VisitSetEmailDomainPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AcceptWorkspaceInvitationRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -17994,6 +19508,23 @@ func (response AcceptWorkspaceInvitation500JSONResponse) VisitAcceptWorkspaceInv
 	return err
 }
 
+type AcceptWorkspaceInvitation503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response AcceptWorkspaceInvitation503JSONResponse) VisitAcceptWorkspaceInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type LeaveWorkspaceRequestObject struct {
 	WorkspaceName string `json:"workspaceName"`
 }
@@ -18122,6 +19653,23 @@ func (response LeaveWorkspace500JSONResponse) VisitLeaveWorkspaceResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LeaveWorkspace503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response LeaveWorkspace503JSONResponse) VisitLeaveWorkspaceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -19363,224 +20911,227 @@ func (sh *strictHandler) LeaveWorkspace(ctx echo.Context, workspaceName string) 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3tbty4luCrELULuAqjKn8kffe2g8bAnaT7em66YzgJMoubwGZJrCq2KVJXpFyuaQSYh9hnmH2PfZR5",
-	"kgXPISVKYn04dtzpbv9JyhLFj0Oew/N9fh2kKi+UZNLowfGvgwWjGSvh52nG8kIZJtPVOSsEXbHMPs6Y",
-	"TkteGK7k4HhwkmXc8GtG2I1hUnMlj8mlKSt2SZYLJolZcE2o1EtWEq6JWTBSQmdEzeCvGS+18S3m/Np+",
-	"o+CNpjkjwSTGf2erZ4RONZOGKLNg5ZJrNhkkA50uWE7t5Jis8sHxPwZ2BoOPycCsCjY4HmhTcjkffPr0",
-	"KRkUtKQ5M/1F/p2tdlkfGWYlnZkxZ2Y2XhhT0IKPeTDNK7YaIxhHx4SSSvJ/VoxcU1ExWFcquF1BulBK",
-	"M00KCxlpmMxYRtIFlXNGhpS8e3f6YjQh77lZcAnfXbHVniaCz5jhOSPDo6dkQaYrkrEZrYQZJQ3UrtiK",
-	"LLlZNE+mKluRWany5lFKhYCxm0dLVV7pgqZ+k3R/i4baUFPZPc2g0wQHCvfJn5ZjYrdhBA1UZQhNDZdz",
-	"QueUy2f4GSUZn81YaQECU+TGHhNKnh4dkQCoF1dsdVGySrPsGVkuuGDBzEr2z4pp06zYLp9rog0XgpSV",
-	"lFzOE9vpwbe9Trm8qDSbkG9ubmBNT4++dUvVhJaMSGXIFSvMcd1zTldkaiFkSs4ye/64PSm45YNkIGlu",
-	"z1zn5LaOaU5vXjE5N4vB8dE33ySDnEv/92H/0CaDV1yb51WpVbkbBi4XrGQWj1IlDZcVS0iqCs6y5ggU",
-	"JbvmqtKkoHO2p8nlKy6vLgmuYkJeF9SeWgsRzefSbiYlKUwB+6ASUJAIrk1S/9UcIFXWD/GgJfiIUGFY",
-	"yTKiJEvcXh8cTMhLacGpCc0sHtCZYSXMc0nFFZmyOZUAeFXCf3ZXaFEwWj4jzH1pFtQQdsO1YRmZspkq",
-	"mT1O2IwomTLCaLpI7IlXZWZnVEnBtCYly9U1y0jOqITDVW/qPytWrpo9RQCs3cqDg3Wb94rn3Oy2dw7P",
-	"qCG50gYJaE7lyq8z8RhrIb+nSaUrKvyC7H5RKVVlV2sbSXZjYIv9V619JsOSie8+DGyrDwNHbiyqcoPA",
-	"XyiBA5GajLMsIVSTqtCmZDQnmWJ6HbwELLsDLp5bGn14YKGVc+n+rCFnaeGclQC6Mzpn9wg6MnS0khwe",
-	"HIy+1KTfs+lCqavTyG1pYcpkVigu7dbxzE+hoGbRzGBZ95AMLHHjpb16LTENZzVTZU4NDv6Xp4P4XDw+",
-	"/g2pU29Gbxch1cfrGakpTY0mSk7IuZuBp9hGXbGafktycnaKBNd4yijYzBB7iobNtaWWshlnhAc1r3Rw",
-	"kRO7eETiuuGEnLRmRw0cN0B/wHRLD+AxXKzuQsP3XIZnljw9eNp0dSGVuZipymKL4FdsLRH/9/H3gt4w",
-	"Ma4B2ToYfWSv2/1Mc3Zmd7UHcvvGcz/LoNvYQQh723gYIoxOyXShpGbA53xPs3PcWPuXvRaYhJ+0KARP",
-	"qZ3b/i/aTvDXoNv/WbLZ4HjwP/YbLnEf3+r9l2WpShyqf8r9KQIMFPaoWpJfNtuXU5M6/gRH+5QMnis5",
-	"Ezx94CmmblTdMBBpVQJLYnkdRoZsMp8QKkpGsxWhJGf5lJUjO+MfVDnlWcbkl5/yNRU8I2nJMiYNp0LX",
-	"fJVfDCCpTlUBt2/AyynB7GTbvO45cFMPA+oOL0SWVNfwtLPoM4N+c4ApHAbMhCpYCfMbWd4XSHzIyHId",
-	"4JRdszSslFTg9L74YivJbgqWWg5Es/KalWRGuahKZq8eQ7lAplKo+dzeo5LZJiUzVSlZBifqZ2V+sITp",
-	"oXBAq6pMWYSsOjJ6zTWfCuaFMoT1AO7mlVA0e6vUK1rO2cPiLBwLdpMylqGMovl/WEbF3tyfksFbpX6i",
-	"cuUonv7yc6OktJQCJgCnu7SsJsvIsAgY4KLFIc8skpbcMBSmuLzmBialgVWGD1FUpFlWWj7VfmHPk2WQ",
-	"K7OwdACXMXoG4sgq4JtlZYmUvWc0S5XMtMWPc9tofGIbDZJQ1j+nZh2jhWDPKbdSFPlnpQzF24saUijB",
-	"0xVMHzbBjVRJw4UT5UqmjQKmEajo5YcBQuPD4Fn53cEz893h5ZYrtZ7b+AyGi08RJ+YmhFwE1e6IOJbV",
-	"ccCnL9/+QECGJxFJ3u4jbKOT4XVk4v/87vDg4Nlyh6kH8O7N2kPLKLKk3HiRBTbSgnp4/sNz8u3h4cGo",
-	"zYxu4j7toO+kPRyq5P/xEOQ951rb2VqKIXt3VPuUvX//fnzSHFwW38n20Ub2wLL5jq4Ov2e0tNfvRvYH",
-	"4KCrolClYdlPLOP0LbR5cCrl6GhvKPup680OdlJwp4CiQryeDY7/sXkCb3nOfuBMZHrwKdnc9PVSsjJo",
-	"W5T2EjUcOUNaD9wRsApueXfgOmn2WoqV5zo7wE4G7KbgJdMXXPa7eVHhde2IAjSFBxPyBrcH6FpOjSaW",
-	"FSd7Tw6yPTJ8ckAyutKjhOwdPV3sobpLVSU8OVzukeEhWTJ2NZqQn6wcMWWkUBpFQpCCnRB4eEBWjJZ6",
-	"Qk5nsBGaGdSUecEFL2G3BisJsBuaF8Iu8clBNoisl2drwUV4lliMRu3QNWggap3Lydlpq3t6dUGn6eHR",
-	"k4zNnn7zl11AjYJBVKSYqTJcV2uk56f7z1+QM14wwSUjqI/qda6rab/vd5qVRFfTX1hqCAfEnnG4P7ZO",
-	"VlfTC+Owrt3pG9effUuGlR1ClcAy8ZRd0DRVlTSj1hJso0FEo/uxi4GvlJyPBb9mWb3FFjQ0TRmSKhTp",
-	"mr4UzMVO+KTKuDlJTUzPtlwoktOMEeq0tIOkg0lXXEYOBixuSO19rpXc0yg/WxG44Bd2ckMvUexpP+FR",
-	"0oVFYnkB29RSr1KJQlDJSKry3B525XS4wHKOgH3QK21YjiK4Y0W50UzM3H2WcU2nAvSxwFPYX141AYB3",
-	"mnQHdjdZS3TbExskg1Rw+xwGjCjd15wrIPUW1HvaHi8yZHlhcKuwq9Egpk1rROB/IMCx+4/rdvPltaP1",
-	"7dFfS0Z4nleGWuaW2paE2abHxG70EGY2IhnPyNIyE/YBCB32toYHxnK9ZpQEUiMci4zMgNT6+xyIkeUA",
-	"JuRnoDTU8kklMxNyIjRy1ZcZNfTSslW2xYo4BRDOaNI7aDiXbVeU00MBAODu+5QMqD/bmz4MsMB+4rkX",
-	"Cho3Jak4C2aDqN/f2g4wGsa0NnGgIQdQk2RMMIBvDCsRkHeegtuPtXNIS0bXzoGv0+ZZ6IIqjwwv2bW5",
-	"uMQNd/y3RWQ4Yi1SZts9PYpRYMc5rNMd/vvYiTTj08yrkDyzATwvEKhmhYk3wrGSAT+sJIsNi2d5p3Px",
-	"Fpvaj3jsKvIDehjbUS2Z4sYwi6y11jKjho2hj8iEGhk+Cof69Z4GteFWSgGaVjdYqHNzmOQRo4bEWnLy",
-	"toZUd9nU1DcDLBq3QvWQd91JauS/PU2svCWQTanvBl1NExJbfYud2dNkwaUhQ24ZK7CPpQta0tQw4J38",
-	"fcBTS36BhO9pL2ieviCOiehqqftHJnqvN4tI3MSTZrr1lde73UBfheTqwo+8dU/hLWBmbLe+r8TVqZ0N",
-	"C/SeW227Y4Q8CGWwFmYZSSVT1qfC2DKuUu/2kljMI6VaggnqGfxrJYN0wdIrliHnS4llT4Q7CnZ3LWvQ",
-	"aE/tleXMXKVa2p1BgesCRkN7hmG57pilnhwdRPYvpzen2Lg2avi/69a0LOkKyJISkc2mWQ6mNLfTyGs0",
-	"1mhLVfE6K9Vy6246aG7bSlRp77iXAHOmK2Gclb2oAHT9vcRWiJ8ehJtIYWtKlTANRnigdZbnB9i6PttZ",
-	"nFvxs9/zVo1j4mzxXCNPAufGMnJoCrUQJVRYKCxVJTKyoCAceStezbg0WEuGRwcHo5oIWCF3zcFfoyiC",
-	"6bmRNbG3a4x4MK+N3UHETgKisu2TMyYzLuenzQeW+wQgxef7t7dvzzwUO+iH9yv3qwkguKBZ3NrWO8+D",
-	"evTYvr+0TV6onHK5TrMVPdbGExiSwcd26o1aMacrt4IJOXEtwITLMpKqa1ZqJwig1tHAxeI7GjomZZKq",
-	"3Lemk+Dh6BnJmFyRpW2tgJ0VQi2fESoJMvDwN5iM4Zd2NMBNxErgGZPOcaLD1tr2LRRs+Uk82UbF+nTL",
-	"TvUeO/wU20R/lDsCrqEyo2WGOES8La7W9aPxAm9tYJlozcjN4OoYegP7niYwxmhC3trj6IQ576OC0H3q",
-	"vFe+ublBtOYG+VCxpCvLBwhh2bCMIZEOjv0ocVMcUseqJiSn6YJLNrYCPshHVtAiukoXFqljVlTLQKM9",
-	"5wIvg2OSqVTv04LvQ/d6kmdwCkFdn4/QAMy0ppYPX3p97bJUViKVTuoyimQKlNsAmgueWVpnz6yXBPqn",
-	"yK6yvx8hogMcHPeMlChgzp8efNvH7YBitbuFnUEthiqxY6ciWSEddrCzkl13pMG5N754UxjYXnSMYDpI",
-	"RdZV5VQ2G4Vb6eGKTad2Jghhy+MBiFvzOHV621BtuUE4uYhxsG8bSWRPk9MXCaFWuHUq95bcUuOC80Fx",
-	"Cgw8yO50CzUnoKlqCznHoOYHpRogTckKVaJTGSlKNRUst1jifeyc30Fr9OGhPVWHR38lRckliv8nb56f",
-	"noZsMvbODUFfQ8kSwoRmZM4kK6lp0Benaw9hQFkOj/66lduBwxC7FH4sVVXUXgQ/0aKw3/fg7V6QKTNL",
-	"ZsmHJKfZGZnbr50E2jYAAzuW8ZJZQWdF9EqmPdSBr39er2F0m9EMhJbxD4OXcs4lY3apHwYJ+TA4E9RY",
-	"tvXDoK3ECxpGT1iUzzxXaH+kWvO57Nt5ybDDiYb6K3hl9wfeWJAH+lf3rr9XvW35iRmaUUNf0SlDpj+u",
-	"i/i1v6j2Yv7OVmP0BS0oL9Gmp8o5lfw/uCN9My4MgKg2z+oJwYFJSiWZMjSaG0VSatgcTD1NW3s2mbzm",
-	"pZI5kyaxmGGXkRDDaO7c8FYkrbRROTH0RkmVryYxrcfrk8os6htuN8OEZ9u6dgY48hctYESF6PoaQAmi",
-	"YKoQDI1hf/lfT78l/+//fjM5Gu2yaz3NcLuPztV8TC7hwaX3Uz7/4fmeuyzsrvTmT7S9WttznpBTdJVD",
-	"zV59XftLnAxtf4mn0Elws40SopWjgk4ct2Rde188dNClq0m9MW/VFYtAsbXKQ6f3Rq1zvdiYTtE2uzDx",
-	"Pu0E/u39W3vkNLPURZMPgxNnZkTJAc1yHwaDWxqI2kZjOxBO1X0Tko8nfwl4suByBp+X+KThlQ66TWmJ",
-	"XpRAOsaaFRQoelTHYb9YY8FwnBWuukXj6kebr4AWwFtjteDlV/dxHXrCKVir4wgOw9PJ08lR9zjAZxPy",
-	"Eo6dk+O5JqpA0kZAcwhnGfRbgbW3p5ioXe24JH7YPU0MK3NNhl5X4YYc+RvUq3ucUPLMTQKOfe2UciXV",
-	"Ehxn+FwqO0RIDp5MjkYRNhBQ6GKdtq1WeDkVKVoGpXMiB27xe6p5GjsWrmvU4m/sHpt8xhDzkkqz5uTl",
-	"ztzpptG2tjfHMPq6b5qJo04HOfpopBcgD1tsWiWozrLHIKJdBIF0oUT2jCjUAh8DB+9dcV3Xw1pecN+P",
-	"3fdWcrAsxU8olDj+2m5zl7moGQJ9bCWN3S720Dje17vYl95+YG+jM1ZqK0rLtG/+A/sBy75fxbnjjpGz",
-	"Bs9yoYj7lIQuWbsYWKsi+9wh3ae3HDIGwb7S5eGdGNaopMB27TUx626lExOHnoUPujZxe/N6u0agLGuu",
-	"qL6LAGhgojvjDeq7M8Anz1+hE+ftLCW1FLHORtLnkNxehovksuWlvH37T9KUFRGYRvqm2DS5j91sAWKj",
-	"XbTxD93pOJ8zGXWd3w6rHocFBvPb6jBx/BP3tT23X+Vhh1Yxw6ULJQrBFHqRrEOd2EwboMCEtyLeZ8D5",
-	"tP7+s9AxfmUH87YNjsmH5rh+GFgS/cEfjwsQSuNs9M5HfM3a3oee0XVnL9Ax+dZ9vu92cBt0OmmQoQNc",
-	"d0dxOQP1UdHHshJ6IEPn1dNADYA76iFexnUh6Cqu2PDjuUYYhWJlcrj616JT1AXMdXX6YvB5F2f3BMbP",
-	"EWif7odmzmjOxeoi7lQGn2KLNRdIMoCA3U3fY0Tvus83OpzdCYjvd7gWb3dQmts0PCqDnX30tt7Guyzu",
-	"fQRp107TNdnVbv0KHP9nyDU6A7bT37bClLwtZZMzTm8lXcuMHeQCfWQiysbad902i87C9ed6iALvDXK9",
-	"AaXZWUJ802GYa2kxKg4i835BI9TsufMpgmtVG5oXsR42KsW6cwnf7nz4up2sO7r+wtt0EbTheu6Ci5w8",
-	"EYXCK6qNEzg2AWL7Jp7H7+NIKGjczQUU4VyC/Bm6pWjS+GBOyHMnjVFNLvGpS2bgAxufESXFCoKZ4dqx",
-	"Eq4ldOQS/r6cbNQ/94DeXuN7bhZvatXCFzqymzUYa/rC5mQIi68NmUrGPOce0eNB0CMQoPtsveXkb6e7",
-	"uKV0UEePgZMfdnELtcVdRnNdfJ7GwnnGvmCCX7Mywmcpaa9PfEuoMSyPSKn+ee/rw9oV32XOwIbefOZt",
-	"ubcwM3est06hqFXOzMIyx1ncR4/Vrr+f4SosKMRr/hQ5WTkXgvf19j5DiF88Rj6OQqfPdaHqtYV7nefr",
-	"pXMPHPPsErWow9ooUhuPA0DbHXRdRqmSqkyqYqTAbTvLyJCSo5ubUeJC64ZLLgSZMgJpPzCLySjx8XhD",
-	"ZHSrIrQ91n3BMTWQZADbx93kd3VUqj24DrxmWTKSWlAMSzartH1lcSezl9UoCu4tzrsektrQcne/3Y6F",
-	"o9nS8CgmgwahXDdu4eGZa3bo43oEfuldRfvWGfLu/JVzlWQp49dOeR26zsKU9GZSuJu3ckvzu+366r+H",
-	"SAyWnTOq41ZRSK5gqZ5vmtQOCjyqkGESmvX7mlGhGeZC8X2R4bRhZdA6DL76PigEaJlSRCg5D87SVCnB",
-	"qGyRGb3BRx5kc/QIfOY8xXJGpSZUCEcZ81C6uC256goYbvpvuIzJgNo+RiA69zRP7RdUO5xOmkRDK5Kp",
-	"nX3XkTvbgeRtMiBpPod4W89zXS4XmqUXl+RfyJRq9penFmZPjkhJZaZyMl0ZpkfHXlJylNgo4HQ9ewZc",
-	"62DbfbzbIluWh/7bMqKKWBhTaIeX7lBgNPzZ6zdvwZ1hNzd+23nr0DXnPQmwN1zWDjTkVBZVlJBItmzi",
-	"cRrf9I7moI3jW5IC3Q5lnM29SX1WdvHnLnjTODx+E3Gg3LyRz4j9icKQJRNCqWJK0ytSgYLucjx2gNNj",
-	"8O0c+waXE3JW8mvP5wkur8ZCpVT4UHeGJ8PdZoioqZKSQQqxjr/V0UE88VJ4cuxCdjgF7+DI9JeMcR2w",
-	"F7R3Guqdccy2NnRlhUcgHLRkdz8t68i55XgJvtWQPsOR9NqoPrTgTQWj6PVb82SWb7E3gfvCvtyBtH/Z",
-	"Q7bDjq7dvniQnxUmIAa7F1hXk/th7ajrutLHgHZJI4klViCho8QlQmvc5kOeNGn+qj/EULD6uf2cmqpk",
-	"PvuW7nst2JF2CsPCFTtGDgXG9dwcUpMFLQombxGEZT5LcohH6YRyLSzy45bdfBv3upEBaQx8BiCAc0xl",
-	"VlMc5zUAfZGUGirUvGIfBqNnQXopb3cHh+P6KQQj2qdAgVJVZujUgskJMm7APXVaGczyQaSqEc4eEstZ",
-	"2Hl6HJwyyzppfxs3botI+ixrym5oagQQDeG8c50I0Zg9Jo2AHTws2axketF9jIbV7tOMpYLLfhfX6qr7",
-	"EK193ZZKsAsXVVmrtNY9xZx6zQPBZiaMvgvW0zxrxPredrSegXr6wkUtXDRfuQCzoG//pFllJ/YsaNt9",
-	"0/TbfRPMqRO2Fi6r+ypYXffVhg49VW/eTQzTJipCtsweD51IAmETk+Abo4TXsMUVFp9ngGk8gH5akfd9",
-	"I0HoVqWqwrlORzgv8L0eGzUGPXHu2kU8p8nwzfPTn0bOC9p5rC14sSsjFnfyjkgxC15Qeipnamenhr/V",
-	"X6yzUlZGNX7sLjttQ5T4Tho8UbtBb5pUx2l6d9NYs6P5arzctKMlm0fVwk2XkGKJuHbthBLjJdNmvCYQ",
-	"G5WNz8EFbQd/70Cu67qJlONadYkebWRI5xZQCZlVMnUpn3KVMaEToqnMpuqG6QSzGYGz6i9qqhNyrUSV",
-	"2z+z0l4b/oFheSGowdSghs0xv4pnl6FzyPbKljpxbt+OctaBuN7XLiE8p3OmRxNi958UqqgEHBRgJn5k",
-	"pgGsz7zmOKJ/RX2390L/zp6cyfqz1Nz6ZSW9NmqnE37u2m/QmDWTdCqzoaPKSe0wMOUyC/9OlZzxeYWB",
-	"kXWEU/gUYnRctFSo5QvumlbfwYOmm/AWaz+G7gdJExrSnFT/anvCFVjtOkUSPgdyFiY4tOABEU4zTIWA",
-	"fvEuPGwHDXvfjewtk1RCZkVDuWQuRydQS1T4YAqWIGZhE0Ywk04wizTRC1qyDAIZvCezS4iCCam5EE4+",
-	"7DOXHuwn15QLOuWCm1UMSBAvrGZhBM0YvEJo8CFGbkfc6LFNzEz5fsEgg2EQz8QCthM9T7gmdReTqEi2",
-	"cyjYTSGodDm0Ko6RTniV4e3pONp3pxPyEvQJGIcYGT0ki/Gj9VM3YhAb4iQwc9xygQ7ffpmVbIZaO4E6",
-	"nztFL/mZz7d5UTKIrMhaD6c+s0/z6PqiKNmM38SywW86JX8Lb94OoE/PTk6IJVGCU+mIDHNZRILctZcO",
-	"/V+i+H5Jcg6hkChI4LuxYNdMkEu46C+aPi8JzTIlydAiJcaQjDXPGCaTwiSYqJgVPmzojSl5wTwOOAXb",
-	"aEIuK6npjF06WUYTyEU0DlJ1F2YMeUTVfC58jvDmtWbGWD6oVnM0VgJvc/V++hAeDW/s5CfrXCBfrtNn",
-	"vC2rwOBXUKBRfpQFqlRID/wIKZoafs0m5M3dAPaMpFTatUyDBDJxgMTxE6F9O37tHX6zw4l8V/fe5zKa",
-	"GSKI/L7ivk/I2237a6E7pekVkxkBYV2Ty1rR67QZtVL1MpIYYOO+5rS80t3QPapxsmMEGxn+/Pptvbdm",
-	"lECMeckzH03bRhs8ZuQH0GX5/lmk+6bLNZu23iJ9/sPzJ0+efNvog5oD6gG8tHI71TUGTcgb27BOAgsH",
-	"cXJHh35wi+MZGepqOvK2ZEhbg7drOAGEspve585m42E8b5i2DrjwBfG8DV5A3iAeyBlyVlJtyio1VURF",
-	"6iSUKG9/2vqUNE3JNSt1fLghnc1YaoLblcwYaOMw+2rGCqFWOdShYAt6zR2P1wgiV0+iHozIre+M7m+w",
-	"/RuHc1ug3G29ntEdLy2tc7PpAB9jt4pCcKfBFqJu2ay772Y3iTlIWtCdlcqyXq/UfB4NTn4PCGLP1Ppx",
-	"WlTAXnJvTn5+8f3rf794cfrm5PtXLy/Ozl8/f/nmzcWr1z/+ePrzjyBPQEIAnAPcYQVOhGiTqcrsa5Ox",
-	"EoLH7bzqzPXaz2JMC06uDyZHk6O//kuMEGzcDIuAm0QNlymvH1YJiriN7CC4XNr7zTfvIUsdWxPV0sd9",
-	"f9tT2xAaAMq0a1byGd9lpnWGFzvjKWOAd/htdHZOlbix38C9ewF5e736sd/fRqflzprv4L7c6WmzI3M8",
-	"UKDTxbqYARd81fdKQ52BI/XQRVGqa25JHG9piWvt1IWL628dGBT2L1JaAKndOUNjZ/qbojb6iIP27ark",
-	"ZvUGMvgGWW5PKqyLMIVI2R+8MeLk7NRlJt0poWdRqnlJ85wanjph0OcEhhPTCcNdGFNAtiWQEdoT2Toe",
-	"1U5k3dPkzYu/453x/NUpRkNzVx2orhbRjox2eS5quxGG/39wgcLkQ3Vw8CS9Yiv4wT4MyJA6j9ZnpJmn",
-	"j1xuV3lyNDs24Gh7VYvWZw2oXEpgH2F8FInpgefdVM2wQgwTv2LS7sZMqCXSwXCk5y5FS+vhu1IMjgf7",
-	"yj7crzNY+/hnp4LLOTr85lxybez9ds2avUcdwjEqZLx7KSP4uHmPuvbB8eAF/Oi9hwR/gx+ZwTeBI71r",
-	"ANGlzmG++3HlLMgDNCUH7wGorW/d6QregrIymDlwJjDJsG2VcXNsuTdU6nRvi8ZGVR8ky8u0mIL2Itqv",
-	"bNtQS9gDqEsd4V73mnfhu6V5A+5WwwDs7fatiW/uursZvea1tqm3xvpNq1V3afFWzYr8s2AxTbNwIfGO",
-	"uvMPWwWq3v7sw5fdtuGwvXZ1DYJOs/r5IBn8oqb9Ee1D/64LpfBdA5tf1DQAC7wMxww/6sLBvRMqjUy2",
-	"fjpIBnlaLKpp6/VPz8/Iopo2ukfbDDSNvTXh4+Z9d13d983a4EGwOtcgnEf34+4a6/feCtCbnn8RtulO",
-	"MdammaYrlxBECvk24UxjfXRnG7SpDRjHTjVrZ+yUtF4cqKu4dD7orLB+02rVXWO8VbPKRgbxy2xaheuM",
-	"99NdaaRV94j5AbvHrDbUBJPzz4LZNc3CTuung2SAdp+3dbsu3PD9xk+6QNzhk2bSncbB3LvfhCvYYYiq",
-	"0Kw0zUJU6QMj1n68bvVhi/hiwxa9tXWXFFuKbkzy2t/H8LrrIaZ9iRReetcjKEcXXs91R20eIKlTOTtG",
-	"AHpi0UHa/TXZMFyYPUSossKsEyyDL7ogbV612zmPEoAs/Nqh7+5mrOu72ZJlJKYxaIgh33V4rAsaNKoV",
-	"MBgmB2H02jZ/Zf9f2yjY7XUzRB8XYMLsDzdwW73a/qJLTIKefb6hFh+M2YHqiK3nQTIXKFXyyBk/csaP",
-	"nPEjZ/zIGT9yxo+c8SNn/MgZP3LGfyrOODA8UFBVQ0k+7vx2DDeYkhPdzTytPRMU6uA4c/HgeHAwOZgc",
-	"QlxwwSQt+OB48GRyMHliCTs1C+CxMcgAjdNm9ywUYchpzX8mRLIlJHvnpTZYHaQpR4UhDlAAFOvJGBU4",
-	"GSftUqGlEkwnNRecrEex8ARiBYAtARRNwvYwIG00ISBmaAj8mpAfuKvoP11hxH6JWIm1dTAZdWpU+Qzq",
-	"0Dtv0UuosXnZrsheTxTr7HvLV6tk/WQAm1TW6cbgIDYxMXAX05LmzEDVyTXe702T/W6N9E9JPx2AWNUB",
-	"i6YJkQUrNiwZ8pE+efLk29GaovIQFjKIlm/fGFC9aSp1QaudZwGx+vc8C18mA6OmsFZqP2rlcs2M6gJM",
-	"rWr7dSb1aBjYptksF0p7txh0GOPaJZNaMzwk5Y+OfvTNX6KjbzlPZ3Tuaunu0Nge3udw2iFfdatm+9HB",
-	"wa3qle4UetCJHmvXt4hWM0XItilWu66rxc94HKtkNwbQHnLsYF7gvx799a8Q8kmGYMbEdOdQiAIL7YI9",
-	"dP/6AInSvwKl+O7w4MC+OPoL0obv/vs//wvtpc9IycR3HwZ2qA+DyyZMFi2j4BZVYL6NzfVinyK4Y8Cr",
-	"t2U/qKMPnxxu/6RVjxc+erL9o6awPHzxdPsXdeFw+8HRt9s/6BbJ/pQMvtkFBO2S6qGhH6itNxn/I9TG",
-	"fLSoENrc/wFP+rb4f3y0aKCrPKflqmbwo9donb/B0Lmuxxt8tDNqMQnHvw4KtT059jFUZmwnAmI3PvIX",
-	"AunrKmn2onKh+ej2qxeqNM5poJVie0jBIu5iR33JevTESxy5svc2RBtSQ/YnSybE+Eqqpdz/ZXmlJxbR",
-	"R2FZi9DsznQ3nXQrN/bR5MnkEPkQS+nHVSmYTFXGsuhioPIT9FdnmiIYQRzki/I+B1OVrRJw+50qs8AJ",
-	"+orH//bm9c+urEvbb0IzmcEoISm7GS+Xy3F3gvh5vRicg+thQk5kk6Qc9KBk2ElaPSKSlqVauhz9vRTw",
-	"E0zJr8lMCaGWpF0doFUOoJO8PKkf4KQSUjW1pi+a3N1BUewLmKOrudUrJTAhPyviQjndJO2oWledXOdP",
-	"J08nT0bHhOord/AkW7ovav8SoKpB3u8+y/Sa1uUD6rIu36tsdW/lsfuZ6S1Wbt3zuw3Qijw2ZcU+3fFC",
-	"3W0C6+7NkAy078vnNF2w8XOvA1pTWkCqMZTO79S+OBxtKTp/VtI5vlvXbWrHv123wQV5f+BbW0S9i4od",
-	"/CPDoPhAWRclqNmqhJilihBLK47kzCxUZrmNOM4mbYwNbvkHX3eHyhyTSsK1QDzVwWpZjiqrksg1i75t",
-	"FX68R0pGRf7dh0FYcfrDIFaJZcuxOdyB3zmjK6Fo9lapV7ScI9gPv9mFuYoU+f9NOaAW+wKmMtnhCOAM",
-	"kKPJgd+tgFaPWvxMaxM/JoObsTaUS8G0HmMpDEfoLMtTlGrGBdsPTRLrlBXnkL1REwoiPkS7CRHJtRx3",
-	"Co/I30L0ctXeXhK3PX29ktO6xPA7iFG6ggMwq0Sj399FhIrplEL1CZbz3Shk9aWqyDm5LxkLE2lws1CV",
-	"8XOc/P4Fr3uh/GuJvlQxxPt6xLie6fNuwlxsrQ3NC5+iJNdJvbEDTROiK8dFyBh5021iBbC8V2QGI6Jv",
-	"EFZEr7QlFRBFE1yhiJROy3zNKUESr8paLdsnm2EsfTtn7D2oMB+EIHYSbH8uHXxUvdw/znaMRXfD2C4y",
-	"BejaQ85NTEqyRg2DljTthNmuCmYGtcYwvNyoscfQNnM0IR77ozqaoddcoM2C6IVloyENJjVN+uoJeach",
-	"flm35GeYAmJ0v6gWmQksKN7GblzTGgS/J/z+PLF9Yyq632Fu7U6+Mei+n1zsYZUDazO6/0lp4sEONPG5",
-	"kjPBMebyTyYyrqHcziT+2cTbuwq1EfBzqXeMF9v/FQniafYJER/9FyLJCXJqISJWzldDR3TtUI4eNR54",
-	"HQjh09fWmkxyIlc1E1ZpzArg9OmtCndcCCLQFAiiN89zu9eGiVWfWKO7xc7EunN7BYUWwMRYULNoLIwe",
-	"QIMu/dmoxHt4ju82jN4jEduJiP3R6Il3KrwfepIMogmX0f0nQh/2dF2bq2U5CXziybDm/va9QauXzaWP",
-	"/jjkHwD9HxlCEU2i81syf4/U8pHlezgS7T2xH4Tl23e5dXdTyYleVoW6ZpD3oWjPetK0g7QXUIefUAFQ",
-	"Ba24UU4st99rnheClV17n06ZpCVXeo3hAoCpf1DlFxHRv7g3V52p4VH19rV4PQXRbPeqdwsD3T6X49rE",
-	"yWyqIHdfnM3H3XSAIp7xJUIi3i4YmVVCQBtMrOKVfEGFuraeLyAsKZWYtLD2JYLMQ02JYb1OtYe796Xo",
-	"xn1wcq5g8wWPMHIvm1UWrOQqq1OmOdBMyBu8MUH7mVOjieBXjOw9Ocj2yPDJAcnoSo8Ssnf0dLFHhkdP",
-	"yUJV4MW5d7jcI8NDsmTsajQhpzPwEdPMJOEARLJrVvqq0pPd2cefwWe0PdudEhI9KBPoCfOfkxD/eXm5",
-	"VrTyPWvuwtP+Jdm5/V9xFVu0eudQUQE8DnYg0vb1lKUqZ7U7ZaiUwzARufKZkb12jztd3oxy0bX5rNHj",
-	"fVnK3KcXj3zW7xjT8BDfN6Z9BZxWL0rG42iTxs/KT1gWJT6upwK34/AslYFwv52kQsjk7mLbek4ahMtU",
-	"VD73L8cMihDMmXMJnp/w4cibDnwGSUxdHxf4Wuk8H9BFLflKJch2etPfmy8bHLRH77U/qu/KPQjRDTEJ",
-	"SU1A2INA489xXsHIai+4BmNY6tqmZtMV5s1FhghjsxmyN65ILdQNg9S6RrlcwN3suC7oc+6qKtSexcE4",
-	"dWKFPgXE2bZx/j7iZbd8cpqxvFBQ2xekovuTcX3m4zqOdU2W47g82BGKAfJhul2j3DYNHlJ27Dkafx4Z",
-	"DoA+PmeFoCsMsIkN7T4LN6r+5N5jP9Z6wnq5AFHAbekfzNs3qPeiDJn93uwlRzsQ+hayn7NKs6/zdnGo",
-	"/dn3S5BUo5tT45aXS80z708rcbU+YNVfNlVhBzxMDg4OEFkwL4FMfYShkgyYZTJ0l1EFo2IWcxdM6opE",
-	"c02ODg6Cz7AAUmFfyaIypFTLhAC/nbESY0lLtdzTwa0EZcMhVhxKR0HBAXiLrDs1DqWpUJAIpRIZql0x",
-	"q/rQBzpBq4RQARWvLnDuictKdiGVuYA6wixLSFYhajL/UWl/A9NmX08mk1FCtIIlTWlmp+xUjjOAF9Tv",
-	"MAtWglORm1/JCjRIOUkEgmOG9sBB2amUajbmUlv21bKyYjVy0aF2UID/M3BZEtRAvvelC+t1Bfu7k+7f",
-	"z99X4ipyR+vf2SW9iTI2S/yNIjfDCeAQMTq9HRW+/G376AjweLH9hhdbTuWqSRnVkmXWXHHBRfarrqav",
-	"S2Cpt2iRc3UN8hMW7ChV3i3do0qnpgKNQCAL8Vm7eorlqFoVVIK2K2ZGfXqLo9+/PNTR91VTrNrfkS/i",
-	"arcGcLc1rW7XTkMRqUZ0ACsp1Gl2qQo8tHy15MfovKYIiirxpN2Rb//aiIVL1XYHDXqd4a1bWa5G3E4B",
-	"o1trXjY5iiI/KhiW7MRKNVtjljsunxYtzrE6z+8X9+9DnxKvY/QWFLNLBLNRhGrN59JfCm41fYVLGJYD",
-	"Hf/WYTkdXXcf2d/5Mk0ut2bWopWDh9KDnDo9CMzE+b5lj4T10YH0wRxI63pllpbeUbHhE0reKXNmL6ll",
-	"QpTIggya3m6DhkL0/tftTJVxeyB2/NL3+ztx/OxMe+dcfvUyHy1XXwAPWxmP7zfnXQ8BQmT0GPZxrZkq",
-	"hmMlm3Ntz7AVqxbGFJq8O3+FXgFojupOwiXZHFLheZncqf6URm0Z6s4uoaElkvpylPjkd65+8xtDZUbL",
-	"jLgzrIkuWMpntcc2XemWhrJV+I7Pwe7lA7svlwvN0ov//s//goEgrhuL38qUbUF/F6PdwaTf0oHzFhh/",
-	"Ki1XvBMDdfil5rCNyjhlNIesfRj//Kjb+rPyKO0k7ncQN5FoEdojiXGKGLIg+7+6X1tcG2PUsg5clvWA",
-	"zfGupEtezzKSM63p3NWVti/dqxURar6FJLlI5PsmSTs4H3m4xPiXp30IITSyRzbiK0YVX8RpR0RZo2eJ",
-	"4YJPihvgwh4wD0kYEpqEWeOBT2CSTgUk0yV0Trkkw0t8lB1DvfBLl1idY019V+obgxNmlAsu56MJOUH3",
-	"rRlnItNEG7pyrMWK0HLbpe80P789hn1xDgFX+uA6ltuxCHbnuCFSLQnXj2EQj7d9VB1x17t+vyktc2st",
-	"REDgwos8ASO/NoQaw/LC6SGOyXLBZEKWC54uPCeAnq2QoRs9k8nwANoRqRoZJ2ejxPmjgomxLoahKpOq",
-	"nO2uy3jRLPZh6dqtaiM8pJrEQWS1q5qkvbWPypKvXVnS5kPc7tXYWm/j7WiG7WS9K1aMXPyzYhWYsi9d",
-	"NxPbx6VjgzBmkevg7hNKYvkqJzpAiCWVK/RMIkNUnCSkZKbkLBslLkzKkoywLg9eouBJPGXEckcTctKw",
-	"T/WA3E7u6cG3x44Ts18B3dpCXN4wmTlUesu0Kx/yW0slR/fOs2BVlDhJgCMF0E5wn7O2/4/b8THP4pVQ",
-	"LpsGl6FUyKGCgxCg5Vr9qaINfqem83tibSxOERqcK7Cs3obRaUwwu0RaNc2BcITpa7PGhaaOJ5iQlzRd",
-	"hLFYmJMJi2sQwyQNFSBqKZu4g6QVa4FEa8qFFd+2BGXpwYPGPP1BE2fcDU++tG3bp1KGEjjoMfxw4UB4",
-	"vrm9+1q1C6PebLslqwgjjCxSONtFH798+HOnJrW9eCfkHCV0TMkvr1iNMXUY9bYcs1+olEuALL+Rt8Zn",
-	"YOWXPcPf08zHqZMx8d4azZa2iobfFfG/7FJqwgEL0dVsxlPuqk9CXRVlmUIoLdI5j+6YBjf5l52p5wTI",
-	"mDSuI67mEXe5AV3gAGE33NG036MO5uslwK747V3zWnQp5mf6ldRN9+k15YJOuYDZrxPZni9YekX4zHJZ",
-	"LbYGvxYRP0H4pD5uJ+EwW2L83y+YBJ124hIRWe7JlFVqKivpRfsk6BaHp5rWWc/tmQZprWRUu4qqiyqn",
-	"snnjNE2ES20YzdAXckpLRqZKCUblhLzAQqvgyz2jQmMSnSlNr5a0zDSBKBfDcSaTNfUy7czOYRYxScWN",
-	"dZ8OiT4H0GbvwgdL+q0kez2D3e4uOdnxMmudoU8f/xgM559B0d0QMSAjAQPXpgp3o2S/1r9/pjn7jKza",
-	"wbxkRk5evQLxrBbNyJDOsZzrrJKpKyFdF+5PfPn2hDCTTiBQ0BJIrOTcpNKtZKYkm5DXUqy6rCwmVctq",
-	"2+N6J+xO2u1tFBUSfzkP6tAlMeJG3QLifURR/OYM7UNh/cNxm1vPTrsC/IP4JP/sPZBbTGamGMYWAVv5",
-	"h2bwHK25q8vB3Rm8ZLNCK2OGcgHOhpgmACrNT1Vl2sxdnT8INK5cF4KuQFRIajHm9EXizHKoqCorCcXU",
-	"W0Lc5vJNXwXlSjZwoBAj4w6mAwpcFv5aeI4VsHJaNFVkZQWB45aT7N8YucqYaN8chRJWdNQJ+UVNw5sE",
-	"fxiWF2CYSQiXhs0RlKmSkvlOi5Jdc7bUCUkrbVSOYd92FMyX1VTqkhnhOfhYpVVZ4hXIneNnUOLr9WxG",
-	"pvZyBM6X/Pd//h/CaLoguPHgJAr2m5ISLjN2wzIC/O467heTjPurtMUBuzEGx8BaJ2s44seL5QEulv+t",
-	"KpIpINiQY6BJkdM+H4+3ykPdKncqQfYjC5M4IeHfpLHdXFQi9GbXzBgu55roKl0Q2r4ggMgIOmXCOaMH",
-	"iVugvna3roRzXauTDG+LOdx2acgHY3cfdcaPOuN71xkb5WIov3qq+6ghvkdSf0/xh3cNOVyrUNnPWCq4",
-	"ZOu1xC+wQTfXBBrnNykz4LP6pJ2GEe9/bL3GTvnqToP0rGH+Cbcfj5EEXzgw2J/7O4j20EEHJ74cokLG",
-	"hLGTAdd6uICpXQi1FOgHmJGMyZUvao9ZF1wfQVoyV9u+JxJAtq50wdIry8/N7VcGaw66NGo5XZGS0Yxw",
-	"E1UJQOqGFzDemZWHV5/vJWehcGax/4vibn/Ca/zfQLxfkSHLC7OCUE/tfZglWNE0M6NHJP6KazlbQaoX",
-	"0BsgmdviW4pWkLjMO5X5Q0IbZ9IRpNcLiMZQczkXkPVhWomrEdysPgHfEgKJ3Xy4tsjMWZYQVSZ42kwL",
-	"37nj5eyZTDD9k88PyDUp2azSDFM6k6cHTyJ5BCfkxIctu0Gp0Iqk6hrykRsrG04d/XgGpIUsYWWWL4I+",
-	"JuSsX9C+dkSAQCVLVOzcjKrSRawA4ZsvSTjuX7pbQzMeTsq7LdGimmijSpaRob8L7O6X45Rqe1Y0MOgJ",
-	"yVidoDEbPQYjPaZHiTjt3omGbmF5flFYq2lNxAFktrutXIJfPYolXEkExW2EE59M8DEPXjtdU3D+/mDZ",
-	"8HDHP59A4Bl7MCFJMHrNNjmJvLIN9GYSAW0e3TA6x7xFCASbmUciEEDnD4b2iEefH1pgP78Tmm+oc2Vl",
-	"qVtPDTS3MfTFL8hzJU2pBDkTVNr5VqUYHA8gCdTx/j4t+GQKDSeU718fRPJaun5O5YyVTKb9PspKNn0M",
-	"Pn389P8DAAD//w==",
+	"7H3rbhy3muCrEL0LqBtT3brYOXsiIxgotpOjOU5sWDY8i2NDYld93c2oiqwUWWr1BAbmIfYZZt9jH2We",
+	"ZMHvI6tYl77oYiXO0S+1qljkx9t3v/w2iFWWKwnS6MHxb4MF8AQK/HmaQJYrAzJevYU85StI7OMEdFyI",
+	"3AglB8eDkyQRRlwBg2sDUgslj9mFKUq4YMsFSGYWQjMu9RIKJjQzC2AFdsbUDP+biUIb32Iuruw3Ct9o",
+	"ngELgBj/HVbPGJ9qkIYps4BiKTRMBtFAxwvIuAUOZJkNjv8xsBAMPkUDs8phcDzQphByPvj8+XM0yHnB",
+	"MzDdSf4dVrvMjw2Tgs/MWICZjRfG5DwXYxGAeQmrMS3j6JhxVkrxawnsiqcl4LziVNgZxAulNGiW25WR",
+	"BmQCCYsXXM6BDTl7//70xWjCPgizEBK/u4TVnmapmIERGbDh0VO2YNMVS2DGy9SMonrVLmHFlsIs6idT",
+	"lazYrFBZ/SjmaYpj14+WqrjUOY/9JunuFg214aa0e5pgpxENFO6TPy3HzG7DCBuo0jAeGyHnjM+5kM/o",
+	"M84SMZtBYRcEQRTGHhPOnh4dsWBRzy9hdV5AqSF5xpYLkUIAWQG/lqBNPWM7faGZNiJNWVFKKeQ8sp0e",
+	"fNvpVMjzUsOEfXN9jXN6evStm6pmvAAmlWGXkJvjqueMr9jUrpApBCT2/Al7UmjLB9FA8syeudbJbRzT",
+	"jF+/Ajk3i8Hx0TffRINMSP//YffQRoNXQpvnZaFVsdsNXC6gAHuPYiWNkCVELFa5gKQ+AnkBV0KVmuV8",
+	"DnuaXbwS8vKC0Swm7HXO7am1K6LFXNrN5CxGEKgPLvEKslRoE1X/1QdIFdVDOmgRPWI8NVBAwpSEyO31",
+	"wcGEvZR2OTXjib0HfGagQDiXPL1kU5hziQuvCvxjd4XnOfDiGQP3pVlww+BaaAMJm8JMFWCPEzVjSsbA",
+	"gMeLyJ54VSQWolKmoDUrIFNXkLAMuMTDVW3qryUUq3pPaQHWbuXBwbrNeyUyYXbbO3fPuGGZ0oYQaMbl",
+	"ys8z8jfWrvyeZqUueeonZPeLS6lKO1vbSMK1wS32XzX2mQ0LSL/7OLCtPg4curFXVRha/IVKaSBWoXFI",
+	"IsY1K3NtCuAZSxTodeuV4rRbyyUyi6MPD+xqZUK6f6uVs7hwDgUu3Rs+h3tcOjZ0uJIdHhyMvhTQH2C6",
+	"UOrytIda2jUFmeRKSLt1IvEg5NwsagiWVQ/RwCI3UVjSa5FpCNVMFRk3NPhfng76YfH38W+EnToQvVuE",
+	"WJ/IM2FTHhvNlJywtw4Cj7GNuoQKf0t28uaUEK7xmDGFmWH2FA1rsqWWsh5nRAc1K3VAyJmdPF3iquGE",
+	"nTSg4waPG15/vOkWH+BjJKyOoNF7IcMzy54ePK27OpfKnM9UaW9LKi5hLRL/9/H3Kb+GdFwtZONgdC97",
+	"1e5nnsEbu6udJbdvPPezDLrtOwhhbxsPQw+jU4DOldSAfM73PHlLG2v/s2QBJP7keZ6KmFvY9n/RFsDf",
+	"gm7/ZwGzwfHgf+zXXOI+vdX7L4tCFTRU95T7U4Q3MLVH1aL8ot6+jJvY8Sc02udo8FzJWSriBwYxdqPq",
+	"moGIywJZEsvrABvCZD5hPC2AJyvGWQbZFIqRhfgHVUxFkoD88iBf8VQkLC4gAWkET3XFV/nJ4CXVscqR",
+	"+ga8nErBAtvkdd8iN/UwS93ihdiS62o9LRRdZtBvDjKFw4CZUDkUCN/I8r6I4kNGVujgTtk5SwOF5CmB",
+	"98UnW0q4ziG2HIiG4goKNuMiLQuwpMdwkRJTmar53NJRCbZJAaYsJCR4on5W5geLmB7qDmhVFjH0oFWH",
+	"Rq+EFtMUvFBGaz1A2rxKFU/eKfWKF3N42DuLxwKuY4CEZBQt/sMyKpZyf44GZ1BciRjeS37FRcqn6QOA",
+	"1yMpjgk0Ogix5cvswebxggmjWcINn3INrBDzhWFSLS07pg0vDMor/hcrc8KcSzl6xsCOzy7KemoXlkSb",
+	"YhUwzRpiJRNtrwS+Gp/YV0hNC2GgporfHDxBqr3gV8CmAJLhykDCBBGoWEkJsZ0imxbqElhSWgqDE4hV",
+	"lglTSRsLqC8nM/zSMvOyffUjlJva0uklrCwJDpQPAdhdCuqnZxRbcmE8s489W+CGb394zr49PDwYNdm4",
+	"TXyb3dB3Sv3E5coRSv3lzwxnhSUweG4RKeLpgIQN80BuyhuC1czidruLJIMLeSUMAqVRwsIPScPAk6Sw",
+	"4o39wqIhK1eVZmHJB01j9MztRn1yZGlpm2VP+s9Qa5e4Wcef023NuLDCN/u1VIYT08MNy1Uq4hWCH57W",
+	"UhqROg2AvQgKZQ0kvhcfB7QaHwfPiu8OnpnvDi+2cGIVbOM3OFw/iASYA4iYT64dZnGSjhOcTl+++4Gh",
+	"6of1KIDsPuI2OtWP7gH81+8ODw6eLXcA/fc4/O+lPRyqEP/xEFxBJrS20FpCIzusTfOUffjwYXxSH1zo",
+	"38nm0Sau0iJjR46H3wMvLNe2kWvGddBlnqvCQPITJIK/wzYPTtwc+e0MZT91vdnBTnLh9JY8TV/PBsf/",
+	"2AzAO5HBDwLSRA8+R5ubvl5KKIK2eWHRuxEkUPBq4BYZzIVF5yis8OS1TFdeWGktdjSA61wUoM+F7Hbz",
+	"onSEhJACNsUHE3ZG24N4LeNGMyvBsb0nB8keGz45YAlf6VHE9o6eLvZIS6rKAp8cLvfY8JAtAS5HE/aT",
+	"FT+nwHKliXCj8sTpDg4P2Ap4oSfsdIYbocGQgtXLu8S7uTlY6gXXPMstpzF4cpAMeuYrkrXLxUQS2RtN",
+	"SsUrVFxVqrqTN6eN7vnlOZ/Gh0dPEpg9/eYvuyw1yZO9kuhMFeG8GiM9P91//oK9ETmkQgIjNWanc11O",
+	"u32/11AwXU5/gdgwgRd7JpB+bAVWl9Nz425ds9Mz1599y4alHUIVyGCJGM55HKtSmlFjCrbRoMcQ8Kl9",
+	"A18pOR+n4gqSaovt0vA4BkJVpAmo+1IIiwX4pEyEOYlNn3p2uVAs4wkw7pT7g6h1ky6F7DkYOLkht/Rc",
+	"K7mnSe0yihjPxbkFbugF0T3tAR5F7bWILC9gm1rsVag0T7kEZNzsYVcyYFBHyD7olTaQkebGMa7CaEhn",
+	"jp4lQvNpimp85CnsL6/RwoV3Bhi37A5Yi3SbgA2iQZwK+xwH7LHVrDlXiOrtUu9pe7zYELLc0FZRV6NB",
+	"nxK21pz8gxacuv+0bjdfXjlc3xz9tQQmsqw0lvFm3LZkYJtaLlixIUI2YolI2NIyE/YByqqWWuMDY4Ul",
+	"M4oCZQMei4TNENV6eo7IiLj2nxHTcMsnFWAm7CTVJIxdWBHiwrJVtsWKOb0hQTTpHDSCZRuJcupLXACk",
+	"fZ+jAfdne9OHwS2wn3juhaNcpCRP3wTQ0NXvbm1rMWrGtLKMkf0PryZLIAVc375bSQt5ZxDcfqyFIS6A",
+	"r4VBrFMC29VFDTAbXsCVOb+gDXf89wilPyu2hqjMtnt61IeBHeewTuX872Mn0oxPE6959MwG8ryIoOoZ",
+	"Rt52a+U6yw8rCX3D0lne6Vy8o6b2I9FHivyAfo3tqCRfGrCXtVJ2J9zAGPvoAahW/fSuQ/V6T6O2eSum",
+	"QAW9GyxU1bqb5C9GtRJr0cm7aqXa0+amogw4adoK1bm8605SLf/taWblrZTYlIo26HIasb7ZN9iZPc0W",
+	"Qho2tII9mVXjBS94bAB5J08PRGzRL6LwPe0FzdMXzDERbeNG98j00vV6EpEDPKrBrUheh7qhmpPQ1bkf",
+	"eeue4lu8mX279X2ZXp5aaCBQl++g6MGVR6EM5wKWkVQyhi4Wppb9lph2L5G9eaxQS7RcPmOkO9IsXkB8",
+	"CQlxvpxZ9iR1R8HurmUNaqW7JVnOOlqopd0ZErjOcTQygxnIdMua+eTooGf/Mn59So0rW5j/v2rNi4Kv",
+	"EC2ptGezeZKhBdbtNPEatRODxapEzgq13LqbbjW3bSVZQnbcS1xz0GVqnHNGXuLSdfeSWtH99Eu4CRU2",
+	"QCpTU98Iv2it6fkBts7PdtbPrXjo97wx7Jg5Fw6hiSfBc2MZObKg2xVlPLWrsFRlmpBysDb+VoxLfWvZ",
+	"8OjgYFQhASvkrjn4axRFCJ4bWTNLXfuQB3gl/g4idhQglW2fvAGZCDk/rT+w3CcuUj+8f3v37o1fxdb1",
+	"I/oq/GyCFVzwpN9I2znPg2r0vn1/aZu8UBkXcp1ma60umoBK8GMLeq1WzPjKzWDCTlwLtPxDwmJ1BYV2",
+	"ggBpHQ0SFt/R0DEpk1hlvjWfBA9Hz1gCcsWWtrVCdjZN1fIZ45IRA4//o6cB/tIOBzhArASegHT+Ni22",
+	"1rZvXMGGe82TbVisi7csqPfY4ee+TfRHuSXgGi4TXiROze9NuJWJiGxeRLWRZeIVIzdD0jH0fhl7muEY",
+	"owl7Z4+jE+a8axOt7lPn9PTN9TVda2GID02XfGX5gDS1bFgChKSDYz+KHIhD7ljViGU8XggJYyvgo3xk",
+	"BS2my3hhL3Wf8d0y0GQGPCdicMwSFet9not97F5PsgRPIVp5shH5DYDW3PLhS6+vXRbKSqTSSV1GsUSh",
+	"chuX5lwkFtfZM+slge4psrPs7kd40XEdHPdMmChgzp8efNu92wHGanaLO0NaDFVQx05FsiI87NbOSnbt",
+	"kQZvvc3OW1DRZKf7EKZbqZ55lRmX9UbRVvp1paZTCwmtsOXxcIkbcJw6vW2ottwgnJz3cbDvaklkT7PT",
+	"FxHjVrh1KveG3FLdBee65BQYdJDd6U7VnKGmqinkHKOaH5VqeGkKyBWZ1jjLCzVNIbO3xLtmOneVxujD",
+	"Q3uqDo/+yvJCSBL/T86en56GbDL1LgwjF1UJEYNUA5uDhIKb+voSuPYQBpjl8OivW7kdPAx9ROHHQpV5",
+	"5XzyE89z+31nvd0LNgWzRGufZKfJGza3XzsJtOk3gOxYIgqwgs6K6ZWMO1cHv/55vYbRbUY9EDlUfBy8",
+	"lHMhAexUPw4i9nHwJuXGsq0fB00lXtCw94T18plvFZmtudZiLrvuAWzY4kRD/RW+svuDb+ySB/pX9667",
+	"V51t+QkMT7jhr/gUiOnv10X81p1UczJ/h9WYXIhzLgqy6alizqX4D+FQ30ykBpeosurrCaOBWcwlmwL5",
+	"WhjFYm5gjqaeuq09myCvRKFkBtJE9mbYaUTMAM+c9+aKxaU2KmOGXyupMjTbdmb9+qQ0i4rC7WaY8Gxb",
+	"286AR/68sRi9QnRFBkiCyEHlKZAx7C//6+m37P/9328mR6Nddq2jGW720SLNx+wCH1x49/a3Pzzfc8TC",
+	"7koHfqYtaW3CPGGn5GFJmr2KXHsizoa2v8hj6CigbKOIaeWwoBPHLVrX3oWT/Lr5alJtzDt1CT2r2Jjl",
+	"odN7k9a5mmyfTtE2Ozf9fVoA/u3DO3vkNFjsotnHwYkzM5LkQGa5j4PBDQ1ETaOxHYhAdd+E6OPJXwKe",
+	"LCDO6CrVDzS+0kG3MS/I+RZRx1hDzhGj9+o47BdrLBiOs6JZN3Bc9WgzCWgseGOsxnr52X1adz3xFKzV",
+	"cQSH4enk6eSofRzwswl7icfOyfFCM5UTamOoOcSzjPqtwNrbUUxUvihCMj/snmYGikyzoddVuCFHnoJ6",
+	"dY8TSp45IPDYV75Ml1It0d9KzKWyQ4To4MnkaNTDBuIVOl+nbasUXk5FSpZB6WIPkFv8nmsR9x0L1zVp",
+	"8Td2T01uMcS84NKsOXmZM3c6MJrW9voY9r7ummb6r07rcnSvkV6gPGxv0yoidZY9Bj3aRXJLUmnyjCnS",
+	"Ah+T15Tz4HZdDyt5wX0/dt9bycGyFD+RUOL4a7vNbeaiYgj0sZU0diPsoXG8q3exL739wFKjN1BoK0rL",
+	"uGv+Q/sBJN+v+rnjlpGzWp7lQjH3KQs9+XYxsJZ5ctsh3ac3HLJvBbtKl4d3YlijkkLbtdfErKNKJ6Z/",
+	"9ez6kGuTsJTX2zUCZVlNorouAqiB6d0Zb1DfnQE+ef6KfH9vZimppIh1NpIuh+T2MpykkA3n9u3bfxLH",
+	"kPesaU/fnJpG97GbjYXYaBet3Yp3Os5vQfZGXGxfqw6HhQbzm+owafwT97U9t3/Iw46t+gyXLgItXKbQ",
+	"i2Td1emDtF4UBHjrxbvFOp9W39/qOvaT7ABu2+CYfayP68eBRdEf/fE4R6G0n43e+YivmduH0KG+6uwF",
+	"+bPfuM8P7Q5ucp1O6svQWlxHo4Scofoo796yAntgQ+fVU68aLu6oc/ESofOUr/oVG34814iCl6xMjqR/",
+	"7XXqdQFzXZ2+GNyOcLZPYP85Qu3T/eDMGc9EujrvdyrDT6nFGgISDTDOe9P3FAi+7vONDmd3WsQPO5DF",
+	"mx2UmpqGR2Wws4/eVmq8y+Q+9FzatWC6JrvarV9hvMiMuEZnwHb620Z0m7elbHLG6cykbZmxg5yTj0yP",
+	"srHyXbfNeqFw/bkeehfPxY4EmGZnCfGsxTBX0mKvOEjM+znvwWbPnU8RklVteJb39bBRKdaGJXy78+Fr",
+	"d7Lu6HqCt4kQNNf1rYtJc/JE7yq84to4gWPTQmzfxLf99LgngrjfzQUV4UKi/Bm6pWhW+2BO2HMnjXHN",
+	"Luipy4Hh42GfMSXTFcbAI9mxEq5FdOwC/7+YbNQ/dxa9OccPwizOKtXCFzqymzUYa/qi5myIk68MmUr2",
+	"ec49Xo8HuR6BAN1l6y0nfzPdxQ2lgyroEJ38qIsbqC3uMprr4nYaC+cZ+wJScQVFD5+lpCWf9JZxYyDr",
+	"kVL9887Xh5Urvku4Qg29+czbcm9gZm5Zb51CUasMzMIyx0m/jx5Urr+3cBVOOcb6/dRzsjKRpqKrt/eJ",
+	"ZfzkKWB2FDp9rstwUFm413m+Xjj3wLFILkiLOqyMIpXxOFhou4Ouy16spEoTqz5U4LYdEjbk7Oj6euQD",
+	"HYdLkaZsCgyzxVDym1Hk4/GGxOiWeWh7rPrCY2owNwW173eT39VRqfLgOvCaZQkstksxLGBWavvK3p3E",
+	"EqtR73Jvcd71K4mhqzv77bYsHPWWhkcxGtQXynXjJh6euXqHPq2/wC+9q2jXOsPev33lXCUhBnHllNeh",
+	"6yyCpDejwt28lRua323kq/seIzEgeQtc91tFMSeHxXq+aVQ5KIhehQxIbNbta8ZTDZRCx/fFhtOalSHr",
+	"MPrq+6AQxGVKsVTJeXCWpkqlwGUDzegNPvIom5NH4DPnKZYBl5rxNHWYMQuli5uiq7aA4cA/E7JPBtT2",
+	"MS2ic0/z2H7BtbvTUZ2fasUStbPvOnFnO6C8TQYkLeYYb+t5rovlQkN8fsH+hU25hr88tWv25IgVXCYq",
+	"Y9OVAT069pKSw8RGUXi357Is4zbYRo93m2TD8tB9W/SoIhbG5NrdS3coKInCm9dn79CdYTc3ftt549DV",
+	"5z0Kbm84rR1wyKnMy15EImFZx+PUvuktzUHzjm/JJXWzK+Ns7nXGvKJ9f+5yb2qHx296HCg3b+QzZn+S",
+	"MGTRRKpUPuXxJStRQXcxHruF02P07Rz7BhcT9qYQV57PS4W8HKcq5qkPdQc6GY6a0UX1GQzkvOVvdXTQ",
+	"n68rPDl2Ijucgvd4ZLpTprgO3AveOQ3VzjhmWxu+ssIjIg5ewN1Pyzp0bjleRm81Zl1xKL0yqg/t8sYp",
+	"cPL6rXgyy7dYSuC+sC93QO1f9pDtsKNrt68/yM8KExiD3Qmsq9D9sHLUdV3pY7x2US2JRZjgYxS5/Hm1",
+	"23zIk0b1f9WHFApWPbefc1MW4JO26a7Xgh1ppzAsmrFj5EhgXM/NETZZ8DwHeYMgLHMryaE/SieUa3GS",
+	"n7bs5rt+rxsZoMbAZwADOMdcJhXGcV4D2BeLueGpmpfwcTB6FmQl83Z3dDiunmIwon2KGChWRUJOLZSc",
+	"IBEG3VOnpc8BI1V14ewhsZyFhdPfwSlY1kl7aly7LRLqs6wpXPPYpIg0Uued60SI2uwxqQXs4GEBswL0",
+	"ov2YDKvtpwnEqZDdLq7UZfshWfvaLVUK5y6qslJprXtKqRjrBynMTBh9F8ynflaL9Z3taDxD9fS5i1o4",
+	"r79yAWZB3/5JPctW7FnQtv2m7rf9JoCpFbYWTqv9Kphd+9WGDj1Wr99NDGjTK0I2zB4PnUiC1qZPgq+N",
+	"El7D1q+wuJ0BpvYA+mnFPnSNBKFblSpz5zrdw3mh7/XYqDHqiTPXrsdzmg3Pnp/+NHJe0M5jbSHyXRmx",
+	"fifvHilmIXLOT+VM7ezU8Lfqi3VWytKo2o/dJTWukZLYSYOXVm7Qm4BqOU3vbhqrdzRbjZebdrSAea9a",
+	"uO6SEmW5ds2EEuMlaDNeE4hNysbn6IK2g793INe13USKcaW6JI82NuRzu1ARm5UydimfMpVAqiOmuUym",
+	"6hp0RNmM0Fn1FzXVEbtSaZnZf5PCkg3/wECWp9xQRlkDc8qvUif8sj0VcCVgqSPn9u0wZxWI633tIiYy",
+	"Pgc9mjC7/yxXeZniQUFm4kcw9cL6hH2OI/pX0nd7L/Tv7MmZrD9LNdUvSum1UTud8Leu/QaNWQ2kU5kN",
+	"HVaOKoeBqZBJ+H+s5EzMSwqMrCKcwqcYo+OipUItX0BrGn0HD+puQirWfIzdD6I6NKQ+qf7V9oQrONt1",
+	"iiR6jugszItplwdFOA2UCoH84l142A4a9q4b2TuQXGJCTsOFBJfaFbElKXwoBUsQs7DpRoCJJ5R8nOkF",
+	"LyDBQAbvyewSolAec5GmTj7sMpd+2U8o355IhVn1LRLGC6tZGEEzRq8QHnxIkds9bvRhnsLWoVwAJr4M",
+	"4pkgYDvJ80RoVnUx6RXJdg4Fu85TLl0OrVJQpBORMqKejqN9fzphL1GfQHGIPaOHaLH/aP3UjhikhgQE",
+	"ZY5bLsjh208zSHy4HoCqDAAnL/mZT9N6XgBGViSNh1Of2ad+dHWeFzAT131FBDadkr+FlLe10KdvTk6Y",
+	"RVGp4NIhGXBZRIKUxxfu+r8k8f2CZQJDIUmQoHfjFK4gZRdI6M/rPi8YTxIl2dBeSoohGWuRACWTovSM",
+	"pJhNfdjQmSlEDv4OOAXbaMIuSqn5DC6cLKMZ5iIaBxneczPG9LNqPk99avn6tQZjLB9UqTlqK4G3uXo/",
+	"fQyPxjcW+Mk6F8iX6/QZ74oyMPjlHHGUH2VBKhXWWX5aKR4bcQUTdna3BXvm83tOgwQy/QvSfz9ptW/G",
+	"r72nb3Y4ke+r3rtcRg0hLZHfV9r3CXu3bX/t6k55fAkyYSisa3ZRKXqdNqNSql70JAbYuK8ZLy51O3SP",
+	"awJ2TMvGhj+/flftrRlFGGNeiMRH0zavDR0z9gPqsnz/0NN93eWaTVtvkX77w/MnT558W+uD6gPqF3hp",
+	"5Xauqxs0YWe2YZU7GA/i5I4O/egWJxI21OV05G3JmLaGqGsIAK2yA++20Gw8jG9rpq21XPSCed6GCJA3",
+	"iAdyhpwVXJuijE3ZoyJ1Ekovb3/a+JTVTdkVFLp/uCGfzSA2AXVlM0BtHGVfTSBP1SrD8iWw4FfC8Xi1",
+	"IHL5pNeDkbj1na/7GbU/c3duyyq3W69ndMdLi+scNK3Fp9gtTAdMGuw0rVrW8+662U36HCTt0r0plGW9",
+	"Xqn5vDc4+QNeEHum1o/TwAKWyJ2d/Pzi+9f/fv7i9Ozk+1cvz9+8ff385dnZ+avXP/54+vOPKE9gQgCC",
+	"AWlYToAwbRJVmn1tEigweNzCVRU80B6KMc8FuzqYHE2O/vovfYhg42bYC7hJ1HCZ8rphlaiI28gOosul",
+	"pW++eeeyVLE1vVr6ft/fJmgbQgNQmXYFhZiJXSCtMrxYiDHXdPVtL3ROlbix38C9e4F5e736sdvfRqfl",
+	"1pzv4L7c6mmzI3N/oECri3UxAy74quuVRjoDh+qxi7xQV8KiONHQElfaqXMX1984MCTsn8c8R1S7c4bG",
+	"Fviboja6F4fs22UhzOoMM/gGWW5PSiqnMcVI2R+8MeLkzanLTLpTQs+8UPOCZxk3InbCoM8JjCemFYa7",
+	"MCbHbEsoIzQB2Toe105k3dPs7MXfiWY8f3VK0dDCFZWqiow0I6NdnovKbkTh/x9doDD7WB4cPIkvYYU/",
+	"4OOADbnzaH3Gajh95HKzOJjD2X0DjrYXQ2l8Vi+VSwnsI4yPemJ68Hk7VTPOkMLEL0Ha3Zilakl4MBzp",
+	"uUvR0nj4vkgHx4N9ZR/uVxmsffyzU8Flghx+MyGFNpa+XUG996RDOCaFjHcvBUaP6/ekax8cD17gj857",
+	"TPA3+BEMvQkc6V0DjC51DvPtj0tnQR6QKTl4j4va+NadruAtKisDyJEzQSDDtmUizLHl3kip06YWtY2q",
+	"OkiWl2kwBc1JNF/ZtqGWsLOgLnWEe91p3l7fLc3r5W40DJa92b4B+Oau25vRaV5pmzpzrN40WrWn1t+q",
+	"npF/FkymbhZOpL+jNvxhq0DV24U+fNluGw7baVfVIGg1q54PosEvatod0T7079qrFL6r1+YXNQ2WBV+G",
+	"Y4YftdfBvUtV3ANs9XQQDbI4X5TTxuufnr9hi3Ja6x5tM9Q0duZEj+v37Xm139dzwwfB7FyDEI72x+05",
+	"Vu+9FaADnn8RtmmD2NemBtOVSwgihXybENK+PtrQBm0qA8axU81aiJ2S1osDVX2R1getGVZvGq3ac+xv",
+	"Vc+ylkH8NOtW4Tz7+2nPtKdV+4j5AdvHrDLUBMD5ZwF0dbOw0+rpIBqQ3edd1a69bvR+4yftRdzhkxro",
+	"VuMA9vY34Qx2GKLMNRSmnogqfGDE2o/XzT5s0T/ZsEVnbu0p9U1F1yZ57ekxvm57iGlfIkUU3vUIqxiG",
+	"5LnqqMkDRFUqZ8cIYE/QO0izvzobhguzxwhVyM06wTL4or2k9atmO+dRgiuLv3bou70Z6/qut2TZE9MY",
+	"NKSQ7yo81gUNGtUIGAyTgwC/ss1f2b9rGwW7vQ5C8nFBJsz+cAM31avNL9rIJOjZ5xtq8MGUHaiK2Hoe",
+	"JHPBUiWPnPEjZ/zIGT9yxo+c8SNn/MgZP3LGj5zxI2f8T8UZB4YHjqpqLMknnN+OEYZScpK7mce1b1KO",
+	"dXCcuXhwPDiYHEwOMS44B8lzMTgePJkcTJ5YxM7NAnlsCjIg47TZPQtFGHJa8Z8Rk7DEZO+i0Iaqg9Tl",
+	"qCjEAQuAUj0ZowIn46hZKrRQKeio4oKj9VcsPIFUAWBLAEWdsD0MSBtNGIoZGgO/JuwHTFfscmKLDFhB",
+	"t5Jq61Ay6tio4hnL+dx7i15gjc2LZiH/CtC4LLQqvOXr4pWQlz5oZjLATSqqdGN4EOuYGKTFvOAZGKw6",
+	"ucb7vW6y3y6t/znqpgNIV1XAoqlDZNGKjVPGfKRPnjz5duRtLr+WgPHezuSCYSGD3qr/GwOqN4FSFbTa",
+	"GQqM1b9nKHyZDIqaolqp3aiVizUQVQWYggKnQSb13jCwTdAsF0p7txhyGBPaJZNaMzwm5e8d/eibv/SO",
+	"vuU8veFzV0t3h8b28D7H0475qhul/o8ODm5Ur3Sn0INW9FizvkVvNVNa2SbGatZ1tfezP45VwrXBa485",
+	"digv8F+P/vpXDPlkQzRjUrpzLERBhXbRHrp/dUBI6V8RU3x3eHBgXxz9hXDDd//9n/9F9tJnrID0u48D",
+	"O9THwUUdJkuWUXSLyinfxuZ6sU9pufsWr9qW/e954nMt4yeH2z9p1OPFj55s/+gH78BKXzzd/kVVb95+",
+	"cPTt9g/aRbI/R4NvdlmCZiV+/GqHCfVUcg99BBBRe2vzP0JFzid7i0Jz/T/wSdeM/49P9gbpMst4sapk",
+	"g14KXKV+MHyuq/EGnyxEDf7i+LdBrrbn1T7Goo7NHEJw7YOGMQa/KrBmaZyL6iePYb1QhXH+Bo3s3EOO",
+	"xnQXdor5squE8pHDdJbkY6AiN2x/soQ0HV9KtZT7vywv9cTiiFFYESO02INuZ6JupNU+mjyZHBILY4nE",
+	"uCxSkLFKIOmdDBaNwv6qJFWMgo+DVFPeXWGqklWEHsNTZRYEoC+W/G9nr392FWGaLhcaZIKjhFjwerxc",
+	"LsdtAOnzajIEg+thwk5knd8cVahs2Mp3PWKSF4VauvT+nezxE8rmr9lMpalasmZhgUYlgVbe86h6QEBF",
+	"rKzLVJ/Xab+DetrnCKMr19WpQjBhPyvmokAdkHZUrctWmvSnk6eTJ6NjxvWlO3gSlu6LZhH/IGV4l9t6",
+	"zavKA1VFmO9Vsrq3ytrdpPb2Vm7d87sN0AhaNkUJn+9Ii3cDYB3JDdFAk9Q+5/ECxs+9+mhNVQKpxlh1",
+	"v1U243C0pV79m4LP6d26bmM7/s26DWjr/S3f2vrr7avYun9sGNQtKKp6BhVHFjGzVD3I0koyGZiFSiyj",
+	"0n9no+aNDRiEB593C8scs1IiWWAe61ChLYeVVcHkmknftIA/0ZECeJp993EQFqv+OOgr4rLl2BzuwFm8",
+	"4atU8eSdUq94MadlP/xmF76s2sSfIBHcJ6v4KpmnBueDBjrZYibw+LCjyYHf6ADNjxqsUGP/P0WD67E2",
+	"XMgUtB5TAQ6HIy23lBdqJlLYDw0h61QkbzFnpGYcFQsYY5emPRme+13Re6T+NO1kyL25/G97+uPKa+vS",
+	"0e8gvOkSD8CsTGurwi6CW58mK1TaUBHhjaJdV5brOSf3JdlR+g5hFqo0HsbJ1y/u3QvRWEsvpOq7eH8K",
+	"4bFjq72bCNm3TDW6DJ+S/NjKFbIDOkzTtvTYgwHZWbuJFfuyTlUcCuG+pmVmeqUtlsGwn4Bw0312avEr",
+	"wRlRB1VUeuQuxg2D/5tJbu9B5/oguLSVEfy2KPRRV/SHuu4tw9jdLnv7HgY3vXOvN7FG0Rq9EVkNtZO+",
+	"2zqjGdZVo1B6o8b+cjdZsgnziKNXqTT0qhayzzC9sHw/pvzkpk7VPWHvNcZq64bAjyAQMugWEGOzlIqn",
+	"NxEDzWkNbrgn1HA7PcPGtHtfYR7xVm417L6bSO1htRlrs9f/k6LTgx3Q6XMlZ6mg+NJHGfeOSN95Dtwa",
+	"73uPqubdvS3i7+MA938jXHqafCacQW4ePTkcMm6XJV05lxbdY1fAqv2k3SFKkqY+y2+ltWUnclWxfqWm",
+	"5AnOdtAoBCjSlKVkMUVdgcgye0wMpKsunievlJ3xfIvwBfUo0BKbc7OoDbF+gQZt1LVRYfnwfOZN2MtH",
+	"/LcT/ntERRUq8m6b94OKokFvSmtysOpBLXu6qn7WMDAFUQdsWPGc+97u18mX08UcNOSfAHM8sqFpb5qi",
+	"35PlfES0j4zmV4HdvZv8gzCa+y7x8W7qx7ST8qIq6OS9VJpQT+p2mJMkwZzXPMUNQeOBUU6PYL/XIstT",
+	"KNoWVR2D5IVQeo19BxdT/6CKL6JT+OKudlUajUc145/AJS2IUrxXHWMYwHhbPm8T/7SpMuB98VOfdtN3",
+	"pv2ZfHqwy7sFsFmZptiGEuZ4hWZQebCp0wxwUswlJaOsHL0wo1RdOlqvU2PS7n0plHMf/KMrxH0uetjH",
+	"l/UscyiESqpUeG5pJuyM6DRqejNuNEvFJbC9JwfJHhs+OWAJX+lRxPaOni722PDoKVuoEr1z9w6Xe2x4",
+	"yJYAl6MJO52hA58GE4UDMAlXUPhq4ZPdmdaf0Re4Ce1OiaYelPX0OP2fE4c/cpC3JxwUvHbPWsrwonxJ",
+	"JnL/N5rFFg3mWyyyge4gO+B3+3oKscqgcpMNFZAUOSRXPlm212QKp7eccZG2TWNrdJZfFql3Uc0jd/fP",
+	"eUnp/N/3Jf0D8HedmCt/veukkFbgoyI7/eN6BHIzvtIiKAwe3UmMxboALlKy40HDhIzT0meSFpSPE0OD",
+	"MyHRGRg/HHkLi89HSoUQ+iXURnLYB3Q9jP6gIm8zWe7X5qOIB+3RK/GRJnRUf/cg9dd4KMRSAU0IIt5v",
+	"41lEIf5e0g7GsIi5iQinK0rgTGwYJQkAYqpctWQsYIc5no1ySanbaZpd9PHclfeonM2DcaoMH13kSdA2",
+	"0cV9BG5v+eQ0gSxXWGQaxbj7E8p9Cu4qoHpNuu1+AbYlxePKh3mfjXLbNHhIYbfje347DB4s+vgt5Clf",
+	"UbhW39Dus3Cjqk/uPZJorXO0l0boCrgt/ZM5gAeFh5Rhs6/NrHS0A41oXPa3UGr40xEmhxVuTZqCxDDt",
+	"vDA3pEsVp74/LdPL9ZHTnk6VuR3wMDo4OKB7Rrk1ZOxDXZUEZNHZ0NGxEkelTPwuqtkVOheaHR0cBJ9R",
+	"Ea/cvpJ5aVihlhFDLj+BgoKaC7Xc0wFBw9L3mO8Ay59h0Qx8SwIDNw4b8FRhMp8yTUjFTJUBhj7iDltF",
+	"jKdYte2cYI9cZr1zqcw51sKGJGJJSbca/EeF/Y2son09mUxGEdMKpzTliQXZqVdnuF5Yg8YsoECPLwdf",
+	"ATnZ7Zz8g6FWQ3vqsHRazDWMhdSWabYMdLoauTBlOyiu/zP0J0u5wZoFSxdfjisNSRvoLmn/vkwve8i7",
+	"/sro+yakWk/xdwohDgGgIfpQ/Par8OUJ9aOrxSNN/DppYsblqs6Y1pCg1lDHgAb+psvp6wIZ+S0a80xd",
+	"odRG9WoKlbUrV6nC6dVQhRFIYGLWLB5k+bhGAaGg7QrMqIuqafT7l8JaCspyamkrtKWafj1hvXA3tUBv",
+	"18RjDbVaYEFjMpYpd+k2/Gr5YuGPYaJ1DSBV0Em7o7TwJ8IzLsnhHawFVW7Edk3G6s63Sn/dWFW0yQGY",
+	"uOAUqNgt1XjaGnffcuW1N+ot1bX6etHGfSiA+iuAvUMl9JKW2SjGtRZz6emJm01XQxQGeWHHv3eQV0uv",
+	"38UT732BM5eVNmmg2cFDKW5OneIGIXGOickjTn50DP4aHIOrIoEWDd9RE+OzuN4pXW0nk2zEVJoEaWu9",
+	"eYvsqRQQopvpYfvNptTxS9/vV+LQ2wJ75wSa1TQfDXx/rCvcyFB+v4kmO3cnvMf+cn5aa83ru54FzIW2",
+	"x9/KgQtjcs3ev31FfhdktWsD4ZLiDnnqOajMqTmVJs0g6QkvsKFFzfpiFPmMk67e+pnhMuFFwtzx10zn",
+	"EItZ5cTPV7qhjW0UqhRzNA/65AQXy4WG+Py///O/cCDMTUDFqmUMWzCHyzPQuoS/p2PuDZDFqbS8+E5s",
+	"2+GXgmEbgnKKd4GpMimG/1GP98gZ3Rqt3tmbjvAd4x1s2o9MQ8Zn/zf3a4vLah+irYLvZTVgfTNK6epU",
+	"QMIy0JrPXQl5+9K9WrFUzbdgMxdNf9/YbAfPML8ufVzT0+4K0Wokj8zLn/OW+VJvO96xNTqlvmvk818H",
+	"12gPWZYoDGuOwtoSyJ2AtHPXTBjG51xINrygR8kxsxTzwpVfEIYtuWaJ0PgSXc1nXKRCzkcTdkJueTMB",
+	"aaKZNnzlGJoV48U2VsNpuX7/y/nF+RKa6YPrk27GmNidE4ZJtWRCPwbVPPIY94b9fC3KO3IY+3Xtqhtr",
+	"XALcGLIPEXpgaMO4MZDlTudyzJYLkBFbLkS88PwHOTtjHn9yVmfDA2zHpKqFsgxGkXNRRvtvVW1HlSZW",
+	"Geyut3lRT/ZhUeKNiq88pErIrchqV5VQc2sfFUN/YsVQk/txG19d9OoE3Azd2E7Wu9j1YZpfSyjRz+DC",
+	"dTOxfVw45oviboUOKG6qJJXWc7IOhglzuSKPMzYkJVHECjCFgGQUuXg9i23CmmFEutG5fArM8mQTdlIz",
+	"bdWAwgL39ODbY8f/2a8Q5W3BS2cgE3cL34F2pY1+bzHq6N45JarY1I9N8Ejhake0z0nTr8vt+Fgk/VWa",
+	"LuoGF6EYK7BETJqiRm/1TxW78s/n13BPDJW9jowHRxLN3jdhr2oj1y4hf3VzxDlhkuukdo2qolMm7CWP",
+	"F2FQICVCo8I/zIDkobJHLWUdxRI1IncI301FauXNLdGBevCgwXd/0pQzd7tiX9rxwCdcx/Jc5ET+VcSl",
+	"0dUQluI2qrn2OjjuluYlDHWz98lZh7pX00f/t6r0W3I/YW9JG0HlQuQlVJetyiKwLRP1F6pQFdyz38kL",
+	"5xYX+sse/+954tM0sDHzXjj1lsZKzsS8DKG6Pc74slOpcA5ORJezmYiFq8eL5aKUZUWxYlLrPLpjGvAP",
+	"XxZSz3+wMatdglwpN+FyebowFAbXwqHDr1Hf9KfE3a6S+F0zwrSR7S39haqm+24eIkXo18mYzxcQXzIx",
+	"s7xdg5nyq9CDne0n1Uk9CYfZkuLiwwIkqv4jl/3L8mymKGNTWtG0t09GnpJ0IXhVVsFeBxQvC+Dalade",
+	"lBmX9RunVWNCagM8IffYKS+ATZVKgcsJe0FVqzEyYMZTTZmrpjy+XPIi0QzDrYwgSCZrig9byN4iFH2i",
+	"lRvrPn1UfeKtzQ6nD1ZVQEl4PcPdbk852pEONs7Q509/Djb30R6wEa/W+A8xUMA2NhHK3ZDgb9Xvn3kG",
+	"t0jbH8AlE3by6hXKk5UsyYZ8TmW1Z6WMXSl/zWUyVddW0rxSaZnZH2DiCQa7WtxKFfXrhNulTJSECXst",
+	"01WbgaYkiEll3V3v0t/K678NGWOiPuePH3qp9jjlNxbxPsJ5fnc2+qEQxsPxuFvPTnCBHsrD/Wfvz95g",
+	"bRMFFOSGzOwjW9nPVjo0dVd/kLuzldFm5V0ChosU/U8pwYZFbXyqStNkKaukXaiYFjpP+Qplm6iSu05f",
+	"RM7wSUq5opRGZC2pc3NBuz8E0os28L0YrOVOh1sUpDOeojynmoAZz+tq3rLEvAmWf+0Sm0wlkDaJTq5S",
+	"K+vqiP2ipiERoh8GshztVxET0sCcljJWUoLvNC/gSsBSRywutVEZZT2wo9BxrmsXyoSJDH3n4rIoiHoK",
+	"5wscFD18PZuxqaWryG+z//7P/8OAxwtGG49+w2jmKjgTMoFrSBhy2et4bqpi4Klwg+92YwyOkaGP1vDh",
+	"jzTpAWjS/1YlSxTiekyxUSeXap6PR4L0FRCkOxVl/BHCzGlEMzZppzcXvAljIzQYI+RcM13GC8abtAXx",
+	"U8qnkLrQhiBbkn3dqXnjXBKrVOTb4ma30Rv5YEz2o378UT9+7/pxo1wc8B8eYT9qw/8YVOKeYmjvGja7",
+	"VgO0n0CcCgnrNeIvqEE7Swu5P2zSvuBn1SE9DRM+/LkVMTvllzwNMjGHmVvcfjzGpfxx4+L9lbmDLgI7",
+	"aF2nL3fHMdfI2Amta92P0JkhTdUyJf/OhCUgV/iPmrl8Ja6PII0ggt8jw2B2vXgB8aXlIuf2K0MFXF3a",
+	"w4yvWAE8YcL06jAw6ckLHO+NFeBXt/d+tKvwxiKOL3rtuwCv8WtEfcSKDSHLzQrDlbV3a5dobNRgRo/3",
+	"/89Zjt9Kfp149uB+utNxQ1kQcxR6Z0F/vnjtXzzCTJoBvhlqIecpplqZlunlCOm5z7W5xDh6B4/QFg8I",
+	"SCKmiogOqmmgCuGYT3ucI0rX5lOBCs0KmJUaKGc8e3rwpCdl6ISd+Kh9NyhPtWKxusKCB8YKs1OHep4h",
+	"VmJLnJll5LCPCXNEt4GUvJcIRsxZfGRhM6qMF33VXM++JM65f3F0Dbp5OLH0pviOa6aNKiBhQ09G7O4X",
+	"45hre1Y0ShQRS6DKxZqMHqPiHqPi7lOeOrsb+t3CaP2iqHrdmvgVTGJ5U0GKvnqUo4SStBQ3kaZ83tDH",
+	"lJfN9GrB+XtMfOlxCx2W2+MWOp4PJtWlwK9gkwfPK9tAb8Yu2ObRR6Z1Qxo4JIWZecQfweo8YowqTgWv",
+	"4O0DVeznd8IQGyr/WeHvxqChbrzv5tMX7LmSplApe5NyaeEti3RwPMCkbcf7+zwXkyk2nHCxf3XQk/3W",
+	"9XMqZ1CAjLt9FKWs+xh8/vT5/wcAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

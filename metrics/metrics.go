@@ -58,6 +58,7 @@ type Metrics struct {
 	mails        *prometheus.CounterVec
 	webhooks     *prometheus.CounterVec
 	schema       prometheus.Gauge
+	unavailable  *prometheus.CounterVec
 
 	mu     sync.Mutex
 	series map[[2]string]*RequestSeries
@@ -106,12 +107,16 @@ func New(b Build, quotas []string) *Metrics {
 	m.schema = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 		Name: "schema_version",
 		Help: "The database's schema version (goose_db_version) when this process started: during a rolling upgrade, replicas of two releases show two versions' binaries on one schema."})
+	m.unavailable = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+		Name: "unavailable_total",
+		Help: "Requests answered 503 because the database could not be reached, by cause (refused, cannot_connect_now, terminated, connection_lost, timeout, …)."},
+		[]string{"cause"})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace,
 		Name: "build_info",
 		Help: "Always 1: the module version, VCS revision and Go version of the running binary."},
 		[]string{"version", "revision", "go_version"})
 	buildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
-	m.reg.MustRegister(m.requests, m.authFailures, m.rateLimited, m.inviteBatch, m.sqliteCommit, m.sqliteFsync, m.mails, m.webhooks, m.schema, buildInfo,
+	m.reg.MustRegister(m.requests, m.authFailures, m.rateLimited, m.inviteBatch, m.sqliteCommit, m.sqliteFsync, m.mails, m.webhooks, m.schema, m.unavailable, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series that exist from the start read 0 rather than absent, so
 	// rate() and alerts see their first increase.
@@ -156,6 +161,18 @@ func (m *Metrics) AuthFailure(reason string) { m.authFailures.WithLabelValues(re
 
 // RateLimited counts a 429 for quota.
 func (m *Metrics) RateLimited(quota string) { m.rateLimited.WithLabelValues(quota).Inc() }
+
+// StartUnavailable makes the unavailable series of causes read 0 from the
+// start (the causes are the store's, which this package does not know).
+func (m *Metrics) StartUnavailable(causes []string) {
+	for _, c := range causes {
+		m.unavailable.WithLabelValues(c)
+	}
+}
+
+// Unavailable counts a request answered 503 because the database could not
+// be reached; cause comes from a bounded set (store.UnavailableCauses).
+func (m *Metrics) Unavailable(cause string) { m.unavailable.WithLabelValues(cause).Inc() }
 
 // InviteBatch records the size of an invite batch (store.Hooks).
 func (m *Metrics) InviteBatch(size int) { m.inviteBatch.Observe(float64(size)) }

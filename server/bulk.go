@@ -39,9 +39,12 @@ func (s *Server) BulkInviteWorkspaceUsers(ctx context.Context, req gen.BulkInvit
 	if m.Role != store.RoleAdmin {
 		return nil, newError(http.StatusForbidden, store.CodeNotAdmin, "only workspace admins may invite")
 	}
-	run := func() (any, error) { return s.bulkInvite(ctx, workspace, p.Sub, role, req.Body.Emails), nil }
+	run := func() (any, error) { return s.bulkInvite(ctx, workspace, p.Sub, role, req.Body.Emails) }
 	if req.Params.IdempotencyKey == nil {
-		answer, _ := run()
+		answer, err := run()
+		if err != nil {
+			return nil, err
+		}
 		return gen.BulkInviteWorkspaceUsers200JSONResponse{Body: answer.(gen.BulkInviteResponse)}, nil
 	}
 	answer, replay, err := s.idempotent(ctx, *req.Params.IdempotencyKey, workspace, p.Sub, "BulkInviteWorkspaceUsers", req.Body, run)
@@ -58,7 +61,10 @@ func (s *Server) BulkInviteWorkspaceUsers(ctx context.Context, req gen.BulkInvit
 // would refuse (a malformed email), repeats of an earlier row's email and
 // rows over the workspace's invitation quota are answered here; the rest
 // are invited together (store.InviteMany) and answered as Invite answered.
-func (s *Server) bulkInvite(ctx context.Context, workspace, caller, role string, emails []string) gen.BulkInviteResponse {
+// When the database could not be reached and no row was invited, the whole
+// request is answered 503 (its error): retrying it is what the client
+// should do, and no row can tell it more.
+func (s *Server) bulkInvite(ctx context.Context, workspace, caller, role string, emails []string) (gen.BulkInviteResponse, error) {
 	results := make([]gen.BulkInviteResult, len(emails))
 	params := make([]store.InviteParams, 0, len(emails))
 	rows := make([]int, 0, len(emails))
@@ -85,11 +91,14 @@ func (s *Server) bulkInvite(ctx context.Context, workspace, caller, role string,
 		rows = append(rows, i)
 	}
 	invited := false
+	var unavailable *store.UnavailableError
 	for j, res := range s.members.InviteMany(ctx, params) {
 		row := &results[rows[j]]
 		if res.Err != nil {
 			apiErr := toAPIError(res.Err)
-			if apiErr.Status >= http.StatusInternalServerError {
+			if u, ok := apiErr.Cause.(*store.UnavailableError); ok && apiErr.Status == http.StatusServiceUnavailable {
+				unavailable = u // logged once per request, below, and once per outage there
+			} else if apiErr.Status >= http.StatusInternalServerError {
 				s.log.ErrorContext(ctx, "bulk invite: a row failed", "row", rows[j], "err", res.Err)
 			}
 			s.rowError(ctx, row, apiErr)
@@ -101,7 +110,13 @@ func (s *Server) bulkInvite(ctx context.Context, workspace, caller, role string,
 	if invited && s.cfg.MailQueued != nil {
 		s.cfg.MailQueued()
 	}
-	return gen.BulkInviteResponse{Results: results}
+	if unavailable != nil {
+		if !invited {
+			return gen.BulkInviteResponse{}, unavailable
+		}
+		s.outages.answered(ctx, unavailable, true)
+	}
+	return gen.BulkInviteResponse{Results: results}, nil
 }
 
 // rowError answers a row with the error a single invite would have had.

@@ -81,6 +81,7 @@ const (
 	KindTooManyRequests      = "too_many_requests"      // 429: a rate limit was reached
 	KindInternal             = "internal_error"         // 500: logged with the request ID
 	KindClientClosedRequest  = "client_closed_request"  // 499: only in the access log
+	KindUnavailable          = "unavailable"            // 503: the database cannot be reached; retry after Retry-After
 	// bulk invites, Idempotency-Key, email-domain policy.
 	KindDomainNotAllowed     = store.CodeDomainNotAllowed // 403: the workspace's email-domain policy refuses the email
 	KindDuplicateEmail       = "duplicate_email"          // 400: a bulk row repeats an earlier row's email
@@ -102,6 +103,7 @@ var defaultKind = map[int]string{
 	http.StatusUnprocessableEntity:   KindIdempotencyKeyReused,
 	http.StatusTooManyRequests:       KindTooManyRequests,
 	http.StatusInternalServerError:   KindInternal,
+	http.StatusServiceUnavailable:    KindUnavailable,
 	StatusClientClosedRequest:        KindClientClosedRequest,
 }
 
@@ -137,8 +139,9 @@ func fromStoreError(err error) error {
 const StatusClientClosedRequest = 499
 
 // errorHandler is Echo's HTTPErrorHandler: it renders every error as the
-// spec's Error JSON. Internal errors are logged and reported as "internal error".
-func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+// spec's Error JSON. Internal errors are logged and reported as "internal
+// error"; a database outage is a 503, logged once per outage (outages).
+func errorHandler(log *slog.Logger, outages *outages) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
@@ -155,7 +158,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			abandon(c)
 			return
 		}
-		if apiErr.Status >= 500 {
+		if u, ok := apiErr.Cause.(*store.UnavailableError); ok && apiErr.Status == http.StatusServiceUnavailable {
+			outages.answered(c.Request().Context(), u, true)
+		} else if apiErr.Status >= 500 {
 			log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 		}
 		writeError(c, apiErr)
@@ -187,10 +192,20 @@ func abandon(c echo.Context) {
 	res.Committed = true // answered: Echo must not write to the hijacked connection
 }
 
+// toAPIError is the one place errors become answers: the store's refusals
+// their 4xx, a database that cannot be reached 503 (store.Unavailable
+// decides what that is, also under a 500 that names it as its Cause),
+// anything else 500.
 func toAPIError(err error) *APIError {
 	err = fromStoreError(err)
 	var apiErr *APIError
-	if errors.As(err, &apiErr) {
+	if errors.As(err, &apiErr) && apiErr.Status < http.StatusInternalServerError {
+		return apiErr
+	}
+	if u := store.Unavailable(err); u != nil {
+		return unavailableError(u)
+	}
+	if apiErr != nil {
 		return apiErr
 	}
 	var he *echo.HTTPError
@@ -222,6 +237,9 @@ func writeError(c echo.Context, e *APIError) {
 			challenge = `Bearer realm="controlplane"`
 		}
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
+	}
+	if e.Status == http.StatusServiceUnavailable {
+		c.Response().Header()["Retry-After"] = unavailableRetryAfter
 	}
 	// HEAD answers get the same headers as GET's (Content-Type included);
 	// net/http drops the body.

@@ -31,7 +31,8 @@ func TestErrorHandler_ClientGone(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var logs bytes.Buffer
-			handle := errorHandler(slog.New(slog.NewTextHandler(&logs, nil)))
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			handle := errorHandler(log, newOutages(log, nil, func(context.Context) error { return nil }))
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // the client went away
 			rec := httptest.NewRecorder()

@@ -103,6 +103,11 @@ func (s *Server) idempotent(ctx context.Context, key, workspace, caller, operati
 // ends.
 func (s *Server) releaseKey(ctx context.Context, claim store.IdempotencyClaim) {
 	if err := s.idempotency.ReleaseIdempotent(ctx, claim); err != nil {
+		if store.Unavailable(err) != nil {
+			// The request's own 503 says the database is down (once per
+			// outage): not a line per request.
+			return
+		}
 		s.log.ErrorContext(ctx, "idempotency key: could not be freed after a failed request", "err", err)
 	}
 }

@@ -81,6 +81,8 @@ type Server struct {
 	limiter *rateLimiter
 	// oauth issues service-account tokens (oauth.go).
 	oauth *oauthServer
+	// outages logs and counts the 503s of a database outage (unavailable.go).
+	outages *outages
 }
 
 var _ gen.StrictServerInterface = (*Server)(nil)
@@ -124,7 +126,8 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 	log = slog.New(requestIDHandler{log.Handler()})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(log) //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
+	outages := newOutages(log, cfg.Metrics, st.Ping)
+	e.HTTPErrorHandler = errorHandler(log, outages) //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not New's
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	// Outermost, so that panics, 404s and 429s are logged and counted too.
 	e.Use(newObserver(doc, access, cfg.Metrics).middleware)
@@ -139,7 +142,13 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
 		if err := st.Ping(ctx); err != nil {
-			log.WarnContext(ctx, "readiness check failed", "err", err)
+			// A balancer drains the replica; an outage is logged once
+			// (outages), not at every probe.
+			if u := store.Unavailable(err); u != nil {
+				outages.answered(ctx, u, false)
+			} else {
+				log.WarnContext(ctx, "readiness check failed", "err", err)
+			}
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
 		}
 		body := map[string]any{"status": "ready"}
@@ -164,7 +173,7 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 		return nil, nil, err
 	}
 	srv := &Server{cfg: cfg, workspaces: st, members: st, serviceAccounts: st, webhooks: st, audit: st, idempotency: st,
-		log: log, cursorKey: cursorKey, oauth: oauth}
+		log: log, cursorKey: cursorKey, oauth: oauth, outages: outages}
 	middlewares := []echo.MiddlewareFunc{validator.middleware}
 	if limiter := newRateLimiter(cfg.RateLimits, log); limiter != nil {
 		srv.limiter = limiter
@@ -184,7 +193,7 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	go srv.sweepIdempotencyKeys(sweepCtx, sweepInterval(cfg.IdempotencyTTL))
-	return e, func() { stopSweep(); verifier.Close() }, nil
+	return e, func() { stopSweep(); verifier.Close(); outages.close() }, nil
 }
 
 // clientIP is how the client's address is found: the TCP peer, or with

@@ -205,6 +205,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL %s: %w", RedactDSN(dsn), err)
 		}
+		if pgCfg.ConnectTimeout == 0 {
+			pgCfg.ConnectTimeout = defaultConnectTimeout
+		}
 		sqlDB := sql.OpenDB(validatingConnector{stdlib.GetConnector(*pgCfg)})
 		db, err := gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}), cfg(false))
 		if err != nil {
@@ -277,6 +280,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	return s, nil
 }
+
+// defaultConnectTimeout bounds a PostgreSQL connection attempt when the DSN
+// sets no connect_timeout (pgx's default is none): a database host that
+// stops answering (a network partition, a host down without a reset) then
+// costs a request 5 s and a 503 (store.Unavailable's timeout), not the
+// kernel's two minutes of SYN retries with the request hanging.
+const defaultConnectTimeout = 5 * time.Second
 
 // validatingConnector makes pgx connections that tell database/sql when
 // they must not be reused (driver.Validator), which pgx's stdlib adapter
