@@ -107,17 +107,20 @@ const (
 // events of a deleted workspace stay (until retention removes them), and a
 // new workspace of the same name has another id, so it never sees them.
 // idx_audit_workspace serves the list (a workspace's events, newest first);
-// idx_audit_workspace_actor and idx_audit_workspace_action its pages
+// idx_audit_actor_workspace and idx_audit_action_workspace its pages
 // filtered by actor or action (schema version 2), so that a filtered page
-// reads its own rows, not the workspace's history.
+// reads its own rows, not the workspace's history. The filter comes first
+// in them, before workspace_id: an unfiltered page then has one index that
+// gives its order (with workspace_id first, SQLite took the action index
+// for unfiltered pages too, and sorted the whole workspace).
 type AuditEvent struct {
-	ID          int64     `gorm:"primaryKey;index:idx_audit_workspace,priority:2;index:idx_audit_workspace_actor,priority:3;index:idx_audit_workspace_action,priority:3"`
-	WorkspaceID int64     `gorm:"not null;index:idx_audit_workspace,priority:1;index:idx_audit_workspace_actor,priority:1;index:idx_audit_workspace_action,priority:1"`
+	ID          int64     `gorm:"primaryKey;index:idx_audit_workspace,priority:2;index:idx_audit_actor_workspace,priority:3;index:idx_audit_action_workspace,priority:3"`
+	WorkspaceID int64     `gorm:"not null;index:idx_audit_workspace,priority:1;index:idx_audit_actor_workspace,priority:2;index:idx_audit_action_workspace,priority:2"`
 	Workspace   string    `gorm:"not null"`
 	At          time.Time `gorm:"not null"`
 	ActorKind   string    `gorm:"not null"`
-	ActorSub    string    `gorm:"not null;default:'';index:idx_audit_workspace_actor,priority:2"`
-	Action      string    `gorm:"not null;index:idx_audit_workspace_action,priority:2"`
+	ActorSub    string    `gorm:"not null;default:'';index:idx_audit_actor_workspace,priority:1"`
+	Action      string    `gorm:"not null;index:idx_audit_action_workspace,priority:1"`
 	TargetType  string    `gorm:"not null"`
 	TargetID    string    `gorm:"not null"`
 	Before      string    `gorm:"not null;default:''"`
@@ -208,7 +211,7 @@ type AuditFilter struct {
 
 // ListAudit returns a workspace's events matching f, newest first, walking
 // backwards from the cursor idx_audit_workspace, or, filtered by actor or
-// action, idx_audit_workspace_actor or idx_audit_workspace_action
+// action, idx_audit_actor_workspace or idx_audit_action_workspace
 // (TestAudit_FilteredPagesPlans). A filter on time alone still walks the
 // workspace's events from the cursor.
 func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
