@@ -106,15 +106,21 @@ const (
 // workspace's name is kept beside its id, and there is no foreign key: the
 // events of a deleted workspace stay (until retention removes them), and a
 // new workspace of the same name has another id, so it never sees them.
-// idx_audit_workspace serves the list (a workspace's events, newest first).
+// idx_audit_workspace serves the list (a workspace's events, newest first);
+// idx_audit_actor_workspace and idx_audit_action_workspace its pages
+// filtered by actor or action (schema version 2), so that a filtered page
+// reads its own rows, not the workspace's history. The filter comes first
+// in them, before workspace_id: an unfiltered page then has one index that
+// gives its order (with workspace_id first, SQLite took the action index
+// for unfiltered pages too, and sorted the whole workspace).
 type AuditEvent struct {
-	ID          int64     `gorm:"primaryKey;index:idx_audit_workspace,priority:2"`
-	WorkspaceID int64     `gorm:"not null;index:idx_audit_workspace,priority:1"`
+	ID          int64     `gorm:"primaryKey;index:idx_audit_workspace,priority:2;index:idx_audit_actor_workspace,priority:3;index:idx_audit_action_workspace,priority:3"`
+	WorkspaceID int64     `gorm:"not null;index:idx_audit_workspace,priority:1;index:idx_audit_actor_workspace,priority:2;index:idx_audit_action_workspace,priority:2"`
 	Workspace   string    `gorm:"not null"`
 	At          time.Time `gorm:"not null"`
 	ActorKind   string    `gorm:"not null"`
-	ActorSub    string    `gorm:"not null;default:''"`
-	Action      string    `gorm:"not null"`
+	ActorSub    string    `gorm:"not null;default:'';index:idx_audit_actor_workspace,priority:1"`
+	Action      string    `gorm:"not null;index:idx_audit_action_workspace,priority:1"`
 	TargetType  string    `gorm:"not null"`
 	TargetID    string    `gorm:"not null"`
 	Before      string    `gorm:"not null;default:''"`
@@ -204,7 +210,10 @@ type AuditFilter struct {
 }
 
 // ListAudit returns a workspace's events matching f, newest first, walking
-// idx_audit_workspace backwards from the cursor.
+// backwards from the cursor idx_audit_workspace, or, filtered by actor or
+// action, idx_audit_actor_workspace or idx_audit_action_workspace
+// (TestAudit_FilteredPagesPlans). A filter on time alone still walks the
+// workspace's events from the cursor.
 func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
 	q := s.read.WithContext(ctx).Where("workspace_id = ?", f.WorkspaceID)
 	if f.BeforeID > 0 {
@@ -228,6 +237,13 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, err
 	}
 	return events, nil
 }
+
+// DefaultAuditRetention is how long audit events are kept unless
+// --audit-retention says otherwise: 400 days, a yearly audit's year and a
+// month's slack. Kept forever, the log grows with every change for ever
+// (a filtered page stays index-bounded either way); --audit-retention 0
+// keeps everything.
+const DefaultAuditRetention = 400 * 24 * time.Hour
 
 // pruneBatch bounds one pruning statement.
 const pruneBatch = 5000

@@ -42,7 +42,7 @@ func (c *webhookConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.cfg.Lease, "webhook-claim-lease", def.Lease, "how long a claimed webhook message waits before another dispatcher retries it "+
 		"(after a crash); at least twice --webhook-timeout, so an attempt started with half the lease left ends within it")
 	fs.StringVar(&c.caFile, "webhook-ca-file", "", "PEM certificates of the authorities webhook endpoints are verified with, added to the system's (a private CA)")
-	fs.DurationVar(&c.auditRetention, "audit-retention", 0, "delete audit events older than this (checked hourly); 0 keeps them")
+	fs.DurationVar(&c.auditRetention, "audit-retention", store.DefaultAuditRetention, "delete audit events older than this (checked hourly; default 400 days); 0 keeps them forever")
 }
 
 // start starts the webhook dispatcher (unless --webhook-dispatcher=false)
