@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
 	"math"
 	"reflect"
 	"slices"
@@ -345,8 +346,9 @@ func checkColumns(ctx context.Context, st *Store, side string) error {
 			}
 			delete(have, c.name)
 		}
-		for name := range have {
-			return fmt.Errorf("the %s's table %s has a column %s this binary does not know: copy with the release that made it (nothing was copied)", side, t.name, name)
+		if len(have) > 0 {
+			extra := slices.Sorted(maps.Keys(have))
+			return fmt.Errorf("the %s's table %s has a column %s this binary does not know: copy with the release that made it (nothing was copied)", side, t.name, strings.Join(extra, ", "))
 		}
 	}
 	return nil
@@ -452,7 +454,7 @@ func (s *tableSum) add(row []any) {
 		}
 	}
 	s.buf = b
-	s.h.Write(b)
+	s.h.Write(b) // a hash.Hash's Write never fails
 	s.rows++
 }
 
