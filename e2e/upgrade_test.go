@@ -136,7 +136,7 @@ func TestRollingUpgrade(t *testing.T) {
 	if status := mustCLI(t, e.args("migrate", "status")...); !strings.Contains(status, "up to date") {
 		t.Errorf("migrate status after migrate:\n%s", status)
 	}
-	next := e.start()
+	next := e.start("--metrics-addr", "127.0.0.1:0")
 	servedBefore := served.Load()
 
 	// Each release sees what the other wrote.
@@ -157,6 +157,9 @@ func TestRollingUpgrade(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
+	if got := scrapeMetrics(t, metricsURL(t, next))["controlplane_schema_version"]; got != float64(store.LatestSchemaVersion()) {
+		t.Errorf("controlplane_schema_version of the new release: %v, want %d", got, store.LatestSchemaVersion())
+	}
 	// Outside the spec: read without the validating client.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, next.URL+"/readyz", nil)
 	if err != nil {
