@@ -25,7 +25,7 @@ import (
 func (e *env) previous(args ...string) string {
 	e.t.Helper()
 	//nolint:gosec // G204: the test's own build of the previous release
-	cmd := exec.Command(storetest.PreviousBinary(e.t), e.args(args...)...)
+	cmd := exec.CommandContext(e.t.Context(), storetest.PreviousBinary(e.t), e.args(args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -41,7 +41,9 @@ func (e *env) previous(args ...string) string {
 func (e *env) startPrevious() *runningServer {
 	e.t.Helper()
 	//nolint:gosec // G204: the test's own build of the previous release
-	cmd := exec.Command(storetest.PreviousBinary(e.t), e.args("serve", "--addr", "127.0.0.1:0")...)
+	// Not the test's context: the server is stopped by a signal (a graceful
+	// shutdown) at cleanup, after the context is done.
+	cmd := exec.CommandContext(context.WithoutCancel(e.t.Context()), storetest.PreviousBinary(e.t), e.args("serve", "--addr", "127.0.0.1:0")...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -77,7 +79,8 @@ func (e *env) startPrevious() *runningServer {
 
 // TestRollingUpgrade: on one PostgreSQL, a server of the previous release
 // keeps serving invites and lists, while the new release migrates the
-// database and then serves beside it; each sees what the other wrote.
+// database and then serves beside it, as does a replica of the previous
+// release started after the migration; each sees what the others wrote.
 // Every answer of both is checked against the YAML (httpClient).
 func TestRollingUpgrade(t *testing.T) {
 	t.Parallel()
@@ -133,13 +136,19 @@ func TestRollingUpgrade(t *testing.T) {
 	if status := mustCLI(t, e.args("migrate", "status")...); !strings.Contains(status, "up to date") {
 		t.Errorf("migrate status after migrate:\n%s", status)
 	}
-	next := e.start()
+	next := e.start("--metrics-addr", "127.0.0.1:0")
 	servedBefore := served.Load()
 
 	// Each release sees what the other wrote.
 	lists(t, next, invite(t, old))
 	lists(t, old, invite(t, next))
 	lists(t, next, invite(t, next))
+
+	// A replica of the previous release (re)starting on the migrated
+	// database (its start runs its own AutoMigrate) serves too.
+	restarted := e.startPrevious()
+	lists(t, restarted, invite(t, next))
+	lists(t, next, invite(t, restarted))
 
 	// The loop on the previous release has gone on beside the new one.
 	for served.Load() < servedBefore+3 {
@@ -148,8 +157,15 @@ func TestRollingUpgrade(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
+	if got := scrapeMetrics(t, metricsURL(t, next))["controlplane_schema_version"]; got != float64(store.LatestSchemaVersion()) {
+		t.Errorf("controlplane_schema_version of the new release: %v, want %d", got, store.LatestSchemaVersion())
+	}
 	// Outside the spec: read without the validating client.
-	resp, err := http.Get(next.URL + "/readyz")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, next.URL+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

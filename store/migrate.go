@@ -33,7 +33,11 @@ import (
 // or defaulted columns and indexes; drop or rename only what the previous
 // release no longer reads or writes, one release later. Creating an index
 // on a large PostgreSQL table is done CONCURRENTLY, in a file of its own
-// marked "-- +goose NO TRANSACTION", so that it blocks no write.
+// marked "-- +goose NO TRANSACTION", so that it blocks no write. Every
+// statement is idempotent (IF NOT EXISTS, IF EXISTS): on SQLite, where no
+// advisory lock exists, two processes starting at once may both apply a
+// version (the second then changes nothing), and a database made before
+// goose_db_version existed replays version 1 over what it has.
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrationFiles embed.FS

@@ -60,7 +60,7 @@ func runPrevious(t *testing.T, dsn string, args ...string) string {
 	t.Helper()
 	bin := storetest.PreviousBinary(t)
 	//nolint:gosec // G204: the test's own build of the previous release
-	cmd := exec.Command(bin, append(args, "--db", dsn)...)
+	cmd := exec.CommandContext(t.Context(), bin, append(args, "--db", dsn)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output() // stdout alone: what a command prints (a key)

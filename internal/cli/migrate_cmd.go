@@ -64,7 +64,7 @@ func migrationStatus(ctx context.Context, cfg dataConfig, stdout io.Writer) (err
 	// Written to a buffer (which cannot fail), then to stdout at once.
 	var out bytes.Buffer
 	w := tabwriter.NewWriter(&out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "VERSION\tNAME\tSTATE\tAPPLIED AT")
+	_, _ = fmt.Fprintln(w, "VERSION\tNAME\tSTATE\tAPPLIED AT")
 	for _, m := range states {
 		state, name := "pending", m.Name
 		switch {
@@ -73,7 +73,7 @@ func migrationStatus(ctx context.Context, cfg dataConfig, stdout io.Writer) (err
 		case m.Applied:
 			state = "applied"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", m.Version, name, state, m.AppliedAt)
+		_, _ = fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", m.Version, name, state, m.AppliedAt)
 	}
 	_ = w.Flush() // into the buffer: cannot fail
 	v, err := st.SchemaVersion(ctx)
@@ -82,11 +82,11 @@ func migrationStatus(ctx context.Context, cfg dataConfig, stdout io.Writer) (err
 	}
 	switch check := st.CheckSchema(ctx); {
 	case check == nil:
-		fmt.Fprintf(&out, "schema version %d (%s): up to date\n", v, st.Dialect())
+		_, _ = fmt.Fprintf(&out, "schema version %d (%s): up to date\n", v, st.Dialect())
 	case errors.Is(check, store.ErrSchemaPending):
-		fmt.Fprintf(&out, "schema version %d (%s), this binary's is %d: run controlplane migrate\n", v, st.Dialect(), store.LatestSchemaVersion())
+		_, _ = fmt.Fprintf(&out, "schema version %d (%s), this binary's is %d: run controlplane migrate\n", v, st.Dialect(), store.LatestSchemaVersion())
 	default:
-		fmt.Fprintf(&out, "schema version %d (%s): %v\n", v, st.Dialect(), check)
+		_, _ = fmt.Fprintf(&out, "schema version %d (%s): %v\n", v, st.Dialect(), check)
 	}
 	_, err = stdout.Write(out.Bytes())
 	return err
