@@ -126,7 +126,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 		FlagSet:    fs,
 		Subcommands: []*ffcli.Command{
 			versionCommand(stdout),
-			serveCommand(stderr),
+			serveCommand(stdout, stderr),
 			migrateCommand(stderr),
 			workspaceCommand(stdout, stderr),
 			apikeyCommand(stdout, stderr),
