@@ -57,6 +57,9 @@ type DevControl interface {
 	// AdvanceClock and SetClock move the clock forward (an error: backwards).
 	AdvanceClock(d time.Duration) (time.Time, error)
 	SetClock(t time.Time) (time.Time, error)
+	// Token signs a person's token with the development issuer, valid for
+	// ttl from the clock's time.
+	Token(sub, email string, scopes []string, ttl time.Duration) (string, time.Time, error)
 	// Reset empties the database, the mailbox and the clock's offset, then
 	// loads the fixtures if asked and there are some (loaded says so).
 	Reset(ctx context.Context, fixtures bool) (loaded bool, err error)
@@ -120,6 +123,29 @@ func MountDev(ctx context.Context, e *echo.Echo, d DevControl) error {
 			return newError(http.StatusBadRequest, KindInvalidRequest, err.Error())
 		}
 		return clock(c, now)
+	})
+	g.POST("/tokens", func(c echo.Context) error {
+		var body struct {
+			Sub        string   `json:"sub"`
+			Email      string   `json:"email"`
+			Scopes     []string `json:"scopes"`
+			TTLSeconds int64    `json:"ttlSeconds"`
+		}
+		if err := c.Bind(&body); err != nil {
+			return newError(http.StatusBadRequest, KindInvalidRequest, "the body must be {\"sub\": string, \"email\": string, \"scopes\": [string], \"ttlSeconds\": integer}")
+		}
+		if len(body.Scopes) == 0 {
+			body.Scopes = []string{"admin"}
+		}
+		ttl := time.Hour
+		if body.TTLSeconds > 0 {
+			ttl = time.Duration(body.TTLSeconds) * time.Second
+		}
+		tok, exp, err := d.Token(body.Sub, body.Email, body.Scopes, ttl)
+		if err != nil {
+			return newError(http.StatusBadRequest, KindInvalidRequest, err.Error())
+		}
+		return c.JSON(http.StatusOK, map[string]any{"token": tok, "expiresAt": exp.UTC()})
 	})
 	g.POST("/reset", func(c echo.Context) error {
 		fixtures := c.QueryParam("fixtures") != "false"

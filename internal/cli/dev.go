@@ -33,10 +33,10 @@ type devConfig struct {
 
 func (d *devConfig) bind(fs *flag.FlagSet) {
 	d.fs = fs
-	fs.BoolVar(&d.on, "dev", false, "development and tests only: a temporary data directory (unless --data-dir), SQLite, emails kept in a mailbox, "+
-		"a test clock and reset under "+server.DevBasePath+" (openapi/dev.yml); prints the URL, an admin token and an API key")
+	fs.BoolVar(&d.on, "dev", false, "development and tests only: a temporary data directory (unless --data-dir), SQLite emptied at start and loaded with the fixtures, "+
+		"emails kept in a mailbox, a test clock and reset under "+server.DevBasePath+" (openapi/dev.yml); prints the URL, an admin token and an API key")
 	fs.BoolVar(&d.public, "dev-listen-public", false, "let --dev listen on a non-loopback --addr (its dev routes need no credentials: anyone who reaches it can reset it)")
-	fs.StringVar(&d.fixtures, "fixtures", "", "with --dev: a YAML file of workspaces, members, invitations, service accounts and API keys loaded at start and on reset")
+	fs.StringVar(&d.fixtures, "fixtures", "", "with --dev: a YAML file of workspaces, members, invitations, service accounts and API keys loaded at start and on reset (default: workspace \"dev\" and its admin)")
 }
 
 // devWorkspace is the workspace a dev server without --fixtures starts with.

@@ -41,7 +41,8 @@ type Options struct {
 	Mail mail.DispatcherConfig
 	// Webhooks tunes the webhook dispatcher.
 	Webhooks webhook.Config
-	// Fixtures are loaded at start and on every Reset that asks for them.
+	// Fixtures are loaded at start (the database emptied first) and on
+	// every Reset that asks for them.
 	Fixtures *store.Fixtures
 	// Log receives the server's logs; nil: discarded.
 	Log *slog.Logger
@@ -121,7 +122,11 @@ func Build(ctx context.Context, opts Options) (s *Server, err error) {
 	s.fixtureOpt = store.FixtureOptions{InviteTTL: cmp.Or(api.InviteTTL, server.DefaultInviteTTL),
 		Emails: store.EmailOptions{AllowLocalDomains: api.AllowLocalEmailDomains}}
 	if s.fixtures != nil {
-		if err := st.LoadFixtures(ctx, *s.fixtures, s.fixtureOpt); err != nil {
+		// From the fixtures, whatever the database held: a dev server
+		// starts as it resets.
+		opt := s.fixtureOpt
+		opt.Reset = true
+		if err := st.LoadFixtures(ctx, *s.fixtures, opt); err != nil {
 			return nil, fmt.Errorf("fixtures: %w", err)
 		}
 	}
@@ -232,6 +237,13 @@ func (s *Server) AdvanceClock(d time.Duration) (time.Time, error) { return s.Clo
 
 // SetClock moves the clock forward to t (server.DevControl).
 func (s *Server) SetClock(t time.Time) (time.Time, error) { return s.Clock.Set(t) }
+
+// Token signs a person's token, dated by the clock (server.DevControl).
+func (s *Server) Token(sub, email string, scopes []string, ttl time.Duration) (string, time.Time, error) {
+	now := s.Clock.Now()
+	tok, err := s.Issuer.Sign(auth.TokenRequest{Sub: sub, Email: email, Scopes: scopes, TTL: ttl}, now)
+	return tok, now.Add(ttl), err
+}
 
 // Reset empties the database (in one transaction with loading the
 // fixtures, when asked and there are some), the mailbox, and puts the
