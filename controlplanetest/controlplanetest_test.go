@@ -98,7 +98,11 @@ func TestStartToReady(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
 	srv := controlplanetest.Start(t)
-	resp, err := http.Get(srv.URL + "/readyz")
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

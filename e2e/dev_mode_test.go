@@ -297,7 +297,11 @@ func TestDevMode_Walk(t *testing.T) {
 		t.Fatalf("clear the mailbox: %d", code)
 	}
 	// The dev document is served beside the routes.
-	resp, err := http.Get(s.URL + server.DevContractPath)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, s.URL+server.DevContractPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,11 +82,11 @@ func MountDev(ctx context.Context, e *echo.Echo, d DevControl) error {
 	clock := func(c echo.Context, now time.Time) error {
 		return c.JSON(http.StatusOK, devClock{Now: now.UTC(), OffsetSeconds: int64(d.ClockOffset() / time.Second)})
 	}
-	g.GET("/mailbox", func(c echo.Context) error {
+	g.GET("/mailbox", func(c echo.Context) error { //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not MountDev's
 		return c.JSON(http.StatusOK, map[string][]DevEmail{"emails": d.Emails(c.Request().Context(), c.QueryParam("to"))})
 	})
 	g.DELETE("/mailbox", func(c echo.Context) error { d.ClearEmails(); return c.NoContent(http.StatusNoContent) })
-	g.GET("/mailbox/:id", func(c echo.Context) error {
+	g.GET("/mailbox/:id", func(c echo.Context) error { //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not MountDev's
 		id, _ := strconv.ParseInt(c.Param("id"), 10, 64) // the validator checked it is an int64
 		m, ok := d.Email(c.Request().Context(), id)
 		if !ok {
@@ -147,7 +147,7 @@ func MountDev(ctx context.Context, e *echo.Echo, d DevControl) error {
 		}
 		return c.JSON(http.StatusOK, map[string]any{"token": tok, "expiresAt": exp.UTC()})
 	})
-	g.POST("/reset", func(c echo.Context) error {
+	g.POST("/reset", func(c echo.Context) error { //nolint:contextcheck // an Echo handler: it runs under the request's context (c.Request().Context()), not MountDev's
 		fixtures := c.QueryParam("fixtures") != "false"
 		loaded, err := d.Reset(c.Request().Context(), fixtures)
 		if err != nil {
@@ -184,7 +184,7 @@ func devValidator(ctx context.Context) (echo.MiddlewareFunc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route openapi/dev.yml: %w", err)
 	}
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc { //nolint:contextcheck // middleware: it runs under each request's context, not devValidator's
 		return func(c echo.Context) error {
 			req := c.Request()
 			if req.URL.Path == DevContractPath && (req.Method == http.MethodGet || req.Method == http.MethodHead) {

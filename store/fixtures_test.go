@@ -11,6 +11,7 @@ import (
 	"github.com/membership-api/controlplane/store/storetest"
 )
 
+//nolint:gosec // G101: made-up fixture secrets, the point of the test
 func goodFixtures() store.Fixtures {
 	return store.Fixtures{Workspaces: []store.FixtureWorkspace{{
 		Line: 2, Name: "acme", DisplayName: "Acme Inc",
