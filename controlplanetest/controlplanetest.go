@@ -105,7 +105,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 		log = slog.New(slog.NewJSONHandler(cfg.logs, nil))
 	}
 	dev, err := devserver.Build(ctx, devserver.Options{DataDir: dir, DSN: dsn, Fixtures: cfg.fixtures, Log: log,
-		API: server.Config{InviteTTL: cfg.inviteTTL, AllowLocalEmailDomains: cfg.localMail}})
+		API: server.Config{InviteTTL: cfg.inviteTTL, AllowLocalEmailDomains: cfg.localMail}, CopySchema: true})
 	if err != nil {
 		tb.Fatalf("controlplanetest: start: %v", err)
 	}

@@ -46,6 +46,10 @@ type Options struct {
 	Fixtures *store.Fixtures
 	// Log receives the server's logs; nil: discarded.
 	Log *slog.Logger
+	// CopySchema starts a new SQLite database (no DSN, none in DataDir
+	// yet) as a copy of one migrated once per process, instead of
+	// migrating it: for processes that start many servers (tests).
+	CopySchema bool
 }
 
 // Server is a built dev server: call Serve (or serve Handler on Listener
@@ -108,14 +112,22 @@ func Build(ctx context.Context, opts Options) (s *Server, err error) {
 		return nil, err
 	}
 	dsn := cmp.Or(opts.DSN, filepath.Join(opts.DataDir, "controlplane.db"))
+	copied := false
+	if opts.CopySchema && opts.DSN == "" {
+		if copied, err = copySchema(dsn); err != nil {
+			return nil, err
+		}
+	}
 	st, err := store.Open(ctx, dsn, store.Options{Now: s.Clock.Now, Logger: log, MaxOpenConns: 8})
 	if err != nil {
 		return nil, err
 	}
 	s.Store = st
 	s.closers = append(s.closers, st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		return nil, err
+	if !copied {
+		if err := st.Migrate(ctx); err != nil {
+			return nil, err
+		}
 	}
 	api := opts.API
 	s.fixtures = opts.Fixtures
