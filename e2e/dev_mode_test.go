@@ -200,9 +200,11 @@ func TestDevMode_Walk(t *testing.T) {
 	if code := apiCall(t, s, "GET", "/users", alice, "", &users); code != 200 || len(users) != 3 {
 		t.Fatalf("the fixtures' users: %d %v, want alice, bob and carol's invitation", code, users)
 	}
-	// The fixture service account's key works too.
-	if code := apiCall(t, s, "GET", "/users", keyHeader("bl_ci_fixture_key_000001"), "", nil); code != 200 {
-		t.Fatalf("the service account's fixture key: %d", code)
+	// The fixture service account's keys work too.
+	for _, key := range []string{"bl_ci_fixture_key_000001", "bl_ci_weekly_key_0000001"} {
+		if code := apiCall(t, s, "GET", "/users", keyHeader(key), "", nil); code != 200 {
+			t.Fatalf("the service account's fixture key %s: %d", key, code)
+		}
 	}
 
 	if code := apiCall(t, s, "POST", "/users", alice, `{"email":"dave@example.com"}`, nil); code != 200 {
@@ -254,6 +256,13 @@ func TestDevMode_Walk(t *testing.T) {
 	}
 	if !expired {
 		t.Fatalf("after 8 days carol's invitation is not expired: %v", users)
+	}
+	// The 7-day key has expired with the clock, the other has not.
+	if code := apiCall(t, s, "GET", "/users", keyHeader("bl_ci_weekly_key_0000001"), "", nil); code != 401 {
+		t.Fatalf("a 7-day key 8 days later: %d, want 401", code)
+	}
+	if code := apiCall(t, s, "GET", "/users", keyHeader("bl_ci_fixture_key_000001"), "", nil); code != 200 {
+		t.Fatalf("a key without expiry 8 days later: %d, want 200", code)
 	}
 	// The token dave got before the move has expired with it.
 	if code := apiCall(t, s, "GET", "/profile/invitations", tokenHeader(tok.Token, ""), "", nil); code != 401 {
@@ -353,7 +362,7 @@ func TestDevMode_Refusals(t *testing.T) {
 	}
 	for _, c := range []struct{ name, from, to, want string }{
 		{"unknown role", "role: member}\n    invitations", "role: owner}\n    invitations", `line 8: unknown role "owner"`},
-		{"duplicate workspace", "name: globex", "name: acme", `line 20: workspace "acme" is declared twice (first at line 4)`},
+		{"duplicate workspace", "name: globex", "name: acme", `line 21: workspace "acme" is declared twice (first at line 4)`},
 		{"bad email", "carol@example.com", "carol@", `line 10: bad email "carol@"`},
 		{"unknown key", "displayName: Acme Inc", "displayname: Acme Inc", `line 5: unknown key "displayname"`},
 	} {
