@@ -2,6 +2,7 @@ package devserver
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,8 +38,15 @@ func (b *Mailbox) Send(_ context.Context, m mail.Message) error {
 		}
 	}
 	b.emails = append(b.emails, e)
+	if len(b.emails) > maxMailbox {
+		b.emails = slices.Delete(b.emails, 0, len(b.emails)-maxMailbox)
+	}
 	return nil
 }
+
+// maxMailbox bounds the mailbox of a long-running dev server: the oldest
+// emails go first (a test reads what it just caused).
+const maxMailbox = 10000
 
 // Emails returns the emails sent so far, oldest first; with to, only those
 // to that address (case-insensitive).
