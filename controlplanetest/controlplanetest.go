@@ -4,7 +4,7 @@
 //	srv := controlplanetest.Start(t)
 //	ws := srv.CreateWorkspace("acme")
 //	c := srv.Client(ws.AdminToken, ws.Name)
-//	c.InviteWorkspaceUserWithResponse(ctx, nil, client.InviteWorkspaceUserJSONRequestBody{Email: &email})
+//	c.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &email})
 //	mails := srv.Emails("bob@example.com") // the invitation, with its accept link
 //	srv.Advance(8 * 24 * time.Hour)        // the invitation has expired
 //
@@ -33,7 +33,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to create and drop a test's PostgreSQL database
 
 	"github.com/membership-api/controlplane/auth"
-	"github.com/membership-api/controlplane/client"
+	"github.com/membership-api/controlplane/gen"
 	"github.com/membership-api/controlplane/internal/devserver"
 	"github.com/membership-api/controlplane/server"
 	"github.com/membership-api/controlplane/store"
@@ -183,11 +183,14 @@ func (s *Server) ServiceAccount(workspace, adminSub, name, role string) ServiceA
 	return ServiceAccount{ClientID: v.ClientID, ClientSecret: secret}
 }
 
-// Client is the generated client (github.com/membership-api/controlplane/client)
-// pointed at the server, sending credential: a token (with workspace as
-// X-Blaxel-Workspace) or an API key (whose workspace is implied; workspace
-// may be empty), as Blaxel's SDKs send them.
-func (s *Server) Client(credential, workspace string) *client.ClientWithResponses {
+// Client is the generated client pointed at the server, sending
+// credential: a token (with workspace as X-Blaxel-Workspace) or an API key
+// (whose workspace is implied; workspace may be empty), as Blaxel's SDKs
+// send them. It is gen's client, not the client module's (the same code
+// generated from the same YAML): this module requiring that one would take
+// a replace directive, and a replace directive in this go.mod breaks
+// `go install` and `go run` of the module @version for everyone.
+func (s *Server) Client(credential, workspace string) *gen.ClientWithResponses {
 	s.tb.Helper()
 	editor := func(_ context.Context, req *http.Request) error {
 		if store.IsAPIKey(credential) {
@@ -200,7 +203,7 @@ func (s *Server) Client(credential, workspace string) *client.ClientWithResponse
 		}
 		return nil
 	}
-	c, err := client.NewClientWithResponses(s.APIURL, client.WithRequestEditorFn(editor))
+	c, err := gen.NewClientWithResponses(s.APIURL, gen.WithRequestEditorFn(editor))
 	if err != nil {
 		s.tb.Fatalf("controlplanetest: client: %v", err)
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/membership-api/controlplane/client"
 	"github.com/membership-api/controlplane/controlplanetest"
+	"github.com/membership-api/controlplane/gen"
 )
 
 // TestInvitationWalk: invite, read the accept link from the mailbox,
@@ -41,7 +41,7 @@ func walk(t *testing.T, srv *controlplanetest.Server) {
 	admin := srv.Client(ws.AdminToken, ws.Name)
 
 	bob := "bob@example.com"
-	inv, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, client.InviteWorkspaceUserJSONRequestBody{Email: &bob})
+	inv, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &bob})
 	if err != nil || inv.StatusCode() != http.StatusOK {
 		t.Fatalf("invite: %v %d %s", err, inv.StatusCode(), inv.Body)
 	}
@@ -64,7 +64,7 @@ func walk(t *testing.T, srv *controlplanetest.Server) {
 	}
 
 	carol := "carol@example.com"
-	if inv, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, client.InviteWorkspaceUserJSONRequestBody{Email: &carol}); err != nil || inv.StatusCode() != http.StatusOK {
+	if inv, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &carol}); err != nil || inv.StatusCode() != http.StatusOK {
 		t.Fatalf("invite carol: %v", err)
 	}
 	srv.Advance(8 * 24 * time.Hour)

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,11 +11,14 @@ import (
 )
 
 // TestControlPlaneTestModule: controlplanetest is usable from another
-// module, as a consumer's go.mod would have it through go get (here
-// through replace directives): testdata/consumer's test (invite, read the
-// accept link from the mailbox, accept, advance the clock past the
-// expiry) passes there, and the packages it builds hold nothing of this
-// repository's own tests (storetest, smtptest, e2e) nor a test framework.
+// module whose go.mod requires this one alone, as go get would write it
+// (here through a replace directive in the consumer's go.mod, which is the
+// consumer's to have): testdata/consumer's test (invite, read the accept
+// link from the mailbox, accept, advance the clock past the expiry) passes
+// there, and the packages it builds hold nothing of this repository's own
+// tests (storetest, smtptest, e2e) nor a test framework. This module's own
+// go.mod has no replace or exclude directive: `go install` and `go run` of
+// module@version refuse a module with one.
 func TestControlPlaneTestModule(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -37,13 +41,12 @@ func TestControlPlaneTestModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	gomod := "module example.test/consumer\n\ngo 1.26.8\n\n" +
-		"require (\n\tgithub.com/membership-api/controlplane v0.0.0\n\tgithub.com/membership-api/controlplane/client v0.0.0\n)\n\n" +
-		"replace github.com/membership-api/controlplane => " + root + "\n\n" +
-		"replace github.com/membership-api/controlplane/client => " + filepath.Join(root, "client") + "\n"
+		"require github.com/membership-api/controlplane v0.0.0\n\n" +
+		"replace github.com/membership-api/controlplane => " + root + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	goCmd := func(args ...string) string {
+	goIn := func(dir string, args ...string) string {
 		t.Helper()
 		cmd := exec.CommandContext(context.Background(), goBin, args...)
 		cmd.Dir = dir
@@ -54,6 +57,28 @@ func TestControlPlaneTestModule(t *testing.T) {
 		}
 		return string(out)
 	}
+	goCmd := func(args ...string) string { t.Helper(); return goIn(dir, args...) }
+
+	var own struct {
+		Require []struct{ Path string }
+		Replace []struct{ Old struct{ Path string } }
+		Exclude []struct{ Path string }
+	}
+	if err := json.Unmarshal([]byte(goIn(root, "mod", "edit", "-json")), &own); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range own.Replace {
+		t.Errorf("go.mod replaces %s: go install and go run of the module@version would fail for everyone", r.Old.Path)
+	}
+	for _, e := range own.Exclude {
+		t.Errorf("go.mod excludes %s: go install and go run of the module@version would fail for everyone", e.Path)
+	}
+	for _, r := range own.Require {
+		if strings.HasPrefix(r.Path, "github.com/membership-api/controlplane/") {
+			t.Errorf("go.mod requires %s, which go get of this module cannot resolve before it is published", r.Path)
+		}
+	}
+
 	goCmd("mod", "tidy")
 	for _, dep := range strings.Fields(goCmd("list", "-deps", "-test", ".")) {
 		for _, banned := range []string{"/storetest", "/smtptest", "controlplane/e2e", "testify", "chromedp", "testcontainers", "gomock"} {
@@ -64,7 +89,7 @@ func TestControlPlaneTestModule(t *testing.T) {
 	}
 	direct := goCmd("list", "-m", "-f", "{{if not .Indirect}}{{.Path}}{{end}}", "all")
 	for _, m := range strings.Fields(direct) {
-		if m != "example.test/consumer" && !strings.HasPrefix(m, "github.com/membership-api/controlplane") {
+		if m != "example.test/consumer" && m != "github.com/membership-api/controlplane" {
 			t.Errorf("the consumer's go.mod requires %s directly", m)
 		}
 	}

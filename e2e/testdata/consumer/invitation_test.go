@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/membership-api/controlplane/client"
 	"github.com/membership-api/controlplane/controlplanetest"
+	"github.com/membership-api/controlplane/gen"
 )
 
 func TestInvitationExpires(t *testing.T) {
@@ -23,7 +23,7 @@ func TestInvitationExpires(t *testing.T) {
 
 	// Invite Bob; the invitation email is in the mailbox once the invite is answered.
 	bob := "bob@example.com"
-	inv, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, client.InviteWorkspaceUserJSONRequestBody{Email: &bob})
+	inv, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &bob})
 	if err != nil || inv.StatusCode() != http.StatusOK {
 		t.Fatalf("invite: %v %d %s", err, inv.StatusCode(), inv.Body)
 	}
@@ -46,7 +46,7 @@ func TestInvitationExpires(t *testing.T) {
 
 	// Carol's invitation expires after 7 days of the server's clock.
 	carol := "carol@example.com"
-	if res, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, client.InviteWorkspaceUserJSONRequestBody{Email: &carol}); err != nil || res.StatusCode() != http.StatusOK {
+	if res, err := admin.InviteWorkspaceUserWithResponse(ctx, nil, gen.InviteWorkspaceUserJSONRequestBody{Email: &carol}); err != nil || res.StatusCode() != http.StatusOK {
 		t.Fatalf("invite carol: %v", err)
 	}
 	srv.Advance(8 * 24 * time.Hour)
