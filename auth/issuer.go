@@ -67,6 +67,10 @@ type IssuerConfig struct {
 	// KeyRefresh is how often the signing keys are re-read from the
 	// database (a rotation reaches every replica within it).
 	KeyRefresh time.Duration
+	// Now replaces the clock tokens are issued and keys published by (a
+	// dev server's test clock: the store dates the keys by the same one);
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // issuerKey is a stored signing key, parsed.
@@ -119,6 +123,9 @@ func NewIssuer(ctx context.Context, cfg IssuerConfig, st KeyStore, log *slog.Log
 		return nil, fmt.Errorf("--public-url %q must be an absolute http(s) URL without query or fragment, e.g. https://api.example.com", cfg.PublicURL)
 	}
 	i := &Issuer{cfg: cfg, store: st, log: log, now: time.Now}
+	if cfg.Now != nil {
+		i.now = cfg.Now
+	}
 	first, err := NewSigningKey("serve")
 	if err != nil {
 		return nil, err

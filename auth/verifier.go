@@ -39,6 +39,9 @@ type VerifierConfig struct {
 	RequireEmailVerified bool
 	// DevIssuer is the development issuer, trusted only when no external one is configured.
 	DevIssuer *DevIssuer
+	// Now replaces the clock tokens' exp, nbf and iat are checked against
+	// (a dev server's test clock); nil means time.Now.
+	Now func() time.Time
 }
 
 // External tells whether an external issuer is configured.
@@ -193,6 +196,10 @@ func NewJWTVerifier(ctx context.Context, cfg VerifierConfig) (*JWTVerifier, erro
 	}
 	v := &JWTVerifier{closeFn: func() {}, now: time.Now, cache: make(map[string]cachedToken),
 		requireEmailVerified: cfg.RequireEmailVerified}
+	if cfg.Now != nil {
+		v.now = cfg.Now
+		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	}
 	switch {
 	case cfg.JWKSURL != "":
 		kctx, cancel := context.WithCancel(ctx)
@@ -242,7 +249,7 @@ func NewJWTVerifier(ctx context.Context, cfg VerifierConfig) (*JWTVerifier, erro
 func (v *JWTVerifier) TrustOwnIssuer(i *Issuer) {
 	v.own = i
 	v.ownParser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(), jwt.WithLeeway(tokenLeeway), jwt.WithStrictDecoding(), jwt.WithIssuer(i.cfg.PublicURL))
+		jwt.WithIssuedAt(), jwt.WithLeeway(tokenLeeway), jwt.WithStrictDecoding(), jwt.WithIssuer(i.cfg.PublicURL), jwt.WithTimeFunc(v.now))
 }
 
 // Close stops the background JWKS refresh.

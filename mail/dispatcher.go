@@ -32,6 +32,9 @@ type DispatcherConfig struct {
 	PollInterval      time.Duration // how often to look for due messages when not woken
 	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over (keep it over twice the longest send)
 	BatchSize         int           // messages claimed at once
+	// Now replaces the clock of expiry and retry decisions (a dev server's
+	// test clock, the store's); nil means time.Now.
+	Now func() time.Time
 }
 
 // DefaultDispatcherConfig is the one definition of the dispatcher's defaults
@@ -111,7 +114,7 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
 	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
 		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log}
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log, Now: cfg.Now}
 	d.loop.Start()
 	return d
 }
@@ -195,7 +198,7 @@ func (d *Dispatcher) message(item store.OutboxItem) (Message, error) {
 		return Message{}, errors.Join(ErrInvalidMessage, err)
 	}
 	return Message{ID: item.ID, To: item.InvitationEmail, Subject: subject, Text: text, HTML: html,
-		MessageID: MessageIDFor(item.ID, d.cfg.MessageIDDomain), AcceptURL: link}, nil
+		MessageID: MessageIDFor(item.ID, d.cfg.MessageIDDomain), AcceptURL: link, Workspace: item.WorkspaceName}, nil
 }
 
 // backoff is outbox.Backoff on this dispatcher's schedule.

@@ -30,6 +30,7 @@ type Message struct {
 	HTML      string // text/html part
 	MessageID string // e.g. "<invitation-42@example.com>"; MessageIDFor(ID, domain of From) if empty
 	AcceptURL string // logged by FileSender so a newcomer can follow it
+	Workspace string // the workspace invited to (not sent: a dev server's mailbox shows it)
 }
 
 // Sender delivers one message.

@@ -48,6 +48,9 @@ type Config struct {
 	// RootCAs, when set, are the certificate authorities endpoints are
 	// verified with (--webhook-ca-file); nil: the system's.
 	RootCAs *x509.CertPool
+	// Now replaces the clock of retry decisions and signatures (a dev
+	// server's test clock, the store's); nil means time.Now.
+	Now func() time.Time
 }
 
 // DefaultConfig is the one definition of the dispatcher's defaults. The
@@ -105,7 +108,7 @@ func NewDispatcher(box Outbox, cfg Config, log *slog.Logger) *Dispatcher {
 	d := &Dispatcher{outbox: box, cfg: cfg, log: log, client: newClient(cfg)}
 	d.loop = outbox.Loop[store.WebhookItem]{Name: "webhook dispatcher", Claim: box.ClaimWebhooks, Release: box.ReleaseWebhooks,
 		ClaimedUntil: func(item store.WebhookItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log}
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log, Now: cfg.Now}
 	d.loop.Start()
 	return d
 }

@@ -127,7 +127,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 		FlagSet:    fs,
 		Subcommands: []*ffcli.Command{
 			versionCommand(stdout),
-			serveCommand(stderr),
+			serveCommand(stdout, stderr),
 			migrateCommand(stdout, stderr),
 			workspaceCommand(stdout, stderr),
 			apikeyCommand(stdout, stderr),

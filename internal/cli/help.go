@@ -36,6 +36,7 @@ var flagGroups = []struct {
 	{"MAIL", []string{"smtp-", "mail-", "accept-url-template"}},
 	{"WEBHOOKS", []string{"webhook-", "webhooks-", "audit-retention"}},
 	{"OBSERVABILITY", []string{"log-", "metrics-addr", "cpu-profile"}},
+	{"DEV MODE", []string{"dev", "dev-", "fixtures"}},
 }
 
 // ownFlags is the heading of the flags of no group: the command's own.

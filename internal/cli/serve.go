@@ -34,6 +34,7 @@ type serveConfig struct {
 	limits  limitConfig
 	hooks   webhookConfig
 	schema  schemaConfig
+	dev     devConfig
 
 	addr            string
 	shutdownTimeout time.Duration
@@ -78,16 +79,22 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.limits.bind(fs)
 	fs.BoolVar(&c.hooks.dispatch, "webhook-dispatcher", true, "deliver webhook events from this process (false: run controlplane webhook-worker separately)")
 	c.hooks.bind(fs)
+	c.dev.bind(fs)
 }
 
-func serveCommand(stderr io.Writer) *ffcli.Command {
+func serveCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs := newFlagSet("serve")
 	var cfg serveConfig
 	cfg.bind(fs)
 	return &ffcli.Command{
 		Name: "serve", ShortUsage: "controlplane serve [flags]", ShortHelp: "migrate the database and serve the API",
 		FlagSet: fs, Options: envOptions(),
-		Exec: func(ctx context.Context, _ []string) error { return serve(ctx, cfg, stderr) },
+		Exec: func(ctx context.Context, _ []string) error {
+			if cfg.dev.on || cfg.dev.fixtures != "" {
+				return serveDev(ctx, cfg, stdout, stderr)
+			}
+			return serve(ctx, cfg, stderr)
+		},
 	}
 }
 
