@@ -67,6 +67,11 @@ type IssuerConfig struct {
 	// KeyRefresh is how often the signing keys are re-read from the
 	// database (a rotation reaches every replica within it).
 	KeyRefresh time.Duration
+	// AllowPlainHTTP lets the token endpoint answer requests that came in
+	// plain HTTP from a non-loopback address, which RFC 6749 §3.2 forbids:
+	// for a deployment whose TLS ends at a proxy that sends no
+	// X-Forwarded-Proto (--oauth-allow-plain-http).
+	AllowPlainHTTP bool
 }
 
 // issuerKey is a stored signing key, parsed.

@@ -60,6 +60,9 @@ type Config struct {
 	OAuth auth.IssuerConfig
 	// Webhooks are the webhook endpoints' settings (webhooks.go).
 	Webhooks WebhookConfig
+	// SecretsInTheClear says /readyz's body, when set, that signing keys
+	// and webhook secrets are stored unencrypted (no --secrets-key).
+	SecretsInTheClear bool
 }
 
 // Server implements the generated strict server interface.
@@ -142,7 +145,11 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 			log.WarnContext(ctx, "readiness check failed", "err", err)
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
 		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]string{"status": "ready"}
+		if cfg.SecretsInTheClear {
+			body["secrets"] = "stored in the clear: set --secrets-key (docs/operations/secrets.md)"
+		}
+		return c.JSON(http.StatusOK, body)
 	})
 
 	cursorKey, err := st.CursorKey(ctx)
