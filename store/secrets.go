@@ -48,6 +48,10 @@ func webhookSecretBinding(id int64) keyring.Binding {
 // SecretsEncrypted tells whether new secrets are stored encrypted.
 func (s *Store) SecretsEncrypted() bool { return s.secrets != nil }
 
+// SecretsKeyID is the id of the key new secrets are sealed with ("" when
+// stored in the clear): for logs, never the key.
+func (s *Store) SecretsKeyID() string { return s.secrets.PrimaryID() }
+
 // sealSigningKey is the stored form of a signing key's private key.
 func (s *Store) sealSigningKey(kid string, pem []byte) ([]byte, error) {
 	sealed, err := s.secrets.Seal(pem, signingKeyBinding(kid))

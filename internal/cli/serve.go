@@ -33,6 +33,7 @@ type serveConfig struct {
 	http    httpConfig
 	limits  limitConfig
 	hooks   webhookConfig
+	tls     tlsConfig
 
 	addr            string
 	shutdownTimeout time.Duration
@@ -76,6 +77,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.limits.bind(fs)
 	fs.BoolVar(&c.hooks.dispatch, "webhook-dispatcher", true, "deliver webhook events from this process (false: run controlplane webhook-worker separately)")
 	c.hooks.bind(fs)
+	c.tls.bind(fs, &c.api.OAuth.AllowPlainHTTP)
 }
 
 func serveCommand(stderr io.Writer) *ffcli.Command {
@@ -120,11 +122,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 			closeLogged(log, "listener", ln.Close)
 		}
 	}()
+	if ln, err = cfg.tls.wrap(ln, log); err != nil {
+		return err
+	}
 	st, err := cfg.data.open(ctx, mon.hooks(), log)
 	if err != nil {
 		return err
 	}
 	defer closeLogged(log, "store", st.Close)
+	if api.SecretsInTheClear, err = checkSecretsAtStart(ctx, st, cfg.data.secretsFrom, log); err != nil {
+		return err
+	}
 	mon.serve(st, log)
 	limits, proxies, closeLimits, err := cfg.limits.build(ctx, log)
 	if err != nil {
@@ -152,7 +160,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	// The default --public-url is the address actually listened on
 	// (--addr may say port 0).
 	if api.OAuth.PublicURL == "" {
-		api.OAuth.PublicURL = "http://" + ln.Addr().String()
+		api.OAuth.PublicURL = cfg.tls.scheme() + "://" + ln.Addr().String()
 	}
 	e, closeServer, err := server.New(ctx, api, st, log)
 	if err != nil {
@@ -239,7 +247,8 @@ func (c *serveConfig) startDispatcher(ctx context.Context, st *store.Store, mon 
 // gracefully.
 func (c *serveConfig) serveOn(ctx context.Context, ln net.Listener, h http.Handler, dialect string, log *slog.Logger) error {
 	srv := c.http.server(h, log)
-	log.Info("listening", "addr", "http://"+ln.Addr().String(), "api", "http://"+ln.Addr().String()+server.APIBasePath,
+	base := c.tls.scheme() + "://" + ln.Addr().String()
+	log.Info("listening", "addr", base, "api", base+server.APIBasePath,
 		"database", dialect, "dsn", store.RedactDSN(c.data.dsn()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
