@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,6 +20,22 @@ import (
 
 	"github.com/membership-api/controlplane/internal/keyring"
 )
+
+// deploymentKeys are the secrets keys serve uses on a deployment without
+// --secrets-key: on SQLite the data directory's (made here if the test's
+// store handle opens before serve has made it), on PostgreSQL none. Tests
+// that give serve --secrets-key and use the store handle on secrets would
+// need theirs.
+func deploymentKeys(tb testing.TB, dialect, dataDir string) *keyring.Keyring {
+	if dialect != "sqlite" {
+		return nil
+	}
+	k, err := keyring.LoadOrCreateFile(filepath.Join(dataDir, "secrets.key"))
+	if err != nil {
+		tb.Fatalf("secrets key: %v", err)
+	}
+	return k
+}
 
 // newSecretsKey is a fresh --secrets-key value.
 func newSecretsKey(t *testing.T) string {

@@ -6,12 +6,9 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -52,69 +49,20 @@ func (c *secretsConfig) keyring(dataDir string, sqlite bool) (kr *keyring.Keyrin
 		}
 		return kr, store.SecretsKeyFlag, nil
 	case c.keyFile != "":
-		kr, err := readKeyFile(c.keyFile)
+		kr, err := keyring.ReadFile(c.keyFile)
 		if err != nil {
 			return nil, "", fmt.Errorf("--secrets-key-file %s: %w", c.keyFile, err)
 		}
 		return kr, "--secrets-key-file", nil
 	case sqlite:
 		path := filepath.Join(dataDir, secretsKeyFile)
-		kr, err := loadOrMakeKeyFile(path)
+		kr, err := keyring.LoadOrCreateFile(path)
 		if err != nil {
-			return nil, "", err
+			return nil, "", fmt.Errorf("%w (give the key with %s, or move the file away to make a new one: the secrets it encrypted are then lost)", err, store.SecretsKeyFlag)
 		}
 		return kr, path, nil
 	}
 	return nil, "", nil
-}
-
-// readKeyFile reads keys, one per line; blank lines and # comments are skipped.
-func readKeyFile(path string) (*keyring.Keyring, error) {
-	raw, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			keys = append(keys, line)
-		}
-	}
-	return keyring.Parse(keys)
-}
-
-// loadOrMakeKeyFile reads the data directory's key, making it (mode 0600)
-// on first use. O_EXCL: two processes starting at once keep the first key
-// written, as the development issuer's key does.
-func loadOrMakeKeyFile(path string) (*keyring.Keyring, error) {
-	kr, err := readKeyFile(path)
-	if err == nil {
-		return kr, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("secrets key %s: %w (give the key with %s, or move the file away to make a new one: secrets it encrypted are then lost)", path, err, store.SecretsKeyFlag)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", filepath.Dir(path), err)
-	}
-	key, err := keyring.Generate()
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: a fixed name in the operator's --data-dir
-	if errors.Is(err, fs.ErrExist) {
-		return readKeyFile(path)
-	}
-	if err == nil {
-		_, err = f.WriteString("# controlplane secrets key: back it up with the database; without it the OAuth signing keys and webhook secrets cannot be read\n" + key + "\n")
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write secrets key %s: %w", path, err)
-	}
-	return readKeyFile(path)
 }
 
 // checkSecretsAtStart opens one stored secret of each kind per key, so a

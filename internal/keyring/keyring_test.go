@@ -3,6 +3,8 @@ package keyring_test
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -189,5 +191,28 @@ func BenchmarkKeyring(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestLoadOrCreateFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "data", "secrets.key")
+	made, err := keyring.LoadOrCreateFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file %v %v, want mode 0600", fi, err)
+	}
+	again, err := keyring.LoadOrCreateFile(path)
+	if err != nil || again.PrimaryID() != made.PrimaryID() {
+		t.Fatalf("second load: %v %v, want the same key %s", again, err, made.PrimaryID())
+	}
+	if err := os.WriteFile(path, []byte("# comment\nnot a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keyring.LoadOrCreateFile(path); err == nil || strings.Contains(err.Error(), "not a key") {
+		t.Fatalf("a malformed file: %v, want refused without its content", err)
 	}
 }
