@@ -291,7 +291,7 @@ func TestSecrets_MovedValueRefused(t *testing.T) {
 		f.srv.stop()
 		f.exec(t, "UPDATE webhook_endpoints SET secret = (SELECT secret FROM webhook_endpoints WHERE id = $1) WHERE id = $2", second.Id, first.Id)
 		_, err := startServer(f.args("serve", "--addr", "127.0.0.1:0", "--secrets-key", key))
-		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("webhook endpoint %d", first.Id)) || !strings.Contains(err.Error(), "copied from another row") {
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("webhook endpoint %d", first.Id)) || !strings.Contains(err.Error(), "moved from another row") {
 			t.Errorf("serve over a moved secret: %v, want refused naming endpoint %d", err, first.Id)
 		}
 	})

@@ -81,7 +81,7 @@ func (s *Store) openWebhookSecret(endpointID int64, stored string) (string, erro
 func secretError(what string, err error) error {
 	hint := "give the key it was encrypted with in " + SecretsKeyFlag + " (the first key encrypts, every key decrypts)"
 	if errors.Is(err, keyring.ErrDecrypt) || errors.Is(err, keyring.ErrMalformed) {
-		hint = "the stored value was altered or copied from another row; it cannot be used"
+		hint = "it cannot be used"
 	}
 	return fmt.Errorf("%w: %s: %w: %s", ErrSecretsKey, what, err, hint)
 }

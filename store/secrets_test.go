@@ -188,7 +188,7 @@ func TestSecrets_MovedValueRefused(t *testing.T) {
 		// Re-sealing under a new key opens every value: the moved one fails, named.
 		st, _ = openWith(t, dsn, newKeyring(t, genKey(t), oldKey))
 		res, err := st.RotateSecrets(ctx, 0)
-		if !errors.Is(err, store.ErrSecretsKey) || !strings.Contains(err.Error(), "altered or copied") || !strings.Contains(err.Error(), fmt.Sprintf("endpoint %d", eps[1].ID)) {
+		if !errors.Is(err, store.ErrSecretsKey) || !strings.Contains(err.Error(), "moved from another row") || !strings.Contains(err.Error(), fmt.Sprintf("endpoint %d", eps[1].ID)) {
 			t.Errorf("rotate over a moved secret: got %v, want ErrSecretsKey naming endpoint %d as moved", err, eps[1].ID)
 		}
 		if res.Sealed != 2 {
