@@ -42,7 +42,7 @@ func TestRefusePlainHTTP(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := httptest.NewRequest(http.MethodPost, "/v0/oauth/token", nil)
+			r := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v0/oauth/token", nil)
 			r.RemoteAddr = tc.remote
 			if tc.tls {
 				r.TLS = &tls.ConnectionState{}

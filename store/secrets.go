@@ -30,8 +30,9 @@ import (
 // that ask for them.
 const SecretsKeyFlag = "--secrets-key"
 
-// ErrSecretsKey: a stored secret cannot be opened with the keys given
-// (none given, a key missing, or the value altered or moved to another row).
+// ErrSecretsKey is returned when a stored secret cannot be opened with the
+// keys given (none given, a key missing, or the value altered or moved to
+// another row).
 var ErrSecretsKey = errors.New("stored secret cannot be decrypted")
 
 // Bindings: a signing key is bound to its kid (unique and known before the

@@ -132,7 +132,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			apikeyCommand(stdout, stderr),
 			tokenCommand(stdout),
 			oauthKeysCommand(stdout, stderr),
-			secretsCommand(stdout, stderr),
+			secretsCommand(stdout),
 			mailWorkerCommand(stderr),
 			webhookWorkerCommand(stderr),
 			mailStatusCommand(stdout),

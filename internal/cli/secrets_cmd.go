@@ -29,7 +29,7 @@ func (c *secretsRotateConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.batch, "batch", store.DefaultSecretsBatch, "rows re-encrypted per transaction")
 }
 
-func secretsCommand(stdout, stderr io.Writer) *ffcli.Command {
+func secretsCommand(stdout io.Writer) *ffcli.Command {
 	rotateFS := newFlagSet("secrets rotate")
 	var rotateCfg secretsRotateConfig
 	rotateCfg.bind(rotateFS)
