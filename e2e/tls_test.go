@@ -188,7 +188,8 @@ func TestTLS_ServesAndReloads(t *testing.T) {
 	// TLS 1.1 and older are refused.
 	old := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		MaxVersion: tls.VersionTLS11, InsecureSkipVerify: true}}} //nolint:gosec // G402: the handshake must fail on the version alone
-	if resp, err := old.Get(base + "/healthz"); err == nil {
+	healthz, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/healthz", nil)
+	if resp, err := old.Do(healthz); err == nil {
 		resp.Body.Close()
 		t.Error("a TLS 1.1 client was served")
 	}
@@ -197,7 +198,7 @@ func TestTLS_ServesAndReloads(t *testing.T) {
 	second := testCert(t, 2, certFile, keyFile)
 	both := tlsClient(t, first, second)
 	waitFor(t, "the replaced certificate", func() bool {
-		resp, err := both.Get(base + "/healthz")
+		resp, err := both.Do(healthz.Clone(t.Context()))
 		if err != nil {
 			t.Fatal(err)
 		}
