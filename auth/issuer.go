@@ -71,6 +71,11 @@ type IssuerConfig struct {
 	// dev server's test clock: the store dates the keys by the same one);
 	// nil means time.Now.
 	Now func() time.Time
+	// AllowPlainHTTP lets the token endpoint answer requests that came in
+	// plain HTTP from a non-loopback address, which RFC 6749 §3.2 forbids:
+	// for a deployment whose TLS ends at a proxy that sends no
+	// X-Forwarded-Proto (--oauth-allow-plain-http).
+	AllowPlainHTTP bool
 }
 
 // issuerKey is a stored signing key, parsed.

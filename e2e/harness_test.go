@@ -136,7 +136,9 @@ func (e *env) args(args ...string) []string {
 // assertions: one per env, opened on first use (opening one migrates, which
 // on a shared database briefly locks the members table).
 func (e *env) store() *store.Store {
-	e.storeOnce.Do(func() { e.st = storetest.OpenDSN(e.t, e.dsn, store.Options{}) })
+	e.storeOnce.Do(func() {
+		e.st = storetest.OpenDSN(e.t, e.dsn, store.Options{Secrets: deploymentKeys(e.t, e.dialect, e.dataDir)})
+	})
 	return e.st
 }
 
@@ -342,7 +344,7 @@ func (d *sharedDeployment) setUp() error {
 	}
 	// After serve migrated the database: opening st migrates nothing.
 	d.tb = &lifetimeTB{}
-	d.st = storetest.OpenDSN(d.tb, d.dsn, store.Options{})
+	d.st = storetest.OpenDSN(d.tb, d.dsn, store.Options{Secrets: deploymentKeys(d.tb, d.dialect, d.dataDir)})
 	d.db, err = gorm.Open(dialector, &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
 	return err
 }

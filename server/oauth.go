@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -92,6 +94,9 @@ func (s *Server) OauthToken(ctx context.Context, request gen.OauthTokenRequestOb
 	r, _ := ctx.Value(rawRequestKey{}).(*http.Request)
 	if r == nil {
 		return nil, errors.New("the token endpoint was called without its request (keepRawRequest)")
+	}
+	if oerr := refusePlainHTTP(r, s.cfg.TrustedProxies, s.cfg.OAuth.AllowPlainHTTP); oerr != nil {
+		return oerr.response(ctx), nil
 	}
 	req, oerr := readTokenRequest(r, request)
 	if oerr == nil {
@@ -240,4 +245,40 @@ func checkTokenRequest(req tokenRequest) *oauthError {
 			"client authentication required: HTTP Basic base64(client_id:client_secret), or client_id and client_secret in the body"}
 	}
 	return nil
+}
+
+// refusePlainHTTP is RFC 6749 §3.2: the token endpoint requires TLS, since
+// the request carries the client's secret and the answer a bearer token.
+// Accepted: a TLS connection; a loopback one (nothing crossed a network);
+// one from a trusted proxy (--trusted-proxies) that says the client spoke
+// HTTPS (X-Forwarded-Proto: https); any, when the operator said TLS ends
+// before the server (AllowPlainHTTP). A trusted proxy that forwards a client
+// (X-Forwarded-For) without saying its scheme is refused: it cannot be told
+// from one forwarding plain HTTP.
+func refusePlainHTTP(r *http.Request, trusted []*net.IPNet, allowPlain bool) *oauthError {
+	if r.TLS != nil || allowPlain {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer := net.ParseIP(host)
+	fromProxy := peer != nil && slices.ContainsFunc(trusted, func(n *net.IPNet) bool { return n.Contains(peer) })
+	if fromProxy {
+		// The proxy nearest the server appends last.
+		protos := strings.Split(strings.Join(r.Header.Values("X-Forwarded-Proto"), ","), ",")
+		switch proto := strings.TrimSpace(protos[len(protos)-1]); {
+		case strings.EqualFold(proto, "https"):
+			return nil
+		case proto == "" && r.Header.Get("X-Forwarded-For") == "" && peer.IsLoopback():
+			// Not forwarded: a local client of its own.
+			return nil
+		}
+		return invalidRequest("the token endpoint requires TLS (RFC 6749 §3.2): this request came in plain HTTP through a proxy; call it with https://")
+	}
+	if peer != nil && peer.IsLoopback() {
+		return nil
+	}
+	return invalidRequest("the token endpoint requires TLS (RFC 6749 §3.2): call it with https://")
 }

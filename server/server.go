@@ -60,6 +60,9 @@ type Config struct {
 	OAuth auth.IssuerConfig
 	// Webhooks are the webhook endpoints' settings (webhooks.go).
 	Webhooks WebhookConfig
+	// SecretsInTheClear says /readyz's body, when set, that signing keys
+	// and webhook secrets are stored unencrypted (no --secrets-key).
+	SecretsInTheClear bool
 }
 
 // Server implements the generated strict server interface.
@@ -159,10 +162,17 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 		}); ok {
 			v, err := sv.SchemaVersion(ctx)
 			if err != nil {
-				log.WarnContext(ctx, "readiness check failed", "err", err)
+				if u := store.Unavailable(err); u != nil {
+					outages.answered(ctx, u, false)
+				} else {
+					log.WarnContext(ctx, "readiness check failed", "err", err)
+				}
 				return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
 			}
 			body["schema_version"] = v
+		}
+		if cfg.SecretsInTheClear {
+			body["secrets"] = "stored in the clear: set --secrets-key (docs/operations/secrets.md)"
 		}
 		return c.JSON(http.StatusOK, body)
 	})

@@ -13,9 +13,11 @@ import (
 // SigningKey is one of the keys the server's own OAuth issuer signs access
 // tokens with. They live in the database so that every replica signs and
 // verifies with the same keys without configuration (as the list cursor key
-// does). The trade-off: whoever can read the database can read the private
-// key and mint tokens; a database reader can already read every member and
-// the key hashes, and the key can be rotated at any time (`oauth-keys rotate`).
+// does). The private key is sealed with the secrets key when one is
+// configured (secrets.go; --secrets-key, made in the data directory on
+// SQLite): whoever can read the database alone then cannot mint tokens.
+// Without one it is stored in the clear, and the key can be rotated at any
+// time (`oauth-keys rotate`).
 //
 // Keys are ordered by Generation; the key that signs at time t is the
 // highest generation whose SignFrom is not after t. A key added by a
@@ -29,7 +31,9 @@ type SigningKey struct {
 	KID        string `gorm:"not null;uniqueIndex"`
 	// Algorithm is the JWS alg, e.g. EdDSA.
 	Algorithm string `gorm:"not null"`
-	// PrivateKey is the PKCS #8 private key, PEM-encoded.
+	// PrivateKey is the PKCS #8 private key, PEM-encoded; in the database,
+	// sealed (secrets.go) when a secrets key is configured. Store methods
+	// take and return the PEM.
 	PrivateKey []byte    `gorm:"not null"`
 	SignFrom   time.Time `gorm:"not null"`
 	CreatedAt  time.Time `gorm:"not null"`
@@ -42,6 +46,13 @@ func (s *Store) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 	if err := s.read.WithContext(ctx).Order("generation").Find(&keys).Error; err != nil {
 		return nil, fmt.Errorf("read signing keys: %w", err)
 	}
+	for n := range keys {
+		pem, err := s.openSigningKey(keys[n].KID, keys[n].PrivateKey)
+		if err != nil {
+			return nil, err
+		}
+		keys[n].PrivateKey = pem
+	}
 	return keys, nil
 }
 
@@ -50,6 +61,11 @@ func (s *Store) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 // first stored wins (the others' are dropped by the unique generation).
 func (s *Store) EnsureFirstSigningKey(ctx context.Context, key SigningKey) error {
 	key.Generation, key.SignFrom, key.CreatedAt = 1, s.now(), s.now()
+	sealed, err := s.sealSigningKey(key.KID, key.PrivateKey)
+	if err != nil {
+		return err
+	}
+	key.PrivateKey = sealed
 	return s.inTx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&key).Error; err != nil {
 			return fmt.Errorf("store the first signing key: %w", err)
@@ -64,7 +80,13 @@ func (s *Store) EnsureFirstSigningKey(ctx context.Context, key SigningKey) error
 // valid). Returns the stored key; ErrConflict if another rotation added the
 // same generation at the same time.
 func (s *Store) AddSigningKey(ctx context.Context, key SigningKey, delay time.Duration, retiredBefore time.Time) (SigningKey, error) {
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	pem := key.PrivateKey
+	sealed, err := s.sealSigningKey(key.KID, pem)
+	if err != nil {
+		return SigningKey{}, err
+	}
+	key.PrivateKey = sealed
+	err = s.inTx(ctx, func(tx *gorm.DB) error {
 		var last SigningKey
 		err := tx.Order("generation DESC").Take(&last).Error
 		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
@@ -83,6 +105,7 @@ func (s *Store) AddSigningKey(ctx context.Context, key SigningKey, delay time.Du
 		}
 		return pruneSigningKeys(tx, retiredBefore)
 	})
+	key.PrivateKey = pem
 	return key, err
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/libtnb/sqlite"
+	"github.com/membership-api/controlplane/internal/keyring"
 	"github.com/membership-api/controlplane/store/internal/commit"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -90,6 +91,9 @@ type Store struct {
 	migrateDSN string
 	// lock is held shared while a SQLite store is open (see dbLock).
 	lock *dbLock
+	// secrets seals signing keys and webhook secrets (secrets.go); nil:
+	// they are stored in the clear.
+	secrets *keyring.Keyring
 }
 
 // Dialect is the kind of database behind a store.
@@ -126,6 +130,9 @@ type Options struct {
 	// Logger gets what only the store sees (a panic in a write
 	// transaction, a bug); nil means slog.Default().
 	Logger *slog.Logger
+	// Secrets encrypts the signing keys and webhook secrets at rest
+	// (secrets.go); nil stores them in the clear.
+	Secrets *keyring.Keyring
 }
 
 // Dialect names the database behind the store: "sqlite" or "postgres".
@@ -187,7 +194,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }, log: opts.Logger, writeTimeout: defaultWriteTimeout}
+	s := &Store{now: func() time.Time { return now().UTC().Truncate(time.Microsecond) }, log: opts.Logger, writeTimeout: defaultWriteTimeout,
+		secrets: opts.Secrets}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

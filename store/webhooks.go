@@ -38,8 +38,9 @@ const (
 // WebhookEndpoint is a URL receiving a workspace's events. EventTypes is
 // ",a,b," (so one LIKE finds a type; types are checked against Actions, none
 // holds a LIKE wildcard but '_', which matches itself among them) or "" for
-// every type. The secret is stored as is: signing needs it (HMAC); the API
-// shows it once, at creation.
+// every type. Signing needs the secret itself (HMAC), so it is sealed with
+// the secrets key when one is configured (secrets.go), else stored as is;
+// the API shows it once, at creation.
 type WebhookEndpoint struct {
 	// idx_webhook_endpoints_enabled holds the enabled endpoints only, so
 	// "is any endpoint enabled?" (anyEnabledWebhookSQL) reads one entry
@@ -314,8 +315,8 @@ func (s *Store) CreateWebhook(ctx context.Context, workspaceName, by string, in 
 			return codedf(ErrConflict, CodeTooManyWebhooks, "a workspace has at most %d webhook endpoints: delete one first", MaxWebhooks)
 		}
 		e.WorkspaceID = ws.ID
-		if err := tx.Omit("Workspace").Create(&e).Error; err != nil {
-			return fmt.Errorf("create webhook endpoint: %w", err)
+		if err := s.createWebhookEndpoint(tx, &e); err != nil {
+			return err
 		}
 		return appendAudit(tx, auditOf(ws, ActionWebhookCreated, TargetWebhook, strconv.FormatInt(e.ID, 10), nil, webhookFields(e)))
 	})
@@ -509,7 +510,11 @@ WHERE m.id IN ? AND m.claim_token = ? ORDER BY m.id`, ids, token).Scan(&rows).Er
 			}
 		}
 		for _, r := range rows {
-			item := WebhookItem{WebhookMessage: r.WebhookMessage, URL: r.URL, Secret: r.Secret}
+			secret, ok := s.claimedWebhookSecret(ctx, r.ID, r.EndpointID, r.Secret)
+			if !ok {
+				continue
+			}
+			item := WebhookItem{WebhookMessage: r.WebhookMessage, URL: r.URL, Secret: secret}
 			if r.EventID != nil {
 				item.Event = events[*r.EventID]
 			} else if err := parseJSON(r.Payload, &item.Event); err != nil {

@@ -7,7 +7,7 @@
 // CONTROLPLANE_DATA_DIR). Flags win over the environment.
 //
 // One file per command (serve.go, migrate_cmd.go, workspace_cmd.go,
-// apikey_cmd.go, token_cmd.go, oauth_keys_cmd.go, mail_cmd.go with
+// apikey_cmd.go, token_cmd.go, oauth_keys_cmd.go, secrets_cmd.go, mail_cmd.go with
 // mail-worker, mail-status and mail-retry, webhook_worker_cmd.go,
 // backup_cmd.go with backup and restore, copy_cmd.go,
 // observe.go for version); each
@@ -133,6 +133,7 @@ func newRootCommand(stdout, stderr io.Writer) *ffcli.Command {
 			apikeyCommand(stdout, stderr),
 			tokenCommand(stdout),
 			oauthKeysCommand(stdout, stderr),
+			secretsCommand(stdout),
 			mailWorkerCommand(stderr),
 			webhookWorkerCommand(stderr),
 			mailStatusCommand(stdout),

@@ -24,14 +24,18 @@ type dataConfig struct {
 	db            string
 	maxConns      int
 	inviteWorkers int
+	secrets       secretsConfig
+	// secretsFrom is where open found the secrets keys (for the log).
+	secretsFrom string
 }
 
 // bind binds where the data is: every command that opens the store.
 // The pool flags are separate (bindPool, bindInviteBatches): a one-shot
 // command opens a connection or two, so they would do nothing there.
 func (d *dataConfig) bind(fs *flag.FlagSet) {
-	fs.StringVar(&d.dataDir, "data-dir", defaultDataDir, "directory for the SQLite database and the development issuer key")
+	fs.StringVar(&d.dataDir, "data-dir", defaultDataDir, "directory for the SQLite database, the development issuer key and, on SQLite, the secrets key")
 	fs.StringVar(&d.db, "db", "", "database: "+store.DSNForms+" (default: <data-dir>/controlplane.db)")
+	d.secrets.bind(fs)
 }
 
 // bindPool binds the pool size, for the long-running commands (serve and
@@ -96,7 +100,12 @@ func (d *dataConfig) openWith(ctx context.Context, hooks store.Hooks, log *slog.
 	if err := checkDB(d.db); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers, Hooks: hooks, Logger: log})
+	keys, from, err := d.secrets.keyring(d.dataDir, !store.IsPostgresDSN(d.dsn()))
+	if err != nil {
+		return nil, err
+	}
+	d.secretsFrom = from
+	st, err := store.Open(ctx, d.dsn(), store.Options{MaxOpenConns: d.maxConns, InviteWorkers: d.inviteWorkers, Hooks: hooks, Logger: log, Secrets: keys})
 	if err != nil {
 		return nil, err
 	}

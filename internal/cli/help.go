@@ -31,6 +31,7 @@ var flagGroups = []struct {
 	{"SERVER", []string{"addr", "invite-ttl", "idempotency-ttl", "body-limit", "shutdown-timeout", "cors-allowed-origins",
 		"max-header-bytes", "max-connections", "read-header-timeout", "idle-timeout", "gc-percent"}},
 	{"DATABASE", []string{"data-dir", "db", "db-", "migrate"}},
+	{"SECRETS AND TLS", []string{"secrets-key", "secrets-key-file", "tls-", "oauth-allow-plain-http"}},
 	{"AUTH", []string{"jwks-", "jwt-", "public-url", "oauth-"}},
 	{"LIMITS", []string{"rate-limits", "rate-limit-", "redis", "redis-", "trusted-proxies"}},
 	{"MAIL", []string{"smtp-", "mail-", "accept-url-template"}},
@@ -91,7 +92,8 @@ var examples = map[string][]string{
 		"controlplane serve --data-dir ./data --allow-local-email-domains",
 		"# production: PostgreSQL, an external issuer, shared rate limits",
 		"controlplane serve --addr :8080 --db postgres://cp@db:5432/cp?sslmode=require \\",
-		"    --jwks-url https://issuer.example.com/.well-known/jwks.json --redis redis://redis:6379/0",
+		"    --jwks-url https://issuer.example.com/.well-known/jwks.json --redis redis://redis:6379/0 \\",
+		"    --secrets-key-file /etc/cp/secrets.keys --tls-cert-file cert.pem --tls-key-file key.pem",
 	},
 	"migrate": {
 		"controlplane migrate --db postgres://cp@db:5432/cp?sslmode=require",
@@ -111,6 +113,13 @@ var examples = map[string][]string{
 	"oauth-keys":        {"controlplane oauth-keys list"},
 	"oauth-keys rotate": {"controlplane oauth-keys rotate --delay 10m"},
 	"oauth-keys list":   {"controlplane oauth-keys list --db postgres://cp@db:5432/cp"},
+	"secrets":           {"controlplane secrets status"},
+	"secrets rotate": {
+		"# NEW first: new values are encrypted with it; OLD still decrypts",
+		"controlplane secrets rotate --secrets-key \"$NEW,$OLD\" --db postgres://cp@db:5432/cp",
+	},
+	"secrets status":       {"controlplane secrets status --secrets-key-file /etc/controlplane/secrets.keys"},
+	"secrets generate-key": {"controlplane secrets generate-key > /etc/controlplane/secrets.keys"},
 	"mail-worker": {
 		"controlplane serve --mail-dispatcher=false &",
 		"controlplane mail-worker --smtp-host smtp.example.com --smtp-username cp",

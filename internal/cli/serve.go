@@ -35,6 +35,7 @@ type serveConfig struct {
 	hooks   webhookConfig
 	schema  schemaConfig
 	dev     devConfig
+	tls     tlsConfig
 
 	addr            string
 	shutdownTimeout time.Duration
@@ -80,6 +81,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&c.hooks.dispatch, "webhook-dispatcher", true, "deliver webhook events from this process (false: run controlplane webhook-worker separately)")
 	c.hooks.bind(fs)
 	c.dev.bind(fs)
+	c.tls.bind(fs, &c.api.OAuth.AllowPlainHTTP)
 }
 
 func serveCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -129,12 +131,18 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 			closeLogged(log, "listener", ln.Close)
 		}
 	}()
+	if ln, err = cfg.tls.wrap(ln, log); err != nil {
+		return err
+	}
 	st, err := cfg.data.openWith(ctx, mon.hooks(), log, cfg.schema.prepare())
 	if err != nil {
 		return err
 	}
 	defer closeLogged(log, "store", st.Close)
 	if err := cfg.schema.observe(ctx, st, mon, log); err != nil {
+		return err
+	}
+	if api.SecretsInTheClear, err = checkSecretsAtStart(ctx, st, cfg.data.secretsFrom, log); err != nil {
 		return err
 	}
 	mon.serve(st, log)
@@ -164,7 +172,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	// The default --public-url is the address actually listened on
 	// (--addr may say port 0).
 	if api.OAuth.PublicURL == "" {
-		api.OAuth.PublicURL = "http://" + ln.Addr().String()
+		api.OAuth.PublicURL = cfg.tls.scheme() + "://" + ln.Addr().String()
 	}
 	e, closeServer, err := server.New(ctx, api, st, log)
 	if err != nil {
@@ -251,7 +259,8 @@ func (c *serveConfig) startDispatcher(ctx context.Context, st *store.Store, mon 
 // gracefully.
 func (c *serveConfig) serveOn(ctx context.Context, ln net.Listener, h http.Handler, dialect string, log *slog.Logger) error {
 	srv := c.http.server(h, log)
-	log.Info("listening", "addr", "http://"+ln.Addr().String(), "api", "http://"+ln.Addr().String()+server.APIBasePath,
+	base := c.tls.scheme() + "://" + ln.Addr().String()
+	log.Info("listening", "addr", base, "api", base+server.APIBasePath,
 		"database", dialect, "dsn", store.RedactDSN(c.data.dsn()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

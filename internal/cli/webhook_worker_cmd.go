@@ -47,6 +47,9 @@ func webhookWorkerCommand(stderr io.Writer) *ffcli.Command {
 // until ctx ends, observed as serve is.
 func webhookWorker(ctx context.Context, cfg webhookWorkerConfig, stderr io.Writer) error {
 	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
+		if _, err := st.CheckSecrets(ctx); err != nil { // a wrong --secrets-key stops it now, as it does serve
+			return err
+		}
 		mon.serve(st, log)
 		cfg.hooks.dispatch = true // the worker's one job, whatever --webhook-dispatcher says
 		_, stop, err := cfg.hooks.start(ctx, st, mon, log)
