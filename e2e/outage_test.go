@@ -72,7 +72,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 		}
 		p.asUser = []string{"runuser", "-u", "postgres", "--"}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +96,14 @@ func (p *privatePostgres) start() error { return p.pgCtl("start", "-o", p.opts) 
 
 func (p *privatePostgres) command(prog string, args ...string) *exec.Cmd {
 	argv := append(append(append([]string{}, p.asUser...), filepath.Join(postgresBin, prog)), args...)
-	return exec.Command(argv[0], argv[1:]...) //nolint:gosec // G204: the test's own programs and arguments
+	return exec.CommandContext(context.Background(), argv[0], argv[1:]...) //nolint:gosec // G204: the test's own programs and arguments
 }
 
 // pgCtl runs pg_ctl on the cluster, waiting for the action to finish.
 func (p *privatePostgres) pgCtl(action string, args ...string) error {
 	args = append([]string{action, "-D", p.data, "-w", "-t", "30", "-l", filepath.Join(p.dir, "postgres.log")}, args...)
 	if out, err := p.command("pg_ctl", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("pg_ctl %s: %v\n%s", action, err, out)
+		return fmt.Errorf("pg_ctl %s: %w\n%s", action, err, out)
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func (p *privatePostgres) dsn() string {
 	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable", outagePassword, p.port)
 }
 
-const outagePassword = "outage-pw-7f3a9c"
+const outagePassword = "outage-pw-7f3a9c" //nolint:gosec // G101: a made-up password the test looks for, never checked (trust)
 
 // loadResult is what the invite load saw.
 type loadResult struct {

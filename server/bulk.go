@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -96,7 +97,8 @@ func (s *Server) bulkInvite(ctx context.Context, workspace, caller, role string,
 		row := &results[rows[j]]
 		if res.Err != nil {
 			apiErr := toAPIError(res.Err)
-			if u, ok := apiErr.Cause.(*store.UnavailableError); ok && apiErr.Status == http.StatusServiceUnavailable {
+			var u *store.UnavailableError
+			if apiErr.Status == http.StatusServiceUnavailable && errors.As(apiErr.Cause, &u) {
 				unavailable = u // logged once per request, below, and once per outage there
 			} else if apiErr.Status >= http.StatusInternalServerError {
 				s.log.ErrorContext(ctx, "bulk invite: a row failed", "row", rows[j], "err", res.Err)

@@ -158,7 +158,8 @@ func errorHandler(log *slog.Logger, outages *outages) echo.HTTPErrorHandler {
 			abandon(c)
 			return
 		}
-		if u, ok := apiErr.Cause.(*store.UnavailableError); ok && apiErr.Status == http.StatusServiceUnavailable {
+		var u *store.UnavailableError
+		if apiErr.Status == http.StatusServiceUnavailable && errors.As(apiErr.Cause, &u) {
 			outages.answered(c.Request().Context(), u, true)
 		} else if apiErr.Status >= 500 {
 			log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)

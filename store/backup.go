@@ -119,8 +119,8 @@ func Restore(ctx context.Context, from, dsn string) (BackupReport, error) {
 	if err := mustExist(from, "backup"); err != nil {
 		return BackupReport{}, err
 	}
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real // the file a link names is replaced, not the link
+	if resolved, err := filepath.EvalSymlinks(path); err == nil {
+		path = resolved // the file a link names is replaced, not the link
 	}
 	// Checked before anything is written, the data directory included.
 	if _, err := checkDatabaseFile(ctx, from, true); err != nil {

@@ -219,18 +219,18 @@ func TestRestore_RefusesADatabaseInUseThroughALink(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
-	real := filepath.Join(dir, "real.db")
+	file := filepath.Join(dir, "real.db")
 	link := filepath.Join(dir, "link.db")
-	storetest.OpenDSN(t, real, store.Options{}).Close() //nolint:errcheck // made and closed: the file exists for the link
-	if err := os.Symlink(real, link); err != nil {
+	storetest.OpenDSN(t, file, store.Options{}).Close() //nolint:errcheck // made and closed: the file exists for the link
+	if err := os.Symlink(file, link); err != nil {
 		t.Skipf("symbolic links: %v", err)
 	}
 	backup := filepath.Join(t.TempDir(), "backup.db")
-	if _, err := store.Backup(ctx, real, backup); err != nil {
+	if _, err := store.Backup(ctx, file, backup); err != nil {
 		t.Fatal(err)
 	}
 	live := storetest.OpenDSN(t, link, store.Options{})
-	for _, target := range []string{real, link} {
+	for _, target := range []string{file, link} {
 		if _, err := store.Restore(ctx, backup, target); err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Errorf("restore into %s: got %v, want an error saying the database is in use", filepath.Base(target), err)
 		}

@@ -446,7 +446,10 @@ func (s *tableSum) add(row []any) {
 		case time.Time:
 			b = v.UTC().AppendFormat(append(b, 'T'), "2006-01-02T15:04:05.000000000Z")
 		case bool:
-			b = append(b, 'b', byte(boolInt(v)))
+			b = append(b, 'b', 0)
+			if v {
+				b[len(b)-1] = 1
+			}
 		case float64:
 			b = binary.BigEndian.AppendUint64(append(b, 'F'), math.Float64bits(v))
 		default:

@@ -30,8 +30,8 @@ func lockDatabase(path string, exclusive bool) (*dbLock, error) {
 	// One lock per database file however it is named: SQLite follows a
 	// symbolic link to the file (its -wal is beside the file), and so does
 	// the lock.
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
+	if resolved, err := filepath.EvalSymlinks(path); err == nil {
+		path = resolved
 	}
 	//nolint:gosec // G302/G304: the lock file holds nothing; its path is the database's, from the operator
 	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)

@@ -14,7 +14,7 @@ import (
 	"modernc.org/sqlite"
 )
 
-// ErrUnavailable: the database cannot be reached right now (refused,
+// ErrUnavailable means the database cannot be reached right now (refused,
 // starting up, shutting down, the connection lost). Nothing about the
 // request is wrong and the same request may succeed once the database is
 // back; the API answers 503 with Retry-After. Match it with errors.Is after

@@ -52,7 +52,7 @@ func TestUnavailable_Postgres(t *testing.T) {
 	ctx := context.Background()
 
 	// Nothing listens on a port just freed.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestUnavailable_Postgres(t *testing.T) {
 
 	// A server that accepts and never answers (a hung host): the connect
 	// timeout ends the attempt.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	silent, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
