@@ -92,7 +92,7 @@ func (o *outages) answered(ctx context.Context, u *store.UnavailableError, answe
 			"cause", u.Cause, "err", u.Summary())
 		if !o.watching {
 			o.watching = true
-			go o.watch() //nolint:gosec // G118: the watch outlives the request that started it (it ends with the outage)
+			go o.watch() //nolint:gosec,contextcheck // G118: the watch outlives the request that started it (it ends with the outage)
 		}
 	}
 	if answered {
