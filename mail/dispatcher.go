@@ -32,6 +32,7 @@ type DispatcherConfig struct {
 	PollInterval      time.Duration // how often to look for due messages when not woken
 	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over (keep it over twice the longest send)
 	BatchSize         int           // messages claimed at once
+	Concurrency       int           // sends in flight at once
 }
 
 // DefaultDispatcherConfig is the one definition of the dispatcher's defaults
@@ -40,6 +41,12 @@ type DispatcherConfig struct {
 // GiveUpAfter is 72 hours, by age and not by attempt count, so that mail
 // outlasts an SMTP outage of a weekend, as a mail server would keep it
 // (Postfix: 5 days); an invitation lasts 7 days by default.
+//
+// Concurrency 8: a send that is slow (an SMTP server stalling on one
+// recipient) or fails holds one of eight workers, not the queue, and eight
+// connections stay under the per-client limits SMTP relays commonly set
+// (often 10 or more; Postfix's smtpd_client_connection_count_limit is 50).
+// Each failed message waits out its own backoff; the others go on.
 func DefaultDispatcherConfig() DispatcherConfig {
 	return DispatcherConfig{
 		AcceptURLTemplate: DefaultAcceptURLTemplate,
@@ -50,6 +57,7 @@ func DefaultDispatcherConfig() DispatcherConfig {
 		PollInterval:      2 * time.Second,
 		Lease:             2 * time.Minute,
 		BatchSize:         10,
+		Concurrency:       8,
 	}
 }
 
@@ -63,6 +71,7 @@ func (c *DispatcherConfig) defaults() {
 	c.PollInterval = cmp.Or(c.PollInterval, def.PollInterval)
 	c.Lease = cmp.Or(c.Lease, def.Lease)
 	c.BatchSize = cmp.Or(c.BatchSize, def.BatchSize)
+	c.Concurrency = cmp.Or(c.Concurrency, def.Concurrency)
 }
 
 // Dispatcher delivers the outbox: it claims due messages under a lease,
@@ -111,7 +120,8 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
 	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
 		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log}
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
+		Concurrency: cfg.Concurrency, Log: log}
 	d.loop.Start()
 	return d
 }
@@ -120,9 +130,9 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 // commits) instead of at the next poll. It never blocks.
 func (d *Dispatcher) Wake() { d.loop.Wake() }
 
-// Run delivers messages until ctx ends (outbox.Loop.Run): the message being
-// sent when ctx ends is finished, claimed messages not yet started are
-// released for others.
+// Run delivers messages until ctx ends (outbox.Loop.Run), up to
+// Concurrency at once: the messages being sent when ctx ends are finished,
+// claimed messages not yet started are released for others.
 func (d *Dispatcher) Run(ctx context.Context) {
 	d.logCounts(ctx, "mail dispatcher started")
 	d.loop.Run(ctx)
