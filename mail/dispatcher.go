@@ -120,7 +120,7 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
 	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
 		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
+		Deliver:      func(ctx context.Context, item store.OutboxItem, _ func()) { d.deliver(ctx, item) }, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
 		Concurrency: cfg.Concurrency, Log: log}
 	d.loop.Start()
 	return d

@@ -29,8 +29,10 @@ type Loop[T any] struct {
 	ClaimedUntil func(T) *time.Time
 	// Deliver makes one attempt and records its outcome. Its context is not
 	// cancelled when the loop's is: outcomes are recorded while stopping.
-	// Up to Concurrency calls run at once.
-	Deliver func(ctx context.Context, item T)
+	// Up to Concurrency attempts run at once: Deliver holds a worker until
+	// it returns or calls free (once the attempt itself is over, while its
+	// outcome is being recorded: the message stays claimed meanwhile).
+	Deliver func(ctx context.Context, item T, free func())
 
 	Lease        time.Duration
 	PollInterval time.Duration
@@ -91,6 +93,7 @@ func (l *Loop[T]) Run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		least := 1
 		select {
 		case <-ctx.Done():
 			wg.Wait()
@@ -100,8 +103,12 @@ func (l *Loop[T]) Run(ctx context.Context) {
 		case <-timer.C:
 		case <-l.wake:
 		case <-l.freed:
+			// Under load workers free up one by one: claiming for each
+			// would spend a transaction per message. Wait until a quarter
+			// of a batch is free (the poll and wake-ups claim for any).
+			least = max(1, min(l.BatchSize, l.Concurrency)/4)
 		}
-		l.fill(ctx, &wg)
+		l.fill(ctx, &wg, least)
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -112,12 +119,12 @@ func (l *Loop[T]) Run(ctx context.Context) {
 	}
 }
 
-// fill claims and starts messages while workers are free and claims come
-// back full (more may be due).
-func (l *Loop[T]) fill(ctx context.Context, wg *sync.WaitGroup) {
+// fill claims and starts messages while at least least workers are free
+// and claims come back full (more may be due).
+func (l *Loop[T]) fill(ctx context.Context, wg *sync.WaitGroup, least int) {
 	for ctx.Err() == nil {
 		want := min(l.Concurrency-l.inFlight(), l.BatchSize)
-		if want <= 0 {
+		if want < least {
 			return
 		}
 		n, err := l.claimAndStart(ctx, want, wg)
@@ -170,8 +177,10 @@ func (l *Loop[T]) claimAndStart(ctx context.Context, limit int, wg *sync.WaitGro
 		started++
 		go func() {
 			defer wg.Done()
-			defer l.done()
-			l.Deliver(bg, item)
+			var once sync.Once
+			free := func() { once.Do(l.done) }
+			defer free()
+			l.Deliver(bg, item, free)
 		}()
 	}
 	if len(items) > 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -112,15 +113,18 @@ const webhookInFlightSQL = `SELECT endpoint_id, COUNT(*) AS n FROM webhook_messa
 WHERE status = 'pending' AND claim_token <> '' AND endpoint_id IN ? AND claimed_until >= ?
 GROUP BY endpoint_id`
 
-// webhookClaimEndpointSQL claims the oldest due messages of one endpoint,
-// walking idx_webhook_endpoint_queue from the start of its range: the
-// claimed ones it skips are at most the endpoint's bound.
-const webhookClaimEndpointSQL = `UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (
-  SELECT id FROM webhook_messages
+// webhookClaimSQL claims the oldest due messages of several endpoints in
+// one statement: %s is one webhookClaimBranchSQL per endpoint, each walking
+// idx_webhook_endpoint_queue from the start of its endpoint's range (the
+// claimed messages it skips are at most the endpoint's bound).
+const webhookClaimSQL = `UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (%s) RETURNING id, endpoint_id`
+
+// webhookClaimBranchSQL picks one endpoint's messages for webhookClaimSQL;
+// %s is PostgreSQL's row lock (FOR UPDATE SKIP LOCKED), empty on SQLite.
+const webhookClaimBranchSQL = `SELECT id FROM (SELECT id FROM webhook_messages
   WHERE status = 'pending' AND endpoint_id = ? AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
-  ORDER BY next_attempt_at, id LIMIT ? %s
-) RETURNING id`
+  ORDER BY next_attempt_at, id LIMIT ? %s) q%d`
 
 // candidate is an endpoint a claim may take messages of.
 type candidate struct {
@@ -137,13 +141,17 @@ type candidate struct {
 func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookClaimed, error) {
 	now := s.now()
 	perEndpoint := cmp.Or(c.PerEndpoint, DefaultWebhooksPerEndpoint)
+	// Which endpoints have pending messages is read on a reader, outside
+	// the write transaction: an idle poll writes nothing, and the walk
+	// costs the writer nothing (an endpoint it finds is checked again
+	// under the claim's lock).
+	order, wrapped, err := visitEndpoints(s.read.WithContext(ctx), c.After)
+	if err != nil || len(order) == 0 {
+		return WebhookClaimed{Next: c.After}, err
+	}
 	var out WebhookClaimed
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err = s.inTx(ctx, func(tx *gorm.DB) error {
 		out = WebhookClaimed{Next: c.After}
-		order, wrapped, err := visitEndpoints(tx, c.After)
-		if err != nil || len(order) == 0 {
-			return err
-		}
 		if !wrapped {
 			out.Next = order[len(order)-1] // the walk stopped at its bound: go on from there
 		}
@@ -159,11 +167,12 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 		for ws, n := range c.Busy {
 			busy[ws] = n
 		}
-		var ids []int64
-		probes := map[int64]bool{}
+		takes := map[int64]int{}
+		var picked []int64 // endpoints in turn
+		total := 0
 		for _, id := range order {
 			e, ok := cands[id]
-			if !ok || len(ids) >= c.Limit {
+			if !ok || total >= c.Limit {
 				continue
 			}
 			take := perEndpoint - inFlight[id]
@@ -173,26 +182,31 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 			if c.PerWorkspace > 0 {
 				take = min(take, c.PerWorkspace-busy[e.WorkspaceID])
 			}
-			take = min(take, c.Limit-len(ids))
+			take = min(take, c.Limit-total)
 			if take <= 0 {
 				continue
 			}
-			got, err := s.claimEndpoint(tx, c, id, take, now)
-			if err != nil {
-				return err
-			}
-			if len(got) > 0 {
-				ids = append(ids, got...)
-				busy[e.WorkspaceID] += len(got)
-				out.Next = id
-				if e.ConsecutiveFailures > 0 {
-					probes[id] = true
-				}
-			}
+			// Counted as taken although the endpoint may have fewer due:
+			// a claim may come back short, the next one goes on.
+			takes[id], total, busy[e.WorkspaceID] = take, total+take, busy[e.WorkspaceID]+take
+			picked = append(picked, id)
 		}
-		if len(ids) == 0 {
+		if len(picked) == 0 {
 			return nil
 		}
+		got, err := s.claimEndpoints(tx, c, picked, takes, now)
+		if err != nil || len(got) == 0 {
+			return err
+		}
+		var ids []int64
+		probes := map[int64]bool{}
+		for _, g := range got {
+			ids = append(ids, g.ID)
+			if cands[g.EndpointID].ConsecutiveFailures > 0 {
+				probes[g.EndpointID] = true
+			}
+		}
+		out.Next = picked[len(picked)-1]
 		if err := holdProbedEndpoints(tx, probes, now.Add(c.Lease)); err != nil {
 			return err
 		}
@@ -278,15 +292,28 @@ func webhooksInFlight(tx *gorm.DB, cands map[int64]candidate, now time.Time) (ma
 	return out, nil
 }
 
-// claimEndpoint claims up to take due messages of one endpoint.
-func (s *Store) claimEndpoint(tx *gorm.DB, c WebhookClaim, endpointID int64, take int, now time.Time) ([]int64, error) {
+// claimEndpoints claims up to takes[id] due messages of each endpoint of
+// ids, in one statement.
+func (s *Store) claimEndpoints(tx *gorm.DB, c WebhookClaim, ids []int64, takes map[int64]int, now time.Time) ([]claimedRow, error) {
 	lock := ""
 	if s.dialect == Postgres {
 		lock = "FOR UPDATE SKIP LOCKED"
 	}
-	var ids []int64
-	err := tx.Raw(fmt.Sprintf(webhookClaimEndpointSQL, lock), now.Add(c.Lease), c.Token, now, endpointID, now, now, take).Scan(&ids).Error
-	return ids, err
+	branches := make([]string, len(ids))
+	args := []any{now.Add(c.Lease), c.Token, now}
+	for i, id := range ids {
+		branches[i] = fmt.Sprintf(webhookClaimBranchSQL, lock, i)
+		args = append(args, id, now, now, takes[id])
+	}
+	var rows []claimedRow
+	err := tx.Raw(fmt.Sprintf(webhookClaimSQL, strings.Join(branches, "\nUNION ALL ")), args...).Scan(&rows).Error
+	return rows, err
+}
+
+// claimedRow is a message a claim took.
+type claimedRow struct {
+	ID         int64
+	EndpointID int64
 }
 
 // holdProbedEndpoints keeps the failing endpoints a probe was claimed for
@@ -367,72 +394,166 @@ type WebhookResult struct {
 	EndpointBackoff func(n int) time.Duration
 }
 
-// RecordWebhookAttempt records an attempt of a message this dispatcher
-// holds, in one transaction: the delivery log line, the message's new
-// state, and the endpoint's health. A success clears the endpoint's
-// failure run and backoff. A failure of a probe, or the first failure of
-// a healthy endpoint, is one more step of the endpoint's backoff; the
-// failures of attempts that were already in flight when it started failing
-// are not (they say nothing new). An endpoint failing since at least
-// disableAfter is disabled, its pending messages cancelled, and an audit
-// event (actor: system) says so; disabled tells. A claim lost to lease
-// expiry leaves the message to its new holder.
+// WebhookOutcome is one attempt to record (RecordWebhookAttempts).
+type WebhookOutcome struct {
+	Item   WebhookItem
+	Result WebhookResult
+}
+
+// RecordWebhookAttempt records one attempt: RecordWebhookAttempts of one.
 func (s *Store) RecordWebhookAttempt(ctx context.Context, item WebhookItem, token string, r WebhookResult, disableAfter time.Duration) (disabled bool, err error) {
+	got, err := s.RecordWebhookAttempts(ctx, token, []WebhookOutcome{{item, r}}, disableAfter)
+	if err != nil {
+		return false, err
+	}
+	return got[0], nil
+}
+
+// RecordWebhookAttempts records attempts of messages this dispatcher holds,
+// in one transaction: for each, the delivery log line, the message's new
+// state, and the endpoint's health. A success clears the endpoint's
+// failure run and backoff. A failure of a probe, or the first failure of a
+// healthy endpoint, is one more step of the endpoint's backoff; failures
+// of attempts already in flight when it started failing are not (they say
+// nothing new). An endpoint failing since at least disableAfter is
+// disabled, its pending messages cancelled, and an audit event (actor:
+// system) says so; disabled[i] tells for outcomes[i]. A claim lost to
+// lease expiry leaves the message to its new holder.
+//
+// The deliveries, which under load are nearly all of them, are recorded
+// together: one statement each for the messages, the log lines and the
+// endpoints, whatever their number, where one transaction per attempt cost
+// the single SQLite writer (and PostgreSQL's round trips) most of a
+// dispatcher's time.
+func (s *Store) RecordWebhookAttempts(ctx context.Context, token string, outcomes []WebhookOutcome, disableAfter time.Duration) (disabled []bool, err error) {
 	now := s.now()
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		disabled = false
-		updates := map[string]any{"claimed_until": nil, "claim_token": "", "updated_at": now, "last_error": r.Error}
-		switch r.Outcome {
-		case AttemptDelivered:
-			updates["status"], updates["delivered_at"] = WebhookDelivered, &now
-		case AttemptFailed:
-			updates["status"] = WebhookFailed
-		default:
-			updates["next_attempt_at"] = r.Next
+		disabled = make([]bool, len(outcomes))
+		var delivered []WebhookOutcome
+		for i, o := range outcomes {
+			if o.Result.Outcome == AttemptDelivered {
+				delivered = append(delivered, o)
+				continue
+			}
+			d, err := recordFailedAttempt(tx, o.Item, token, o.Result, disableAfter, now)
+			if err != nil {
+				return err
+			}
+			disabled[i] = d
 		}
-		res := tx.Model(&WebhookMessage{}).Where("id = ? AND claim_token = ? AND status = ?", item.ID, token, WebhookPending).Updates(updates)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return nil // deleted, cancelled, or claimed again: not ours to record
-		}
-		if err := logWebhookAttempt(tx, item, r); err != nil {
-			return err
-		}
-		if r.Outcome == AttemptDelivered {
-			return tx.Model(&WebhookEndpoint{}).
-				Where("id = ? AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR backoff_until IS NOT NULL)", item.EndpointID).
-				Updates(map[string]any{"failing_since": nil, "consecutive_failures": 0, "backoff_until": nil}).Error
-		}
-		var e WebhookEndpoint
-		if err := tx.Joins("Workspace").Where("webhook_endpoints.id = ?", item.EndpointID).Take(&e).Error; err != nil {
-			return err
-		}
-		if err := backOffEndpoint(tx, &e, item, r, now); err != nil {
-			return err
-		}
-		if e.DisabledAt != nil || now.Sub(*e.FailingSince) < disableAfter {
-			return nil
-		}
-		disabled = true
-		return disableFailingEndpoint(tx, e, r, now)
+		return recordDeliveries(tx, token, delivered, now)
 	})
 	return disabled, err
 }
 
-// logWebhookAttempt appends the attempt to its endpoint's delivery log,
-// keeping the latest maxWebhookAttempts.
-func logWebhookAttempt(tx *gorm.DB, item WebhookItem, r WebhookResult) error {
-	attempt := WebhookAttempt{EndpointID: item.EndpointID, MessageID: item.ID, WebhookID: item.WebhookID, EventType: item.EventType,
-		Attempt: item.Attempts, At: r.Started.UTC(), StatusCode: r.StatusCode, LatencyMS: r.Latency.Milliseconds(),
-		Outcome: r.Outcome, Error: r.Error}
-	if err := tx.Omit("Endpoint").Create(&attempt).Error; err != nil {
+// recordDeliveries marks delivered messages (those still ours), logs their
+// attempts and clears their endpoints' failures, in three statements.
+func recordDeliveries(tx *gorm.DB, token string, delivered []WebhookOutcome, now time.Time) error {
+	if len(delivered) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(delivered))
+	for i, o := range delivered {
+		ids[i] = o.Item.ID
+	}
+	var ours []int64
+	err := tx.Raw(`UPDATE webhook_messages SET status = ?, delivered_at = ?, claimed_until = NULL, claim_token = '', updated_at = ?, last_error = ''
+WHERE id IN ? AND claim_token = ? AND status = ? RETURNING id`, WebhookDelivered, now, now, ids, token, WebhookPending).Scan(&ours).Error
+	if err != nil || len(ours) == 0 {
+		return err // none: deleted, cancelled, or claimed again, not ours to record
+	}
+	mine := map[int64]bool{}
+	for _, id := range ours {
+		mine[id] = true
+	}
+	var lines []WebhookAttempt
+	endpoints := map[int64]bool{}
+	for _, o := range delivered {
+		if mine[o.Item.ID] {
+			lines = append(lines, attemptLine(o.Item, o.Result))
+			endpoints[o.Item.EndpointID] = true
+		}
+	}
+	if err := tx.Omit("Endpoint").Create(&lines).Error; err != nil {
 		return err
 	}
-	return tx.Exec(`DELETE FROM webhook_attempts WHERE endpoint_id = ? AND id <= (
+	eps := make([]int64, 0, len(endpoints))
+	for id := range endpoints {
+		eps = append(eps, id)
+	}
+	slices.Sort(eps)
+	if err := pruneAttempts(tx, lines); err != nil {
+		return err
+	}
+	return tx.Model(&WebhookEndpoint{}).
+		Where("id IN ? AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR backoff_until IS NOT NULL)", eps).
+		Updates(map[string]any{"failing_since": nil, "consecutive_failures": 0, "backoff_until": nil}).Error
+}
+
+// recordFailedAttempt records an attempt that failed (to be retried, or
+// for good).
+func recordFailedAttempt(tx *gorm.DB, item WebhookItem, token string, r WebhookResult, disableAfter time.Duration, now time.Time) (bool, error) {
+	updates := map[string]any{"claimed_until": nil, "claim_token": "", "updated_at": now, "last_error": r.Error}
+	if r.Outcome == AttemptFailed {
+		updates["status"] = WebhookFailed
+	} else {
+		updates["next_attempt_at"] = r.Next
+	}
+	res := tx.Model(&WebhookMessage{}).Where("id = ? AND claim_token = ? AND status = ?", item.ID, token, WebhookPending).Updates(updates)
+	if res.Error != nil || res.RowsAffected == 0 {
+		return false, res.Error // none: deleted, cancelled, or claimed again, not ours to record
+	}
+	lines := []WebhookAttempt{attemptLine(item, r)}
+	if err := tx.Omit("Endpoint").Create(&lines).Error; err != nil {
+		return false, err
+	}
+	if err := pruneAttempts(tx, lines); err != nil {
+		return false, err
+	}
+	var e WebhookEndpoint
+	if err := tx.Joins("Workspace").Where("webhook_endpoints.id = ?", item.EndpointID).Take(&e).Error; err != nil {
+		return false, err
+	}
+	if err := backOffEndpoint(tx, &e, item, r, now); err != nil {
+		return false, err
+	}
+	if e.DisabledAt != nil || now.Sub(*e.FailingSince) < disableAfter {
+		return false, nil
+	}
+	return true, disableFailingEndpoint(tx, e, r, now)
+}
+
+// attemptLine is the delivery log line of an attempt.
+func attemptLine(item WebhookItem, r WebhookResult) WebhookAttempt {
+	return WebhookAttempt{EndpointID: item.EndpointID, MessageID: item.ID, WebhookID: item.WebhookID, EventType: item.EventType,
+		Attempt: item.Attempts, At: r.Started.UTC(), StatusCode: r.StatusCode, LatencyMS: r.Latency.Milliseconds(),
+		Outcome: r.Outcome, Error: r.Error}
+}
+
+// pruneEvery spaces out the pruning of an endpoint's delivery log: it is
+// pruned when one of its new lines has an id divisible by it, about every
+// pruneEvery attempts of the endpoint, so a log holds about
+// maxWebhookAttempts + pruneEvery lines at most, and a delivery rarely
+// pays for a DELETE.
+const pruneEvery = 8
+
+// pruneAttempts keeps the latest maxWebhookAttempts lines of the endpoints
+// of lines (just inserted, with their ids) that are due for pruning.
+func pruneAttempts(tx *gorm.DB, lines []WebhookAttempt) error {
+	due := map[int64]bool{}
+	for _, l := range lines {
+		if l.ID%pruneEvery == 0 {
+			due[l.EndpointID] = true
+		}
+	}
+	for id := range due {
+		if err := tx.Exec(`DELETE FROM webhook_attempts WHERE endpoint_id = ? AND id <= (
   SELECT id FROM webhook_attempts WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
-		item.EndpointID, item.EndpointID, maxWebhookAttempts).Error
+			id, id, maxWebhookAttempts).Error; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // backOffEndpoint records a failed attempt on endpoint e: the start of its

@@ -119,8 +119,8 @@ const (
 	AttemptFailed    = "failed"
 )
 
-// WebhookAttempt is one line of an endpoint's delivery log. Only the
-// latest maxWebhookAttempts of an endpoint are kept.
+// WebhookAttempt is one line of an endpoint's delivery log. About the
+// latest maxWebhookAttempts of an endpoint are kept (pruneAttempts).
 type WebhookAttempt struct {
 	ID         int64     `gorm:"primaryKey;index:idx_webhook_attempts_endpoint,priority:2"`
 	EndpointID int64     `gorm:"not null;index:idx_webhook_attempts_endpoint,priority:1"`

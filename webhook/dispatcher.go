@@ -28,7 +28,7 @@ import (
 // Outbox is what the dispatcher needs from the database.
 type Outbox interface {
 	ClaimWebhookQueue(ctx context.Context, c store.WebhookClaim) (store.WebhookClaimed, error)
-	RecordWebhookAttempt(ctx context.Context, item store.WebhookItem, token string, r store.WebhookResult, disableAfter time.Duration) (bool, error)
+	RecordWebhookAttempts(ctx context.Context, token string, outcomes []store.WebhookOutcome, disableAfter time.Duration) ([]bool, error)
 	ReleaseWebhooks(ctx context.Context, token string) error
 }
 
@@ -66,6 +66,10 @@ type Config struct {
 // is disabled, as Standard Webhooks' reference service does after days.
 // The same schedule backs off a failing endpoint as a whole: one probe
 // after 5 s, 10 s, … up to one an hour, whatever its backlog.
+// The 250 ms poll is how long an event waits before its first attempt:
+// only test events wake the dispatcher (the audited changes that queue
+// the others do not know it), and an idle poll is one index probe on a
+// reader (store.ClaimWebhookQueue).
 // The 2-minute lease is 12 times the 10 s timeout: a message whose
 // dispatcher crashed waits at most that long, and a slow database or a
 // dispatcher paused for a minute still does not lose its claim mid-attempt.
@@ -75,7 +79,7 @@ type Config struct {
 // costs a goroutine and a connection, nothing more.
 func DefaultConfig() Config {
 	return Config{Timeout: 10 * time.Second, GiveUpAfter: 72 * time.Hour, DisableAfter: 72 * time.Hour,
-		BackoffBase: 5 * time.Second, BackoffMax: time.Hour, PollInterval: 2 * time.Second, Lease: 2 * time.Minute,
+		BackoffBase: 5 * time.Second, BackoffMax: time.Hour, PollInterval: 250 * time.Millisecond, Lease: 2 * time.Minute,
 		Concurrency: 32, PerEndpoint: store.DefaultWebhooksPerEndpoint}
 }
 
@@ -120,9 +124,23 @@ type Dispatcher struct {
 	loop    outbox.Loop[store.WebhookItem]
 	outcome func(string)
 
-	mu     sync.Mutex
-	cursor int64         // the round robin's (store.WebhookClaim.After)
-	busy   map[int64]int // attempts in flight per workspace id
+	mu        sync.Mutex
+	cursor    int64         // the round robin's (store.WebhookClaim.After)
+	busy      map[int64]int // attempts in flight per workspace id
+	toRecord  []outcome     // attempts waiting to be recorded (record)
+	recording bool          // a goroutine is recording them
+}
+
+// outcome is an attempt waiting to be recorded, and where its caller
+// waits for the record.
+type outcome struct {
+	store.WebhookOutcome
+	done chan recorded
+}
+
+type recorded struct {
+	disabled bool
+	err      error
 }
 
 // NewDispatcher returns a dispatcher delivering box's messages.
@@ -169,7 +187,8 @@ func (d *Dispatcher) settled(item store.WebhookItem) {
 // newClient is the delivery client: the SSRF check on every connection,
 // no proxy (a proxy would connect where the check cannot see), no
 // redirect, no cookies, one timeout per attempt. Idle connections kept per
-// host: as many as attempts may be in flight to one endpoint.
+// host: as many as attempts may be in flight, since many endpoints may
+// share a host (a chat service's incoming webhooks).
 func newClient(cfg Config) *http.Client {
 	dialer := &net.Dialer{Timeout: cfg.Timeout, Control: dialControl(cfg.AllowLoopback)}
 	transport := &http.Transport{
@@ -178,7 +197,7 @@ func newClient(cfg Config) *http.Client {
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
-		MaxIdleConnsPerHost:   max(cfg.PerEndpoint, 2),
+		MaxIdleConnsPerHost:   max(cfg.Concurrency, 2),
 		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		IdleConnTimeout:       90 * time.Second,
 	}
@@ -206,8 +225,7 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) { return d.loop.R
 
 // deliver makes one attempt and records it. Logs name the endpoint by id
 // and the host only: a URL may carry a token, and the secret never leaves.
-func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
-	defer d.settled(item)
+func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem, free func()) {
 	log := d.log.With("webhook_message", item.ID, "endpoint", item.EndpointID, "attempt", item.Attempts, "event_type", item.EventType, "probe", item.Probe)
 	started := d.loop.Now()
 	status, err := d.send(ctx, item, started)
@@ -225,7 +243,12 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 			r.Next = giveUpAt
 		}
 	}
-	disabled, rerr := d.outbox.RecordWebhookAttempt(ctx, item, d.loop.Token(), r, d.cfg.DisableAfter)
+	// The attempt is over: its worker may take another message while the
+	// outcome is recorded (with others', in one transaction); the message
+	// stays claimed until then, and counts against its endpoint's bound.
+	d.settled(item)
+	free()
+	disabled, rerr := d.record(ctx, item, r)
 	if rerr != nil {
 		log.Error("webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", "err", rerr)
 	}
@@ -242,6 +265,51 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 	}
 	if disabled {
 		log.Warn("webhook endpoint disabled: it failed for too long", "disable_after", d.cfg.DisableAfter.String())
+	}
+}
+
+// record stores an attempt's outcome and returns once it is stored.
+// Attempts ending while others are being recorded are recorded together,
+// in one transaction (store.RecordWebhookAttempts), by the first of them
+// to end: no goroutine runs when nothing is to be recorded.
+func (d *Dispatcher) record(ctx context.Context, item store.WebhookItem, r store.WebhookResult) (bool, error) {
+	o := outcome{WebhookOutcome: store.WebhookOutcome{Item: item, Result: r}, done: make(chan recorded, 1)}
+	d.mu.Lock()
+	d.toRecord = append(d.toRecord, o)
+	lead := !d.recording
+	d.recording = true
+	d.mu.Unlock()
+	if lead {
+		d.recordAll(ctx)
+	}
+	res := <-o.done
+	return res.disabled, res.err
+}
+
+// recordAll records what waits until nothing does.
+func (d *Dispatcher) recordAll(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		batch := d.toRecord
+		d.toRecord = nil
+		if len(batch) == 0 {
+			d.recording = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		outcomes := make([]store.WebhookOutcome, len(batch))
+		for i, o := range batch {
+			outcomes[i] = o.WebhookOutcome
+		}
+		disabled, err := d.outbox.RecordWebhookAttempts(ctx, d.loop.Token(), outcomes, d.cfg.DisableAfter)
+		for i, o := range batch {
+			res := recorded{err: err}
+			if err == nil {
+				res.disabled = disabled[i]
+			}
+			o.done <- res
+		}
 	}
 }
 
