@@ -48,36 +48,53 @@ func (r *instant) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 }
 
 // deadListener accepts connections and never answers on them, as a hung
-// receiver does: every attempt to it takes the whole timeout. Closed (and
-// its connections with it) at cleanup.
-func deadListener(tb testing.TB) string {
+// receiver does: every attempt to it takes the whole timeout. Its
+// connections are closed by hangUp or at cleanup.
+type deadListener struct {
+	URL   string
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newDeadListener(tb testing.TB) *deadListener {
 	tb.Helper()
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var mu sync.Mutex
-	var conns []net.Conn
+	d := &deadListener{URL: "http://" + ln.Addr().String() + "/hook", ln: ln}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			d.mu.Lock()
+			d.conns = append(d.conns, c)
+			d.mu.Unlock()
 		}
 	}()
-	tb.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String() + "/hook"
+	tb.Cleanup(d.hangUp)
+	return d
+}
+
+// accepted is how many connections it took.
+func (d *deadListener) accepted() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns)
+}
+
+// hangUp closes the listener and its connections: the attempts waiting on
+// them end at once (a dispatcher stopping waits for its attempts).
+func (d *deadListener) hangUp() {
+	d.ln.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
 }
 
 // workspaceWithEndpoints creates a workspace and one endpoint per URL.
@@ -190,14 +207,19 @@ func BenchmarkFreshMessageBehindDeadBacklog(b *testing.B) {
 	var worst time.Duration
 	for i := range b.N {
 		st := storetest.Open(b, benchDialect(), store.Options{})
-		workspaceWithEndpoints(b, st, "dead-a", []string{deadListener(b), deadListener(b), deadListener(b)})
+		dead := []*deadListener{newDeadListener(b), newDeadListener(b), newDeadListener(b)}
+		workspaceWithEndpoints(b, st, "dead-a", []string{dead[0].URL, dead[1].URL, dead[2].URL})
 		inviteN(b, st, "dead-a", "a", 334) // 1,002 messages
 		rcv := &instant{}
 		srv := httptest.NewServer(rcv)
 		b.Cleanup(srv.Close)
 		workspaceWithEndpoints(b, st, "live-b", []string{srv.URL + "/hook"})
 		runDispatcher(b, st, webhook.Config{Timeout: timeout, Lease: 12 * timeout})
-		time.Sleep(200 * time.Millisecond) // the dispatcher has claimed A's first messages
+		for _, d := range dead {
+			b.Cleanup(d.hangUp) // before the dispatcher stops (cleanups run last first)
+		}
+		// The dispatcher is busy with A's messages.
+		waitFor(b, time.Minute, func() bool { return dead[0].accepted() > 0 })
 		start := time.Now()
 		inviteN(b, st, "live-b", fmt.Sprint("b", i), 1)
 		ok := waitFor(b, limit, func() bool { return rcv.n.Load() >= 1 })
@@ -215,12 +237,14 @@ func BenchmarkFreshMessageBehindDeadBacklog(b *testing.B) {
 // bounded) while the dispatcher runs: the live heap after a GC.
 func BenchmarkHeapWhile10000Wait(b *testing.B) {
 	st := storetest.Open(b, benchDialect(), store.Options{})
-	workspaceWithEndpoints(b, st, "heap-a", []string{deadListener(b)})
+	dead := newDeadListener(b)
+	workspaceWithEndpoints(b, st, "heap-a", []string{dead.URL})
 	inviteN(b, st, "heap-a", "h", 10000)
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	runDispatcher(b, st, webhook.Config{Timeout: time.Second, Lease: 12 * time.Second})
+	b.Cleanup(dead.hangUp)
 	b.ResetTimer()
 	var heap uint64
 	for range b.N {
