@@ -48,7 +48,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 // starts with email and serves every lookup by email (all of them are of
 // pending invitations): one index less to write per invite (the
 // SQLite invite path had gained the two list indexes).
-var replacedIndexes = []string{"idx_api_keys_workspace_id", "idx_outbox_due", "idx_invitations_email"}
+// The webhooks' idx_webhook_claim (all pending messages in due order) by
+// idx_webhook_endpoint_queue (each endpoint's), which the fair claim walks.
+var replacedIndexes = []string{"idx_api_keys_workspace_id", "idx_outbox_due", "idx_invitations_email", "idx_webhook_claim"}
 
 func autoMigrate(db *gorm.DB) error {
 	if err := db.AutoMigrate(allModels()...); err != nil {

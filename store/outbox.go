@@ -79,11 +79,10 @@ type OutboxItem struct {
 }
 
 // claimDue claims up to limit due pending messages of table
-// (outbox_messages or webhook_messages, which share the claim columns) for
-// token until lease ends, counting the attempt, and returns their ids.
-// status = 'pending' is a literal so that the table's partial claim index
-// (idx_outbox_claim, idx_webhook_claim) can serve it (see
-// memberByEmail).
+// (outbox_messages; webhook messages are claimed per endpoint, in
+// webhook_queue.go) for token until lease ends, counting the attempt, and
+// returns their ids. status = 'pending' is a literal so that the table's
+// partial claim index (idx_outbox_claim) can serve it (see memberByEmail).
 func (s *Store) claimDue(tx *gorm.DB, table, token string, limit int, lease time.Duration, now time.Time) ([]int64, error) {
 	lock := ""
 	if s.dialect == Postgres {

@@ -117,8 +117,10 @@ GROUP BY endpoint_id`
 // one statement: %s is one webhookClaimBranchSQL per endpoint, each walking
 // idx_webhook_endpoint_queue from the start of its endpoint's range (the
 // claimed messages it skips are at most the endpoint's bound).
+// A join rather than "id IN": the picks are distinct, and PostgreSQL
+// would otherwise sort them to make them so.
 const webhookClaimSQL = `UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (%s) RETURNING id, endpoint_id`
+FROM (%s) picked WHERE webhook_messages.id = picked.id RETURNING webhook_messages.id, webhook_messages.endpoint_id`
 
 // webhookClaimBranchSQL picks one endpoint's messages for webhookClaimSQL;
 // %s is PostgreSQL's row lock (FOR UPDATE SKIP LOCKED), empty on SQLite.
@@ -510,8 +512,13 @@ func recordFailedAttempt(tx *gorm.DB, item WebhookItem, token string, r WebhookR
 	if err := pruneAttempts(tx, lines); err != nil {
 		return false, err
 	}
+	// Two lookups by primary key: joined, PostgreSQL's generic plan for a
+	// small endpoints table walked every workspace.
 	var e WebhookEndpoint
-	if err := tx.Joins("Workspace").Where("webhook_endpoints.id = ?", item.EndpointID).Take(&e).Error; err != nil {
+	if err := tx.Where("id = ?", item.EndpointID).Take(&e).Error; err != nil {
+		return false, err
+	}
+	if err := tx.Where("id = ?", e.WorkspaceID).Take(&e.Workspace).Error; err != nil {
 		return false, err
 	}
 	if err := backOffEndpoint(tx, &e, item, r, now); err != nil {
@@ -609,7 +616,7 @@ func (s *Store) ReleaseWebhooks(ctx context.Context, token string) error {
 // without an audit event) up to the bound, through
 // idx_webhook_pending_tests, which holds them alone.
 const pendingTestEventsSQL = `SELECT COUNT(*) FROM (SELECT id FROM webhook_messages
-WHERE status = 'pending' AND event_id IS NULL AND endpoint_id = ? LIMIT ?) t`
+WHERE status = 'pending' AND event_id IS NULL AND endpoint_id = ? LIMIT ?) pending_tests`
 
 // admitTestEvent refuses a test event for endpoint e while
 // MaxPendingTestEvents of its test events are pending (ErrConflict: they

@@ -87,13 +87,14 @@ const (
 // keep the id they were first sent with, "msg_" + ID (MessageWebhookID).
 // EventID names the audit event;
 // a test event has none and carries its event in Payload (JSON of an
-// AuditEvent). idx_webhook_claim holds the pending messages in due order,
-// as idx_outbox_claim does for emails; idx_webhook_endpoint_queue each
-// endpoint's in due order, idx_webhook_claimed the claimed ones and
-// idx_webhook_pending_tests the pending test events, for the fair claim
-// (webhook_queue.go).
+// AuditEvent). For the fair claim (webhook_queue.go),
+// idx_webhook_endpoint_queue holds each endpoint's pending messages in due
+// order (it replaced idx_webhook_claim, all of them in due order, which
+// put one endpoint's backlog ahead of everyone's fresh messages),
+// idx_webhook_claimed the claimed ones and idx_webhook_pending_tests the
+// pending test events.
 type WebhookMessage struct {
-	ID            int64     `gorm:"primaryKey;index:idx_webhook_claim,priority:2,where:status = 'pending';index:idx_webhook_endpoint_queue,priority:3,where:status = 'pending'"`
+	ID            int64     `gorm:"primaryKey;index:idx_webhook_endpoint_queue,priority:3,where:status = 'pending'"`
 	WebhookID     string    `gorm:"not null;default:''"`
 	EndpointID    int64     `gorm:"not null;index:idx_webhook_messages_endpoint;index:idx_webhook_endpoint_queue,priority:1,where:status = 'pending';index:idx_webhook_claimed,where:status = 'pending' AND claim_token <> '';index:idx_webhook_pending_tests,where:status = 'pending' AND event_id IS NULL"`
 	EventID       *int64    `gorm:"index:idx_webhook_messages_event"`
@@ -101,7 +102,7 @@ type WebhookMessage struct {
 	Payload       string    `gorm:"not null;default:''"`
 	Status        string    `gorm:"not null"`
 	Attempts      int       `gorm:"not null;default:0"`
-	NextAttemptAt time.Time `gorm:"not null;index:idx_webhook_claim,priority:1,where:status = 'pending';index:idx_webhook_endpoint_queue,priority:2,where:status = 'pending'"`
+	NextAttemptAt time.Time `gorm:"not null;index:idx_webhook_endpoint_queue,priority:2,where:status = 'pending'"`
 	ClaimedUntil  *time.Time
 	ClaimToken    string `gorm:"not null;default:''"`
 	LastError     string `gorm:"not null;default:''"`
