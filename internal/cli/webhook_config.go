@@ -85,7 +85,8 @@ func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metrics
 	}, nil
 }
 
-// checkLease refuses a claim lease under twice the attempt timeout: a
+// checkLease refuses worker counts under 1 and a claim lease under twice
+// the attempt timeout: a
 // dispatcher starts a message only while half its lease remains
 // (outbox.Loop), so a shorter lease could end during an attempt and let a
 // second dispatcher send the message again while the first is still
