@@ -1,0 +1,20 @@
+-- Fair webhook delivery (store/webhook_queue.go): each endpoint's backoff,
+-- shared by every dispatcher, and the indexes of the fair claim, which
+-- replace idx_webhook_claim. Idempotent on a database AutoMigrate already
+-- changed (the columns and indexes may exist).
+
+-- +goose Up
+ALTER TABLE webhook_endpoints ADD COLUMN IF NOT EXISTS consecutive_failures bigint NOT NULL DEFAULT 0;
+ALTER TABLE webhook_endpoints ADD COLUMN IF NOT EXISTS backoff_until timestamptz;
+CREATE INDEX IF NOT EXISTS idx_webhook_endpoint_queue ON webhook_messages (endpoint_id, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS idx_webhook_claimed ON webhook_messages (endpoint_id) WHERE status = 'pending' AND claim_token <> '';
+CREATE INDEX IF NOT EXISTS idx_webhook_pending_tests ON webhook_messages (endpoint_id) WHERE status = 'pending' AND event_id IS NULL;
+DROP INDEX IF EXISTS idx_webhook_claim;
+
+-- +goose Down
+CREATE INDEX IF NOT EXISTS idx_webhook_claim ON webhook_messages (next_attempt_at, id) WHERE status = 'pending';
+DROP INDEX IF EXISTS idx_webhook_pending_tests;
+DROP INDEX IF EXISTS idx_webhook_claimed;
+DROP INDEX IF EXISTS idx_webhook_endpoint_queue;
+ALTER TABLE webhook_endpoints DROP COLUMN IF EXISTS backoff_until;
+ALTER TABLE webhook_endpoints DROP COLUMN IF EXISTS consecutive_failures;
