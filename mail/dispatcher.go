@@ -120,7 +120,7 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
 	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
 		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      func(ctx context.Context, item store.OutboxItem, _ func()) { d.deliver(ctx, item) }, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
 		Concurrency: cfg.Concurrency, Log: log}
 	d.loop.Start()
 	return d
@@ -144,7 +144,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 // them, `controlplane mail-status` and the metrics' capped gauges too.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) { return d.loop.RunOnce(ctx) }
 
-func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
+// deliver sends one message and records the outcome. Its worker is freed
+// (free) once the send is over: Concurrency bounds the SMTP connections,
+// and recording, which waits for the database, need not hold one.
+func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free func()) {
 	log := d.log.With("outbox_id", item.ID, "invitation_id", item.InvitationID, "attempt", item.Attempts)
 	now := d.loop.Now()
 	if item.InvitationStatus != store.InvitationPending || !item.InvitationExpiresAt.After(now) {
@@ -157,6 +160,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	if err == nil {
 		err = d.sender.Send(ctx, msg)
 	}
+	free()
 	// Retries stop by age rather than by count, so an outage of any length
 	// up to GiveUpAfter costs no email; the backoff cap keeps the attempts
 	// of a long outage to about one an hour per message.
