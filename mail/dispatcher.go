@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/membership-api/controlplane/outbox"
@@ -14,7 +15,7 @@ import (
 // Outbox is what the dispatcher needs from the database.
 type Outbox interface {
 	ClaimOutbox(ctx context.Context, token string, limit int, lease time.Duration) ([]store.OutboxItem, error)
-	MarkOutboxSent(ctx context.Context, id int64, token string) error
+	MarkOutboxSentMany(ctx context.Context, ids []int64, token string) error
 	RetryOutbox(ctx context.Context, id int64, token string, next time.Time, lastError string) error
 	EndOutbox(ctx context.Context, id int64, token, status, lastError string) error
 	ReleaseOutbox(ctx context.Context, token string) error
@@ -56,8 +57,8 @@ func DefaultDispatcherConfig() DispatcherConfig {
 		BackoffMax:        time.Hour,
 		PollInterval:      2 * time.Second,
 		Lease:             2 * time.Minute,
-		BatchSize:         10,
-		Concurrency:       8,
+		BatchSize:         16,
+		Concurrency:       16,
 	}
 }
 
@@ -88,6 +89,10 @@ type Dispatcher struct {
 	cfg    DispatcherConfig
 	log    *slog.Logger
 	loop   outbox.Loop[store.OutboxItem]
+
+	mu      sync.Mutex
+	sent    []sentMark // sends waiting to be recorded (markSent)
+	marking bool       // a goroutine is recording them
 	// outcome, if set, hears the outcome of every attempt (OnOutcome).
 	outcome func(outcome string)
 }
@@ -167,7 +172,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free fu
 	giveUpAt := item.QueuedSince().Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
-		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.loop.Token()))
+		d.record(log, d.markSent(ctx, item.ID))
 		d.report(OutcomeSent)
 		log.Info("mail sent", "message_id", msg.MessageID)
 	case IsPermanent(err) || !now.Before(giveUpAt):
@@ -186,6 +191,46 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free fu
 		d.report(OutcomeRetry)
 		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
 	}
+}
+
+// sentMark is a send waiting to be recorded, and where its caller waits.
+type sentMark struct {
+	id   int64
+	done chan error
+}
+
+// markSent records a successful send and returns once it is recorded.
+// Sends that end while others are being recorded are recorded together
+// (store.MarkOutboxSentMany), by the first of them to end.
+func (d *Dispatcher) markSent(ctx context.Context, id int64) error {
+	m := sentMark{id: id, done: make(chan error, 1)}
+	d.mu.Lock()
+	d.sent = append(d.sent, m)
+	lead := !d.marking
+	d.marking = true
+	d.mu.Unlock()
+	if lead {
+		for {
+			d.mu.Lock()
+			batch := d.sent
+			d.sent = nil
+			if len(batch) == 0 {
+				d.marking = false
+				d.mu.Unlock()
+				break
+			}
+			d.mu.Unlock()
+			ids := make([]int64, len(batch))
+			for i, b := range batch {
+				ids[i] = b.id
+			}
+			err := d.outbox.MarkOutboxSentMany(ctx, ids, d.loop.Token())
+			for _, b := range batch {
+				b.done <- err
+			}
+		}
+	}
+	return <-m.done
 }
 
 func (d *Dispatcher) record(log *slog.Logger, err error) {

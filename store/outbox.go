@@ -143,6 +143,18 @@ func (s *Store) MarkOutboxSent(ctx context.Context, id int64, token string) erro
 	return s.finishOutbox(ctx, id, token, map[string]any{"status": OutboxSent, "sent_at": &now, "last_error": ""})
 }
 
+// MarkOutboxSentMany records the successful sends of ids, those this
+// dispatcher still holds, in one statement (dispatchers record the sends
+// that end together at once: one transaction per email cost the single
+// SQLite writer most of a dispatcher's time under load).
+func (s *Store) MarkOutboxSentMany(ctx context.Context, ids []int64, token string) error {
+	now := s.now()
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		return tx.Model(&OutboxMessage{}).Where("id IN ? AND claim_token = ? AND status = ?", ids, token, OutboxPending).
+			Updates(map[string]any{"status": OutboxSent, "sent_at": &now, "last_error": "", "claimed_until": nil, "claim_token": "", "updated_at": now}).Error
+	})
+}
+
 // RetryOutbox releases the message for another attempt at next.
 func (s *Store) RetryOutbox(ctx context.Context, id int64, token string, next time.Time, lastError string) error {
 	return s.finishOutbox(ctx, id, token, map[string]any{"next_attempt_at": next, "last_error": lastError})

@@ -215,6 +215,7 @@ SELECT 'msg_seed' || i, %d, 'invitation.created', '', 'delivered', 1, CURRENT_TI
 			t.Fatalf("claim outbox: %d claimed, want at least 2", len(items))
 		}
 		must("mark sent", st.MarkOutboxSent(ctx, items[0].ID, "token"))
+		must("mark sent together", st.MarkOutboxSentMany(ctx, []int64{items[0].ID, items[1].ID}, "token"))
 		must("retry later", st.RetryOutbox(ctx, items[1].ID, "token", clk.Now().Add(time.Minute), "try again"))
 		_, err = st.WorkspacesOf(ctx, "admin-acme")
 		must("list a person's workspaces", err)
