@@ -9,6 +9,18 @@ package webhook_test
 // figures. BENCH_DIALECT=postgres runs them on TEST_POSTGRES_DSN.
 //
 //	go test ./webhook -run '^$' -bench . -benchtime 1x
+//
+// Measured 2026-12-06 on 2 cores shared with other jobs (load average
+// 17–28, so rates varied by 2× run to run; pairs run back to back), the
+// dispatcher before this change (8c6232f) → after:
+//   - 50 healthy endpoints, 1,000 messages: SQLite 546–1,058 → 602–2,042
+//     deliveries/s (CPU per delivery 1,235 → 559 µs); PostgreSQL 117–168 →
+//     597–801 deliveries/s.
+//   - a fresh message behind a dead workspace's 1,002 messages: not
+//     delivered within 60 s (at 3 s and at 10 s timeouts) → 0.26 s at the
+//     default 10 s timeout, both databases.
+//   - heap while 10,000 messages wait: 3.3 → 3.9–4.1 MiB (claims hold at
+//     most --webhook-concurrency messages).
 
 import (
 	"context"
