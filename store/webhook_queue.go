@@ -431,6 +431,9 @@ func (s *Store) RecordWebhookAttempts(ctx context.Context, token string, outcome
 	now := s.now()
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
 		disabled = make([]bool, len(outcomes))
+		if err := s.lockOutcomeEndpoints(tx, outcomes); err != nil {
+			return err
+		}
 		var delivered []WebhookOutcome
 		for i, o := range outcomes {
 			if o.Result.Outcome == AttemptDelivered {
@@ -446,6 +449,28 @@ func (s *Store) RecordWebhookAttempts(ctx context.Context, token string, outcome
 		return recordDeliveries(tx, token, delivered, now)
 	})
 	return disabled, err
+}
+
+// lockOutcomeEndpoints locks, on PostgreSQL, the endpoints of a batch of
+// outcomes in id order before any is changed, so that two dispatchers'
+// batches touching the same endpoints cannot deadlock.
+func (s *Store) lockOutcomeEndpoints(tx *gorm.DB, outcomes []WebhookOutcome) error {
+	if s.dialect != Postgres || len(outcomes) < 2 {
+		return nil
+	}
+	seen := map[int64]bool{}
+	var ids []int64
+	for _, o := range outcomes {
+		if !seen[o.Item.EndpointID] {
+			seen[o.Item.EndpointID] = true
+			ids = append(ids, o.Item.EndpointID)
+		}
+	}
+	if len(ids) < 2 {
+		return nil
+	}
+	var locked []int64
+	return tx.Raw("SELECT id FROM webhook_endpoints WHERE id IN ? ORDER BY id FOR NO KEY UPDATE", ids).Scan(&locked).Error
 }
 
 // recordDeliveries marks delivered messages (those still ours), logs their
