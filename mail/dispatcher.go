@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/membership-api/controlplane/outbox"
@@ -14,7 +15,7 @@ import (
 // Outbox is what the dispatcher needs from the database.
 type Outbox interface {
 	ClaimOutbox(ctx context.Context, token string, limit int, lease time.Duration) ([]store.OutboxItem, error)
-	MarkOutboxSent(ctx context.Context, id int64, token string) error
+	MarkOutboxSentMany(ctx context.Context, ids []int64, token string) error
 	RetryOutbox(ctx context.Context, id int64, token string, next time.Time, lastError string) error
 	EndOutbox(ctx context.Context, id int64, token, status, lastError string) error
 	ReleaseOutbox(ctx context.Context, token string) error
@@ -32,6 +33,7 @@ type DispatcherConfig struct {
 	PollInterval      time.Duration // how often to look for due messages when not woken
 	Lease             time.Duration // how long a claim lasts before another dispatcher may take it over (keep it over twice the longest send)
 	BatchSize         int           // messages claimed at once
+	Concurrency       int           // sends in flight at once
 	// Now replaces the clock of expiry and retry decisions (a dev server's
 	// test clock, the store's); nil means time.Now.
 	Now func() time.Time
@@ -43,6 +45,16 @@ type DispatcherConfig struct {
 // GiveUpAfter is 72 hours, by age and not by attempt count, so that mail
 // outlasts an SMTP outage of a weekend, as a mail server would keep it
 // (Postfix: 5 days); an invitation lasts 7 days by default.
+//
+// Concurrency 16: a send that is slow (an SMTP server stalling on one
+// recipient) or fails holds one of sixteen workers, not the queue, and
+// sixteen connections stay under the per-client limits SMTP relays commonly
+// set (Postfix's smtpd_client_connection_count_limit is 50). A worker is
+// held for the send only; the outcomes of sends that end together are
+// recorded in one statement. With claims of up to 16, one dispatcher kept
+// up with the invite path in a soak (bench/soak) where 8 workers and claims
+// of 10 fell behind. Each failed message waits out its own backoff; the
+// others go on.
 func DefaultDispatcherConfig() DispatcherConfig {
 	return DispatcherConfig{
 		AcceptURLTemplate: DefaultAcceptURLTemplate,
@@ -52,7 +64,8 @@ func DefaultDispatcherConfig() DispatcherConfig {
 		BackoffMax:        time.Hour,
 		PollInterval:      2 * time.Second,
 		Lease:             2 * time.Minute,
-		BatchSize:         10,
+		BatchSize:         16,
+		Concurrency:       16,
 	}
 }
 
@@ -66,6 +79,7 @@ func (c *DispatcherConfig) defaults() {
 	c.PollInterval = cmp.Or(c.PollInterval, def.PollInterval)
 	c.Lease = cmp.Or(c.Lease, def.Lease)
 	c.BatchSize = cmp.Or(c.BatchSize, def.BatchSize)
+	c.Concurrency = cmp.Or(c.Concurrency, def.Concurrency)
 }
 
 // Dispatcher delivers the outbox: it claims due messages under a lease,
@@ -82,6 +96,10 @@ type Dispatcher struct {
 	cfg    DispatcherConfig
 	log    *slog.Logger
 	loop   outbox.Loop[store.OutboxItem]
+
+	mu      sync.Mutex
+	sent    []sentMark // sends waiting to be recorded (markSent)
+	marking bool       // a goroutine is recording them
 	// outcome, if set, hears the outcome of every attempt (OnOutcome).
 	outcome func(outcome string)
 }
@@ -114,7 +132,8 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
 	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
 		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log, Now: cfg.Now}
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
+		Concurrency: cfg.Concurrency, Log: log, Now: cfg.Now}
 	d.loop.Start()
 	return d
 }
@@ -123,9 +142,9 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 // commits) instead of at the next poll. It never blocks.
 func (d *Dispatcher) Wake() { d.loop.Wake() }
 
-// Run delivers messages until ctx ends (outbox.Loop.Run): the message being
-// sent when ctx ends is finished, claimed messages not yet started are
-// released for others.
+// Run delivers messages until ctx ends (outbox.Loop.Run), up to
+// Concurrency at once: the messages being sent when ctx ends are finished,
+// claimed messages not yet started are released for others.
 func (d *Dispatcher) Run(ctx context.Context) {
 	d.logCounts(ctx, "mail dispatcher started")
 	d.loop.Run(ctx)
@@ -137,7 +156,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 // them, `controlplane mail-status` and the metrics' capped gauges too.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) { return d.loop.RunOnce(ctx) }
 
-func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
+// deliver sends one message and records the outcome. Its worker is freed
+// (free) once the send is over: Concurrency bounds the SMTP connections,
+// and recording, which waits for the database, need not hold one.
+func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free func()) {
 	log := d.log.With("outbox_id", item.ID, "invitation_id", item.InvitationID, "attempt", item.Attempts)
 	now := d.loop.Now()
 	if item.InvitationStatus != store.InvitationPending || !item.InvitationExpiresAt.After(now) {
@@ -150,13 +172,14 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 	if err == nil {
 		err = d.sender.Send(ctx, msg)
 	}
+	free()
 	// Retries stop by age rather than by count, so an outage of any length
 	// up to GiveUpAfter costs no email; the backoff cap keeps the attempts
 	// of a long outage to about one an hour per message.
 	giveUpAt := item.QueuedSince().Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
-		d.record(log, d.outbox.MarkOutboxSent(ctx, item.ID, d.loop.Token()))
+		d.record(log, d.markSent(ctx, item.ID))
 		d.report(OutcomeSent)
 		log.Info("mail sent", "message_id", msg.MessageID)
 	case IsPermanent(err) || !now.Before(giveUpAt):
@@ -175,6 +198,46 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem) {
 		d.report(OutcomeRetry)
 		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
 	}
+}
+
+// sentMark is a send waiting to be recorded, and where its caller waits.
+type sentMark struct {
+	id   int64
+	done chan error
+}
+
+// markSent records a successful send and returns once it is recorded.
+// Sends that end while others are being recorded are recorded together
+// (store.MarkOutboxSentMany), by the first of them to end.
+func (d *Dispatcher) markSent(ctx context.Context, id int64) error {
+	m := sentMark{id: id, done: make(chan error, 1)}
+	d.mu.Lock()
+	d.sent = append(d.sent, m)
+	lead := !d.marking
+	d.marking = true
+	d.mu.Unlock()
+	if lead {
+		for {
+			d.mu.Lock()
+			batch := d.sent
+			d.sent = nil
+			if len(batch) == 0 {
+				d.marking = false
+				d.mu.Unlock()
+				break
+			}
+			d.mu.Unlock()
+			ids := make([]int64, len(batch))
+			for i, b := range batch {
+				ids[i] = b.id
+			}
+			err := d.outbox.MarkOutboxSentMany(ctx, ids, d.loop.Token())
+			for _, b := range batch {
+				b.done <- err
+			}
+		}
+	}
+	return <-m.done
 }
 
 func (d *Dispatcher) record(log *slog.Logger, err error) {

@@ -1,10 +1,10 @@
 // Package outbox is the delivery loop the email and webhook dispatchers
 // share (mail.Dispatcher, webhook.Dispatcher): claim due messages under a
-// lease, deliver them one by one while the claim is safe, release what is
-// left when stopping, and sleep until woken or the next poll. What a
-// message is, how it is delivered and how its outcome is recorded are the
-// dispatchers'; the database side (claims with SKIP LOCKED, leases,
-// backoff) is the store's.
+// lease, as many as there are free workers, deliver them side by side, and
+// claim again when a worker is free, when woken or at the next poll. What
+// a message is, how it is delivered and how its outcome is recorded are
+// the dispatchers'; the database side (claims with SKIP LOCKED, leases,
+// backoff, fairness) is the store's.
 package outbox
 
 import (
@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	mathrand "math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -28,68 +29,86 @@ type Loop[T any] struct {
 	ClaimedUntil func(T) *time.Time
 	// Deliver makes one attempt and records its outcome. Its context is not
 	// cancelled when the loop's is: outcomes are recorded while stopping.
-	Deliver func(ctx context.Context, item T)
+	// Up to Concurrency attempts run at once: Deliver holds a worker until
+	// it returns or calls free (once the attempt itself is over, while its
+	// outcome is being recorded: the message stays claimed meanwhile).
+	Deliver func(ctx context.Context, item T, free func())
 
 	Lease        time.Duration
 	PollInterval time.Duration
-	BatchSize    int
-	Log          *slog.Logger
+	// BatchSize bounds one claim.
+	BatchSize int
+	// Concurrency bounds the deliveries in flight (0: one at a time). A
+	// claim asks for no more messages than there are free workers, so a
+	// message starts as soon as it is claimed and never waits out its
+	// lease behind others.
+	Concurrency int
+	Log         *slog.Logger
 	// Now is the clock of the lease check (time.Now when nil).
 	Now func() time.Time
 
 	token string
 	wake  chan struct{}
+	freed chan struct{} // a delivery ended: a worker is free
+	mu    sync.Mutex
+	busy  int // deliveries in flight
 }
 
 // Start fills in what the loop makes itself: its claim token (random, one
 // per dispatcher, so that replicas' claims never mix) and its wake-up
-// channel. Call it once, before Run, RunOnce or Wake.
+// channels. Call it once, before Run, RunOnce or Wake.
 func (l *Loop[T]) Start() {
 	b := make([]byte, 12)
 	rand.Read(b)
 	l.token = hex.EncodeToString(b)
 	l.wake = make(chan struct{}, 1)
+	l.freed = make(chan struct{}, 1)
 	if l.Now == nil {
 		l.Now = time.Now
 	}
 	if l.Log == nil {
 		l.Log = slog.Default()
 	}
+	l.Concurrency = max(l.Concurrency, 1)
+	l.BatchSize = max(l.BatchSize, 1)
 }
 
 // Wake asks the loop to look for due messages now instead of at the next
 // poll. It never blocks.
-func (l *Loop[T]) Wake() {
+func (l *Loop[T]) Wake() { signal(l.wake) }
+
+func signal(ch chan struct{}) {
 	select {
-	case l.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
-// Run delivers messages until ctx ends. The message being delivered when ctx
-// ends is finished; claimed messages not yet started are released for
+// Run delivers messages until ctx ends. The deliveries in flight when ctx
+// ends are finished; claimed messages not yet started are released for
 // others. A failed claim is logged and retried at the next poll (the
 // database may come back), so the only way out is ctx ending.
 func (l *Loop[T]) Run(ctx context.Context) {
+	var wg sync.WaitGroup
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		least := 1
 		select {
 		case <-ctx.Done():
+			wg.Wait()
+			l.release(context.WithoutCancel(ctx))
 			l.Log.Info(l.Name + " stopped")
 			return
 		case <-timer.C:
 		case <-l.wake:
+		case <-l.freed:
+			// Under load workers free up one by one: claiming for each
+			// would spend a transaction per message. Wait until a quarter
+			// of a batch is free (the poll and wake-ups claim for any).
+			least = max(1, min(l.BatchSize, l.Concurrency)/4)
 		}
-		for {
-			n, err := l.RunOnce(ctx)
-			if err != nil && ctx.Err() == nil {
-				l.Log.Error(l.Name+": claim failed", "err", err)
-			}
-			if n < l.BatchSize || ctx.Err() != nil {
-				break
-			}
-		}
+		l.fill(ctx, &wg, least)
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -100,33 +119,96 @@ func (l *Loop[T]) Run(ctx context.Context) {
 	}
 }
 
-// RunOnce claims one batch and delivers it, returning how many messages it
-// claimed and started.
+// fill claims and starts messages while at least least workers are free
+// and claims come back full (more may be due).
+func (l *Loop[T]) fill(ctx context.Context, wg *sync.WaitGroup, least int) {
+	for ctx.Err() == nil {
+		want := min(l.Concurrency-l.inFlight(), l.BatchSize)
+		if want < least {
+			return
+		}
+		n, err := l.claimAndStart(ctx, want, wg)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.Log.Error(l.Name+": claim failed", "err", err)
+			}
+			return
+		}
+		if n < want {
+			return
+		}
+	}
+}
+
+// RunOnce claims one batch (at most Concurrency messages), delivers it and
+// waits for the deliveries, returning how many messages it claimed and
+// started.
 func (l *Loop[T]) RunOnce(ctx context.Context) (int, error) {
-	items, err := l.Claim(ctx, l.token, l.BatchSize, l.Lease)
+	var wg sync.WaitGroup
+	n, err := l.claimAndStart(ctx, min(l.BatchSize, l.Concurrency), &wg)
+	wg.Wait()
+	return n, err
+}
+
+// claimAndStart claims up to limit messages and starts a delivery of each.
+// A message is started only while at least half of its lease remains, so
+// an attempt cannot outlive its claim and let another dispatcher deliver
+// the same message: an attempt must finish within half the lease (the
+// dispatchers' timeouts are well under). As claims ask for free workers
+// only, messages start at once; one that somehow does not (a claim slower
+// than half the lease) is left for its lease to end.
+func (l *Loop[T]) claimAndStart(ctx context.Context, limit int, wg *sync.WaitGroup) (int, error) {
+	items, err := l.Claim(ctx, l.token, limit, l.Lease)
 	if err != nil {
 		return 0, err
 	}
 	bg := context.WithoutCancel(ctx)
-	for i, item := range items {
-		// A message is started only while at least half of its lease
-		// remains, so a slow batch cannot outlive its claim and let another
-		// dispatcher deliver the same message: an attempt must finish
-		// within half the lease (the dispatchers' timeouts are well under).
+	started := 0
+	for _, item := range items {
 		until := l.ClaimedUntil(item)
-		leaseLeft := until != nil && until.Sub(l.Now()) >= l.Lease/2
-		if ctx.Err() != nil || !leaseLeft {
-			if err := l.Release(bg, l.token); err != nil {
-				l.Log.Error(l.Name+": release claims", "err", err)
-			}
-			return i, nil
+		if until == nil || until.Sub(l.Now()) < l.Lease/2 {
+			l.Log.Warn(l.Name + ": a claimed message was not started: less than half its lease was left (it is retried once the lease ends)")
+			continue
 		}
-		l.Deliver(bg, item)
+		l.mu.Lock()
+		l.busy++
+		l.mu.Unlock()
+		wg.Add(1)
+		started++
+		go func() {
+			defer wg.Done()
+			var once sync.Once
+			free := func() { once.Do(l.done) }
+			defer free()
+			l.Deliver(bg, item, free)
+		}()
 	}
 	if len(items) > 0 {
-		l.Log.Debug(l.Name+": batch done", "messages", len(items))
+		l.Log.Debug(l.Name+": claimed", "messages", len(items))
 	}
-	return len(items), nil
+	return started, nil
+}
+
+func (l *Loop[T]) inFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.busy
+}
+
+// done ends a delivery and tells Run a worker is free.
+func (l *Loop[T]) done() {
+	l.mu.Lock()
+	l.busy--
+	l.mu.Unlock()
+	signal(l.freed)
+}
+
+// release hands back claims not started; called only once no delivery is
+// in flight (releasing by token would take back those too).
+func (l *Loop[T]) release(ctx context.Context) {
+	if err := l.Release(ctx, l.token); err != nil {
+		l.Log.Error(l.Name+": release claims", "err", err)
+	}
 }
 
 // Token is the loop's claim token, which the dispatchers' outcome records

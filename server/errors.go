@@ -72,7 +72,8 @@ const (
 	// email_taken, service_account_not_found, service_account_name_taken,
 	// api_key_not_found, invalid_expires_in, and the webhooks'
 	// webhook_not_found, invalid_webhook_url, webhook_disabled,
-	// too_many_webhooks; they reach the body through storeKind.
+	// too_many_webhooks, too_many_test_events; they reach the body
+	// through storeKind.
 	KindRouteNotFound        = "route_not_found"        // 404: no such operation
 	KindMethodNotAllowed     = "method_not_allowed"     // 405
 	KindConflict             = "conflict"               // 409: conflicts with the current state

@@ -79,11 +79,10 @@ type OutboxItem struct {
 }
 
 // claimDue claims up to limit due pending messages of table
-// (outbox_messages or webhook_messages, which share the claim columns) for
-// token until lease ends, counting the attempt, and returns their ids.
-// status = 'pending' is a literal so that the table's partial claim index
-// (idx_outbox_claim, idx_webhook_claim) can serve it (see
-// memberByEmail).
+// (outbox_messages; webhook messages are claimed per endpoint, in
+// webhook_queue.go) for token until lease ends, counting the attempt, and
+// returns their ids. status = 'pending' is a literal so that the table's
+// partial claim index (idx_outbox_claim) can serve it (see memberByEmail).
 func (s *Store) claimDue(tx *gorm.DB, table, token string, limit int, lease time.Duration, now time.Time) ([]int64, error) {
 	lock := ""
 	if s.dialect == Postgres {
@@ -142,6 +141,18 @@ func (s *Store) finishOutbox(ctx context.Context, id int64, token string, update
 func (s *Store) MarkOutboxSent(ctx context.Context, id int64, token string) error {
 	now := s.now()
 	return s.finishOutbox(ctx, id, token, map[string]any{"status": OutboxSent, "sent_at": &now, "last_error": ""})
+}
+
+// MarkOutboxSentMany records the successful sends of ids, those this
+// dispatcher still holds, in one statement (dispatchers record the sends
+// that end together at once: one transaction per email cost the single
+// SQLite writer most of a dispatcher's time under load).
+func (s *Store) MarkOutboxSentMany(ctx context.Context, ids []int64, token string) error {
+	now := s.now()
+	return s.inTx(ctx, func(tx *gorm.DB) error {
+		return tx.Model(&OutboxMessage{}).Where("id IN ? AND claim_token = ? AND status = ?", ids, token, OutboxPending).
+			Updates(map[string]any{"status": OutboxSent, "sent_at": &now, "last_error": "", "claimed_until": nil, "claim_token": "", "updated_at": now}).Error
+	})
 }
 
 // RetryOutbox releases the message for another attempt at next.

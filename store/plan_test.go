@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,7 +20,8 @@ import (
 
 // tables are the tables that grow with use; a statement may read them only
 // through an index lookup.
-var tables = []string{"workspaces", "members", "invitations", "api_keys", "outbox_messages", "email_domain_rules", "idempotency_keys"}
+var tables = []string{"workspaces", "members", "invitations", "api_keys", "outbox_messages", "email_domain_rules", "idempotency_keys",
+	"webhook_messages"}
 
 // boundedByWorkspace are the indexes whose workspace_id range is small
 // whatever the workspace's size (idx_members_admins holds its admins only;
@@ -30,9 +32,11 @@ var boundedByWorkspace = []string{"idx_members_admins", "sqlite_autoindex_email_
 
 var (
 	// SQLite names tables by their alias in plans; what is not a table here
-	// is the invites' VALUES list (j) or a constant row.
+	// is the invites' VALUES list (j), a constant row, or the webhook
+	// claim's subqueries: the endpoints it walked (eps, a recursive CTE),
+	// each endpoint's pick (q0, q1, …), the pending test events counted.
 	sqliteScan     = regexp.MustCompile(`^SCAN (\S+)`)
-	sqliteNotTable = regexp.MustCompile(`^SCAN (j|\(subquery-\d+\)|\d+-ROW VALUES CLAUSE|CONSTANT ROW)$`)
+	sqliteNotTable = regexp.MustCompile(`^SCAN (j|eps|q\d+|pending_tests|\(subquery-\d+\)|\d+-ROW VALUES CLAUSE|CONSTANT ROW)$`)
 	sqliteSearch   = regexp.MustCompile(`^SEARCH \S+ USING (?:COVERING )?INDEX (\S+) \((.*)\)$`)
 	pgNode         = regexp.MustCompile(`(Seq Scan|Index Scan|Index Only Scan|Bitmap Index Scan) (?:using (\S+) )?on (\S+)`)
 	pgIndexCond    = regexp.MustCompile(`^\s*Index Cond: (.*)$`)
@@ -138,6 +142,22 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		if err != nil {
 			t.Fatalf("seed: %v", err)
 		}
+		// The webhook messages' realistic shape: mostly delivered ones (of
+		// another workspace's endpoint).
+		seedHook := "https://hooks.ws-1.test/"
+		seedEP, err := st.CreateWebhook(ctx, "ws-1", "sub-1", store.WebhookInput{URL: &seedHook})
+		if err == nil {
+			err = st.ExecForTest(ctx, fmt.Sprintf(`
+INSERT INTO webhook_messages (webhook_id, endpoint_id, event_type, payload, status, attempts, next_attempt_at, claim_token, last_error, created_at, updated_at)
+WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 5000)
+SELECT 'msg_seed' || i, %d, 'invitation.created', '', 'delivered', 1, CURRENT_TIMESTAMP, '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM seq`, seedEP.ID))
+		}
+		if err == nil && st.Dialect() == "postgres" {
+			err = st.ExecForTest(ctx, "ANALYZE webhook_messages")
+		}
+		if err != nil {
+			t.Fatalf("seed webhook messages: %v", err)
+		}
 		captured := st.CaptureStatementsForTest()
 		must := func(what string, err error) {
 			t.Helper()
@@ -195,6 +215,7 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 			t.Fatalf("claim outbox: %d claimed, want at least 2", len(items))
 		}
 		must("mark sent", st.MarkOutboxSent(ctx, items[0].ID, "token"))
+		must("mark sent together", st.MarkOutboxSentMany(ctx, []int64{items[0].ID, items[1].ID}, "token"))
 		must("retry later", st.RetryOutbox(ctx, items[1].ID, "token", clk.Now().Add(time.Minute), "try again"))
 		_, err = st.WorkspacesOf(ctx, "admin-acme")
 		must("list a person's workspaces", err)
@@ -242,6 +263,30 @@ FROM workspaces w CROSS JOIN seq WHERE w.name LIKE 'ws-%'`)
 		must("list the webhook endpoints", err)
 		_, err = st.Webhook(ctx, "acme", ep.ID)
 		must("read a webhook endpoint", err)
+		// the webhook queue: a backlog on one endpoint, claims, outcomes
+		// (delivered, and a failure that backs the endpoint off), a
+		// test event.
+		hook2 := "https://hooks2.acme.test/"
+		ep2, err := st.CreateWebhook(ctx, "acme", "admin-acme", store.WebhookInput{URL: &hook2})
+		must("create a second webhook endpoint", err)
+		for i := range 30 {
+			must("invite for webhooks", invite(fmt.Sprintf("hooked%d@acme.test", i), time.Hour))
+		}
+		claimed, err := st.ClaimWebhookQueue(ctx, store.WebhookClaim{Token: "hooks", Limit: 8, Lease: time.Minute, After: ep.ID,
+			Busy: map[int64]int{ws.ID: 1}, PerWorkspace: 8})
+		must("claim webhooks", err)
+		if len(claimed.Items) < 2 {
+			t.Fatalf("claim webhooks: %d claimed, want at least 2", len(claimed.Items))
+		}
+		backoff := func(int) time.Duration { return time.Minute }
+		_, err = st.RecordWebhookAttempts(ctx, "hooks", []store.WebhookOutcome{
+			{Item: claimed.Items[0], Result: store.WebhookResult{Outcome: store.AttemptDelivered, Started: clk.Now(), StatusCode: 204}},
+			{Item: claimed.Items[1], Result: store.WebhookResult{Outcome: store.AttemptRetry, Started: clk.Now(), Error: "timed out",
+				Next: clk.Now().Add(time.Minute), EndpointBackoff: backoff}},
+		}, time.Hour)
+		must("record webhook attempts", err)
+		_, _, err = st.SendWebhookTest(ctx, "acme", "admin-acme", ep2.ID)
+		must("send a test event", err)
 
 		type stmt struct {
 			sql  string
@@ -293,6 +338,7 @@ func TestMigrate_DropsReplacedIndexes(t *testing.T) {
 			{&store.OutboxMessage{}, "idx_outbox_due", "CREATE INDEX idx_outbox_due ON outbox_messages (status, next_attempt_at)", "idx_outbox_claim"},
 			{&store.APIKey{}, "idx_api_keys_workspace_id", "CREATE INDEX idx_api_keys_workspace_id ON api_keys (workspace_id)", "idx_api_keys_workspace_sub"},
 			{&store.Invitation{}, "idx_invitations_email", "CREATE INDEX IF NOT EXISTS idx_invitations_email ON invitations (email)", "idx_invitations_pending_email_list"},
+			{&store.WebhookMessage{}, "idx_webhook_claim", "CREATE INDEX idx_webhook_claim ON webhook_messages (next_attempt_at, id)", "idx_webhook_endpoint_queue"},
 		}
 		for _, o := range old {
 			if err := st.ExecForTest(ctx, o.ddl); err != nil {

@@ -56,6 +56,11 @@ type WebhookEndpoint struct {
 	// FailingSince is the start of the current run of failed attempts
 	// (nil after a success): the endpoint is disabled once it is too old.
 	FailingSince *time.Time
+	// ConsecutiveFailures and BackoffUntil are the endpoint's backoff
+	// (webhook_queue.go): failed probes in a row, and when it may be tried
+	// again (nil: now).
+	ConsecutiveFailures int `gorm:"not null;default:0"`
+	BackoffUntil        *time.Time
 	Audit
 
 	Workspace Workspace `gorm:"constraint:OnDelete:CASCADE"`
@@ -83,18 +88,22 @@ const (
 // keep the id they were first sent with, "msg_" + ID (MessageWebhookID).
 // EventID names the audit event;
 // a test event has none and carries its event in Payload (JSON of an
-// AuditEvent). idx_webhook_claim holds the pending messages in claim order,
-// as idx_outbox_claim does for emails.
+// AuditEvent). For the fair claim (webhook_queue.go),
+// idx_webhook_endpoint_queue holds each endpoint's pending messages in due
+// order (it replaced idx_webhook_claim, all of them in due order, which
+// put one endpoint's backlog ahead of everyone's fresh messages),
+// idx_webhook_claimed the claimed ones and idx_webhook_pending_tests the
+// pending test events.
 type WebhookMessage struct {
-	ID            int64     `gorm:"primaryKey;index:idx_webhook_claim,priority:2,where:status = 'pending'"`
+	ID            int64     `gorm:"primaryKey;index:idx_webhook_endpoint_queue,priority:3,where:status = 'pending'"`
 	WebhookID     string    `gorm:"not null;default:''"`
-	EndpointID    int64     `gorm:"not null;index:idx_webhook_messages_endpoint"`
+	EndpointID    int64     `gorm:"not null;index:idx_webhook_messages_endpoint;index:idx_webhook_endpoint_queue,priority:1,where:status = 'pending';index:idx_webhook_claimed,where:status = 'pending' AND claim_token <> '';index:idx_webhook_pending_tests,where:status = 'pending' AND event_id IS NULL"`
 	EventID       *int64    `gorm:"index:idx_webhook_messages_event"`
 	EventType     string    `gorm:"not null"`
 	Payload       string    `gorm:"not null;default:''"`
 	Status        string    `gorm:"not null"`
 	Attempts      int       `gorm:"not null;default:0"`
-	NextAttemptAt time.Time `gorm:"not null;index:idx_webhook_claim,priority:1,where:status = 'pending'"`
+	NextAttemptAt time.Time `gorm:"not null;index:idx_webhook_endpoint_queue,priority:2,where:status = 'pending'"`
 	ClaimedUntil  *time.Time
 	ClaimToken    string `gorm:"not null;default:''"`
 	LastError     string `gorm:"not null;default:''"`
@@ -112,8 +121,8 @@ const (
 	AttemptFailed    = "failed"
 )
 
-// WebhookAttempt is one line of an endpoint's delivery log. Only the
-// latest maxWebhookAttempts of an endpoint are kept.
+// WebhookAttempt is one line of an endpoint's delivery log. About the
+// latest maxWebhookAttempts of an endpoint are kept (pruneAttempts).
 type WebhookAttempt struct {
 	ID         int64     `gorm:"primaryKey;index:idx_webhook_attempts_endpoint,priority:2"`
 	EndpointID int64     `gorm:"not null;index:idx_webhook_attempts_endpoint,priority:1"`
@@ -377,9 +386,13 @@ func (s *Store) UpdateWebhook(ctx context.Context, workspaceName, by string, id 
 			}
 		}
 		e.UpdatedAt, e.UpdatedBy = now, by
-		err = tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).Updates(map[string]any{
+		updates := map[string]any{
 			"url": e.URL, "description": e.Description, "event_types": e.EventTypes, "disabled_at": e.DisabledAt,
-			"disabled_reason": e.DisabledReason, "failing_since": e.FailingSince, "updated_at": now, "updated_by": by}).Error
+			"disabled_reason": e.DisabledReason, "failing_since": e.FailingSince, "updated_at": now, "updated_by": by}
+		if (in.Enabled != nil && *in.Enabled) || e.URL != oldURL {
+			resetEndpointBackoff(updates)
+		}
+		err = tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).Updates(updates).Error
 		if err != nil {
 			return err
 		}
@@ -434,7 +447,8 @@ func (s *Store) DeleteWebhook(ctx context.Context, workspaceName, by string, id 
 
 // SendWebhookTest queues a webhook.test event for one endpoint (admins
 // only) and returns its message and event. ErrConflict if the endpoint is
-// disabled; otherwise errors as UpdateWebhook.
+// disabled or has MaxPendingTestEvents pending (admitTestEvent); otherwise
+// errors as UpdateWebhook.
 func (s *Store) SendWebhookTest(ctx context.Context, workspaceName, by string, id int64) (WebhookMessage, AuditEvent, error) {
 	var msg WebhookMessage
 	var ev AuditEvent
@@ -446,8 +460,11 @@ func (s *Store) SendWebhookTest(ctx context.Context, workspaceName, by string, i
 		if e.DisabledAt != nil {
 			return codedf(ErrConflict, CodeWebhookDisabled, "webhook endpoint %d is disabled: enable it first (PUT with enabled: true)", id)
 		}
-		actor := ActorFrom(ctx)
 		now := s.now()
+		if err := admitTestEvent(tx, e, now); err != nil {
+			return err
+		}
+		actor := ActorFrom(ctx)
 		ev = auditOf(ws, ActionWebhookTest, TargetWebhook, strconv.FormatInt(e.ID, 10), nil, nil)
 		ev.At, ev.ActorKind, ev.ActorSub, ev.RequestID = now, actor.Kind, actor.Sub, actor.RequestID
 		payload, err := jsonString(ev)
@@ -465,165 +482,10 @@ func (s *Store) SendWebhookTest(ctx context.Context, workspaceName, by string, i
 	return msg, ev, err
 }
 
-// WebhookItem is a claimed message with what delivering it needs.
-type WebhookItem struct {
-	WebhookMessage
-	URL, Secret string
-	Event       AuditEvent
-}
-
-// ClaimWebhooks claims up to limit due messages of enabled endpoints for
-// lease under token, as ClaimOutbox does (one statement that commits the
-// claim; FOR UPDATE SKIP LOCKED on PostgreSQL), and reads their events.
-func (s *Store) ClaimWebhooks(ctx context.Context, token string, limit int, lease time.Duration) ([]WebhookItem, error) {
-	now := s.now()
-	var items []WebhookItem
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
-		ids, err := s.claimDue(tx, "webhook_messages", token, limit, lease, now)
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		var rows []struct {
-			WebhookMessage
-			URL    string
-			Secret string
-		}
-		err = tx.Raw(`SELECT m.*, e.url, e.secret FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
-WHERE m.id IN ? AND m.claim_token = ? ORDER BY m.id`, ids, token).Scan(&rows).Error
-		if err != nil {
-			return err
-		}
-		var eventIDs []int64
-		for _, r := range rows {
-			if r.EventID != nil {
-				eventIDs = append(eventIDs, *r.EventID)
-			}
-		}
-		events := map[int64]AuditEvent{}
-		if len(eventIDs) > 0 {
-			var evs []AuditEvent
-			if err := tx.Where("id IN ?", eventIDs).Find(&evs).Error; err != nil {
-				return err
-			}
-			for _, e := range evs {
-				events[e.ID] = e
-			}
-		}
-		for _, r := range rows {
-			secret, ok := s.claimedWebhookSecret(ctx, r.ID, r.EndpointID, r.Secret)
-			if !ok {
-				continue
-			}
-			item := WebhookItem{WebhookMessage: r.WebhookMessage, URL: r.URL, Secret: secret}
-			if r.EventID != nil {
-				item.Event = events[*r.EventID]
-			} else if err := parseJSON(r.Payload, &item.Event); err != nil {
-				return fmt.Errorf("webhook message %d: %w", r.ID, err)
-			}
-			items = append(items, item)
-		}
-		return nil
-	})
-	return items, err
-}
-
-// WebhookResult is the outcome of one delivery attempt.
-type WebhookResult struct {
-	Outcome    string    // Attempt…
-	Started    time.Time // when the attempt began
-	StatusCode int       // 0: no answer
-	Latency    time.Duration
-	Error      string
-	Next       time.Time // AttemptRetry: when to try again
-}
-
-// RecordWebhookAttempt records an attempt of a message this dispatcher
-// holds, in one transaction: the delivery log line, the message's new
-// state, and the endpoint's failure run. An endpoint failing since at least
-// disableAfter is disabled, its pending messages cancelled, and an audit
-// event (actor: system) says so; disabled tells. A claim lost to lease
-// expiry leaves the message to its new holder.
-func (s *Store) RecordWebhookAttempt(ctx context.Context, item WebhookItem, token string, r WebhookResult, disableAfter time.Duration) (disabled bool, err error) {
-	now := s.now()
-	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		disabled = false
-		updates := map[string]any{"claimed_until": nil, "claim_token": "", "updated_at": now, "last_error": r.Error}
-		switch r.Outcome {
-		case AttemptDelivered:
-			updates["status"], updates["delivered_at"] = WebhookDelivered, &now
-		case AttemptFailed:
-			updates["status"] = WebhookFailed
-		default:
-			updates["next_attempt_at"] = r.Next
-		}
-		res := tx.Model(&WebhookMessage{}).Where("id = ? AND claim_token = ? AND status = ?", item.ID, token, WebhookPending).Updates(updates)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return nil // deleted, cancelled, or claimed again: not ours to record
-		}
-		attempt := WebhookAttempt{EndpointID: item.EndpointID, MessageID: item.ID, WebhookID: item.WebhookID, EventType: item.EventType,
-			Attempt: item.Attempts, At: r.Started.UTC(), StatusCode: r.StatusCode, LatencyMS: r.Latency.Milliseconds(),
-			Outcome: r.Outcome, Error: r.Error}
-		if err := tx.Omit("Endpoint").Create(&attempt).Error; err != nil {
-			return err
-		}
-		if err := tx.Exec(`DELETE FROM webhook_attempts WHERE endpoint_id = ? AND id <= (
-  SELECT id FROM webhook_attempts WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
-			item.EndpointID, item.EndpointID, maxWebhookAttempts).Error; err != nil {
-			return err
-		}
-		if r.Outcome == AttemptDelivered {
-			return tx.Model(&WebhookEndpoint{}).Where("id = ? AND failing_since IS NOT NULL", item.EndpointID).
-				Update("failing_since", nil).Error
-		}
-		var e WebhookEndpoint
-		if err := tx.Joins("Workspace").Where("webhook_endpoints.id = ?", item.EndpointID).Take(&e).Error; err != nil {
-			return err
-		}
-		if e.FailingSince == nil {
-			started := r.Started.UTC()
-			e.FailingSince = &started
-			if err := tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).Update("failing_since", e.FailingSince).Error; err != nil {
-				return err
-			}
-		}
-		if e.DisabledAt != nil || now.Sub(*e.FailingSince) < disableAfter {
-			return nil
-		}
-		before := webhookFields(e)
-		reason := fmt.Sprintf("every delivery failed since %s (last: %s)", e.FailingSince.Format(time.RFC3339), r.Error)
-		e.DisabledAt, e.DisabledReason = &now, reason
-		if err := tx.Model(&WebhookEndpoint{}).Where("id = ?", e.ID).
-			Updates(map[string]any{"disabled_at": &now, "disabled_reason": reason, "updated_at": now, "updated_by": ""}).Error; err != nil {
-			return err
-		}
-		if err := cancelWebhookMessages(tx, e.ID, now); err != nil {
-			return err
-		}
-		disabled = true
-		ev := auditOf(e.Workspace, ActionWebhookDisabled, TargetWebhook, strconv.FormatInt(e.ID, 10),
-			fields{"enabled": before["enabled"]}, fields{"enabled": false, "disabledReason": reason})
-		ev.ActorKind = ActorSystem
-		return appendAudit(tx, ev)
-	})
-	return disabled, err
-}
-
 // cancelWebhookMessages cancels an endpoint's pending messages (it was disabled).
 func cancelWebhookMessages(tx *gorm.DB, endpointID int64, now time.Time) error {
 	return tx.Model(&WebhookMessage{}).Where("endpoint_id = ? AND status = ?", endpointID, WebhookPending).
 		Updates(map[string]any{"status": WebhookCancelled, "claimed_until": nil, "claim_token": "", "updated_at": now}).Error
-}
-
-// ReleaseWebhooks hands back every message claimed under token without
-// counting the attempt (graceful shutdown).
-func (s *Store) ReleaseWebhooks(ctx context.Context, token string) error {
-	return s.inTx(ctx, func(tx *gorm.DB) error {
-		return tx.Model(&WebhookMessage{}).Where("claim_token = ? AND status = ?", token, WebhookPending).
-			Updates(map[string]any{"claimed_until": nil, "claim_token": "", "attempts": gorm.Expr("attempts - 1"), "updated_at": s.now()}).Error
-	})
 }
 
 // WebhookAttempts returns an endpoint's latest attempts, latest first.

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -25,8 +27,8 @@ import (
 
 // Outbox is what the dispatcher needs from the database.
 type Outbox interface {
-	ClaimWebhooks(ctx context.Context, token string, limit int, lease time.Duration) ([]store.WebhookItem, error)
-	RecordWebhookAttempt(ctx context.Context, item store.WebhookItem, token string, r store.WebhookResult, disableAfter time.Duration) (bool, error)
+	ClaimWebhookQueue(ctx context.Context, c store.WebhookClaim) (store.WebhookClaimed, error)
+	RecordWebhookAttempts(ctx context.Context, token string, outcomes []store.WebhookOutcome, disableAfter time.Duration) ([]bool, error)
 	ReleaseWebhooks(ctx context.Context, token string) error
 }
 
@@ -40,8 +42,16 @@ type Config struct {
 	PollInterval time.Duration
 	// Lease is how long a claimed message is held (--webhook-claim-lease):
 	// at least twice Timeout, since an attempt may start with half of it left.
-	Lease     time.Duration
-	BatchSize int
+	Lease time.Duration
+	// Concurrency bounds the attempts in flight (--webhook-concurrency);
+	// BatchSize bounds one claim (Concurrency when zero).
+	Concurrency int
+	BatchSize   int
+	// PerEndpoint bounds the attempts in flight to one endpoint, across
+	// dispatchers (--webhook-endpoint-concurrency,
+	// store.DefaultWebhooksPerEndpoint); a failing endpoint gets one, its
+	// probe.
+	PerEndpoint int
 	// AllowLoopback lets endpoints on loopback addresses be reached
 	// (--webhooks-allow-loopback, development and tests).
 	AllowLoopback bool
@@ -57,12 +67,23 @@ type Config struct {
 // schedule (5 s doubling to 1 h, for 72 h) is the email outbox's: about 16
 // attempts in the first day, then one an hour; an endpoint failing for 72 h
 // is disabled, as Standard Webhooks' reference service does after days.
+// The same schedule backs off a failing endpoint as a whole: one probe
+// after 5 s, 10 s, … up to one an hour, whatever its backlog.
+// The 250 ms poll is how long an event waits before its first attempt:
+// only test events wake the dispatcher (the audited changes that queue
+// the others do not know it), and an idle poll is one index probe on a
+// reader (store.ClaimWebhookQueue).
 // The 2-minute lease is 12 times the 10 s timeout: a message whose
 // dispatcher crashed waits at most that long, and a slow database or a
 // dispatcher paused for a minute still does not lose its claim mid-attempt.
+// 32 attempts in flight: with at most 4 per endpoint (a failing one: 1),
+// and half the workers per workspace, endpoints that hang hold few
+// workers, and 32 instant endpoints are served side by side; each attempt
+// costs a goroutine and a connection, nothing more.
 func DefaultConfig() Config {
 	return Config{Timeout: 10 * time.Second, GiveUpAfter: 72 * time.Hour, DisableAfter: 72 * time.Hour,
-		BackoffBase: 5 * time.Second, BackoffMax: time.Hour, PollInterval: 2 * time.Second, Lease: 2 * time.Minute, BatchSize: 10}
+		BackoffBase: 5 * time.Second, BackoffMax: time.Hour, PollInterval: 250 * time.Millisecond, Lease: 2 * time.Minute,
+		Concurrency: 32, PerEndpoint: store.DefaultWebhooksPerEndpoint}
 }
 
 func (c *Config) defaults() {
@@ -74,7 +95,9 @@ func (c *Config) defaults() {
 	c.BackoffMax = cmp.Or(c.BackoffMax, def.BackoffMax)
 	c.PollInterval = cmp.Or(c.PollInterval, def.PollInterval)
 	c.Lease = cmp.Or(c.Lease, def.Lease)
-	c.BatchSize = cmp.Or(c.BatchSize, def.BatchSize)
+	c.Concurrency = cmp.Or(c.Concurrency, def.Concurrency)
+	c.BatchSize = cmp.Or(c.BatchSize, c.Concurrency)
+	c.PerEndpoint = cmp.Or(c.PerEndpoint, def.PerEndpoint)
 }
 
 // Outcomes of an attempt, as OnOutcome reports them (store.Attempt…).
@@ -90,6 +113,12 @@ const (
 // recorded after the attempt. At least once: a message is sent twice only
 // if a dispatcher dies (or loses the database) between the receiver's 2xx
 // and the record; both carry the same webhook-id.
+//
+// Fairness: up to Concurrency attempts run side by side; claims take the
+// endpoints in turn (store.ClaimWebhookQueue: a round-robin cursor, at
+// most PerEndpoint in flight per endpoint, none of a backed-off endpoint
+// but its probe) and give a workspace at most half the workers, so one
+// workspace's backlog or dead endpoints cannot hold another's events.
 type Dispatcher struct {
 	outbox  Outbox
 	cfg     Config
@@ -97,6 +126,24 @@ type Dispatcher struct {
 	client  *http.Client
 	loop    outbox.Loop[store.WebhookItem]
 	outcome func(string)
+
+	mu        sync.Mutex
+	cursor    int64         // the round robin's (store.WebhookClaim.After)
+	busy      map[int64]int // attempts in flight per workspace id
+	toRecord  []outcome     // attempts waiting to be recorded (record)
+	recording bool          // a goroutine is recording them
+}
+
+// outcome is an attempt waiting to be recorded, and where its caller
+// waits for the record.
+type outcome struct {
+	store.WebhookOutcome
+	done chan recorded
+}
+
+type recorded struct {
+	disabled bool
+	err      error
 }
 
 // NewDispatcher returns a dispatcher delivering box's messages.
@@ -105,17 +152,46 @@ func NewDispatcher(box Outbox, cfg Config, log *slog.Logger) *Dispatcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Dispatcher{outbox: box, cfg: cfg, log: log, client: newClient(cfg)}
-	d.loop = outbox.Loop[store.WebhookItem]{Name: "webhook dispatcher", Claim: box.ClaimWebhooks, Release: box.ReleaseWebhooks,
+	d := &Dispatcher{outbox: box, cfg: cfg, log: log, client: newClient(cfg), busy: map[int64]int{}}
+	d.loop = outbox.Loop[store.WebhookItem]{Name: "webhook dispatcher", Claim: d.claim, Release: box.ReleaseWebhooks,
 		ClaimedUntil: func(item store.WebhookItem) *time.Time { return item.ClaimedUntil },
-		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Log: log, Now: cfg.Now}
+		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
+		Concurrency: cfg.Concurrency, Log: log, Now: cfg.Now}
 	d.loop.Start()
 	return d
 }
 
+// claim claims the next endpoints' messages in turn, keeping the cursor
+// and the workspaces' shares of the workers.
+func (d *Dispatcher) claim(ctx context.Context, token string, limit int, lease time.Duration) ([]store.WebhookItem, error) {
+	d.mu.Lock()
+	c := store.WebhookClaim{Token: token, Limit: limit, Lease: lease, PerEndpoint: d.cfg.PerEndpoint, After: d.cursor,
+		Busy: maps.Clone(d.busy), PerWorkspace: max(d.cfg.PerEndpoint, d.cfg.Concurrency/2)}
+	d.mu.Unlock()
+	res, err := d.outbox.ClaimWebhookQueue(ctx, c)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cursor = res.Next
+	for _, item := range res.Items {
+		d.busy[item.WorkspaceID]++
+	}
+	return res.Items, err
+}
+
+// settled ends an attempt's share of its workspace's workers.
+func (d *Dispatcher) settled(item store.WebhookItem) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[item.WorkspaceID]--; d.busy[item.WorkspaceID] <= 0 {
+		delete(d.busy, item.WorkspaceID)
+	}
+}
+
 // newClient is the delivery client: the SSRF check on every connection,
 // no proxy (a proxy would connect where the check cannot see), no
-// redirect, no cookies, one timeout per attempt.
+// redirect, no cookies, one timeout per attempt. Idle connections kept per
+// host: as many as attempts may be in flight, since many endpoints may
+// share a host (a chat service's incoming webhooks).
 func newClient(cfg Config) *http.Client {
 	dialer := &net.Dialer{Timeout: cfg.Timeout, Control: dialControl(cfg.AllowLoopback)}
 	transport := &http.Transport{
@@ -124,7 +200,7 @@ func newClient(cfg Config) *http.Client {
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
-		MaxIdleConnsPerHost:   2,
+		MaxIdleConnsPerHost:   max(cfg.Concurrency, 2),
 		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		IdleConnTimeout:       90 * time.Second,
 	}
@@ -139,23 +215,24 @@ func (d *Dispatcher) OnOutcome(fn func(outcome string)) { d.outcome = fn }
 // Wake asks the dispatcher to look for due messages now. It never blocks.
 func (d *Dispatcher) Wake() { d.loop.Wake() }
 
-// Run delivers messages until ctx ends (outbox.Loop.Run: the attempt in
-// flight finishes, claimed messages not started are released).
+// Run delivers messages until ctx ends (outbox.Loop.Run: the attempts in
+// flight finish, claimed messages not started are released).
 func (d *Dispatcher) Run(ctx context.Context) {
 	d.log.Info("webhook dispatcher started")
 	d.loop.Run(ctx)
 }
 
-// RunOnce claims one batch and delivers it, returning how many it claimed.
+// RunOnce claims one batch, delivers it side by side and waits for it,
+// returning how many it claimed.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) { return d.loop.RunOnce(ctx) }
 
 // deliver makes one attempt and records it. Logs name the endpoint by id
 // and the host only: a URL may carry a token, and the secret never leaves.
-func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
-	log := d.log.With("webhook_message", item.ID, "endpoint", item.EndpointID, "attempt", item.Attempts, "event_type", item.EventType)
+func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem, free func()) {
+	log := d.log.With("webhook_message", item.ID, "endpoint", item.EndpointID, "attempt", item.Attempts, "event_type", item.EventType, "probe", item.Probe)
 	started := d.loop.Now()
 	status, err := d.send(ctx, item, started)
-	r := store.WebhookResult{Started: started, StatusCode: status, Latency: d.loop.Now().Sub(started)}
+	r := store.WebhookResult{Started: started, StatusCode: status, Latency: d.loop.Now().Sub(started), EndpointBackoff: d.backoff}
 	giveUpAt := item.CreatedAt.Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
@@ -169,7 +246,12 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 			r.Next = giveUpAt
 		}
 	}
-	disabled, rerr := d.outbox.RecordWebhookAttempt(ctx, item, d.loop.Token(), r, d.cfg.DisableAfter)
+	// The attempt is over: its worker may take another message while the
+	// outcome is recorded (with others', in one transaction); the message
+	// stays claimed until then, and counts against its endpoint's bound.
+	d.settled(item)
+	free()
+	disabled, rerr := d.record(ctx, item, r)
 	if rerr != nil {
 		log.Error("webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", "err", rerr)
 	}
@@ -186,6 +268,51 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem) {
 	}
 	if disabled {
 		log.Warn("webhook endpoint disabled: it failed for too long", "disable_after", d.cfg.DisableAfter.String())
+	}
+}
+
+// record stores an attempt's outcome and returns once it is stored.
+// Attempts ending while others are being recorded are recorded together,
+// in one transaction (store.RecordWebhookAttempts), by the first of them
+// to end: no goroutine runs when nothing is to be recorded.
+func (d *Dispatcher) record(ctx context.Context, item store.WebhookItem, r store.WebhookResult) (bool, error) {
+	o := outcome{WebhookOutcome: store.WebhookOutcome{Item: item, Result: r}, done: make(chan recorded, 1)}
+	d.mu.Lock()
+	d.toRecord = append(d.toRecord, o)
+	lead := !d.recording
+	d.recording = true
+	d.mu.Unlock()
+	if lead {
+		d.recordAll(ctx)
+	}
+	res := <-o.done
+	return res.disabled, res.err
+}
+
+// recordAll records what waits until nothing does.
+func (d *Dispatcher) recordAll(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		batch := d.toRecord
+		d.toRecord = nil
+		if len(batch) == 0 {
+			d.recording = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		outcomes := make([]store.WebhookOutcome, len(batch))
+		for i, o := range batch {
+			outcomes[i] = o.WebhookOutcome
+		}
+		disabled, err := d.outbox.RecordWebhookAttempts(ctx, d.loop.Token(), outcomes, d.cfg.DisableAfter)
+		for i, o := range batch {
+			res := recorded{err: err}
+			if err == nil {
+				res.disabled = disabled[i]
+			}
+			o.done <- res
+		}
 	}
 }
 

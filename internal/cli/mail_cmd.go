@@ -48,6 +48,7 @@ func (m *mailConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&m.dispatch.BackoffMax, "mail-backoff-max", def.BackoffMax, "longest wait between attempts")
 	fs.DurationVar(&m.dispatch.PollInterval, "mail-poll-interval", def.PollInterval, "how often the dispatcher looks for due messages")
 	fs.DurationVar(&m.dispatch.Lease, "mail-lease", def.Lease, "how long a claimed message is reserved before another dispatcher may retry it")
+	fs.IntVar(&m.dispatch.Concurrency, "mail-concurrency", def.Concurrency, "emails sent at once by the dispatcher (a slow or failing send holds one of them, not the queue)")
 }
 
 // dispatcher builds the outbox dispatcher: SMTP when --smtp-host is set,
@@ -64,6 +65,9 @@ func (m *mailConfig) dispatcher(st *store.Store, dataDir string, log *slog.Logge
 		if d <= 0 {
 			return nil, fmt.Errorf("%s must be positive, got %v", name, d)
 		}
+	}
+	if m.dispatch.Concurrency < 1 {
+		return nil, fmt.Errorf("--mail-concurrency must be at least 1, got %d", m.dispatch.Concurrency)
 	}
 	var sender mail.Sender
 	domain := "localhost"

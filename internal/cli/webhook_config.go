@@ -41,6 +41,8 @@ func (c *webhookConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.cfg.PollInterval, "webhook-poll-interval", def.PollInterval, "how often the webhook dispatcher looks for due messages")
 	fs.DurationVar(&c.cfg.Lease, "webhook-claim-lease", def.Lease, "how long a claimed webhook message waits before another dispatcher retries it "+
 		"(after a crash); at least twice --webhook-timeout, so an attempt started with half the lease left ends within it")
+	fs.IntVar(&c.cfg.Concurrency, "webhook-concurrency", def.Concurrency, "webhook delivery attempts in flight at once per dispatcher (a workspace gets at most half of them)")
+	fs.IntVar(&c.cfg.PerEndpoint, "webhook-endpoint-concurrency", def.PerEndpoint, "webhook delivery attempts in flight to one endpoint, across all dispatchers (a failing endpoint gets one probe at a time)")
 	fs.StringVar(&c.caFile, "webhook-ca-file", "", "PEM certificates of the authorities webhook endpoints are verified with, added to the system's (a private CA)")
 	fs.DurationVar(&c.auditRetention, "audit-retention", store.DefaultAuditRetention, "delete audit events older than this (checked hourly; default 400 days); 0 keeps them forever")
 }
@@ -83,12 +85,16 @@ func (c *webhookConfig) start(ctx context.Context, st *store.Store, mon *metrics
 	}, nil
 }
 
-// checkLease refuses a claim lease under twice the attempt timeout: a
+// checkLease refuses worker counts under 1 and a claim lease under twice
+// the attempt timeout: a
 // dispatcher starts a message only while half its lease remains
 // (outbox.Loop), so a shorter lease could end during an attempt and let a
 // second dispatcher send the message again while the first is still
 // waiting for the answer.
 func (c *webhookConfig) checkLease() error {
+	if c.cfg.Concurrency < 1 || c.cfg.PerEndpoint < 1 {
+		return fmt.Errorf("--webhook-concurrency (%d) and --webhook-endpoint-concurrency (%d) must be at least 1", c.cfg.Concurrency, c.cfg.PerEndpoint)
+	}
 	if c.cfg.Lease <= 0 || c.cfg.Timeout <= 0 {
 		return fmt.Errorf("--webhook-claim-lease (%v) and --webhook-timeout (%v) must be positive", c.cfg.Lease, c.cfg.Timeout)
 	}
