@@ -106,6 +106,15 @@ func TestBackup_WhileServingThenRestore(t *testing.T) {
 
 	restored := &env{t: t, dialect: "sqlite", dataDir: t.TempDir()}
 	restored.dsn = filepath.Join(restored.dataDir, "controlplane.db")
+	// The secrets key is backed up apart from the database
+	// (docs/operations/backup-and-restore.md): the restored directory gets it.
+	key, err := os.ReadFile(filepath.Join(f.dataDir, "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(restored.dataDir, "secrets.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r = runCLI(t, restored.args("restore", "--from", backup)...)
 	if r.code != 0 {
 		t.Fatalf("restore: exit %d: %s", r.code, r.stderr)

@@ -201,7 +201,10 @@ func TestCopy_SQLiteToPostgresAnswersTheSame(t *testing.T) {
 	dst.env = &env{t: t, dialect: "postgres", dataDir: src.dataDir, dsn: pg}
 	// The same --public-url (the OAuth issuer): as a deployment keeps its
 	// address when its database moves, so tokens the source issued verify.
-	dst.srv = dst.start("--mail-poll-interval", "20ms", "--public-url", src.srv.URL)
+	// And the source's secrets key (SQLite made it in its data directory):
+	// copy moves the encrypted values as they are.
+	dst.srv = dst.start("--mail-poll-interval", "20ms", "--public-url", src.srv.URL,
+		"--secrets-key-file", filepath.Join(src.dataDir, "secrets.key"))
 	for i, r := range requests {
 		if got := dst.answer(t, r.path, r.header); got != before[i] {
 			t.Errorf("%s: the target answers %d %s (next %q), the source answered %d %s (next %q)", r.name, got.status, got.body, got.next,

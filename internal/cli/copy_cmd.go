@@ -89,6 +89,9 @@ func runCopy(ctx context.Context, fromDSN, toDSN string, batch int, stdout, stde
 		return err
 	}
 	note(stderr, "copy: %d rows in %.1fs; every table's rows and checksum match\n", report.Rows, time.Since(start).Seconds())
+	// Values bound to the secrets key moved as stored (docs/operations/secrets.md).
+	note(stderr, "copy: OAuth signing keys and webhook secrets were copied as stored: encrypted ones stay encrypted under the source's "+
+		"secrets key; start the target's servers with that key (--secrets-key or --secrets-key-file; on SQLite it is the data directory's %s)\n", secretsKeyFile)
 	return nil
 }
 
