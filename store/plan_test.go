@@ -325,11 +325,19 @@ SELECT 'msg_seed' || i, %d, 'invitation.created', '', 'delivered', 1, CURRENT_TI
 }
 
 // TestMigrate_DropsReplacedIndexes: a database made by a release before the
-// versioned migrations (no goose_db_version) loses, when version 1 is
-// recorded for it, the indexes that newer ones replaced.
+// versioned migrations (no goose_db_version) loses, when it is migrated, the
+// indexes that newer ones replaced: the first three with version 1,
+// idx_webhook_claim with version 3 (the fair webhook claim).
 func TestMigrate_DropsReplacedIndexes(t *testing.T) {
-	eachDialect(t, func(t *testing.T, st *store.Store, _ *clock) {
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
 		ctx := context.Background()
+		// The previous release's schema: version 1's tables without its
+		// bookkeeping, and the indexes it had.
+		st := openUnmigrated(t, storetest.DSN(t, dialect))
+		if err := st.MigrateToForTest(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
 		old := []struct {
 			model      any
 			name, ddl  string
@@ -338,7 +346,7 @@ func TestMigrate_DropsReplacedIndexes(t *testing.T) {
 			{&store.OutboxMessage{}, "idx_outbox_due", "CREATE INDEX idx_outbox_due ON outbox_messages (status, next_attempt_at)", "idx_outbox_claim"},
 			{&store.APIKey{}, "idx_api_keys_workspace_id", "CREATE INDEX idx_api_keys_workspace_id ON api_keys (workspace_id)", "idx_api_keys_workspace_sub"},
 			{&store.Invitation{}, "idx_invitations_email", "CREATE INDEX IF NOT EXISTS idx_invitations_email ON invitations (email)", "idx_invitations_pending_email_list"},
-			{&store.WebhookMessage{}, "idx_webhook_claim", "CREATE INDEX idx_webhook_claim ON webhook_messages (next_attempt_at, id)", "idx_webhook_endpoint_queue"},
+			{&store.WebhookMessage{}, "idx_webhook_claim", "CREATE INDEX IF NOT EXISTS idx_webhook_claim ON webhook_messages (next_attempt_at, id)", "idx_webhook_endpoint_queue"},
 		}
 		for _, o := range old {
 			if err := st.ExecForTest(ctx, o.ddl); err != nil {
