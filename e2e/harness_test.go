@@ -854,3 +854,13 @@ func withAuth(header, credential, workspace string) gen.RequestEditorFn {
 		return nil
 	}
 }
+
+// skipUnlessCI skips a test whose program is missing here, and fails it
+// under CI=true, where .ci/run installs every program the tests use.
+func skipUnlessCI(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true: "+format, args...)
+	}
+	t.Skipf(format+" (under CI=true this fails)", args...)
+}

@@ -25,8 +25,18 @@ import (
 	"github.com/membership-api/controlplane/gen"
 )
 
-// postgresBin holds PostgreSQL's server programs (Debian's layout).
-const postgresBin = "/usr/lib/postgresql/15/bin"
+// postgresBin finds PostgreSQL's server programs in Debian's layout
+// (/usr/lib/postgresql/<major>/bin, the newest major), "" when none is.
+func postgresBin() string {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	best, bestMajor := "", -1
+	for _, d := range dirs {
+		if major, err := strconv.Atoi(filepath.Base(filepath.Dir(d))); err == nil && major > bestMajor {
+			best, bestMajor = d, major
+		}
+	}
+	return best
+}
 
 // privatePostgres is a PostgreSQL cluster of the test's own, on a free
 // port, which the test may restart and crash without touching the shared
@@ -34,6 +44,7 @@ const postgresBin = "/usr/lib/postgresql/15/bin"
 type privatePostgres struct {
 	t         *testing.T
 	dir, data string
+	bin       string // PostgreSQL's server programs (postgresBin)
 	port      int
 	opts      string   // postgres's options (pg_ctl -o), for every start
 	asUser    []string // "runuser -u postgres --" when running as root (initdb and postgres refuse root)
@@ -44,9 +55,10 @@ type privatePostgres struct {
 // skips the test when PostgreSQL's programs are not installed.
 func startPrivatePostgres(t *testing.T) *privatePostgres {
 	t.Helper()
+	bin := postgresBin()
 	for _, prog := range []string{"initdb", "pg_ctl", "postgres"} {
-		if _, err := os.Stat(filepath.Join(postgresBin, prog)); err != nil {
-			t.Skipf("PostgreSQL's server programs are not installed (%s): %v", postgresBin, err)
+		if _, err := os.Stat(filepath.Join(bin, prog)); err != nil {
+			skipUnlessCI(t, "PostgreSQL's server programs are not installed under /usr/lib/postgresql/*/bin (apt-get install postgresql): %v", err)
 		}
 	}
 	// t.TempDir is private to root: the postgres user must be able to
@@ -55,7 +67,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &privatePostgres{t: t, dir: dir, data: filepath.Join(dir, "data")}
+	p := &privatePostgres{t: t, dir: dir, data: filepath.Join(dir, "data"), bin: bin}
 	t.Cleanup(func() {
 		_ = p.pgCtl("stop", "-m", "immediate")
 		_ = os.RemoveAll(dir)
@@ -63,7 +75,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Skipf("running as root and no postgres user to run PostgreSQL as: %v", err)
+			skipUnlessCI(t, "running as root and no postgres user to run PostgreSQL as: %v", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
@@ -95,7 +107,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 func (p *privatePostgres) start() error { return p.pgCtl("start", "-o", p.opts) }
 
 func (p *privatePostgres) command(prog string, args ...string) *exec.Cmd {
-	argv := append(append(append([]string{}, p.asUser...), filepath.Join(postgresBin, prog)), args...)
+	argv := append(append(append([]string{}, p.asUser...), filepath.Join(p.bin, prog)), args...)
 	return exec.CommandContext(context.Background(), argv[0], argv[1:]...) //nolint:gosec // G204: the test's own programs and arguments
 }
 

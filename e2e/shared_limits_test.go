@@ -19,7 +19,7 @@ func privateRedis(t *testing.T) (string, func()) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("redis-server not installed: skipping the test of Redis going away")
+		skipUnlessCI(t, "redis-server not installed (apt-get install redis-server): skipping the test of Redis going away")
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
