@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	setDefaultParallelism()
 	code := m.Run()
+	if sdkInstall.dir != "" {
+		_ = os.RemoveAll(sdkInstall.dir)
+	}
 	// Every test has finished (parallel ones too): stop the shared servers
 	// before the contract check, which needs no server.
 	if err := stopSharedDeployments(); err != nil {

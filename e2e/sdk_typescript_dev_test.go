@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,30 +20,9 @@ func TestSDK_TypeScriptDevWalk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs an npm package (-short)")
 	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("npm not found: .ci/run installs Node.js and npm")
-		}
-		t.Skip("no npm on PATH: install Node.js and npm to run Blaxel's TypeScript SDK against the server")
-	}
-	dir := t.TempDir()
-	for _, name := range []string{"package.json", "package-lock.json", "dev-walk.mjs"} {
-		raw, err := os.ReadFile(filepath.Join("testdata", "sdk-typescript", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := installSDK(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	install := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci: %v\n%s", err, out)
-	}
 	s := startDev(t)
 	var env []string
 	for _, name := range []string{"BL_API_URL", "BL_WORKSPACE", "BL_API_KEY", "CONTROLPLANE_DEV_URL"} {

@@ -3,10 +3,12 @@ package e2e_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -26,30 +28,9 @@ func TestSDK_TypeScript(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs an npm package (-short)")
 	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("npm not found: .ci/run installs Node.js and npm")
-		}
-		t.Skip("no npm on PATH: install Node.js and npm to run Blaxel's TypeScript SDK against the server")
-	}
-	dir := t.TempDir()
-	for _, name := range []string{"package.json", "package-lock.json", "check.mjs"} {
-		raw, err := os.ReadFile(filepath.Join("testdata", "sdk-typescript", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := installSDK(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	install := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci: %v\n%s", err, out)
-	}
 
 	f := newFixture(t, "sqlite", "--mail-dispatcher=false")
 	node := func(credential, mode string) string {
@@ -111,4 +92,62 @@ func runSDK(ctx context.Context, t *testing.T, dir, mode string, env ...string) 
 		t.Fatalf("the SDK (%s): %v\n%s", mode, err, out)
 	}
 	return string(out)
+}
+
+// sdkInstall is the one `npm ci` of testdata/sdk-typescript that every
+// TypeScript test runs its scripts in (the install is most of their time).
+var sdkInstall struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// installSDK returns a directory holding testdata/sdk-typescript with its
+// packages installed (npm ci, once per test binary; TestMain removes the
+// directory when the tests end). It skips without npm, and fails without it under
+// CI=true.
+func installSDK(t *testing.T) string {
+	t.Helper()
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		skipUnlessCI(t, "no npm on PATH: install Node.js and npm to run Blaxel's TypeScript SDK against the server")
+	}
+	sdkInstall.once.Do(func() {
+		sdkInstall.dir, sdkInstall.err = npmCI(npm)
+	})
+	if sdkInstall.err != nil {
+		t.Fatal(sdkInstall.err)
+	}
+	return sdkInstall.dir
+}
+
+func npmCI(npm string) (string, error) {
+	dir, err := os.MkdirTemp("", "sdk-typescript-")
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(filepath.Join("testdata", "sdk-typescript"))
+	if err != nil {
+		return dir, err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("testdata", "sdk-typescript", e.Name()))
+		if err != nil {
+			return dir, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), raw, 0o644); err != nil { //nolint:gosec // G306: test scripts, read by node
+			return dir, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	install := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		return dir, fmt.Errorf("npm ci: %w\n%s", err, out)
+	}
+	return dir, nil
 }
