@@ -136,8 +136,8 @@ func (e *env) args(args ...string) []string {
 }
 
 // store returns a second handle on the deployment's database, for
-// assertions: one per env, opened on first use (opening one migrates, which
-// on a shared database briefly locks the members table).
+// assertions: one per env, opened on first use (opening one migrates: a
+// read of goose_db_version under the migration lock on PostgreSQL).
 func (e *env) store() *store.Store {
 	e.storeOnce.Do(func() {
 		e.st = storetest.OpenDSN(e.t, e.dsn, store.Options{Secrets: deploymentKeys(e.t, e.dialect, e.dataDir)})
