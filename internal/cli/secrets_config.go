@@ -82,7 +82,9 @@ func checkSecretsAtStart(ctx context.Context, st *store.Store, source string, lo
 			store.SecretsKeyFlag+" (docs/operations/secrets.md)", "in_the_clear", status.Plaintext())
 		return true, nil
 	}
-	if store.Dialect(st.Dialect()) == store.SQLite {
+	// Rotation reads every secret: only when the counts just taken show a
+	// value that is not yet under the first key (not at every start).
+	if store.Dialect(st.Dialect()) == store.SQLite && !allUnder(st.SecretsKeyID(), status.SigningKeys, status.WebhookSecrets) {
 		res, err := st.RotateSecrets(ctx, 0)
 		if err != nil {
 			return false, err
@@ -97,4 +99,17 @@ func checkSecretsAtStart(ctx context.Context, st *store.Store, source string, lo
 		log.Warn("secrets: some are still stored in the clear: run `controlplane secrets rotate` once every replica has the key", "in_the_clear", status.Plaintext())
 	}
 	return false, nil
+}
+
+// allUnder tells whether every counted value (counts by sealing key id, ""
+// for plaintext) is sealed under key id.
+func allUnder(id string, counts ...map[string]int) bool {
+	for _, byKey := range counts {
+		for k, n := range byKey {
+			if k != id && n > 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
