@@ -181,6 +181,11 @@ func (l *Loop[T]) claimAndStart(ctx context.Context, limit int, wg *sync.WaitGro
 			free := func() { once.Do(l.done) }
 			defer free()
 			l.Deliver(bg, item, free)
+			// The outcome is recorded: the message no longer counts
+			// against its endpoint's bound, so a claim that came back
+			// short for it may now take more (waiting for the poll would
+			// idle the workers meanwhile).
+			signal(l.freed)
 		}()
 	}
 	if len(items) > 0 {

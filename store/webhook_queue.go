@@ -152,7 +152,10 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 		return WebhookClaimed{Next: c.After}, err
 	}
 	var out WebhookClaimed
+	var ids []int64
+	probes := map[int64]bool{}
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
+		ids, probes = nil, map[int64]bool{} // a retried transaction starts over
 		out = WebhookClaimed{Next: c.After}
 		if !wrapped {
 			out.Next = order[len(order)-1] // the walk stopped at its bound: go on from there
@@ -200,8 +203,6 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 		if err != nil || len(got) == 0 {
 			return err
 		}
-		var ids []int64
-		probes := map[int64]bool{}
 		for _, g := range got {
 			ids = append(ids, g.ID)
 			if cands[g.EndpointID].ConsecutiveFailures > 0 {
@@ -209,15 +210,19 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 			}
 		}
 		out.Next = picked[len(picked)-1]
-		if err := holdProbedEndpoints(tx, probes, now.Add(c.Lease)); err != nil {
-			return err
-		}
-		out.Items, err = s.readWebhookItems(ctx, tx, ids, c.Token)
-		for i := range out.Items {
-			out.Items[i].Probe = probes[out.Items[i].EndpointID]
-		}
-		return err
+		return holdProbedEndpoints(tx, probes, now.Add(c.Lease))
 	})
+	if err != nil || len(ids) == 0 {
+		return out, err
+	}
+	// What delivering the claimed messages needs is read once the claim is
+	// committed, on a reader: the messages are ours until their lease
+	// ends, and the single SQLite writer (or a PostgreSQL transaction
+	// holding the endpoints' locks) does not wait for the read.
+	out.Items, err = s.readWebhookItems(ctx, s.read.WithContext(ctx), ids, c.Token)
+	for i := range out.Items {
+		out.Items[i].Probe = probes[out.Items[i].EndpointID]
+	}
 	return out, err
 }
 
@@ -492,7 +497,7 @@ func recordDeliveries(tx *gorm.DB, token string, delivered []WebhookOutcome, now
 	}
 	var ours []int64
 	err := tx.Raw(`UPDATE webhook_messages SET status = ?, delivered_at = ?, claimed_until = NULL, claim_token = '', updated_at = ?, last_error = ''
-WHERE id IN ? AND claim_token = ? AND status = ? RETURNING id`, WebhookDelivered, now, now, ids, token, WebhookPending).Scan(&ours).Error
+WHERE id IN ? AND claim_token = ? AND status = 'pending' RETURNING id`, WebhookDelivered, now, now, ids, token).Scan(&ours).Error
 	if err != nil || len(ours) == 0 {
 		return err // none: deleted, cancelled, or claimed again, not ours to record
 	}

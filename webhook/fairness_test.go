@@ -70,3 +70,42 @@ func TestDispatcher_DeadWorkspaceDoesNotHoldOthers(t *testing.T) {
 		}
 	})
 }
+
+// slowRecorder records attempts 20 ms late, so that claims run while
+// outcomes are still being recorded.
+type slowRecorder struct{ *store.Store }
+
+func (s slowRecorder) RecordWebhookAttempts(ctx context.Context, token string, outcomes []store.WebhookOutcome, disableAfter time.Duration) ([]bool, error) {
+	time.Sleep(20 * time.Millisecond)
+	return s.Store.RecordWebhookAttempts(ctx, token, outcomes, disableAfter)
+}
+
+// TestDispatcher_BoundedEndpointsDrainWithoutPolling: four endpoints, at
+// most one attempt in flight to each, outcomes recorded slowly, and a
+// dispatcher that never polls, woken once. A message held back by its
+// endpoint's bound is claimed once the previous attempt's outcome is
+// recorded, not at the next poll: a claim made while that outcome was
+// still being recorded came back empty, and nothing claimed again until
+// the poll (an hour here; 250 ms by default, idle workers meanwhile).
+func TestDispatcher_BoundedEndpointsDrainWithoutPolling(t *testing.T) {
+	t.Parallel()
+	storetest.EachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		st := storetest.Open(t, dialect, store.Options{})
+		rcv := &instant{}
+		srv := httptest.NewServer(rcv)
+		t.Cleanup(srv.Close)
+		urls := []string{srv.URL + "/a", srv.URL + "/b", srv.URL + "/c", srv.URL + "/d"}
+		workspaceWithEndpoints(t, st, "one-at-a-time", urls)
+		inviteN(t, st, "one-at-a-time", "m", 5) // 20 messages, and the endpoints' own creation events
+		d := webhook.NewDispatcher(slowRecorder{st}, webhook.Config{PollInterval: time.Hour, PerEndpoint: 1, AllowLoopback: true}, quiet)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { d.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		d.Wake()
+		if !waitFor(t, 30*time.Second, func() bool { return rcv.n.Load() >= 20 }) {
+			t.Fatalf("delivered %d of at least 20 messages without a poll: a claim waited for the next poll", rcv.n.Load())
+		}
+	})
+}
