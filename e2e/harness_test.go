@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -181,9 +182,32 @@ func (e *env) start(extra ...string) *runningServer {
 	return s
 }
 
+// testPoolSize bounds the database pool of every server the tests start
+// (unless a test sets --db-max-conns itself). The e2e and store packages run
+// side by side, each with tests in parallel; at the default 32 connections
+// per server their PostgreSQL pools together went past a stock server's 100
+// connections ("FATAL: sorry, too many clients already", answered as 503).
+// Eight still let concurrent requests race in the database.
+const testPoolSize = "8"
+
+// boundPool adds --db-max-conns testPoolSize to a serve or worker command
+// line that does not set it.
+func boundPool(args []string) []string {
+	if len(args) == 0 || !slices.Contains([]string{"serve", "mail-worker", "webhook-worker"}, args[0]) {
+		return args
+	}
+	for _, a := range args {
+		if a == "--db-max-conns" || strings.HasPrefix(a, "--db-max-conns=") {
+			return args
+		}
+	}
+	return append(slices.Clone(args), "--db-max-conns", testPoolSize)
+}
+
 // startServer runs the serve command line args until stop, and waits until
 // it listens.
 func startServer(args []string) (*runningServer, error) {
+	args = boundPool(args)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	s := &runningServer{cancel: cancel, done: make(chan int, 1), logs: &syncBuffer{}}

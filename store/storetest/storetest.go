@@ -22,6 +22,13 @@ import (
 // tests create their databases on (the Makefile sets it to the local server).
 const PostgresEnv = "TEST_POSTGRES_DSN"
 
+// PoolSize is a test store's connection pool unless the test sets
+// store.Options.MaxOpenConns: the packages' tests run side by side and in
+// parallel, and at the default 32 per store their PostgreSQL pools together
+// went past a stock server's 100 connections. Eight still let concurrent
+// writes race in the database.
+const PoolSize = 8
+
 // Dialects are the databases every store and end-to-end test runs against.
 var Dialects = []string{"sqlite", "postgres"}
 
@@ -48,6 +55,9 @@ func Open(tb testing.TB, dialect string, opts store.Options) *store.Store {
 // OpenDSN opens and migrates the store at dsn, closed at cleanup.
 func OpenDSN(tb testing.TB, dsn string, opts store.Options) *store.Store {
 	tb.Helper()
+	if opts.MaxOpenConns == 0 {
+		opts.MaxOpenConns = PoolSize
+	}
 	st, err := store.Open(context.Background(), dsn, opts)
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
