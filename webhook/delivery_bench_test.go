@@ -56,6 +56,10 @@ import (
 // quiet is the dispatchers' logger in these tests.
 var quiet = slog.New(slog.DiscardHandler)
 
+// benchOptions are a server's store options: the production pool, not the
+// tests' smaller one (storetest.PoolSize).
+var benchOptions = store.Options{MaxOpenConns: store.DefaultMaxOpenConns}
+
 func benchDialect() string {
 	if d := os.Getenv("BENCH_DIALECT"); d != "" {
 		return d
@@ -189,7 +193,7 @@ func waitFor(tb testing.TB, limit time.Duration, cond func() bool) bool {
 // receivers in three workspaces (20, 20, 10: a workspace has at most 20),
 // 1,000 messages queued, one dispatcher: deliveries per second.
 func BenchmarkDeliveries_50HealthyEndpoints(b *testing.B) {
-	st := storetest.Open(b, benchDialect(), store.Options{})
+	st := storetest.Open(b, benchDialect(), benchOptions)
 	rcv := &instant{}
 	srv := httptest.NewServer(rcv)
 	b.Cleanup(srv.Close)
@@ -252,7 +256,7 @@ func BenchmarkFreshMessageBehindDeadBacklog(b *testing.B) {
 	}
 	var worst time.Duration
 	for i := range b.N {
-		st := storetest.Open(b, benchDialect(), store.Options{})
+		st := storetest.Open(b, benchDialect(), benchOptions)
 		dead := []*deadListener{newDeadListener(b), newDeadListener(b), newDeadListener(b)}
 		workspaceWithEndpoints(b, st, "dead-a", []string{dead[0].URL, dead[1].URL, dead[2].URL})
 		inviteN(b, st, "dead-a", "a", 334) // 1,002 messages
@@ -282,7 +286,7 @@ func BenchmarkFreshMessageBehindDeadBacklog(b *testing.B) {
 // (and 10,000 more arriving behind them would change nothing: claims are
 // bounded) while the dispatcher runs: the live heap after a GC.
 func BenchmarkHeapWhile10000Wait(b *testing.B) {
-	st := storetest.Open(b, benchDialect(), store.Options{})
+	st := storetest.Open(b, benchDialect(), benchOptions)
 	dead := newDeadListener(b)
 	workspaceWithEndpoints(b, st, "heap-a", []string{dead.URL})
 	inviteN(b, st, "heap-a", "h", 10000)
