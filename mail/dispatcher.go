@@ -130,7 +130,7 @@ func NewDispatcher(box Outbox, sender Sender, cfg DispatcherConfig, log *slog.Lo
 		log = slog.Default()
 	}
 	d := &Dispatcher{outbox: box, sender: sender, cfg: cfg, log: log}
-	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox,
+	d.loop = outbox.Loop[store.OutboxItem]{Name: "mail dispatcher", Claim: box.ClaimOutbox, Release: box.ReleaseOutbox, Explain: store.ExplainFailure,
 		ClaimedUntil: func(item store.OutboxItem) *time.Time { return item.ClaimedUntil },
 		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
 		Concurrency: cfg.Concurrency, Log: log, Now: cfg.Now}
@@ -242,7 +242,7 @@ func (d *Dispatcher) markSent(ctx context.Context, id int64) error {
 
 func (d *Dispatcher) record(log *slog.Logger, err error) {
 	if err != nil {
-		log.Error("mail dispatcher: could not record the outcome (the lease will expire and the message be retried)", "err", err)
+		d.loop.LogFailure(log, "mail dispatcher: could not record the outcome (the lease will expire and the message be retried)", err)
 	}
 }
 

@@ -46,12 +46,22 @@ type Loop[T any] struct {
 	Log         *slog.Logger
 	// Now is the clock of the lease check (time.Now when nil).
 	Now func() time.Time
+	// Explain, when set, says in a few words what a failed claim met
+	// (never a connection string) and whether it is an outage of the
+	// database (logged as a warning: it ends by itself) rather than a
+	// fault (an error).
+	Explain func(err error) (summary string, outage bool)
 
 	token string
-	wake  chan struct{}
-	freed chan struct{} // a delivery ended: a worker is free
-	mu    sync.Mutex
-	busy  int // deliveries in flight
+	fails failureRun // the claims failing in a row (Run's goroutine only)
+	// LogFailure's last line and the failures not logged since.
+	failMu     sync.Mutex
+	failSaid   time.Time
+	failUnsaid int
+	wake       chan struct{}
+	freed      chan struct{} // a delivery ended: a worker is free
+	mu         sync.Mutex
+	busy       int // deliveries in flight
 }
 
 // Start fills in what the loop makes itself: its claim token (random, one
@@ -130,14 +140,93 @@ func (l *Loop[T]) fill(ctx context.Context, wg *sync.WaitGroup, least int) {
 		n, err := l.claimAndStart(ctx, want, wg)
 		if err != nil {
 			if ctx.Err() == nil {
-				l.Log.Error(l.Name+": claim failed", "err", err)
+				l.claimFailed(err)
 			}
 			return
 		}
+		l.claimSucceeded()
 		if n < want {
 			return
 		}
 	}
+}
+
+// failureSummaryEvery is how often a run of failing claims logs its count.
+const failureSummaryEvery = 5 * time.Second
+
+// failureRun is a run of failed claims: a database outage fails every
+// poll (four a second per dispatcher) and a line each hid everything else
+// in the log, so a run is said once when it starts, counted every
+// failureSummaryEvery, and ended once.
+type failureRun struct {
+	since, said  time.Time
+	total, fresh int
+}
+
+// claimFailed logs a failed claim: the first of a run with what it met,
+// later ones as a count every failureSummaryEvery.
+func (l *Loop[T]) claimFailed(err error) {
+	now := time.Now()
+	f := &l.fails
+	f.total++
+	f.fresh++
+	summary, level := l.explain(err)
+	switch {
+	case f.total == 1:
+		f.since, f.said, f.fresh = now, now, 0
+		msg := l.Name + ": claim failed; retried at every poll, said again every " + failureSummaryEvery.String() + " while it fails"
+		if level == slog.LevelWarn {
+			msg = l.Name + ": database unavailable, delivery paused; retried at every poll"
+		}
+		l.Log.Log(context.Background(), level, msg, "err", summary)
+	case now.Sub(f.said) >= failureSummaryEvery:
+		l.Log.Log(context.Background(), level, l.Name+": claims still failing", "failures", f.fresh,
+			"since", f.since.UTC().Format(time.RFC3339), "err", summary)
+		f.said, f.fresh = now, 0
+	}
+}
+
+// explain is what err met and the level to log it at: a warning for an
+// outage of the database (Explain), which ends by itself, else an error.
+func (l *Loop[T]) explain(err error) (string, slog.Level) {
+	if l.Explain == nil {
+		return err.Error(), slog.LevelError
+	}
+	summary, outage := l.Explain(err)
+	if outage {
+		return summary, slog.LevelWarn
+	}
+	return summary, slog.LevelError
+}
+
+// LogFailure logs msg about err (a delivery's outcome that could not be
+// recorded, say) on log, at the level explain gives it, at most once every
+// failureSummaryEvery: when the database goes away every delivery in
+// flight fails the same way, and the next line counts those not logged.
+func (l *Loop[T]) LogFailure(log *slog.Logger, msg string, err error) {
+	l.failMu.Lock()
+	now := time.Now()
+	if !l.failSaid.IsZero() && now.Sub(l.failSaid) < failureSummaryEvery {
+		l.failUnsaid++
+		l.failMu.Unlock()
+		return
+	}
+	unsaid := l.failUnsaid
+	l.failSaid, l.failUnsaid = now, 0
+	l.failMu.Unlock()
+	summary, level := l.explain(err)
+	log.Log(context.Background(), level, msg, "err", summary, "not_logged_since_last", unsaid)
+}
+
+// claimSucceeded ends a run of failed claims, saying so.
+func (l *Loop[T]) claimSucceeded() {
+	f := &l.fails
+	if f.total == 0 {
+		return
+	}
+	l.Log.Info(l.Name+": claims succeed again, delivery resumed", "failures", f.total,
+		"for", time.Since(f.since).Round(time.Millisecond).String())
+	*f = failureRun{}
 }
 
 // RunOnce claims one batch (at most Concurrency messages), delivers it and

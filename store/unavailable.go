@@ -79,6 +79,16 @@ func (e *UnavailableError) Summary() string {
 	}
 }
 
+// ExplainFailure says in a few words what err met, for a log line, and
+// whether it is an outage of the database (Unavailable): an outage's
+// summary names its cause and never a connection string.
+func ExplainFailure(err error) (summary string, outage bool) {
+	if u := Unavailable(err); u != nil {
+		return u.Cause + ": " + u.Summary(), true
+	}
+	return err.Error(), false
+}
+
 // Unavailable returns err as an *UnavailableError when it says the database
 // cannot be reached, else nil. It is the one place that decides what an
 // outage is, for every caller (the API's error handler, /readyz):

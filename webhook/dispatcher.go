@@ -155,7 +155,7 @@ func NewDispatcher(box Outbox, cfg Config, log *slog.Logger) *Dispatcher {
 		log = slog.Default()
 	}
 	d := &Dispatcher{outbox: box, cfg: cfg, log: log, client: newClient(cfg), busy: map[int64]int{}}
-	d.loop = outbox.Loop[store.WebhookItem]{Name: "webhook dispatcher", Claim: d.claim, Release: box.ReleaseWebhooks,
+	d.loop = outbox.Loop[store.WebhookItem]{Name: "webhook dispatcher", Claim: d.claim, Release: box.ReleaseWebhooks, Explain: store.ExplainFailure,
 		ClaimedUntil: func(item store.WebhookItem) *time.Time { return item.ClaimedUntil },
 		Deliver:      d.deliver, Lease: cfg.Lease, PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize,
 		Concurrency: cfg.Concurrency, Log: log, Now: cfg.Now}
@@ -255,7 +255,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem, free f
 	free()
 	disabled, rerr := d.record(ctx, item, r)
 	if rerr != nil {
-		log.Error("webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", "err", rerr)
+		d.loop.LogFailure(log, "webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", rerr)
 	}
 	if d.outcome != nil {
 		d.outcome(r.Outcome)
