@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -151,6 +152,10 @@ func New(ctx context.Context, cfg Config, st Store, log *slog.Logger) (*echo.Ech
 				outages.answered(ctx, u, false)
 			} else {
 				log.WarnContext(ctx, "readiness check failed", "err", err)
+			}
+			if errors.Is(err, store.ErrWritesStopped) {
+				// Writes fail until a restart: drain, and say what to do.
+				return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "writes stopped after a failed fsync of the SQLite WAL: restart the server"})
 			}
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
 		}

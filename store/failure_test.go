@@ -81,6 +81,11 @@ func TestCommitter_FsyncFailureIsFinal(t *testing.T) {
 	if n := syncs(); n != 1 {
 		t.Errorf("got %d fsyncs on the failed file, want 1 (no retry)", n)
 	}
+	// Readiness (/readyz pings the store) drains the replica until it is
+	// restarted, saying why.
+	if err := st.Ping(ctx); !errors.Is(err, store.ErrWritesStopped) {
+		t.Errorf("Ping after the failed fsync: got %v, want ErrWritesStopped", err)
+	}
 }
 
 // A job that panics fails alone, rolled back to its savepoint, and is

@@ -376,8 +376,13 @@ func (s *Store) gormConfig(prepare bool) *gorm.Config {
 	}
 }
 
+// ErrWritesStopped is matched by Ping's error, and every write's, once an
+// fsync of the SQLite WAL failed: nothing written after it can be promised
+// durable, so the process must be restarted (as PostgreSQL does).
+var ErrWritesStopped = commit.ErrWritesStopped
+
 // Ping checks that the database answers. On SQLite it asks a reader and
-// checks that the writer still runs; pinging the writer's connection itself
+// checks that the writer still runs and still writes (ErrWritesStopped); pinging the writer's connection itself
 // could interrupt the transaction in progress (a cancelled ping is an
 // sqlite3_interrupt).
 func (s *Store) Ping(ctx context.Context) error {

@@ -18,6 +18,10 @@ import (
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store is closed")
 
+// ErrWritesStopped is matched by every write's error after a failed fsync
+// (and by Running's): see sync.
+var ErrWritesStopped = errors.New("writes are stopped until the server restarts")
+
 // Committer runs SQLite write transactions on one dedicated connection
 // and commits concurrently submitted ones together (group commit): while one
 // transaction commits, the next requests queue up, and the following
@@ -393,7 +397,7 @@ func (g *Committer) sync() {
 			err := g.wal.Sync()
 			since(g.opts.OnFsync, start)
 			if err != nil {
-				failed = fmt.Errorf("committed but not made durable: fsync of the SQLite WAL failed, writes are stopped until the server restarts: %w", err)
+				failed = fmt.Errorf("committed but not made durable: fsync of the SQLite WAL failed, %w: %w", ErrWritesStopped, err)
 				g.fsyncFailed.Store(&failed)
 			}
 		}
@@ -492,8 +496,12 @@ func (g *Committer) runJob(ctx context.Context, fn func(tx *gorm.DB) error) (err
 	return fn(g.db.WithContext(context.WithoutCancel(ctx)))
 }
 
-// Running returns ErrClosed once Close was called, else nil.
+// Running returns the failed fsync's error (ErrWritesStopped) once one
+// failed, ErrClosed once Close was called, else nil.
 func (g *Committer) Running() error {
+	if failed := g.fsyncFailed.Load(); failed != nil {
+		return *failed
+	}
 	select {
 	case <-g.closed:
 		return ErrClosed
