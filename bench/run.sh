@@ -48,11 +48,11 @@
 #   BENCH_REDIS_URL [redis://127.0.0.1:6379/0]  Redis of sqlite+redis (keys
 #                          under a cp-bench-<random>: prefix, expiring on their
 #                          own); the row is skipped when it does not answer
-#   BENCH_SCALE [1]        0 skips the issue-10 cases and their seeding
-#   BENCH_SCALE_DURATION [5s]  measured time of each issue-10 case per round
+#   BENCH_SCALE [1]        0 skips the scale cases and their seeding
+#   BENCH_SCALE_DURATION [5s]  measured time of each scale case per round
 #                          (same connections, threads and rounds; the
 #                          unpaged list and my invitations get --timeout 30s)
-#   BENCH_SCALE_WARMUP [1s]  warm-up of each issue-10 case per round
+#   BENCH_SCALE_WARMUP [1s]  warm-up of each scale case per round
 #   GO [go]
 set -euo pipefail
 
@@ -391,7 +391,7 @@ scale_measure() {
 for db in "${SCALE_DBS[@]}"; do
 	for c in $(cases "$db"); do probe "$c" "$db"; done
 done
-say "bench: ${ROUNDS} rounds of the issue-10 cases on ${SCALE_DBS[*]} (wrk -t$THREADS -c$CONNS -d$SCALE_DURATION, warm-up $SCALE_WARMUP each)"
+say "bench: ${ROUNDS} rounds of the scale cases on ${SCALE_DBS[*]} (wrk -t$THREADS -c$CONNS -d$SCALE_DURATION, warm-up $SCALE_WARMUP each)"
 for round in $(seq 1 "$ROUNDS"); do
 	for db in "${SCALE_DBS[@]}"; do
 		for c in $(cases "$db"); do
