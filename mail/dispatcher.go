@@ -163,7 +163,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free fu
 	log := d.log.With("outbox_id", item.ID, "invitation_id", item.InvitationID, "attempt", item.Attempts)
 	now := d.loop.Now()
 	if item.InvitationStatus != store.InvitationPending || !item.InvitationExpiresAt.After(now) {
-		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.loop.Token(), store.OutboxCancelled, "invitation is no longer pending"))
+		d.record(ctx, log, d.outbox.EndOutbox(ctx, item.ID, d.loop.Token(), store.OutboxCancelled, "invitation is no longer pending"))
 		d.report(OutcomeCancelled)
 		log.Info("mail cancelled: invitation no longer pending", "invitation_status", item.InvitationStatus)
 		return
@@ -179,11 +179,11 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free fu
 	giveUpAt := item.QueuedSince().Add(d.cfg.GiveUpAfter)
 	switch {
 	case err == nil:
-		d.record(log, d.markSent(ctx, item.ID))
+		d.record(ctx, log, d.markSent(ctx, item.ID))
 		d.report(OutcomeSent)
 		log.Info("mail sent", "message_id", msg.MessageID)
 	case IsPermanent(err) || !now.Before(giveUpAt):
-		d.record(log, d.outbox.EndOutbox(ctx, item.ID, d.loop.Token(), store.OutboxFailed, err.Error()))
+		d.record(ctx, log, d.outbox.EndOutbox(ctx, item.ID, d.loop.Token(), store.OutboxFailed, err.Error()))
 		d.report(OutcomeFailed)
 		log.Error("mail failed for good (controlplane mail-retry requeues it)", "err", err, "permanent", IsPermanent(err),
 			"queued_for", now.Sub(item.QueuedSince()).Round(time.Second).String())
@@ -194,7 +194,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.OutboxItem, free fu
 		if next.After(giveUpAt) {
 			next = giveUpAt
 		}
-		d.record(log, d.outbox.RetryOutbox(ctx, item.ID, d.loop.Token(), next, err.Error()))
+		d.record(ctx, log, d.outbox.RetryOutbox(ctx, item.ID, d.loop.Token(), next, err.Error()))
 		d.report(OutcomeRetry)
 		log.Warn("mail send failed, will retry", "err", err, "next_attempt", next.UTC().Format(time.RFC3339))
 	}
@@ -240,9 +240,9 @@ func (d *Dispatcher) markSent(ctx context.Context, id int64) error {
 	return <-m.done
 }
 
-func (d *Dispatcher) record(log *slog.Logger, err error) {
+func (d *Dispatcher) record(ctx context.Context, log *slog.Logger, err error) {
 	if err != nil {
-		d.loop.LogFailure(log, "mail dispatcher: could not record the outcome (the lease will expire and the message be retried)", err)
+		d.loop.LogFailure(ctx, log, "mail dispatcher: could not record the outcome (the lease will expire and the message be retried)", err)
 	}
 }
 

@@ -140,7 +140,7 @@ func (l *Loop[T]) fill(ctx context.Context, wg *sync.WaitGroup, least int) {
 		n, err := l.claimAndStart(ctx, want, wg)
 		if err != nil {
 			if ctx.Err() == nil {
-				l.claimFailed(err)
+				l.claimFailed(ctx, err)
 			}
 			return
 		}
@@ -165,7 +165,7 @@ type failureRun struct {
 
 // claimFailed logs a failed claim: the first of a run with what it met,
 // later ones as a count every failureSummaryEvery.
-func (l *Loop[T]) claimFailed(err error) {
+func (l *Loop[T]) claimFailed(ctx context.Context, err error) {
 	now := time.Now()
 	f := &l.fails
 	f.total++
@@ -178,9 +178,9 @@ func (l *Loop[T]) claimFailed(err error) {
 		if level == slog.LevelWarn {
 			msg = l.Name + ": database unavailable, delivery paused; retried at every poll"
 		}
-		l.Log.Log(context.Background(), level, msg, "err", summary)
+		l.Log.Log(ctx, level, msg, "err", summary)
 	case now.Sub(f.said) >= failureSummaryEvery:
-		l.Log.Log(context.Background(), level, l.Name+": claims still failing", "failures", f.fresh,
+		l.Log.Log(ctx, level, l.Name+": claims still failing", "failures", f.fresh,
 			"since", f.since.UTC().Format(time.RFC3339), "err", summary)
 		f.said, f.fresh = now, 0
 	}
@@ -203,7 +203,7 @@ func (l *Loop[T]) explain(err error) (string, slog.Level) {
 // recorded, say) on log, at the level explain gives it, at most once every
 // failureSummaryEvery: when the database goes away every delivery in
 // flight fails the same way, and the next line counts those not logged.
-func (l *Loop[T]) LogFailure(log *slog.Logger, msg string, err error) {
+func (l *Loop[T]) LogFailure(ctx context.Context, log *slog.Logger, msg string, err error) {
 	l.failMu.Lock()
 	now := time.Now()
 	if !l.failSaid.IsZero() && now.Sub(l.failSaid) < failureSummaryEvery {
@@ -215,7 +215,7 @@ func (l *Loop[T]) LogFailure(log *slog.Logger, msg string, err error) {
 	l.failSaid, l.failUnsaid = now, 0
 	l.failMu.Unlock()
 	summary, level := l.explain(err)
-	log.Log(context.Background(), level, msg, "err", summary, "not_logged_since_last", unsaid)
+	log.Log(ctx, level, msg, "err", summary, "not_logged_since_last", unsaid)
 }
 
 // claimSucceeded ends a run of failed claims, saying so.

@@ -255,7 +255,7 @@ func (d *Dispatcher) deliver(ctx context.Context, item store.WebhookItem, free f
 	free()
 	disabled, rerr := d.record(ctx, item, r)
 	if rerr != nil {
-		d.loop.LogFailure(log, "webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", rerr)
+		d.loop.LogFailure(ctx, log, "webhook dispatcher: could not record the attempt (the lease will expire and the message be retried)", rerr)
 	}
 	if d.outcome != nil {
 		d.outcome(r.Outcome)
