@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -382,5 +384,59 @@ func TestDevMode_Refusals(t *testing.T) {
 				t.Fatalf("after refused fixtures the database lost its workspace: %q", out)
 			}
 		})
+	}
+}
+
+// TestDevMode_WebhookRetriesFollowTheClock: a dev server whose webhook
+// retries wait an hour at least; the receiver refuses the first invitation
+// event. The retry does not come while real seconds pass, and comes once
+// the dev clock is moved past its hour (openapi/dev.yml: webhook retries
+// fall due by the server's clock).
+func TestDevMode_WebhookRetriesFollowTheClock(t *testing.T) {
+	t.Parallel()
+	var refused, delivered atomic.Int32
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !strings.Contains(string(body), "invitation.created") {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if refused.Add(1) == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		delivered.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rcv.Close)
+	s := startDev(t, "--fixtures", filepath.Join("testdata", "dev", "fixtures.yml"), "--webhooks-allow-loopback",
+		"--webhook-backoff-base", "1h", "--webhook-backoff-max", "2h")
+	alice := keyHeader(s.vars["BL_API_KEY"])
+	if code := apiCall(t, s, "POST", "/webhooks", alice, `{"url":"`+rcv.URL+`/hook","eventTypes":["invitation.created"]}`, nil); code != 201 {
+		t.Fatalf("create the webhook endpoint: %d", code)
+	}
+	if code := apiCall(t, s, "POST", "/users", alice, `{"email":"erin@example.com"}`, nil); code != 200 {
+		t.Fatalf("invite: %d", code)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for refused.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if refused.Load() != 1 {
+		t.Fatalf("the first attempt never came (%d)", refused.Load())
+	}
+	// Several polls (250 ms each) of real time: the retry waits its hour.
+	time.Sleep(1500 * time.Millisecond)
+	if n := refused.Load() + delivered.Load(); n != 1 {
+		t.Fatalf("%d attempts before the clock moved, want 1 (the retry waits at least 30 min)", n)
+	}
+	var clock devClock
+	devCall(t, s, "POST", "/_dev/clock/advance", `{"seconds":10800}`, &clock)
+	deadline = time.Now().Add(30 * time.Second)
+	for delivered.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if delivered.Load() != 1 {
+		t.Fatalf("after moving the clock 3 h: the retry was not delivered (attempts: %d refused, %d delivered)", refused.Load(), delivered.Load())
 	}
 }
