@@ -53,7 +53,8 @@ func TestSoak_InvitesWithEmailsAndWebhooks(t *testing.T) {
 	clients, _ := strconv.Atoi(env("SOAK_CLIENTS", "4"))
 	workspaces, _ := strconv.Atoi(env("SOAK_WORKSPACES", "20"))
 	ctx := context.Background()
-	st := storetest.Open(t, env("SOAK_DIALECT", "sqlite"), store.Options{})
+	// A server's pool, not the tests' smaller one (storetest.PoolSize).
+	st := storetest.Open(t, env("SOAK_DIALECT", "sqlite"), store.Options{MaxOpenConns: store.DefaultMaxOpenConns})
 	log := slog.New(slog.DiscardHandler)
 
 	var hooks atomic.Int64
