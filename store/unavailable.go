@@ -82,9 +82,19 @@ func (e *UnavailableError) Summary() string {
 // ExplainFailure says in a few words what err met, for a log line, and
 // whether it is an outage of the database (Unavailable): an outage's
 // summary names its cause and never a connection string.
+//
+// It is for errors of the store's own calls (a dispatcher's claim), so,
+// unlike Unavailable, it also takes a bare network error for the
+// database's connection breaking: pgx sometimes returns one unwrapped
+// when PostgreSQL goes away mid-statement ("read tcp …: connection reset
+// by peer"), where a request's error, which may come from a client's
+// connection, must not be mistaken for an outage.
 func ExplainFailure(err error) (summary string, outage bool) {
 	if u := Unavailable(err); u != nil {
 		return u.Cause + ": " + u.Summary(), true
+	}
+	if cause := netCause(err); cause != "" {
+		return cause + ": " + err.Error(), true
 	}
 	return err.Error(), false
 }

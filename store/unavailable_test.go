@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/libtnb/sqlite"
 
 	"github.com/membership-api/controlplane/store"
@@ -155,4 +157,26 @@ func TestUnavailable_SQLite(t *testing.T) {
 	}
 	defer missing.Close()
 	wantCause(t, "cannot open", missing.PingContext(ctx), store.CauseCannotOpen)
+}
+
+// ExplainFailure takes the store's own network errors for an outage, even
+// unwrapped by pgx (seen when PostgreSQL was killed under a dispatcher's
+// claim), and anything else for a fault.
+func TestExplainFailure(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for _, c := range []struct {
+		err    error
+		outage bool
+	}{
+		{reset, true},
+		{fmt.Errorf("claim: %w", reset), true},
+		{&pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}, true},
+		{errors.New("no such table: outbox_messages"), false},
+		{&pgconn.PgError{Code: "23505", Message: "duplicate key"}, false},
+	} {
+		summary, outage := store.ExplainFailure(c.err)
+		if outage != c.outage || summary == "" {
+			t.Errorf("ExplainFailure(%v) = %q, %v; want outage %v", c.err, summary, outage, c.outage)
+		}
+	}
 }
