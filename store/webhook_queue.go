@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,7 +106,7 @@ SELECT id FROM eps`
 // take different endpoints, so the in-flight bound and the single probe
 // hold). NO KEY UPDATE: queueing a message (a foreign key's KEY SHARE lock)
 // does not wait for it.
-const webhookCandidatesSQL = `SELECT id, workspace_id, consecutive_failures FROM webhook_endpoints
+const webhookCandidatesSQL = `SELECT id, workspace_id, consecutive_failures, url, secret FROM webhook_endpoints
 WHERE id IN ? AND disabled_at IS NULL AND (backoff_until IS NULL OR backoff_until <= ?)`
 
 // webhookInFlightSQL counts the claimed, unexpired messages of endpoints,
@@ -113,26 +115,36 @@ const webhookInFlightSQL = `SELECT endpoint_id, COUNT(*) AS n FROM webhook_messa
 WHERE status = 'pending' AND claim_token <> '' AND endpoint_id IN ? AND claimed_until >= ?
 GROUP BY endpoint_id`
 
-// webhookClaimSQL claims the oldest due messages of several endpoints in
-// one statement: %s is one webhookClaimBranchSQL per endpoint, each walking
+// webhookPickSQL picks the oldest due messages of several endpoints in
+// one statement: %s is one webhookPickBranchSQL per endpoint, each walking
 // idx_webhook_endpoint_queue from the start of its endpoint's range (the
-// claimed messages it skips are at most the endpoint's bound).
-// A join rather than "id IN": the picks are distinct, and PostgreSQL
-// would otherwise sort them to make them so.
-const webhookClaimSQL = `UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
-FROM (%s) picked WHERE webhook_messages.id = picked.id RETURNING webhook_messages.id, webhook_messages.endpoint_id`
-
-// webhookClaimBranchSQL picks one endpoint's messages for webhookClaimSQL;
-// %s is PostgreSQL's row lock (FOR UPDATE SKIP LOCKED), empty on SQLite.
-const webhookClaimBranchSQL = `SELECT id FROM (SELECT id FROM webhook_messages
+// claimed messages it skips are at most the endpoint's bound), in order.
+// Each branch takes up to the bound per endpoint, a literal: the claim
+// keeps an endpoint's first takes in Go. A bound parameter LIMIT made
+// SQLite re-prepare the statement (the whole UNION) at nearly every
+// execution, and literal takes gave every mix of them a text of its own to
+// prepare: with the bound as a literal, the text depends on the number of
+// endpoints alone. On PostgreSQL each branch locks what it picks (FOR
+// UPDATE SKIP LOCKED; the few rows beyond an endpoint's take stay locked
+// until the claim commits, under its endpoint's lock anyway).
+const webhookPickBranchSQL = `SELECT id, endpoint_id FROM (SELECT id, endpoint_id FROM webhook_messages
   WHERE status = 'pending' AND endpoint_id = ? AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
-  ORDER BY next_attempt_at, id LIMIT ? %s) q%d`
+  ORDER BY next_attempt_at, id LIMIT %d %s) q%d`
+
+// webhookClaimSQL claims the picked messages and returns what delivering
+// them needs of their rows (the endpoints' come from lockCandidates, the
+// events are read after the commit); %s is idsIn's condition.
+const webhookClaimSQL = `UPDATE webhook_messages SET claimed_until = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE %s
+RETURNING id, webhook_id, endpoint_id, event_id, event_type, payload, status, attempts, next_attempt_at, claimed_until, last_error, created_at`
 
 // candidate is an endpoint a claim may take messages of.
 type candidate struct {
 	ID                  int64
 	WorkspaceID         int64
 	ConsecutiveFailures int
+	URL                 string
+	Secret              string // sealed (openWebhookSecret)
 }
 
 // ClaimWebhookQueue claims due messages fairly: endpoints in turn from the
@@ -152,15 +164,17 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 		return WebhookClaimed{Next: c.After}, err
 	}
 	var out WebhookClaimed
-	var ids []int64
+	var claimed []WebhookMessage
+	var cands map[int64]candidate
 	probes := map[int64]bool{}
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
-		ids, probes = nil, map[int64]bool{} // a retried transaction starts over
+		claimed, probes = nil, map[int64]bool{} // a retried transaction starts over
 		out = WebhookClaimed{Next: c.After}
 		if !wrapped {
 			out.Next = order[len(order)-1] // the walk stopped at its bound: go on from there
 		}
-		cands, err := s.lockCandidates(tx, order, now)
+		var err error
+		cands, err = s.lockCandidates(tx, order, now)
 		if err != nil || len(cands) == 0 {
 			return err
 		}
@@ -199,30 +213,26 @@ func (s *Store) ClaimWebhookQueue(ctx context.Context, c WebhookClaim) (WebhookC
 		if len(picked) == 0 {
 			return nil
 		}
-		got, err := s.claimEndpoints(tx, c, picked, takes, now)
-		if err != nil || len(got) == 0 {
+		claimed, err = s.claimEndpoints(tx, c, picked, takes, now)
+		if err != nil || len(claimed) == 0 {
 			return err
 		}
-		for _, g := range got {
-			ids = append(ids, g.ID)
-			if cands[g.EndpointID].ConsecutiveFailures > 0 {
-				probes[g.EndpointID] = true
+		for _, m := range claimed {
+			if cands[m.EndpointID].ConsecutiveFailures > 0 {
+				probes[m.EndpointID] = true
 			}
 		}
 		out.Next = picked[len(picked)-1]
 		return holdProbedEndpoints(tx, probes, now.Add(c.Lease))
 	})
-	if err != nil || len(ids) == 0 {
+	if err != nil || len(claimed) == 0 {
 		return out, err
 	}
-	// What delivering the claimed messages needs is read once the claim is
-	// committed, on a reader: the messages are ours until their lease
-	// ends, and the single SQLite writer (or a PostgreSQL transaction
-	// holding the endpoints' locks) does not wait for the read.
-	out.Items, err = s.readWebhookItems(ctx, s.read.WithContext(ctx), ids, c.Token)
-	for i := range out.Items {
-		out.Items[i].Probe = probes[out.Items[i].EndpointID]
-	}
+	// The events are read once the claim is committed, on a reader: the
+	// messages are ours until their lease ends, and the single SQLite
+	// writer (or a PostgreSQL transaction holding the endpoints' locks)
+	// does not wait for the read.
+	out.Items, err = s.webhookItems(ctx, s.read.WithContext(ctx), claimed, cands, probes)
 	return out, err
 }
 
@@ -300,27 +310,81 @@ func webhooksInFlight(tx *gorm.DB, cands map[int64]candidate, now time.Time) (ma
 }
 
 // claimEndpoints claims up to takes[id] due messages of each endpoint of
-// ids, in one statement.
-func (s *Store) claimEndpoints(tx *gorm.DB, c WebhookClaim, ids []int64, takes map[int64]int, now time.Time) ([]claimedRow, error) {
+// ids, oldest first, in two statements whose texts depend on the number
+// of endpoints only (webhookPickBranchSQL): the picks, and the claim of
+// each endpoint's first takes.
+func (s *Store) claimEndpoints(tx *gorm.DB, c WebhookClaim, ids []int64, takes map[int64]int, now time.Time) ([]WebhookMessage, error) {
 	lock := ""
 	if s.dialect == Postgres {
 		lock = "FOR UPDATE SKIP LOCKED"
 	}
+	bound := cmp.Or(c.PerEndpoint, DefaultWebhooksPerEndpoint)
 	branches := make([]string, len(ids))
-	args := []any{now.Add(c.Lease), c.Token, now}
+	args := make([]any, 0, 3*len(ids))
 	for i, id := range ids {
-		branches[i] = fmt.Sprintf(webhookClaimBranchSQL, lock, i)
-		args = append(args, id, now, now, takes[id])
+		branches[i] = fmt.Sprintf(webhookPickBranchSQL, bound, lock, i)
+		args = append(args, id, now, now)
 	}
-	var rows []claimedRow
-	err := tx.Raw(fmt.Sprintf(webhookClaimSQL, strings.Join(branches, "\nUNION ALL ")), args...).Scan(&rows).Error
-	return rows, err
+	rows, err := tx.Raw(strings.Join(branches, "\nUNION ALL "), args...).Rows()
+	if err != nil {
+		return nil, err
+	}
+	var pick []int64
+	left := maps.Clone(takes)
+	for rows.Next() {
+		var id, endpoint int64
+		if err := rows.Scan(&id, &endpoint); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		// Each branch's rows come in its order: an endpoint's first rows
+		// are its oldest due messages.
+		if left[endpoint] > 0 {
+			left[endpoint]--
+			pick = append(pick, id)
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil || len(pick) == 0 {
+		return nil, err
+	}
+	in, list := s.idsIn("id", pick)
+	rows, err = tx.Raw(fmt.Sprintf(webhookClaimSQL, in), now.Add(c.Lease), c.Token, now, list).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() //nolint:errcheck // rows.Err says what went wrong
+	out := make([]WebhookMessage, 0, len(pick))
+	for rows.Next() {
+		m := WebhookMessage{ClaimToken: c.Token, UpdatedAt: now}
+		if err := rows.Scan(&m.ID, &m.WebhookID, &m.EndpointID, &m.EventID, &m.EventType, &m.Payload, &m.Status,
+			&m.Attempts, &m.NextAttemptAt, &m.ClaimedUntil, &m.LastError, &m.CreatedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
-// claimedRow is a message a claim took.
-type claimedRow struct {
-	ID         int64
-	EndpointID int64
+// idsIn is a condition "column is one of ids" and its parameter. On
+// SQLite the ids are one JSON array (json_each), so the statement's text is
+// the same whatever their number: "IN ?" gave every count a statement of
+// its own to prepare, which cost SQLite's single writer more than running
+// it. On PostgreSQL they are a list ("IN ?"): an array parameter left its
+// planner guessing how many there are, and its generic plan then walked a
+// partial index rather than looking the ids up.
+func (s *Store) idsIn(column string, ids []int64) (string, any) {
+	if s.dialect == Postgres {
+		return column + " IN ?", ids
+	}
+	b := make([]byte, 0, 8*len(ids)+2)
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return column + " IN (SELECT value FROM json_each(?))", string(append(b, ']'))
 }
 
 // holdProbedEndpoints keeps the failing endpoints a probe was claimed for
@@ -337,53 +401,50 @@ func holdProbedEndpoints(tx *gorm.DB, probes map[int64]bool, until time.Time) er
 	return tx.Model(&WebhookEndpoint{}).Where("id IN ?", ids).Update("backoff_until", until).Error
 }
 
-// readWebhookItems reads the claimed messages ids with their endpoints and
-// events.
-func (s *Store) readWebhookItems(ctx context.Context, tx *gorm.DB, ids []int64, token string) ([]WebhookItem, error) {
-	var rows []struct {
-		WebhookMessage
-		URL         string
-		Secret      string
-		WorkspaceID int64
-	}
-	err := tx.Raw(`SELECT m.*, e.url, e.secret, e.workspace_id FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
-WHERE m.id IN ? AND m.claim_token = ? ORDER BY m.id`, ids, token).Scan(&rows).Error
-	if err != nil {
-		return nil, err
-	}
+// webhookItems completes claimed messages with their endpoints (cands)
+// and events (read on tx).
+func (s *Store) webhookItems(ctx context.Context, tx *gorm.DB, claimed []WebhookMessage, cands map[int64]candidate, probes map[int64]bool) ([]WebhookItem, error) {
 	var eventIDs []int64
-	for _, r := range rows {
-		if r.EventID != nil {
-			eventIDs = append(eventIDs, *r.EventID)
+	for _, m := range claimed {
+		if m.EventID != nil {
+			eventIDs = append(eventIDs, *m.EventID)
 		}
 	}
 	events := map[int64]AuditEvent{}
 	if len(eventIDs) > 0 {
+		in, list := s.idsIn("id", eventIDs)
 		var evs []AuditEvent
-		if err := tx.Where("id IN ?", eventIDs).Find(&evs).Error; err != nil {
+		if err := tx.Where(in, list).Find(&evs).Error; err != nil {
 			return nil, err
 		}
 		for _, e := range evs {
 			events[e.ID] = e
 		}
 	}
-	items := make([]WebhookItem, 0, len(rows))
-	for _, r := range rows {
-		// A secret that does not decrypt (serve checks the keys at start)
-		// leaves its message out: it stays claimed until its lease ends,
-		// and every other endpoint keeps delivering.
-		secret, ok := s.claimedWebhookSecret(ctx, r.ID, r.EndpointID, r.Secret)
-		if !ok {
-			continue
+	secrets := map[int64]string{}
+	items := make([]WebhookItem, 0, len(claimed))
+	for _, m := range claimed {
+		e := cands[m.EndpointID]
+		secret, opened := secrets[e.ID]
+		if !opened {
+			// A secret that does not decrypt (serve checks the keys at
+			// start) leaves its messages out: they stay claimed until their
+			// lease ends, and every other endpoint keeps delivering.
+			var ok bool
+			if secret, ok = s.claimedWebhookSecret(ctx, m.ID, e.ID, e.Secret); !ok {
+				continue
+			}
+			secrets[e.ID] = secret
 		}
-		item := WebhookItem{WebhookMessage: r.WebhookMessage, URL: r.URL, Secret: secret, WorkspaceID: r.WorkspaceID}
-		if r.EventID != nil {
-			item.Event = events[*r.EventID]
-		} else if err := parseJSON(r.Payload, &item.Event); err != nil {
-			return nil, fmt.Errorf("webhook message %d: %w", r.ID, err)
+		item := WebhookItem{WebhookMessage: m, URL: e.URL, Secret: secret, WorkspaceID: e.WorkspaceID, Probe: probes[e.ID]}
+		if m.EventID != nil {
+			item.Event = events[*m.EventID]
+		} else if err := parseJSON(m.Payload, &item.Event); err != nil {
+			return nil, fmt.Errorf("webhook message %d: %w", m.ID, err)
 		}
 		items = append(items, item)
 	}
+	slices.SortFunc(items, func(a, b WebhookItem) int { return cmp.Compare(a.ID, b.ID) })
 	return items, nil
 }
 
@@ -443,7 +504,8 @@ func (s *Store) RecordWebhookAttempts(ctx context.Context, token string, outcome
 	now := s.now()
 	err = s.inTx(ctx, func(tx *gorm.DB) error {
 		disabled = make([]bool, len(outcomes))
-		if err := s.lockOutcomeEndpoints(tx, outcomes); err != nil {
+		failing, err := s.lockOutcomeEndpoints(tx, outcomes)
+		if err != nil {
 			return err
 		}
 		var delivered []WebhookOutcome
@@ -458,36 +520,56 @@ func (s *Store) RecordWebhookAttempts(ctx context.Context, token string, outcome
 			}
 			disabled[i] = d
 		}
-		return recordDeliveries(tx, token, delivered, now)
+		return s.recordDeliveries(tx, token, delivered, failing, now)
 	})
 	return disabled, err
 }
 
-// lockOutcomeEndpoints locks, on PostgreSQL, the endpoints of a batch of
-// outcomes in id order before any is changed, so that two dispatchers'
-// batches touching the same endpoints cannot deadlock.
-func (s *Store) lockOutcomeEndpoints(tx *gorm.DB, outcomes []WebhookOutcome) error {
-	if s.dialect != Postgres || len(outcomes) < 2 {
-		return nil
+// endpointFailingSQL is the condition of an endpoint with failures to
+// clear (a delivery ends its failure run).
+const endpointFailingSQL = "(failing_since IS NOT NULL OR consecutive_failures <> 0 OR backoff_until IS NOT NULL)"
+
+// lockOutcomeEndpoints locks, on PostgreSQL, the endpoints a batch of
+// outcomes will change, in id order before any is changed, so that two
+// dispatchers' batches touching the same endpoints cannot deadlock: those
+// of failed attempts, and those failing now (a delivery clears their
+// failures), which it returns. The others, nearly all under load, stay
+// unlocked: a claim skips a locked endpoint, and every endpoint of a batch
+// locked for the record's transaction left claims short. nil on SQLite
+// (one writer: recordDeliveries finds the failing endpoints itself).
+func (s *Store) lockOutcomeEndpoints(tx *gorm.DB, outcomes []WebhookOutcome) ([]int64, error) {
+	if s.dialect != Postgres {
+		return nil, nil
 	}
 	seen := map[int64]bool{}
-	var ids []int64
+	var ids, failed []int64
 	for _, o := range outcomes {
 		if !seen[o.Item.EndpointID] {
 			seen[o.Item.EndpointID] = true
 			ids = append(ids, o.Item.EndpointID)
 		}
+		if o.Result.Outcome != AttemptDelivered {
+			failed = append(failed, o.Item.EndpointID)
+		}
 	}
-	if len(ids) < 2 {
-		return nil
-	}
+	all, allList := s.idsIn("id", ids)
+	fail, failList := s.idsIn("id", failed)
 	var locked []int64
-	return tx.Raw("SELECT id FROM webhook_endpoints WHERE id IN ? ORDER BY id FOR NO KEY UPDATE", ids).Scan(&locked).Error
+	err := tx.Raw("SELECT id FROM webhook_endpoints WHERE "+all+" AND ("+fail+" OR "+endpointFailingSQL+") ORDER BY id FOR NO KEY UPDATE",
+		allList, failList).Scan(&locked).Error
+	return locked, err
 }
 
+// recordDeliveredSQL marks delivered messages that are still ours (%s:
+// idsIn).
+const recordDeliveredSQL = `UPDATE webhook_messages SET status = ?, delivered_at = ?, claimed_until = NULL, claim_token = '', updated_at = ?, last_error = ''
+WHERE %s AND claim_token = ? AND status = 'pending' RETURNING id`
+
 // recordDeliveries marks delivered messages (those still ours), logs their
-// attempts and clears their endpoints' failures, in three statements.
-func recordDeliveries(tx *gorm.DB, token string, delivered []WebhookOutcome, now time.Time) error {
+// attempts and clears the failures of their endpoints that have any (on
+// PostgreSQL, of those lockOutcomeEndpoints locked: locked), in three
+// statements.
+func (s *Store) recordDeliveries(tx *gorm.DB, token string, delivered []WebhookOutcome, locked []int64, now time.Time) error {
 	if len(delivered) == 0 {
 		return nil
 	}
@@ -495,13 +577,13 @@ func recordDeliveries(tx *gorm.DB, token string, delivered []WebhookOutcome, now
 	for i, o := range delivered {
 		ids[i] = o.Item.ID
 	}
+	in, list := s.idsIn("id", ids)
 	var ours []int64
-	err := tx.Raw(`UPDATE webhook_messages SET status = ?, delivered_at = ?, claimed_until = NULL, claim_token = '', updated_at = ?, last_error = ''
-WHERE id IN ? AND claim_token = ? AND status = 'pending' RETURNING id`, WebhookDelivered, now, now, ids, token).Scan(&ours).Error
+	err := tx.Raw(fmt.Sprintf(recordDeliveredSQL, in), WebhookDelivered, now, now, list, token).Scan(&ours).Error
 	if err != nil || len(ours) == 0 {
 		return err // none: deleted, cancelled, or claimed again, not ours to record
 	}
-	mine := map[int64]bool{}
+	mine := make(map[int64]bool, len(ours))
 	for _, id := range ours {
 		mine[id] = true
 	}
@@ -516,16 +598,27 @@ WHERE id IN ? AND claim_token = ? AND status = 'pending' RETURNING id`, WebhookD
 	if err := tx.Omit("Endpoint").Create(&lines).Error; err != nil {
 		return err
 	}
-	eps := make([]int64, 0, len(endpoints))
-	for id := range endpoints {
-		eps = append(eps, id)
-	}
-	slices.Sort(eps)
 	if err := pruneAttempts(tx, lines); err != nil {
 		return err
 	}
-	return tx.Model(&WebhookEndpoint{}).
-		Where("id IN ? AND (failing_since IS NOT NULL OR consecutive_failures <> 0 OR backoff_until IS NOT NULL)", eps).
+	var eps []int64
+	if s.dialect == Postgres {
+		for _, id := range locked {
+			if endpoints[id] {
+				eps = append(eps, id)
+			}
+		}
+	} else {
+		for id := range endpoints {
+			eps = append(eps, id)
+		}
+		slices.Sort(eps)
+	}
+	if len(eps) == 0 {
+		return nil
+	}
+	in, list = s.idsIn("id", eps)
+	return tx.Model(&WebhookEndpoint{}).Where(in+" AND "+endpointFailingSQL, list).
 		Updates(map[string]any{"failing_since": nil, "consecutive_failures": 0, "backoff_until": nil}).Error
 }
 
