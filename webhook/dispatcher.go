@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -323,7 +322,7 @@ func (d *Dispatcher) send(ctx context.Context, item store.WebhookItem, at time.T
 	if err := checkURL(ctx, item.URL, d.cfg.AllowLoopback, false); err != nil {
 		return 0, err
 	}
-	body, err := json.Marshal(Event(item.Event, item.ID))
+	body, err := DeliveryBody(item.Event, item.ID)
 	if err != nil {
 		return 0, err
 	}

@@ -47,3 +47,37 @@ func object(s string) *map[string]any {
 func Event(e store.AuditEvent, message int64) gen.WebhookEvent {
 	return gen.WebhookEvent{Type: gen.WebhookEventType(e.Action), Timestamp: e.At.UTC(), Data: AuditEvent(e, message)}
 }
+
+// deliveryBody is the body a dispatcher sends: Event's, with the changed
+// fields copied as stored (appendAudit wrote them with json.Marshal, the
+// encoding Event's maps would be given again) instead of decoded into maps
+// and encoded back, which cost about a twentieth of a delivery's CPU. The
+// outer fields win over the embedded ones of the same JSON name, so the
+// shape is the YAML's, whatever else it gains (TestDeliveryBody_IsEvent).
+type deliveryBody struct {
+	gen.WebhookEvent
+	Data deliveryData `json:"data"`
+}
+
+type deliveryData struct {
+	gen.AuditEvent
+	Before json.RawMessage `json:"before,omitempty"`
+	After  json.RawMessage `json:"after,omitempty"`
+}
+
+// DeliveryBody encodes the body of a delivery of e (Event).
+func DeliveryBody(e store.AuditEvent, message int64) ([]byte, error) {
+	before, after := raw(e.Before), raw(e.After)
+	e.Before, e.After = "", ""
+	out := Event(e, message)
+	return json.Marshal(deliveryBody{WebhookEvent: out, Data: deliveryData{AuditEvent: out.Data, Before: before, After: after}})
+}
+
+// raw is a stored JSON object of changed fields as it is (nil: none, or
+// not JSON, which object drops too).
+func raw(s string) json.RawMessage {
+	if s == "" || !json.Valid([]byte(s)) {
+		return nil
+	}
+	return json.RawMessage(s)
+}
