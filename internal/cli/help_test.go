@@ -86,11 +86,11 @@ func TestHelp_FlagsOnlyWhereUsed(t *testing.T) {
 		"apikey revoke":   {"db-max-conns": false, "db-invite-batches": false, "db": true, "data-dir": true},
 		"workspace list":  {"db-max-conns": false, "db-invite-batches": false},
 		"oauth-keys list": {"db-max-conns": false, "db-invite-batches": false},
-		"mail-status":     {"db-max-conns": false, "db-invite-batches": false},
+		"mail-status":     {"db-max-conns": false, "db-invite-batches": false, "gc-percent": false},
 		"mail-retry":      {"db-max-conns": false, "db-invite-batches": false},
-		"webhook-worker":  {"webhook-dispatcher": false, "db-max-conns": true, "webhook-timeout": true},
-		"mail-worker":     {"mail-dispatcher": false, "db-max-conns": true, "db-invite-batches": false},
-		"serve":           {"webhook-dispatcher": true, "mail-dispatcher": true, "db-max-conns": true, "db-invite-batches": true},
+		"webhook-worker":  {"webhook-dispatcher": false, "db-max-conns": true, "webhook-timeout": true, "gc-percent": true},
+		"mail-worker":     {"mail-dispatcher": false, "db-max-conns": true, "db-invite-batches": false, "gc-percent": true},
+		"serve":           {"webhook-dispatcher": true, "mail-dispatcher": true, "db-max-conns": true, "db-invite-batches": true, "gc-percent": true},
 	}
 	for c := range allCommands(newRootCommand(io.Discard, io.Discard)) {
 		for flagName, offered := range want[commandPath(c)] {

@@ -101,6 +101,7 @@ type mailWorkerConfig struct {
 	log     logConfig
 	metrics metricsConfig
 	mail    mailConfig
+	gc      gcConfig
 }
 
 func (c *mailWorkerConfig) bind(fs *flag.FlagSet) {
@@ -109,6 +110,7 @@ func (c *mailWorkerConfig) bind(fs *flag.FlagSet) {
 	c.log.bind(fs)
 	c.metrics.bind(fs)
 	c.mail.bind(fs)
+	c.gc.bind(fs)
 }
 
 func mailWorkerCommand(stderr io.Writer) *ffcli.Command {
@@ -125,7 +127,7 @@ func mailWorkerCommand(stderr io.Writer) *ffcli.Command {
 
 // mailWorker delivers the outbox until ctx ends, observed as serve is.
 func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) error {
-	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
+	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, cfg.gc, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
 		d, err := cfg.mail.dispatcher(st, cfg.data.dataDir, log)
 		if err != nil {
 			return err
@@ -139,9 +141,11 @@ func mailWorker(ctx context.Context, cfg mailWorkerConfig, stderr io.Writer) err
 
 // runWorker runs a worker command (mail-worker, webhook-worker): logging
 // and metrics as serve has them (a separate worker is observed like the
-// dispatcher inside serve), the store, then run until ctx ends.
-func runWorker(ctx context.Context, data dataConfig, lc logConfig, mc metricsConfig, stderr io.Writer,
+// dispatcher inside serve), its GC target, the store, then run until ctx
+// ends.
+func runWorker(ctx context.Context, data dataConfig, lc logConfig, mc metricsConfig, gc gcConfig, stderr io.Writer,
 	run func(st *store.Store, mon *metricsServer, log *slog.Logger) error) error {
+	gc.apply()
 	log, mon, err := startObserved(ctx, lc, mc, stderr)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ type webhookWorkerConfig struct {
 	log     logConfig
 	metrics metricsConfig
 	hooks   webhookConfig
+	gc      gcConfig
 }
 
 func (c *webhookWorkerConfig) bind(fs *flag.FlagSet) {
@@ -29,6 +30,7 @@ func (c *webhookWorkerConfig) bind(fs *flag.FlagSet) {
 	c.log.bind(fs)
 	c.metrics.bind(fs)
 	c.hooks.bind(fs)
+	c.gc.bind(fs)
 }
 
 func webhookWorkerCommand(stderr io.Writer) *ffcli.Command {
@@ -46,7 +48,7 @@ func webhookWorkerCommand(stderr io.Writer) *ffcli.Command {
 // webhookWorker delivers the webhook outbox (and applies --audit-retention)
 // until ctx ends, observed as serve is.
 func webhookWorker(ctx context.Context, cfg webhookWorkerConfig, stderr io.Writer) error {
-	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
+	return runWorker(ctx, cfg.data, cfg.log, cfg.metrics, cfg.gc, stderr, func(st *store.Store, mon *metricsServer, log *slog.Logger) error {
 		if _, err := st.CheckSecrets(ctx); err != nil { // a wrong --secrets-key stops it now, as it does serve
 			return err
 		}
