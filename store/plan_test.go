@@ -34,10 +34,11 @@ var (
 	// SQLite names tables by their alias in plans; what is not a table here
 	// is the invites' VALUES list (j), a constant row, or the webhook
 	// claim's subqueries: the endpoints it walked (eps, a recursive CTE),
-	// each endpoint's pick (q0, q1, …), the pending test events counted,
-	// and a list of ids given as one parameter (json_each: idsIn).
+	// the pending test events counted, and lists of ids given as one
+	// parameter (json_each, the only virtual table: idsIn, the claim's
+	// endpoints).
 	sqliteScan     = regexp.MustCompile(`^SCAN (\S+)`)
-	sqliteNotTable = regexp.MustCompile(`^SCAN (j|eps|q\d+|pending_tests|\(subquery-\d+\)|\d+-ROW VALUES CLAUSE|CONSTANT ROW|json_each VIRTUAL TABLE INDEX \d+:)$`)
+	sqliteNotTable = regexp.MustCompile(`^SCAN (j|eps|pending_tests|\(subquery-\d+\)|\d+-ROW VALUES CLAUSE|CONSTANT ROW|\S+ VIRTUAL TABLE INDEX \d+:)$`)
 	sqliteSearch   = regexp.MustCompile(`^SEARCH \S+ USING (?:COVERING )?INDEX (\S+) \((.*)\)$`)
 	pgNode         = regexp.MustCompile(`(Seq Scan|Index Scan|Index Only Scan|Bitmap Index Scan) (?:using (\S+) )?on (\S+)`)
 	pgIndexCond    = regexp.MustCompile(`^\s*Index Cond: (.*)$`)

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -115,21 +114,33 @@ const webhookInFlightSQL = `SELECT endpoint_id, COUNT(*) AS n FROM webhook_messa
 WHERE status = 'pending' AND claim_token <> '' AND endpoint_id IN ? AND claimed_until >= ?
 GROUP BY endpoint_id`
 
-// webhookPickSQL picks the oldest due messages of several endpoints in
-// one statement: %s is one webhookPickBranchSQL per endpoint, each walking
-// idx_webhook_endpoint_queue from the start of its endpoint's range (the
-// claimed messages it skips are at most the endpoint's bound), in order.
-// Each branch takes up to the bound per endpoint, a literal: the claim
-// keeps an endpoint's first takes in Go. A bound parameter LIMIT made
-// SQLite re-prepare the statement (the whole UNION) at nearly every
-// execution, and literal takes gave every mix of them a text of its own to
-// prepare: with the bound as a literal, the text depends on the number of
-// endpoints alone. On PostgreSQL each branch locks what it picks (FOR
-// UPDATE SKIP LOCKED; the few rows beyond an endpoint's take stay locked
-// until the claim commits, under its endpoint's lock anyway).
-const webhookPickBranchSQL = `SELECT id, endpoint_id FROM (SELECT id, endpoint_id FROM webhook_messages
-  WHERE status = 'pending' AND endpoint_id = ? AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
-  ORDER BY next_attempt_at, id LIMIT %d %s) q%d`
+// The picks: the oldest due messages of several endpoints, up to the
+// bound of each (a literal, %d: the claim keeps each endpoint's takes in
+// Go), in one statement whose text is the same whatever the endpoints and
+// their number, each endpoint's messages found by walking
+// idx_webhook_endpoint_queue from the start of its range (the claimed
+// messages it skips are at most the endpoint's bound). The endpoints are
+// one parameter, a list, joined to a subquery per endpoint: a UNION of a
+// subquery per endpoint, each with its endpoint's id bound, made SQLite
+// re-prepare the whole statement whenever an id moved to another place
+// in it (nearly every claim, as the round robin turns), and gave every
+// number of endpoints a text of its own to prepare.
+//
+// SQLite: the endpoints are a JSON array (json_each). An endpoint's picks
+// come in id order, not due order: of its oldest due messages, those with
+// the lowest ids are taken first.
+const webhookPickSQLite = `SELECT m.id, m.endpoint_id FROM json_each(?) e, webhook_messages m
+WHERE m.id IN (SELECT id FROM webhook_messages
+  WHERE status = 'pending' AND endpoint_id = e.value AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
+  ORDER BY next_attempt_at, id LIMIT %d)`
+
+// webhookPickPostgres: the endpoints are an array, each joined LATERAL to
+// its picks, which it locks (FOR UPDATE SKIP LOCKED; the few rows beyond
+// an endpoint's take stay locked until the claim commits, under its
+// endpoint's lock anyway).
+const webhookPickPostgres = `SELECT m.id, m.endpoint_id FROM unnest(CAST(? AS bigint[])) e(id) CROSS JOIN LATERAL (SELECT id, endpoint_id FROM webhook_messages
+  WHERE status = 'pending' AND endpoint_id = e.id AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
+  ORDER BY next_attempt_at, id LIMIT %d FOR UPDATE SKIP LOCKED) m`
 
 // webhookClaimSQL claims the picked messages and returns what delivering
 // them needs of their rows (the endpoints' come from lockCandidates, the
@@ -310,22 +321,15 @@ func webhooksInFlight(tx *gorm.DB, cands map[int64]candidate, now time.Time) (ma
 }
 
 // claimEndpoints claims up to takes[id] due messages of each endpoint of
-// ids, oldest first, in two statements whose texts depend on the number
-// of endpoints only (webhookPickBranchSQL): the picks, and the claim of
-// each endpoint's first takes.
+// ids, oldest first, in two statements of constant texts: the picks, and
+// the claim of each endpoint's takes.
 func (s *Store) claimEndpoints(tx *gorm.DB, c WebhookClaim, ids []int64, takes map[int64]int, now time.Time) ([]WebhookMessage, error) {
-	lock := ""
-	if s.dialect == Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
 	bound := cmp.Or(c.PerEndpoint, DefaultWebhooksPerEndpoint)
-	branches := make([]string, len(ids))
-	args := make([]any, 0, 3*len(ids))
-	for i, id := range ids {
-		branches[i] = fmt.Sprintf(webhookPickBranchSQL, bound, lock, i)
-		args = append(args, id, now, now)
+	q, endpoints := webhookPickSQLite, idList('[', ids, ']')
+	if s.dialect == Postgres {
+		q, endpoints = webhookPickPostgres, idList('{', ids, '}')
 	}
-	rows, err := tx.Raw(strings.Join(branches, "\nUNION ALL "), args...).Rows()
+	rows, err := tx.Raw(fmt.Sprintf(q, bound), endpoints, now, now).Rows()
 	if err != nil {
 		return nil, err
 	}
@@ -337,8 +341,6 @@ func (s *Store) claimEndpoints(tx *gorm.DB, c WebhookClaim, ids []int64, takes m
 			rows.Close()
 			return nil, err
 		}
-		// Each branch's rows come in its order: an endpoint's first rows
-		// are its oldest due messages.
 		if left[endpoint] > 0 {
 			left[endpoint]--
 			pick = append(pick, id)
@@ -376,15 +378,21 @@ func (s *Store) idsIn(column string, ids []int64) (string, any) {
 	if s.dialect == Postgres {
 		return column + " IN ?", ids
 	}
+	return column + " IN (SELECT value FROM json_each(?))", idList('[', ids, ']')
+}
+
+// idList writes ids between open and end, separated by commas: a JSON
+// array, or a PostgreSQL array literal.
+func idList(open byte, ids []int64, end byte) string {
 	b := make([]byte, 0, 8*len(ids)+2)
-	b = append(b, '[')
+	b = append(b, open)
 	for i, id := range ids {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = strconv.AppendInt(b, id, 10)
 	}
-	return column + " IN (SELECT value FROM json_each(?))", string(append(b, ']'))
+	return string(append(b, end))
 }
 
 // holdProbedEndpoints keeps the failing endpoints a probe was claimed for
