@@ -338,8 +338,7 @@ func (s *Store) claimEndpoints(tx *gorm.DB, c WebhookClaim, ids []int64, takes m
 	for rows.Next() {
 		var id, endpoint int64
 		if err := rows.Scan(&id, &endpoint); err != nil {
-			rows.Close()
-			return nil, err
+			return nil, errors.Join(err, rows.Close())
 		}
 		if left[endpoint] > 0 {
 			left[endpoint]--

@@ -286,7 +286,7 @@ func BenchmarkHTTPFloor(b *testing.B) {
 		for range cfg.Concurrency {
 			wg.Go(func() {
 				for next.Add(1) <= perIteration {
-					req, err := http.NewRequest(http.MethodPost, srv.URL+"/hook", bytes.NewReader(body))
+					req, err := http.NewRequestWithContext(b.Context(), http.MethodPost, srv.URL+"/hook", bytes.NewReader(body))
 					if err != nil {
 						b.Error(err)
 						return

@@ -12,13 +12,10 @@ import (
 func TestGCConfig_AppliesUnlessGOGCSet(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(prev)
-	gogc, wasSet := os.LookupEnv("GOGC")
-	os.Unsetenv("GOGC")
-	defer func() {
-		if wasSet {
-			os.Setenv("GOGC", gogc)
-		}
-	}()
+	t.Setenv("GOGC", "") // whatever it was is set again after the test
+	if err := os.Unsetenv("GOGC"); err != nil {
+		t.Fatal(err)
+	}
 	gcConfig{percent: 250}.apply()
 	if got := debug.SetGCPercent(100); got != 250 {
 		t.Errorf("without GOGC the target is %d, want --gc-percent's 250", got)
