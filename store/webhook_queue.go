@@ -114,17 +114,15 @@ const webhookInFlightSQL = `SELECT endpoint_id, COUNT(*) AS n FROM webhook_messa
 WHERE status = 'pending' AND claim_token <> '' AND endpoint_id IN ? AND claimed_until >= ?
 GROUP BY endpoint_id`
 
-// The picks: the oldest due messages of several endpoints, up to the
-// bound of each (a literal, %d: the claim keeps each endpoint's takes in
-// Go), in one statement whose text is the same whatever the endpoints and
-// their number, each endpoint's messages found by walking
+// The picks: each endpoint's oldest due messages, up to its bound (%d, a
+// literal: the claim keeps each endpoint's takes in Go), found by walking
 // idx_webhook_endpoint_queue from the start of its range (the claimed
-// messages it skips are at most the endpoint's bound). The endpoints are
-// one parameter, a list, joined to a subquery per endpoint: a UNION of a
-// subquery per endpoint, each with its endpoint's id bound, made SQLite
-// re-prepare the whole statement whenever an id moved to another place
-// in it (nearly every claim, as the round robin turns), and gave every
-// number of endpoints a text of its own to prepare.
+// messages it skips are at most the bound). The endpoints are one
+// parameter, a list joined to a subquery per endpoint, so the text never
+// changes. A UNION with each endpoint's id bound in a place of its own made
+// SQLite re-prepare the whole statement whenever an id moved (nearly every
+// claim, as the round robin turns), and gave every number of endpoints a
+// text of its own.
 //
 // SQLite: the endpoints are a JSON array (json_each). An endpoint's picks
 // come in id order, not due order: of its oldest due messages, those with

@@ -322,7 +322,7 @@ func (d *Dispatcher) send(ctx context.Context, item store.WebhookItem, at time.T
 	if err := checkURL(ctx, item.URL, d.cfg.AllowLoopback, false); err != nil {
 		return 0, err
 	}
-	body, err := DeliveryBody(item.Event, item.ID)
+	body, err := deliveryJSON(item.Event, item.ID)
 	if err != nil {
 		return 0, err
 	}

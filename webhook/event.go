@@ -51,7 +51,8 @@ func Event(e store.AuditEvent, message int64) gen.WebhookEvent {
 // deliveryBody is the body a dispatcher sends: Event's, with the changed
 // fields copied as stored (appendAudit wrote them with json.Marshal, the
 // encoding Event's maps would be given again) instead of decoded into maps
-// and encoded back, which cost about a twentieth of a delivery's CPU. The
+// and encoded back (2.4 µs and 25 allocations a delivery less:
+// BenchmarkDeliveryBody). The
 // outer fields win over the embedded ones of the same JSON name, so the
 // shape is the YAML's, whatever else it gains (TestDeliveryBody_IsEvent).
 type deliveryBody struct {
@@ -65,8 +66,8 @@ type deliveryData struct {
 	After  json.RawMessage `json:"after,omitempty"`
 }
 
-// DeliveryBody encodes the body of a delivery of e (Event).
-func DeliveryBody(e store.AuditEvent, message int64) ([]byte, error) {
+// deliveryJSON encodes the body of a delivery of e (Event).
+func deliveryJSON(e store.AuditEvent, message int64) ([]byte, error) {
 	before, after := raw(e.Before), raw(e.After)
 	e.Before, e.After = "", ""
 	out := Event(e, message)

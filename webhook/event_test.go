@@ -27,7 +27,7 @@ func TestDeliveryBody_IsEvent(t *testing.T) {
 	}
 	for name, e := range events {
 		t.Run(name, func(t *testing.T) {
-			got, err := DeliveryBody(e, 99)
+			got, err := deliveryJSON(e, 99)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,14 +50,14 @@ func TestDeliveryBody_IsEvent(t *testing.T) {
 }
 
 // BenchmarkDeliveryBody: the body of an invitation's delivery, encoded as
-// sent (DeliveryBody) and through Event's maps.
+// sent (deliveryJSON) and through Event's maps.
 func BenchmarkDeliveryBody(b *testing.B) {
 	e := store.AuditEvent{ID: 42, WorkspaceID: 1, Workspace: "acme", At: time.Now(), ActorKind: "user", ActorSub: "admin-acme",
 		Action: "invitation.created", TargetType: "invitation", TargetID: "7",
 		After: `{"email":"someone@acme.test","expiresAt":"2026-12-13T12:00:00Z","role":"member"}`, RequestID: "req-1"}
 	b.Run("as sent", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := DeliveryBody(e, 99); err != nil {
+			if _, err := deliveryJSON(e, 99); err != nil {
 				b.Fatal(err)
 			}
 		}
